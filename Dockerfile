@@ -1,0 +1,20 @@
+# The equiserve server on a CUDA runtime image, with the GPU build of ONNX Runtime.
+# Build: docker build -t equiserve .   Run: docker run --gpus all -p 50051:50051 equiserve
+# (Not buildable in the development sandbox, which has no Docker engine.)
+
+FROM rust:1.95-bookworm AS build
+RUN apt-get update && apt-get install -y --no-install-recommends python3-pip && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+COPY . .
+RUN EQUISERVE_ORT_PACKAGE=onnxruntime-gpu scripts/setup \
+ && cargo build --release --locked --bin equiserve
+
+# onnxruntime-gpu 1.31 is built against CUDA 12 and cuDNN 9.
+FROM nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04
+WORKDIR /app
+COPY --from=build /src/target/release/equiserve /app/equiserve
+COPY --from=build /src/.ort/lib /app/.ort/lib
+COPY models /app/models
+ENV EQUISERVE_ADDR=0.0.0.0:50051 EQUISERVE_MODELS_DIR=/app/models EQUISERVE_DEVICE=auto
+EXPOSE 50051
+ENTRYPOINT ["/app/equiserve"]

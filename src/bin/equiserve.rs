@@ -1,0 +1,83 @@
+//! The equiserve gRPC server.
+
+use std::{num::NonZeroUsize, path::PathBuf, process::ExitCode, sync::Arc};
+
+use clap::Parser;
+use equiserve::{
+    onnx::{ExecutionDevice, init_runtime},
+    serve::{DynamicsService, Limits, ModelRegistry, PoolConfig, serve, shutdown_signal},
+};
+use tokio::net::TcpListener;
+
+/// Serves the ONNX models of a models directory over gRPC (equiserve.v1.Dynamics,
+/// grpc.health.v1, server reflection).
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// Directory with one folder per model, each holding model.onnx and card.json.
+    #[arg(long, env = "EQUISERVE_MODELS_DIR", default_value = "models")]
+    models_dir: PathBuf,
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, env = "EQUISERVE_ADDR", default_value = "127.0.0.1:50051")]
+    addr: String,
+    /// Where models run: cuda when ONNX Runtime can use a GPU (auto), or forced.
+    #[arg(long, env = "EQUISERVE_DEVICE", value_enum, default_value = "auto")]
+    device: ExecutionDevice,
+    /// The ONNX Runtime library to load; by default the project's .ort/lib, then the system's.
+    #[arg(long, env = "EQUISERVE_ORT_LIB")]
+    ort_lib: Option<PathBuf>,
+    /// Sessions (worker threads) per model; concurrent requests run in parallel up to this.
+    #[arg(long, env = "EQUISERVE_WORKERS", default_value_t = default_workers())]
+    workers: usize,
+    /// ONNX Runtime intra-op threads per session.
+    #[arg(long, env = "EQUISERVE_THREADS_PER_WORKER", default_value_t = 1)]
+    threads_per_worker: usize,
+    /// Requests that may wait per worker before RESOURCE_EXHAUSTED is returned.
+    #[arg(long, env = "EQUISERVE_QUEUE_PER_WORKER", default_value_t = 64)]
+    queue_per_worker: usize,
+    /// Largest batch of frames one Predict may send.
+    #[arg(long, env = "EQUISERVE_MAX_BATCH", default_value_t = 4096)]
+    max_batch: usize,
+    /// Largest number of steps one Rollout may ask for.
+    #[arg(long, env = "EQUISERVE_MAX_ROLLOUT_STEPS", default_value_t = 100_000)]
+    max_rollout_steps: u32,
+}
+
+fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, NonZeroUsize::get)
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,ort=warn".into()),
+        )
+        .init();
+    let args = Args::parse();
+    match run(args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("equiserve: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    init_runtime(args.ort_lib.as_deref())?;
+    let pool = PoolConfig {
+        workers: args.workers,
+        threads_per_worker: args.threads_per_worker,
+        queue_per_worker: args.queue_per_worker,
+    };
+    let models_dir = args.models_dir.clone();
+    let device = args.device;
+    let registry = tokio::task::spawn_blocking(move || ModelRegistry::load(&models_dir, device, pool)).await??;
+    let limits = Limits { max_batch: args.max_batch, max_rollout_steps: args.max_rollout_steps };
+    let listener = TcpListener::bind(&args.addr).await.map_err(|e| format!("cannot listen on {}: {e}", args.addr))?;
+    let address = listener.local_addr()?;
+    tracing::info!(%address, models = ?registry.names(), "serving");
+    println!("equiserve listening on {address}");
+    serve(DynamicsService::new(Arc::new(registry), limits), listener, shutdown_signal()).await
+}

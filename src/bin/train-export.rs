@@ -1,0 +1,237 @@
+//! Trains the model zoo, evaluates it, and exports each model to ONNX with a model card.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::ExitCode,
+};
+
+use clap::{Args as ClapArgs, Parser, Subcommand};
+use equiserve::{
+    card::DataInfo,
+    data::{SimulationConfig, Split, SplitConfig, Target, Trajectory, load_npz, save_npz, simulate},
+    models::ModelKind,
+    onnx::init_runtime,
+    train::{ExportRequest, TrainConfig, train_and_export},
+};
+use indicatif::{ProgressBar, ProgressStyle};
+use sha2::{Digest, Sha256};
+
+/// Train the equiserve model zoo on a trajectory, evaluate it with the study's metrics,
+/// and export each model as DIR/<name>/model.onnx + card.json + loss.svg.
+///
+/// Without --data, the built-in simulator makes the default trajectory.
+#[derive(Parser, Debug)]
+#[command(version, about, long_about, args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    train: TrainArgs,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Write the built-in simulator's trajectory as an .npz (array `arr`).
+    Simulate {
+        /// Output file.
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 2048)]
+        frames: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Simulate in 3-D instead of the study's xy-plane.
+        #[arg(long)]
+        three_d: bool,
+    },
+}
+
+#[derive(ClapArgs, Debug)]
+struct TrainArgs {
+    /// Model to train (repeatable).
+    #[arg(long = "model", value_enum, default_values_t = [ModelKind::Mlp])]
+    models: Vec<ModelKind>,
+    /// Train every model of the zoo.
+    #[arg(long, conflicts_with = "models")]
+    all: bool,
+    /// Trajectory .npz with `arr` of shape [frames, 12, 2|3]; the simulator's when absent.
+    #[arg(long, env = "EQUISERVE_DATA")]
+    data: Option<PathBuf>,
+    /// Frames the simulator makes when --data is absent.
+    #[arg(long, default_value_t = 2048)]
+    frames: usize,
+    /// Output directory; each model goes to DIR/<name>/.
+    #[arg(long, default_value = "models")]
+    out: PathBuf,
+    #[arg(long, default_value_t = 100)]
+    epochs: usize,
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+    #[arg(long = "lr", default_value_t = 1e-3)]
+    learning_rate: f64,
+    /// Seeds weights, shuffling, the simulator and the checks.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Shuffle training batches every epoch.
+    #[arg(long)]
+    shuffle: bool,
+    /// What the network learns to output; exported models always output dx.
+    #[arg(long, value_enum, default_value = "dx")]
+    target: Target,
+    /// Training pairs, counted from the start (default: floor(fraction · pairs)).
+    #[arg(long)]
+    train_pairs: Option<usize>,
+    /// Share of pairs used for training when --train-pairs is absent (0.8 gives the study's 1637 of 2047).
+    #[arg(long, default_value_t = 0.8)]
+    train_fraction: f64,
+    /// The ONNX Runtime library used for the parity check.
+    #[arg(long, env = "EQUISERVE_ORT_LIB")]
+    ort_lib: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Some(Command::Simulate { out, frames, seed, three_d }) => {
+            simulate_to_file(&out, &SimulationConfig { frames, seed, planar: !three_d, ..Default::default() })
+        }
+        None => train(cli.train),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("train-export: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn simulate_to_file(out: &Path, config: &SimulationConfig) -> Result<(), String> {
+    let trajectory = simulate(config);
+    save_npz(&trajectory, out, config.planar).map_err(|e| e.to_string())?;
+    println!("wrote {} frames to {}", trajectory.frames(), out.display());
+    Ok(())
+}
+
+fn load_data(args: &TrainArgs) -> Result<(Trajectory, DataInfo), String> {
+    match &args.data {
+        Some(path) => {
+            let trajectory = load_npz(path).map_err(|e| e.to_string())?;
+            let bytes = fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+            let info = DataInfo {
+                source: path.display().to_string(),
+                sha256: hex(&Sha256::digest(&bytes)),
+                frames: trajectory.frames(),
+                simulation: None,
+            };
+            Ok((trajectory, info))
+        }
+        None => {
+            let config = SimulationConfig { frames: args.frames, seed: args.seed, ..Default::default() };
+            let trajectory = simulate(&config);
+            let bytes: Vec<u8> = trajectory.positions().iter().flat_map(|v| v.to_le_bytes()).collect();
+            let info = DataInfo {
+                source: "simulator".into(),
+                sha256: hex(&Sha256::digest(&bytes)),
+                frames: trajectory.frames(),
+                simulation: Some(config),
+            };
+            Ok((trajectory, info))
+        }
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn train(args: TrainArgs) -> Result<(), String> {
+    if args.epochs == 0 || args.batch_size == 0 {
+        return Err("--epochs and --batch-size must be at least 1".into());
+    }
+    // Fail before training, not after, when the parity check cannot run.
+    init_runtime(args.ort_lib.as_deref()).map_err(|e| e.to_string())?;
+    let (trajectory, data) = load_data(&args)?;
+    let split_config = SplitConfig { train_pairs: args.train_pairs, train_fraction: args.train_fraction };
+    let split = Split::new(&trajectory, &split_config).map_err(|e| format!("{}: {e}", data.source))?;
+    let config = TrainConfig {
+        epochs: args.epochs,
+        batch_size: args.batch_size,
+        learning_rate: args.learning_rate,
+        seed: args.seed,
+        shuffle: args.shuffle,
+        target: args.target,
+    };
+    let kinds: Vec<ModelKind> = if args.all {
+        <ModelKind as clap::ValueEnum>::value_variants().to_vec()
+    } else {
+        args.models.clone()
+    };
+    eprintln!(
+        "data: {} ({} frames; {} train / {} test pairs)",
+        data.source,
+        data.frames,
+        split.train.len(),
+        split.test.len()
+    );
+    let mut cards = Vec::new();
+    for kind in kinds {
+        let bar = ProgressBar::new(config.epochs as u64).with_prefix(kind.name());
+        bar.set_style(
+            ProgressStyle::with_template("{prefix:>8} [{bar:30}] {pos}/{len} epochs {msg} ({elapsed}, eta {eta})")
+                .expect("valid template")
+                .progress_chars("=> "),
+        );
+        let request = ExportRequest {
+            kind,
+            out_dir: &args.out,
+            split: &split,
+            split_config,
+            data: data.clone(),
+            config: &config,
+            history: Vec::new(),
+        };
+        let outcome = train_and_export(kind, request, |stats| {
+            bar.set_message(format!("train {:.3e} test {:.3e}", stats.train_mse, stats.test_mse));
+            bar.inc(1);
+        })
+        .map_err(|e| e.to_string())?;
+        bar.finish();
+        eprintln!("{}: wrote {}", kind.name(), outcome.dir.display());
+        cards.push(outcome.card);
+    }
+    print_summary(&cards);
+    Ok(())
+}
+
+fn print_summary(cards: &[equiserve::card::ModelCard]) {
+    println!(
+        "\n{:<10} {:>9} {:>11} {:>11} {:>9} {:>7} {:>7} {:>7} {:>7} {:>10} {:>9} {:>9}",
+        "model", "params", "train MSE", "test MSE", "dx-skill", "R² cm", "R² p1", "R² p7x", "R² p12y", "equiv err", "s/epoch", "parity"
+    );
+    for card in cards {
+        let test = &card.metrics.test;
+        println!(
+            "{:<10} {:>9} {:>11.3e} {:>11.3e} {:>9.4} {:>7.4} {:>7.4} {:>7.4} {:>7.4} {:>10.2e} {:>9.3} {:>9.1e}",
+            card.name,
+            card.params,
+            card.metrics.train.mse,
+            test.mse,
+            test.dx_skill,
+            test.r2.cm,
+            test.r2.p1_cm,
+            test.r2.p7_x,
+            test.r2.p12_y,
+            card.equivariance.max(),
+            card.training.seconds_per_epoch,
+            card.onnx.parity_relative_error
+        );
+    }
+}

@@ -1,0 +1,67 @@
+//! Trajectories of the 12-particle system: loading, simulating and splitting them.
+
+mod npz;
+mod simulate;
+mod split;
+
+pub use npz::{load_npz, save_npz};
+pub use simulate::{SimulationConfig, simulate};
+pub use split::{Pairs, Split, SplitConfig, Target};
+
+use ndarray::Array3;
+
+/// Particles in every snapshot.
+pub const PARTICLES: usize = 12;
+/// Coordinates per particle (2-D data is lifted to 3-D with z = 0).
+pub const DIMS: usize = 3;
+/// Floats in one snapshot, `PARTICLES * DIMS`.
+pub const FRAME_LEN: usize = PARTICLES * DIMS;
+
+/// A sequence of snapshots, float32 `[frames, 12, 3]`, all finite.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Trajectory {
+    positions: Array3<f32>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    #[error("{path}: {message}")]
+    Invalid { path: String, message: String },
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl DataError {
+    pub(crate) fn invalid(path: &std::path::Path, message: impl Into<String>) -> Self {
+        DataError::Invalid { path: path.display().to_string(), message: message.into() }
+    }
+}
+
+impl Trajectory {
+    /// Checks shape `[frames, 12, 3]`, at least two frames and finite values.
+    pub fn new(positions: Array3<f32>) -> Result<Self, String> {
+        let (frames, particles, dims) = positions.dim();
+        if particles != PARTICLES || dims != DIMS {
+            return Err(format!("expected shape [frames, {PARTICLES}, {DIMS}], got {:?}", positions.shape()));
+        }
+        if frames < 2 {
+            return Err(format!("need at least 2 frames to form (x(t), x(t+1)) pairs, got {frames}"));
+        }
+        if let Some(((frame, particle, coordinate), value)) = positions.indexed_iter().find(|(_, v)| !v.is_finite()) {
+            return Err(format!("non-finite value {value} at frame {frame}, particle {particle}, coordinate {coordinate}"));
+        }
+        Ok(Self { positions })
+    }
+
+    pub fn positions(&self) -> &Array3<f32> {
+        &self.positions
+    }
+
+    pub fn frames(&self) -> usize {
+        self.positions.dim().0
+    }
+}

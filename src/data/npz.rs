@@ -1,0 +1,56 @@
+//! The study's trajectory format: an `.npz` holding `arr`, float `[frames, 12, 2|3]`.
+
+use std::{fs::File, io::BufWriter, path::Path};
+
+use ndarray::{Array3, ArrayD, Axis, Ix3, s};
+use ndarray_npy::{NpzReader, NpzWriter, ReadNpzError};
+
+use super::{DIMS, DataError, PARTICLES, Trajectory};
+
+const ARRAY_NAME: &str = "arr";
+
+/// Loads `arr` (float64 or float32, `[frames, 12, 2|3]`); 2-D data gets z = 0.
+pub fn load_npz(path: &Path) -> Result<Trajectory, DataError> {
+    let file = File::open(path).map_err(|source| DataError::Io { path: path.display().to_string(), source })?;
+    let mut npz = NpzReader::new(file).map_err(|e| DataError::invalid(path, format!("not a readable .npz archive ({e})")))?;
+    let names = npz.names().map_err(|e| DataError::invalid(path, e.to_string()))?;
+    if !names.iter().any(|n| n == ARRAY_NAME || n == "arr.npy") {
+        return Err(DataError::invalid(path, format!("no array named '{ARRAY_NAME}' (found: {})", names.join(", "))));
+    }
+    let raw = read_float_array(&mut npz).map_err(|e| DataError::invalid(path, format!("array '{ARRAY_NAME}': {e}")))?;
+    let raw = raw
+        .into_dimensionality::<Ix3>()
+        .map_err(|_| DataError::invalid(path, format!("array '{ARRAY_NAME}' must have shape [frames, {PARTICLES}, 2|3]")))?;
+    let (frames, particles, dims) = raw.dim();
+    if particles != PARTICLES || !(dims == 2 || dims == 3) {
+        return Err(DataError::invalid(
+            path,
+            format!("array '{ARRAY_NAME}' has shape [{frames}, {particles}, {dims}], expected [frames, {PARTICLES}, 2|3]"),
+        ));
+    }
+    let mut positions = Array3::<f32>::zeros((frames, PARTICLES, DIMS));
+    positions.slice_mut(s![.., .., ..dims]).assign(&raw.mapv(|v| v as f32));
+    Trajectory::new(positions).map_err(|message| DataError::invalid(path, format!("array '{ARRAY_NAME}': {message}")))
+}
+
+fn read_float_array(npz: &mut NpzReader<File>) -> Result<ArrayD<f64>, ReadNpzError> {
+    match npz.by_name::<_, ndarray::IxDyn>(ARRAY_NAME) {
+        Ok(array) => Ok(array),
+        Err(ReadNpzError::Npy(ndarray_npy::ReadNpyError::WrongDescriptor(_))) => {
+            Ok(npz.by_name::<ndarray::OwnedRepr<f32>, ndarray::IxDyn>(ARRAY_NAME)?.mapv(f64::from))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Writes `arr` as float64, keeping only x and y when `planar` (the study's 2-D format).
+pub fn save_npz(trajectory: &Trajectory, path: &Path, planar: bool) -> Result<(), DataError> {
+    let io = |source| DataError::Io { path: path.display().to_string(), source };
+    let file = File::create(path).map_err(io)?;
+    let dims = if planar { 2 } else { DIMS };
+    let array = trajectory.positions().slice_axis(Axis(2), (0..dims).into()).mapv(f64::from);
+    let mut npz = NpzWriter::new(BufWriter::new(file));
+    npz.add_array(ARRAY_NAME, &array)
+        .and_then(|_| npz.finish().map(drop))
+        .map_err(|e| DataError::invalid(path, format!("writing '{ARRAY_NAME}': {e}")))
+}

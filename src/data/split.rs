@@ -1,0 +1,89 @@
+//! Chronological train/test split of (x(t), x(t+1)) pairs, as in the study.
+
+use ndarray::{Array3, s};
+use serde::{Deserialize, Serialize};
+
+use super::Trajectory;
+
+/// What the network is trained to output. Exported models always output dx.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Target {
+    /// The displacement x(t+1) − x(t) (the study's choice).
+    Dx,
+    /// The next positions x(t+1).
+    X,
+}
+
+/// Consecutive snapshots: `inputs[i]` = x(t), `next[i]` = x(t+1).
+#[derive(Debug, Clone)]
+pub struct Pairs {
+    pub inputs: Array3<f32>,
+    pub next: Array3<f32>,
+}
+
+impl Pairs {
+    pub fn len(&self) -> usize {
+        self.inputs.dim().0
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn dx(&self) -> Array3<f32> {
+        &self.next - &self.inputs
+    }
+
+    pub fn targets(&self, target: Target) -> Array3<f32> {
+        match target {
+            Target::Dx => self.dx(),
+            Target::X => self.next.clone(),
+        }
+    }
+}
+
+/// Where to cut the trajectory's pairs: an explicit count wins over the fraction.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct SplitConfig {
+    pub train_pairs: Option<usize>,
+    /// floor(0.8 · 2047) = 1637 reproduces the study's split of paths.npz.
+    pub train_fraction: f64,
+}
+
+impl Default for SplitConfig {
+    fn default() -> Self {
+        Self { train_pairs: None, train_fraction: 0.8 }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Split {
+    pub train: Pairs,
+    pub test: Pairs,
+}
+
+impl Split {
+    /// The first pairs train, the rest test: no frame of the test period is seen in training.
+    pub fn new(trajectory: &Trajectory, config: &SplitConfig) -> Result<Self, String> {
+        let positions = trajectory.positions();
+        let pairs = trajectory.frames() - 1;
+        let train_pairs = match config.train_pairs {
+            Some(n) => n,
+            None => {
+                if !(config.train_fraction > 0.0 && config.train_fraction < 1.0) {
+                    return Err(format!("train fraction must be in (0, 1), got {}", config.train_fraction));
+                }
+                (config.train_fraction * pairs as f64).floor() as usize
+            }
+        };
+        if train_pairs == 0 || train_pairs >= pairs {
+            return Err(format!("cannot split {pairs} pairs into {train_pairs} for training and the rest for testing"));
+        }
+        let pairs_in = |range: std::ops::Range<usize>| Pairs {
+            inputs: positions.slice(s![range.start..range.end, .., ..]).to_owned(),
+            next: positions.slice(s![range.start + 1..range.end + 1, .., ..]).to_owned(),
+        };
+        Ok(Self { train: pairs_in(0..train_pairs), test: pairs_in(train_pairs..pairs) })
+    }
+}

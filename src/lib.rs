@@ -1,0 +1,18 @@
+//! equiserve: E(3)-equivariant models of a 12-particle system, trained offline
+//! (`train-export`), exported to ONNX, and served over gRPC (`equiserve`).
+//!
+//! - [`e3`]: pure equivariant mathematics (rotations, and later irreps and products).
+//! - [`data`]: trajectories, the study's `.npz` format, the simulator, the split.
+//! - [`models`]: the model zoo, each defined once for training and ONNX export.
+//! - [`onnx`]: writing ONNX graphs and running them with ONNX Runtime.
+//! - [`train`]: training, evaluation and export with a model card.
+//! - [`serve`]: the gRPC server.
+
+pub mod card;
+pub mod data;
+pub mod e3;
+pub mod models;
+pub mod onnx;
+pub mod proto;
+pub mod serve;
+pub mod train;

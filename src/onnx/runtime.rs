@@ -1,0 +1,189 @@
+//! Finding and loading the ONNX Runtime library, and running exported models with it.
+
+use std::{
+    path::{Path, PathBuf},
+    sync::OnceLock,
+};
+
+use ndarray::{Array3, ArrayView3, Ix3};
+use ort::{
+    environment::Environment,
+    ep::{self, ExecutionProvider},
+    session::Session,
+    value::TensorRef,
+};
+
+use super::{INPUT_NAME, OUTPUT_NAME};
+
+/// Env var naming the ONNX Runtime library explicitly (the `--ort-lib` flag's fallback).
+pub const LIBRARY_ENV: &str = "EQUISERVE_ORT_LIB";
+/// Where `scripts/setup` installs the library, relative to the project root.
+const PROJECT_LIBRARY_DIR: &str = ".ort/lib";
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error(
+        "ONNX Runtime library not found; looked for {}. Run scripts/setup to install it, or pass --ort-lib / set {LIBRARY_ENV}",
+        .tried.join(", ")
+    )]
+    LibraryNotFound { tried: Vec<String> },
+    #[error("cannot load the ONNX Runtime library {path}: {message}")]
+    LibraryUnusable { path: String, message: String },
+    #[error("CUDA was requested but is not usable: {0}")]
+    CudaUnavailable(String),
+    #[error("{path}: {message}")]
+    Model { path: String, message: String },
+    #[error("inference failed: {0}")]
+    Inference(String),
+}
+
+/// Where the model runs; `Auto` uses CUDA when ONNX Runtime can, else the CPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExecutionDevice {
+    Auto,
+    Cpu,
+    Cuda,
+}
+
+fn library_file_name() -> String {
+    format!("{}onnxruntime{}", std::env::consts::DLL_PREFIX, std::env::consts::DLL_SUFFIX)
+}
+
+/// Project-local copies first (above the executable, the working directory, and the
+/// source tree this binary was built from), then the bare name for the system's loader.
+pub fn library_candidates() -> Vec<PathBuf> {
+    let file = library_file_name();
+    let mut roots: Vec<PathBuf> = Vec::new();
+    if let Ok(exe) = std::env::current_exe() {
+        roots.extend(exe.ancestors().skip(1).map(Path::to_path_buf));
+    }
+    if let Ok(cwd) = std::env::current_dir() {
+        roots.extend(cwd.ancestors().map(Path::to_path_buf));
+    }
+    roots.push(PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    let mut candidates: Vec<PathBuf> = Vec::new();
+    for root in roots {
+        let candidate = root.join(PROJECT_LIBRARY_DIR).join(&file);
+        if !candidates.contains(&candidate) {
+            candidates.push(candidate);
+        }
+    }
+    candidates.push(PathBuf::from(file));
+    candidates
+}
+
+static ENVIRONMENT: OnceLock<Environment> = OnceLock::new();
+
+/// Loads ONNX Runtime once per process. An explicit path (flag or env var) is the
+/// user's choice and is the only one tried; otherwise the candidates are tried in order.
+/// Returns the error instead of panicking, unlike `ort::init()` on a missing library.
+pub fn init_runtime(explicit: Option<&Path>) -> Result<&'static Environment, RuntimeError> {
+    if let Some(environment) = ENVIRONMENT.get() {
+        return Ok(environment);
+    }
+    let explicit = explicit.map(Path::to_path_buf).or_else(|| std::env::var_os(LIBRARY_ENV).map(PathBuf::from));
+    let candidates = match explicit {
+        Some(path) => vec![path],
+        None => library_candidates(),
+    };
+    let mut tried = Vec::new();
+    for candidate in &candidates {
+        // A bare file name is resolved by the system loader; a path must exist.
+        if candidate.components().count() > 1 && !candidate.exists() {
+            tried.push(candidate.display().to_string());
+            continue;
+        }
+        let builder = match ort::init_from(candidate) {
+            Ok(builder) => builder,
+            Err(e) if candidates.len() > 1 => {
+                tried.push(format!("{} ({e})", candidate.display()));
+                continue;
+            }
+            Err(e) => {
+                return Err(RuntimeError::LibraryUnusable {
+                    path: candidate.display().to_string(),
+                    message: e.to_string(),
+                });
+            }
+        };
+        let environment = builder.with_name("equiserve").build().map_err(|e| RuntimeError::LibraryUnusable {
+            path: candidate.display().to_string(),
+            message: e.to_string(),
+        })?;
+        tracing::debug!(library = %candidate.display(), "ONNX Runtime loaded");
+        return Ok(ENVIRONMENT.get_or_init(|| environment));
+    }
+    Err(RuntimeError::LibraryNotFound { tried })
+}
+
+/// One ONNX Runtime session of an exported model. `run` needs `&mut self`, so each
+/// serving worker owns one of these rather than sharing it behind a lock.
+pub struct OnnxModel {
+    session: Session,
+    execution_provider: &'static str,
+}
+
+impl OnnxModel {
+    /// Loads `path` on `device` with `intra_threads` threads for the CPU kernels.
+    pub fn load(path: &Path, device: ExecutionDevice, intra_threads: usize) -> Result<Self, RuntimeError> {
+        let environment = init_runtime(None)?;
+        let model_error = |message: String| RuntimeError::Model { path: path.display().to_string(), message };
+        let mut builder = Session::builder(environment)
+            .and_then(|b| b.with_intra_threads(intra_threads).map_err(Into::into))
+            .map_err(|e| model_error(e.to_string()))?;
+        let mut execution_provider = "CPUExecutionProvider";
+        if device != ExecutionDevice::Cpu {
+            // ort silently falls back to the CPU unless told to fail, so ask it to fail and decide here.
+            let cuda = ep::CUDA::default();
+            let registered = match ep::CUDA::is_available() {
+                Ok(true) => builder
+                    .with_execution_providers([cuda.build().error_on_failure()])
+                    .map_err(|e| {
+                        let message = e.to_string();
+                        (e.recover(), message)
+                    }),
+                Ok(false) => Err((builder, "this ONNX Runtime build has no CUDA execution provider".to_string())),
+                Err(e) => Err((builder, e.to_string())),
+            };
+            builder = match registered {
+                Ok(builder) => {
+                    execution_provider = ep::CUDA::NAME;
+                    builder
+                }
+                Err((_, message)) if device == ExecutionDevice::Cuda => {
+                    return Err(RuntimeError::CudaUnavailable(message));
+                }
+                Err((builder, message)) => {
+                    tracing::info!(reason = %message, "CUDA unavailable; running on the CPU");
+                    builder
+                }
+            };
+        }
+        let session = builder.commit_from_file(path).map_err(|e| model_error(e.to_string()))?;
+        let names = |outlets: &[ort::value::Outlet]| outlets.iter().map(|o| o.name().to_string()).collect::<Vec<_>>();
+        let (inputs, outputs) = (names(session.inputs()), names(session.outputs()));
+        if inputs != [INPUT_NAME] || !outputs.iter().any(|o| o == OUTPUT_NAME) {
+            return Err(model_error(format!(
+                "expected input '{INPUT_NAME}' and output '{OUTPUT_NAME}', found inputs {inputs:?} and outputs {outputs:?}"
+            )));
+        }
+        Ok(Self { session, execution_provider })
+    }
+
+    /// The execution provider that really runs this model.
+    pub fn execution_provider(&self) -> &'static str {
+        self.execution_provider
+    }
+
+    /// dx float32 [batch, 12, 3] for positions float32 [batch, 12, 3].
+    pub fn run(&mut self, positions: ArrayView3<f32>) -> Result<Array3<f32>, RuntimeError> {
+        let inference = |e: ort::Error| RuntimeError::Inference(e.to_string());
+        let positions = positions.as_standard_layout();
+        let input = TensorRef::from_array_view(positions.view()).map_err(inference)?;
+        let outputs = self.session.run(ort::inputs![INPUT_NAME => input]).map_err(inference)?;
+        let dx = outputs[OUTPUT_NAME].try_extract_array::<f32>().map_err(inference)?;
+        dx.into_dimensionality::<Ix3>()
+            .map(|view| view.to_owned())
+            .map_err(|e| RuntimeError::Inference(format!("output '{OUTPUT_NAME}' is not [batch, 12, 3]: {e}")))
+    }
+}

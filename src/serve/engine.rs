@@ -1,0 +1,86 @@
+//! Running one model for many concurrent requests.
+//!
+//! ort's `Session::run` takes `&mut self`, so a session cannot be shared without a
+//! lock. Instead each model gets a small pool of worker threads, each owning its own
+//! session; requests wait in one bounded multi-consumer queue and whichever worker is
+//! free takes the next. Nothing is locked, and a full queue is reported to the caller
+//! at once rather than building up latency.
+
+use std::{path::Path, thread};
+
+use crossbeam_channel::{Sender, TrySendError};
+use ndarray::Array3;
+use tokio::sync::oneshot;
+
+use crate::onnx::{ExecutionDevice, OnnxModel, RuntimeError};
+
+/// How many sessions run one model, and how much work may wait for them.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolConfig {
+    pub workers: usize,
+    /// ONNX Runtime intra-op threads per session.
+    pub threads_per_worker: usize,
+    /// Requests that may wait per worker before new ones are turned away.
+    pub queue_per_worker: usize,
+}
+
+struct Job {
+    positions: Array3<f32>,
+    reply: oneshot::Sender<Result<Array3<f32>, RuntimeError>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("model is busy: {0} requests already queued")]
+    Busy(usize),
+    #[error("model workers have stopped")]
+    Stopped,
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+}
+
+/// The worker pool of one model. Dropping it closes the queue and the workers exit.
+pub struct ModelWorkers {
+    queue: Sender<Job>,
+    capacity: usize,
+    execution_provider: &'static str,
+}
+
+impl ModelWorkers {
+    /// Loads one session per worker (all on `device`) and starts the workers.
+    pub fn start(onnx_file: &Path, device: ExecutionDevice, config: PoolConfig) -> Result<Self, RuntimeError> {
+        let workers = config.workers.max(1);
+        let capacity = workers * config.queue_per_worker.max(1);
+        let (queue, jobs) = crossbeam_channel::bounded::<Job>(capacity);
+        let mut execution_provider = "";
+        for index in 0..workers {
+            let mut session = OnnxModel::load(onnx_file, device, config.threads_per_worker.max(1))?;
+            execution_provider = session.execution_provider();
+            let jobs = jobs.clone();
+            thread::Builder::new()
+                .name(format!("onnx-worker-{index}"))
+                .spawn(move || {
+                    for job in jobs {
+                        // The caller may have gone (a cancelled request); nothing to do then.
+                        let _ = job.reply.send(session.run(job.positions.view()));
+                    }
+                })
+                .map_err(|e| RuntimeError::Inference(format!("cannot start a worker thread: {e}")))?;
+        }
+        Ok(Self { queue, capacity, execution_provider })
+    }
+
+    pub fn execution_provider(&self) -> &'static str {
+        self.execution_provider
+    }
+
+    /// dx for positions [batch, 12, 3], computed by the next free worker.
+    pub async fn predict(&self, positions: Array3<f32>) -> Result<Array3<f32>, EngineError> {
+        let (reply, answer) = oneshot::channel();
+        self.queue.try_send(Job { positions, reply }).map_err(|e| match e {
+            TrySendError::Full(_) => EngineError::Busy(self.capacity),
+            TrySendError::Disconnected(_) => EngineError::Stopped,
+        })?;
+        Ok(answer.await.map_err(|_| EngineError::Stopped)??)
+    }
+}

@@ -1,0 +1,177 @@
+//! The study's metrics (MSE, four R² of predicted next positions, equivariance error)
+//! plus dx-skill, computed on plain arrays so they apply to any predictor.
+
+use ndarray::{Array3, ArrayView3, Axis};
+use rand::{SeedableRng, rngs::StdRng};
+use rand_distr::{Distribution, StandardNormal};
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    data::{DIMS, PARTICLES, Pairs},
+    e3::rotation::{self, Matrix3},
+};
+
+/// Anything mapping positions [batch, 12, 3] to predicted dx [batch, 12, 3].
+pub type DxPredictor<'a> = dyn FnMut(ArrayView3<f32>) -> Array3<f32> + 'a;
+
+/// Mean squared error over every element.
+pub fn mse(prediction: &Array3<f32>, truth: &Array3<f32>) -> f64 {
+    let sum: f64 = prediction.iter().zip(truth).map(|(p, t)| (f64::from(*p) - f64::from(*t)).powi(2)).sum();
+    sum / truth.len() as f64
+}
+
+/// Coefficient of determination, as sklearn's `r2_score` for one output.
+pub fn r2(truth: &[f64], prediction: &[f64]) -> f64 {
+    let mean = truth.iter().sum::<f64>() / truth.len() as f64;
+    let residual: f64 = truth.iter().zip(prediction).map(|(t, p)| (t - p).powi(2)).sum();
+    let total: f64 = truth.iter().map(|t| (t - mean).powi(2)).sum();
+    1.0 - residual / total
+}
+
+/// The study's four R² of predicted next positions x(t) + dx.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+pub struct StudyR2 {
+    /// Mean of all 36 coordinates ("centre of mass").
+    pub cm: f64,
+    /// Particle 1's mean coordinate.
+    pub p1_cm: f64,
+    /// Particle 7's x.
+    pub p7_x: f64,
+    /// Particle 12's y.
+    pub p12_y: f64,
+}
+
+impl StudyR2 {
+    pub fn new(prediction: ArrayView3<f32>, truth: ArrayView3<f32>) -> Self {
+        let series = |a: ArrayView3<f32>, f: &dyn Fn(ndarray::ArrayView2<f32>) -> f64| -> Vec<f64> {
+            a.axis_iter(Axis(0)).map(|frame| f(frame)).collect()
+        };
+        let cm = |frame: ndarray::ArrayView2<f32>| frame.iter().map(|v| f64::from(*v)).sum::<f64>() / frame.len() as f64;
+        let p1 = |frame: ndarray::ArrayView2<f32>| frame.row(0).iter().map(|v| f64::from(*v)).sum::<f64>() / DIMS as f64;
+        let p7_x = |frame: ndarray::ArrayView2<f32>| f64::from(frame[[6, 0]]);
+        let p12_y = |frame: ndarray::ArrayView2<f32>| f64::from(frame[[PARTICLES - 1, 1]]);
+        let score = |f: &dyn Fn(ndarray::ArrayView2<f32>) -> f64| r2(&series(truth, f), &series(prediction, f));
+        Self { cm: score(&cm), p1_cm: score(&p1), p7_x: score(&p7_x), p12_y: score(&p12_y) }
+    }
+}
+
+/// How a model does on one set of pairs.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+pub struct Evaluation {
+    pub mse: f64,
+    /// 1 − MSE / Var(dx): the share of the displacement's variance explained.
+    pub dx_skill: f64,
+    pub r2: StudyR2,
+}
+
+pub fn evaluate(predict: &mut DxPredictor, pairs: &Pairs) -> Evaluation {
+    let dx_true = pairs.dx();
+    let dx_pred = predict(pairs.inputs.view());
+    let mse = mse(&dx_pred, &dx_true);
+    let mean = dx_true.iter().map(|v| f64::from(*v)).sum::<f64>() / dx_true.len() as f64;
+    let variance = dx_true.iter().map(|v| (f64::from(*v) - mean).powi(2)).sum::<f64>() / dx_true.len() as f64;
+    let next_pred = &pairs.inputs + &dx_pred;
+    Evaluation { mse, dx_skill: 1.0 - mse / variance, r2: StudyR2::new(next_pred.view(), pairs.next.view()) }
+}
+
+/// Largest |f(g·x) − g·f(x)| for dx, under each kind of transformation g.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+pub struct EquivarianceReport {
+    /// The study's check: 37° about x, on Gaussian positions.
+    pub rotation_37_x: f64,
+    pub random_rotations: f64,
+    /// Random rotations composed with the inversion (improper elements of O(3)).
+    pub random_reflections: f64,
+    /// dx must not change when every particle moves by the same vector.
+    pub random_translations: f64,
+}
+
+impl EquivarianceReport {
+    /// Gaussian positions as in the study, plus the given real frames, under `trials`
+    /// random elements of each kind.
+    pub fn measure(predict: &mut DxPredictor, frames: ArrayView3<f32>, trials: usize, seed: u64) -> Self {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let gaussian = Array3::from_shape_simple_fn((1, PARTICLES, DIMS), || StandardNormal.sample(&mut rng));
+        let rotation_37_x = deviation(predict, gaussian.view(), &rotation::rotation_about_x(37.0), [0.0; 3]);
+        let mut worst = |make: &mut dyn FnMut(&mut StdRng) -> (Matrix3, [f64; 3])| {
+            (0..trials).fold(0.0_f64, |acc, _| {
+                let (m, t) = make(&mut rng);
+                acc.max(deviation(predict, frames, &m, t))
+            })
+        };
+        let identity = [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]];
+        Self {
+            rotation_37_x,
+            random_rotations: worst(&mut |rng| (rotation::random_rotation(rng), [0.0; 3])),
+            random_reflections: worst(&mut |rng| (rotation::random_reflection(rng), [0.0; 3])),
+            random_translations: worst(&mut |rng| {
+                (identity, std::array::from_fn(|_| 5.0 * <StandardNormal as Distribution<f64>>::sample(&StandardNormal, rng)))
+            }),
+        }
+    }
+
+    /// The largest of all the deviations.
+    pub fn max(&self) -> f64 {
+        [self.rotation_37_x, self.random_rotations, self.random_reflections, self.random_translations]
+            .into_iter()
+            .fold(0.0, f64::max)
+    }
+}
+
+/// max |f(m·x + t) − m·f(x)| over all frames.
+fn deviation(predict: &mut DxPredictor, frames: ArrayView3<f32>, m: &Matrix3, t: [f64; 3]) -> f64 {
+    let shape = frames.raw_dim();
+    let flat: Vec<f32> = frames.iter().copied().collect();
+    let moved: Vec<f32> = rotation::apply(m, &flat)
+        .chunks_exact(3)
+        .flat_map(|p| [0, 1, 2].map(|d| (f64::from(p[d]) + t[d]) as f32))
+        .collect();
+    let moved = Array3::from_shape_vec(shape, moved).expect("same shape");
+    let out_moved = predict(moved.view());
+    let out = predict(frames);
+    let expected = rotation::apply(m, &out.iter().copied().collect::<Vec<_>>());
+    out_moved.iter().zip(&expected).map(|(a, b)| f64::from((a - b).abs())).fold(0.0, f64::max)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn r2_matches_its_definition() {
+        let truth = [1.0, 2.0, 3.0, 4.0];
+        assert_eq!(r2(&truth, &truth), 1.0);
+        // Predicting the mean explains nothing.
+        assert!(r2(&truth, &[2.5; 4]).abs() < 1e-12);
+        // sklearn: r2_score([1,2,3,4], [1,2,3,5]) = 1 - 1/5.
+        assert!((r2(&truth, &[1.0, 2.0, 3.0, 5.0]) - 0.8).abs() < 1e-12);
+    }
+
+    #[test]
+    fn equivariance_report_separates_equivariant_from_not() {
+        let frames = Array3::from_shape_fn((3, PARTICLES, DIMS), |(f, p, d)| (f + 2 * p + 3 * d) as f32 * 0.1);
+        // dx = x − centroid is E(3)-equivariant.
+        let mut centred = |x: ArrayView3<f32>| {
+            let centroid = x.mean_axis(Axis(1)).expect("particles");
+            &x - &centroid.insert_axis(Axis(1))
+        };
+        let report = EquivarianceReport::measure(&mut centred, frames.view(), 4, 1);
+        assert!(report.max() < 1e-4, "{report:?}");
+        // dx = x is rotation-equivariant but changes under translation.
+        let mut identity = |x: ArrayView3<f32>| x.to_owned();
+        let report = EquivarianceReport::measure(&mut identity, frames.view(), 4, 1);
+        assert!(report.rotation_37_x < 1e-5 && report.random_reflections < 1e-4);
+        assert!(report.random_translations > 0.1, "{report:?}");
+        // dx = (x², 0, 0) is not rotation-equivariant.
+        let mut square = |x: ArrayView3<f32>| x.mapv(|v| v * v);
+        let report = EquivarianceReport::measure(&mut square, frames.view(), 4, 1);
+        assert!(report.rotation_37_x > 0.01 && report.random_rotations > 0.01, "{report:?}");
+    }
+
+    #[test]
+    fn study_r2_is_perfect_for_perfect_predictions() {
+        let truth = Array3::from_shape_fn((10, PARTICLES, DIMS), |(f, p, d)| ((f * 7 + p * 3 + d) % 11) as f32);
+        let r = StudyR2::new(truth.view(), truth.view());
+        assert_eq!([r.cm, r.p1_cm, r.p7_x, r.p12_y], [1.0; 4]);
+    }
+}

@@ -1,0 +1,104 @@
+//! The binaries' command lines: outputs, and clear failures instead of panics.
+
+mod common;
+
+use std::process::{Command, Output};
+
+use common::train_export;
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn assert_clean_failure(output: &Output, expected: &[&str]) {
+    let message = stderr(output);
+    assert!(!output.status.success(), "should fail: {message}");
+    assert!(!message.contains("panicked"), "panicked: {message}");
+    for part in expected {
+        assert!(message.contains(part), "{message:?} lacks {part:?}");
+    }
+}
+
+#[test]
+fn training_writes_model_card_and_plot_and_keeps_them_on_failure() {
+    let out = tempfile::tempdir().expect("temp dir");
+    let run = |extra: &[&str]| -> Output {
+        train_export()
+            .args(["--frames", "200", "--epochs", "2", "--target", "x", "--shuffle", "--out"])
+            .arg(out.path())
+            .args(extra)
+            .output()
+            .expect("runs")
+    };
+    let output = run(&[]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let summary = String::from_utf8_lossy(&output.stdout);
+    assert!(summary.contains("mlp") && summary.contains("test MSE"), "summary table: {summary}");
+    let model_dir = out.path().join("mlp");
+    for file in ["model.onnx", "card.json", "loss.svg"] {
+        assert!(model_dir.join(file).is_file(), "{file} missing");
+    }
+    let card: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(model_dir.join("card.json")).expect("card")).expect("json");
+    assert_eq!(card["metrics"]["target"], "x");
+    assert_eq!(card["training"]["config"]["shuffle"], true);
+    assert_eq!(card["data"]["source"], "simulator");
+    assert_eq!(card["split"]["train_pairs"], 159);
+    assert_eq!(card["onnx"]["input"]["shape"], serde_json::json!(["batch", "12", "3"]));
+
+    // A run that fails on bad data leaves the previous model untouched.
+    let before = std::fs::read(model_dir.join("model.onnx")).expect("model");
+    let output = run(&["--data", "/nonexistent/paths.npz"]);
+    assert_clean_failure(&output, &["/nonexistent/paths.npz"]);
+    assert_eq!(std::fs::read(model_dir.join("model.onnx")).expect("model"), before);
+}
+
+#[test]
+fn same_seed_same_model() {
+    let (a, b) = (tempfile::tempdir().expect("a"), tempfile::tempdir().expect("b"));
+    for dir in [&a, &b] {
+        let output = train_export().args(["--frames", "120", "--epochs", "2", "--out"]).arg(dir.path()).output().expect("runs");
+        assert!(output.status.success(), "{}", stderr(&output));
+    }
+    let model = |dir: &tempfile::TempDir| std::fs::read(dir.path().join("mlp/model.onnx")).expect("model");
+    assert_eq!(model(&a), model(&b));
+}
+
+#[test]
+fn bad_arguments_fail_with_a_clear_message() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let not_npz = dir.path().join("notes.npz");
+    std::fs::write(&not_npz, "hello").expect("write");
+    let output = train_export().arg("--data").arg(&not_npz).args(["--out"]).arg(dir.path()).output().expect("runs");
+    assert_clean_failure(&output, &["notes.npz", "not a readable .npz"]);
+
+    let output = train_export().args(["--frames", "50", "--train-pairs", "49", "--out"]).arg(dir.path()).output().expect("runs");
+    assert_clean_failure(&output, &["cannot split 49 pairs"]);
+
+    let output = train_export().env("EQUISERVE_ORT_LIB", "/nowhere/libonnxruntime.so").output().expect("runs");
+    assert_clean_failure(&output, &["/nowhere/libonnxruntime.so"]);
+}
+
+#[test]
+fn simulate_writes_a_loadable_trajectory() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("sim.npz");
+    let output = train_export().args(["simulate", "--frames", "64", "--out"]).arg(&path).output().expect("runs");
+    assert!(output.status.success(), "{}", stderr(&output));
+    let trajectory = equiserve::data::load_npz(&path).expect("loads");
+    assert_eq!(trajectory.positions().shape(), &[64, 12, 3]);
+}
+
+#[test]
+fn the_server_explains_what_it_cannot_serve() {
+    let server = || Command::new(env!("CARGO_BIN_EXE_equiserve"));
+    let empty = tempfile::tempdir().expect("temp dir");
+    let output = server().arg("--models-dir").arg(empty.path()).args(["--addr", "127.0.0.1:0"]).output().expect("runs");
+    assert_clean_failure(&output, &["no servable models"]);
+
+    let output = server().args(["--models-dir", "/nonexistent/models"]).output().expect("runs");
+    assert_clean_failure(&output, &["/nonexistent/models"]);
+
+    let output = server().env("EQUISERVE_ORT_LIB", "/nowhere/libonnxruntime.so").output().expect("runs");
+    assert_clean_failure(&output, &["/nowhere/libonnxruntime.so"]);
+}

@@ -1,0 +1,88 @@
+//! Shared by the integration tests: one trained model directory per test binary and
+//! an in-process server on an ephemeral port.
+
+#![allow(dead_code)] // each test binary uses a different part of this module
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    sync::{Arc, OnceLock},
+};
+
+use equiserve::{
+    onnx::ExecutionDevice,
+    proto::v1::dynamics_client::DynamicsClient,
+    serve::{DynamicsService, Limits, ModelRegistry, PoolConfig, RolloutCounter, serve},
+};
+use tokio::{net::TcpListener, sync::oneshot};
+use tonic::transport::Channel;
+
+pub const LIMITS: Limits = Limits { max_batch: 64, max_rollout_steps: 1000 };
+
+/// The shared fixtures of the study, when `../shared` exists beside the project.
+pub fn shared_dir() -> Option<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared");
+    dir.is_dir().then_some(dir)
+}
+
+pub fn train_export() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_train-export"))
+}
+
+/// `train-export --model mlp` on a short simulated trajectory, run once per test binary.
+pub fn trained_models_dir() -> &'static Path {
+    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let output = train_export()
+            .args(["--model", "mlp", "--frames", "400", "--epochs", "3", "--seed", "3", "--out"])
+            .arg(dir.path())
+            .output()
+            .expect("train-export runs");
+        assert!(
+            output.status.success(),
+            "train-export failed: {}\n{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        dir
+    })
+    .path()
+}
+
+pub struct TestServer {
+    pub client: DynamicsClient<Channel>,
+    pub channel: Channel,
+    pub rollouts_in_progress: RolloutCounter,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl TestServer {
+    pub async fn start(models_dir: &Path) -> Self {
+        let pool = PoolConfig { workers: 2, threads_per_worker: 1, queue_per_worker: 16 };
+        let registry = ModelRegistry::load(models_dir, ExecutionDevice::Cpu, pool).expect("models load");
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let address = listener.local_addr().expect("address");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let service = DynamicsService::new(Arc::new(registry), LIMITS);
+        let rollouts_in_progress = service.rollouts_in_progress();
+        let task = tokio::spawn(async move {
+            serve(service, listener, async {
+                let _ = stopped.await;
+            })
+            .await
+            .expect("server runs");
+        });
+        let channel = Channel::from_shared(format!("http://{address}")).expect("uri").connect().await.expect("connect");
+        Self { client: DynamicsClient::new(channel.clone()), channel, rollouts_in_progress, stop: Some(stop), task }
+    }
+
+    /// Asks the server to shut down gracefully and waits until it has.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        (&mut self.task).await.expect("server task ends cleanly");
+    }
+}

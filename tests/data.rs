@@ -1,0 +1,87 @@
+//! Reading the study's .npz format, and clear errors for files that are not it.
+
+mod common;
+
+use std::{fs::File, io::Write, path::Path};
+
+use equiserve::data::{SimulationConfig, load_npz, save_npz, simulate};
+use ndarray::{Array, Array2, Array3};
+use ndarray_npy::NpzWriter;
+
+fn write_npz<A: ndarray_npy::WritableElement, D: ndarray::Dimension>(path: &Path, name: &str, array: &Array<A, D>) {
+    let mut npz = NpzWriter::new(File::create(path).expect("create"));
+    npz.add_array(name, array).expect("add");
+    npz.finish().expect("finish");
+}
+
+fn error_of(path: &Path) -> String {
+    load_npz(path).expect_err("file must be rejected").to_string()
+}
+
+#[test]
+fn the_studys_trajectory_loads_lifted_to_3d() {
+    let Some(shared) = common::shared_dir() else {
+        eprintln!("skipped: ../shared is absent");
+        return;
+    };
+    let trajectory = load_npz(&shared.join("data/paths.npz")).expect("paths.npz loads");
+    let x = trajectory.positions();
+    assert_eq!(x.shape(), &[2048, 12, 3]);
+    // First frame, first particles, as stored (float64 in the file).
+    assert!((x[[0, 0, 0]] - 26.025).abs() < 1e-3 && (x[[0, 0, 1]] - 6.058).abs() < 1e-3);
+    assert!((x[[0, 1, 0]] - 26.119).abs() < 1e-3 && (x[[0, 1, 1]] - 6.396).abs() < 1e-3);
+    assert!(x.slice(ndarray::s![.., .., 2]).iter().all(|z| *z == 0.0), "2-D data gets z = 0");
+}
+
+#[test]
+fn simulated_trajectories_round_trip_in_both_layouts() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    for planar in [true, false] {
+        let trajectory = simulate(&SimulationConfig { frames: 20, planar, equilibration_steps: 10, ..Default::default() });
+        let path = dir.path().join(format!("planar_{planar}.npz"));
+        save_npz(&trajectory, &path, planar).expect("saves");
+        assert_eq!(load_npz(&path).expect("loads"), trajectory);
+    }
+    // float32 files load too.
+    let path = dir.path().join("f32.npz");
+    let positions = Array3::<f32>::from_shape_fn((4, 12, 3), |(f, p, d)| (f * 100 + p * 3 + d) as f32);
+    write_npz(&path, "arr", &positions);
+    assert_eq!(load_npz(&path).expect("loads").positions(), &positions);
+}
+
+#[test]
+fn bad_files_get_errors_naming_file_and_problem() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = |name: &str| dir.path().join(name);
+
+    write_npz(&path("other_name.npz"), "positions", &Array3::<f64>::zeros((4, 12, 2)));
+    let message = error_of(&path("other_name.npz"));
+    assert!(message.contains("other_name.npz") && message.contains("no array named 'arr'"), "{message}");
+    assert!(message.contains("positions"), "lists what the file has: {message}");
+
+    write_npz(&path("eleven.npz"), "arr", &Array3::<f64>::zeros((4, 11, 2)));
+    let message = error_of(&path("eleven.npz"));
+    assert!(message.contains("eleven.npz") && message.contains("[4, 11, 2]"), "{message}");
+
+    write_npz(&path("flat.npz"), "arr", &Array2::<f64>::zeros((4, 24)));
+    assert!(error_of(&path("flat.npz")).contains("must have shape [frames, 12, 2|3]"));
+
+    let mut with_nan = Array3::<f64>::zeros((4, 12, 3));
+    with_nan[[2, 5, 1]] = f64::NAN;
+    write_npz(&path("nan.npz"), "arr", &with_nan);
+    let message = error_of(&path("nan.npz"));
+    assert!(message.contains("nan.npz") && message.contains("non-finite") && message.contains("frame 2, particle 5, coordinate 1"), "{message}");
+
+    write_npz(&path("one_frame.npz"), "arr", &Array3::<f64>::zeros((1, 12, 3)));
+    assert!(error_of(&path("one_frame.npz")).contains("at least 2 frames"));
+
+    write_npz(&path("ints.npz"), "arr", &Array3::<i64>::zeros((4, 12, 3)));
+    assert!(error_of(&path("ints.npz")).contains("array 'arr'"));
+
+    File::create(path("text.npz")).expect("create").write_all(b"not a zip").expect("write");
+    let message = error_of(&path("text.npz"));
+    assert!(message.contains("text.npz") && message.contains("not a readable .npz"), "{message}");
+
+    let message = error_of(&path("missing.npz"));
+    assert!(message.contains("missing.npz"), "{message}");
+}
