@@ -1,0 +1,29 @@
+//! Reading the e3nn reference values in `../shared/fixtures/e3nn/*.json`: every array
+//! is `{"shape": [...], "data": [row-major f64]}`.
+
+use ndarray::ArrayD;
+use serde_json::Value;
+
+/// The parsed fixture, or `None` (with a printed reason) when `../shared` is absent.
+pub fn load(name: &str) -> Option<Value> {
+    let Some(shared) = super::shared_dir() else {
+        eprintln!("skipped: ../shared is absent, so fixture {name} cannot be checked");
+        return None;
+    };
+    let path = shared.join("fixtures/e3nn").join(name);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    Some(serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
+}
+
+pub fn array(value: &Value) -> ArrayD<f64> {
+    let shape: Vec<usize> = value["shape"].as_array().expect("shape").iter().map(|d| d.as_u64().expect("dim") as usize).collect();
+    let data: Vec<f64> = value["data"].as_array().expect("data").iter().map(|v| v.as_f64().expect("number")).collect();
+    ArrayD::from_shape_vec(shape, data).expect("shape matches data")
+}
+
+/// max |a − b|, asserting equal lengths.
+pub fn max_abs_diff<'a>(a: impl IntoIterator<Item = &'a f64>, b: impl IntoIterator<Item = &'a f64>) -> f64 {
+    let (a, b): (Vec<f64>, Vec<f64>) = (a.into_iter().copied().collect(), b.into_iter().copied().collect());
+    assert_eq!(a.len(), b.len(), "lengths differ");
+    a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max)
+}
