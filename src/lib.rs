@@ -3,6 +3,8 @@
 //!
 //! - [`e3`]: pure equivariant mathematics (rotations, and later irreps and products).
 //! - [`data`]: trajectories, the study's `.npz` format, the simulator, the split.
+//! - [`nn`]: equivariant layers (tensor products, gates, radial networks), written
+//!   once against [`nn::Ops`] and so both computed and exported to ONNX.
 //! - [`models`]: the model zoo, each defined once for training and ONNX export.
 //! - [`onnx`]: writing ONNX graphs and running them with ONNX Runtime.
 //! - [`train`]: training, evaluation and export with a model card.
@@ -12,6 +14,7 @@ pub mod card;
 pub mod data;
 pub mod e3;
 pub mod models;
+pub mod nn;
 pub mod onnx;
 pub mod proto;
 pub mod serve;

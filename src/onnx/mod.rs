@@ -1,6 +1,7 @@
 //! ONNX: writing graphs with our own prost messages, and running them with ONNX Runtime.
 
 mod graph;
+mod ops;
 mod runtime;
 
 pub use graph::GraphBuilder;

@@ -1,0 +1,35 @@
+//! Equivariant layers after e3nn (`o3.TensorProduct`, `o3.Linear`, `nn.FullyConnectedNet`,
+//! `nn.Gate`), each written once against [`Ops`]: evaluated in f64 by [`Eager`], or
+//! emitted as ONNX by [`crate::onnx::GraphBuilder`]. Features are [rows, irreps.dim].
+
+mod eager;
+mod fully_connected;
+mod gate;
+mod linear;
+mod ops;
+mod tensor_product;
+
+pub use eager::Eager;
+pub use fully_connected::{FullyConnectedNet, apply_activation};
+pub use gate::Gate;
+pub use linear::Linear;
+pub use ops::{Ops, Unary};
+pub use tensor_product::{Instruction, Mode, TensorProduct};
+
+use crate::e3::Irreps;
+
+/// Concatenates the per-output sums of a layer; outputs no path writes are zeros
+/// (made as `input · 0`, which needs no row count).
+fn concat_outputs<O: Ops>(ops: &mut O, sums: Vec<Option<O::Tensor>>, irreps_out: &Irreps, input: &O::Tensor, input_dim: usize) -> O::Tensor {
+    let mut parts: Vec<O::Tensor> = sums
+        .into_iter()
+        .zip(irreps_out.iter())
+        .map(|(sum, m)| {
+            sum.unwrap_or_else(|| {
+                let zeros = ops.constant(&[input_dim, m.dim()], &vec![0.0; input_dim * m.dim()]);
+                ops.matmul(input, &zeros)
+            })
+        })
+        .collect();
+    if parts.len() == 1 { parts.pop().expect("one part") } else { ops.concat(&parts, 1) }
+}

@@ -1,0 +1,321 @@
+//! e3nn's `TensorProduct`: a sum over paths (l1 ⊗ l2 → l3) of small Clebsch–Gordan
+//! blocks, each contracted with its own weights. No dense [dim1, dim2, dim_out]
+//! tensor is ever built; every path is a few matmuls on [rows, mul, 2l+1] blocks.
+//!
+//! Weights are laid out exactly as in e3nn (instruction order, each path's
+//! `path_shape` row-major), with e3nn 0.6's path normalisation for
+//! irrep_normalization = "component" and path_normalization = "element".
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::ops::Ops;
+use crate::e3::{Irreps, wigner_3j};
+
+/// How the multiplicities of the two inputs meet (e3nn's connection modes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    Uvw,
+    Uvu,
+    Uvv,
+    Uuw,
+    Uuu,
+}
+
+impl std::str::FromStr for Mode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        serde_json::from_value(serde_json::Value::String(s.into())).map_err(|_| format!("unsupported connection mode '{s}'"))
+    }
+}
+
+/// One path of the product, with its normalisation coefficient already applied.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Instruction {
+    pub i_in1: usize,
+    pub i_in2: usize,
+    pub i_out: usize,
+    pub mode: Mode,
+    pub has_weight: bool,
+    /// √α of e3nn: the factor this path's output is multiplied by.
+    pub path_weight: f64,
+    pub path_shape: Vec<usize>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TensorProduct {
+    pub irreps_in1: Irreps,
+    pub irreps_in2: Irreps,
+    pub irreps_out: Irreps,
+    pub instructions: Vec<Instruction>,
+    pub weight_numel: usize,
+    /// Shared weights (e3nn's internal weights), flat; `None` when every sample brings its own.
+    pub weight: Option<Vec<f64>>,
+}
+
+impl TensorProduct {
+    /// `instructions` are (i_in1, i_in2, i_out, mode, has_weight) as in e3nn; with
+    /// `shared_weights` the weights start at zero and are set with [`Self::set_weight`].
+    pub fn new(
+        irreps_in1: Irreps,
+        irreps_in2: Irreps,
+        irreps_out: Irreps,
+        instructions: &[(usize, usize, usize, Mode, bool)],
+        shared_weights: bool,
+    ) -> Result<Self, String> {
+        let entry = |irreps: &Irreps, i: usize, which: &str| {
+            irreps.0.get(i).copied().ok_or_else(|| format!("instruction refers to {which}[{i}] but {which} is {irreps}"))
+        };
+        let mut shaped = Vec::with_capacity(instructions.len());
+        for &(i1, i2, io, mode, has_weight) in instructions {
+            let (a, b, c) = (entry(&irreps_in1, i1, "irreps_in1")?, entry(&irreps_in2, i2, "irreps_in2")?, entry(&irreps_out, io, "irreps_out")?);
+            if !c.ir.in_product(a.ir, b.ir) {
+                return Err(format!("{} ⊗ {} cannot give {}", a.ir, b.ir, c.ir));
+            }
+            let path_shape = match mode {
+                Mode::Uvw => vec![a.mul, b.mul, c.mul],
+                Mode::Uvu | Mode::Uvv => vec![a.mul, b.mul],
+                Mode::Uuw => vec![a.mul, c.mul],
+                Mode::Uuu => vec![a.mul],
+            };
+            let consistent = match mode {
+                Mode::Uvw => true,
+                Mode::Uvu => a.mul == c.mul,
+                Mode::Uvv => b.mul == c.mul,
+                Mode::Uuw => a.mul == b.mul && (has_weight || c.mul == 1),
+                Mode::Uuu => a.mul == b.mul && b.mul == c.mul,
+            };
+            if !consistent {
+                return Err(format!("multiplicities {}, {}, {} do not fit mode {mode:?}", a.mul, b.mul, c.mul));
+            }
+            shaped.push((i1, i2, io, mode, has_weight, path_shape));
+        }
+        // e3nn: α = dim(out) / Σ (elements summed into the same output), path weight √α.
+        let elements = |i1: usize, i2: usize, mode: Mode| -> usize {
+            let (a, b) = (irreps_in1.0[i1].mul, irreps_in2.0[i2].mul);
+            match mode {
+                Mode::Uvw => a * b,
+                Mode::Uvu => b,
+                Mode::Uvv | Mode::Uuw => a,
+                Mode::Uuu => 1,
+            }
+        };
+        let instructions: Vec<Instruction> = shaped
+            .iter()
+            .map(|(i1, i2, io, mode, has_weight, path_shape)| {
+                let fan_in: usize = shaped.iter().filter(|s| s.2 == *io).map(|s| elements(s.0, s.1, s.3)).sum();
+                let mut alpha = irreps_out.0[*io].ir.dim() as f64;
+                if fan_in > 0 {
+                    alpha /= fan_in as f64;
+                }
+                Instruction {
+                    i_in1: *i1,
+                    i_in2: *i2,
+                    i_out: *io,
+                    mode: *mode,
+                    has_weight: *has_weight,
+                    path_weight: alpha.sqrt(),
+                    path_shape: path_shape.clone(),
+                }
+            })
+            .collect();
+        let weight_numel = instructions.iter().filter(|i| i.has_weight).map(|i| i.path_shape.iter().product::<usize>()).sum();
+        let weight = shared_weights.then(|| vec![0.0; weight_numel]);
+        Ok(Self { irreps_in1, irreps_in2, irreps_out, instructions, weight_numel, weight })
+    }
+
+    /// Every allowed path with mode uvw and a weight (e3nn's `FullyConnectedTensorProduct`).
+    pub fn fully_connected(irreps_in1: Irreps, irreps_in2: Irreps, irreps_out: Irreps, shared_weights: bool) -> Self {
+        let mut instructions = Vec::new();
+        for (i1, a) in irreps_in1.iter().enumerate() {
+            for (i2, b) in irreps_in2.iter().enumerate() {
+                for (io, c) in irreps_out.iter().enumerate() {
+                    if c.ir.in_product(a.ir, b.ir) {
+                        instructions.push((i1, i2, io, Mode::Uvw, true));
+                    }
+                }
+            }
+        }
+        Self::new(irreps_in1, irreps_in2, irreps_out, &instructions, shared_weights).expect("fully connected paths are valid")
+    }
+
+    /// Replaces the shared weights (e3nn layout).
+    pub fn set_weight(&mut self, weight: Vec<f64>) -> Result<(), String> {
+        if weight.len() != self.weight_numel {
+            return Err(format!("expected {} weights, got {}", self.weight_numel, weight.len()));
+        }
+        match &mut self.weight {
+            Some(w) => *w = weight,
+            None => return Err("this tensor product takes its weights per sample".into()),
+        }
+        Ok(())
+    }
+
+    /// 1 for output components that some non-empty path writes, else 0 (e3nn's output_mask).
+    pub fn output_mask(&self) -> Vec<f64> {
+        self.irreps_out
+            .iter()
+            .enumerate()
+            .flat_map(|(io, m)| {
+                let written = self.instructions.iter().any(|i| i.i_out == io && i.path_weight != 0.0 && !i.path_shape.contains(&0));
+                std::iter::repeat_n(if written { 1.0 } else { 0.0 }, m.dim())
+            })
+            .collect()
+    }
+
+    /// x1 [rows, dim1] ⊗ x2 [rows, dim2] → [rows, dim_out]; `weights` [rows, weight_numel]
+    /// when the weights are per sample.
+    pub fn forward<O: Ops>(&self, ops: &mut O, x1: &O::Tensor, x2: &O::Tensor, weights: Option<&O::Tensor>) -> O::Tensor {
+        assert!(self.weight.is_some() != weights.is_some(), "weights must be either shared or given per sample");
+        let blocks = |ops: &mut O, x: &O::Tensor, irreps: &Irreps| -> Vec<O::Tensor> {
+            irreps
+                .slices()
+                .iter()
+                .zip(irreps.iter())
+                .map(|(range, m)| {
+                    let part = ops.slice(x, 1, range.start, range.end);
+                    ops.reshape(&part, &[-1, m.mul as i64, m.ir.dim() as i64])
+                })
+                .collect()
+        };
+        let (x1s, x2s) = (blocks(ops, x1, &self.irreps_in1), blocks(ops, x2, &self.irreps_in2));
+        let mut outer_cache: HashMap<(usize, usize, u32), O::Tensor> = HashMap::new();
+        let mut sums: Vec<Option<O::Tensor>> = vec![None; self.irreps_out.len()];
+        let mut offset = 0;
+        for ins in &self.instructions {
+            let numel: usize = if ins.has_weight { ins.path_shape.iter().product() } else { 0 };
+            let weight = ins.has_weight.then(|| match (&self.weight, weights) {
+                (Some(shared), _) => PathWeight::Shared(ops.constant(&ins.path_shape, &shared[offset..offset + numel])),
+                (None, Some(per_sample)) => PathWeight::PerSample(ops.slice(per_sample, 1, offset, offset + numel)),
+                (None, None) => unreachable!("checked above"),
+            });
+            offset += numel;
+            if ins.path_shape.contains(&0) {
+                continue;
+            }
+            let out = self.path(ops, ins, &x1s[ins.i_in1], &x2s[ins.i_in2], weight, &mut outer_cache);
+            let out = ops.scale(&out, ins.path_weight);
+            let width = self.irreps_out.0[ins.i_out].dim() as i64;
+            let out = ops.reshape(&out, &[-1, width]);
+            sums[ins.i_out] = Some(match sums[ins.i_out].take() {
+                Some(acc) => ops.add(&acc, &out),
+                None => out,
+            });
+        }
+        super::concat_outputs(ops, sums, &self.irreps_out, x1, self.irreps_in1.dim())
+    }
+
+    fn path<O: Ops>(
+        &self,
+        ops: &mut O,
+        ins: &Instruction,
+        x1: &O::Tensor,
+        x2: &O::Tensor,
+        weight: Option<PathWeight<O::Tensor>>,
+        outer_cache: &mut HashMap<(usize, usize, u32), O::Tensor>,
+    ) -> O::Tensor {
+        let (a, b, c) = (self.irreps_in1.0[ins.i_in1], self.irreps_in2.0[ins.i_in2], self.irreps_out.0[ins.i_out]);
+        let (u, v, w) = (a.mul as i64, b.mul as i64, c.mul as i64);
+        let (d1, d2, d3) = (a.ir.dim(), b.ir.dim(), c.ir.dim());
+        let cg = wigner_3j(a.ir.l, b.ir.l, c.ir.l);
+        match ins.mode {
+            Mode::Uvw | Mode::Uvu | Mode::Uvv => {
+                // R[rows, u, v, k] = Σ_ij C_ijk x1[u, i] x2[v, j]
+                let r = outer_cache
+                    .entry((ins.i_in1, ins.i_in2, c.ir.l))
+                    .or_insert_with(|| {
+                        let c_jik: Vec<f64> = (0..d2).flat_map(|j| (0..d1).flat_map(move |i| (0..d3).map(move |k| (i, j, k)))).map(|(i, j, k)| cg[[i, j, k]]).collect();
+                        let c_jik = ops.constant(&[d2, d1 * d3], &c_jik);
+                        let y = ops.matmul(x2, &c_jik);
+                        let y = ops.reshape(&y, &[-1, v, d1 as i64, d3 as i64]);
+                        let y = ops.transpose(&y, &[0, 2, 1, 3]);
+                        let y = ops.reshape(&y, &[-1, d1 as i64, v * d3 as i64]);
+                        let r = ops.matmul(x1, &y);
+                        ops.reshape(&r, &[-1, u, v, d3 as i64])
+                    })
+                    .clone();
+                match (ins.mode, weight) {
+                    (Mode::Uvw, Some(PathWeight::Shared(wt))) => {
+                        let r = ops.transpose(&r, &[0, 3, 1, 2]);
+                        let r = ops.reshape(&r, &[-1, d3 as i64, u * v]);
+                        let wt = ops.reshape(&wt, &[u * v, w]);
+                        let out = ops.matmul(&r, &wt);
+                        ops.transpose(&out, &[0, 2, 1])
+                    }
+                    (Mode::Uvw, Some(PathWeight::PerSample(wt))) => {
+                        let wt = ops.reshape(&wt, &[-1, u * v, w]);
+                        let wt = ops.transpose(&wt, &[0, 2, 1]);
+                        let r = ops.reshape(&r, &[-1, u * v, d3 as i64]);
+                        ops.matmul(&wt, &r)
+                    }
+                    (Mode::Uvu, Some(wt)) => {
+                        let wt = match wt {
+                            PathWeight::Shared(wt) => ops.reshape(&wt, &[1, u, 1, v]),
+                            PathWeight::PerSample(wt) => ops.reshape(&wt, &[-1, u, 1, v]),
+                        };
+                        ops.matmul(&wt, &r)
+                    }
+                    (Mode::Uvv, Some(wt)) => {
+                        let wt = match wt {
+                            PathWeight::Shared(wt) => {
+                                let wt = ops.transpose(&wt, &[1, 0]);
+                                ops.reshape(&wt, &[1, v, 1, u])
+                            }
+                            PathWeight::PerSample(wt) => {
+                                let wt = ops.reshape(&wt, &[-1, u, v]);
+                                let wt = ops.transpose(&wt, &[0, 2, 1]);
+                                ops.reshape(&wt, &[-1, v, 1, u])
+                            }
+                        };
+                        let r = ops.transpose(&r, &[0, 2, 1, 3]);
+                        ops.matmul(&wt, &r)
+                    }
+                    (Mode::Uvu, None) => ops.reduce_sum(&r, 2, false),
+                    (Mode::Uvv, None) => ops.reduce_sum(&r, 1, false),
+                    (Mode::Uvw, None) => unreachable!("uvw paths always have weights (checked by e3nn and here)"),
+                    _ => unreachable!("uv modes only"),
+                }
+            }
+            Mode::Uuu | Mode::Uuw => {
+                // D[rows, u, k] = Σ_ij C_ijk x1[u, i] x2[u, j]
+                let left = ops.reshape(x1, &[-1, u, d1 as i64, 1]);
+                let right = ops.reshape(x2, &[-1, u, 1, d2 as i64]);
+                let outer = ops.mul(&left, &right);
+                let outer = ops.reshape(&outer, &[-1, u, (d1 * d2) as i64]);
+                let c_ij_k = ops.constant(&[d1 * d2, d3], &cg.iter().copied().collect::<Vec<_>>());
+                let d = ops.matmul(&outer, &c_ij_k);
+                match (ins.mode, weight) {
+                    (Mode::Uuu, Some(PathWeight::Shared(wt))) => {
+                        let wt = ops.reshape(&wt, &[u, 1]);
+                        ops.mul(&d, &wt)
+                    }
+                    (Mode::Uuu, Some(PathWeight::PerSample(wt))) => {
+                        let wt = ops.reshape(&wt, &[-1, u, 1]);
+                        ops.mul(&d, &wt)
+                    }
+                    (Mode::Uuu, None) => d,
+                    (Mode::Uuw, Some(PathWeight::Shared(wt))) => {
+                        let d = ops.transpose(&d, &[0, 2, 1]);
+                        let out = ops.matmul(&d, &wt);
+                        ops.transpose(&out, &[0, 2, 1])
+                    }
+                    (Mode::Uuw, Some(PathWeight::PerSample(wt))) => {
+                        let wt = ops.reshape(&wt, &[-1, u, w]);
+                        let wt = ops.transpose(&wt, &[0, 2, 1]);
+                        ops.matmul(&wt, &d)
+                    }
+                    (Mode::Uuw, None) => ops.reduce_sum(&d, 1, true),
+                    _ => unreachable!("uu modes only"),
+                }
+            }
+        }
+    }
+}
+
+enum PathWeight<T> {
+    Shared(T),
+    PerSample(T),
+}

@@ -1,0 +1,105 @@
+//! [`Ops`] emitted as ONNX nodes: a layer run on a [`GraphBuilder`] writes itself out.
+
+use super::{
+    GraphBuilder,
+    proto::{AttributeProto, attribute_proto::AttributeType},
+};
+use crate::nn::{Ops, Unary};
+
+fn attr_int(name: &str, value: i64) -> AttributeProto {
+    AttributeProto { name: name.into(), i: value, r#type: AttributeType::Int as i32, ..Default::default() }
+}
+
+fn attr_ints(name: &str, values: &[i64]) -> AttributeProto {
+    AttributeProto { name: name.into(), ints: values.to_vec(), r#type: AttributeType::Ints as i32, ..Default::default() }
+}
+
+/// ONNX's TensorProto.DataType FLOAT, for Cast.
+const FLOAT: i64 = 1;
+
+impl Ops for GraphBuilder {
+    type Tensor = String;
+
+    fn constant(&mut self, shape: &[usize], values: &[f64]) -> String {
+        let values: Vec<f32> = values.iter().map(|&v| v as f32).collect();
+        self.constant_f32("const", shape, &values)
+    }
+
+    fn matmul(&mut self, a: &String, b: &String) -> String {
+        self.op("MatMul", &[a, b], vec![])
+    }
+
+    fn add(&mut self, a: &String, b: &String) -> String {
+        self.op("Add", &[a, b], vec![])
+    }
+
+    fn sub(&mut self, a: &String, b: &String) -> String {
+        self.op("Sub", &[a, b], vec![])
+    }
+
+    fn mul(&mut self, a: &String, b: &String) -> String {
+        self.op("Mul", &[a, b], vec![])
+    }
+
+    fn div(&mut self, a: &String, b: &String) -> String {
+        self.op("Div", &[a, b], vec![])
+    }
+
+    fn unary(&mut self, x: &String, f: Unary) -> String {
+        let op = match f {
+            Unary::Sigmoid => "Sigmoid",
+            Unary::Tanh => "Tanh",
+            Unary::Exp => "Exp",
+            Unary::Sqrt => "Sqrt",
+            Unary::Cos => "Cos",
+            Unary::Relu => "Relu",
+            Unary::Abs => "Abs",
+            Unary::Erf => "Erf",
+            Unary::Neg => "Neg",
+        };
+        self.op(op, &[x], vec![])
+    }
+
+    fn less_than(&mut self, x: &String, c: f64) -> String {
+        let c = self.constant(&[], &[c]);
+        let flags = self.op("Less", &[x, &c], vec![]);
+        self.op("Cast", &[&flags], vec![attr_int("to", FLOAT)])
+    }
+
+    fn greater_than(&mut self, x: &String, c: f64) -> String {
+        let c = self.constant(&[], &[c]);
+        let flags = self.op("Greater", &[x, &c], vec![]);
+        self.op("Cast", &[&flags], vec![attr_int("to", FLOAT)])
+    }
+
+    fn clip(&mut self, x: &String, min: f64, max: f64) -> String {
+        let (min, max) = (self.constant(&[], &[min]), self.constant(&[], &[max]));
+        self.op("Clip", &[x, &min, &max], vec![])
+    }
+
+    fn reshape(&mut self, x: &String, shape: &[i64]) -> String {
+        GraphBuilder::reshape(self, x, shape)
+    }
+
+    fn transpose(&mut self, x: &String, perm: &[usize]) -> String {
+        let perm: Vec<i64> = perm.iter().map(|&p| p as i64).collect();
+        self.op("Transpose", &[x], vec![attr_ints("perm", &perm)])
+    }
+
+    fn slice(&mut self, x: &String, axis: usize, start: usize, end: usize) -> String {
+        let starts = self.constant_i64("starts", &[start as i64]);
+        let ends = self.constant_i64("ends", &[end as i64]);
+        let axes = self.constant_i64("axes", &[axis as i64]);
+        self.op("Slice", &[x, &starts, &ends, &axes], vec![])
+    }
+
+    fn concat(&mut self, xs: &[String], axis: usize) -> String {
+        let inputs: Vec<&str> = xs.iter().map(String::as_str).collect();
+        self.op("Concat", &inputs, vec![attr_int("axis", axis as i64)])
+    }
+
+    fn reduce_sum(&mut self, x: &String, axis: usize, keep_dims: bool) -> String {
+        let axes = self.constant_i64("axes", &[axis as i64]);
+        self.op("ReduceSum", &[x, &axes], vec![attr_int("keepdims", i64::from(keep_dims))])
+    }
+}
