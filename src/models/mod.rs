@@ -1,9 +1,11 @@
 //! The model zoo. Each architecture is defined once, as a Burn module that can also
 //! write itself as ONNX nodes computing the same function.
 
+pub mod gate_network;
 pub mod layers;
 mod mlp;
 
+pub use gate_network::{GateNetwork, GateNetworkConfig, GateNetworkError};
 pub use mlp::Mlp;
 
 use burn::{module::Module, tensor::Tensor};

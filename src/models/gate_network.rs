@@ -1,0 +1,370 @@
+//! e3nn's `gate_points_2101.Network` (the study's "E3 large"): convolutions whose
+//! filters are tensor products of neighbour features with the edges' spherical
+//! harmonics, weighted by a radial network, each followed by a gate.
+//!
+//! Graphs are dense: all ordered pairs of the 12 particles of a frame, with a mask
+//! for 0 < |r| < max_radius (e3nn's radius graph, edge_vec = pos[src] − pos[dst]).
+//! Summing over the masked all-pairs layout is exactly the scatter over edges, and it
+//! exports to ONNX without scatter or gather.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    data::{DIMS, PARTICLES},
+    e3::{Irrep, Irreps, SphericalHarmonics, radial::Activation},
+    nn::{FullyConnectedNet, Gate, Mode, Ops, TensorProduct, Unary},
+};
+
+/// The constructor arguments of `gate_points_2101.Network`, as e3nn takes them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GateNetworkConfig {
+    pub irreps_in: Option<String>,
+    pub irreps_hidden: String,
+    pub irreps_out: String,
+    pub irreps_node_attr: Option<String>,
+    pub irreps_edge_attr: String,
+    pub layers: usize,
+    pub max_radius: f64,
+    pub number_of_basis: usize,
+    pub radial_layers: usize,
+    pub radial_neurons: usize,
+    pub num_neighbors: f64,
+    pub num_nodes: f64,
+    #[serde(default = "reduce_output_default")]
+    pub reduce_output: bool,
+}
+
+fn reduce_output_default() -> bool {
+    true
+}
+
+impl GateNetworkConfig {
+    /// The study's "E3 large" (102,905 parameters).
+    pub fn study() -> Self {
+        Self {
+            irreps_in: None,
+            irreps_hidden: "8x0e+8x0o+16x1e+16x1o+8x2e+8x2o".into(),
+            irreps_out: "1x1o".into(),
+            irreps_node_attr: None,
+            irreps_edge_attr: "1x0e+1x1o+1x2e+1x3o".into(),
+            layers: 3,
+            max_radius: 3.5,
+            number_of_basis: 10,
+            radial_layers: 1,
+            radial_neurons: 128,
+            num_neighbors: 11.0,
+            num_nodes: 12.0,
+            reduce_output: false,
+        }
+    }
+}
+
+/// One `Convolution` of the network.
+#[derive(Debug, Clone)]
+pub struct Convolution {
+    pub sc: TensorProduct,
+    pub lin1: TensorProduct,
+    pub fc: FullyConnectedNet,
+    pub tp: TensorProduct,
+    pub lin2: TensorProduct,
+    num_neighbors: f64,
+}
+
+fn path_exists(a: &Irreps, b: &Irreps, ir: Irrep) -> bool {
+    let (a, b) = (a.simplify(), b.simplify());
+    a.iter().any(|x| b.iter().any(|y| ir.in_product(x.ir, y.ir)))
+}
+
+impl Convolution {
+    fn new(irreps_in: &Irreps, node_attr: &Irreps, edge_attr: &Irreps, irreps_out: &Irreps, config: &GateNetworkConfig) -> Self {
+        let sc = TensorProduct::fully_connected(irreps_in.clone(), node_attr.clone(), irreps_out.clone(), true);
+        let lin1 = TensorProduct::fully_connected(irreps_in.clone(), node_attr.clone(), irreps_in.clone(), true);
+        let mut mid = Vec::new();
+        let mut instructions = Vec::new();
+        for (i, a) in irreps_in.iter().enumerate() {
+            for (j, b) in edge_attr.iter().enumerate() {
+                for ir in a.ir.product(b.ir) {
+                    if irreps_out.contains(ir) {
+                        instructions.push((i, j, mid.len(), Mode::Uvu, true));
+                        mid.push((a.mul, ir));
+                    }
+                }
+            }
+        }
+        let (mid, perm) = Irreps::new(mid).sort();
+        let instructions: Vec<_> = instructions.into_iter().map(|(i, j, k, mode, w)| (i, j, perm[k], mode, w)).collect();
+        let tp = TensorProduct::new(irreps_in.clone(), edge_attr.clone(), mid.clone(), &instructions, false)
+            .expect("convolution paths are valid by construction");
+        let mut hs = vec![config.number_of_basis];
+        hs.extend(std::iter::repeat_n(config.radial_neurons, config.radial_layers));
+        hs.push(tp.weight_numel);
+        let fc = FullyConnectedNet::new(hs, Activation::Silu);
+        let lin2 = TensorProduct::fully_connected(mid, node_attr.clone(), irreps_out.clone(), true);
+        Self { sc, lin1, fc, tp, lin2, num_neighbors: config.num_neighbors }
+    }
+
+    fn num_params(&self) -> usize {
+        self.sc.weight_numel + self.lin1.weight_numel + self.fc.num_params() + self.lin2.weight_numel
+    }
+
+    /// nodes [B·12, dim_in], node_attr [B·12, dim_attr], edge tensors [B·144, ·]
+    /// ordered (frame, src, dst) → [B·12, dim_out].
+    fn forward<O: Ops>(&self, ops: &mut O, nodes: &O::Tensor, node_attr: &O::Tensor, edges: &EdgeTensors<O::Tensor>) -> O::Tensor {
+        let weight = self.fc.forward(ops, &edges.length_embedded);
+        let s = self.sc.forward(ops, nodes, node_attr, None);
+        let x = self.lin1.forward(ops, nodes, node_attr, None);
+        // x[src] for every (src, dst) pair: broadcast along the dst axis.
+        let dim = self.lin1.irreps_out.dim() as i64;
+        let x_src = ops.reshape(&x, &[-1, PARTICLES as i64, 1, dim]);
+        let x_src = ops.mul(&x_src, &edges.ones);
+        let x_src = ops.reshape(&x_src, &[-1, dim]);
+        let messages = self.tp.forward(ops, &x_src, &edges.attr, Some(&weight));
+        let mid = self.tp.irreps_out.dim() as i64;
+        let messages = ops.reshape(&messages, &[-1, PARTICLES as i64, PARTICLES as i64, mid]);
+        let gathered = ops.reduce_sum(&messages, 1, false);
+        let gathered = ops.scale(&gathered, 1.0 / self.num_neighbors.sqrt());
+        let gathered = ops.reshape(&gathered, &[-1, mid]);
+        let x = self.lin2.forward(ops, &gathered, node_attr, None);
+        // Outputs the self-connection writes are mixed at angle π/8; the rest pass.
+        let (c_s, c_x) = ((std::f64::consts::PI / 8.0).sin(), (std::f64::consts::PI / 8.0).cos());
+        let mask = self.sc.output_mask();
+        let c_x: Vec<f64> = mask.iter().map(|m| (1.0 - m) + c_x * m).collect();
+        let c_x = ops.constant(&[c_x.len()], &c_x);
+        let s = ops.scale(&s, c_s);
+        let x = ops.mul(&x, &c_x);
+        ops.add(&s, &x)
+    }
+}
+
+/// Per-edge inputs shared by all convolutions, rows ordered (frame, src, dst).
+struct EdgeTensors<T> {
+    /// smooth_cutoff(|r| / max_radius) · Y(r̂), zero off the radius graph [B·144, dim_sh].
+    attr: T,
+    /// Gaussian basis of |r|, times √number_of_basis [B·144, number_of_basis].
+    length_embedded: T,
+    /// Ones [B, 12, 12, 1], for broadcasting node features onto edges.
+    ones: T,
+}
+
+#[derive(Debug, Clone)]
+pub struct GateNetwork {
+    pub config: GateNetworkConfig,
+    /// Convolution, then the gate that follows it (none after the last).
+    pub layers: Vec<(Convolution, Option<Gate>)>,
+    edge_attr: Irreps,
+    /// Degrees of the edge harmonics, in the order of `irreps_edge_attr`.
+    edge_ls: Vec<u32>,
+    harmonics: SphericalHarmonics,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum GateNetworkError {
+    #[error("kwargs: {0}")]
+    Config(String),
+    #[error("weights: {0}")]
+    Weights(String),
+}
+
+fn parse_irreps(value: &str, key: &str) -> Result<Irreps, GateNetworkError> {
+    value.parse().map_err(|e| GateNetworkError::Config(format!("{key}: {e}")))
+}
+
+impl GateNetwork {
+    /// Builds the network as e3nn does for these kwargs (weights all zero).
+    pub fn new(config: GateNetworkConfig) -> Result<Self, GateNetworkError> {
+        let invalid = |m: String| Err(GateNetworkError::Config(m));
+        if let Some(irreps_in) = &config.irreps_in {
+            return invalid(format!("irreps_in = {irreps_in:?}: served models take positions only, so it must be null"));
+        }
+        if let Some(attr) = &config.irreps_node_attr {
+            return invalid(format!("irreps_node_attr = {attr:?}: served models have no node attributes, so it must be null"));
+        }
+        if config.reduce_output {
+            return invalid("reduce_output = true sums over particles; a per-particle dx needs false".into());
+        }
+        let irreps_out = parse_irreps(&config.irreps_out, "irreps_out")?;
+        if irreps_out != "1x1o".parse::<Irreps>().expect("valid") {
+            return invalid(format!("irreps_out = {:?}: dx is one vector per particle, so it must be 1x1o", config.irreps_out));
+        }
+        if config.number_of_basis < 2 {
+            return invalid("number_of_basis must be at least 2 (the Gaussian basis needs a spacing)".into());
+        }
+        if !(config.max_radius > 0.0) || !(config.num_neighbors > 0.0) {
+            return invalid("max_radius and num_neighbors must be positive".into());
+        }
+        let hidden = parse_irreps(&config.irreps_hidden, "irreps_hidden")?;
+        let edge_attr = parse_irreps(&config.irreps_edge_attr, "irreps_edge_attr")?;
+        // The edge attributes are spherical harmonics of the edge vector (a polar vector,
+        // or a pseudovector when some odd l is even).
+        let input_parity: i8 = if edge_attr.iter().any(|m| m.ir.l % 2 == 1 && m.ir.p == 1) { 1 } else { -1 };
+        let mut edge_ls = Vec::new();
+        for m in edge_attr.iter() {
+            let expected = if m.ir.l % 2 == 0 { 1 } else { input_parity };
+            if m.ir.p != expected {
+                return invalid(format!("irreps_edge_attr = {edge_attr}: {} is not a spherical harmonic of one vector", m.ir));
+            }
+            edge_ls.extend(std::iter::repeat_n(m.ir.l, m.mul));
+        }
+        if input_parity == 1 {
+            return invalid("irreps_edge_attr with pseudovector harmonics (odd l with even parity) do not apply to positions".into());
+        }
+        let node_attr: Irreps = "0e".parse().expect("valid");
+        let mut irreps: Irreps = "0e".parse().expect("valid");
+        let mut layers = Vec::new();
+        for _ in 0..config.layers {
+            let scalars = Irreps(hidden.iter().filter(|m| m.ir.l == 0 && path_exists(&irreps, &edge_attr, m.ir)).copied().collect());
+            let gated = Irreps(hidden.iter().filter(|m| m.ir.l > 0 && path_exists(&irreps, &edge_attr, m.ir)).copied().collect());
+            let gate_ir = if path_exists(&irreps, &edge_attr, Irrep::new(0, 1)) { Irrep::new(0, 1) } else { Irrep::new(0, -1) };
+            let gates = Irreps::new(gated.iter().map(|m| (m.mul, gate_ir)));
+            let act = |ir: Irrep| if ir.p == 1 { Activation::Silu } else { Activation::Tanh };
+            let act_gate = |ir: Irrep| if ir.p == 1 { Activation::Sigmoid } else { Activation::Tanh };
+            let gate = Gate::new(
+                scalars.clone(),
+                scalars.iter().map(|m| act(m.ir)).collect(),
+                gates.clone(),
+                gates.iter().map(|m| act_gate(m.ir)).collect(),
+                gated,
+            )
+            .map_err(GateNetworkError::Config)?;
+            let conv = Convolution::new(&irreps, &node_attr, &edge_attr, &gate.irreps_in, &config);
+            irreps = gate.irreps_out.clone();
+            layers.push((conv, Some(gate)));
+        }
+        layers.push((Convolution::new(&irreps, &node_attr, &edge_attr, &irreps_out, &config), None));
+        let harmonics = SphericalHarmonics::new(edge_ls.iter().copied().max().unwrap_or(0));
+        Ok(Self { config, layers, edge_attr, edge_ls, harmonics })
+    }
+
+    pub fn num_params(&self) -> usize {
+        self.layers.iter().map(|(conv, _)| conv.num_params()).sum()
+    }
+
+    /// The names and shapes of the trainable tensors, as in e3nn's state dict.
+    pub fn parameter_shapes(&self) -> Vec<(String, Vec<usize>)> {
+        let last = self.layers.len() - 1;
+        let mut out = Vec::new();
+        for (i, (conv, _)) in self.layers.iter().enumerate() {
+            let prefix = if i == last { format!("layers.{i}.") } else { format!("layers.{i}.first.") };
+            out.push((format!("{prefix}sc.weight"), vec![conv.sc.weight_numel]));
+            out.push((format!("{prefix}lin1.weight"), vec![conv.lin1.weight_numel]));
+            for (k, w) in conv.fc.hs.windows(2).enumerate() {
+                out.push((format!("{prefix}fc.layer{k}.weight"), vec![w[0], w[1]]));
+            }
+            out.push((format!("{prefix}lin2.weight"), vec![conv.lin2.weight_numel]));
+        }
+        out
+    }
+
+    /// Sets every weight from an e3nn state dict (name → (shape, row-major values)).
+    /// Buffers e3nn stores beside them (output masks, Wigner 3j, empty weights) are
+    /// accepted and ignored; anything else is an error, as is a missing tensor.
+    pub fn load_state_dict(&mut self, tensors: &HashMap<String, (Vec<usize>, Vec<f64>)>) -> Result<(), GateNetworkError> {
+        let expected = self.parameter_shapes();
+        for (name, (shape, _)) in tensors {
+            let known = expected.iter().any(|(n, _)| n == name);
+            let buffer = name.ends_with(".output_mask") || name.contains("._w3j_") || shape.iter().product::<usize>() == 0;
+            if !known && !buffer {
+                return Err(GateNetworkError::Weights(format!("unexpected tensor '{name}' (shape {shape:?}) for these kwargs")));
+            }
+        }
+        let take = |name: &str, shape: &[usize]| -> Result<Vec<f64>, GateNetworkError> {
+            let (found, values) = tensors
+                .get(name)
+                .ok_or_else(|| GateNetworkError::Weights(format!("missing tensor '{name}' (shape {shape:?})")))?;
+            if found.as_slice() != shape {
+                return Err(GateNetworkError::Weights(format!("tensor '{name}' has shape {found:?}, expected {shape:?}")));
+            }
+            Ok(values.clone())
+        };
+        let mut shapes = expected.into_iter();
+        for (conv, _) in &mut self.layers {
+            let mut next = || shapes.next().expect("one shape per tensor");
+            let (name, shape) = next();
+            conv.sc.set_weight(take(&name, &shape)?).map_err(GateNetworkError::Weights)?;
+            let (name, shape) = next();
+            conv.lin1.set_weight(take(&name, &shape)?).map_err(GateNetworkError::Weights)?;
+            for k in 0..conv.fc.weights.len() {
+                let (name, shape) = next();
+                conv.fc.weights[k] = take(&name, &shape)?;
+            }
+            let (name, shape) = next();
+            conv.lin2.set_weight(take(&name, &shape)?).map_err(GateNetworkError::Weights)?;
+        }
+        Ok(())
+    }
+
+    /// positions [B, 12, 3] → per-particle vectors [B, 12, 3].
+    pub fn forward<O: Ops>(&self, ops: &mut O, positions: &O::Tensor) -> O::Tensor {
+        let (n, d) = (PARTICLES as i64, DIMS as i64);
+        let src = ops.reshape(positions, &[-1, n, 1, d]);
+        let dst = ops.reshape(positions, &[-1, 1, n, d]);
+        let vec = ops.sub(&src, &dst);
+        let squared = ops.mul(&vec, &vec);
+        let squared = ops.reduce_sum(&squared, 3, true);
+        let length = ops.unary(&squared, Unary::Sqrt);
+        let inside = ops.less_than(&length, self.config.max_radius);
+        let apart = ops.greater_than(&length, 0.0);
+        let on_graph = ops.mul(&inside, &apart);
+        // Ones on every pair (lengths are never negative).
+        let ones = ops.greater_than(&length, -1.0);
+
+        // Harmonics of the unit vector (e3nn: normalize=True, component), the zero
+        // vector staying zero as with torch's normalize.
+        let safe = ops.clip(&length, 1e-12, f64::INFINITY);
+        let unit = ops.div(&vec, &safe);
+        let mut by_degree = vec![ones.clone()];
+        for (l, matrix) in self.harmonics.matrices().iter().enumerate() {
+            let rows = 2 * l as i64 + 1;
+            let y = ops.reshape(&by_degree[l], &[-1, n, n, rows, 1]);
+            let x = ops.reshape(&unit, &[-1, n, n, 1, d]);
+            let outer = ops.mul(&y, &x);
+            let outer = ops.reshape(&outer, &[-1, n, n, rows * d]);
+            let m = ops.constant(&[matrix.nrows(), matrix.ncols()], &matrix.iter().copied().collect::<Vec<_>>());
+            by_degree.push(ops.matmul(&outer, &m));
+        }
+        let sh_parts: Vec<O::Tensor> = self.edge_ls.iter().map(|&l| by_degree[l as usize].clone()).collect();
+        let sh = if sh_parts.len() == 1 { sh_parts[0].clone() } else { ops.concat(&sh_parts, 3) };
+
+        // smooth_cutoff(|r| / max_radius) = (1 − cos(π·clip(2(x − 1), −1, 0))) / 2
+        let u = ops.scale(&length, 2.0 / self.config.max_radius);
+        let u = ops.add_scalar(&u, -2.0);
+        let u = ops.clip(&u, -1.0, 0.0);
+        let u = ops.scale(&u, std::f64::consts::PI);
+        let cos = ops.unary(&u, Unary::Cos);
+        let cutoff = ops.scale(&cos, -0.5);
+        let cutoff = ops.add_scalar(&cutoff, 0.5);
+        let weight = ops.mul(&cutoff, &on_graph);
+        let attr = ops.mul(&sh, &weight);
+        let attr = ops.reshape(&attr, &[-1, self.edge_attr.dim() as i64]);
+
+        // Gaussian basis on [0, max_radius] without cutoff, times √number_of_basis.
+        let basis = self.config.number_of_basis;
+        let step = self.config.max_radius / (basis - 1) as f64;
+        let centres: Vec<f64> = (0..basis).map(|i| i as f64 * step).collect();
+        let centres = ops.constant(&[basis], &centres);
+        let diff = ops.sub(&length, &centres);
+        let diff = ops.scale(&diff, 1.0 / step);
+        let diff = ops.mul(&diff, &diff);
+        let diff = ops.unary(&diff, Unary::Neg);
+        let gaussian = ops.unary(&diff, Unary::Exp);
+        let embedded = ops.scale(&gaussian, (basis as f64).sqrt() / 1.12);
+        let length_embedded = ops.reshape(&embedded, &[-1, basis as i64]);
+        let edges = EdgeTensors { attr, length_embedded, ones: ones.clone() };
+
+        // Node features and attributes are ones (irreps 0e), one row per particle.
+        let node_ones = ops.reduce_sum(&ones, 2, false);
+        let node_ones = ops.scale(&node_ones, 1.0 / PARTICLES as f64);
+        let node_ones = ops.reshape(&node_ones, &[-1, 1]);
+        let mut x = node_ones.clone();
+        for (conv, gate) in &self.layers {
+            x = conv.forward(ops, &x, &node_ones, &edges);
+            if let Some(gate) = gate {
+                x = gate.forward(ops, &x);
+            }
+        }
+        ops.reshape(&x, &[-1, n, d])
+    }
+}
