@@ -4,7 +4,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    data::{SplitConfig, Target},
+    data::{DIMS, PARTICLES, SplitConfig, Target},
+    onnx::{INPUT_NAME, IR_VERSION, OPSET, OUTPUT_NAME},
     train::{
         EpochStats, TrainConfig,
         metrics::{EquivarianceReport, Evaluation},
@@ -23,10 +24,18 @@ pub struct ModelCard {
     /// Whether the architecture is E(3)-equivariant by construction (measured below).
     pub equivariant: bool,
     pub params: usize,
-    pub data: DataInfo,
-    pub split: SplitInfo,
-    pub training: TrainingInfo,
-    pub metrics: Metrics,
+    /// Trained here: the data, split, training run and metrics.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<DataInfo>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub split: Option<SplitInfo>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub training: Option<TrainingInfo>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<Metrics>,
+    /// Imported: the files the weights came from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub imported_from: Option<ImportInfo>,
     pub equivariance: EquivarianceReport,
     pub onnx: OnnxInfo,
     pub versions: Versions,
@@ -40,6 +49,15 @@ pub struct DataInfo {
     pub frames: usize,
     /// The simulator's settings when it made the data.
     pub simulation: Option<crate::data::SimulationConfig>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ImportInfo {
+    /// What trained the weights, e.g. "e3nn 0.6 (PyTorch)".
+    pub framework: String,
+    pub kwargs_file: String,
+    pub weights_file: String,
+    pub weights_sha256: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -70,7 +88,8 @@ pub struct OnnxInfo {
     pub output: TensorInfo,
     pub opset: i64,
     pub ir_version: i64,
-    /// max |ONNX − Burn| / max |Burn| on the test set and on random inputs.
+    /// max |ONNX − reference| / max |reference| on the check inputs (the trained
+    /// model's own forward pass, or the f64 evaluation of imported layers).
     pub parity_relative_error: f64,
 }
 
@@ -86,6 +105,31 @@ pub struct Versions {
     pub equiserve: String,
     pub burn: String,
     pub ort: String,
+}
+
+impl Versions {
+    pub fn current() -> Self {
+        Self { equiserve: env!("CARGO_PKG_VERSION").into(), burn: "0.22.1".into(), ort: "2.0.0-rc.15".into() }
+    }
+}
+
+impl OnnxInfo {
+    /// Every exported model's interface: positions [batch, 12, 3] → dx [batch, 12, 3].
+    pub fn standard(parity_relative_error: f64) -> Self {
+        let frames = |name: &str| TensorInfo {
+            name: name.to_string(),
+            dtype: "float32".into(),
+            shape: vec!["batch".into(), PARTICLES.to_string(), DIMS.to_string()],
+        };
+        Self {
+            file: MODEL_FILE.into(),
+            input: frames(INPUT_NAME),
+            output: frames(OUTPUT_NAME),
+            opset: OPSET,
+            ir_version: IR_VERSION,
+            parity_relative_error,
+        }
+    }
 }
 
 /// The few card fields the server needs; the rest is passed through as JSON.

@@ -12,7 +12,7 @@ use equiserve::{
     data::{SimulationConfig, Split, SplitConfig, Target, Trajectory, load_npz, save_npz, simulate},
     models::ModelKind,
     onnx::init_runtime,
-    train::{ExportRequest, TrainConfig, train_and_export},
+    train::{ExportRequest, TrainConfig, import_e3nn, train_and_export},
 };
 use indicatif::{ProgressBar, ProgressStyle};
 use sha2::{Digest, Sha256};
@@ -44,6 +44,25 @@ enum Command {
         /// Simulate in 3-D instead of the study's xy-plane.
         #[arg(long)]
         three_d: bool,
+    },
+    /// Turn an e3nn gate_points_2101.Network trained in PyTorch into a served model:
+    /// writes OUT/model.onnx and OUT/card.json.
+    ImportE3nn {
+        /// The constructor's kwargs as JSON (irreps as strings).
+        #[arg(long)]
+        kwargs: PathBuf,
+        /// The state dict, saved with safetensors (F32 or F64).
+        #[arg(long)]
+        weights: PathBuf,
+        /// Output directory (a folder of the server's models directory).
+        #[arg(long)]
+        out: PathBuf,
+        /// Model name served by the server (default: the output folder's name).
+        #[arg(long)]
+        name: Option<String>,
+        /// The ONNX Runtime library used for the parity check.
+        #[arg(long, env = "EQUISERVE_ORT_LIB")]
+        ort_lib: Option<PathBuf>,
     },
 }
 
@@ -102,6 +121,7 @@ fn main() -> ExitCode {
         Some(Command::Simulate { out, frames, seed, three_d }) => {
             simulate_to_file(&out, &SimulationConfig { frames, seed, planar: !three_d, ..Default::default() })
         }
+        Some(Command::ImportE3nn { kwargs, weights, out, name, ort_lib }) => import(&kwargs, &weights, &out, name, ort_lib),
         None => train(cli.train),
     };
     match result {
@@ -117,6 +137,24 @@ fn simulate_to_file(out: &Path, config: &SimulationConfig) -> Result<(), String>
     let trajectory = simulate(config);
     save_npz(&trajectory, out, config.planar).map_err(|e| e.to_string())?;
     println!("wrote {} frames to {}", trajectory.frames(), out.display());
+    Ok(())
+}
+
+fn import(kwargs: &Path, weights: &Path, out: &Path, name: Option<String>, ort_lib: Option<PathBuf>) -> Result<(), String> {
+    init_runtime(ort_lib.as_deref()).map_err(|e| e.to_string())?;
+    let name = name
+        .or_else(|| out.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .ok_or_else(|| format!("{}: cannot name the model after this folder; pass --name", out.display()))?;
+    let outcome = import_e3nn(kwargs, weights, out, &name).map_err(|e| e.to_string())?;
+    let card = &outcome.card;
+    println!(
+        "imported {} ({} parameters) into {}: ONNX parity {:.1e}, equivariance error {:.1e}",
+        card.name,
+        card.params,
+        outcome.dir.display(),
+        card.onnx.parity_relative_error,
+        card.equivariance.max()
+    );
     Ok(())
 }
 
@@ -217,12 +255,13 @@ fn print_summary(cards: &[equiserve::card::ModelCard]) {
         "model", "params", "train MSE", "test MSE", "dx-skill", "R² cm", "R² p1", "R² p7x", "R² p12y", "equiv err", "s/epoch", "parity"
     );
     for card in cards {
-        let test = &card.metrics.test;
+        let (Some(metrics), Some(training)) = (&card.metrics, &card.training) else { continue };
+        let test = &metrics.test;
         println!(
             "{:<10} {:>9} {:>11.3e} {:>11.3e} {:>9.4} {:>7.4} {:>7.4} {:>7.4} {:>7.4} {:>10.2e} {:>9.3} {:>9.1e}",
             card.name,
             card.params,
-            card.metrics.train.mse,
+            metrics.train.mse,
             test.mse,
             test.dx_skill,
             test.r2.cm,
@@ -230,7 +269,7 @@ fn print_summary(cards: &[equiserve::card::ModelCard]) {
             test.r2.p7_x,
             test.r2.p12_y,
             card.equivariance.max(),
-            card.training.seconds_per_epoch,
+            training.seconds_per_epoch,
             card.onnx.parity_relative_error
         );
     }

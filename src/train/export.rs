@@ -18,10 +18,10 @@ use super::{
     plot_losses, predict_dx,
 };
 use crate::{
-    card::{CARD_FILE, DataInfo, MODEL_FILE, Metrics, ModelCard, OnnxInfo, SplitInfo, TensorInfo, TrainingInfo, Versions},
+    card::{CARD_FILE, DataInfo, MODEL_FILE, Metrics, ModelCard, OnnxInfo, SplitInfo, TrainingInfo, Versions},
     data::{DIMS, PARTICLES, Split, SplitConfig, Target},
     models::{DynamicsModel, ModelKind},
-    onnx::{ExecutionDevice, GraphBuilder, INPUT_NAME, IR_VERSION, OPSET, OUTPUT_NAME, OnnxModel},
+    onnx::{ExecutionDevice, GraphBuilder, OnnxModel},
 };
 
 /// Above this, the exported graph does not compute the trained model's function.
@@ -64,11 +64,6 @@ pub struct ExportOutcome {
 pub fn export_model<M: DynamicsModel>(model: &M, request: ExportRequest, device: &Device) -> Result<ExportOutcome, ExportError> {
     let name = request.kind.name();
     let dir = request.out_dir.join(name);
-    let io = |path: &Path| {
-        let path = path.display().to_string();
-        move |source| ExportError::Io { path, source }
-    };
-    fs::create_dir_all(&dir).map_err(io(&dir))?;
     let description = request.kind.describe();
     let target = request.config.target;
 
@@ -85,8 +80,7 @@ pub fn export_model<M: DynamicsModel>(model: &M, request: ExportRequest, device:
         &format!("equiserve {name}: positions [batch, 12, 3] -> dx [batch, 12, 3]"),
         &[("equiserve.model", name.to_string()), ("equiserve.architecture", architecture.clone())],
     );
-    let staged_model = dir.join(format!("{MODEL_FILE}.partial"));
-    fs::write(&staged_model, proto.encode_to_vec()).map_err(io(&staged_model))?;
+    let staged_model = stage_model(&dir, &proto)?;
 
     let parity = check_parity(model, &staged_model, request.split.test.inputs.view(), target, device, request.config.seed);
     let parity_relative_error = match parity {
@@ -106,11 +100,6 @@ pub fn export_model<M: DynamicsModel>(model: &M, request: ExportRequest, device:
     let probe_frames = request.split.test.inputs.slice(s![..8.min(request.split.test.len()), .., ..]);
     let equivariance = EquivarianceReport::measure(&mut burn_dx, probe_frames, 8, request.config.seed);
 
-    let frames_info = |name: &str| TensorInfo {
-        name: name.to_string(),
-        dtype: "float32".into(),
-        shape: vec!["batch".into(), PARTICLES.to_string(), DIMS.to_string()],
-    };
     let history = request.history;
     let card = ModelCard {
         name: name.to_string(),
@@ -119,42 +108,59 @@ pub fn export_model<M: DynamicsModel>(model: &M, request: ExportRequest, device:
         hyperparameters: description["hyperparameters"].clone(),
         equivariant: description["equivariant"].as_bool().unwrap_or(false),
         params: model.num_params(),
-        data: request.data,
-        split: SplitInfo {
+        data: Some(request.data),
+        split: Some(SplitInfo {
             config: request.split_config,
             train_pairs: request.split.train.len(),
             test_pairs: request.split.test.len(),
-        },
-        training: TrainingInfo {
+        }),
+        training: Some(TrainingInfo {
             config: request.config.clone(),
             seconds_per_epoch: median(history.iter().map(|s| s.seconds).collect()),
             history,
-        },
-        metrics: Metrics { target, train, test },
+        }),
+        metrics: Some(Metrics { target, train, test }),
+        imported_from: None,
         equivariance,
-        onnx: OnnxInfo {
-            file: MODEL_FILE.into(),
-            input: frames_info(INPUT_NAME),
-            output: frames_info(OUTPUT_NAME),
-            opset: OPSET,
-            ir_version: IR_VERSION,
-            parity_relative_error,
-        },
-        versions: Versions {
-            equiserve: env!("CARGO_PKG_VERSION").into(),
-            burn: "0.22.1".into(),
-            ort: "2.0.0-rc.15".into(),
-        },
+        onnx: OnnxInfo::standard(parity_relative_error),
+        versions: Versions::current(),
     };
-    let staged_card = dir.join(format!("{CARD_FILE}.partial"));
-    let json = serde_json::to_string_pretty(&card).expect("model cards serialize");
-    fs::write(&staged_card, json).map_err(io(&staged_card))?;
-    fs::rename(&staged_model, dir.join(MODEL_FILE)).map_err(io(&dir))?;
-    fs::rename(&staged_card, dir.join(CARD_FILE)).map_err(io(&dir))?;
-    if let Err(message) = plot_losses(&card.training.history, &format!("{name}: MSE of dx"), &dir.join(LOSS_PLOT_FILE)) {
-        tracing::warn!(%message, "loss plot not drawn");
+    commit_model(&dir, &staged_model, &card)?;
+    if let Some(training) = &card.training {
+        if let Err(message) = plot_losses(&training.history, &format!("{name}: MSE of dx"), &dir.join(LOSS_PLOT_FILE)) {
+            tracing::warn!(%message, "loss plot not drawn");
+        }
     }
     Ok(ExportOutcome { dir, card })
+}
+
+/// Writes `proto` beside the final model file, to be checked before it replaces it.
+pub(crate) fn stage_model(dir: &Path, proto: &crate::onnx::proto::ModelProto) -> Result<PathBuf, ExportError> {
+    fs::create_dir_all(dir).map_err(|source| ExportError::Io { path: dir.display().to_string(), source })?;
+    let staged = dir.join(format!("{MODEL_FILE}.partial"));
+    fs::write(&staged, proto.encode_to_vec()).map_err(|source| ExportError::Io { path: staged.display().to_string(), source })?;
+    Ok(staged)
+}
+
+/// Moves the checked model and its card into place, replacing any earlier ones.
+pub(crate) fn commit_model(dir: &Path, staged_model: &Path, card: &ModelCard) -> Result<(), ExportError> {
+    let io = |path: &Path| {
+        let path = path.display().to_string();
+        move |source| ExportError::Io { path, source }
+    };
+    let staged_card = dir.join(format!("{CARD_FILE}.partial"));
+    let json = serde_json::to_string_pretty(card).expect("model cards serialize");
+    fs::write(&staged_card, json).map_err(io(&staged_card))?;
+    fs::rename(staged_model, dir.join(MODEL_FILE)).map_err(io(dir))?;
+    fs::rename(&staged_card, dir.join(CARD_FILE)).map_err(io(dir))?;
+    Ok(())
+}
+
+/// max |actual − expected| / max |expected|.
+pub(crate) fn relative_error<'a>(actual: impl IntoIterator<Item = &'a f32>, expected: impl IntoIterator<Item = &'a f32> + Clone) -> f64 {
+    let scale = expected.clone().into_iter().fold(0.0_f64, |m, v| m.max(f64::from(v.abs()))).max(f64::MIN_POSITIVE);
+    let error = actual.into_iter().zip(expected).fold(0.0_f64, |m, (a, e)| m.max(f64::from((a - e).abs())));
+    error / scale
 }
 
 /// max |ONNX − Burn| / max |Burn| over the test inputs and Gaussian random frames.
@@ -173,9 +179,7 @@ fn check_parity<M: DynamicsModel>(
     for inputs in [test_inputs, random.view()] {
         let expected = predict_dx(model, inputs, target, device);
         let actual = session.run(inputs)?;
-        let scale = expected.iter().fold(0.0_f64, |m, v| m.max(f64::from(v.abs()))).max(f64::MIN_POSITIVE);
-        let error = actual.iter().zip(&expected).fold(0.0_f64, |m, (a, e)| m.max(f64::from((a - e).abs())));
-        worst = worst.max(error / scale);
+        worst = worst.max(relative_error(&actual, &expected));
     }
     Ok(worst)
 }

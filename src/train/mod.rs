@@ -2,10 +2,12 @@
 //! exporting it to ONNX with its model card.
 
 mod export;
+mod import;
 pub mod metrics;
 mod plot;
 
 pub use export::{ExportError, ExportOutcome, ExportRequest, PARITY_TOLERANCE, export_model};
+pub use import::{ImportError, import_e3nn, load_gate_network, read_safetensors, reference_dx};
 pub use plot::plot_losses;
 
 use std::time::Instant;

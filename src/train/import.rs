@@ -1,0 +1,174 @@
+//! `train-export import-e3nn`: a gate network trained with PyTorch/e3nn (its kwargs
+//! as JSON, its state dict as safetensors) turned into a served model.
+
+use std::{
+    collections::HashMap,
+    fs,
+    path::{Path, PathBuf},
+};
+
+use ndarray::{Array3, ArrayD, ArrayView3, IxDyn};
+use rand::{SeedableRng, rngs::StdRng};
+use rand_distr::{Distribution, Normal};
+use safetensors::{Dtype, SafeTensors};
+use sha2::{Digest, Sha256};
+
+use super::{
+    ExportError, ExportOutcome,
+    export::{PARITY_TOLERANCE, commit_model, relative_error, stage_model},
+    metrics::EquivarianceReport,
+};
+use crate::{
+    card::{ImportInfo, ModelCard, OnnxInfo, Versions},
+    data::{DIMS, PARTICLES},
+    models::{GateNetwork, GateNetworkConfig, GateNetworkError},
+    nn::Eager,
+    onnx::{ExecutionDevice, GraphBuilder, OnnxModel},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    #[error("{path}: {message}")]
+    File { path: String, message: String },
+    #[error("{path}: {source}")]
+    Network {
+        path: String,
+        #[source]
+        source: GateNetworkError,
+    },
+    #[error(transparent)]
+    Export(#[from] ExportError),
+    #[error(transparent)]
+    Runtime(#[from] crate::onnx::RuntimeError),
+}
+
+fn file_error(path: &Path, message: impl std::fmt::Display) -> ImportError {
+    ImportError::File { path: path.display().to_string(), message: message.to_string() }
+}
+
+/// Every tensor of a safetensors file as (shape, values in f64); f32 and f64 only.
+pub fn read_safetensors(path: &Path) -> Result<(HashMap<String, (Vec<usize>, Vec<f64>)>, Vec<u8>), ImportError> {
+    let bytes = fs::read(path).map_err(|e| file_error(path, e))?;
+    let tensors = SafeTensors::deserialize(&bytes).map_err(|e| file_error(path, format!("not a safetensors file ({e})")))?;
+    let mut out = HashMap::new();
+    for (name, view) in tensors.tensors() {
+        let data = view.data();
+        let values: Vec<f64> = match view.dtype() {
+            Dtype::F32 => data.chunks_exact(4).map(|b| f64::from(f32::from_le_bytes([b[0], b[1], b[2], b[3]]))).collect(),
+            Dtype::F64 => data.chunks_exact(8).map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes"))).collect(),
+            other => return Err(file_error(path, format!("tensor '{name}' is {other:?}; only F32 and F64 are supported"))),
+        };
+        out.insert(name, (view.shape().to_vec(), values));
+    }
+    Ok((out, bytes))
+}
+
+/// Builds the network from the two files, with every problem named by file and key.
+pub fn load_gate_network(kwargs_path: &Path, weights_path: &Path) -> Result<(GateNetwork, Vec<u8>), ImportError> {
+    let text = fs::read_to_string(kwargs_path).map_err(|e| file_error(kwargs_path, e))?;
+    let config: GateNetworkConfig = serde_json::from_str(&text).map_err(|e| file_error(kwargs_path, e))?;
+    let mut network =
+        GateNetwork::new(config).map_err(|source| ImportError::Network { path: kwargs_path.display().to_string(), source })?;
+    let (tensors, bytes) = read_safetensors(weights_path)?;
+    network
+        .load_state_dict(&tensors)
+        .map_err(|source| ImportError::Network { path: weights_path.display().to_string(), source })?;
+    Ok((network, bytes))
+}
+
+/// Frames shaped like the study's: a 12-bead chain with bonds about 0.36, rotated at random.
+fn probe_frames(seed: u64, frames: usize) -> Array3<f32> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let step = Normal::new(0.0, 0.36 / 3f64.sqrt()).expect("normal");
+    let mut out = Array3::<f32>::zeros((frames, PARTICLES, DIMS));
+    for f in 0..frames {
+        let mut p = [0.0f64; 3];
+        for i in 0..PARTICLES {
+            for d in 0..DIMS {
+                p[d] += step.sample(&mut rng);
+                out[[f, i, d]] = p[d] as f32;
+            }
+        }
+    }
+    out
+}
+
+/// The f64 evaluation of the layers, as f32 [B, 12, 3].
+pub fn reference_dx(network: &GateNetwork, positions: ArrayView3<f32>) -> Array3<f32> {
+    let input = ArrayD::from_shape_vec(IxDyn(&[positions.dim().0, PARTICLES, DIMS]), positions.iter().map(|v| f64::from(*v)).collect())
+        .expect("shape");
+    let out = network.forward(&mut Eager, &input);
+    Array3::from_shape_vec(positions.raw_dim(), out.iter().map(|v| *v as f32).collect()).expect("[B, 12, 3]")
+}
+
+/// Writes `out_dir/model.onnx` and `out_dir/card.json` for the gate network in the
+/// two files, after checking ONNX Runtime against the f64 layers.
+pub fn import_e3nn(kwargs_path: &Path, weights_path: &Path, out_dir: &Path, name: &str) -> Result<ExportOutcome, ImportError> {
+    let (network, weight_bytes) = load_gate_network(kwargs_path, weights_path)?;
+    let mut graph = GraphBuilder::new();
+    let input = graph.input();
+    let output = network.forward(&mut graph, &input);
+    let proto = graph.finish(
+        &output,
+        &format!("equiserve {name}: e3nn gate_points_2101.Network imported from {}", weights_path.display()),
+        &[("equiserve.model", name.to_string()), ("equiserve.architecture", "gate_points_2101.Network".into())],
+    );
+    let staged = stage_model(out_dir, &proto)?;
+    let checked = check_and_describe(&network, &staged, name);
+    let (parity, equivariance) = match checked {
+        Ok(result) => result,
+        Err(e) => {
+            let _ = fs::remove_file(&staged);
+            return Err(e);
+        }
+    };
+    let card = ModelCard {
+        name: name.to_string(),
+        architecture: "gate_points_2101.Network".into(),
+        summary: "e3nn's gate network (the study's \"E3 large\"), imported with its trained weights; \
+                  E(3)-equivariant by construction"
+            .into(),
+        hyperparameters: serde_json::to_value(&network.config).expect("kwargs serialize"),
+        equivariant: true,
+        params: network.num_params(),
+        data: None,
+        split: None,
+        training: None,
+        metrics: None,
+        imported_from: Some(ImportInfo {
+            framework: "PyTorch + e3nn".into(),
+            kwargs_file: kwargs_path.display().to_string(),
+            weights_file: weights_path.display().to_string(),
+            weights_sha256: Sha256::digest(&weight_bytes).iter().map(|b| format!("{b:02x}")).collect(),
+        }),
+        equivariance,
+        onnx: OnnxInfo::standard(parity),
+        versions: Versions::current(),
+    };
+    commit_model(out_dir, &staged, &card)?;
+    Ok(ExportOutcome { dir: PathBuf::from(out_dir), card })
+}
+
+fn check_and_describe(network: &GateNetwork, onnx_file: &Path, name: &str) -> Result<(f64, EquivarianceReport), ImportError> {
+    let mut session = OnnxModel::load(onnx_file, ExecutionDevice::Cpu, 1)?;
+    let frames = probe_frames(0, 8);
+    let expected = reference_dx(network, frames.view());
+    let actual = session.run(frames.view())?;
+    let parity = relative_error(&actual, &expected);
+    if parity > PARITY_TOLERANCE {
+        return Err(ExportError::Parity { name: name.to_string(), error: parity }.into());
+    }
+    let mut failure = None;
+    let mut onnx_dx = |x: ArrayView3<f32>| match session.run(x) {
+        Ok(dx) => dx,
+        Err(e) => {
+            failure.get_or_insert(e);
+            Array3::zeros(x.raw_dim())
+        }
+    };
+    let equivariance = EquivarianceReport::measure(&mut onnx_dx, frames.view(), 8, 0);
+    match failure {
+        Some(e) => Err(e.into()),
+        None => Ok((parity, equivariance)),
+    }
+}

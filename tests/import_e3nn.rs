@@ -1,0 +1,114 @@
+//! Importing an e3nn gate network trained in PyTorch: fixture → ONNX → ONNX Runtime
+//! → the outputs e3nn computed, and clear errors for bad files.
+
+mod common;
+
+use std::{fs, path::PathBuf};
+
+use common::{shared_dir, train_export};
+use equiserve::onnx::{ExecutionDevice, OnnxModel};
+use ndarray::{Array3, Ix3};
+use ndarray_npy::NpzReader;
+
+fn fixture_dir() -> Option<PathBuf> {
+    let dir = shared_dir()?.join("fixtures/e3nn_import_seed");
+    if !dir.is_dir() {
+        eprintln!("skipped: {} is absent", dir.display());
+        return None;
+    }
+    Some(dir)
+}
+
+fn read_f32(reader: &mut NpzReader<fs::File>, name: &str) -> Array3<f32> {
+    match reader.by_name::<ndarray::OwnedRepr<f32>, Ix3>(name) {
+        Ok(a) => a,
+        Err(_) => reader.by_name::<ndarray::OwnedRepr<f64>, Ix3>(name).expect(name).mapv(|v| v as f32),
+    }
+}
+
+#[test]
+fn imported_network_reproduces_e3nn_through_onnx_runtime() {
+    let Some(fixture) = fixture_dir() else { return };
+    let out = tempfile::tempdir().expect("temp dir");
+    let model_dir = out.path().join("e3large");
+    let output = train_export()
+        .args(["import-e3nn", "--kwargs"])
+        .arg(fixture.join("kwargs.json"))
+        .arg("--weights")
+        .arg(fixture.join("weights.safetensors"))
+        .arg("--out")
+        .arg(&model_dir)
+        .output()
+        .expect("runs");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+
+    let mut io = NpzReader::new(fs::File::open(fixture.join("io.npz")).expect("io.npz")).expect("npz");
+    let (positions, expected) = (read_f32(&mut io, "positions"), read_f32(&mut io, "outputs"));
+    let mut model = OnnxModel::load(&model_dir.join("model.onnx"), ExecutionDevice::Cpu, 1).expect("loads");
+    let actual = model.run(positions.view()).expect("runs");
+    let scale = expected.iter().fold(0.0_f32, |m, v| m.max(v.abs()));
+    let error = actual.iter().zip(&expected).fold(0.0_f32, |m, (a, e)| m.max((a - e).abs()));
+    assert!(error / scale < 1e-5, "relative error {}", error / scale);
+
+    let card: serde_json::Value = serde_json::from_str(&fs::read_to_string(model_dir.join("card.json")).expect("card")).expect("json");
+    assert_eq!(card["name"], "e3large");
+    assert_eq!(card["architecture"], "gate_points_2101.Network");
+    assert!(card["equivariance"]["random_reflections"].as_f64().expect("error") < 1e-4, "{}", card["equivariance"]);
+    assert!(card["equivariance"]["random_translations"].as_f64().expect("error") < 1e-4);
+}
+
+#[test]
+fn bad_import_files_are_named_with_the_problem() {
+    let Some(fixture) = fixture_dir() else { return };
+    let scratch = tempfile::tempdir().expect("temp dir");
+    let kwargs: serde_json::Value = serde_json::from_str(&fs::read_to_string(fixture.join("kwargs.json")).expect("kwargs")).expect("json");
+    let write_kwargs = |name: &str, edit: &dyn Fn(&mut serde_json::Value)| {
+        let mut k = kwargs.clone();
+        edit(&mut k);
+        let path = scratch.path().join(name);
+        fs::write(&path, k.to_string()).expect("write");
+        path
+    };
+    let run = |kwargs: &PathBuf, weights: &PathBuf| {
+        let output = train_export()
+            .args(["import-e3nn", "--kwargs"])
+            .arg(kwargs)
+            .arg("--weights")
+            .arg(weights)
+            .arg("--out")
+            .arg(scratch.path().join("out"))
+            .output()
+            .expect("runs");
+        assert!(!output.status.success());
+        let message = String::from_utf8_lossy(&output.stderr).into_owned();
+        assert!(!message.contains("panicked"), "{message}");
+        message
+    };
+    let weights = fixture.join("weights.safetensors");
+
+    let unknown = write_kwargs("unknown.json", &|k| k["colour"] = "blue".into());
+    let message = run(&unknown, &weights);
+    assert!(message.contains("unknown.json") && message.contains("colour"), "{message}");
+
+    // Two layers where the weights have three: a tensor goes unused, one is the wrong shape.
+    let fewer_layers = write_kwargs("fewer.json", &|k| k["layers"] = 2.into());
+    let message = run(&fewer_layers, &weights);
+    assert!(message.contains("weights.safetensors") && message.contains("layers."), "{message}");
+
+    let wider = write_kwargs("wider.json", &|k| k["radial_neurons"] = 64.into());
+    let message = run(&wider, &weights);
+    assert!(message.contains("fc.layer0.weight") && message.contains("[10, 64]"), "{message}");
+
+    let bad_irreps = write_kwargs("irreps.json", &|k| k["irreps_hidden"] = "8x0q".into());
+    let message = run(&bad_irreps, &weights);
+    assert!(message.contains("irreps_hidden") && message.contains("8x0q"), "{message}");
+
+    let reduced = write_kwargs("reduced.json", &|k| k["reduce_output"] = true.into());
+    assert!(run(&reduced, &weights).contains("reduce_output"));
+
+    let not_weights = scratch.path().join("weights.safetensors");
+    fs::write(&not_weights, b"definitely not safetensors").expect("write");
+    let message = run(&fixture.join("kwargs.json"), &not_weights);
+    assert!(message.contains("not a safetensors file"), "{message}");
+    assert!(!scratch.path().join("out/model.onnx").exists(), "a failed import left a model behind");
+}
