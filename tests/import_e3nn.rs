@@ -5,8 +5,11 @@ mod common;
 
 use std::{fs, path::PathBuf};
 
-use common::{shared_dir, train_export};
-use equiserve::onnx::{ExecutionDevice, OnnxModel};
+use common::{TestServer, shared_dir, train_export};
+use equiserve::{
+    onnx::{ExecutionDevice, OnnxModel},
+    proto::v1::PredictRequest,
+};
 use ndarray::{Array3, Ix3};
 use ndarray_npy::NpzReader;
 
@@ -52,9 +55,21 @@ fn imported_network_reproduces_e3nn_through_onnx_runtime() {
 
     let card: serde_json::Value = serde_json::from_str(&fs::read_to_string(model_dir.join("card.json")).expect("card")).expect("json");
     assert_eq!(card["name"], "e3large");
+    assert_eq!(card["params"], 102_905);
     assert_eq!(card["architecture"], "gate_points_2101.Network");
     assert!(card["equivariance"]["random_reflections"].as_f64().expect("error") < 1e-4, "{}", card["equivariance"]);
     assert!(card["equivariance"]["random_translations"].as_f64().expect("error") < 1e-4);
+
+    // Served like any other model: Predict gives e3nn's outputs.
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        let mut server = TestServer::start(out.path()).await;
+        let request = PredictRequest { model: "e3large".into(), positions: positions.iter().copied().collect() };
+        let response = server.client.predict(request).await.expect("predict").into_inner();
+        let error = response.dx.iter().zip(&expected).fold(0.0_f32, |m, (a, e)| m.max((a - e).abs()));
+        assert!(error / scale < 1e-5, "served relative error {}", error / scale);
+        server.shutdown().await;
+    });
 }
 
 #[test]
