@@ -1,11 +1,13 @@
 //! Gate network (the study's "E3 large") forward throughput, frames per second, at
-//! batch sizes 1, 32 and 1024: through ONNX Runtime on the exported graph, and with
-//! the f64 reference evaluation of the layers. Run quiet: `cargo bench --bench gate_network`.
+//! batch sizes 1, 32 and 1024: through ONNX Runtime on the exported graph, in Burn
+//! (the training framework, forward only), and with the f64 reference evaluation. Run quiet: `cargo bench --bench gate_network`.
 
 use std::{collections::HashMap, time::Instant};
 
+use burn::tensor::Device;
 use equiserve::{
     models::{GateNetwork, GateNetworkConfig},
+    nn::{BurnOps, Ops},
     onnx::{ExecutionDevice, GraphBuilder, OnnxModel, init_runtime},
     train::reference_dx,
 };
@@ -75,6 +77,16 @@ fn main() {
             session.run(frames.view()).expect("runs");
         });
         println!("{:<34} {:>7} {:>14.1} {:>16.1}", "ONNX Runtime (exported graph)", batch, fps, fps / STUDY_FRAMES_PER_SECOND);
+    }
+    for batch in [1usize, 32, 1024] {
+        let frames = chain_frames(batch, &mut rng);
+        let values: Vec<f64> = frames.iter().map(|v| f64::from(*v)).collect();
+        let fps = throughput(batch, 2.0, || {
+            let mut ops = BurnOps::new(Device::flex());
+            let input = ops.constant(&[batch, 12, 3], &values);
+            network.forward(&mut ops, &input).to_vec();
+        });
+        println!("{:<34} {:>7} {:>14.1} {:>16.1}", "Burn flex (training framework)", batch, fps, fps / STUDY_FRAMES_PER_SECOND);
     }
     for batch in [1usize, 32] {
         let frames = chain_frames(batch, &mut rng);

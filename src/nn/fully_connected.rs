@@ -30,8 +30,8 @@ impl FullyConnectedNet {
         let mut x = x.clone();
         for (i, weight) in self.weights.iter().enumerate() {
             let (h_in, h_out) = (self.hs[i], self.hs[i + 1]);
-            let scaled: Vec<f64> = weight.iter().map(|w| w / (h_in as f64).sqrt()).collect();
-            let weight = ops.constant(&[h_in, h_out], &scaled);
+            let weight = ops.weight(&[h_in, h_out], weight);
+            let weight = ops.scale(&weight, 1.0 / (h_in as f64).sqrt());
             x = ops.matmul(&x, &weight);
             if i + 1 < layers {
                 x = apply_activation(ops, &x, self.activation, true);

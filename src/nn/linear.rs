@@ -41,13 +41,13 @@ impl Linear {
             let (a, b) = (self.irreps_in.0[i], self.irreps_out.0[o]);
             let fan_in: usize = self.paths.iter().filter(|p| p.1 == o).map(|p| self.irreps_in.0[p.0].mul).sum();
             let numel = a.mul * b.mul;
-            let scaled: Vec<f64> = self.weight[offset..offset + numel].iter().map(|w| w / (fan_in as f64).sqrt()).collect();
+            let weight = ops.weight(&[a.mul, b.mul], &self.weight[offset..offset + numel]);
+            let weight = ops.scale(&weight, 1.0 / (fan_in as f64).sqrt());
             offset += numel;
             let d = a.ir.dim() as i64;
             let block = ops.slice(x, 1, slices[i].start, slices[i].end);
             let block = ops.reshape(&block, &[-1, a.mul as i64, d]);
             let block = ops.transpose(&block, &[0, 2, 1]);
-            let weight = ops.constant(&[a.mul, b.mul], &scaled);
             let out = ops.matmul(&block, &weight);
             let out = ops.transpose(&out, &[0, 2, 1]);
             let out = ops.reshape(&out, &[-1, b.dim() as i64]);

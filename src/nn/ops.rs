@@ -24,6 +24,11 @@ pub trait Ops {
 
     /// A constant array (row-major values).
     fn constant(&mut self, shape: &[usize], values: &[f64]) -> Self::Tensor;
+    /// A trainable weight with its current values: a constant, except where the
+    /// operations train (Burn), which identify a weight by where `values` live.
+    fn weight(&mut self, shape: &[usize], values: &[f64]) -> Self::Tensor {
+        self.constant(shape, values)
+    }
     fn matmul(&mut self, a: &Self::Tensor, b: &Self::Tensor) -> Self::Tensor;
     fn add(&mut self, a: &Self::Tensor, b: &Self::Tensor) -> Self::Tensor;
     fn sub(&mut self, a: &Self::Tensor, b: &Self::Tensor) -> Self::Tensor;

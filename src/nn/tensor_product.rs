@@ -187,15 +187,16 @@ impl TensorProduct {
         let mut offset = 0;
         for ins in &self.instructions {
             let numel: usize = if ins.has_weight { ins.path_shape.iter().product() } else { 0 };
-            let weight = ins.has_weight.then(|| match (&self.weight, weights) {
-                (Some(shared), _) => PathWeight::Shared(ops.constant(&ins.path_shape, &shared[offset..offset + numel])),
-                (None, Some(per_sample)) => PathWeight::PerSample(ops.slice(per_sample, 1, offset, offset + numel)),
-                (None, None) => unreachable!("checked above"),
-            });
+            let start = offset;
             offset += numel;
             if ins.path_shape.contains(&0) {
                 continue;
             }
+            let weight = ins.has_weight.then(|| match (&self.weight, weights) {
+                (Some(shared), _) => PathWeight::Shared(ops.weight(&ins.path_shape, &shared[start..start + numel])),
+                (None, Some(per_sample)) => PathWeight::PerSample(ops.slice(per_sample, 1, start, start + numel)),
+                (None, None) => unreachable!("checked above"),
+            });
             let out = self.path(ops, ins, &x1s[ins.i_in1], &x2s[ins.i_in2], weight, &mut outer_cache);
             let out = ops.scale(&out, ins.path_weight);
             let width = self.irreps_out.0[ins.i_out].dim() as i64;

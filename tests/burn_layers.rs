@@ -1,0 +1,91 @@
+//! The layers inside the training framework: Burn computes what the f64 reference
+//! computes, and its gradients are those of the layer.
+
+mod common;
+
+use std::collections::HashMap;
+
+use burn::tensor::{Device, Tensor, TensorData};
+use common::fixtures::{array, load};
+use equiserve::{
+    e3::Irreps,
+    models::{GateNetwork, GateNetworkConfig},
+    nn::{BurnOps, BurnTensor, Eager, Mode, Ops, TensorProduct},
+};
+use ndarray::{ArrayD, IxDyn};
+use rand::{Rng, SeedableRng, rngs::StdRng};
+use rand_distr::StandardNormal;
+
+fn to_burn(ops: &mut BurnOps, x: &ArrayD<f64>) -> BurnTensor {
+    ops.constant(x.shape(), &x.iter().copied().collect::<Vec<_>>())
+}
+
+#[test]
+fn burn_runs_the_seeded_gate_network_as_e3nn_does() {
+    let Some(fixture) = load("network_seed_e3large.json") else { return };
+    let config: GateNetworkConfig = serde_json::from_value(fixture["kwargs"].clone()).expect("kwargs");
+    let mut network = GateNetwork::new(config).expect("builds");
+    let tensors: HashMap<String, (Vec<usize>, Vec<f64>)> = fixture["state_dict"]
+        .as_object()
+        .expect("state dict")
+        .iter()
+        .map(|(k, v)| {
+            let a = array(v);
+            (k.clone(), (a.shape().to_vec(), a.iter().copied().collect()))
+        })
+        .collect();
+    network.load_state_dict(&tensors).expect("loads");
+    let frames: Vec<ArrayD<f64>> = fixture["positions"].as_array().expect("frames").iter().map(array).collect();
+    let views: Vec<_> = frames.iter().map(|f| f.view()).collect();
+    let positions = ndarray::stack(ndarray::Axis(0), &views).expect("stack");
+
+    let expected = network.forward(&mut Eager, &positions);
+    let mut ops = BurnOps::new(Device::flex());
+    let input = to_burn(&mut ops, &positions);
+    let out = network.forward(&mut ops, &input);
+    assert_eq!(out.shape(), expected.shape());
+    let actual = out.to_vec();
+    let scale = expected.iter().fold(0.0_f64, |m, v| m.max(v.abs()));
+    let error = actual.iter().zip(&expected).map(|(a, b)| (f64::from(*a) - b).abs()).fold(0.0, f64::max);
+    assert!(error / scale < 1e-5, "relative error {}", error / scale);
+}
+
+#[test]
+fn burn_gradients_are_the_layers_derivatives() {
+    let mut rng = StdRng::seed_from_u64(8);
+    let (in1, in2, out): (Irreps, Irreps, Irreps) = ("3x1o".parse().unwrap(), "2x2e".parse().unwrap(), "2x1o".parse().unwrap());
+    let mut tp = TensorProduct::new(in1.clone(), in2.clone(), out.clone(), &[(0, 0, 0, Mode::Uvw, true)], true).expect("valid");
+    tp.set_weight((0..tp.weight_numel).map(|_| rng.sample(StandardNormal)).collect()).expect("count");
+    let random = |rows: usize, cols: usize, rng: &mut StdRng| ArrayD::from_shape_simple_fn(IxDyn(&[rows, cols]), || rng.sample(StandardNormal));
+    let (x1, x2, coeffs) = (random(5, in1.dim(), &mut rng), random(5, in2.dim(), &mut rng), random(5, out.dim(), &mut rng));
+
+    // loss = Σ coeffs · tp(x1, x2): linear in the weights, so a unit step is exact.
+    let loss_of = |tp: &TensorProduct| -> f64 {
+        let y = tp.forward(&mut Eager, &x1, &x2, None);
+        y.iter().zip(&coeffs).map(|(a, b)| a * b).sum()
+    };
+    let mut ops = BurnOps::new(Device::flex().autodiff());
+    let (b1, b2) = (to_burn(&mut ops, &x1), to_burn(&mut ops, &x2));
+    let y = tp.forward(&mut ops, &b1, &b2, None);
+    let c: Tensor<2> = Tensor::from_data(
+        TensorData::new(coeffs.iter().map(|v| *v as f32).collect::<Vec<_>>(), [5, out.dim()]),
+        &Device::flex().autodiff(),
+    );
+    let y2: Tensor<2> = y.value().clone().reshape([5, out.dim()]);
+    let loss = (y2 * c).sum();
+    let grads = loss.backward();
+    let weights: Vec<_> = ops.weight_tensors().collect();
+    assert_eq!(weights.len(), 1, "one path, one weight tensor");
+    let grad: Vec<f32> = weights[0].grad(&grads).expect("weights get gradients").into_data().convert::<f32>().try_to_vec::<f32>().expect("f32");
+    assert_eq!(grad.len(), tp.weight_numel);
+
+    let base = loss_of(&tp);
+    for i in [0, 3, tp.weight_numel - 1] {
+        let mut stepped = tp.clone();
+        let mut w = tp.weight.clone().expect("shared");
+        w[i] += 1.0;
+        stepped.set_weight(w).expect("count");
+        let finite_difference = loss_of(&stepped) - base;
+        assert!((f64::from(grad[i]) - finite_difference).abs() < 1e-4 * finite_difference.abs().max(1.0), "weight {i}: {} vs {finite_difference}", grad[i]);
+    }
+}
