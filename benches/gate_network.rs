@@ -6,7 +6,7 @@ use std::{collections::HashMap, time::Instant};
 
 use burn::tensor::Device;
 use equiserve::{
-    models::{GateNetwork, GateNetworkConfig},
+    models::{GateNetwork, GateNetworkConfig, OpsModel},
     nn::{BurnOps, Ops},
     onnx::{ExecutionDevice, GraphBuilder, OnnxModel, init_runtime},
     train::reference_dx,

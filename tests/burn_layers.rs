@@ -9,7 +9,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 use common::fixtures::{array, load};
 use equiserve::{
     e3::Irreps,
-    models::{GateNetwork, GateNetworkConfig},
+    models::{GateNetwork, GateNetworkConfig, OpsModel},
     nn::{BurnOps, BurnTensor, Eager, Mode, Ops, TensorProduct},
 };
 use ndarray::{ArrayD, IxDyn};

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use common::fixtures::{array, load};
 use equiserve::{
     e3::rotation::{random_reflection, random_rotation, rotation_about_x},
-    models::{GateNetwork, GateNetworkConfig},
+    models::{GateNetwork, GateNetworkConfig, OpsModel},
     nn::Eager,
 };
 use ndarray::{ArrayD, Axis};

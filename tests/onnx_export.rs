@@ -7,7 +7,7 @@ use equiserve::{
     data::{SimulationConfig, Split, SplitConfig, simulate},
     models::{DynamicsModel, Mlp, ModelKind},
     onnx::{ExecutionDevice, GraphBuilder, OnnxModel},
-    train::{ExportError, ExportRequest, TrainConfig, export_model, predict_dx, training_device},
+    train::{BurnModule, ExportError, ExportRequest, TrainConfig, export_model, predict_dx, training_device},
 };
 use ndarray::Array3;
 use rand::{SeedableRng, rngs::StdRng};
@@ -36,7 +36,7 @@ fn exported_mlp_matches_burn_on_random_inputs() {
     let model = Mlp::new(&device);
     let dir = tempfile::tempdir().expect("temp dir");
     let (split, config) = (split(), TrainConfig::default());
-    let outcome = export_model(&model, request(dir.path(), &split, &config), &device).expect("exports");
+    let outcome = export_model(&BurnModule { model: &model, device: &device }, request(dir.path(), &split, &config)).expect("exports");
     assert!(outcome.card.onnx.parity_relative_error < 1e-5);
     assert_eq!(outcome.card.params, 8_868);
 
@@ -77,12 +77,12 @@ fn a_graph_that_differs_from_the_model_is_refused_and_old_files_survive() {
     let device = training_device(12);
     let dir = tempfile::tempdir().expect("temp dir");
     let (split, config) = (split(), TrainConfig::default());
-    export_model(&Mlp::new(&device), request(dir.path(), &split, &config), &device).expect("first export");
+    export_model(&BurnModule { model: &Mlp::new(&device), device: &device }, request(dir.path(), &split, &config)).expect("first export");
     let model_file = dir.path().join("mlp/model.onnx");
     let before = std::fs::read(&model_file).expect("model");
 
     let broken = Skewed { inner: Mlp::new(&device) };
-    match export_model(&broken, request(dir.path(), &split, &config), &device) {
+    match export_model(&BurnModule { model: &broken, device: &device }, request(dir.path(), &split, &config)) {
         Err(ExportError::Parity { error, .. }) => assert!(error > 1e-5),
         Err(other) => panic!("wrong error: {other}"),
         Ok(_) => panic!("a graph that differs from the model was exported"),

@@ -11,6 +11,10 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::{
+    OpsModel,
+    graph::{from_sources, harmonics, pairwise, sum_into_destinations},
+};
 use crate::{
     data::{DIMS, PARTICLES},
     e3::{Irrep, Irreps, SphericalHarmonics, radial::Activation},
@@ -116,17 +120,10 @@ impl Convolution {
         let weight = self.fc.forward(ops, &edges.length_embedded);
         let s = self.sc.forward(ops, nodes, node_attr, None);
         let x = self.lin1.forward(ops, nodes, node_attr, None);
-        // x[src] for every (src, dst) pair: broadcast along the dst axis.
-        let dim = self.lin1.irreps_out.dim() as i64;
-        let x_src = ops.reshape(&x, &[-1, PARTICLES as i64, 1, dim]);
-        let x_src = ops.mul(&x_src, &edges.ones);
-        let x_src = ops.reshape(&x_src, &[-1, dim]);
+        let x_src = from_sources(ops, &x, self.lin1.irreps_out.dim(), &edges.ones);
         let messages = self.tp.forward(ops, &x_src, &edges.attr, Some(&weight));
-        let mid = self.tp.irreps_out.dim() as i64;
-        let messages = ops.reshape(&messages, &[-1, PARTICLES as i64, PARTICLES as i64, mid]);
-        let gathered = ops.reduce_sum(&messages, 1, false);
+        let gathered = sum_into_destinations(ops, &messages, self.tp.irreps_out.dim());
         let gathered = ops.scale(&gathered, 1.0 / self.num_neighbors.sqrt());
-        let gathered = ops.reshape(&gathered, &[-1, mid]);
         let x = self.lin2.forward(ops, &gathered, node_attr, None);
         // Outputs the self-connection writes are mixed at angle π/8; the rest pass.
         let (c_s, c_x) = ((std::f64::consts::PI / 8.0).sin(), (std::f64::consts::PI / 8.0).cos());
@@ -296,15 +293,33 @@ impl GateNetwork {
         Ok(())
     }
 
+    /// Every trainable weight vector, in state-dict order.
+    fn weight_vectors(&mut self) -> Vec<&mut Vec<f64>> {
+        let mut out = Vec::new();
+        for (conv, _) in &mut self.layers {
+            let Convolution { sc, lin1, fc, lin2, .. } = conv;
+            out.extend(sc.weight.as_mut());
+            out.extend(lin1.weight.as_mut());
+            out.extend(fc.weights.iter_mut());
+            out.extend(lin2.weight.as_mut());
+        }
+        out
+    }
+}
+
+impl OpsModel for GateNetwork {
+    fn weights_mut(&mut self) -> Vec<&mut Vec<f64>> {
+        self.weight_vectors()
+    }
+
+    fn num_params(&self) -> usize {
+        GateNetwork::num_params(self)
+    }
+
     /// positions [B, 12, 3] → per-particle vectors [B, 12, 3].
-    pub fn forward<O: Ops>(&self, ops: &mut O, positions: &O::Tensor) -> O::Tensor {
+    fn forward<O: Ops>(&self, ops: &mut O, positions: &O::Tensor) -> O::Tensor {
         let (n, d) = (PARTICLES as i64, DIMS as i64);
-        let src = ops.reshape(positions, &[-1, n, 1, d]);
-        let dst = ops.reshape(positions, &[-1, 1, n, d]);
-        let vec = ops.sub(&src, &dst);
-        let squared = ops.mul(&vec, &vec);
-        let squared = ops.reduce_sum(&squared, 3, true);
-        let length = ops.unary(&squared, Unary::Sqrt);
+        let (vec, length) = pairwise(ops, positions);
         let inside = ops.less_than(&length, self.config.max_radius);
         let apart = ops.greater_than(&length, 0.0);
         let on_graph = ops.mul(&inside, &apart);
@@ -315,18 +330,7 @@ impl GateNetwork {
         // vector staying zero as with torch's normalize.
         let safe = ops.clip(&length, 1e-12, f64::INFINITY);
         let unit = ops.div(&vec, &safe);
-        let mut by_degree = vec![ones.clone()];
-        for (l, matrix) in self.harmonics.matrices().iter().enumerate() {
-            let rows = 2 * l as i64 + 1;
-            let y = ops.reshape(&by_degree[l], &[-1, n, n, rows, 1]);
-            let x = ops.reshape(&unit, &[-1, n, n, 1, d]);
-            let outer = ops.mul(&y, &x);
-            let outer = ops.reshape(&outer, &[-1, n, n, rows * d]);
-            let m = ops.constant(&[matrix.nrows(), matrix.ncols()], &matrix.iter().copied().collect::<Vec<_>>());
-            by_degree.push(ops.matmul(&outer, &m));
-        }
-        let sh_parts: Vec<O::Tensor> = self.edge_ls.iter().map(|&l| by_degree[l as usize].clone()).collect();
-        let sh = if sh_parts.len() == 1 { sh_parts[0].clone() } else { ops.concat(&sh_parts, 3) };
+        let sh = harmonics(ops, &self.harmonics, &self.edge_ls, &unit, &ones);
 
         // smooth_cutoff(|r| / max_radius) = (1 − cos(π·clip(2(x − 1), −1, 0))) / 2
         let u = ops.scale(&length, 2.0 / self.config.max_radius);

@@ -74,6 +74,18 @@ impl BurnOps {
     pub fn weight_tensors(&self) -> impl Iterator<Item = &Tensor<RANK>> {
         self.weights.values()
     }
+
+    /// Each weight's gradient, keyed by the address of the values it was made from
+    /// (see [`Ops::weight`]); weights the loss does not depend on are left out.
+    pub fn weight_gradients(&self, grads: &burn::tensor::Gradients) -> Vec<(usize, Vec<f32>)> {
+        self.weights
+            .iter()
+            .filter_map(|(&address, tensor)| {
+                let grad = tensor.grad(grads)?;
+                Some((address, grad.into_data().convert::<f32>().try_to_vec::<f32>().expect("float data")))
+            })
+            .collect()
+    }
 }
 
 impl Ops for BurnOps {

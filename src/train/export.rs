@@ -20,7 +20,7 @@ use super::{
 use crate::{
     card::{CARD_FILE, DataInfo, MODEL_FILE, Metrics, ModelCard, OnnxInfo, SplitInfo, TrainingInfo, Versions},
     data::{DIMS, PARTICLES, Split, SplitConfig, Target},
-    models::{DynamicsModel, ModelKind},
+    models::{DynamicsModel, ModelKind, OpsModel},
     onnx::{ExecutionDevice, GraphBuilder, OnnxModel},
 };
 
@@ -59,9 +59,55 @@ pub struct ExportOutcome {
     pub card: ModelCard,
 }
 
+/// What export needs of a trained model, whichever way it was trained.
+pub trait ExportableModel {
+    /// Appends nodes computing the training target and returns the output's name.
+    fn emit_onnx(&self, graph: &mut GraphBuilder, positions: &str) -> String;
+    /// The trained model's own dx for positions [batch, 12, 3].
+    fn predict_dx(&self, positions: ArrayView3<f32>, target: Target) -> Array3<f32>;
+    fn num_params(&self) -> usize;
+}
+
+/// A Burn module on its device.
+pub struct BurnModule<'a, M> {
+    pub model: &'a M,
+    pub device: &'a Device,
+}
+
+impl<M: DynamicsModel> ExportableModel for BurnModule<'_, M> {
+    fn emit_onnx(&self, graph: &mut GraphBuilder, positions: &str) -> String {
+        self.model.emit_onnx(graph, positions)
+    }
+
+    fn predict_dx(&self, positions: ArrayView3<f32>, target: Target) -> Array3<f32> {
+        predict_dx(self.model, positions, target, self.device)
+    }
+
+    fn num_params(&self) -> usize {
+        self.model.num_params()
+    }
+}
+
+/// A model written against [`crate::nn::Ops`]: run in Burn, emitted by the graph builder.
+pub struct OpsTrained<'a, M>(pub &'a M);
+
+impl<M: OpsModel> ExportableModel for OpsTrained<'_, M> {
+    fn emit_onnx(&self, graph: &mut GraphBuilder, positions: &str) -> String {
+        self.0.forward(graph, &positions.to_string())
+    }
+
+    fn predict_dx(&self, positions: ArrayView3<f32>, target: Target) -> Array3<f32> {
+        super::ops_fit::predict_dx_ops(self.0, positions, target)
+    }
+
+    fn num_params(&self) -> usize {
+        self.0.num_params()
+    }
+}
+
 /// Exports, checks parity through ONNX Runtime, evaluates, and only then replaces
 /// any previous files in `out_dir/<name>/`, so a failed export never loses a model.
-pub fn export_model<M: DynamicsModel>(model: &M, request: ExportRequest, device: &Device) -> Result<ExportOutcome, ExportError> {
+pub fn export_model(model: &impl ExportableModel, request: ExportRequest) -> Result<ExportOutcome, ExportError> {
     let name = request.kind.name();
     let dir = request.out_dir.join(name);
     let description = request.kind.describe();
@@ -82,7 +128,7 @@ pub fn export_model<M: DynamicsModel>(model: &M, request: ExportRequest, device:
     );
     let staged_model = stage_model(&dir, &proto)?;
 
-    let parity = check_parity(model, &staged_model, request.split.test.inputs.view(), target, device, request.config.seed);
+    let parity = check_parity(model, &staged_model, request.split.test.inputs.view(), target, request.config.seed);
     let parity_relative_error = match parity {
         Ok(error) if error <= PARITY_TOLERANCE => error,
         failed => {
@@ -94,11 +140,11 @@ pub fn export_model<M: DynamicsModel>(model: &M, request: ExportRequest, device:
         }
     };
 
-    let mut burn_dx = |x: ArrayView3<f32>| predict_dx(model, x, target, device);
-    let train = evaluate(&mut burn_dx, &request.split.train);
-    let test = evaluate(&mut burn_dx, &request.split.test);
+    let mut trained_dx = |x: ArrayView3<f32>| model.predict_dx(x, target);
+    let train = evaluate(&mut trained_dx, &request.split.train);
+    let test = evaluate(&mut trained_dx, &request.split.test);
     let probe_frames = request.split.test.inputs.slice(s![..8.min(request.split.test.len()), .., ..]);
-    let equivariance = EquivarianceReport::measure(&mut burn_dx, probe_frames, 8, request.config.seed);
+    let equivariance = EquivarianceReport::measure(&mut trained_dx, probe_frames, 8, request.config.seed);
 
     let history = request.history;
     let card = ModelCard {
@@ -163,13 +209,12 @@ pub(crate) fn relative_error<'a>(actual: impl IntoIterator<Item = &'a f32>, expe
     error / scale
 }
 
-/// max |ONNX − Burn| / max |Burn| over the test inputs and Gaussian random frames.
-fn check_parity<M: DynamicsModel>(
-    model: &M,
+/// max |ONNX − trained| / max |trained| over the test inputs and Gaussian random frames.
+fn check_parity(
+    model: &impl ExportableModel,
     onnx_file: &Path,
     test_inputs: ArrayView3<f32>,
     target: Target,
-    device: &Device,
     seed: u64,
 ) -> Result<f64, ExportError> {
     let mut session = OnnxModel::load(onnx_file, ExecutionDevice::Cpu, 1)?;
@@ -177,7 +222,7 @@ fn check_parity<M: DynamicsModel>(
     let random = Array3::from_shape_simple_fn((16, PARTICLES, DIMS), || StandardNormal.sample(&mut rng));
     let mut worst = 0.0_f64;
     for inputs in [test_inputs, random.view()] {
-        let expected = predict_dx(model, inputs, target, device);
+        let expected = model.predict_dx(inputs, target);
         let actual = session.run(inputs)?;
         worst = worst.max(relative_error(&actual, &expected));
     }

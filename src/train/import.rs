@@ -21,7 +21,7 @@ use super::{
 use crate::{
     card::{ImportInfo, ModelCard, OnnxInfo, Versions},
     data::{DIMS, PARTICLES},
-    models::{GateNetwork, GateNetworkConfig, GateNetworkError},
+    models::{GateNetwork, GateNetworkConfig, GateNetworkError, OpsModel},
     nn::Eager,
     onnx::{ExecutionDevice, GraphBuilder, OnnxModel},
 };

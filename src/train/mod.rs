@@ -4,9 +4,11 @@
 mod export;
 mod import;
 pub mod metrics;
+mod ops_fit;
 mod plot;
 
-pub use export::{ExportError, ExportOutcome, ExportRequest, PARITY_TOLERANCE, export_model};
+pub use export::{BurnModule, ExportError, ExportOutcome, ExportRequest, ExportableModel, OpsTrained, PARITY_TOLERANCE, export_model};
+pub use ops_fit::{fit_ops, predict_dx_ops};
 pub use import::{ImportError, import_e3nn, load_gate_network, read_safetensors, reference_dx};
 pub use plot::plot_losses;
 
@@ -133,12 +135,26 @@ pub fn train_and_export(
     request: ExportRequest,
     on_epoch: impl FnMut(&EpochStats),
 ) -> Result<ExportOutcome, export::ExportError> {
-    let device = training_device(request.config.seed);
+    use crate::models::{E3Small, GateNetwork, GateNetworkConfig, ModelKind, OpsModel};
+    let seed = request.config.seed;
     match kind {
-        crate::models::ModelKind::Mlp => {
+        ModelKind::Mlp => {
+            let device = training_device(seed);
             let model = crate::models::Mlp::new(&device);
             let (model, history) = fit(model, request.split, request.config, &device, on_epoch);
-            export_model(&model, ExportRequest { history, ..request }, &device)
+            export_model(&BurnModule { model: &model, device: &device }, ExportRequest { history, ..request })
+        }
+        ModelKind::E3small => {
+            let mut model = E3Small::new();
+            model.init_weights(&mut StdRng::seed_from_u64(seed));
+            let history = fit_ops(&mut model, request.split, request.config, on_epoch);
+            export_model(&OpsTrained(&model), ExportRequest { history, ..request })
+        }
+        ModelKind::E3large => {
+            let mut model = GateNetwork::new(GateNetworkConfig::study()).expect("the study's kwargs are valid");
+            model.init_weights(&mut StdRng::seed_from_u64(seed));
+            let history = fit_ops(&mut model, request.split, request.config, on_epoch);
+            export_model(&OpsTrained(&model), ExportRequest { history, ..request })
         }
     }
 }

@@ -1,0 +1,87 @@
+//! The study's "E3 small": a tensor-product polynomial of the edge vectors' spherical
+//! harmonics (l ≤ 3, not normalised) within r = 3.5; 344 parameters.
+//!
+//! node = Σ_in Y / √11; edge = FCTP(node[src] ⊗ Y → 8x0e+8x0o+16x1e+16x1o+8x2e+8x2o);
+//! node = Σ_in edge / √11; edge = FCTP(node[src] ⊗ Y → 1x1o); dx = mean over incoming edges.
+
+use super::{
+    OpsModel,
+    graph::{from_sources, harmonics, off_diagonal, pairwise, sum_into_destinations},
+};
+use crate::{
+    data::{DIMS, PARTICLES},
+    e3::{Irreps, SphericalHarmonics},
+    nn::{Ops, TensorProduct},
+};
+
+pub const RADIUS: f64 = 3.5;
+const NUM_NEIGHBORS: f64 = 11.0;
+const LMAX: u32 = 3;
+
+#[derive(Debug, Clone)]
+pub struct E3Small {
+    pub tp1: TensorProduct,
+    pub tp2: TensorProduct,
+    harmonics: SphericalHarmonics,
+}
+
+impl Default for E3Small {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl E3Small {
+    pub fn new() -> Self {
+        let sh = Irreps::spherical_harmonics(LMAX, -1);
+        let mid: Irreps = "8x0e+8x0o+16x1e+16x1o+8x2e+8x2o".parse().expect("valid irreps");
+        Self {
+            tp1: TensorProduct::fully_connected(sh.clone(), sh.clone(), mid.clone(), true),
+            tp2: TensorProduct::fully_connected(mid, sh, "1x1o".parse().expect("valid irreps"), true),
+            harmonics: SphericalHarmonics::new(LMAX),
+        }
+    }
+}
+
+impl OpsModel for E3Small {
+    fn forward<O: Ops>(&self, ops: &mut O, positions: &O::Tensor) -> O::Tensor {
+        let (vec, length) = pairwise(ops, positions);
+        // The study's radius graph: |r| ≤ 3.5, every pair but a particle with itself.
+        let beyond = ops.greater_than(&length, RADIUS);
+        let within = ops.scale(&beyond, -1.0);
+        let within = ops.add_scalar(&within, 1.0);
+        let diagonal = off_diagonal(ops);
+        let on_graph = ops.mul(&within, &diagonal);
+        let ones = ops.greater_than(&length, -1.0);
+        let ls: Vec<u32> = (0..=LMAX).collect();
+        let sh = harmonics(ops, &self.harmonics, &ls, &vec, &ones);
+        let sh = ops.mul(&sh, &on_graph);
+        let sh_dim = self.tp1.irreps_in2.dim();
+        let sh = ops.reshape(&sh, &[-1, sh_dim as i64]);
+
+        let nodes = sum_into_destinations(ops, &sh, sh_dim);
+        let nodes = ops.scale(&nodes, 1.0 / NUM_NEIGHBORS.sqrt());
+        let x = from_sources(ops, &nodes, sh_dim, &ones);
+        let edges = self.tp1.forward(ops, &x, &sh, None);
+        let mid = self.tp1.irreps_out.dim();
+        let nodes = sum_into_destinations(ops, &edges, mid);
+        let nodes = ops.scale(&nodes, 1.0 / NUM_NEIGHBORS.sqrt());
+        let x = from_sources(ops, &nodes, mid, &ones);
+        let edges = self.tp2.forward(ops, &x, &sh, None);
+        let summed = sum_into_destinations(ops, &edges, DIMS);
+        // Mean over incoming edges; a particle with none gets 0, as scatter-mean gives.
+        let flags = ops.reshape(&on_graph, &[-1, 1]);
+        let incoming = sum_into_destinations(ops, &flags, 1);
+        let incoming = ops.clip(&incoming, 1.0, f64::INFINITY);
+        let mean = ops.div(&summed, &incoming);
+        ops.reshape(&mean, &[-1, PARTICLES as i64, DIMS as i64])
+    }
+
+    fn weights_mut(&mut self) -> Vec<&mut Vec<f64>> {
+        [&mut self.tp1, &mut self.tp2].into_iter().filter_map(|tp| tp.weight.as_mut()).collect()
+    }
+
+    fn num_params(&self) -> usize {
+        self.tp1.weight_numel + self.tp2.weight_numel
+    }
+}

@@ -1,0 +1,63 @@
+//! Dense all-pairs graphs of one frame's 12 particles, written against [`Ops`].
+//!
+//! Edge tensors are [B, 12, 12, ·] indexed (frame, src, dst), flattened to rows
+//! [B·144, ·] for the layers; node tensors are [B·12, ·]. Summing over the masked
+//! src axis is the scatter over incoming edges, with no scatter or gather op.
+
+use crate::{
+    data::{DIMS, PARTICLES},
+    e3::SphericalHarmonics,
+    nn::Ops,
+};
+
+const N: i64 = PARTICLES as i64;
+
+/// edge_vec = pos[src] − pos[dst] [B, 12, 12, 3] and its length [B, 12, 12, 1].
+pub fn pairwise<O: Ops>(ops: &mut O, positions: &O::Tensor) -> (O::Tensor, O::Tensor) {
+    let d = DIMS as i64;
+    let src = ops.reshape(positions, &[-1, N, 1, d]);
+    let dst = ops.reshape(positions, &[-1, 1, N, d]);
+    let vec = ops.sub(&src, &dst);
+    let squared = ops.mul(&vec, &vec);
+    let squared = ops.reduce_sum(&squared, 3, true);
+    let length = ops.unary(&squared, crate::nn::Unary::Sqrt);
+    (vec, length)
+}
+
+/// 1 on every pair except a particle with itself [12, 12, 1] (broadcasts over frames).
+pub fn off_diagonal<O: Ops>(ops: &mut O) -> O::Tensor {
+    let values: Vec<f64> = (0..PARTICLES * PARTICLES).map(|k| if k / PARTICLES == k % PARTICLES { 0.0 } else { 1.0 }).collect();
+    ops.constant(&[PARTICLES, PARTICLES, 1], &values)
+}
+
+/// Spherical harmonics of `vec` [B, 12, 12, 3] for the degrees `ls` (in order),
+/// component normalization, concatenated on the last axis.
+pub fn harmonics<O: Ops>(ops: &mut O, sh: &SphericalHarmonics, ls: &[u32], vec: &O::Tensor, ones: &O::Tensor) -> O::Tensor {
+    let d = DIMS as i64;
+    let mut by_degree = vec![ones.clone()];
+    for (l, matrix) in sh.matrices().iter().enumerate() {
+        let rows = 2 * l as i64 + 1;
+        let y = ops.reshape(&by_degree[l], &[-1, N, N, rows, 1]);
+        let x = ops.reshape(vec, &[-1, N, N, 1, d]);
+        let outer = ops.mul(&y, &x);
+        let outer = ops.reshape(&outer, &[-1, N, N, rows * d]);
+        let m = ops.constant(&[matrix.nrows(), matrix.ncols()], &matrix.iter().copied().collect::<Vec<_>>());
+        by_degree.push(ops.matmul(&outer, &m));
+    }
+    let parts: Vec<O::Tensor> = ls.iter().map(|&l| by_degree[l as usize].clone()).collect();
+    if parts.len() == 1 { parts[0].clone() } else { ops.concat(&parts, 3) }
+}
+
+/// Node features [B·12, dim] seen from every edge leaving the node: rows [B·144, dim].
+pub fn from_sources<O: Ops>(ops: &mut O, nodes: &O::Tensor, dim: usize, ones: &O::Tensor) -> O::Tensor {
+    let x = ops.reshape(nodes, &[-1, N, 1, dim as i64]);
+    let x = ops.mul(&x, ones);
+    ops.reshape(&x, &[-1, dim as i64])
+}
+
+/// Edge features [B·144, dim] summed over sources into their destination: [B·12, dim].
+pub fn sum_into_destinations<O: Ops>(ops: &mut O, edges: &O::Tensor, dim: usize) -> O::Tensor {
+    let x = ops.reshape(edges, &[-1, N, N, dim as i64]);
+    let x = ops.reduce_sum(&x, 1, false);
+    ops.reshape(&x, &[-1, dim as i64])
+}
