@@ -15,6 +15,7 @@ use rand_distr::{Distribution, StandardNormal};
 use super::{
     EpochStats, TrainConfig,
     metrics::{EquivarianceReport, evaluate},
+    plot::{plot_correlations, plot_trajectory},
     plot_losses, predict_dx,
 };
 use crate::{
@@ -27,6 +28,8 @@ use crate::{
 /// Above this, the exported graph does not compute the trained model's function.
 pub const PARITY_TOLERANCE: f64 = 1e-5;
 pub const LOSS_PLOT_FILE: &str = "loss.svg";
+pub const CORRELATION_PLOT_FILE: &str = "correlation.svg";
+pub const TRAJECTORY_PLOT_FILE: &str = "trajectory.svg";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
@@ -172,10 +175,17 @@ pub fn export_model(model: &impl ExportableModel, request: ExportRequest) -> Res
         versions: Versions::current(),
     };
     commit_model(&dir, &staged_model, &card)?;
-    if let Some(training) = &card.training {
-        if let Err(message) = plot_losses(&training.history, &format!("{name}: MSE of dx"), &dir.join(LOSS_PLOT_FILE)) {
-            tracing::warn!(%message, "loss plot not drawn");
-        }
+    let test_inputs = request.split.test.inputs.view();
+    let predicted_next = &test_inputs + &model.predict_dx(test_inputs, target);
+    let truth = request.split.test.next.view();
+    let history = card.training.as_ref().map(|t| t.history.as_slice()).unwrap_or_default();
+    let figures = [
+        plot_losses(history, &format!("{name}: MSE of dx"), &dir.join(LOSS_PLOT_FILE)),
+        plot_correlations(predicted_next.view(), truth, &test.r2, &format!("{name}: test set, next positions"), &dir.join(CORRELATION_PLOT_FILE)),
+        plot_trajectory(predicted_next.view(), truth, 25, &format!("{name}: true (dots) and predicted (crosses) next positions, every 25th test frame"), &dir.join(TRAJECTORY_PLOT_FILE)),
+    ];
+    for message in figures.into_iter().filter_map(Result::err) {
+        tracing::warn!(%message, "figure not drawn");
     }
     Ok(ExportOutcome { dir, card })
 }

@@ -44,3 +44,91 @@ pub fn plot_losses(history: &[EpochStats], title: &str, path: &Path) -> Result<(
     chart.configure_series_labels().border_style(BLACK).background_style(WHITE).draw().map_err(|e| draw(&e))?;
     root.present().map_err(|e| draw(&e))
 }
+
+/// The study's four correlation panels (predicted vs true next positions on the test
+/// set: centre of mass, particle 1's mean, particle 7's x, particle 12's y), R² in titles.
+pub fn plot_correlations(
+    predicted: ndarray::ArrayView3<f32>,
+    truth: ndarray::ArrayView3<f32>,
+    r2: &super::metrics::StudyR2,
+    title: &str,
+    path: &Path,
+) -> Result<(), String> {
+    use ndarray::Axis;
+    let draw = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
+    let series = |a: ndarray::ArrayView3<f32>, pick: &dyn Fn(ndarray::ArrayView2<f32>) -> f64| -> Vec<f64> {
+        a.axis_iter(Axis(0)).map(|frame| pick(frame)).collect()
+    };
+    let mean = |frame: ndarray::ArrayView2<f32>| frame.iter().map(|v| f64::from(*v)).sum::<f64>() / frame.len() as f64;
+    let p1 = |frame: ndarray::ArrayView2<f32>| frame.row(0).iter().map(|v| f64::from(*v)).sum::<f64>() / 3.0;
+    let p7_x = |frame: ndarray::ArrayView2<f32>| f64::from(frame[[6, 0]]);
+    let p12_y = |frame: ndarray::ArrayView2<f32>| f64::from(frame[[11, 1]]);
+    let panels: [(&str, f64, &dyn Fn(ndarray::ArrayView2<f32>) -> f64); 4] = [
+        ("centre of mass", r2.cm, &mean),
+        ("particle 1 mean", r2.p1_cm, &p1),
+        ("particle 7 x", r2.p7_x, &p7_x),
+        ("particle 12 y", r2.p12_y, &p12_y),
+    ];
+    let root = SVGBackend::new(path, (1000, 900)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| draw(&e))?;
+    let root = root.titled(title, ("sans-serif", 24)).map_err(|e| draw(&e))?;
+    for (area, (label, r2, pick)) in root.split_evenly((2, 2)).iter().zip(panels) {
+        let (t, p) = (series(truth, pick), series(predicted, pick));
+        let finite = t.iter().chain(&p).copied().filter(|v| v.is_finite());
+        let (low, high) = finite.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| (lo.min(v), hi.max(v)));
+        if !low.is_finite() || !high.is_finite() {
+            return Err("no finite values to plot".into());
+        }
+        let pad = ((high - low) * 0.05).max(1e-6);
+        let range = low - pad..high + pad;
+        let mut chart = ChartBuilder::on(area)
+            .caption(format!("{label}: R² = {r2:.4}"), ("sans-serif", 18))
+            .margin(10)
+            .x_label_area_size(35)
+            .y_label_area_size(55)
+            .build_cartesian_2d(range.clone(), range.clone())
+            .map_err(|e| draw(&e))?;
+        chart.configure_mesh().x_desc("true").y_desc("predicted").draw().map_err(|e| draw(&e))?;
+        chart
+            .draw_series(LineSeries::new([(range.start, range.start), (range.end, range.end)], BLACK.mix(0.4)))
+            .map_err(|e| draw(&e))?;
+        chart
+            .draw_series(t.iter().zip(&p).filter(|(a, b)| a.is_finite() && b.is_finite()).map(|(a, b)| Circle::new((*a, *b), 2, BLUE.mix(0.5).filled())))
+            .map_err(|e| draw(&e))?;
+    }
+    root.present().map_err(|e| draw(&e))
+}
+
+/// True and predicted next positions (x, y) of every particle at every `stride`-th
+/// test frame, coloured by time: dots are true, crosses predicted.
+pub fn plot_trajectory(predicted: ndarray::ArrayView3<f32>, truth: ndarray::ArrayView3<f32>, stride: usize, title: &str, path: &Path) -> Result<(), String> {
+    let draw = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
+    let frames: Vec<usize> = (0..truth.dim().0).step_by(stride.max(1)).collect();
+    let points = |a: ndarray::ArrayView3<f32>| -> Vec<(usize, f64, f64)> {
+        frames.iter().flat_map(|&f| (0..a.dim().1).map(move |p| (f, f64::from(a[[f, p, 0]]), f64::from(a[[f, p, 1]])))).collect()
+    };
+    let (t, p) = (points(truth), points(predicted));
+    let finite = || t.iter().chain(&p).filter(|(_, x, y)| x.is_finite() && y.is_finite());
+    let (x_lo, x_hi) = finite().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), (_, x, _)| (lo.min(*x), hi.max(*x)));
+    let (y_lo, y_hi) = finite().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), (_, _, y)| (lo.min(*y), hi.max(*y)));
+    if !(x_lo.is_finite() && y_lo.is_finite()) {
+        return Err("no finite positions to plot".into());
+    }
+    let pad = 0.05 * (x_hi - x_lo).max(y_hi - y_lo).max(1e-6);
+    let root = SVGBackend::new(path, (900, 800)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| draw(&e))?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 20))
+        .margin(15)
+        .x_label_area_size(35)
+        .y_label_area_size(55)
+        .build_cartesian_2d(x_lo - pad..x_hi + pad, y_lo - pad..y_hi + pad)
+        .map_err(|e| draw(&e))?;
+    chart.configure_mesh().x_desc("x").y_desc("y").draw().map_err(|e| draw(&e))?;
+    let last = truth.dim().0.max(2) - 1;
+    let colour = |f: usize| ViridisRGB::get_color(f as f64 / last as f64);
+    chart.draw_series(t.iter().map(|&(f, x, y)| Circle::new((x, y), 3, colour(f).filled()))).map_err(|e| draw(&e))?.label("true").legend(|(x, y)| Circle::new((x, y), 3, BLACK.filled()));
+    chart.draw_series(p.iter().filter(|(_, x, y)| x.is_finite() && y.is_finite()).map(|&(f, x, y)| Cross::new((x, y), 4, colour(f)))).map_err(|e| draw(&e))?.label("predicted").legend(|(x, y)| Cross::new((x, y), 4, BLACK));
+    chart.configure_series_labels().border_style(BLACK).background_style(WHITE).draw().map_err(|e| draw(&e))?;
+    root.present().map_err(|e| draw(&e))
+}
