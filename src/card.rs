@@ -37,6 +37,9 @@ pub struct ModelCard {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub imported_from: Option<ImportInfo>,
     pub equivariance: EquivarianceReport,
+    /// ONNX Runtime throughput on the test frames, measured right after export.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inference: Option<InferenceSpeed>,
     pub onnx: OnnxInfo,
     pub versions: Versions,
 }
@@ -49,6 +52,15 @@ pub struct DataInfo {
     pub frames: usize,
     /// The simulator's settings when it made the data.
     pub simulation: Option<crate::data::SimulationConfig>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InferenceSpeed {
+    pub execution_provider: String,
+    pub threads: usize,
+    /// One frame per call, as the study's forward pass runs.
+    pub frames_per_second_batch_1: f64,
+    pub frames_per_second_batch_32: f64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -35,9 +35,11 @@ fn training_writes_model_card_and_plot_and_keeps_them_on_failure() {
     let summary = String::from_utf8_lossy(&output.stdout);
     assert!(summary.contains("mlp") && summary.contains("test MSE"), "summary table: {summary}");
     let model_dir = out.path().join("mlp");
-    for file in ["model.onnx", "card.json", "loss.svg"] {
+    for file in ["model.onnx", "card.json", "loss.svg", "correlation.svg", "trajectory.svg"] {
         assert!(model_dir.join(file).is_file(), "{file} missing");
     }
+    let report = std::fs::read_to_string(out.path().join("REPORT.md")).expect("REPORT.md");
+    assert!(report.contains("| mlp | 8868 | simulator | 2 | yes |"), "{report}");
     let card: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(model_dir.join("card.json")).expect("card")).expect("json");
     assert_eq!(card["metrics"]["target"], "x");
@@ -45,6 +47,7 @@ fn training_writes_model_card_and_plot_and_keeps_them_on_failure() {
     assert_eq!(card["data"]["source"], "simulator");
     assert_eq!(card["split"]["train_pairs"], 159);
     assert_eq!(card["onnx"]["input"]["shape"], serde_json::json!(["batch", "12", "3"]));
+    assert!(card["inference"]["frames_per_second_batch_32"].as_f64().expect("throughput") > 0.0);
 
     // A run that fails on bad data leaves the previous model untouched.
     let before = std::fs::read(model_dir.join("model.onnx")).expect("model");

@@ -12,7 +12,7 @@ use equiserve::{
     data::{SimulationConfig, Split, SplitConfig, Target, Trajectory, load_npz, save_npz, simulate},
     models::ModelKind,
     onnx::init_runtime,
-    train::{ExportRequest, TrainConfig, import_e3nn, train_and_export},
+    train::{ExportRequest, TrainConfig, import_e3nn, train_and_export, write_report},
 };
 use indicatif::{ProgressBar, ProgressStyle};
 use sha2::{Digest, Sha256};
@@ -246,6 +246,9 @@ fn train(args: TrainArgs) -> Result<(), String> {
         cards.push(outcome.card);
     }
     print_summary(&cards);
+    let report = args.out.join("REPORT.md");
+    write_report(&cards, &report)?;
+    eprintln!("report: {}", report.display());
     Ok(())
 }
 

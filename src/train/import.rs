@@ -142,6 +142,7 @@ pub fn import_e3nn(kwargs_path: &Path, weights_path: &Path, out_dir: &Path, name
             weights_sha256: Sha256::digest(&weight_bytes).iter().map(|b| format!("{b:02x}")).collect(),
         }),
         equivariance,
+        inference: None,
         onnx: OnnxInfo::standard(parity),
         versions: Versions::current(),
     };

@@ -6,11 +6,13 @@ mod import;
 pub mod metrics;
 mod ops_fit;
 mod plot;
+mod report;
 
 pub use export::{BurnModule, ExportError, ExportOutcome, ExportRequest, ExportableModel, OpsTrained, PARITY_TOLERANCE, export_model};
 pub use ops_fit::{fit_ops, predict_dx_ops};
 pub use import::{ImportError, import_e3nn, load_gate_network, read_safetensors, reference_dx};
 pub use plot::plot_losses;
+pub use report::{render_report, write_report};
 
 use std::time::Instant;
 
