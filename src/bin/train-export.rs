@@ -8,7 +8,7 @@ use std::{
 
 use clap::{Args as ClapArgs, Parser, Subcommand};
 use equiserve::{
-    card::DataInfo,
+    card::{CARD_FILE, DataInfo, ModelCard},
     data::{SimulationConfig, Split, SplitConfig, Target, Trajectory, load_npz, save_npz, simulate},
     models::ModelKind,
     onnx::init_runtime,
@@ -44,6 +44,13 @@ enum Command {
         /// Simulate in 3-D instead of the study's xy-plane.
         #[arg(long)]
         three_d: bool,
+    },
+    /// Rewrite DIR/REPORT.md from the model cards in DIR/<name>/card.json (e.g. after
+    /// training models in separate runs).
+    Report {
+        /// The output directory of earlier runs.
+        #[arg(long, default_value = "models")]
+        dir: PathBuf,
     },
     /// Turn an e3nn gate_points_2101.Network trained in PyTorch into a served model:
     /// writes OUT/model.onnx and OUT/card.json.
@@ -121,6 +128,7 @@ fn main() -> ExitCode {
         Some(Command::Simulate { out, frames, seed, three_d }) => {
             simulate_to_file(&out, &SimulationConfig { frames, seed, planar: !three_d, ..Default::default() })
         }
+        Some(Command::Report { dir }) => report_from_cards(&dir),
         Some(Command::ImportE3nn { kwargs, weights, out, name, ort_lib }) => import(&kwargs, &weights, &out, name, ort_lib),
         None => train(cli.train),
     };
@@ -137,6 +145,23 @@ fn simulate_to_file(out: &Path, config: &SimulationConfig) -> Result<(), String>
     let trajectory = simulate(config);
     save_npz(&trajectory, out, config.planar).map_err(|e| e.to_string())?;
     println!("wrote {} frames to {}", trajectory.frames(), out.display());
+    Ok(())
+}
+
+fn report_from_cards(dir: &Path) -> Result<(), String> {
+    let entries = fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path().join(CARD_FILE))).filter(|p| p.is_file()).collect();
+    paths.sort();
+    let cards = paths
+        .iter()
+        .map(|path| {
+            let text = fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+            serde_json::from_str::<ModelCard>(&text).map_err(|e| format!("{}: {e}", path.display()))
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    let report = dir.join("REPORT.md");
+    write_report(&cards, &report)?;
+    println!("wrote {} ({} models)", report.display(), cards.len());
     Ok(())
 }
 
@@ -252,7 +277,7 @@ fn train(args: TrainArgs) -> Result<(), String> {
     Ok(())
 }
 
-fn print_summary(cards: &[equiserve::card::ModelCard]) {
+fn print_summary(cards: &[ModelCard]) {
     println!(
         "\n{:<10} {:>9} {:>11} {:>11} {:>9} {:>7} {:>7} {:>7} {:>7} {:>10} {:>9} {:>9}",
         "model", "params", "train MSE", "test MSE", "dx-skill", "R² cm", "R² p1", "R² p7x", "R² p12y", "equiv err", "s/epoch", "parity"

@@ -31,7 +31,7 @@ pub fn render_report(cards: &[ModelCard]) -> String {
         let (b1, b32) = card.inference.as_ref().map_or((f64::NAN, f64::NAN), |i| (i.frames_per_second_batch_1, i.frames_per_second_batch_32));
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {:.4} | {:.4} | {:.4} | {:.4} | {:.2e} | {:.3e} | {:.4} | {:.2} | {} | {:.0} | {:.0} | {} |",
+            "| {} | {} | {} | {} | {} | {:.4} | {:.4} | {:.4} | {:.4} | {:.2e} | {:.3e} | {:.4} | {:.3} | {} | {:.0} | {:.0} | {} |",
             card.name,
             card.params,
             if data.source == "simulator" { "simulator" } else { "paths.npz" },
