@@ -154,7 +154,9 @@ impl OnnxModel {
                     return Err(RuntimeError::CudaUnavailable(message));
                 }
                 Err((builder, message)) => {
-                    tracing::info!(reason = %message, "CUDA unavailable; running on the CPU");
+                    // Said once per process: every session of every model would repeat it.
+                    static REPORTED: std::sync::Once = std::sync::Once::new();
+                    REPORTED.call_once(|| tracing::info!(reason = %message, "CUDA unavailable; running on the CPU"));
                     builder
                 }
             };
