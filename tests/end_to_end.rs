@@ -190,3 +190,18 @@ async fn health_and_reflection_are_served() {
     assert!(names.contains(&"equiserve.v1.Dynamics"), "{names:?}");
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn calls_and_inference_are_counted_for_prometheus() {
+    let handle = common::prometheus();
+    let mut server = TestServer::start(trained_models_dir()).await;
+    server.client.predict(predict_request(random_frames(3, 7))).await.expect("predict");
+    let status = server.client.predict(PredictRequest { model: "nope".into(), positions: random_frames(1, 8) }).await.expect_err("unknown");
+    assert_eq!(status.code(), Code::NotFound);
+    let text = handle.render();
+    assert!(text.contains(r#"equiserve_requests_total{rpc="Predict",model="mlp",code="Ok"}"#), "{text}");
+    assert!(text.contains(r#"equiserve_requests_total{rpc="Predict",model="nope",code="NotFound"}"#), "{text}");
+    assert!(text.contains(r#"equiserve_frames_predicted_total{model="mlp"}"#), "{text}");
+    assert!(text.contains("equiserve_inference_seconds"), "{text}");
+    server.shutdown().await;
+}

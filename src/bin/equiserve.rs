@@ -41,6 +41,9 @@ struct Args {
     /// Largest number of steps one Rollout may ask for.
     #[arg(long, env = "EQUISERVE_MAX_ROLLOUT_STEPS", default_value_t = 100_000)]
     max_rollout_steps: u32,
+    /// Serve Prometheus metrics over HTTP on this address (e.g. 127.0.0.1:9464); off when absent.
+    #[arg(long, env = "EQUISERVE_METRICS_ADDR")]
+    metrics_addr: Option<std::net::SocketAddr>,
 }
 
 fn default_workers() -> usize {
@@ -66,6 +69,14 @@ async fn main() -> ExitCode {
 
 async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     init_runtime(args.ort_lib.as_deref())?;
+    if let Some(address) = args.metrics_addr {
+        metrics_exporter_prometheus::PrometheusBuilder::new()
+            .with_http_listener(address)
+            .install()
+            .map_err(|e| format!("cannot serve metrics on {address}: {e}"))?;
+        equiserve::serve::metrics::describe();
+        tracing::info!(%address, "Prometheus metrics at http://{address}/metrics");
+    }
     let pool = PoolConfig {
         workers: args.workers,
         threads_per_worker: args.threads_per_worker,

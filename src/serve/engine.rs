@@ -6,12 +6,13 @@
 //! free takes the next. Nothing is locked, and a full queue is reported to the caller
 //! at once rather than building up latency.
 
-use std::{path::Path, thread};
+use std::{path::Path, thread, time::Instant};
 
 use crossbeam_channel::{Sender, TrySendError};
 use ndarray::Array3;
 use tokio::sync::oneshot;
 
+use super::metrics;
 use crate::onnx::{ExecutionDevice, OnnxModel, RuntimeError};
 
 /// How many sessions run one model, and how much work may wait for them.
@@ -41,6 +42,7 @@ pub enum EngineError {
 
 /// The worker pool of one model. Dropping it closes the queue and the workers exit.
 pub struct ModelWorkers {
+    model: String,
     queue: Sender<Job>,
     capacity: usize,
     execution_provider: &'static str,
@@ -48,7 +50,7 @@ pub struct ModelWorkers {
 
 impl ModelWorkers {
     /// Loads one session per worker (all on `device`) and starts the workers.
-    pub fn start(onnx_file: &Path, device: ExecutionDevice, config: PoolConfig) -> Result<Self, RuntimeError> {
+    pub fn start(model: &str, onnx_file: &Path, device: ExecutionDevice, config: PoolConfig) -> Result<Self, RuntimeError> {
         let workers = config.workers.max(1);
         let capacity = workers * config.queue_per_worker.max(1);
         let (queue, jobs) = crossbeam_channel::bounded::<Job>(capacity);
@@ -57,17 +59,22 @@ impl ModelWorkers {
             let mut session = OnnxModel::load(onnx_file, device, config.threads_per_worker.max(1))?;
             execution_provider = session.execution_provider();
             let jobs = jobs.clone();
+            let name = model.to_string();
             thread::Builder::new()
-                .name(format!("onnx-worker-{index}"))
+                .name(format!("onnx-{model}-{index}"))
                 .spawn(move || {
                     for job in jobs {
+                        metrics::dequeued(&name);
+                        let start = Instant::now();
+                        let result = session.run(job.positions.view());
+                        metrics::inference(&name, job.positions.dim().0, start.elapsed().as_secs_f64());
                         // The caller may have gone (a cancelled request); nothing to do then.
-                        let _ = job.reply.send(session.run(job.positions.view()));
+                        let _ = job.reply.send(result);
                     }
                 })
                 .map_err(|e| RuntimeError::Inference(format!("cannot start a worker thread: {e}")))?;
         }
-        Ok(Self { queue, capacity, execution_provider })
+        Ok(Self { model: model.to_string(), queue, capacity, execution_provider })
     }
 
     pub fn execution_provider(&self) -> &'static str {
@@ -77,9 +84,14 @@ impl ModelWorkers {
     /// dx for positions [batch, 12, 3], computed by the next free worker.
     pub async fn predict(&self, positions: Array3<f32>) -> Result<Array3<f32>, EngineError> {
         let (reply, answer) = oneshot::channel();
-        self.queue.try_send(Job { positions, reply }).map_err(|e| match e {
-            TrySendError::Full(_) => EngineError::Busy(self.capacity),
-            TrySendError::Disconnected(_) => EngineError::Stopped,
+        // Counted before sending: a worker may take the job at once.
+        metrics::queued(&self.model);
+        self.queue.try_send(Job { positions, reply }).map_err(|e| {
+            metrics::dequeued(&self.model);
+            match e {
+                TrySendError::Full(_) => EngineError::Busy(self.capacity),
+                TrySendError::Disconnected(_) => EngineError::Stopped,
+            }
         })?;
         Ok(answer.await.map_err(|_| EngineError::Stopped)??)
     }

@@ -13,6 +13,7 @@ use tonic::{Request, Response, Status};
 
 use super::{
     engine::EngineError,
+    metrics,
     registry::{LoadedModel, ModelRegistry},
 };
 use crate::{
@@ -41,6 +42,7 @@ impl RolloutCounter {
 
     fn enter(&self) -> RolloutGuard {
         self.0.fetch_add(1, Ordering::SeqCst);
+        metrics::rollout_started();
         RolloutGuard(self.clone())
     }
 }
@@ -51,6 +53,7 @@ struct RolloutGuard(RolloutCounter);
 impl Drop for RolloutGuard {
     fn drop(&mut self) {
         (self.0).0.fetch_sub(1, Ordering::SeqCst);
+        metrics::rollout_ended();
     }
 }
 
@@ -131,7 +134,26 @@ impl Dynamics for DynamicsService {
     }
 
     async fn predict(&self, request: Request<PredictRequest>) -> Result<Response<PredictResponse>, Status> {
-        let PredictRequest { model: name, positions } = request.into_inner();
+        let model = request.get_ref().model.clone();
+        let result = self.predict_frames(request.into_inner()).await;
+        metrics::request_finished("Predict", &model, result.as_ref().map_or_else(Status::code, |_| tonic::Code::Ok));
+        result
+    }
+
+    type RolloutStream = ReceiverStream<Result<RolloutFrame, Status>>;
+
+    async fn rollout(&self, request: Request<RolloutRequest>) -> Result<Response<Self::RolloutStream>, Status> {
+        let model = request.get_ref().model.clone();
+        let result = self.start_rollout(request.into_inner());
+        // A started rollout counts as OK here; a stream that ends in error reports its own status.
+        metrics::request_finished("Rollout", &model, result.as_ref().map_or_else(Status::code, |_| tonic::Code::Ok));
+        result
+    }
+}
+
+impl DynamicsService {
+    async fn predict_frames(&self, request: PredictRequest) -> Result<Response<PredictResponse>, Status> {
+        let PredictRequest { model: name, positions } = request;
         let model = self.model(&name)?;
         let positions = frames(positions, self.limits.max_batch)?;
         let batch = positions.dim().0 as u32;
@@ -145,10 +167,8 @@ impl Dynamics for DynamicsService {
         }))
     }
 
-    type RolloutStream = ReceiverStream<Result<RolloutFrame, Status>>;
-
-    async fn rollout(&self, request: Request<RolloutRequest>) -> Result<Response<Self::RolloutStream>, Status> {
-        let RolloutRequest { model: name, positions, steps, emit_every } = request.into_inner();
+    fn start_rollout(&self, request: RolloutRequest) -> Result<Response<ReceiverStream<Result<RolloutFrame, Status>>>, Status> {
+        let RolloutRequest { model: name, positions, steps, emit_every } = request;
         self.model(&name)?;
         if positions.len() != FRAME_LEN {
             return Err(Status::invalid_argument(format!(

@@ -3,6 +3,7 @@
 
 mod engine;
 mod grpc;
+pub mod metrics;
 mod registry;
 
 pub use engine::{EngineError, ModelWorkers, PoolConfig};

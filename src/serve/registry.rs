@@ -97,7 +97,7 @@ fn load_one(dir: &Path, device: ExecutionDevice, pool: PoolConfig) -> Result<Loa
     let unreadable = |e: &dyn std::fmt::Display| RegistryError::Unreadable { path: card_path.clone(), message: e.to_string() };
     let card_json = fs::read_to_string(&card_path).map_err(|e| unreadable(&e))?;
     let summary: CardSummary = serde_json::from_str(&card_json).map_err(|e| unreadable(&e))?;
-    let workers = ModelWorkers::start(&dir.join(MODEL_FILE), device, pool)
+    let workers = ModelWorkers::start(&summary.name, &dir.join(MODEL_FILE), device, pool)
         .map_err(|e| RegistryError::Unreadable { path: dir.join(MODEL_FILE), message: e.to_string() })?;
     Ok(LoadedModel { summary, card_json, workers })
 }

@@ -137,26 +137,29 @@ pub fn train_and_export(
     request: ExportRequest,
     on_epoch: impl FnMut(&EpochStats),
 ) -> Result<ExportOutcome, export::ExportError> {
-    use crate::models::{E3Small, GateNetwork, GateNetworkConfig, ModelKind, OpsModel};
-    let seed = request.config.seed;
+    use crate::models::{E3Small, GateNetwork, GateNetworkConfig, ModelKind};
     match kind {
         ModelKind::Mlp => {
-            let device = training_device(seed);
+            let device = training_device(request.config.seed);
             let model = crate::models::Mlp::new(&device);
             let (model, history) = fit(model, request.split, request.config, &device, on_epoch);
             export_model(&BurnModule { model: &model, device: &device }, ExportRequest { history, ..request })
         }
-        ModelKind::E3small => {
-            let mut model = E3Small::new();
-            model.init_weights(&mut StdRng::seed_from_u64(seed));
-            let history = fit_ops(&mut model, request.split, request.config, on_epoch);
-            export_model(&OpsTrained(&model), ExportRequest { history, ..request })
-        }
+        ModelKind::E3small => train_ops_model(E3Small::new(), request, on_epoch),
         ModelKind::E3large => {
-            let mut model = GateNetwork::new(GateNetworkConfig::study()).expect("the study's kwargs are valid");
-            model.init_weights(&mut StdRng::seed_from_u64(seed));
-            let history = fit_ops(&mut model, request.split, request.config, on_epoch);
-            export_model(&OpsTrained(&model), ExportRequest { history, ..request })
+            let model = GateNetwork::new(GateNetworkConfig::study()).expect("the study's kwargs are valid");
+            train_ops_model(model, request, on_epoch)
         }
     }
+}
+
+/// Seeded e3nn-style initialisation, training in Burn, export.
+fn train_ops_model<M: crate::models::OpsModel>(
+    mut model: M,
+    request: ExportRequest,
+    on_epoch: impl FnMut(&EpochStats),
+) -> Result<ExportOutcome, export::ExportError> {
+    model.init_weights(&mut StdRng::seed_from_u64(request.config.seed));
+    let history = fit_ops(&mut model, request.split, request.config, on_epoch);
+    export_model(&OpsTrained(&model), ExportRequest { history, ..request })
 }

@@ -52,6 +52,18 @@ pub fn trained_models_dir() -> &'static Path {
     .path()
 }
 
+/// A Prometheus recorder for this test binary (metrics recorders are process-wide).
+pub fn prometheus() -> metrics_exporter_prometheus::PrometheusHandle {
+    static HANDLE: OnceLock<metrics_exporter_prometheus::PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let handle = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder().expect("first recorder");
+            equiserve::serve::metrics::describe();
+            handle
+        })
+        .clone()
+}
+
 pub struct TestServer {
     pub client: DynamicsClient<Channel>,
     pub channel: Channel,
