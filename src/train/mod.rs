@@ -10,6 +10,7 @@ mod report;
 
 pub use export::{BurnModule, ExportError, ExportOutcome, ExportRequest, ExportableModel, OpsTrained, PARITY_TOLERANCE, export_model};
 pub use ops_fit::{fit_ops, predict_dx_ops};
+
 pub use import::{ImportError, import_e3nn, load_gate_network, read_safetensors, reference_dx};
 pub use plot::plot_losses;
 pub use report::{render_report, write_report};
@@ -65,46 +66,87 @@ pub fn training_device(seed: u64) -> Device {
     device
 }
 
-/// Trains with Adam on MSE; `on_epoch` sees each epoch's stats (for progress bars).
+/// One way of training a model, driven by [`run_epochs`].
+trait Trainer {
+    /// Trains on the training pairs at `batch` and returns the batch's loss.
+    fn step(&mut self, batch: &[usize]) -> f64;
+    /// The model's current dx on the test inputs.
+    fn test_dx(&self) -> Array3<f32>;
+}
+
+/// The study's schedule: epochs of batches in order (or shuffled, seeded), each
+/// followed by the test MSE; `on_epoch` sees each epoch's stats (for progress bars).
+fn run_epochs(trainer: &mut impl Trainer, split: &Split, config: &TrainConfig, mut on_epoch: impl FnMut(&EpochStats)) -> Vec<EpochStats> {
+    let mut order: Vec<usize> = (0..split.train.len()).collect();
+    let mut rng = StdRng::seed_from_u64(config.seed);
+    let test_truth = split.test.dx();
+    (0..config.epochs)
+        .map(|epoch| {
+            let start = Instant::now();
+            if config.shuffle {
+                order.shuffle(&mut rng);
+            }
+            let losses: Vec<f64> = order.chunks(config.batch_size).map(|batch| trainer.step(batch)).collect();
+            let seconds = start.elapsed().as_secs_f64();
+            let stats = EpochStats {
+                epoch: epoch + 1,
+                train_mse: losses.iter().sum::<f64>() / losses.len() as f64,
+                test_mse: metrics::mse(&trainer.test_dx(), &test_truth),
+                seconds,
+            };
+            on_epoch(&stats);
+            stats
+        })
+        .collect()
+}
+
+/// A Burn module trained with Burn's Adam.
+struct ModuleTrainer<'a, M> {
+    /// Taken out and put back by every optimizer step.
+    model: Option<M>,
+    optimizer: burn::optim::ModuleOptimizer,
+    split: &'a Split,
+    targets: Array3<f32>,
+    config: &'a TrainConfig,
+    device: &'a Device,
+}
+
+impl<M: DynamicsModel> Trainer for ModuleTrainer<'_, M> {
+    fn step(&mut self, batch: &[usize]) -> f64 {
+        let model = self.model.take().expect("the model is always put back");
+        let x = to_tensor(self.split.train.inputs.select(Axis(0), batch).view(), self.device);
+        let y = to_tensor(self.targets.select(Axis(0), batch).view(), self.device);
+        let loss = (model.forward(x) - y).powi_scalar(2).mean();
+        let value = f64::from(to_vec(loss.clone())[0]);
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        self.model = Some(self.optimizer.step(self.config.learning_rate, model, grads));
+        value
+    }
+
+    fn test_dx(&self) -> Array3<f32> {
+        let model = self.model.as_ref().expect("the model is always put back");
+        predict_dx(model, self.split.test.inputs.view(), self.config.target, self.device)
+    }
+}
+
+/// Trains with Adam on MSE, as the study does.
 pub fn fit<M: DynamicsModel>(
-    mut model: M,
+    model: M,
     split: &Split,
     config: &TrainConfig,
     device: &Device,
-    mut on_epoch: impl FnMut(&EpochStats),
+    on_epoch: impl FnMut(&EpochStats),
 ) -> (M, Vec<EpochStats>) {
-    let inputs = &split.train.inputs;
-    let targets = split.train.targets(config.target);
-    let mut optimizer = AdamConfig::new().init();
-    let mut order: Vec<usize> = (0..split.train.len()).collect();
-    let mut rng = StdRng::seed_from_u64(config.seed);
-    let mut history = Vec::with_capacity(config.epochs);
-    for epoch in 0..config.epochs {
-        let start = Instant::now();
-        if config.shuffle {
-            order.shuffle(&mut rng);
-        }
-        let mut losses = Vec::new();
-        for batch in order.chunks(config.batch_size) {
-            let x = to_tensor(inputs.select(Axis(0), batch).view(), device);
-            let y = to_tensor(targets.select(Axis(0), batch).view(), device);
-            let loss = (model.forward(x) - y).powi_scalar(2).mean();
-            losses.push(f64::from(to_vec(loss.clone())[0]));
-            let grads = GradientsParams::from_grads(loss.backward(), &model);
-            model = optimizer.step(config.learning_rate, model, grads);
-        }
-        let seconds = start.elapsed().as_secs_f64();
-        let test_dx = predict_dx(&model, split.test.inputs.view(), config.target, device);
-        let stats = EpochStats {
-            epoch: epoch + 1,
-            train_mse: losses.iter().sum::<f64>() / losses.len() as f64,
-            test_mse: metrics::mse(&test_dx, &split.test.dx()),
-            seconds,
-        };
-        on_epoch(&stats);
-        history.push(stats);
-    }
-    (model, history)
+    let mut trainer = ModuleTrainer {
+        model: Some(model),
+        optimizer: AdamConfig::new().init(),
+        split,
+        targets: split.train.targets(config.target),
+        config,
+        device,
+    };
+    let history = run_epochs(&mut trainer, split, config, on_epoch);
+    (trainer.model.expect("the model is always put back"), history)
 }
 
 fn to_tensor(positions: ArrayView3<f32>, device: &Device) -> Tensor<3> {

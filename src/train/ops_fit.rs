@@ -3,13 +3,12 @@
 //! own weight vectors with the gradients, so the exported graph always reads the
 //! trained values.
 
-use std::{collections::HashMap, time::Instant};
+use std::collections::HashMap;
 
 use burn::tensor::{Device, Tensor, TensorData};
 use ndarray::{Array3, ArrayView3, Axis, s};
-use rand::{SeedableRng, rngs::StdRng, seq::SliceRandom};
 
-use super::{EpochStats, TrainConfig, metrics};
+use super::{EpochStats, TrainConfig};
 use crate::{
     data::{DIMS, PARTICLES, Split, Target},
     models::OpsModel,
@@ -76,43 +75,47 @@ pub fn predict_dx_ops<M: OpsModel>(model: &M, positions: ArrayView3<f32>, target
     dx
 }
 
-/// Trains with Adam on the MSE, as the study does; `on_epoch` sees each epoch's stats.
-pub fn fit_ops<M: OpsModel>(model: &mut M, split: &Split, config: &TrainConfig, mut on_epoch: impl FnMut(&EpochStats)) -> Vec<EpochStats> {
-    let device = Device::flex().autodiff();
-    let targets = split.train.targets(config.target);
-    let mut adam = Adam::new(config.learning_rate);
-    let mut order: Vec<usize> = (0..split.train.len()).collect();
-    let mut rng = StdRng::seed_from_u64(config.seed);
-    let mut history = Vec::with_capacity(config.epochs);
-    for epoch in 0..config.epochs {
-        let start = Instant::now();
-        if config.shuffle {
-            order.shuffle(&mut rng);
-        }
-        let mut losses = Vec::new();
-        for batch in order.chunks(config.batch_size) {
-            let x = split.train.inputs.select(Axis(0), batch);
-            let y = targets.select(Axis(0), batch);
-            let mut ops = BurnOps::new(device.clone());
-            let input = frames_tensor(&mut ops, x.view());
-            let out = model.forward(&mut ops, &input);
-            let prediction: Tensor<3> = out.value().clone().reshape([batch.len(), PARTICLES, DIMS]);
-            let truth: Tensor<3> = Tensor::from_data(TensorData::new(y.iter().copied().collect::<Vec<_>>(), [batch.len(), PARTICLES, DIMS]), &device);
-            let loss = (prediction - truth).powi_scalar(2).mean();
-            losses.push(f64::from(loss.clone().into_data().convert::<f32>().try_to_vec::<f32>().expect("float")[0]));
-            let gradients = ops.weight_gradients(&loss.backward());
-            adam.update(model.weights_mut(), &gradients);
-        }
-        let seconds = start.elapsed().as_secs_f64();
-        let test_dx = predict_dx_ops(model, split.test.inputs.view(), config.target);
-        let stats = EpochStats {
-            epoch: epoch + 1,
-            train_mse: losses.iter().sum::<f64>() / losses.len() as f64,
-            test_mse: metrics::mse(&test_dx, &split.test.dx()),
-            seconds,
-        };
-        on_epoch(&stats);
-        history.push(stats);
+/// A model written against [`Ops`], trained with [`Adam`] on its layers' weights.
+struct OpsTrainer<'a, M> {
+    model: &'a mut M,
+    adam: Adam,
+    device: Device,
+    split: &'a Split,
+    targets: Array3<f32>,
+    target: Target,
+}
+
+impl<M: OpsModel> super::Trainer for OpsTrainer<'_, M> {
+    fn step(&mut self, batch: &[usize]) -> f64 {
+        let x = self.split.train.inputs.select(Axis(0), batch);
+        let y = self.targets.select(Axis(0), batch);
+        let mut ops = BurnOps::new(self.device.clone());
+        let input = frames_tensor(&mut ops, x.view());
+        let out = self.model.forward(&mut ops, &input);
+        let shape = [batch.len(), PARTICLES, DIMS];
+        let prediction: Tensor<3> = out.value().clone().reshape(shape);
+        let truth: Tensor<3> = Tensor::from_data(TensorData::new(y.iter().copied().collect::<Vec<_>>(), shape), &self.device);
+        let loss = (prediction - truth).powi_scalar(2).mean();
+        let value = f64::from(loss.clone().into_data().convert::<f32>().try_to_vec::<f32>().expect("float")[0]);
+        let gradients = ops.weight_gradients(&loss.backward());
+        self.adam.update(self.model.weights_mut(), &gradients);
+        value
     }
-    history
+
+    fn test_dx(&self) -> Array3<f32> {
+        predict_dx_ops(self.model, self.split.test.inputs.view(), self.target)
+    }
+}
+
+/// Trains with Adam on the MSE, as the study does; `on_epoch` sees each epoch's stats.
+pub fn fit_ops<M: OpsModel>(model: &mut M, split: &Split, config: &TrainConfig, on_epoch: impl FnMut(&EpochStats)) -> Vec<EpochStats> {
+    let mut trainer = OpsTrainer {
+        model,
+        adam: Adam::new(config.learning_rate),
+        device: Device::flex().autodiff(),
+        split,
+        targets: split.train.targets(config.target),
+        target: config.target,
+    };
+    super::run_epochs(&mut trainer, split, config, on_epoch)
 }
