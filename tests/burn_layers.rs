@@ -3,10 +3,8 @@
 
 mod common;
 
-use std::collections::HashMap;
-
 use burn::tensor::{Device, Tensor, TensorData};
-use common::fixtures::{array, load};
+use common::fixtures::{array, load, state_dict};
 use equiserve::{
     e3::Irreps,
     models::{GateNetwork, GateNetworkConfig, OpsModel},
@@ -25,16 +23,7 @@ fn burn_runs_the_seeded_gate_network_as_e3nn_does() {
     let Some(fixture) = load("network_seed_e3large.json") else { return };
     let config: GateNetworkConfig = serde_json::from_value(fixture["kwargs"].clone()).expect("kwargs");
     let mut network = GateNetwork::new(config).expect("builds");
-    let tensors: HashMap<String, (Vec<usize>, Vec<f64>)> = fixture["state_dict"]
-        .as_object()
-        .expect("state dict")
-        .iter()
-        .map(|(k, v)| {
-            let a = array(v);
-            (k.clone(), (a.shape().to_vec(), a.iter().copied().collect()))
-        })
-        .collect();
-    network.load_state_dict(&tensors).expect("loads");
+    network.load_state_dict(&state_dict(&fixture["state_dict"])).expect("weights load");
     let frames: Vec<ArrayD<f64>> = fixture["positions"].as_array().expect("frames").iter().map(array).collect();
     let views: Vec<_> = frames.iter().map(|f| f.view()).collect();
     let positions = ndarray::stack(ndarray::Axis(0), &views).expect("stack");

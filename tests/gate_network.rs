@@ -3,9 +3,7 @@
 
 mod common;
 
-use std::collections::HashMap;
-
-use common::fixtures::{array, load};
+use common::fixtures::{array, load, state_dict};
 use equiserve::{
     e3::rotation::{random_reflection, random_rotation, rotation_about_x},
     models::{GateNetwork, GateNetworkConfig, OpsModel},
@@ -19,16 +17,7 @@ fn seeded_network() -> Option<(GateNetwork, ArrayD<f64>, ArrayD<f64>)> {
     let fixture = load("network_seed_e3large.json")?;
     let config: GateNetworkConfig = serde_json::from_value(fixture["kwargs"].clone()).expect("kwargs parse");
     let mut network = GateNetwork::new(config).expect("builds");
-    let tensors: HashMap<String, (Vec<usize>, Vec<f64>)> = fixture["state_dict"]
-        .as_object()
-        .expect("state dict")
-        .iter()
-        .map(|(name, value)| {
-            let a = array(value);
-            (name.clone(), (a.shape().to_vec(), a.iter().copied().collect()))
-        })
-        .collect();
-    network.load_state_dict(&tensors).expect("weights load");
+    network.load_state_dict(&state_dict(&fixture["state_dict"])).expect("weights load");
     let stack = |key: &str| {
         let frames: Vec<ArrayD<f64>> = fixture[key].as_array().expect("frames").iter().map(array).collect();
         let views: Vec<_> = frames.iter().map(|f| f.view()).collect();

@@ -27,3 +27,16 @@ pub fn max_abs_diff<'a>(a: impl IntoIterator<Item = &'a f64>, b: impl IntoIterat
     assert_eq!(a.len(), b.len(), "lengths differ");
     a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max)
 }
+
+/// A state dict as the fixtures store it (name → array), as (shape, values) per name.
+pub fn state_dict(value: &Value) -> std::collections::HashMap<String, (Vec<usize>, Vec<f64>)> {
+    value
+        .as_object()
+        .expect("state dict")
+        .iter()
+        .map(|(name, tensor)| {
+            let a = array(tensor);
+            (name.clone(), (a.shape().to_vec(), a.iter().copied().collect()))
+        })
+        .collect()
+}
