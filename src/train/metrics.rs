@@ -64,13 +64,13 @@ pub struct Evaluation {
     pub r2: StudyR2,
 }
 
-pub fn evaluate(predict: &mut DxPredictor, pairs: &Pairs) -> Evaluation {
+/// Scores `dx_pred`, a model's dx for `pairs.inputs`.
+pub fn evaluate(dx_pred: &Array3<f32>, pairs: &Pairs) -> Evaluation {
     let dx_true = pairs.dx();
-    let dx_pred = predict(pairs.inputs.view());
-    let mse = mse(&dx_pred, &dx_true);
+    let mse = mse(dx_pred, &dx_true);
     let mean = dx_true.iter().map(|v| f64::from(*v)).sum::<f64>() / dx_true.len() as f64;
     let variance = dx_true.iter().map(|v| (f64::from(*v) - mean).powi(2)).sum::<f64>() / dx_true.len() as f64;
-    let next_pred = &pairs.inputs + &dx_pred;
+    let next_pred = &pairs.inputs + dx_pred;
     Evaluation { mse, dx_skill: 1.0 - mse / variance, r2: StudyR2::new(next_pred.view(), pairs.next.view()) }
 }
 
