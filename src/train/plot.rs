@@ -45,6 +45,14 @@ pub fn plot_losses(history: &[EpochStats], title: &str, path: &Path) -> Result<(
     root.present().map_err(|e| draw(&e))
 }
 
+/// The smallest and largest finite value, if there is one.
+fn finite_range(values: impl Iterator<Item = f64>) -> Option<(f64, f64)> {
+    values.filter(|v| v.is_finite()).fold(None, |range, v| match range {
+        None => Some((v, v)),
+        Some((lo, hi)) => Some((f64::min(lo, v), f64::max(hi, v))),
+    })
+}
+
 /// The study's four correlation panels (predicted vs true next positions on the test
 /// set: centre of mass, particle 1's mean, particle 7's x, particle 12's y), R² in titles.
 pub fn plot_correlations(
@@ -74,11 +82,7 @@ pub fn plot_correlations(
     let root = root.titled(title, ("sans-serif", 24)).map_err(|e| draw(&e))?;
     for (area, (label, r2, pick)) in root.split_evenly((2, 2)).iter().zip(panels) {
         let (t, p) = (series(truth, pick), series(predicted, pick));
-        let finite = t.iter().chain(&p).copied().filter(|v| v.is_finite());
-        let (low, high) = finite.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| (lo.min(v), hi.max(v)));
-        if !low.is_finite() || !high.is_finite() {
-            return Err("no finite values to plot".into());
-        }
+        let (low, high) = finite_range(t.iter().chain(&p).copied()).ok_or("no finite values to plot")?;
         let pad = ((high - low) * 0.05).max(1e-6);
         let range = low - pad..high + pad;
         let mut chart = ChartBuilder::on(area)
@@ -109,11 +113,8 @@ pub fn plot_trajectory(predicted: ndarray::ArrayView3<f32>, truth: ndarray::Arra
     };
     let (t, p) = (points(truth), points(predicted));
     let finite = || t.iter().chain(&p).filter(|(_, x, y)| x.is_finite() && y.is_finite());
-    let (x_lo, x_hi) = finite().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), (_, x, _)| (lo.min(*x), hi.max(*x)));
-    let (y_lo, y_hi) = finite().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), (_, _, y)| (lo.min(*y), hi.max(*y)));
-    if !(x_lo.is_finite() && y_lo.is_finite()) {
-        return Err("no finite positions to plot".into());
-    }
+    let (x_lo, x_hi) = finite_range(finite().map(|(_, x, _)| *x)).ok_or("no finite positions to plot")?;
+    let (y_lo, y_hi) = finite_range(finite().map(|(_, _, y)| *y)).ok_or("no finite positions to plot")?;
     let pad = 0.05 * (x_hi - x_lo).max(y_hi - y_lo).max(1e-6);
     let root = SVGBackend::new(path, (900, 800)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| draw(&e))?;
