@@ -7,53 +7,151 @@ use common::{fixtures::load, train_export};
 use equiserve::{
     data::{SimulationConfig, Split, SplitConfig, simulate},
     e3::rotation::{random_reflection, random_rotation},
-    models::{E3Small, GateNetwork, GateNetworkConfig, OpsModel},
+    models::{E3Small, GateNetwork, GateNetworkConfig, Gnn, OpsModel, Se3Transformer},
     nn::Eager,
     train::{TrainConfig, fit_ops},
 };
-use ndarray::{ArrayD, Axis, IxDyn};
+use ndarray::{ArrayD, IxDyn};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use rand_distr::StandardNormal;
 
 #[test]
-fn equivariant_models_have_the_studys_sizes() {
-    let e3small = E3Small::new();
-    let e3large = GateNetwork::new(GateNetworkConfig::study()).expect("builds");
-    assert_eq!(e3small.num_params(), 344);
-    assert_eq!(e3large.num_params(), 102_905);
-    if let Some(counts) = load("seed_model_param_counts.json") {
-        assert_eq!(e3small.num_params() as u64, counts["e3small"].as_u64().expect("count"));
-        assert_eq!(e3large.num_params() as u64, counts["e3large"].as_u64().expect("count"));
+fn every_model_has_the_studys_size() {
+    let sizes: [(&str, usize, usize); 7] = [
+        ("gnn", Gnn::new().num_params(), 1_369_091),
+        ("e3small", E3Small::new().num_params(), 344),
+        ("e3large", GateNetwork::new(GateNetworkConfig::study()).expect("builds").num_params(), 102_905),
+        ("se3mha", Se3Transformer::attention(false).num_params(), 166_352),
+        ("se3net", Se3Transformer::transformer(false).num_params(), 332_864),
+        ("se3mha", Se3Transformer::attention(true).num_params(), 166_352),
+        ("se3net", Se3Transformer::transformer(true).num_params(), 332_864),
+    ];
+    let fixture = load("seed_model_param_counts.json");
+    for (name, ours, study) in sizes {
+        assert_eq!(ours, study, "{name}");
+        if let Some(counts) = &fixture {
+            assert_eq!(ours as u64, counts[name].as_u64().expect("count"), "{name}");
+        }
     }
+}
+
+/// Chains with steps of about `step` per axis: some pairs fall outside every radius.
+fn chains(frames: usize, step: f64, rng: &mut StdRng) -> ArrayD<f64> {
+    let mut positions = ArrayD::<f64>::zeros(IxDyn(&[frames, 12, 3]));
+    for f in 0..frames {
+        for i in 1..12 {
+            for d in 0..3 {
+                positions[[f, i, d]] = positions[[f, i - 1, d]] + step * rng.sample::<f64, _>(StandardNormal);
+            }
+        }
+    }
+    positions
+}
+
+/// m·x + t for every particle of every frame.
+fn moved(positions: &ArrayD<f64>, m: &[[f64; 3]; 3], t: [f64; 3]) -> ArrayD<f64> {
+    ArrayD::from_shape_fn(positions.raw_dim(), |ix| {
+        let p = |d: usize| positions[[ix[0], ix[1], d]];
+        let i = ix[2];
+        m[i][0] * p(0) + m[i][1] * p(1) + m[i][2] * p(2) + t[i]
+    })
+}
+
+/// The largest |f(g·x) − g·f(x)| over the given elements (m, t) of E(3), relative to max |f(x)|.
+fn equivariance_error(model: &impl OpsModel, positions: &ArrayD<f64>, elements: &[([[f64; 3]; 3], [f64; 3])]) -> f64 {
+    let out = model.forward(&mut Eager, positions);
+    let scale = out.iter().fold(0.0_f64, |a, v| a.max(v.abs()));
+    assert!(scale > 1e-6, "the model's output vanishes ({scale:e}), so the check would be empty");
+    elements.iter().fold(0.0_f64, |worst, (m, t)| {
+        let moved_out = model.forward(&mut Eager, &moved(positions, m, *t));
+        let expected = moved(&out, m, [0.0; 3]);
+        let error = moved_out.iter().zip(expected.iter()).fold(0.0_f64, |a, (x, y)| a.max((x - y).abs()));
+        worst.max(error / scale)
+    })
+}
+
+fn random_elements(rng: &mut StdRng, translate: bool) -> Vec<([[f64; 3]; 3], [f64; 3])> {
+    let mut elements = Vec::new();
+    for _ in 0..3 {
+        for m in [random_rotation(rng), random_reflection(rng)] {
+            let t = std::array::from_fn(|_| if translate { 4.0 * rng.sample::<f64, _>(StandardNormal) } else { 0.0 });
+            elements.push((m, t));
+        }
+    }
+    elements
+}
+
+fn seeded<M: OpsModel>(mut model: M, seed: u64) -> M {
+    model.init_weights(&mut StdRng::seed_from_u64(seed));
+    model
 }
 
 #[test]
 fn e3small_is_e3_equivariant() {
     let mut rng = StdRng::seed_from_u64(5);
-    let mut model = E3Small::new();
-    model.init_weights(&mut rng);
-    // Chains with bonds of about 0.36, so that some pairs fall outside the radius.
-    let mut positions = ArrayD::<f64>::zeros(IxDyn(&[2, 12, 3]));
-    for f in 0..2 {
-        for i in 1..12 {
-            for d in 0..3 {
-                positions[[f, i, d]] = positions[[f, i - 1, d]] + 0.5 * rng.sample::<f64, _>(StandardNormal);
-            }
-        }
+    let model = seeded(E3Small::new(), 5);
+    let positions = chains(2, 0.5, &mut rng);
+    let error = equivariance_error(&model, &positions, &random_elements(&mut rng, true));
+    assert!(error < 1e-9, "{error:e}");
+}
+
+#[test]
+fn centered_attention_models_are_e3_equivariant() {
+    let mut rng = StdRng::seed_from_u64(6);
+    let positions = chains(2, 0.6, &mut rng);
+    let elements = random_elements(&mut rng, true);
+    for model in [Se3Transformer::attention(true), Se3Transformer::new(2, 2, true)] {
+        let error = equivariance_error(&seeded(model, 6), &positions, &elements);
+        assert!(error < 1e-9, "{error:e}");
     }
-    let out = model.forward(&mut Eager, &positions);
-    let elements: Vec<_> = (0..3).flat_map(|_| [random_rotation(&mut rng), random_reflection(&mut rng)]).collect();
-    for m in elements {
-        let t: [f64; 3] = std::array::from_fn(|_| 4.0 * rng.sample::<f64, _>(StandardNormal));
-        let moved = positions.map_axis(Axis(2), |p| [0, 1, 2].map(|i| m[i][0] * p[0] + m[i][1] * p[1] + m[i][2] * p[2] + t[i]));
-        let moved = ArrayD::from_shape_fn(IxDyn(&[2, 12, 3]), |ix| moved[[ix[0], ix[1]]][ix[2]]);
-        let moved_out = model.forward(&mut Eager, &moved);
-        let expected = out.map_axis(Axis(2), |v| [0, 1, 2].map(|i| m[i][0] * v[0] + m[i][1] * v[1] + m[i][2] * v[2]));
-        let scale = out.iter().fold(1.0_f64, |a, v| a.max(v.abs()));
-        for ((f, p, d), value) in moved_out.view().into_dimensionality::<ndarray::Ix3>().expect("rank 3").indexed_iter() {
-            assert!((value - expected[[f, p]][d]).abs() < 1e-9 * scale, "frame {f} particle {p}");
-        }
+}
+
+#[test]
+fn faithful_attention_models_are_rotation_equivariant_but_move_with_the_origin() {
+    let mut rng = StdRng::seed_from_u64(7);
+    let positions = chains(2, 0.6, &mut rng);
+    let rotations = random_elements(&mut rng, false);
+    let translations = random_elements(&mut rng, true);
+    for model in [Se3Transformer::attention(false), Se3Transformer::new(2, 2, false)] {
+        let model = seeded(model, 7);
+        let error = equivariance_error(&model, &positions, &rotations);
+        assert!(error < 1e-9, "{error:e}");
+        // The study feeds raw positions as features: a shift of the frame changes dx.
+        let error = equivariance_error(&model, &positions, &translations);
+        assert!(error > 1e-3, "{error:e}");
     }
+}
+
+#[test]
+fn gnn_ignores_translations_but_not_rotations() {
+    let mut rng = StdRng::seed_from_u64(8);
+    let positions = chains(2, 0.6, &mut rng);
+    let model = seeded(Gnn::new(), 8);
+    let identity = [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]];
+    let shifts: Vec<_> = (0..3).map(|_| (identity, std::array::from_fn(|_| 4.0 * rng.sample::<f64, _>(StandardNormal)))).collect();
+    let error = equivariance_error(&model, &positions, &shifts);
+    assert!(error < 1e-9, "{error:e}");
+    let error = equivariance_error(&model, &positions, &random_elements(&mut rng, false));
+    assert!(error > 1e-3, "{error:e}");
+}
+
+/// The study's forward pass is one frame at a time: a batch must give the same.
+#[test]
+fn a_batch_of_frames_gives_what_each_frame_gives_alone() {
+    let mut rng = StdRng::seed_from_u64(9);
+    let positions = chains(3, 0.6, &mut rng);
+    let check = |name: &str, forward: &dyn Fn(&ArrayD<f64>) -> ArrayD<f64>| {
+        let batch = forward(&positions);
+        for f in 0..3 {
+            let single = forward(&positions.slice(ndarray::s![f..f + 1, .., ..]).to_owned().into_dyn());
+            let error = single.iter().zip(batch.slice(ndarray::s![f..f + 1, .., ..]).iter()).fold(0.0_f64, |a, (x, y)| a.max((x - y).abs()));
+            assert!(error < 1e-12, "{name} frame {f}: {error:e}");
+        }
+    };
+    let gnn = seeded(Gnn::new(), 9);
+    check("gnn", &|x| gnn.forward(&mut Eager, x));
+    let se3 = seeded(Se3Transformer::new(2, 2, false), 9);
+    check("se3net", &|x| se3.forward(&mut Eager, x));
 }
 
 #[test]

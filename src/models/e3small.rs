@@ -6,7 +6,7 @@
 
 use super::{
     OpsModel,
-    graph::{from_sources, harmonics, off_diagonal, pairwise, sum_into_destinations},
+    graph::{from_sources, harmonics, mean_into_destinations, pairwise, radius_graph, sum_into_destinations},
 };
 use crate::{
     data::{DIMS, PARTICLES},
@@ -47,11 +47,7 @@ impl OpsModel for E3Small {
     fn forward<O: Ops>(&self, ops: &mut O, positions: &O::Tensor) -> O::Tensor {
         let (vec, length) = pairwise(ops, positions);
         // The study's radius graph: |r| ≤ 3.5, every pair but a particle with itself.
-        let beyond = ops.greater_than(&length, RADIUS);
-        let within = ops.scale(&beyond, -1.0);
-        let within = ops.add_scalar(&within, 1.0);
-        let diagonal = off_diagonal(ops);
-        let on_graph = ops.mul(&within, &diagonal);
+        let on_graph = radius_graph(ops, &length, RADIUS);
         let ones = ops.greater_than(&length, -1.0);
         let ls: Vec<u32> = (0..=LMAX).collect();
         let sh = harmonics(ops, &self.harmonics, &ls, &vec, &ones);
@@ -68,12 +64,7 @@ impl OpsModel for E3Small {
         let nodes = ops.scale(&nodes, 1.0 / NUM_NEIGHBORS.sqrt());
         let x = from_sources(ops, &nodes, mid, &ones);
         let edges = self.tp2.forward(ops, &x, &sh, None);
-        let summed = sum_into_destinations(ops, &edges, DIMS);
-        // Mean over incoming edges; a particle with none gets 0, as scatter-mean gives.
-        let flags = ops.reshape(&on_graph, &[-1, 1]);
-        let incoming = sum_into_destinations(ops, &flags, 1);
-        let incoming = ops.clip(&incoming, 1.0, f64::INFINITY);
-        let mean = ops.div(&summed, &incoming);
+        let mean = mean_into_destinations(ops, &edges, DIMS, &on_graph);
         ops.reshape(&mean, &[-1, PARTICLES as i64, DIMS as i64])
     }
 

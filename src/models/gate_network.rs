@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     OpsModel,
-    graph::{from_sources, harmonics, pairwise, sum_into_destinations},
+    graph::{from_sources, harmonics, off_diagonal, pairwise, sum_into_destinations, unit_vectors},
 };
 use crate::{
     data::{DIMS, PARTICLES},
@@ -321,15 +321,14 @@ impl OpsModel for GateNetwork {
         let (n, d) = (PARTICLES as i64, DIMS as i64);
         let (vec, length) = pairwise(ops, positions);
         let inside = ops.less_than(&length, self.config.max_radius);
-        let apart = ops.greater_than(&length, 0.0);
-        let on_graph = ops.mul(&inside, &apart);
+        let distinct = off_diagonal(ops);
+        let on_graph = ops.mul(&inside, &distinct);
         // Ones on every pair (lengths are never negative).
         let ones = ops.greater_than(&length, -1.0);
 
         // Harmonics of the unit vector (e3nn: normalize=True, component), the zero
         // vector staying zero as with torch's normalize.
-        let safe = ops.clip(&length, 1e-12, f64::INFINITY);
-        let unit = ops.div(&vec, &safe);
+        let unit = unit_vectors(ops, &vec, &length);
         let sh = harmonics(ops, &self.harmonics, &self.edge_ls, &unit, &ones);
 
         // smooth_cutoff(|r| / max_radius) = (1 − cos(π·clip(2(x − 1), −1, 0))) / 2

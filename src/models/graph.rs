@@ -20,6 +20,10 @@ pub fn pairwise<O: Ops>(ops: &mut O, positions: &O::Tensor) -> (O::Tensor, O::Te
     let vec = ops.sub(&src, &dst);
     let squared = ops.mul(&vec, &vec);
     let squared = ops.reduce_sum(&squared, 3, true);
+    // A particle's distance to itself is 0, where the square root has no gradient;
+    // lifting it to 1e-15 keeps gradients finite when positions are themselves
+    // trained outputs (stacked attention blocks) and changes no edge.
+    let squared = ops.clip(&squared, 1e-30, f64::INFINITY);
     let length = ops.unary(&squared, crate::nn::Unary::Sqrt);
     (vec, length)
 }
@@ -60,4 +64,51 @@ pub fn sum_into_destinations<O: Ops>(ops: &mut O, edges: &O::Tensor, dim: usize)
     let x = ops.reshape(edges, &[-1, N, N, dim as i64]);
     let x = ops.reduce_sum(&x, 1, false);
     ops.reshape(&x, &[-1, dim as i64])
+}
+
+/// Node features [B·12, dim] seen from every edge arriving at the node: rows [B·144, dim].
+pub fn from_destinations<O: Ops>(ops: &mut O, nodes: &O::Tensor, dim: usize, ones: &O::Tensor) -> O::Tensor {
+    let x = ops.reshape(nodes, &[-1, 1, N, dim as i64]);
+    let x = ops.mul(&x, ones);
+    ops.reshape(&x, &[-1, dim as i64])
+}
+
+/// torch_cluster's radius graph on one frame: 1 where 0 < |r| ≤ `radius` between two
+/// different particles [B, 12, 12, 1].
+pub fn radius_graph<O: Ops>(ops: &mut O, length: &O::Tensor, radius: f64) -> O::Tensor {
+    let beyond = ops.greater_than(length, radius);
+    let within = ops.scale(&beyond, -1.0);
+    let within = ops.add_scalar(&within, 1.0);
+    let diagonal = off_diagonal(ops);
+    ops.mul(&within, &diagonal)
+}
+
+/// Edge features [B·144, dim] averaged over the incoming edges of `on_graph`
+/// [B, 12, 12, 1] into their destination: [B·12, dim]. A particle with no incoming
+/// edge gets 0, as scatter-mean gives.
+pub fn mean_into_destinations<O: Ops>(ops: &mut O, edges: &O::Tensor, dim: usize, on_graph: &O::Tensor) -> O::Tensor {
+    let summed = sum_into_destinations(ops, edges, dim);
+    let flags = ops.reshape(on_graph, &[-1, 1]);
+    let incoming = sum_into_destinations(ops, &flags, 1);
+    let incoming = ops.clip(&incoming, 1.0, f64::INFINITY);
+    ops.div(&summed, &incoming)
+}
+
+/// Edge vectors scaled to unit length [B, 12, 12, 3]; the zero vector stays zero,
+/// as with torch's normalisation.
+pub fn unit_vectors<O: Ops>(ops: &mut O, vec: &O::Tensor, length: &O::Tensor) -> O::Tensor {
+    let safe = ops.clip(length, 1e-12, f64::INFINITY);
+    ops.div(vec, &safe)
+}
+
+/// e3nn's `soft_unit_step`: exp(−1/x) for x > 0, else 0.
+pub fn soft_unit_step<O: Ops>(ops: &mut O, x: &O::Tensor) -> O::Tensor {
+    let positive = ops.greater_than(x, 0.0);
+    // exp(−1/x) is 0 in f32 and f64 alike below 1e-3, so clipping there changes nothing
+    // but keeps −1/x finite.
+    let safe = ops.clip(x, 1e-3, f64::INFINITY);
+    let minus_one = ops.constant(&[], &[-1.0]);
+    let exponent = ops.div(&minus_one, &safe);
+    let step = ops.unary(&exponent, crate::nn::Unary::Exp);
+    ops.mul(&step, &positive)
 }

@@ -2,14 +2,18 @@
 //! write itself as ONNX nodes computing the same function.
 
 mod e3small;
+pub mod gat;
 pub mod gate_network;
 pub mod graph;
 pub mod layers;
 mod mlp;
+pub mod se3_attention;
 
 pub use e3small::E3Small;
+pub use gat::Gnn;
 pub use gate_network::{GateNetwork, GateNetworkConfig, GateNetworkError};
 pub use mlp::Mlp;
+pub use se3_attention::Se3Transformer;
 
 use burn::{module::Module, tensor::Tensor};
 use serde_json::json;
@@ -46,18 +50,33 @@ pub trait OpsModel {
 pub enum ModelKind {
     /// The study's MLP baseline: linear 36 → 64 → 64 → 36 on the flattened frame.
     Mlp,
+    /// The study's GNN baseline: two graph attention layers on edge harmonics (1,369,091 parameters).
+    Gnn,
     /// The study's "E3 small": a tensor-product polynomial of edge harmonics (344 parameters).
     E3small,
     /// The study's "E3 large": e3nn's gate_points_2101.Network (102,905 parameters).
     E3large,
+    /// The study's SE(3) attention, raw positions as features, as in the study (166,352 parameters).
+    Se3mha,
+    /// The study's SE(3) Transformer, raw positions as features, as in the study (332,864 parameters).
+    Se3net,
+    /// SE(3) attention on positions relative to the centre of mass: E(3)-equivariant.
+    Se3mhaCentered,
+    /// SE(3) Transformer on positions relative to the centre of mass: E(3)-equivariant.
+    Se3netCentered,
 }
 
 impl ModelKind {
     pub fn name(self) -> &'static str {
         match self {
             ModelKind::Mlp => "mlp",
+            ModelKind::Gnn => "gnn",
             ModelKind::E3small => "e3small",
             ModelKind::E3large => "e3large",
+            ModelKind::Se3mha => "se3mha",
+            ModelKind::Se3net => "se3net",
+            ModelKind::Se3mhaCentered => "se3mha-centered",
+            ModelKind::Se3netCentered => "se3net-centered",
         }
     }
 
@@ -69,6 +88,17 @@ impl ModelKind {
                 "summary": "three linear layers on the 36 flattened coordinates, no activation (as in the study); \
                             neither rotation- nor translation-equivariant",
                 "hyperparameters": { "layers": [36, mlp::HIDDEN, mlp::HIDDEN, 36], "activation": null },
+                "equivariant": false,
+            }),
+            ModelKind::Gnn => json!({
+                "architecture": "GNNBaseline",
+                "summary": "two torch_geometric GATConv layers (4 heads of 256, edge features = spherical harmonics \
+                            l <= 3 of the edge vectors within r = 2.5, self-loops with the mean edge feature), then \
+                            Linear(1024, 256), GELU, Linear(256, 3); invariant to translations, not rotation-equivariant",
+                "hyperparameters": {
+                    "radius": gat::RADIUS, "dim_in": gat::EDGE_DIM, "edge_dim": gat::EDGE_DIM,
+                    "hidden_dim": gat::HIDDEN, "heads": gat::HEADS, "dim_out": 3, "num_neighbors": 6,
+                },
                 "equivariant": false,
             }),
             ModelKind::E3small => json!({
@@ -88,6 +118,31 @@ impl ModelKind {
                 "hyperparameters": GateNetworkConfig::study(),
                 "equivariant": true,
             }),
+            ModelKind::Se3mha | ModelKind::Se3net | ModelKind::Se3mhaCentered | ModelKind::Se3netCentered => {
+                let transformer = matches!(self, ModelKind::Se3net | ModelKind::Se3netCentered);
+                let centered = matches!(self, ModelKind::Se3mhaCentered | ModelKind::Se3netCentered);
+                let (blocks, heads) = if transformer { (4, 8) } else { (1, 16) };
+                let features = if centered {
+                    "positions relative to each frame's centre of mass (this project's fix): E(3)-equivariant"
+                } else {
+                    "raw positions, exactly as the study: rotation-equivariant about the origin, not translation-equivariant"
+                };
+                json!({
+                    "architecture": if transformer { "E3Network" } else { "E3MultiHeadAttention" },
+                    "summary": format!(
+                        "{blocks} block(s) of {heads} E3Attention heads (query Linear; key and value tensor products \
+                         with edge harmonics l <= 4 weighted by radial networks on smooth_finite bases within r = 3.5; \
+                         dot-product attention with soft cutoff), then two tensor products with the harmonics; \
+                         input features: {features}; graphs per frame"),
+                    "hyperparameters": {
+                        "irreps_in": "1x1o", "irreps_q": se3_attention::HIDDEN, "irreps_k": se3_attention::HIDDEN,
+                        "irreps_mid": se3_attention::HIDDEN, "irreps_out": "1x1o", "num_bases": 20,
+                        "max_radius": se3_attention::RADIUS, "sh_order": 4, "heads": heads, "layers": blocks,
+                        "centered": centered,
+                    },
+                    "equivariant": centered,
+                })
+            }
         }
     }
 

@@ -200,15 +200,23 @@ impl Ops for BurnOps {
     }
 
     fn reduce_sum(&mut self, x: &BurnTensor, axis: usize, keep_dims: bool) -> BurnTensor {
-        let mut shape = x.shape.clone();
-        shape[axis] = 1;
-        let summed = BurnTensor::with(x.value.clone().sum_dim(x.axis(axis)), shape.clone());
-        if keep_dims {
-            summed
-        } else {
-            shape.remove(axis);
-            let value = summed.value.reshape(padded(&shape));
-            BurnTensor::with(value, shape)
-        }
+        reduce(x, axis, keep_dims, Tensor::sum_dim)
     }
+
+    fn reduce_max(&mut self, x: &BurnTensor, axis: usize, keep_dims: bool) -> BurnTensor {
+        reduce(x, axis, keep_dims, Tensor::max_dim)
+    }
+}
+
+/// `x` reduced along `axis` by `f` (which keeps the axis with size 1).
+fn reduce(x: &BurnTensor, axis: usize, keep_dims: bool, f: impl FnOnce(Tensor<RANK>, usize) -> Tensor<RANK>) -> BurnTensor {
+    let mut shape = x.shape.clone();
+    shape[axis] = 1;
+    let value = f(x.value.clone(), x.axis(axis));
+    if !keep_dims {
+        shape.remove(axis);
+    }
+    let value = value.reshape(padded(&shape));
+    BurnTensor::with(value, shape)
+
 }

@@ -122,4 +122,9 @@ impl Ops for Eager {
         let sum = x.sum_axis(Axis(axis));
         if keep_dims { sum.insert_axis(Axis(axis)) } else { sum }
     }
+
+    fn reduce_max(&mut self, x: &ArrayD<f64>, axis: usize, keep_dims: bool) -> ArrayD<f64> {
+        let max = x.map_axis(Axis(axis), |lane| lane.fold(f64::NEG_INFINITY, |a, &b| a.max(b)));
+        if keep_dims { max.insert_axis(Axis(axis)) } else { max }
+    }
 }

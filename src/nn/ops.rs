@@ -46,6 +46,8 @@ pub trait Ops {
     fn slice(&mut self, x: &Self::Tensor, axis: usize, start: usize, end: usize) -> Self::Tensor;
     fn concat(&mut self, xs: &[Self::Tensor], axis: usize) -> Self::Tensor;
     fn reduce_sum(&mut self, x: &Self::Tensor, axis: usize, keep_dims: bool) -> Self::Tensor;
+    /// The largest entry along `axis`.
+    fn reduce_max(&mut self, x: &Self::Tensor, axis: usize, keep_dims: bool) -> Self::Tensor;
 
     fn scale(&mut self, x: &Self::Tensor, factor: f64) -> Self::Tensor {
         let factor = self.constant(&[], &[factor]);

@@ -102,4 +102,9 @@ impl Ops for GraphBuilder {
         let axes = self.constant_i64("axes", &[axis as i64]);
         self.op("ReduceSum", &[x, &axes], vec![attr_int("keepdims", i64::from(keep_dims))])
     }
+
+    fn reduce_max(&mut self, x: &String, axis: usize, keep_dims: bool) -> String {
+        let axes = self.constant_i64("axes", &[axis as i64]);
+        self.op("ReduceMax", &[x, &axes], vec![attr_int("keepdims", i64::from(keep_dims))])
+    }
 }

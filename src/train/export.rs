@@ -41,6 +41,8 @@ pub enum ExportError {
     },
     #[error("ONNX parity check failed for {name}: relative error {error:.3e} > {PARITY_TOLERANCE:e}; nothing was written")]
     Parity { name: String, error: f64 },
+    #[error("{name} predicts non-finite dx on the test set (training diverged: try a smaller --lr); nothing was written")]
+    NonFinite { name: String },
     #[error(transparent)]
     Runtime(#[from] crate::onnx::RuntimeError),
 }
@@ -134,6 +136,10 @@ pub fn export_model(model: &impl ExportableModel, request: ExportRequest) -> Res
     // The trained model's own test predictions serve the parity check, the metrics and the figures.
     let test_inputs = request.split.test.inputs.view();
     let test_dx = model.predict_dx(test_inputs, target);
+    if !test_dx.iter().all(|v| v.is_finite()) {
+        let _ = fs::remove_file(&staged_model);
+        return Err(ExportError::NonFinite { name: name.to_string() });
+    }
     let parity = check_parity(model, &staged_model, test_inputs, &test_dx, target, request.config.seed);
     let parity_relative_error = match parity {
         Ok(error) if error <= PARITY_TOLERANCE => error,
@@ -218,7 +224,11 @@ pub(crate) fn commit_model(dir: &Path, staged_model: &Path, card: &ModelCard) ->
 /// max |actual − expected| / max |expected|.
 pub(crate) fn relative_error<'a>(actual: impl IntoIterator<Item = &'a f32>, expected: impl IntoIterator<Item = &'a f32> + Clone) -> f64 {
     let scale = expected.clone().into_iter().fold(0.0_f64, |m, v| m.max(f64::from(v.abs()))).max(f64::MIN_POSITIVE);
-    let error = actual.into_iter().zip(expected).fold(0.0_f64, |m, (a, e)| m.max(f64::from((a - e).abs())));
+    // NaN must win the maximum (f64::max would drop it) so that it fails the check.
+    let error = actual.into_iter().zip(expected).fold(0.0_f64, |m, (a, e)| {
+        let d = f64::from((a - e).abs());
+        if d.is_nan() || m.is_nan() { f64::NAN } else { m.max(d) }
+    });
     error / scale
 }
 

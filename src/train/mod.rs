@@ -179,7 +179,7 @@ pub fn train_and_export(
     request: ExportRequest,
     on_epoch: impl FnMut(&EpochStats),
 ) -> Result<ExportOutcome, export::ExportError> {
-    use crate::models::{E3Small, GateNetwork, GateNetworkConfig, ModelKind};
+    use crate::models::{E3Small, GateNetwork, GateNetworkConfig, Gnn, ModelKind, Se3Transformer};
     match kind {
         ModelKind::Mlp => {
             let device = training_device(request.config.seed);
@@ -187,11 +187,16 @@ pub fn train_and_export(
             let (model, history) = fit(model, request.split, request.config, &device, on_epoch);
             export_model(&BurnModule { model: &model, device: &device }, ExportRequest { history, ..request })
         }
+        ModelKind::Gnn => train_ops_model(Gnn::new(), request, on_epoch),
         ModelKind::E3small => train_ops_model(E3Small::new(), request, on_epoch),
         ModelKind::E3large => {
             let model = GateNetwork::new(GateNetworkConfig::study()).expect("the study's kwargs are valid");
             train_ops_model(model, request, on_epoch)
         }
+        ModelKind::Se3mha => train_ops_model(Se3Transformer::attention(false), request, on_epoch),
+        ModelKind::Se3net => train_ops_model(Se3Transformer::transformer(false), request, on_epoch),
+        ModelKind::Se3mhaCentered => train_ops_model(Se3Transformer::attention(true), request, on_epoch),
+        ModelKind::Se3netCentered => train_ops_model(Se3Transformer::transformer(true), request, on_epoch),
     }
 }
 
