@@ -279,14 +279,14 @@ fn train(args: TrainArgs) -> Result<(), String> {
 
 fn print_summary(cards: &[ModelCard]) {
     println!(
-        "\n{:<10} {:>9} {:>11} {:>11} {:>9} {:>7} {:>7} {:>7} {:>7} {:>10} {:>9} {:>9}",
+        "\n{:<16} {:>9} {:>11} {:>11} {:>9} {:>7} {:>7} {:>7} {:>7} {:>10} {:>9} {:>9}",
         "model", "params", "train MSE", "test MSE", "dx-skill", "R² cm", "R² p1", "R² p7x", "R² p12y", "equiv err", "s/epoch", "parity"
     );
     for card in cards {
         let (Some(metrics), Some(training)) = (&card.metrics, &card.training) else { continue };
         let test = &metrics.test;
         println!(
-            "{:<10} {:>9} {:>11.3e} {:>11.3e} {:>9.4} {:>7.4} {:>7.4} {:>7.4} {:>7.4} {:>10.2e} {:>9.3} {:>9.1e}",
+            "{:<16} {:>9} {:>11.3e} {:>11.3e} {:>9.4} {:>7.4} {:>7.4} {:>7.4} {:>7.4} {:>10.2e} {:>9.3} {:>9.1e}",
             card.name,
             card.params,
             metrics.train.mse,

@@ -13,7 +13,7 @@ pub use ops_fit::{fit_ops, predict_dx_ops};
 
 pub use import::{ImportError, import_e3nn, load_gate_network, read_safetensors, reference_dx};
 pub use plot::plot_losses;
-pub use report::{render_report, write_report};
+pub use report::{StudyFigures, render_report, study_figures, write_report};
 
 use std::time::Instant;
 

@@ -1,0 +1,83 @@
+//! The whole zoo side by side, as issue 4 asks: per model, training seconds per epoch
+//! on paths.npz (52 batches of 32, extrapolated from timing a few of them) and ONNX
+//! Runtime frames/s at batch 1 and 32 on its test frames, each against the study's own
+//! code on this kind of 2-core CPU. Run quiet: `cargo bench --bench zoo`.
+//!
+//! Reads `../shared/data/paths.npz` when present, else the built-in simulator's data.
+
+use std::path::Path;
+
+use equiserve::{
+    card::DataInfo,
+    data::{SimulationConfig, Split, SplitConfig, load_npz, simulate},
+    models::ModelKind,
+    onnx::init_runtime,
+    train::{ExportRequest, TrainConfig, study_figures, train_and_export},
+};
+
+/// The study's epoch on paths.npz: 1,637 pairs in batches of 32.
+const BATCHES_PER_EPOCH: usize = 52;
+
+/// Batches timed per model: enough for a stable figure, few for the slow models.
+fn timed_batches(kind: ModelKind) -> usize {
+    match kind {
+        ModelKind::Mlp => 52,
+        ModelKind::Gnn | ModelKind::E3small => 8,
+        ModelKind::E3large => 3,
+        _ => 1,
+    }
+}
+
+fn main() {
+    init_runtime(None).unwrap_or_else(|e| panic!("{e}"));
+    let paths = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/paths.npz");
+    let (trajectory, source) = match load_npz(&paths) {
+        Ok(trajectory) => (trajectory, "paths.npz"),
+        Err(_) => (simulate(&SimulationConfig { frames: 2048, ..Default::default() }), "simulator (paths.npz absent)"),
+    };
+    let only: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    let out = tempfile::tempdir().expect("temp dir");
+    println!("data: {source}; each model trains 3 epochs on its timed batches (the median is timed), then exports");
+    println!(
+        "{:<16} {:>9} {:>8} {:>10} {:>10} {:>9} {:>12} {:>12} {:>10} {:>9}",
+        "model", "params", "batches", "s/epoch", "study s", "× study", "frames/s B=1", "frames/s B=32", "study f/s", "× study"
+    );
+    for &kind in <ModelKind as clap::ValueEnum>::value_variants() {
+        if !only.is_empty() && !only.iter().any(|name| name == kind.name()) {
+            continue;
+        }
+        let batches = timed_batches(kind);
+        let split_config = SplitConfig { train_pairs: Some(32 * batches), train_fraction: 0.8 };
+        let split = Split::new(&trajectory, &split_config).expect("enough frames");
+        let config = TrainConfig { epochs: 3, ..Default::default() };
+        let request = ExportRequest {
+            kind,
+            out_dir: out.path(),
+            split: &split,
+            split_config,
+            data: DataInfo { source: source.into(), sha256: String::new(), frames: trajectory.frames(), simulation: None },
+            config: &config,
+            history: Vec::new(),
+        };
+        let card = train_and_export(kind, request, |_| {}).unwrap_or_else(|e| panic!("{}: {e}", kind.name())).card;
+        let seconds = card.training.as_ref().expect("trained").seconds_per_epoch * BATCHES_PER_EPOCH as f64 / batches as f64;
+        let inference = card.inference.as_ref().expect("measured");
+        let (b1, b32) = (inference.frames_per_second_batch_1, inference.frames_per_second_batch_32);
+        let study = study_figures(&card.architecture);
+        let figure = |v: Option<f64>, digits: usize| v.map_or("–".to_string(), |v| format!("{v:.digits$}"));
+        println!(
+            "{:<16} {:>9} {:>8} {:>10.3} {:>10} {:>9} {:>12.0} {:>12.0} {:>10} {:>9}",
+            kind.name(),
+            card.params,
+            batches,
+            seconds,
+            figure(study.seconds_per_epoch, 2),
+            figure(study.seconds_per_epoch.map(|s| s / seconds), 2),
+            b1,
+            b32,
+            figure(study.frames_per_second, 0),
+            figure(study.frames_per_second.map(|f| b1.max(b32) / f), 1),
+        );
+    }
+    println!("× study: the study's s/epoch over ours; our best of B=1/B=32 frames/s over the study's one-frame-at-a-time forward pass.");
+}
