@@ -57,13 +57,12 @@ impl OpsModel for E3Small {
 
         let nodes = sum_into_destinations(ops, &sh, sh_dim);
         let nodes = ops.scale(&nodes, 1.0 / NUM_NEIGHBORS.sqrt());
-        let x = from_sources(ops, &nodes, sh_dim, &ones);
-        let edges = self.tp1.forward(ops, &x, &sh, None);
+        let mut gather = |ops: &mut O, nodes: &O::Tensor, dim: usize| from_sources(ops, nodes, dim, &ones);
+        let edges = self.tp1.forward_gathered(ops, &nodes, &sh, &mut gather);
         let mid = self.tp1.irreps_out.dim();
         let nodes = sum_into_destinations(ops, &edges, mid);
         let nodes = ops.scale(&nodes, 1.0 / NUM_NEIGHBORS.sqrt());
-        let x = from_sources(ops, &nodes, mid, &ones);
-        let edges = self.tp2.forward(ops, &x, &sh, None);
+        let edges = self.tp2.forward_gathered(ops, &nodes, &sh, &mut gather);
         let mean = mean_into_destinations(ops, &edges, DIMS, &on_graph);
         ops.reshape(&mean, &[-1, PARTICLES as i64, DIMS as i64])
     }

@@ -24,8 +24,8 @@ use super::{
 };
 use crate::{
     data::{DIMS, PARTICLES},
-    e3::{Irreps, SphericalHarmonics, radial::Activation},
-    nn::{FullyConnectedNet, Linear, Ops, TensorProduct, Unary},
+    e3::{Irreps, SphericalHarmonics, radial::Activation, wigner_3j},
+    nn::{Linear, Ops, TensorProduct, Unary, apply_activation},
 };
 
 pub const RADIUS: f64 = 3.5;
@@ -37,57 +37,193 @@ fn irreps(text: &str) -> Irreps {
     text.parse().expect("valid irreps")
 }
 
-/// One head: the study's `E3Attention`.
+/// e3nn's `FullyConnectedNet([20, 25, n], gelu)` once per head, the heads side by side:
+/// one [20, heads·25] first layer; the second layer kept path by path of the product it
+/// feeds ([heads, 25, path width] each), so that each path's weights come out as a
+/// tensor of their own.
 #[derive(Debug, Clone)]
-pub struct Attention {
-    pub to_q: Linear,
-    pub tp_k: TensorProduct,
-    pub fc_k: FullyConnectedNet,
-    pub tp_v: TensorProduct,
-    pub fc_v: FullyConnectedNet,
-    pub dot_product: TensorProduct,
+pub struct StackedRadialNet {
+    pub heads: usize,
+    pub hidden: usize,
+    /// Per head, the width of each path's weights.
+    pub path_widths: Vec<usize>,
+    pub first: Vec<f64>,
+    pub second: Vec<f64>,
 }
 
-impl Attention {
-    fn new(irreps_in: &Irreps, hidden: &Irreps, sh: &Irreps) -> Self {
-        let tp_k = TensorProduct::fully_connected(irreps_in.clone(), sh.clone(), hidden.clone(), false);
-        let tp_v = TensorProduct::fully_connected(irreps_in.clone(), sh.clone(), hidden.clone(), false);
-        let radial = |tp: &TensorProduct| FullyConnectedNet::new(vec![NUM_BASES, sh.dim(), tp.weight_numel], Activation::Gelu);
+impl StackedRadialNet {
+    fn new(heads: usize, hidden: usize, tp: &TensorProduct) -> Self {
+        let path_widths: Vec<usize> =
+            tp.instructions.iter().filter(|i| i.has_weight).map(|i| i.path_shape.iter().product::<usize>() / heads).collect();
+        let outputs: usize = path_widths.iter().sum();
+        Self { heads, hidden, path_widths, first: vec![0.0; NUM_BASES * heads * hidden], second: vec![0.0; heads * hidden * outputs] }
+    }
+
+    fn num_params(&self) -> usize {
+        self.first.len() + self.second.len()
+    }
+
+    /// radial [E, 20] → the weights of the paths in `keep` ([E, heads·width] each, head
+    /// by head), each head's scaled by `scale` [E, heads, 1] when given.
+    fn forward<O: Ops>(&self, ops: &mut O, radial: &O::Tensor, keep: &[usize], scale: Option<&O::Tensor>) -> Vec<O::Tensor> {
+        let h = self.heads as i64;
+        let first = ops.weight(&[NUM_BASES, self.heads * self.hidden], &self.first);
+        let first = ops.scale(&first, 1.0 / (NUM_BASES as f64).sqrt());
+        let x = ops.matmul(radial, &first);
+        let x = apply_activation(ops, &x, Activation::Gelu, true);
+        let x = ops.reshape(&x, &[-1, h, self.hidden as i64]);
+        let x = ops.transpose(&x, &[1, 0, 2]);
+        let mut out = Vec::with_capacity(keep.len());
+        let mut offset = 0;
+        for (path, &width) in self.path_widths.iter().enumerate() {
+            let numel = self.heads * self.hidden * width;
+            let range = offset..offset + numel;
+            offset += numel;
+            if !keep.contains(&path) {
+                continue;
+            }
+            let second = ops.weight(&[self.heads, self.hidden, width], &self.second[range]);
+            let second = ops.scale(&second, 1.0 / (self.hidden as f64).sqrt());
+            let y = ops.matmul(&x, &second);
+            let mut y = ops.transpose(&y, &[1, 0, 2]);
+            if let Some(scale) = scale {
+                y = ops.mul(&y, scale);
+            }
+            out.push(ops.reshape(&y, &[-1, h * width as i64]));
+        }
+        out
+    }
+}
+
+/// The heads of one block (the study's `E3Attention`, once per head), computed
+/// together: head h's channels are copy block h of every irrep of the stacked irreps
+/// (16 heads of 8x0e are 128x0e), which is also the order the block's first tensor
+/// product takes them in.
+#[derive(Debug, Clone)]
+pub struct Heads {
+    pub count: usize,
+    /// Every head's query `Linear`, side by side: 1x1o → stacked irreps.
+    pub to_q: Linear,
+    /// Every head's key product, side by side (per-edge weights), keeping only the paths
+    /// into the irreps the query writes: keys elsewhere meet a zero query. `key_paths`
+    /// are those paths' indices among all of the study's key paths (which `fc_k` weights).
+    pub tp_k: TensorProduct,
+    key_paths: Vec<usize>,
+    /// Every head's value product, side by side (per-edge weights).
+    pub tp_v: TensorProduct,
+    pub fc_k: StackedRadialNet,
+    pub fc_v: StackedRadialNet,
+    /// One head's dot product hidden ⊗ hidden → 0e (its paths; weights are below).
+    pub dot_product: TensorProduct,
+    /// The dot products' weights, path by path, each path's [heads, mul, mul] together.
+    pub dot_weights: Vec<f64>,
+    hidden: Irreps,
+    stacked: Irreps,
+}
+
+impl Heads {
+    fn new(count: usize, irreps_in: &Irreps, hidden: &Irreps, sh: &Irreps) -> Self {
+        let stacked = Irreps::new(hidden.iter().map(|m| (m.mul * count, m.ir)));
+        let all_keys = TensorProduct::fully_connected(irreps_in.clone(), sh.clone(), stacked.clone(), false);
+        let tp_v = TensorProduct::fully_connected(irreps_in.clone(), sh.clone(), stacked.clone(), false);
+        let radial = |tp: &TensorProduct| StackedRadialNet::new(count, sh.dim(), tp);
+        let dot_product = TensorProduct::fully_connected(hidden.clone(), hidden.clone(), irreps("0e"), false);
+        let to_q = Linear::new(irreps_in.clone(), stacked.clone());
+        let written: Vec<usize> = (0..stacked.len()).filter(|&o| to_q.paths.iter().any(|p| p.1 == o)).collect();
+        let key_paths: Vec<usize> = (0..all_keys.instructions.len()).filter(|&i| written.contains(&all_keys.instructions[i].i_out)).collect();
+        let used_out = Irreps(written.iter().map(|&o| stacked.0[o]).collect());
+        let used_instructions: Vec<_> = key_paths
+            .iter()
+            .map(|&i| {
+                let ins = &all_keys.instructions[i];
+                let out = written.iter().position(|&o| o == ins.i_out).expect("written");
+                (ins.i_in1, ins.i_in2, out, ins.mode, ins.has_weight)
+            })
+            .collect();
+        let tp_k = TensorProduct::new(irreps_in.clone(), sh.clone(), used_out, &used_instructions, false)
+            .expect("a subset of valid paths is valid");
         Self {
-            to_q: Linear::new(irreps_in.clone(), hidden.clone()),
-            fc_k: radial(&tp_k),
+            count,
+            to_q,
+            key_paths,
+            fc_k: radial(&all_keys),
             fc_v: radial(&tp_v),
             tp_k,
             tp_v,
-            dot_product: TensorProduct::fully_connected(hidden.clone(), hidden.clone(), irreps("0e"), true),
+            dot_weights: vec![0.0; count * dot_product.weight_numel],
+            dot_product,
+            hidden: hidden.clone(),
+            stacked,
         }
     }
 
     fn weights_mut(&mut self) -> Vec<&mut Vec<f64>> {
-        let Self { to_q, fc_k, fc_v, dot_product, .. } = self;
-        let mut out = vec![&mut to_q.weight];
-        out.extend(fc_k.weights.iter_mut());
-        out.extend(fc_v.weights.iter_mut());
-        out.extend(dot_product.weight.as_mut());
-        out
+        let Self { to_q, fc_k, fc_v, dot_weights, .. } = self;
+        vec![&mut to_q.weight, &mut fc_k.first, &mut fc_k.second, &mut fc_v.first, &mut fc_v.second, dot_weights]
     }
 
     fn num_params(&self) -> usize {
-        self.to_q.weight_numel() + self.fc_k.num_params() + self.fc_v.num_params() + self.dot_product.weight_numel
+        self.to_q.weight_numel() + self.fc_k.num_params() + self.fc_v.num_params() + self.dot_weights.len()
     }
 
-    /// features [B·12, dim_in] → [B·12, dim_hidden].
+    /// features [B·12, dim_in] → every head's output [B·12, dim_stacked].
     fn forward<O: Ops>(&self, ops: &mut O, features: &O::Tensor, graph: &Graph<O::Tensor>) -> O::Tensor {
+        let heads = self.count as i64;
         let dim_in = self.to_q.irreps_in.dim();
-        let dim_hidden = self.to_q.irreps_out.dim();
         let q = self.to_q.forward(ops, features);
         let x_src = from_sources(ops, features, dim_in, &graph.ones);
-        let k_weights = self.fc_k.forward(ops, &graph.radial);
-        let k = self.tp_k.forward(ops, &x_src, &graph.sh, Some(&k_weights));
-        let v_weights = self.fc_v.forward(ops, &graph.radial);
-        let v = self.tp_v.forward(ops, &x_src, &graph.sh, Some(&v_weights));
-        let q_dst = from_destinations(ops, &q, dim_hidden, &graph.ones);
-        let logit = self.dot_product.forward(ops, &q_dst, &k, None);
+        let k_weights = self.fc_k.forward(ops, &graph.radial, &self.key_paths, None);
+        let keys = self.tp_k.forward_per_path(ops, &x_src, &graph.sh, k_weights);
+
+        // q · W · k per head and irrep (the dot product's path l ⊗ l → 0e). q is zero on
+        // the irreps the query Linear does not write (all but the input's), so only
+        // those paths contribute; their weights act on q per node, before the copy to edges.
+        let slices = self.stacked.slices();
+        let written: Vec<usize> = (0..self.stacked.len()).filter(|&o| self.to_q.paths.iter().any(|p| p.1 == o)).collect();
+        let mut weighted = Vec::new();
+        let mut offset = 0;
+        for ins in &self.dot_product.instructions {
+            let numel = self.count * ins.path_shape.iter().product::<usize>();
+            let range = offset..offset + numel;
+            offset += numel;
+            let j = ins.i_in1;
+            if !written.contains(&j) {
+                continue;
+            }
+            let m = self.hidden.0[j];
+            let (mul, d) = (m.mul as i64, m.ir.dim() as i64);
+            let weight = ops.weight(&[self.count, m.mul, m.mul], &self.dot_weights[range]);
+            let q_j = ops.slice(&q, 1, slices[j].start, slices[j].end);
+            let q_j = ops.reshape(&q_j, &[-1, heads, mul, d]);
+            let q_j = ops.transpose(&q_j, &[0, 1, 3, 2]);
+            let q_j = ops.matmul(&q_j, &weight);
+            let q_j = ops.transpose(&q_j, &[0, 1, 3, 2]);
+            let cg = wigner_3j(m.ir.l, m.ir.l, 0);
+            let cg: Vec<f64> = cg.iter().copied().collect();
+            let cg = ops.constant(&[m.ir.dim(), m.ir.dim()], &cg);
+            let q_j = ops.matmul(&q_j, &cg);
+            let q_j = ops.scale(&q_j, ins.path_weight);
+            weighted.push(ops.reshape(&q_j, &[-1, heads * mul * d]));
+        }
+        let weighted = if weighted.len() == 1 { weighted.pop().expect("one") } else { ops.concat(&weighted, 1) };
+        let width: usize = written.iter().map(|&j| slices[j].len()).sum();
+        let weighted = from_destinations(ops, &weighted, width, &graph.ones);
+        let logit = ops.mul(&weighted, &keys);
+        // Per head, the written blocks are [heads, ·] each; sum them block by block.
+        let mut logits: Option<O::Tensor> = None;
+        let mut start = 0;
+        for &j in &written {
+            let part = ops.slice(&logit, 1, start, start + slices[j].len());
+            start += slices[j].len();
+            let part = ops.reshape(&part, &[-1, heads, (slices[j].len() / self.count) as i64]);
+            let part = ops.reduce_sum(&part, 2, false);
+            logits = Some(match logits {
+                Some(acc) => ops.add(&acc, &part),
+                None => part,
+            });
+        }
+        let logit = logits.expect("the query writes at least one irrep");
+
         // clamp(cut · exp(logit), 0, 1) with cut = exp(−1/u) is exp(min(0, logit − 1/u)):
         // the same value and gradient, without overflowing where the logit is large.
         let exponent = ops.add(&logit, &graph.log_cut);
@@ -96,24 +232,28 @@ impl Attention {
         let clamped = ops.unary(&clamped, Unary::Neg);
         let exp = ops.unary(&clamped, Unary::Exp);
         let exp = ops.mul(&exp, &graph.cut_mask);
-        let z = sum_into_destinations(ops, &exp, 1);
+        let z = sum_into_destinations(ops, &exp, self.count);
         // z = 0 (no weight arriving) divides by 1 instead, as the study sets z[z == 0] = 1.
         let nonzero = ops.greater_than(&z, 0.0);
         let z = ops.sub(&z, &nonzero);
         let z = ops.add_scalar(&z, 1.0);
-        let z = from_destinations(ops, &z, 1, &graph.ones);
+        let z = from_destinations(ops, &z, self.count, &graph.ones);
         let alpha = ops.div(&exp, &z);
         let alpha = ops.unary(&alpha, Unary::Relu);
         let alpha = ops.unary(&alpha, Unary::Sqrt);
-        let messages = ops.mul(&v, &alpha);
-        mean_into_destinations(ops, &messages, dim_hidden, &graph.on_graph)
+        let alpha = ops.reshape(&alpha, &[-1, heads, 1]);
+        // √α · v: v is linear in its per-edge weights, so √α scales each head's weights.
+        let all_paths: Vec<usize> = (0..self.fc_v.path_widths.len()).collect();
+        let v_weights = self.fc_v.forward(ops, &graph.radial, &all_paths, Some(&alpha));
+        let messages = self.tp_v.forward_per_path(ops, &x_src, &graph.sh, v_weights);
+        mean_into_destinations(ops, &messages, self.stacked.dim(), &graph.on_graph)
     }
 }
 
 /// The study's `E3MultiHeadAttention`.
 #[derive(Debug, Clone)]
 pub struct MultiHeadAttention {
-    pub heads: Vec<Attention>,
+    pub heads: Heads,
     pub tp1: TensorProduct,
     pub tp2: TensorProduct,
     hidden: Irreps,
@@ -124,50 +264,39 @@ impl MultiHeadAttention {
         let irreps_in = irreps("1x1o");
         let hidden = irreps(HIDDEN);
         let sh = Irreps::spherical_harmonics(SH_ORDER, -1);
+        let heads = Heads::new(heads, &irreps_in, &hidden, &sh);
         // The study's `irreps_mid * heads` lists the heads one after another; a fully
         // connected tensor product treats copies of an irrep alike wherever they sit, so
-        // the heads are regrouped by irrep (same function, same parameter count) and each
-        // irrep is one block.
-        let concatenated = Irreps::new(hidden.iter().map(|m| (m.mul * heads, m.ir)));
+        // taking them grouped by irrep is the same function with as many parameters.
         Self {
-            heads: (0..heads).map(|_| Attention::new(&irreps_in, &hidden, &sh)).collect(),
-            tp1: TensorProduct::fully_connected(concatenated, sh.clone(), hidden.clone(), true),
+            tp1: TensorProduct::fully_connected(heads.stacked.clone(), sh.clone(), hidden.clone(), true),
             tp2: TensorProduct::fully_connected(hidden.clone(), sh, irreps_in, true),
+            heads,
             hidden,
         }
     }
 
     fn weights_mut(&mut self) -> Vec<&mut Vec<f64>> {
         let Self { heads, tp1, tp2, .. } = self;
-        let mut out: Vec<&mut Vec<f64>> = heads.iter_mut().flat_map(Attention::weights_mut).collect();
+        let mut out = heads.weights_mut();
         out.extend(tp1.weight.as_mut());
         out.extend(tp2.weight.as_mut());
         out
     }
 
     fn num_params(&self) -> usize {
-        self.heads.iter().map(Attention::num_params).sum::<usize>() + self.tp1.weight_numel + self.tp2.weight_numel
+        self.heads.num_params() + self.tp1.weight_numel + self.tp2.weight_numel
     }
 
     /// positions [B, 12, 3] → [B, 12, 3].
     fn forward<O: Ops>(&self, ops: &mut O, positions: &O::Tensor, harmonics_table: &SphericalHarmonics) -> O::Tensor {
         let graph = Graph::new(ops, positions, harmonics_table);
         let features = ops.reshape(positions, &[-1, DIMS as i64]);
-        let outputs: Vec<O::Tensor> = self.heads.iter().map(|head| head.forward(ops, &features, &graph)).collect();
-        let slices = self.hidden.slices();
-        let mut blocks = Vec::new();
-        for slice in slices {
-            for output in &outputs {
-                blocks.push(ops.slice(output, 1, slice.start, slice.end));
-            }
-        }
-        let concatenated = ops.concat(&blocks, 1);
-        let dim_concatenated = self.tp1.irreps_in1.dim();
-        let x = from_sources(ops, &concatenated, dim_concatenated, &graph.ones);
-        let h = self.tp1.forward(ops, &x, &graph.sh, None);
+        let heads = self.heads.forward(ops, &features, &graph);
+        let mut gather = |ops: &mut O, nodes: &O::Tensor, dim: usize| from_sources(ops, nodes, dim, &graph.ones);
+        let h = self.tp1.forward_gathered(ops, &heads, &graph.sh, &mut gather);
         let h = mean_into_destinations(ops, &h, self.hidden.dim(), &graph.on_graph);
-        let x = from_sources(ops, &h, self.hidden.dim(), &graph.ones);
-        let out = self.tp2.forward(ops, &x, &graph.sh, None);
+        let out = self.tp2.forward_gathered(ops, &h, &graph.sh, &mut gather);
         let out = mean_into_destinations(ops, &out, DIMS, &graph.on_graph);
         ops.reshape(&out, &[-1, PARTICLES as i64, DIMS as i64])
     }

@@ -170,6 +170,37 @@ impl TensorProduct {
     /// when the weights are per sample.
     pub fn forward<O: Ops>(&self, ops: &mut O, x1: &O::Tensor, x2: &O::Tensor, weights: Option<&O::Tensor>) -> O::Tensor {
         assert!(self.weight.is_some() != weights.is_some(), "weights must be either shared or given per sample");
+        let mut offset = 0;
+        let mut path_weights = Vec::with_capacity(self.instructions.len());
+        for ins in &self.instructions {
+            let numel: usize = if ins.has_weight { ins.path_shape.iter().product() } else { 0 };
+            let range = offset..offset + numel;
+            offset += numel;
+            path_weights.push(ins.has_weight.then(|| match (&self.weight, weights) {
+                (Some(shared), _) => PathWeight::Shared(ops.weight(&ins.path_shape, &shared[range])),
+                (None, Some(per_sample)) => PathWeight::PerSample(ops.slice(per_sample, 1, range.start, range.end)),
+                (None, None) => unreachable!("checked above"),
+            }));
+        }
+        self.forward_paths(ops, x1, x2, path_weights)
+    }
+
+    /// `forward` with per-sample weights given path by path: one [rows, path numel]
+    /// tensor per weighted instruction, in order. Slicing one wide weight tensor costs a
+    /// full-size gradient buffer per slice in training; separate tensors do not.
+    pub fn forward_per_path<O: Ops>(&self, ops: &mut O, x1: &O::Tensor, x2: &O::Tensor, weights: Vec<O::Tensor>) -> O::Tensor {
+        assert!(self.weight.is_none(), "this tensor product has shared weights");
+        let mut weights = weights.into_iter();
+        let path_weights = self
+            .instructions
+            .iter()
+            .map(|ins| ins.has_weight.then(|| PathWeight::PerSample(weights.next().expect("one weight tensor per weighted path"))))
+            .collect();
+        assert!(weights.next().is_none(), "one weight tensor per weighted path");
+        self.forward_paths(ops, x1, x2, path_weights)
+    }
+
+    fn forward_paths<O: Ops>(&self, ops: &mut O, x1: &O::Tensor, x2: &O::Tensor, path_weights: Vec<Option<PathWeight<O::Tensor>>>) -> O::Tensor {
         let blocks = |ops: &mut O, x: &O::Tensor, irreps: &Irreps| -> Vec<O::Tensor> {
             irreps
                 .slices()
@@ -184,19 +215,10 @@ impl TensorProduct {
         let (x1s, x2s) = (blocks(ops, x1, &self.irreps_in1), blocks(ops, x2, &self.irreps_in2));
         let mut outer_cache: HashMap<(usize, usize, u32), O::Tensor> = HashMap::new();
         let mut sums: Vec<Option<O::Tensor>> = vec![None; self.irreps_out.len()];
-        let mut offset = 0;
-        for ins in &self.instructions {
-            let numel: usize = if ins.has_weight { ins.path_shape.iter().product() } else { 0 };
-            let start = offset;
-            offset += numel;
+        for (ins, weight) in self.instructions.iter().zip(path_weights) {
             if ins.path_shape.contains(&0) {
                 continue;
             }
-            let weight = ins.has_weight.then(|| match (&self.weight, weights) {
-                (Some(shared), _) => PathWeight::Shared(ops.weight(&ins.path_shape, &shared[start..start + numel])),
-                (None, Some(per_sample)) => PathWeight::PerSample(ops.slice(per_sample, 1, start, start + numel)),
-                (None, None) => unreachable!("checked above"),
-            });
             let out = self.path(ops, ins, &x1s[ins.i_in1], &x2s[ins.i_in2], weight, &mut outer_cache);
             let out = ops.scale(&out, ins.path_weight);
             let width = self.irreps_out.0[ins.i_out].dim() as i64;
@@ -207,6 +229,81 @@ impl TensorProduct {
             });
         }
         super::concat_outputs(ops, sums, &self.irreps_out, x1, self.irreps_in1.dim())
+    }
+
+    /// `forward(gather(x1), x2)` for node features x1 [nodes, dim1] that `gather` copies
+    /// onto edge rows (x2 [edges, dim2]). For shared uvw weights and an x2 of single
+    /// copies (edge harmonics), each path's weights mix x1's channels per node before
+    /// the copy, so the per-edge work scales with the output multiplicities instead of
+    /// x1's: the same function, much less work where mul_out < mul_in1.
+    pub fn forward_gathered<O: Ops>(
+        &self,
+        ops: &mut O,
+        x1: &O::Tensor,
+        x2: &O::Tensor,
+        gather: &mut dyn FnMut(&mut O, &O::Tensor, usize) -> O::Tensor,
+    ) -> O::Tensor {
+        let mixed_width: usize = self
+            .instructions
+            .iter()
+            .map(|ins| self.irreps_out.0[ins.i_out].mul * self.irreps_in1.0[ins.i_in1].ir.dim())
+            .sum();
+        let applies = self.weight.is_some()
+            && self.irreps_in2.iter().all(|m| m.mul == 1)
+            && self.instructions.iter().all(|ins| ins.mode == Mode::Uvw && ins.has_weight)
+            && mixed_width < self.irreps_in1.dim();
+        let Some(shared) = self.weight.as_ref().filter(|_| applies) else {
+            let x1 = gather(ops, x1, self.irreps_in1.dim());
+            return self.forward(ops, &x1, x2, None);
+        };
+        let in1 = self.irreps_in1.slices();
+        let in2 = self.irreps_in2.slices();
+        // Each path's mixed channels are copied onto the edges on their own: slicing one
+        // wide edge tensor would cost a full-size gradient buffer per path in training.
+        let mut mixed = Vec::with_capacity(self.instructions.len());
+        let mut offset = 0;
+        for ins in &self.instructions {
+            let (a, c) = (self.irreps_in1.0[ins.i_in1], self.irreps_out.0[ins.i_out]);
+            let numel: usize = ins.path_shape.iter().product();
+            let weight = ops.weight(&ins.path_shape, &shared[offset..offset + numel]);
+            offset += numel;
+            let weight = ops.reshape(&weight, &[a.mul as i64, c.mul as i64]);
+            let block = ops.slice(x1, 1, in1[ins.i_in1].start, in1[ins.i_in1].end);
+            let block = ops.reshape(&block, &[-1, a.mul as i64, a.ir.dim() as i64]);
+            let block = ops.transpose(&block, &[0, 2, 1]);
+            let block = ops.matmul(&block, &weight);
+            let block = ops.transpose(&block, &[0, 2, 1]);
+            let block = ops.reshape(&block, &[-1, (c.mul * a.ir.dim()) as i64]);
+            mixed.push(gather(ops, &block, c.mul * a.ir.dim()));
+        }
+
+        // Z[e, i, k] = Σ_j C_ijk x2[e, j], shared by the paths with the same degrees.
+        let mut contracted: HashMap<(usize, u32, u32), O::Tensor> = HashMap::new();
+        let mut sums: Vec<Option<O::Tensor>> = vec![None; self.irreps_out.len()];
+        for (ins, channels) in self.instructions.iter().zip(mixed) {
+            let (a, b, c) = (self.irreps_in1.0[ins.i_in1], self.irreps_in2.0[ins.i_in2], self.irreps_out.0[ins.i_out]);
+            let (d1, d2, d3) = (a.ir.dim(), b.ir.dim(), c.ir.dim());
+            let channels = ops.reshape(&channels, &[-1, c.mul as i64, d1 as i64]);
+            let z = contracted
+                .entry((ins.i_in2, a.ir.l, c.ir.l))
+                .or_insert_with(|| {
+                    let cg = wigner_3j(a.ir.l, b.ir.l, c.ir.l);
+                    let c_jik: Vec<f64> = (0..d2).flat_map(|j| (0..d1).flat_map(move |i| (0..d3).map(move |k| (i, j, k)))).map(|(i, j, k)| cg[[i, j, k]]).collect();
+                    let c_jik = ops.constant(&[d2, d1 * d3], &c_jik);
+                    let harmonic = ops.slice(x2, 1, in2[ins.i_in2].start, in2[ins.i_in2].end);
+                    let z = ops.matmul(&harmonic, &c_jik);
+                    ops.reshape(&z, &[-1, d1 as i64, d3 as i64])
+                })
+                .clone();
+            let out = ops.matmul(&channels, &z);
+            let out = ops.scale(&out, ins.path_weight);
+            let out = ops.reshape(&out, &[-1, c.dim() as i64]);
+            sums[ins.i_out] = Some(match sums[ins.i_out].take() {
+                Some(acc) => ops.add(&acc, &out),
+                None => out,
+            });
+        }
+        super::concat_outputs(ops, sums, &self.irreps_out, x2, self.irreps_in2.dim())
     }
 
     fn path<O: Ops>(
