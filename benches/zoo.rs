@@ -59,7 +59,13 @@ fn main() {
             config: &config,
             history: Vec::new(),
         };
-        let card = train_and_export(kind, request, |_| {}).unwrap_or_else(|e| panic!("{}: {e}", kind.name())).card;
+        let card = match train_and_export(kind, request, |_| {}) {
+            Ok(outcome) => outcome.card,
+            Err(e) => {
+                println!("{:<16} not measured: {e}", kind.name());
+                continue;
+            }
+        };
         let seconds = card.training.as_ref().expect("trained").seconds_per_epoch * BATCHES_PER_EPOCH as f64 / batches as f64;
         let inference = card.inference.as_ref().expect("measured");
         let (b1, b32) = (inference.frames_per_second_batch_1, inference.frames_per_second_batch_32);

@@ -11,7 +11,7 @@ use rand_distr::{Distribution, Uniform};
 
 use super::{
     OpsModel,
-    graph::{harmonics, mean_into_destinations, pairwise, radius_graph, sum_into_destinations},
+    graph::{harmonics, masked_softmax_over_sources, mean_into_destinations, pairwise, radius_graph, sum_into_destinations},
 };
 use crate::{
     data::{DIMS, PARTICLES},
@@ -180,23 +180,6 @@ fn leaky_relu<O: Ops>(ops: &mut O, x: &O::Tensor, slope: f64) -> O::Tensor {
     let negative = ops.unary(&negated, Unary::Relu);
     let negative = ops.scale(&negative, -slope);
     ops.add(&positive, &negative)
-}
-
-/// Softmax of `score` [B, 12 src, 12 dst, heads] over the sources where `mask` is 1,
-/// as PyG's `softmax` (shifted by the maximum; 1e-16 added to the sum); 0 elsewhere.
-fn masked_softmax_over_sources<O: Ops>(ops: &mut O, score: &O::Tensor, mask: &O::Tensor) -> O::Tensor {
-    // Non-edges are pushed far below every edge, so they neither win the maximum nor overflow.
-    let kept = ops.mul(score, mask);
-    let excluded = ops.add_scalar(mask, -1.0);
-    let excluded = ops.scale(&excluded, 1e9);
-    let masked = ops.add(&kept, &excluded);
-    let max = ops.reduce_max(&masked, 1, true);
-    let shifted = ops.sub(&masked, &max);
-    let exp = ops.unary(&shifted, Unary::Exp);
-    let exp = ops.mul(&exp, mask);
-    let total = ops.reduce_sum(&exp, 1, true);
-    let total = ops.add_scalar(&total, 1e-16);
-    ops.div(&exp, &total)
 }
 
 /// The study's `GNNBaseline`.

@@ -112,3 +112,21 @@ pub fn soft_unit_step<O: Ops>(ops: &mut O, x: &O::Tensor) -> O::Tensor {
     let step = ops.unary(&exponent, crate::nn::Unary::Exp);
     ops.mul(&step, &positive)
 }
+
+/// Softmax of `score` [B, 12 src, 12 dst, heads] over the sources where `mask` is 1,
+/// as PyG's `softmax` (shifted by the maximum; 1e-16 added to the sum); 0 elsewhere,
+/// and 0 for a destination without sources.
+pub fn masked_softmax_over_sources<O: Ops>(ops: &mut O, score: &O::Tensor, mask: &O::Tensor) -> O::Tensor {
+    // Non-edges are pushed far below every edge, so they neither win the maximum nor overflow.
+    let kept = ops.mul(score, mask);
+    let excluded = ops.add_scalar(mask, -1.0);
+    let excluded = ops.scale(&excluded, 1e9);
+    let masked = ops.add(&kept, &excluded);
+    let max = ops.reduce_max(&masked, 1, true);
+    let shifted = ops.sub(&masked, &max);
+    let exp = ops.unary(&shifted, crate::nn::Unary::Exp);
+    let exp = ops.mul(&exp, mask);
+    let total = ops.reduce_sum(&exp, 1, true);
+    let total = ops.add_scalar(&total, 1e-16);
+    ops.div(&exp, &total)
+}

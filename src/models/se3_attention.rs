@@ -20,7 +20,7 @@
 
 use super::{
     OpsModel,
-    graph::{from_destinations, from_sources, harmonics, mean_into_destinations, pairwise, radius_graph, soft_unit_step, sum_into_destinations, unit_vectors},
+    graph::{from_destinations, from_sources, harmonics, masked_softmax_over_sources, mean_into_destinations, pairwise, radius_graph, soft_unit_step, unit_vectors},
 };
 use crate::{
     data::{DIMS, PARTICLES},
@@ -224,21 +224,19 @@ impl Heads {
         }
         let logit = logits.expect("the query writes at least one irrep");
 
-        // clamp(cut · exp(logit), 0, 1) with cut = exp(−1/u) is exp(min(0, logit − 1/u)):
-        // the same value and gradient, without overflowing where the logit is large.
+        // The study's weights are clamp(cut · exp(logit), 0, 1) = exp(s) with
+        // s = min(0, logit − 1/u) (cut = exp(−1/u)), normalised over incoming edges:
+        // a softmax of s. Taken as one (shifted by the maximum), it has the same value
+        // and gradient without overflow, or the 1/z² of a sum that underflows near the
+        // cutoff (which turns training to NaN).
         let exponent = ops.add(&logit, &graph.log_cut);
         let negated = ops.unary(&exponent, Unary::Neg);
         let clamped = ops.unary(&negated, Unary::Relu);
-        let clamped = ops.unary(&clamped, Unary::Neg);
-        let exp = ops.unary(&clamped, Unary::Exp);
-        let exp = ops.mul(&exp, &graph.cut_mask);
-        let z = sum_into_destinations(ops, &exp, self.count);
-        // z = 0 (no weight arriving) divides by 1 instead, as the study sets z[z == 0] = 1.
-        let nonzero = ops.greater_than(&z, 0.0);
-        let z = ops.sub(&z, &nonzero);
-        let z = ops.add_scalar(&z, 1.0);
-        let z = from_destinations(ops, &z, self.count, &graph.ones);
-        let alpha = ops.div(&exp, &z);
+        let score = ops.unary(&clamped, Unary::Neg);
+        let n = PARTICLES as i64;
+        let score = ops.reshape(&score, &[-1, n, n, heads]);
+        let alpha = masked_softmax_over_sources(ops, &score, &graph.cut_mask);
+        let alpha = ops.reshape(&alpha, &[-1, heads]);
         let alpha = ops.unary(&alpha, Unary::Relu);
         let alpha = ops.unary(&alpha, Unary::Sqrt);
         let alpha = ops.reshape(&alpha, &[-1, heads, 1]);
@@ -313,7 +311,7 @@ struct Graph<T> {
     radial: T,
     /// log of the soft cutoff, −1/u with u = 10(1 − |r|/r) (finite where u ≤ 0) [B·144, 1].
     log_cut: T,
-    /// On the graph and u > 0, where the cutoff is not 0 [B·144, 1].
+    /// On the graph and u > 0, where the cutoff is not 0 [B, 12, 12, 1].
     cut_mask: T,
 }
 
@@ -347,7 +345,6 @@ impl<T: Clone> Graph<T> {
         let u = ops.add_scalar(&u, 10.0);
         let live = ops.greater_than(&u, 0.0);
         let cut_mask = ops.mul(&live, &on_graph);
-        let cut_mask = ops.reshape(&cut_mask, &[-1, 1]);
         let safe = ops.clip(&u, 1e-3, f64::INFINITY);
         let minus_one = ops.constant(&[], &[-1.0]);
         let log_cut = ops.div(&minus_one, &safe);

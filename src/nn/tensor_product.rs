@@ -287,15 +287,13 @@ impl TensorProduct {
             let z = contracted
                 .entry((ins.i_in2, a.ir.l, c.ir.l))
                 .or_insert_with(|| {
-                    let cg = wigner_3j(a.ir.l, b.ir.l, c.ir.l);
-                    let c_jik: Vec<f64> = (0..d2).flat_map(|j| (0..d1).flat_map(move |i| (0..d3).map(move |k| (i, j, k)))).map(|(i, j, k)| cg[[i, j, k]]).collect();
-                    let c_jik = ops.constant(&[d2, d1 * d3], &c_jik);
+                    let c_jki = cg_columns_ki(a.ir.l, b.ir.l, c.ir.l);
+                    let c_jki = ops.constant(&[d2, d3 * d1], &c_jki);
                     let harmonic = ops.slice(x2, 1, in2[ins.i_in2].start, in2[ins.i_in2].end);
-                    let z = ops.matmul(&harmonic, &c_jik);
-                    ops.reshape(&z, &[-1, d1 as i64, d3 as i64])
+                    ops.matmul(&harmonic, &c_jki)
                 })
                 .clone();
-            let out = ops.matmul(&channels, &z);
+            let out = rowwise_matmul(ops, &channels, &z, c.mul as i64, d1 as i64, d3 as i64);
             let out = ops.scale(&out, ins.path_weight);
             let out = ops.reshape(&out, &[-1, c.dim() as i64]);
             sums[ins.i_out] = Some(match sums[ins.i_out].take() {
@@ -325,13 +323,11 @@ impl TensorProduct {
                 let r = outer_cache
                     .entry((ins.i_in1, ins.i_in2, c.ir.l))
                     .or_insert_with(|| {
-                        let c_jik: Vec<f64> = (0..d2).flat_map(|j| (0..d1).flat_map(move |i| (0..d3).map(move |k| (i, j, k)))).map(|(i, j, k)| cg[[i, j, k]]).collect();
-                        let c_jik = ops.constant(&[d2, d1 * d3], &c_jik);
-                        let y = ops.matmul(x2, &c_jik);
-                        let y = ops.reshape(&y, &[-1, v, d1 as i64, d3 as i64]);
-                        let y = ops.transpose(&y, &[0, 2, 1, 3]);
-                        let y = ops.reshape(&y, &[-1, d1 as i64, v * d3 as i64]);
-                        let r = ops.matmul(x1, &y);
+                        let c_jki = cg_columns_ki(a.ir.l, b.ir.l, c.ir.l);
+                        let c_jki = ops.constant(&[d2, d3 * d1], &c_jki);
+                        // y[v, k, i] = Σ_j C_ijk x2[v, j]
+                        let y = ops.matmul(x2, &c_jki);
+                        let r = rowwise_matmul(ops, x1, &y, u, d1 as i64, v * d3 as i64);
                         ops.reshape(&r, &[-1, u, v, d3 as i64])
                     })
                     .clone();
@@ -344,32 +340,24 @@ impl TensorProduct {
                         ops.transpose(&out, &[0, 2, 1])
                     }
                     (Mode::Uvw, Some(PathWeight::PerSample(wt))) => {
-                        let wt = ops.reshape(&wt, &[-1, u * v, w]);
-                        let wt = ops.transpose(&wt, &[0, 2, 1]);
-                        let r = ops.reshape(&r, &[-1, u * v, d3 as i64]);
-                        ops.matmul(&wt, &r)
+                        // out[w, k] = Σ_uv wt[uv, w] R[uv, k], per row.
+                        let wt = ops.reshape(&wt, &[-1, u * v, w, 1]);
+                        let r = ops.reshape(&r, &[-1, u * v, 1, d3 as i64]);
+                        let product = ops.mul(&wt, &r);
+                        sum_axis(ops, &product, 1, u * v, &[-1, w, d3 as i64])
                     }
-                    (Mode::Uvu, Some(wt)) => {
+                    (Mode::Uvu | Mode::Uvv, Some(wt)) => {
+                        // out[u or v, k] = Σ_(v or u) wt[u, v] R[u, v, k], per row.
                         let wt = match wt {
-                            PathWeight::Shared(wt) => ops.reshape(&wt, &[1, u, 1, v]),
-                            PathWeight::PerSample(wt) => ops.reshape(&wt, &[-1, u, 1, v]),
+                            PathWeight::Shared(wt) => ops.reshape(&wt, &[1, u, v, 1]),
+                            PathWeight::PerSample(wt) => ops.reshape(&wt, &[-1, u, v, 1]),
                         };
-                        ops.matmul(&wt, &r)
-                    }
-                    (Mode::Uvv, Some(wt)) => {
-                        let wt = match wt {
-                            PathWeight::Shared(wt) => {
-                                let wt = ops.transpose(&wt, &[1, 0]);
-                                ops.reshape(&wt, &[1, v, 1, u])
-                            }
-                            PathWeight::PerSample(wt) => {
-                                let wt = ops.reshape(&wt, &[-1, u, v]);
-                                let wt = ops.transpose(&wt, &[0, 2, 1]);
-                                ops.reshape(&wt, &[-1, v, 1, u])
-                            }
-                        };
-                        let r = ops.transpose(&r, &[0, 2, 1, 3]);
-                        ops.matmul(&wt, &r)
+                        let product = ops.mul(&wt, &r);
+                        if ins.mode == Mode::Uvu {
+                            sum_axis(ops, &product, 2, v, &[-1, u, d3 as i64])
+                        } else {
+                            sum_axis(ops, &product, 1, u, &[-1, v, d3 as i64])
+                        }
                     }
                     (Mode::Uvu, None) => ops.reduce_sum(&r, 2, false),
                     (Mode::Uvv, None) => ops.reduce_sum(&r, 1, false),
@@ -401,9 +389,11 @@ impl TensorProduct {
                         ops.transpose(&out, &[0, 2, 1])
                     }
                     (Mode::Uuw, Some(PathWeight::PerSample(wt))) => {
-                        let wt = ops.reshape(&wt, &[-1, u, w]);
-                        let wt = ops.transpose(&wt, &[0, 2, 1]);
-                        ops.matmul(&wt, &d)
+                        // out[w, k] = Σ_u wt[u, w] D[u, k], per row.
+                        let wt = ops.reshape(&wt, &[-1, u, w, 1]);
+                        let d = ops.reshape(&d, &[-1, u, 1, d3 as i64]);
+                        let product = ops.mul(&wt, &d);
+                        sum_axis(ops, &product, 1, u, &[-1, w, d3 as i64])
                     }
                     (Mode::Uuw, None) => ops.reduce_sum(&d, 1, true),
                     _ => unreachable!("uu modes only"),
@@ -411,6 +401,30 @@ impl TensorProduct {
             }
         }
     }
+}
+
+/// The 3j symbol C(l1, l2, l3) as a [d2, d3·d1] matrix: row j, column (k, i).
+fn cg_columns_ki(l1: u32, l2: u32, l3: u32) -> Vec<f64> {
+    let cg = wigner_3j(l1, l2, l3);
+    let (d1, d2, d3) = (cg.shape()[0], cg.shape()[1], cg.shape()[2]);
+    (0..d2).flat_map(|j| (0..d3).flat_map(move |k| (0..d1).map(move |i| (i, j, k)))).map(|(i, j, k)| cg[[i, j, k]]).collect()
+}
+
+/// out[m, n] = Σ_k a[m, k] b[n, k] row by row, for a [rows, m, k] and b [rows, n·k]
+/// with k innermost: one broadcast product summed over its last axis. Runtimes run a
+/// batched matmul of such tiny matrices as one small GEMM per row, and sum a middle
+/// axis slowly; both are far slower than this.
+fn rowwise_matmul<O: Ops>(ops: &mut O, a: &O::Tensor, b: &O::Tensor, m: i64, k: i64, n: i64) -> O::Tensor {
+    let a = ops.reshape(a, &[-1, m, 1, k]);
+    let b = ops.reshape(b, &[-1, 1, n, k]);
+    let product = ops.mul(&a, &b);
+    sum_axis(ops, &product, 3, k, &[-1, m, n])
+}
+
+/// Sums `x` over `axis` of the given size, giving `result_shape`; a size-1 axis is
+/// dropped by a reshape, which runtimes do not compute.
+fn sum_axis<O: Ops>(ops: &mut O, x: &O::Tensor, axis: usize, size: i64, result_shape: &[i64]) -> O::Tensor {
+    if size == 1 { ops.reshape(x, result_shape) } else { ops.reduce_sum(x, axis, false) }
 }
 
 enum PathWeight<T> {
