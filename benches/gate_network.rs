@@ -9,6 +9,7 @@ use equiserve::{
     models::{GateNetwork, GateNetworkConfig, OpsModel},
     nn::{BurnOps, Ops},
     onnx::{ExecutionDevice, GraphBuilder, OnnxModel, init_runtime},
+    data::Target,
     train::reference_dx,
 };
 use ndarray::Array3;
@@ -91,7 +92,7 @@ fn main() {
     for batch in [1usize, 32] {
         let frames = chain_frames(batch, &mut rng);
         let fps = throughput(batch, 2.0, || {
-            reference_dx(&network, frames.view());
+            reference_dx(&network, frames.view(), Target::Dx);
         });
         println!("{:<34} {:>7} {:>14.1} {:>16.1}", "f64 reference (ndarray, 1 thread)", batch, fps, fps / STUDY_FRAMES_PER_SECOND);
     }

@@ -7,7 +7,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use ndarray::{Array3, ArrayD, ArrayView3, IxDyn};
+use ndarray::{Array3, ArrayView3};
 use rand::{SeedableRng, rngs::StdRng};
 use rand_distr::{Distribution, Normal};
 use safetensors::{Dtype, SafeTensors};
@@ -17,12 +17,12 @@ use super::{
     ExportError, ExportOutcome,
     export::{PARITY_TOLERANCE, commit_model, relative_error, stage_model},
     metrics::EquivarianceReport,
+    ops_fit::reference_dx,
 };
 use crate::{
     card::{ImportInfo, ModelCard, OnnxInfo, Versions},
-    data::{DIMS, PARTICLES},
+    data::{DIMS, PARTICLES, Target},
     models::{GateNetwork, GateNetworkConfig, GateNetworkError, OpsModel},
-    nn::Eager,
     onnx::{ExecutionDevice, GraphBuilder, OnnxModel},
 };
 
@@ -93,14 +93,6 @@ fn probe_frames(seed: u64, frames: usize) -> Array3<f32> {
     out
 }
 
-/// The f64 evaluation of the layers, as f32 [B, 12, 3].
-pub fn reference_dx(network: &GateNetwork, positions: ArrayView3<f32>) -> Array3<f32> {
-    let input = ArrayD::from_shape_vec(IxDyn(&[positions.dim().0, PARTICLES, DIMS]), positions.iter().map(|v| f64::from(*v)).collect())
-        .expect("shape");
-    let out = network.forward(&mut Eager, &input);
-    Array3::from_shape_vec(positions.raw_dim(), out.iter().map(|v| *v as f32).collect()).expect("[B, 12, 3]")
-}
-
 /// Writes `out_dir/model.onnx` and `out_dir/card.json` for the gate network in the
 /// two files, after checking ONNX Runtime against the f64 layers.
 pub fn import_e3nn(kwargs_path: &Path, weights_path: &Path, out_dir: &Path, name: &str) -> Result<ExportOutcome, ImportError> {
@@ -153,7 +145,7 @@ pub fn import_e3nn(kwargs_path: &Path, weights_path: &Path, out_dir: &Path, name
 fn check_and_describe(network: &GateNetwork, onnx_file: &Path, name: &str) -> Result<(f64, EquivarianceReport), ImportError> {
     let mut session = OnnxModel::load(onnx_file, ExecutionDevice::Cpu, 1)?;
     let frames = probe_frames(0, 8);
-    let expected = reference_dx(network, frames.view());
+    let expected = reference_dx(network, frames.view(), Target::Dx);
     let actual = session.run(frames.view())?;
     let parity = relative_error(&actual, &expected);
     if parity > PARITY_TOLERANCE {

@@ -9,9 +9,9 @@ mod plot;
 mod report;
 
 pub use export::{BurnModule, ExportError, ExportOutcome, ExportRequest, ExportableModel, OpsTrained, PARITY_TOLERANCE, export_model};
-pub use ops_fit::{fit_ops, predict_dx_ops};
+pub use ops_fit::{fit_ops, predict_dx_ops, reference_dx};
 
-pub use import::{ImportError, import_e3nn, load_gate_network, read_safetensors, reference_dx};
+pub use import::{ImportError, import_e3nn, load_gate_network, read_safetensors};
 pub use plot::plot_losses;
 pub use report::{StudyFigures, render_report, study_figures, write_report};
 

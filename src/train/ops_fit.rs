@@ -6,13 +6,13 @@
 use std::collections::HashMap;
 
 use burn::tensor::{Device, Tensor, TensorData};
-use ndarray::{Array3, ArrayView3, Axis, s};
+use ndarray::{Array3, ArrayD, ArrayView3, Axis, IxDyn, s};
 
 use super::{EpochStats, TrainConfig};
 use crate::{
     data::{DIMS, PARTICLES, Split, Target},
     models::OpsModel,
-    nn::{BurnOps, Ops},
+    nn::{BurnOps, Eager, Ops},
 };
 
 /// Adam (PyTorch's defaults: β = (0.9, 0.999), ε = 1e-8) on plain weight vectors.
@@ -67,6 +67,27 @@ pub fn predict_dx_ops<M: OpsModel>(model: &M, positions: ArrayView3<f32>, target
         let input = frames_tensor(&mut ops, chunk);
         let out = model.forward(&mut ops, &input).to_vec();
         let mut out = Array3::from_shape_vec((end - start, PARTICLES, DIMS), out).expect("model output is [batch, 12, 3]");
+        if target == Target::X {
+            out -= &chunk;
+        }
+        dx.slice_mut(s![start..end, .., ..]).assign(&out);
+    }
+    dx
+}
+
+/// The model's dx evaluated in f64 by [`Eager`]: the reference exported graphs are
+/// checked against, so that only the f32 engine's rounding is measured (attention
+/// logits of raw positions reach ~1e3, where two f32 engines differ by ~1e-5).
+pub fn reference_dx<M: OpsModel>(model: &M, positions: ArrayView3<f32>, target: Target) -> Array3<f32> {
+    // Bounds the memory of the all-pairs edge tensors.
+    const CHUNK: usize = 16;
+    let mut dx = Array3::<f32>::zeros(positions.raw_dim());
+    for start in (0..positions.dim().0).step_by(CHUNK) {
+        let end = (start + CHUNK).min(positions.dim().0);
+        let chunk = positions.slice(s![start..end, .., ..]);
+        let input = ArrayD::from_shape_fn(IxDyn(&[end - start, PARTICLES, DIMS]), |ix| f64::from(chunk[[ix[0], ix[1], ix[2]]]));
+        let out = model.forward(&mut Eager, &input);
+        let mut out = Array3::from_shape_fn((end - start, PARTICLES, DIMS), |(f, p, d)| out[[f, p, d]] as f32);
         if target == Target::X {
             out -= &chunk;
         }
