@@ -29,6 +29,8 @@ fn timed_batches(kind: ModelKind) -> usize {
 }
 
 fn main() {
+    // Export logs why a speed could not be measured.
+    tracing_subscriber::fmt().with_max_level(tracing::Level::WARN).init();
     init_runtime(None).unwrap_or_else(|e| panic!("{e}"));
     let paths = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/paths.npz");
     let (trajectory, source) = match load_npz(&paths) {
@@ -67,8 +69,10 @@ fn main() {
             }
         };
         let seconds = card.training.as_ref().expect("trained").seconds_per_epoch * BATCHES_PER_EPOCH as f64 / batches as f64;
-        let inference = card.inference.as_ref().expect("measured");
-        let (b1, b32) = (inference.frames_per_second_batch_1, inference.frames_per_second_batch_32);
+        let (b1, b32) = card
+            .inference
+            .as_ref()
+            .map_or((f64::NAN, f64::NAN), |speed| (speed.frames_per_second_batch_1, speed.frames_per_second_batch_32));
         let study = study_figures(&card.architecture);
         let figure = |v: Option<f64>, digits: usize| v.map_or("–".to_string(), |v| format!("{v:.digits$}"));
         println!(

@@ -1,6 +1,6 @@
 //! The equiserve gRPC server.
 
-use std::{num::NonZeroUsize, path::PathBuf, process::ExitCode, sync::Arc};
+use std::{path::PathBuf, process::ExitCode, sync::Arc};
 
 use clap::Parser;
 use equiserve::{
@@ -27,8 +27,9 @@ struct Args {
     #[arg(long, env = "EQUISERVE_ORT_LIB")]
     ort_lib: Option<PathBuf>,
     /// Sessions (worker threads) per model; concurrent requests run in parallel up to this.
-    #[arg(long, env = "EQUISERVE_WORKERS", default_value_t = default_workers())]
-    workers: usize,
+    /// Default: one per CPU core on the CPU, 2 on CUDA.
+    #[arg(long, env = "EQUISERVE_WORKERS")]
+    workers: Option<usize>,
     /// ONNX Runtime intra-op threads per session.
     #[arg(long, env = "EQUISERVE_THREADS_PER_WORKER", default_value_t = 1)]
     threads_per_worker: usize,
@@ -44,10 +45,6 @@ struct Args {
     /// Serve Prometheus metrics over HTTP on this address (e.g. 127.0.0.1:9464); off when absent.
     #[arg(long, env = "EQUISERVE_METRICS_ADDR")]
     metrics_addr: Option<std::net::SocketAddr>,
-}
-
-fn default_workers() -> usize {
-    std::thread::available_parallelism().map_or(1, NonZeroUsize::get)
 }
 
 #[tokio::main]

@@ -134,7 +134,9 @@ impl OnnxModel {
         let mut execution_provider = "CPUExecutionProvider";
         if device != ExecutionDevice::Cpu {
             // ort silently falls back to the CPU unless told to fail, so ask it to fail and decide here.
-            let cuda = ep::CUDA::default();
+            // ONNX Runtime's CUDA provider defaults to TF32 matmuls (10-bit mantissa): dx
+            // then differs from the exported function by ~1e-3, far outside its parity.
+            let cuda = ep::CUDA::default().with_tf32(false);
             let registered = match ep::CUDA::is_available() {
                 Ok(true) => builder
                     .with_execution_providers([cuda.build().error_on_failure()])

@@ -6,7 +6,11 @@
 //! free takes the next. Nothing is locked, and a full queue is reported to the caller
 //! at once rather than building up latency.
 
-use std::{path::Path, thread, time::Instant};
+use std::{
+    path::Path,
+    thread::{self, JoinHandle},
+    time::Instant,
+};
 
 use crossbeam_channel::{Sender, TrySendError};
 use ndarray::Array3;
@@ -18,7 +22,10 @@ use crate::onnx::{ExecutionDevice, OnnxModel, RuntimeError};
 /// How many sessions run one model, and how much work may wait for them.
 #[derive(Debug, Clone, Copy)]
 pub struct PoolConfig {
-    pub workers: usize,
+    /// Sessions per model; `None` picks by where the model runs: one per CPU core on the
+    /// CPU (each session single-threaded by default), two on CUDA (one GPU serialises the
+    /// work anyway; a second session overlaps the host-side copies).
+    pub workers: Option<usize>,
     /// ONNX Runtime intra-op threads per session.
     pub threads_per_worker: usize,
     /// Requests that may wait per worker before new ones are turned away.
@@ -40,10 +47,16 @@ pub enum EngineError {
     Runtime(#[from] RuntimeError),
 }
 
-/// The worker pool of one model. Dropping it closes the queue and the workers exit.
+/// Sessions per model on CUDA when the configuration leaves it open.
+const CUDA_WORKERS: usize = 2;
+
+/// The worker pool of one model. Dropping it closes the queue and waits for the workers,
+/// so that no session outlives its pool (a CUDA session freed while the process exits
+/// aborts it).
 pub struct ModelWorkers {
     model: String,
     queue: Sender<Job>,
+    threads: Vec<JoinHandle<()>>,
     capacity: usize,
     execution_provider: &'static str,
 }
@@ -51,16 +64,26 @@ pub struct ModelWorkers {
 impl ModelWorkers {
     /// Loads one session per worker (all on `device`) and starts the workers.
     pub fn start(model: &str, onnx_file: &Path, device: ExecutionDevice, config: PoolConfig) -> Result<Self, RuntimeError> {
-        let workers = config.workers.max(1);
+        let load = || OnnxModel::load(onnx_file, device, config.threads_per_worker.max(1));
+        let first = load()?;
+        let execution_provider = first.execution_provider();
+        let workers = config.workers.unwrap_or_else(|| match execution_provider {
+            "CPUExecutionProvider" => thread::available_parallelism().map_or(1, |n| n.get()),
+            _ => CUDA_WORKERS,
+        });
+        let workers = workers.max(1);
         let capacity = workers * config.queue_per_worker.max(1);
         let (queue, jobs) = crossbeam_channel::bounded::<Job>(capacity);
-        let mut execution_provider = "";
+        let mut threads = Vec::with_capacity(workers);
+        let mut sessions = Some(first);
         for index in 0..workers {
-            let mut session = OnnxModel::load(onnx_file, device, config.threads_per_worker.max(1))?;
-            execution_provider = session.execution_provider();
+            let mut session = match sessions.take() {
+                Some(session) => session,
+                None => load()?,
+            };
             let jobs = jobs.clone();
             let name = model.to_string();
-            thread::Builder::new()
+            let thread = thread::Builder::new()
                 .name(format!("onnx-{model}-{index}"))
                 .spawn(move || {
                     for job in jobs {
@@ -73,8 +96,14 @@ impl ModelWorkers {
                     }
                 })
                 .map_err(|e| RuntimeError::Inference(format!("cannot start a worker thread: {e}")))?;
+            threads.push(thread);
         }
-        Ok(Self { model: model.to_string(), queue, capacity, execution_provider })
+        Ok(Self { model: model.to_string(), queue, threads, capacity, execution_provider })
+    }
+
+    /// How many sessions serve this model.
+    pub fn workers(&self) -> usize {
+        self.threads.len()
     }
 
     pub fn execution_provider(&self) -> &'static str {
@@ -94,5 +123,19 @@ impl ModelWorkers {
             }
         })?;
         Ok(answer.await.map_err(|_| EngineError::Stopped)??)
+    }
+}
+
+impl Drop for ModelWorkers {
+    fn drop(&mut self) {
+        // Swapping in a sender with no receivers drops the real one: the workers' queue
+        // disconnects and each exits after its current job.
+        let (closed, _) = crossbeam_channel::bounded(0);
+        drop(std::mem::replace(&mut self.queue, closed));
+        for thread in self.threads.drain(..) {
+            if thread.join().is_err() {
+                tracing::error!(model = %self.model, "a worker thread panicked");
+            }
+        }
     }
 }

@@ -57,7 +57,7 @@ impl ModelRegistry {
                         architecture = %model.summary.architecture,
                         params = model.summary.params,
                         execution_provider = model.workers.execution_provider(),
-                        workers = pool.workers,
+                        workers = model.workers.workers(),
                         "model loaded"
                     );
                     models.insert(model.summary.name.clone(), model);

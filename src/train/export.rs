@@ -265,17 +265,22 @@ fn check_parity(
 }
 
 /// Frames per second through ONNX Runtime at batch 1 and 32 on the test frames
-/// (about half a second each); `None` when the session cannot run.
+/// (about half a second each); `None`, with the reason logged, when the session cannot run.
 fn measure_inference(onnx_file: &Path, frames: ArrayView3<f32>) -> Option<InferenceSpeed> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let mut session = OnnxModel::load(onnx_file, ExecutionDevice::Auto, threads).ok()?;
+    let mut session = OnnxModel::load(onnx_file, ExecutionDevice::Auto, threads)
+        .inspect_err(|e| tracing::warn!(error = %e, "inference speed not measured"))
+        .ok()?;
     let count = frames.dim().0;
     let mut rate = |batch: usize| -> Option<f64> {
         let start = std::time::Instant::now();
         let (mut done, mut next) = (0usize, 0usize);
         while start.elapsed().as_secs_f64() < 0.5 {
             let end = (next + batch).min(count);
-            session.run(frames.slice(s![next..end, .., ..])).ok()?;
+            session
+                .run(frames.slice(s![next..end, .., ..]))
+                .inspect_err(|e| tracing::warn!(error = %e, batch, "inference speed not measured"))
+                .ok()?;
             done += end - next;
             next = if end == count { 0 } else { end };
         }

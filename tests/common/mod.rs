@@ -74,7 +74,7 @@ pub struct TestServer {
 
 impl TestServer {
     pub async fn start(models_dir: &Path) -> Self {
-        let pool = PoolConfig { workers: 2, threads_per_worker: 1, queue_per_worker: 16 };
+        let pool = PoolConfig { workers: Some(2), threads_per_worker: 1, queue_per_worker: 16 };
         let registry = ModelRegistry::load(models_dir, ExecutionDevice::Cpu, pool).expect("models load");
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let address = listener.local_addr().expect("address");

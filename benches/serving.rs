@@ -1,0 +1,178 @@
+//! Serving throughput of exported models: ONNX Runtime frames/s at batch 1, 32 and 1024
+//! on the CPU and, where ONNX Runtime can use one, on CUDA, plus how far CUDA's dx is
+//! from the CPU's; then the whole gRPC path (an in-process server on the `auto` device):
+//! Predict frames/s at batch 32 and Rollout steps/s.
+//! Run quiet: `cargo bench --bench serving [MODELS_DIR] [--window=SECONDS]` (default
+//! `models/`, each cell timed for 1 s).
+//!
+//! Frames come from `../shared/data/paths.npz` when present (the shipped models were
+//! trained on it), else from the built-in simulator.
+
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Instant,
+};
+
+use equiserve::{
+    data::{SimulationConfig, load_npz, simulate},
+    onnx::{ExecutionDevice, OnnxModel, init_runtime},
+    proto::v1::{ListModelsRequest, PredictRequest, RolloutRequest, dynamics_client::DynamicsClient},
+    serve::{DynamicsService, Limits, ModelRegistry, PoolConfig, serve},
+};
+use ndarray::{Array3, s};
+use tokio_stream::StreamExt;
+
+const BATCHES: [usize; 3] = [1, 32, 1024];
+
+/// Frames per second of `model` on consecutive `batch`-frame slices of `frames`.
+fn throughput(model: &mut OnnxModel, frames: &Array3<f32>, batch: usize, window: f64) -> Result<f64, String> {
+    let count = frames.dim().0;
+    let mut run = |start: usize| model.run(frames.slice(s![start..start + batch, .., ..])).map_err(|e| e.to_string());
+    run(0)?;
+    let clock = Instant::now();
+    let (mut done, mut start) = (0usize, 0usize);
+    while clock.elapsed().as_secs_f64() < window {
+        run(start)?;
+        done += batch;
+        start = if start + 2 * batch > count { 0 } else { start + batch };
+    }
+    Ok(done as f64 / clock.elapsed().as_secs_f64())
+}
+
+/// max |cuda − cpu| / max |cpu| on the first 1024 frames.
+fn relative_gap(cuda: &mut OnnxModel, cpu: &mut OnnxModel, frames: &Array3<f32>) -> Result<f64, String> {
+    let frames = frames.slice(s![..1024, .., ..]);
+    let on_cuda = cuda.run(frames).map_err(|e| e.to_string())?;
+    let on_cpu = cpu.run(frames).map_err(|e| e.to_string())?;
+    let scale = on_cpu.iter().fold(0.0_f32, |m, v| m.max(v.abs())).max(f32::MIN_POSITIVE);
+    let gap = on_cuda.iter().zip(&on_cpu).fold(0.0_f32, |m, (a, b)| if (a - b).is_nan() { f32::NAN } else { m.max((a - b).abs()) });
+    Ok(f64::from(gap / scale))
+}
+
+fn frames() -> (Array3<f32>, &'static str) {
+    let paths = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/paths.npz");
+    let trajectory = match load_npz(&paths) {
+        Ok(trajectory) => return (trajectory.positions().clone(), "paths.npz"),
+        Err(_) => simulate(&SimulationConfig { frames: 2048, ..Default::default() }),
+    };
+    (trajectory.positions().clone(), "simulator (paths.npz absent)")
+}
+
+fn model_files(dir: &Path) -> Vec<(String, PathBuf)> {
+    let mut found: Vec<(String, PathBuf)> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .filter_map(|entry| {
+            let entry = entry.ok()?;
+            let file = entry.path().join("model.onnx");
+            file.is_file().then(|| (entry.file_name().to_string_lossy().into_owned(), file))
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+const ROLLOUT_STEPS: u32 = 200;
+
+/// Predict (B=32) frames/s and Rollout steps/s of every model through an in-process
+/// gRPC server on the `auto` device, one line per model.
+async fn grpc_rates(dir: &Path, frames: &Array3<f32>, threads: usize, window: f64) -> Result<(), String> {
+    let pool = PoolConfig { workers: Some(1), threads_per_worker: threads, queue_per_worker: 16 };
+    let registry = ModelRegistry::load(dir, ExecutionDevice::Auto, pool).map_err(|e| e.to_string())?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
+    let address = listener.local_addr().map_err(|e| e.to_string())?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let limits = Limits { max_batch: 1024, max_rollout_steps: ROLLOUT_STEPS };
+    let server = tokio::spawn(serve(DynamicsService::new(Arc::new(registry), limits), listener, async {
+        let _ = stopped.await;
+    }));
+    let mut client = DynamicsClient::connect(format!("http://{address}")).await.map_err(|e| e.to_string())?;
+    let models = client.list_models(ListModelsRequest {}).await.map_err(|e| e.to_string())?.into_inner().models;
+    let batch = |start: usize, len: usize| frames.slice(s![start..start + len, .., ..]).iter().copied().collect::<Vec<f32>>();
+    println!("{:<16} {:<24} {:>16} {:>16}", "model", "gRPC on", "Predict B=32 f/s", "Rollout steps/s");
+    for model in models {
+        let clock = Instant::now();
+        let (mut done, mut start) = (0usize, 0usize);
+        while clock.elapsed().as_secs_f64() < window {
+            let request = PredictRequest { model: model.name.clone(), positions: batch(start, 32) };
+            client.predict(request).await.map_err(|e| format!("{}: {e}", model.name))?;
+            done += 32;
+            start = if start + 64 > frames.dim().0 { 0 } else { start + 32 };
+        }
+        let predict_rate = done as f64 / clock.elapsed().as_secs_f64();
+        let request = RolloutRequest { model: model.name.clone(), positions: batch(0, 1), steps: ROLLOUT_STEPS, emit_every: 1 };
+        let clock = Instant::now();
+        let mut stream = client.rollout(request).await.map_err(|e| format!("{}: {e}", model.name))?.into_inner();
+        let mut streamed = 0u32;
+        while let Some(frame) = stream.next().await {
+            let frame = frame.map_err(|e| format!("{}: {e}", model.name))?;
+            if frame.positions.iter().any(|v| !v.is_finite()) {
+                return Err(format!("{}: rollout step {} is not finite", model.name, frame.step));
+            }
+            streamed += 1;
+        }
+        if streamed != ROLLOUT_STEPS {
+            return Err(format!("{}: rollout streamed {streamed} of {ROLLOUT_STEPS} frames", model.name));
+        }
+        let rollout_rate = f64::from(ROLLOUT_STEPS) / clock.elapsed().as_secs_f64();
+        println!("{:<16} {:<24} {predict_rate:>16.0} {rollout_rate:>16.0}", model.name, model.execution_provider);
+    }
+    let _ = stop.send(());
+    server.await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())
+}
+
+fn main() {
+    init_runtime(None).unwrap_or_else(|e| panic!("{e}"));
+    let window: f64 = std::env::args()
+        .find_map(|a| a.strip_prefix("--window=").map(|v| v.parse().expect("--window=SECONDS")))
+        .unwrap_or(1.0);
+    let dir = std::env::args().skip(1).find(|a| !a.starts_with('-')).map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("models"),
+        PathBuf::from,
+    );
+    let (frames, source) = frames();
+    assert!(frames.dim().0 >= BATCHES[2], "need {} frames", BATCHES[2]);
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    println!("models: {}; frames: {source}; CPU with {threads} threads; each cell timed {window} s", dir.display());
+    println!(
+        "{:<16} {:<5} {:>14} {:>14} {:>14} {:>12}",
+        "model", "on", "frames/s B=1", "frames/s B=32", "frames/s B=1024", "|cuda−cpu|"
+    );
+    let mut cuda_missing_reported = false;
+    for (name, file) in model_files(&dir) {
+        let mut cpu = match OnnxModel::load(&file, ExecutionDevice::Cpu, threads) {
+            Ok(model) => model,
+            Err(e) => {
+                println!("{name:<16} not measured: {e}");
+                continue;
+            }
+        };
+        let mut cuda = match OnnxModel::load(&file, ExecutionDevice::Cuda, 1) {
+            Ok(model) => Some(model),
+            Err(e) => {
+                if !cuda_missing_reported {
+                    println!("(no CUDA rows: {e})");
+                    cuda_missing_reported = true;
+                }
+                None
+            }
+        };
+        let gap = match cuda.as_mut() {
+            Some(cuda) => relative_gap(cuda, &mut cpu, &frames).map_or_else(|e| format!("failed: {e}"), |g| format!("{g:.1e}")),
+            None => "–".into(),
+        };
+        for (device, model) in [("cpu", Some(&mut cpu)), ("cuda", cuda.as_mut())] {
+            let Some(model) = model else { continue };
+            let rates: Vec<String> = BATCHES
+                .iter()
+                .map(|&batch| throughput(model, &frames, batch, window).map_or_else(|e| format!("failed: {e}"), |r| format!("{r:.0}")))
+                .collect();
+            let gap = if device == "cuda" { gap.as_str() } else { "" };
+            println!("{name:<16} {device:<5} {:>14} {:>14} {:>14} {gap:>12}", rates[0], rates[1], rates[2]);
+        }
+    }
+    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    if let Err(e) = runtime.block_on(grpc_rates(&dir, &frames, threads, window)) {
+        println!("gRPC not measured: {e}");
+    }
+}
