@@ -1,6 +1,10 @@
 //! e3nn's `TensorProduct`: a sum over paths (l1 ⊗ l2 → l3) of small Clebsch–Gordan
-//! blocks, each contracted with its own weights. No dense [dim1, dim2, dim_out]
-//! tensor is ever built; every path is a few matmuls on [rows, mul, 2l+1] blocks.
+//! blocks, each contracted with its own weights. Large products run path by path, a
+//! few matmuls on [rows, mul, 2l+1] blocks each. Small ones with shared weights fold
+//! every path into one dense bilinear tensor M [dim1, dim2, dim_out] built from the
+//! weights (constant-folded by ONNX Runtime, a few small ops per training step), so
+//! the per-row work is one outer product or matmul and one contraction instead of
+//! dozens of tiny ops per path.
 //!
 //! Weights are laid out exactly as in e3nn (instruction order, each path's
 //! `path_shape` row-major), with e3nn 0.6's path normalisation for
@@ -55,6 +59,11 @@ pub struct TensorProduct {
     /// Shared weights (e3nn's internal weights), flat; `None` when every sample brings its own.
     pub weight: Option<Vec<f64>>,
 }
+
+/// Largest dim1·dim2·dim_out folded into one dense bilinear tensor: past this the
+/// dense contraction's wasted zeros (Clebsch–Gordan sparsity) outweigh the per-path
+/// ops it saves.
+const DENSE_LIMIT: usize = 1 << 16;
 
 impl TensorProduct {
     /// `instructions` are (i_in1, i_in2, i_out, mode, has_weight) as in e3nn; with
@@ -170,19 +179,28 @@ impl TensorProduct {
     /// when the weights are per sample.
     pub fn forward<O: Ops>(&self, ops: &mut O, x1: &O::Tensor, x2: &O::Tensor, weights: Option<&O::Tensor>) -> O::Tensor {
         assert!(self.weight.is_some() != weights.is_some(), "weights must be either shared or given per sample");
+        if let Some(dense) = self.dense_bilinear(ops) {
+            return self.contract_dense(ops, &dense, x1, x2);
+        }
+        let path_weights = self.path_weights(ops, weights);
+        self.forward_paths(ops, x1, x2, path_weights)
+    }
+
+    /// Each weighted path's weights: a view of the shared ones, or a slice of the per-sample ones.
+    fn path_weights<O: Ops>(&self, ops: &mut O, per_sample: Option<&O::Tensor>) -> Vec<Option<PathWeight<O::Tensor>>> {
         let mut offset = 0;
         let mut path_weights = Vec::with_capacity(self.instructions.len());
         for ins in &self.instructions {
             let numel: usize = if ins.has_weight { ins.path_shape.iter().product() } else { 0 };
             let range = offset..offset + numel;
             offset += numel;
-            path_weights.push(ins.has_weight.then(|| match (&self.weight, weights) {
+            path_weights.push(ins.has_weight.then(|| match (&self.weight, per_sample) {
                 (Some(shared), _) => PathWeight::Shared(ops.weight(&ins.path_shape, &shared[range])),
                 (None, Some(per_sample)) => PathWeight::PerSample(ops.slice(per_sample, 1, range.start, range.end)),
-                (None, None) => unreachable!("checked above"),
+                (None, None) => unreachable!("checked by forward"),
             }));
         }
-        self.forward_paths(ops, x1, x2, path_weights)
+        path_weights
     }
 
     /// `forward` with per-sample weights given path by path: one [rows, path numel]
@@ -248,6 +266,18 @@ impl TensorProduct {
             .iter()
             .map(|ins| self.irreps_out.0[ins.i_out].mul * self.irreps_in1.0[ins.i_in1].ir.dim())
             .sum();
+        let (dim1, dim2, dim_out) = (self.irreps_in1.dim(), self.irreps_in2.dim(), self.irreps_out.dim());
+        if let Some(dense) = self.dense_bilinear(ops) {
+            if dim2 * dim_out >= dim1 {
+                let x1 = gather(ops, x1, dim1);
+                return self.contract_dense(ops, &dense, &x1, x2);
+            }
+            // Contracting x1 with M on the nodes first leaves dim2·dim_out per node to copy.
+            let by_x1 = self.dense_by_x1(ops, &dense);
+            let y = ops.matmul(x1, &by_x1);
+            let y = gather(ops, &y, dim2 * dim_out);
+            return self.finish_by_x1(ops, &y, x2);
+        }
         let applies = self.weight.is_some()
             && self.irreps_in2.iter().all(|m| m.mul == 1)
             && self.instructions.iter().all(|ins| ins.mode == Mode::Uvw && ins.has_weight)
@@ -302,6 +332,139 @@ impl TensorProduct {
             });
         }
         super::concat_outputs(ops, sums, &self.irreps_out, x2, self.irreps_in2.dim())
+    }
+
+    /// M [dim1, dim2, dim_out] with out[r, o] = Σ_ab x1[r, a] x2[r, b] M[a, b, o], for
+    /// shared weights and products small enough (`DENSE_LIMIT`); `None` otherwise.
+    fn dense_bilinear<O: Ops>(&self, ops: &mut O) -> Option<O::Tensor> {
+        let shared = self.weight.as_ref()?;
+        let (dim1, dim2, dim_out) = (self.irreps_in1.dim(), self.irreps_in2.dim(), self.irreps_out.dim());
+        if dim1 * dim2 * dim_out > DENSE_LIMIT {
+            return None;
+        }
+        // Each path's block [(u, i), (v, j), (w, k)] = √α coef[u, v, w] C[i, j, k]; blocks
+        // of the same (in1, in2, out) irreps add up; the grid of blocks is concatenated.
+        let mut blocks: HashMap<(usize, usize, usize), O::Tensor> = HashMap::new();
+        let mut offset = 0;
+        for ins in &self.instructions {
+            let numel: usize = if ins.has_weight { ins.path_shape.iter().product() } else { 0 };
+            let weights = &shared[offset..offset + numel];
+            offset += numel;
+            if ins.path_shape.contains(&0) {
+                continue;
+            }
+            let (a, b, c) = (self.irreps_in1.0[ins.i_in1], self.irreps_in2.0[ins.i_in2], self.irreps_out.0[ins.i_out]);
+            let (u, v, w) = (a.mul, b.mul, c.mul);
+            let coefficients = self.path_coefficients(ops, ins, weights, u, v, w);
+            let (d1, d2, d3) = (a.ir.dim(), b.ir.dim(), c.ir.dim());
+            let cg = wigner_3j(a.ir.l, b.ir.l, c.ir.l);
+            let cg: Vec<f64> = cg.iter().map(|value| value * ins.path_weight).collect();
+            let cg = ops.constant(&[1, d1, 1, d2, 1, d3], &cg);
+            let coefficients = ops.reshape(&coefficients, &[u as i64, 1, v as i64, 1, w as i64, 1]);
+            let block = ops.mul(&coefficients, &cg);
+            let block = ops.reshape(&block, &[(u * d1) as i64, (v * d2) as i64, (w * d3) as i64]);
+            let key = (ins.i_in1, ins.i_in2, ins.i_out);
+            let block = match blocks.remove(&key) {
+                Some(earlier) => ops.add(&earlier, &block),
+                None => block,
+            };
+            blocks.insert(key, block);
+        }
+        let mut rows = Vec::with_capacity(self.irreps_in1.len());
+        for (i1, a) in self.irreps_in1.iter().enumerate() {
+            let mut columns = Vec::with_capacity(self.irreps_in2.len());
+            for (i2, b) in self.irreps_in2.iter().enumerate() {
+                let depth: Vec<O::Tensor> = self
+                    .irreps_out
+                    .iter()
+                    .enumerate()
+                    .map(|(io, c)| {
+                        blocks.remove(&(i1, i2, io)).unwrap_or_else(|| {
+                            let shape = [a.dim(), b.dim(), c.dim()];
+                            ops.constant(&shape, &vec![0.0; shape.iter().product()])
+                        })
+                    })
+                    .collect();
+                columns.push(if depth.len() == 1 { depth.into_iter().next().expect("one") } else { ops.concat(&depth, 2) });
+            }
+            rows.push(if columns.len() == 1 { columns.into_iter().next().expect("one") } else { ops.concat(&columns, 1) });
+        }
+        let dense = if rows.len() == 1 { rows.into_iter().next().expect("one") } else { ops.concat(&rows, 0) };
+        debug_assert!(blocks.is_empty());
+        Some(dense)
+    }
+
+    /// coef[u, v, w] of one path: its weights spread over the connection mode's pattern
+    /// (uvu: w = u; uvv: w = v; uuw: u = v; uuu: all equal), or the bare pattern.
+    fn path_coefficients<O: Ops>(&self, ops: &mut O, ins: &Instruction, weights: &[f64], u: usize, v: usize, w: usize) -> O::Tensor {
+        let pattern: Vec<f64> = (0..u)
+            .flat_map(|i| (0..v).flat_map(move |j| (0..w).map(move |k| (i, j, k))))
+            .map(|(i, j, k)| {
+                let on = match ins.mode {
+                    Mode::Uvw => true,
+                    Mode::Uvu => k == i,
+                    Mode::Uvv => k == j,
+                    Mode::Uuw => i == j,
+                    Mode::Uuu => i == j && j == k,
+                };
+                if on { 1.0 } else { 0.0 }
+            })
+            .collect();
+        let pattern = ops.constant(&[u, v, w], &pattern);
+        if !ins.has_weight {
+            return pattern;
+        }
+        let weight = ops.weight(&ins.path_shape, weights);
+        let spread = match ins.mode {
+            Mode::Uvw => return weight,
+            Mode::Uvu | Mode::Uvv => [u, v, 1],
+            Mode::Uuw => [u, 1, w],
+            Mode::Uuu => [u, 1, 1],
+        };
+        let weight = ops.reshape(&weight, &spread.map(|n| n as i64));
+        ops.mul(&weight, &pattern)
+    }
+
+    /// out = Σ_ab x1[a] x2[b] M[a, b, :] row by row, in the order whose per-row
+    /// intermediate is smallest: the outer product x1 ⊗ x2, x1·M or x2·M.
+    fn contract_dense<O: Ops>(&self, ops: &mut O, dense: &O::Tensor, x1: &O::Tensor, x2: &O::Tensor) -> O::Tensor {
+        let (dim1, dim2, dim_out) = (self.irreps_in1.dim(), self.irreps_in2.dim(), self.irreps_out.dim());
+        let outer = dim1 * dim2;
+        if outer <= dim2 * dim_out && outer <= dim1 * dim_out {
+            let left = ops.reshape(x1, &[-1, dim1 as i64, 1]);
+            let right = ops.reshape(x2, &[-1, 1, dim2 as i64]);
+            let product = ops.mul(&left, &right);
+            let product = ops.reshape(&product, &[-1, outer as i64]);
+            let dense = ops.reshape(dense, &[outer as i64, dim_out as i64]);
+            return ops.matmul(&product, &dense);
+        }
+        if dim2 * dim_out <= dim1 * dim_out {
+            let by_x1 = self.dense_by_x1(ops, dense);
+            let y = ops.matmul(x1, &by_x1);
+            return self.finish_by_x1(ops, &y, x2);
+        }
+        // y[r, (o, a)] = Σ_b x2[r, b] M[a, b, o]; out[r, o] = Σ_a x1[r, a] y[r, (o, a)].
+        let by_x2 = ops.transpose(dense, &[1, 2, 0]);
+        let by_x2 = ops.reshape(&by_x2, &[dim2 as i64, (dim_out * dim1) as i64]);
+        let y = ops.matmul(x2, &by_x2);
+        let x1 = ops.reshape(x1, &[-1, 1, dim1 as i64]);
+        let out = rowwise_matmul(ops, &x1, &y, 1, dim1 as i64, dim_out as i64);
+        ops.reshape(&out, &[-1, dim_out as i64])
+    }
+
+    /// M as [dim1, (dim_out, dim2)]: x1 · this gives y[r, (o, b)] = Σ_a x1[r, a] M[a, b, o].
+    fn dense_by_x1<O: Ops>(&self, ops: &mut O, dense: &O::Tensor) -> O::Tensor {
+        let (dim1, dim2, dim_out) = (self.irreps_in1.dim(), self.irreps_in2.dim(), self.irreps_out.dim());
+        let by_x1 = ops.transpose(dense, &[0, 2, 1]);
+        ops.reshape(&by_x1, &[dim1 as i64, (dim_out * dim2) as i64])
+    }
+
+    /// out[r, o] = Σ_b x2[r, b] y[r, (o, b)].
+    fn finish_by_x1<O: Ops>(&self, ops: &mut O, y: &O::Tensor, x2: &O::Tensor) -> O::Tensor {
+        let (dim2, dim_out) = (self.irreps_in2.dim() as i64, self.irreps_out.dim() as i64);
+        let x2 = ops.reshape(x2, &[-1, 1, dim2]);
+        let out = rowwise_matmul(ops, &x2, y, 1, dim2, dim_out);
+        ops.reshape(&out, &[-1, dim_out])
     }
 
     fn path<O: Ops>(
@@ -430,4 +593,40 @@ fn sum_axis<O: Ops>(ops: &mut O, x: &O::Tensor, axis: usize, size: i64, result_s
 enum PathWeight<T> {
     Shared(T),
     PerSample(T),
+}
+
+#[cfg(test)]
+mod tests {
+    use ndarray::{ArrayD, IxDyn};
+
+    use super::*;
+    use crate::nn::Eager;
+
+    /// The dense bilinear tensor is the sum over paths, for every connection mode, with
+    /// and without weights, and with two paths into the same block.
+    #[test]
+    fn dense_bilinear_equals_the_sum_over_paths() {
+        let irreps = |s: &str| s.parse::<Irreps>().expect("valid");
+        let instructions = [
+            (0, 0, 0, Mode::Uvw, true),
+            (1, 1, 0, Mode::Uvu, true),
+            (0, 1, 1, Mode::Uvv, true),
+            (1, 1, 2, Mode::Uuw, true),
+            (1, 0, 1, Mode::Uuu, true),
+            (1, 1, 0, Mode::Uuu, false),
+            (0, 0, 0, Mode::Uvu, false),
+        ];
+        let mut tp = TensorProduct::new(irreps("2x0e+2x1o"), irreps("2x0e+2x1o"), irreps("2x0e+2x1o+2x1e"), &instructions, true)
+            .expect("valid instructions");
+        tp.set_weight((0..tp.weight_numel).map(|i| (i as f64 * 0.7).sin()).collect()).expect("sized");
+        let x1 = ArrayD::from_shape_fn(IxDyn(&[5, 8]), |ix| ((ix[0] * 8 + ix[1]) as f64 * 0.37).cos());
+        let x2 = ArrayD::from_shape_fn(IxDyn(&[5, 8]), |ix| ((ix[0] * 8 + ix[1]) as f64 * 0.53).sin());
+        let dense = tp.forward(&mut Eager, &x1, &x2, None);
+        let path_weights = tp.path_weights(&mut Eager, None);
+        let per_path = tp.forward_paths(&mut Eager, &x1, &x2, path_weights);
+        let scale = per_path.iter().fold(0.0_f64, |m, v| m.max(v.abs()));
+        assert!(scale > 0.1, "the paths write something");
+        let error = dense.iter().zip(per_path.iter()).fold(0.0_f64, |m, (a, b)| m.max((a - b).abs()));
+        assert!(error < 1e-12 * scale, "dense vs per path: {error:e}");
+    }
 }
