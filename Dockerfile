@@ -9,8 +9,8 @@ COPY . .
 RUN EQUISERVE_ORT_PACKAGE=onnxruntime-gpu scripts/setup \
  && cargo build --release --locked --bin equiserve
 
-# onnxruntime-gpu 1.31 is built against CUDA 12 and cuDNN 9.
-FROM nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04
+# onnxruntime-gpu 1.31 is built against CUDA 13 and cuDNN 9 (its wheel's requirements).
+FROM nvidia/cuda:13.0.1-cudnn-runtime-ubuntu24.04
 WORKDIR /app
 COPY --from=build /src/target/release/equiserve /app/equiserve
 COPY --from=build /src/.ort/lib /app/.ort/lib
