@@ -1,11 +1,15 @@
 //! The whole zoo side by side, as issue 4 asks: per model, training seconds per epoch
 //! on paths.npz (52 batches of 32, extrapolated from timing a few of them) and ONNX
 //! Runtime frames/s at batch 1 and 32 on its test frames, each against the study's own
-//! code on this kind of 2-core CPU. Run quiet: `cargo bench --bench zoo`.
+//! code on this kind of 2-core CPU. Run quiet: `cargo bench --bench zoo [NAME…]`.
+//!
+//! The study's figures are the ones issue 4 quotes, unless `--study-code` is given: then
+//! `../shared/reference/seed_reference.py` (PyTorch + e3nn, 2 threads) runs each model
+//! right after ours, on the same machine and data, and its figures are used instead.
 //!
 //! Reads `../shared/data/paths.npz` when present, else the built-in simulator's data.
 
-use std::path::Path;
+use std::{path::Path, process::Command};
 
 use equiserve::{
     card::DataInfo,
@@ -28,6 +32,30 @@ fn timed_batches(kind: ModelKind) -> usize {
     }
 }
 
+/// The study's own code on `model`: (seconds per epoch, one-frame-at-a-time frames/s),
+/// from one epoch capped at `batches` batches, or why it could not run.
+fn run_study_code(model: &str, data: &Path, batches: usize) -> Result<(f64, f64), String> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/reference/seed_reference.py");
+    let json = tempfile::NamedTempFile::new().map_err(|e| e.to_string())?;
+    let output = Command::new("python3")
+        .arg(&script)
+        .args(["--model", model, "--epochs", "1", "--threads", "2", "--max-batches", &batches.to_string()])
+        .arg("--data")
+        .arg(data)
+        .arg("--json")
+        .arg(json.path())
+        .output()
+        .map_err(|e| format!("python3: {e}"))?;
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        return Err(stderr.lines().last().unwrap_or("failed").to_string());
+    }
+    let text = std::fs::read_to_string(json.path()).map_err(|e| e.to_string())?;
+    let result: serde_json::Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+    let field = |name: &str| result[name].as_f64().ok_or_else(|| format!("no {name} in the study's output"));
+    Ok((field("median_epoch_s")?, field("frames_per_s_single")?))
+}
+
 fn main() {
     // Export logs why a speed could not be measured.
     tracing_subscriber::fmt().with_max_level(tracing::Level::WARN).init();
@@ -38,6 +66,10 @@ fn main() {
         Err(_) => (simulate(&SimulationConfig { frames: 2048, ..Default::default() }), "simulator (paths.npz absent)"),
     };
     let only: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    let study_code = std::env::args().any(|a| a == "--study-code");
+    if study_code && source != "paths.npz" {
+        panic!("--study-code needs ../shared/data/paths.npz");
+    }
     let out = tempfile::tempdir().expect("temp dir");
     println!("data: {source}; each model trains 3 epochs on its timed batches (the median is timed), then exports");
     println!(
@@ -73,7 +105,13 @@ fn main() {
             .inference
             .as_ref()
             .map_or((f64::NAN, f64::NAN), |speed| (speed.frames_per_second_batch_1, speed.frames_per_second_batch_32));
-        let study = study_figures(&card.architecture);
+        let mut study = study_figures(&card.architecture);
+        if study_code {
+            match run_study_code(kind.name(), &paths, batches) {
+                Ok((seconds, frames)) => (study.seconds_per_epoch, study.frames_per_second) = (Some(seconds), Some(frames)),
+                Err(e) => println!("{:<16} study's code not run: {e}", kind.name()),
+            }
+        }
         let figure = |v: Option<f64>, digits: usize| v.map_or("–".to_string(), |v| format!("{v:.digits$}"));
         println!(
             "{:<16} {:>9} {:>8} {:>10.3} {:>10} {:>9} {:>12.0} {:>12.0} {:>10} {:>9}",
@@ -89,5 +127,6 @@ fn main() {
             figure(study.frames_per_second.map(|f| b1.max(b32) / f), 1),
         );
     }
-    println!("× study: the study's s/epoch over ours; our best of B=1/B=32 frames/s over the study's one-frame-at-a-time forward pass.");
+    let measured = if study_code { "measured here just after ours" } else { "as issue 4 quotes them" };
+    println!("study figures {measured}. × study: the study's s/epoch over ours; our best of B=1/B=32 frames/s over the study's one-frame-at-a-time forward pass.");
 }

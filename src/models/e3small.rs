@@ -6,7 +6,7 @@
 
 use super::{
     OpsModel,
-    graph::{from_sources, harmonics, mean_into_destinations, pairwise, radius_graph, sum_into_destinations},
+    graph::{HarmonicGraph, from_sources, harmonic_graph, mean_into_destinations, sum_into_destinations},
 };
 use crate::{
     data::{DIMS, PARTICLES},
@@ -45,18 +45,7 @@ impl E3Small {
 
 impl OpsModel for E3Small {
     fn forward<O: Ops>(&self, ops: &mut O, positions: &O::Tensor) -> O::Tensor {
-        let (vec, length) = pairwise(ops, positions);
-        // The study's radius graph: |r| ≤ 3.5, every pair but a particle with itself.
-        let on_graph = radius_graph(ops, &length, RADIUS);
-        let ones = ops.greater_than(&length, -1.0);
-        let ls: Vec<u32> = (0..=LMAX).collect();
-        let sh = harmonics(ops, &self.harmonics, &ls, &vec, &ones);
-        let sh = ops.mul(&sh, &on_graph);
-        let sh_dim = self.tp1.irreps_in2.dim();
-        let sh = ops.reshape(&sh, &[-1, sh_dim as i64]);
-
-        let nodes = sum_into_destinations(ops, &sh, sh_dim);
-        let nodes = ops.scale(&nodes, 1.0 / NUM_NEIGHBORS.sqrt());
+        let HarmonicGraph { on_graph, ones, sh, nodes } = harmonic_graph(ops, positions, &self.harmonics, LMAX, RADIUS, NUM_NEIGHBORS);
         let mut gather = |ops: &mut O, nodes: &O::Tensor, dim: usize| from_sources(ops, nodes, dim, &ones);
         let edges = self.tp1.forward_gathered(ops, &nodes, &sh, &mut gather);
         let mid = self.tp1.irreps_out.dim();

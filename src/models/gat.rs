@@ -11,7 +11,7 @@ use rand_distr::{Distribution, Uniform};
 
 use super::{
     OpsModel,
-    graph::{harmonics, masked_softmax_over_sources, mean_into_destinations, pairwise, radius_graph, sum_into_destinations},
+    graph::{HarmonicGraph, harmonic_graph, masked_softmax_over_sources, mean_into_destinations, self_pairs},
 };
 use crate::{
     data::{DIMS, PARTICLES},
@@ -100,7 +100,7 @@ impl GatConv {
         // Self-loops on the diagonal, featuring the mean of the node's incoming edges.
         let loop_attr = mean_into_destinations(ops, edge_attr, edge_dim, on_graph);
         let loop_attr = ops.reshape(&loop_attr, &[-1, 1, n, edge_dim as i64]);
-        let identity = identity(ops);
+        let identity = self_pairs(ops);
         let loop_attr = ops.mul(&loop_attr, &identity);
         let edge_attr = ops.reshape(edge_attr, &[-1, n, n, edge_dim as i64]);
         let edge_attr = ops.add(&edge_attr, &loop_attr);
@@ -168,12 +168,6 @@ fn glorot(values: &mut [f64], fan_in: usize, fan_out: usize, rng: &mut impl Rng)
     values.iter_mut().for_each(|w| *w = uniform.sample(rng));
 }
 
-/// The identity on particle pairs [12, 12, 1]: the self-loops.
-fn identity<O: Ops>(ops: &mut O) -> O::Tensor {
-    let values: Vec<f64> = (0..PARTICLES * PARTICLES).map(|k| if k / PARTICLES == k % PARTICLES { 1.0 } else { 0.0 }).collect();
-    ops.constant(&[PARTICLES, PARTICLES, 1], &values)
-}
-
 fn leaky_relu<O: Ops>(ops: &mut O, x: &O::Tensor, slope: f64) -> O::Tensor {
     let positive = ops.unary(x, Unary::Relu);
     let negated = ops.unary(x, Unary::Neg);
@@ -212,15 +206,7 @@ impl Gnn {
 
 impl OpsModel for Gnn {
     fn forward<O: Ops>(&self, ops: &mut O, positions: &O::Tensor) -> O::Tensor {
-        let (vec, length) = pairwise(ops, positions);
-        let on_graph = radius_graph(ops, &length, RADIUS);
-        let ones = ops.greater_than(&length, -1.0);
-        let ls: Vec<u32> = (0..=LMAX).collect();
-        let sh = harmonics(ops, &self.harmonics, &ls, &vec, &ones);
-        let sh = ops.mul(&sh, &on_graph);
-        let sh = ops.reshape(&sh, &[-1, EDGE_DIM as i64]);
-        let nodes = sum_into_destinations(ops, &sh, EDGE_DIM);
-        let nodes = ops.scale(&nodes, 1.0 / NUM_NEIGHBORS.sqrt());
+        let HarmonicGraph { on_graph, sh, nodes, .. } = harmonic_graph(ops, positions, &self.harmonics, LMAX, RADIUS, NUM_NEIGHBORS);
         let x = self.gat1.forward(ops, &nodes, &sh, &on_graph);
         let x = self.gat2.forward(ops, &x, &sh, &on_graph);
         let x = self.head1.forward(ops, &x);

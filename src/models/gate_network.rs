@@ -189,6 +189,8 @@ impl GateNetwork {
         if config.number_of_basis < 2 {
             return invalid("number_of_basis must be at least 2 (the Gaussian basis needs a spacing)".into());
         }
+        // Written so that NaN fails too.
+        #[allow(clippy::neg_cmp_op_on_partial_ord)]
         if !(config.max_radius > 0.0) || !(config.num_neighbors > 0.0) {
             return invalid("max_radius and num_neighbors must be positive".into());
         }

@@ -30,7 +30,16 @@ pub fn pairwise<O: Ops>(ops: &mut O, positions: &O::Tensor) -> (O::Tensor, O::Te
 
 /// 1 on every pair except a particle with itself [12, 12, 1] (broadcasts over frames).
 pub fn off_diagonal<O: Ops>(ops: &mut O) -> O::Tensor {
-    let values: Vec<f64> = (0..PARTICLES * PARTICLES).map(|k| if k / PARTICLES == k % PARTICLES { 0.0 } else { 1.0 }).collect();
+    pairs_where(ops, |src, dst| src != dst)
+}
+
+/// 1 on a particle paired with itself [12, 12, 1]: the self-loops.
+pub fn self_pairs<O: Ops>(ops: &mut O) -> O::Tensor {
+    pairs_where(ops, |src, dst| src == dst)
+}
+
+fn pairs_where<O: Ops>(ops: &mut O, keep: impl Fn(usize, usize) -> bool) -> O::Tensor {
+    let values: Vec<f64> = (0..PARTICLES * PARTICLES).map(|k| if keep(k / PARTICLES, k % PARTICLES) { 1.0 } else { 0.0 }).collect();
     ops.constant(&[PARTICLES, PARTICLES, 1], &values)
 }
 
@@ -81,6 +90,33 @@ pub fn radius_graph<O: Ops>(ops: &mut O, length: &O::Tensor, radius: f64) -> O::
     let within = ops.add_scalar(&within, 1.0);
     let diagonal = off_diagonal(ops);
     ops.mul(&within, &diagonal)
+}
+
+/// The radius graph of the study's GNN and E3 small, with its edge and node features.
+pub struct HarmonicGraph<T> {
+    /// 1 on the graph's edges [B, 12, 12, 1].
+    pub on_graph: T,
+    /// 1 on every pair [B, 12, 12, 1] (to broadcast node features onto edges).
+    pub ones: T,
+    /// Unnormalised spherical harmonics l ≤ lmax of each edge vector, 0 off the graph [B·144, (lmax+1)²].
+    pub sh: T,
+    /// Each node's sum of its incoming `sh` over √num_neighbors [B·12, (lmax+1)²].
+    pub nodes: T,
+}
+
+/// Edges within `radius` (no self-pairs), their harmonics l ≤ `lmax`, and the node sums.
+pub fn harmonic_graph<O: Ops>(ops: &mut O, positions: &O::Tensor, harmonics_of: &SphericalHarmonics, lmax: u32, radius: f64, num_neighbors: f64) -> HarmonicGraph<O::Tensor> {
+    let (vec, length) = pairwise(ops, positions);
+    let on_graph = radius_graph(ops, &length, radius);
+    let ones = ops.greater_than(&length, -1.0);
+    let ls: Vec<u32> = (0..=lmax).collect();
+    let sh = harmonics(ops, harmonics_of, &ls, &vec, &ones);
+    let sh = ops.mul(&sh, &on_graph);
+    let dim = ((lmax + 1) * (lmax + 1)) as usize;
+    let sh = ops.reshape(&sh, &[-1, dim as i64]);
+    let nodes = sum_into_destinations(ops, &sh, dim);
+    let nodes = ops.scale(&nodes, 1.0 / num_neighbors.sqrt());
+    HarmonicGraph { on_graph, ones, sh, nodes }
 }
 
 /// Edge features [B·144, dim] averaged over the incoming edges of `on_graph`

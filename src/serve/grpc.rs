@@ -84,7 +84,7 @@ fn frames(positions: Vec<f32>, max_batch: usize) -> Result<Array3<f32>, Status> 
     if positions.is_empty() {
         return Err(Status::invalid_argument("positions is empty: send at least one frame of 12×3 floats"));
     }
-    if positions.len() % FRAME_LEN != 0 {
+    if !positions.len().is_multiple_of(FRAME_LEN) {
         return Err(Status::invalid_argument(format!(
             "positions has {} floats, not a multiple of {FRAME_LEN} (frames of {PARTICLES} particles × {DIMS} coordinates)",
             positions.len()

@@ -44,7 +44,7 @@ pub struct StudyR2 {
 impl StudyR2 {
     pub fn new(prediction: ArrayView3<f32>, truth: ArrayView3<f32>) -> Self {
         let series = |a: ArrayView3<f32>, f: &dyn Fn(ndarray::ArrayView2<f32>) -> f64| -> Vec<f64> {
-            a.axis_iter(Axis(0)).map(|frame| f(frame)).collect()
+            a.axis_iter(Axis(0)).map(&f).collect()
         };
         let cm = |frame: ndarray::ArrayView2<f32>| frame.iter().map(|v| f64::from(*v)).sum::<f64>() / frame.len() as f64;
         let p1 = |frame: ndarray::ArrayView2<f32>| frame.row(0).iter().map(|v| f64::from(*v)).sum::<f64>() / DIMS as f64;

@@ -58,36 +58,32 @@ fn frames_tensor(ops: &mut BurnOps, frames: ArrayView3<f32>) -> crate::nn::BurnT
 
 /// The model's dx for positions [batch, 12, 3], computed in Burn without gradients.
 pub fn predict_dx_ops<M: OpsModel>(model: &M, positions: ArrayView3<f32>, target: Target) -> Array3<f32> {
-    const CHUNK: usize = 256;
-    let mut dx = Array3::<f32>::zeros(positions.raw_dim());
-    for start in (0..positions.dim().0).step_by(CHUNK) {
-        let end = (start + CHUNK).min(positions.dim().0);
-        let chunk = positions.slice(s![start..end, .., ..]);
+    dx_in_chunks(positions, target, 256, |chunk| {
         let mut ops = BurnOps::new(Device::flex());
         let input = frames_tensor(&mut ops, chunk);
-        let out = model.forward(&mut ops, &input).to_vec();
-        let mut out = Array3::from_shape_vec((end - start, PARTICLES, DIMS), out).expect("model output is [batch, 12, 3]");
-        if target == Target::X {
-            out -= &chunk;
-        }
-        dx.slice_mut(s![start..end, .., ..]).assign(&out);
-    }
-    dx
+        model.forward(&mut ops, &input).to_vec()
+    })
 }
 
 /// The model's dx evaluated in f64 by [`Eager`]: the reference exported graphs are
 /// checked against, so that only the f32 engine's rounding is measured (attention
 /// logits of raw positions reach ~1e3, where two f32 engines differ by ~1e-5).
 pub fn reference_dx<M: OpsModel>(model: &M, positions: ArrayView3<f32>, target: Target) -> Array3<f32> {
-    // Bounds the memory of the all-pairs edge tensors.
-    const CHUNK: usize = 16;
+    // Small chunks bound the memory of the all-pairs edge tensors.
+    dx_in_chunks(positions, target, 16, |chunk| {
+        let input = ArrayD::from_shape_fn(IxDyn(&[chunk.dim().0, PARTICLES, DIMS]), |ix| f64::from(chunk[[ix[0], ix[1], ix[2]]]));
+        model.forward(&mut Eager, &input).iter().map(|&v| v as f32).collect()
+    })
+}
+
+/// dx for `positions`, `chunk_size` frames at a time: `evaluate` gives the model's
+/// output for a chunk (row-major [frames, 12, 3]), a position when the target is x.
+fn dx_in_chunks(positions: ArrayView3<f32>, target: Target, chunk_size: usize, mut evaluate: impl FnMut(ArrayView3<f32>) -> Vec<f32>) -> Array3<f32> {
     let mut dx = Array3::<f32>::zeros(positions.raw_dim());
-    for start in (0..positions.dim().0).step_by(CHUNK) {
-        let end = (start + CHUNK).min(positions.dim().0);
+    for start in (0..positions.dim().0).step_by(chunk_size) {
+        let end = (start + chunk_size).min(positions.dim().0);
         let chunk = positions.slice(s![start..end, .., ..]);
-        let input = ArrayD::from_shape_fn(IxDyn(&[end - start, PARTICLES, DIMS]), |ix| f64::from(chunk[[ix[0], ix[1], ix[2]]]));
-        let out = model.forward(&mut Eager, &input);
-        let mut out = Array3::from_shape_fn((end - start, PARTICLES, DIMS), |(f, p, d)| out[[f, p, d]] as f32);
+        let mut out = Array3::from_shape_vec((end - start, PARTICLES, DIMS), evaluate(chunk)).expect("model output is [batch, 12, 3]");
         if target == Target::X {
             out -= &chunk;
         }

@@ -65,7 +65,7 @@ pub fn plot_correlations(
     use ndarray::Axis;
     let draw = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
     let series = |a: ndarray::ArrayView3<f32>, pick: &dyn Fn(ndarray::ArrayView2<f32>) -> f64| -> Vec<f64> {
-        a.axis_iter(Axis(0)).map(|frame| pick(frame)).collect()
+        a.axis_iter(Axis(0)).map(&pick).collect()
     };
     let mean = |frame: ndarray::ArrayView2<f32>| frame.iter().map(|v| f64::from(*v)).sum::<f64>() / frame.len() as f64;
     let p1 = |frame: ndarray::ArrayView2<f32>| frame.row(0).iter().map(|v| f64::from(*v)).sum::<f64>() / 3.0;
