@@ -13,12 +13,12 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     OpsModel,
-    graph::{from_sources, harmonics, off_diagonal, pairwise, sum_into_destinations, unit_vectors},
+    graph::{harmonics, off_diagonal, pairwise, unit_vectors},
 };
 use crate::{
     data::{DIMS, PARTICLES},
-    e3::{Irrep, Irreps, SphericalHarmonics, radial::Activation},
-    nn::{FullyConnectedNet, Gate, Mode, Ops, TensorProduct, Unary},
+    e3::{Irrep, Irreps, SphericalHarmonics, radial::Activation, wigner_3j},
+    nn::{FullyConnectedNet, Gate, Mode, Ops, TensorProduct, Unary, concat_outputs},
 };
 
 /// The constructor arguments of `gate_points_2101.Network`, as e3nn takes them.
@@ -120,9 +120,7 @@ impl Convolution {
         let weight = self.fc.forward(ops, &edges.length_embedded);
         let s = self.sc.forward(ops, nodes, node_attr, None);
         let x = self.lin1.forward(ops, nodes, node_attr, None);
-        let x_src = from_sources(ops, &x, self.lin1.irreps_out.dim(), &edges.ones);
-        let messages = self.tp.forward(ops, &x_src, &edges.attr, Some(&weight));
-        let gathered = sum_into_destinations(ops, &messages, self.tp.irreps_out.dim());
+        let gathered = self.messages_into_destinations(ops, &x, &edges.attr, &weight);
         let gathered = ops.scale(&gathered, 1.0 / self.num_neighbors.sqrt());
         let x = self.lin2.forward(ops, &gathered, node_attr, None);
         // Outputs the self-connection writes are mixed at angle π/8; the rest pass.
@@ -136,14 +134,70 @@ impl Convolution {
     }
 }
 
+impl Convolution {
+    /// Σ over each node's incoming edges of tp(x[src] ⊗ attr, weight), the product's
+    /// uvu paths (single-copy harmonics) contracted per destination: the per-edge weights
+    /// times the source features form [u, (src, i)], the harmonics times the 3j symbol
+    /// form [(src, i), k], and one batched matmul sums over sources and i together. The
+    /// same function as the product on gathered rows followed by the scatter-sum, without
+    /// its [edges, u, 2l+1, 2l+1] intermediate or a per-edge message tensor.
+    fn messages_into_destinations<O: Ops>(&self, ops: &mut O, x: &O::Tensor, attr: &O::Tensor, weight: &O::Tensor) -> O::Tensor {
+        let tp = &self.tp;
+        let n = PARTICLES as i64;
+        let (in1, in2) = (tp.irreps_in1.slices(), tp.irreps_in2.slices());
+        let mut harmonics_by_degrees: HashMap<(usize, u32, u32), O::Tensor> = HashMap::new();
+        let mut sums: Vec<Option<O::Tensor>> = vec![None; tp.irreps_out.len()];
+        let mut offset = 0;
+        for ins in &tp.instructions {
+            let (a, b, c) = (tp.irreps_in1.0[ins.i_in1], tp.irreps_in2.0[ins.i_in2], tp.irreps_out.0[ins.i_out]);
+            assert!(ins.mode == Mode::Uvu && ins.has_weight && b.mul == 1, "convolutions build weighted uvu paths on single harmonics");
+            let (u, d1, d3) = (a.mul as i64, a.ir.dim() as i64, c.ir.dim() as i64);
+            let path_weight = ops.slice(weight, 1, offset, offset + a.mul);
+            offset += a.mul;
+            let path_weight = ops.reshape(&path_weight, &[-1, n, n, u, 1]);
+            let source = ops.slice(x, 1, in1[ins.i_in1].start, in1[ins.i_in1].end);
+            let source = ops.reshape(&source, &[-1, n, 1, u, d1]);
+            // [B, src, dst, u, i] → [B·dst, u, (src, i)]
+            let weighted = ops.mul(&path_weight, &source);
+            let weighted = ops.transpose(&weighted, &[0, 2, 3, 1, 4]);
+            let weighted = ops.reshape(&weighted, &[-1, u, n * d1]);
+            let harmonics = harmonics_by_degrees
+                .entry((ins.i_in2, a.ir.l, c.ir.l))
+                .or_insert_with(|| {
+                    let cg = wigner_3j(a.ir.l, b.ir.l, c.ir.l);
+                    let d2 = b.ir.dim();
+                    // Row j, column (i, k).
+                    let cg_j_ik: Vec<f64> = (0..d2)
+                        .flat_map(|j| (0..a.ir.dim()).flat_map(move |i| (0..c.ir.dim()).map(move |k| (i, j, k))))
+                        .map(|(i, j, k)| cg[[i, j, k]])
+                        .collect();
+                    let cg_j_ik = ops.constant(&[d2, a.ir.dim() * c.ir.dim()], &cg_j_ik);
+                    let y = ops.slice(attr, 1, in2[ins.i_in2].start, in2[ins.i_in2].end);
+                    let y = ops.matmul(&y, &cg_j_ik);
+                    // [B, src, dst, i, k] → [B·dst, (src, i), k]
+                    let y = ops.reshape(&y, &[-1, n, n, d1, d3]);
+                    let y = ops.transpose(&y, &[0, 2, 1, 3, 4]);
+                    ops.reshape(&y, &[-1, n * d1, d3])
+                })
+                .clone();
+            let out = ops.matmul(&weighted, &harmonics);
+            let out = ops.scale(&out, ins.path_weight);
+            let out = ops.reshape(&out, &[-1, u * d3]);
+            sums[ins.i_out] = Some(match sums[ins.i_out].take() {
+                Some(acc) => ops.add(&acc, &out),
+                None => out,
+            });
+        }
+        concat_outputs(ops, sums, &tp.irreps_out, x, tp.irreps_in1.dim())
+    }
+}
+
 /// Per-edge inputs shared by all convolutions, rows ordered (frame, src, dst).
 struct EdgeTensors<T> {
     /// smooth_cutoff(|r| / max_radius) · Y(r̂), zero off the radius graph [B·144, dim_sh].
     attr: T,
     /// Gaussian basis of |r|, times √number_of_basis [B·144, number_of_basis].
     length_embedded: T,
-    /// Ones [B, 12, 12, 1], for broadcasting node features onto edges.
-    ones: T,
 }
 
 #[derive(Debug, Clone)]
@@ -357,7 +411,7 @@ impl OpsModel for GateNetwork {
         let gaussian = ops.unary(&diff, Unary::Exp);
         let embedded = ops.scale(&gaussian, (basis as f64).sqrt() / 1.12);
         let length_embedded = ops.reshape(&embedded, &[-1, basis as i64]);
-        let edges = EdgeTensors { attr, length_embedded, ones: ones.clone() };
+        let edges = EdgeTensors { attr, length_embedded };
 
         // Node features and attributes are ones (irreps 0e), one row per particle.
         let node_ones = ops.reduce_sum(&ones, 2, false);

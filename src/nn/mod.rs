@@ -23,7 +23,7 @@ use crate::e3::Irreps;
 
 /// Concatenates the per-output sums of a layer; outputs no path writes are zeros
 /// (made as `input · 0`, which needs no row count).
-fn concat_outputs<O: Ops>(ops: &mut O, sums: Vec<Option<O::Tensor>>, irreps_out: &Irreps, input: &O::Tensor, input_dim: usize) -> O::Tensor {
+pub(crate) fn concat_outputs<O: Ops>(ops: &mut O, sums: Vec<Option<O::Tensor>>, irreps_out: &Irreps, input: &O::Tensor, input_dim: usize) -> O::Tensor {
     let mut parts: Vec<O::Tensor> = sums
         .into_iter()
         .zip(irreps_out.iter())
