@@ -19,6 +19,7 @@ use equiserve::{
     onnx::{ExecutionDevice, OnnxModel, init_runtime},
     proto::v1::{ListModelsRequest, PredictRequest, RolloutRequest, dynamics_client::DynamicsClient},
     serve::{DynamicsService, Limits, ModelRegistry, PoolConfig, serve},
+    train::relative_error,
 };
 use ndarray::{Array3, s};
 use tokio_stream::StreamExt;
@@ -45,9 +46,7 @@ fn relative_gap(cuda: &mut OnnxModel, cpu: &mut OnnxModel, frames: &Array3<f32>)
     let frames = frames.slice(s![..1024, .., ..]);
     let on_cuda = cuda.run(frames).map_err(|e| e.to_string())?;
     let on_cpu = cpu.run(frames).map_err(|e| e.to_string())?;
-    let scale = on_cpu.iter().fold(0.0_f32, |m, v| m.max(v.abs())).max(f32::MIN_POSITIVE);
-    let gap = on_cuda.iter().zip(&on_cpu).fold(0.0_f32, |m, (a, b)| if (a - b).is_nan() { f32::NAN } else { m.max((a - b).abs()) });
-    Ok(f64::from(gap / scale))
+    Ok(relative_error(&on_cuda, &on_cpu))
 }
 
 fn frames() -> (Array3<f32>, &'static str) {

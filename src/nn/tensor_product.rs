@@ -337,7 +337,7 @@ impl TensorProduct {
     /// M [dim1, dim2, dim_out] with out[r, o] = Σ_ab x1[r, a] x2[r, b] M[a, b, o], for
     /// shared weights and products small enough (`DENSE_LIMIT`); `None` otherwise.
     fn dense_bilinear<O: Ops>(&self, ops: &mut O) -> Option<O::Tensor> {
-        let shared = self.weight.as_ref()?;
+        self.weight.as_ref()?;
         let (dim1, dim2, dim_out) = (self.irreps_in1.dim(), self.irreps_in2.dim(), self.irreps_out.dim());
         if dim1 * dim2 * dim_out > DENSE_LIMIT {
             return None;
@@ -345,17 +345,14 @@ impl TensorProduct {
         // Each path's block [(u, i), (v, j), (w, k)] = √α coef[u, v, w] C[i, j, k]; blocks
         // of the same (in1, in2, out) irreps add up; the grid of blocks is concatenated.
         let mut blocks: HashMap<(usize, usize, usize), O::Tensor> = HashMap::new();
-        let mut offset = 0;
-        for ins in &self.instructions {
-            let numel: usize = if ins.has_weight { ins.path_shape.iter().product() } else { 0 };
-            let weights = &shared[offset..offset + numel];
-            offset += numel;
+        let path_weights = self.path_weights(ops, None);
+        for (ins, weight) in self.instructions.iter().zip(path_weights) {
             if ins.path_shape.contains(&0) {
                 continue;
             }
             let (a, b, c) = (self.irreps_in1.0[ins.i_in1], self.irreps_in2.0[ins.i_in2], self.irreps_out.0[ins.i_out]);
             let (u, v, w) = (a.mul, b.mul, c.mul);
-            let coefficients = self.path_coefficients(ops, ins, weights, u, v, w);
+            let coefficients = Self::path_coefficients(ops, ins, weight, u, v, w);
             let (d1, d2, d3) = (a.ir.dim(), b.ir.dim(), c.ir.dim());
             let cg = wigner_3j(a.ir.l, b.ir.l, c.ir.l);
             let cg: Vec<f64> = cg.iter().map(|value| value * ins.path_weight).collect();
@@ -396,7 +393,7 @@ impl TensorProduct {
 
     /// coef[u, v, w] of one path: its weights spread over the connection mode's pattern
     /// (uvu: w = u; uvv: w = v; uuw: u = v; uuu: all equal), or the bare pattern.
-    fn path_coefficients<O: Ops>(&self, ops: &mut O, ins: &Instruction, weights: &[f64], u: usize, v: usize, w: usize) -> O::Tensor {
+    fn path_coefficients<O: Ops>(ops: &mut O, ins: &Instruction, weight: Option<PathWeight<O::Tensor>>, u: usize, v: usize, w: usize) -> O::Tensor {
         let pattern: Vec<f64> = (0..u)
             .flat_map(|i| (0..v).flat_map(move |j| (0..w).map(move |k| (i, j, k))))
             .map(|(i, j, k)| {
@@ -411,10 +408,11 @@ impl TensorProduct {
             })
             .collect();
         let pattern = ops.constant(&[u, v, w], &pattern);
-        if !ins.has_weight {
-            return pattern;
-        }
-        let weight = ops.weight(&ins.path_shape, weights);
+        let weight = match weight {
+            None => return pattern,
+            Some(PathWeight::Shared(weight)) => weight,
+            Some(PathWeight::PerSample(_)) => unreachable!("the dense tensor is built from shared weights only"),
+        };
         let spread = match ins.mode {
             Mode::Uvw => return weight,
             Mode::Uvu | Mode::Uvv => [u, v, 1],

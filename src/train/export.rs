@@ -232,7 +232,7 @@ pub(crate) fn commit_model(dir: &Path, staged_model: &Path, card: &ModelCard) ->
 }
 
 /// max |actual − expected| / max |expected|.
-pub(crate) fn relative_error<'a>(actual: impl IntoIterator<Item = &'a f32>, expected: impl IntoIterator<Item = &'a f32> + Clone) -> f64 {
+pub fn relative_error<'a>(actual: impl IntoIterator<Item = &'a f32>, expected: impl IntoIterator<Item = &'a f32> + Clone) -> f64 {
     let scale = expected.clone().into_iter().fold(0.0_f64, |m, v| m.max(f64::from(v.abs()))).max(f64::MIN_POSITIVE);
     // NaN must win the maximum (f64::max would drop it) so that it fails the check.
     let error = actual.into_iter().zip(expected).fold(0.0_f64, |m, (a, e)| {
