@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     data::{DIMS, PARTICLES, SplitConfig, Target},
-    onnx::{INPUT_NAME, IR_VERSION, OPSET, OUTPUT_NAME},
+    onnx::{INPUT_NAME, IR_VERSION, OPSET, OUTPUT_NAME, Precision},
     train::{
         EpochStats, TrainConfig,
         metrics::{EquivarianceReport, Evaluation},
@@ -103,6 +103,14 @@ pub struct OnnxInfo {
     /// max |ONNX − reference| / max |reference| on the check inputs (the trained
     /// model's own forward pass, or the f64 evaluation of imported layers).
     pub parity_relative_error: f64,
+    /// The element type the graph computes in (its input and output are float32):
+    /// float64 where f32 rounding could not reproduce the trained model.
+    #[serde(default = "float32")]
+    pub compute_dtype: String,
+}
+
+fn float32() -> String {
+    Precision::F32.name().into()
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -127,7 +135,7 @@ impl Versions {
 
 impl OnnxInfo {
     /// Every exported model's interface: positions [batch, 12, 3] → dx [batch, 12, 3].
-    pub fn standard(parity_relative_error: f64) -> Self {
+    pub fn standard(parity_relative_error: f64, precision: Precision) -> Self {
         let frames = |name: &str| TensorInfo {
             name: name.to_string(),
             dtype: "float32".into(),
@@ -140,6 +148,7 @@ impl OnnxInfo {
             opset: OPSET,
             ir_version: IR_VERSION,
             parity_relative_error,
+            compute_dtype: precision.name().into(),
         }
     }
 }

@@ -5,11 +5,13 @@ use burn::{module::Module, tensor::Tensor};
 use equiserve::{
     card::DataInfo,
     data::{SimulationConfig, Split, SplitConfig, simulate},
-    models::{DynamicsModel, Mlp, ModelKind},
-    onnx::{ExecutionDevice, GraphBuilder, OnnxModel},
-    train::{BurnModule, ExportError, ExportRequest, TrainConfig, export_model, predict_dx, training_device},
+    models::{DynamicsModel, E3Small, GateNetwork, GateNetworkConfig, Gnn, Mlp, ModelKind, OpsModel, Se3Transformer},
+    nn::{Eager, Ops},
+    onnx::{ExecutionDevice, GraphBuilder, OnnxModel, Precision},
+    train::{BurnModule, ExportError, ExportRequest, OpsTrained, TrainConfig, export_model, predict_dx, relative_error, training_device},
 };
 use ndarray::Array3;
+use prost::Message;
 use rand::{SeedableRng, rngs::StdRng};
 use rand_distr::{Distribution, Normal};
 
@@ -67,7 +69,7 @@ impl DynamicsModel for Skewed {
 
     fn emit_onnx(&self, graph: &mut GraphBuilder, positions: &str) -> String {
         let out = self.inner.emit_onnx(graph, positions);
-        let offset = graph.constant_f32("offset", &[1], &[1e-3]);
+        let offset = graph.constant_float("offset", &[1], [1e-3].into_iter());
         graph.add(&out, &offset)
     }
 }
@@ -94,4 +96,85 @@ fn a_graph_that_differs_from_the_model_is_refused_and_old_files_survive() {
         .filter(|e| e.file_name().to_string_lossy().ends_with(".partial"))
         .collect();
     assert!(leftovers.is_empty(), "staged files left behind");
+}
+
+/// dx = (x + 3000) − 3000: exact in f64, but f32 rounds x + 3000 to steps of 2.4e-4.
+struct Cancelling;
+
+impl OpsModel for Cancelling {
+    fn forward<O: Ops>(&self, ops: &mut O, positions: &O::Tensor) -> O::Tensor {
+        let shifted = ops.add_scalar(positions, 3000.0);
+        ops.add_scalar(&shifted, -3000.0)
+    }
+
+    fn weights_mut(&mut self) -> Vec<&mut Vec<f64>> {
+        Vec::new()
+    }
+
+    fn num_params(&self) -> usize {
+        0
+    }
+}
+
+#[test]
+fn a_function_f32_cannot_reproduce_is_exported_computing_in_f64() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (split, config) = (split(), TrainConfig::default());
+    let outcome = export_model(&OpsTrained(&Cancelling), request(dir.path(), &split, &config)).expect("exports");
+    assert_eq!(outcome.card.onnx.compute_dtype, "float64");
+    assert!(outcome.card.onnx.parity_relative_error < 1e-7, "{:e}", outcome.card.onnx.parity_relative_error);
+
+    // The served interface is still float32 in and out.
+    let mut onnx = OnnxModel::load(&outcome.dir.join("model.onnx"), ExecutionDevice::Cpu, 1).expect("loads");
+    let x = Array3::from_shape_fn((2, 12, 3), |(f, p, d)| (f * 36 + p * 3 + d) as f32 * 0.01);
+    let dx = onnx.run(x.view()).expect("runs");
+    assert!(relative_error(&dx, &x) < 1e-7);
+
+    // A model f32 reproduces stays in f32.
+    let device = training_device(11);
+    let mlp = export_model(&BurnModule { model: &Mlp::new(&device), device: &device }, request(dir.path(), &split, &config)).expect("exports");
+    assert_eq!(mlp.card.onnx.compute_dtype, "float32");
+}
+
+/// Every op the zoo's graphs use has an f64 kernel in ONNX Runtime (Erf, which has
+/// none, runs in f32 between casts): the faithful SE(3) Transformer's f64 graph gives
+/// its f64 evaluation to within the output's f32 rounding and erf's.
+#[test]
+fn an_f64_graph_of_the_attention_model_matches_its_f64_evaluation() {
+    let mut model = Se3Transformer::new(2, 2, false);
+    model.init_weights(&mut StdRng::seed_from_u64(4));
+    let mut rng = StdRng::seed_from_u64(4);
+    let normal = Normal::new(0.0, 1.0).expect("normal");
+    let x = Array3::<f32>::from_shape_simple_fn((3, 12, 3), || normal.sample(&mut rng));
+    let expected: Vec<f32> = model.forward(&mut Eager, &x.mapv(f64::from).into_dyn()).iter().map(|&v| v as f32).collect();
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("model.onnx");
+    let mut graph = GraphBuilder::with_precision(Precision::F64);
+    let input = graph.input();
+    let output = model.forward(&mut graph, &input);
+    std::fs::write(&path, graph.finish(&output, "test", &[]).encode_to_vec()).expect("writes");
+    let actual = OnnxModel::load(&path, ExecutionDevice::Cpu, 1).expect("loads").run(x.view()).expect("runs");
+    let error = relative_error(&actual, &expected);
+    assert!(error < 2e-7, "{error:e}");
+}
+
+/// Every weight and constant a zoo graph stores is read by one of its nodes (ONNX
+/// Runtime drops unused ones with a warning each, and they bloat the file).
+#[test]
+fn zoo_graphs_store_no_unused_initializers() {
+    fn check(name: &str, model: &impl OpsModel) {
+        let mut graph = GraphBuilder::new();
+        let input = graph.input();
+        let output = model.forward(&mut graph, &input);
+        let proto = graph.finish(&output, name, &[]);
+        let graph = proto.graph.expect("graph");
+        let read: std::collections::HashSet<&str> = graph.node.iter().flat_map(|n| n.input.iter().map(String::as_str)).collect();
+        let unused: Vec<&str> = graph.initializer.iter().map(|t| t.name.as_str()).filter(|n| !read.contains(n)).collect();
+        assert!(unused.is_empty(), "{name}: {} unused initializers, e.g. {:?}", unused.len(), &unused[..unused.len().min(3)]);
+    }
+    check("e3small", &E3Small::new());
+    check("e3large", &GateNetwork::new(GateNetworkConfig::study()).expect("builds"));
+    check("gnn", &Gnn::new());
+    check("se3net", &Se3Transformer::new(2, 2, false));
 }

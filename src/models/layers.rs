@@ -27,11 +27,11 @@ impl Dense {
     pub fn emit_onnx(&self, graph: &mut GraphBuilder, x: &str, hint: &str) -> String {
         let weight = self.linear.weight.val();
         let [d_input, d_output] = weight.dims();
-        let weight = graph.constant_f32(&format!("{hint}_weight"), &[d_input, d_output], &to_vec(weight));
+        let weight = graph.constant_float(&format!("{hint}_weight"), &[d_input, d_output], to_vec(weight).into_iter().map(f64::from));
         let product = graph.matmul(x, &weight);
         match &self.linear.bias {
             Some(bias) => {
-                let bias = graph.constant_f32(&format!("{hint}_bias"), &[d_output], &to_vec(bias.val()));
+                let bias = graph.constant_float(&format!("{hint}_bias"), &[d_output], to_vec(bias.val()).into_iter().map(f64::from));
                 graph.add(&product, &bias)
             }
             None => product,

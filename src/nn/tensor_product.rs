@@ -394,6 +394,13 @@ impl TensorProduct {
     /// coef[u, v, w] of one path: its weights spread over the connection mode's pattern
     /// (uvu: w = u; uvv: w = v; uuw: u = v; uuu: all equal), or the bare pattern.
     fn path_coefficients<O: Ops>(ops: &mut O, ins: &Instruction, weight: Option<PathWeight<O::Tensor>>, u: usize, v: usize, w: usize) -> O::Tensor {
+        let weight = match weight {
+            None => None,
+            // Weights on every (u, v, w): no pattern constant, which the graph would not use.
+            Some(PathWeight::Shared(weight)) if ins.mode == Mode::Uvw => return weight,
+            Some(PathWeight::Shared(weight)) => Some(weight),
+            Some(PathWeight::PerSample(_)) => unreachable!("the dense tensor is built from shared weights only"),
+        };
         let pattern: Vec<f64> = (0..u)
             .flat_map(|i| (0..v).flat_map(move |j| (0..w).map(move |k| (i, j, k))))
             .map(|(i, j, k)| {
@@ -408,13 +415,9 @@ impl TensorProduct {
             })
             .collect();
         let pattern = ops.constant(&[u, v, w], &pattern);
-        let weight = match weight {
-            None => return pattern,
-            Some(PathWeight::Shared(weight)) => weight,
-            Some(PathWeight::PerSample(_)) => unreachable!("the dense tensor is built from shared weights only"),
-        };
+        let Some(weight) = weight else { return pattern };
         let spread = match ins.mode {
-            Mode::Uvw => return weight,
+            Mode::Uvw => unreachable!("returned above"),
             Mode::Uvu | Mode::Uvv => [u, v, 1],
             Mode::Uuw => [u, 1, w],
             Mode::Uuu => [u, 1, 1],

@@ -1,7 +1,7 @@
 //! A small builder for ONNX graphs: each layer appends its nodes and initializers.
 
 use super::proto::{
-    AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, StringStringEntryProto, TensorProto,
+    AttributeProto, attribute_proto::AttributeType, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, StringStringEntryProto, TensorProto,
     TensorShapeProto, TypeProto, ValueInfoProto, tensor_proto::DataType,
     tensor_shape_proto::{Dimension, dimension::Value as DimValue},
     type_proto::{Tensor as TensorType, Value as TypeValue},
@@ -9,22 +9,72 @@ use super::proto::{
 use super::{INPUT_NAME, IR_VERSION, OPSET, OUTPUT_NAME};
 use crate::data::{DIMS, PARTICLES};
 
+/// The element type a graph computes in; its input and output stay float32.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Precision {
+    #[default]
+    F32,
+    /// For functions whose output is tiny beside their intermediate values, so that f32
+    /// rounding alone exceeds the parity tolerance (the faithful SE(3) Transformer: its
+    /// later blocks take the earlier ones' dx-sized outputs as positions, and its dx on
+    /// the study's data stays below 1e-6 while f32 changes it by 5e-5 of that).
+    F64,
+}
+
+impl Precision {
+    /// ONNX's TensorProto.DataType.
+    pub fn data_type(self) -> DataType {
+        match self {
+            Precision::F32 => DataType::Float,
+            Precision::F64 => DataType::Double,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::F32 => "float32",
+            Precision::F64 => "float64",
+        }
+    }
+}
+
 /// Collects nodes and weights; names are made unique so layers compose without clashes.
 #[derive(Default)]
 pub struct GraphBuilder {
     nodes: Vec<NodeProto>,
     initializers: Vec<TensorProto>,
     next_id: usize,
+    precision: Precision,
+    /// The input as the graph computes with it (cast when the precision is not f32).
+    input: String,
 }
 
 impl GraphBuilder {
+    /// A graph computing in f32.
     pub fn new() -> Self {
-        Self::default()
+        Self::with_precision(Precision::F32)
     }
 
-    /// The graph input: positions float32 [batch, 12, 3].
+    pub fn with_precision(precision: Precision) -> Self {
+        let mut graph = Self { precision, input: INPUT_NAME.to_string(), ..Self::default() };
+        if precision != Precision::F32 {
+            graph.input = graph.cast(INPUT_NAME, precision.data_type());
+        }
+        graph
+    }
+
+    pub fn precision(&self) -> Precision {
+        self.precision
+    }
+
+    /// The graph input: positions [batch, 12, 3], in the graph's precision.
     pub fn input(&self) -> String {
-        INPUT_NAME.to_string()
+        self.input.clone()
+    }
+
+    pub fn cast(&mut self, x: &str, to: DataType) -> String {
+        let to = AttributeProto { name: "to".into(), i: to as i64, r#type: AttributeType::Int as i32, ..Default::default() };
+        self.op("Cast", &[x], vec![to])
     }
 
     fn unique(&mut self, hint: &str) -> String {
@@ -32,15 +82,19 @@ impl GraphBuilder {
         format!("{hint}_{}", self.next_id)
     }
 
-    /// A float32 weight stored as an initializer (little-endian raw data).
-    pub fn constant_f32(&mut self, hint: &str, dims: &[usize], data: &[f32]) -> String {
+    /// A weight stored as an initializer in the graph's precision (little-endian raw data).
+    pub fn constant_float(&mut self, hint: &str, dims: &[usize], data: impl ExactSizeIterator<Item = f64>) -> String {
         assert_eq!(dims.iter().product::<usize>(), data.len(), "{hint}: dims do not match data");
         let name = self.unique(hint);
+        let raw_data = match self.precision {
+            Precision::F32 => data.flat_map(|v| (v as f32).to_le_bytes()).collect(),
+            Precision::F64 => data.flat_map(f64::to_le_bytes).collect(),
+        };
         self.initializers.push(TensorProto {
             name: name.clone(),
             dims: dims.iter().map(|&d| d as i64).collect(),
-            data_type: DataType::Float as i32,
-            raw_data: data.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            data_type: self.precision.data_type() as i32,
+            raw_data,
             ..Default::default()
         });
         name
@@ -96,7 +150,8 @@ impl GraphBuilder {
 
     /// Names `value` as the graph output `dx` and wraps everything in a model.
     pub fn finish(mut self, value: &str, doc: &str, metadata: &[(&str, String)]) -> ModelProto {
-        self.push_node("Identity", &[value], OUTPUT_NAME, vec![]);
+        let value = if self.precision == Precision::F32 { value.to_string() } else { self.cast(value, DataType::Float) };
+        self.push_node("Identity", &[&value], OUTPUT_NAME, vec![]);
         let frames = || ValueInfoProto {
             name: String::new(),
             r#type: Some(TypeProto {

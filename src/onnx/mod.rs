@@ -4,7 +4,7 @@ mod graph;
 mod ops;
 mod runtime;
 
-pub use graph::GraphBuilder;
+pub use graph::{GraphBuilder, Precision};
 pub use runtime::{ExecutionDevice, OnnxModel, RuntimeError, init_runtime, library_candidates};
 
 /// The subset of onnx.proto that we write, generated from `proto/onnx/onnx_subset.proto`.

@@ -1,8 +1,8 @@
 //! [`Ops`] emitted as ONNX nodes: a layer run on a [`GraphBuilder`] writes itself out.
 
 use super::{
-    GraphBuilder,
-    proto::{AttributeProto, attribute_proto::AttributeType},
+    GraphBuilder, Precision,
+    proto::{AttributeProto, attribute_proto::AttributeType, tensor_proto::DataType},
 };
 use crate::nn::{Ops, Unary};
 
@@ -14,15 +14,11 @@ fn attr_ints(name: &str, values: &[i64]) -> AttributeProto {
     AttributeProto { name: name.into(), ints: values.to_vec(), r#type: AttributeType::Ints as i32, ..Default::default() }
 }
 
-/// ONNX's TensorProto.DataType FLOAT, for Cast.
-const FLOAT: i64 = 1;
-
 impl Ops for GraphBuilder {
     type Tensor = String;
 
     fn constant(&mut self, shape: &[usize], values: &[f64]) -> String {
-        let values: Vec<f32> = values.iter().map(|&v| v as f32).collect();
-        self.constant_f32("const", shape, &values)
+        self.constant_float("const", shape, values.iter().copied())
     }
 
     fn matmul(&mut self, a: &String, b: &String) -> String {
@@ -46,6 +42,13 @@ impl Ops for GraphBuilder {
     }
 
     fn unary(&mut self, x: &String, f: Unary) -> String {
+        if f == Unary::Erf && self.precision() == Precision::F64 {
+            // ONNX Runtime has no f64 Erf kernel; erf is well-conditioned, so f32 costs
+            // only its own rounding (~1e-7 relative).
+            let narrow = self.cast(x, DataType::Float);
+            let erf = self.op("Erf", &[&narrow], vec![]);
+            return self.cast(&erf, DataType::Double);
+        }
         let op = match f {
             Unary::Sigmoid => "Sigmoid",
             Unary::Tanh => "Tanh",
@@ -63,13 +66,13 @@ impl Ops for GraphBuilder {
     fn less_than(&mut self, x: &String, c: f64) -> String {
         let c = self.constant(&[], &[c]);
         let flags = self.op("Less", &[x, &c], vec![]);
-        self.op("Cast", &[&flags], vec![attr_int("to", FLOAT)])
+        self.cast(&flags, self.precision().data_type())
     }
 
     fn greater_than(&mut self, x: &String, c: f64) -> String {
         let c = self.constant(&[], &[c]);
         let flags = self.op("Greater", &[x, &c], vec![]);
-        self.op("Cast", &[&flags], vec![attr_int("to", FLOAT)])
+        self.cast(&flags, self.precision().data_type())
     }
 
     fn clip(&mut self, x: &String, min: f64, max: f64) -> String {

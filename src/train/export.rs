@@ -22,7 +22,7 @@ use crate::{
     card::{CARD_FILE, DataInfo, InferenceSpeed, MODEL_FILE, Metrics, ModelCard, OnnxInfo, SplitInfo, TrainingInfo, Versions},
     data::{DIMS, PARTICLES, Split, SplitConfig, Target},
     models::{DynamicsModel, ModelKind, OpsModel},
-    onnx::{ExecutionDevice, GraphBuilder, OnnxModel},
+    onnx::{ExecutionDevice, GraphBuilder, OnnxModel, Precision},
 };
 
 /// Above this, the exported graph does not compute the trained model's function.
@@ -128,38 +128,51 @@ pub fn export_model(model: &impl ExportableModel, request: ExportRequest) -> Res
     let description = request.kind.describe();
     let target = request.config.target;
 
-    let mut graph = GraphBuilder::new();
-    let input = graph.input();
-    let mut output = model.emit_onnx(&mut graph, &input);
-    if target == Target::X {
-        // The served interface is always dx.
-        output = graph.sub(&output, &input);
-    }
     let architecture = description["architecture"].as_str().unwrap_or(name).to_string();
-    let proto = graph.finish(
-        &output,
-        &format!("equiserve {name}: positions [batch, 12, 3] -> dx [batch, 12, 3]"),
-        &[("equiserve.model", name.to_string()), ("equiserve.architecture", architecture.clone())],
-    );
-    let staged_model = stage_model(&dir, &proto)?;
+    let metadata = [("equiserve.model", name.to_string()), ("equiserve.architecture", architecture.clone())];
+    let emit = |precision| {
+        let mut graph = GraphBuilder::with_precision(precision);
+        let input = graph.input();
+        let mut output = model.emit_onnx(&mut graph, &input);
+        if target == Target::X {
+            // The served interface is always dx.
+            output = graph.sub(&output, &input);
+        }
+        graph.finish(&output, &format!("equiserve {name}: positions [batch, 12, 3] -> dx [batch, 12, 3]"), &metadata)
+    };
 
     // The reference test predictions serve the parity check, the metrics and the figures.
     let test_inputs = request.split.test.inputs.view();
     let test_dx = model.reference_dx(test_inputs, target);
     if !test_dx.iter().all(|v| v.is_finite()) {
-        let _ = fs::remove_file(&staged_model);
         return Err(ExportError::NonFinite { name: name.to_string() });
     }
-    let parity = check_parity(model, &staged_model, test_inputs, &test_dx, target, request.config.seed);
-    let parity_relative_error = match parity {
-        Ok(error) if error <= PARITY_TOLERANCE => error,
-        failed => {
-            let _ = fs::remove_file(&staged_model);
-            return Err(match failed {
-                Ok(error) => ExportError::Parity { name: name.to_string(), error },
-                Err(e) => e,
-            });
+    // f32 first; a function too ill-conditioned for f32 rounding to reproduce gets the
+    // same graph computed in f64 (a graph that computes something else fails both).
+    let mut exported = None;
+    let mut last_failure = None;
+    for precision in [Precision::F32, Precision::F64] {
+        let staged_model = stage_model(&dir, &emit(precision))?;
+        match check_parity(model, &staged_model, test_inputs, &test_dx, target, request.config.seed) {
+            Ok(error) if error <= PARITY_TOLERANCE => {
+                exported = Some((staged_model, precision, error));
+                break;
+            }
+            failed => {
+                let _ = fs::remove_file(&staged_model);
+                let failure = match failed {
+                    Ok(error) => ExportError::Parity { name: name.to_string(), error },
+                    Err(e) => e,
+                };
+                if precision == Precision::F32 {
+                    tracing::info!(model = name, %failure, "the f32 graph missed parity; trying it in f64");
+                }
+                last_failure = Some(failure);
+            }
         }
+    }
+    let Some((staged_model, precision, parity_relative_error)) = exported else {
+        return Err(last_failure.expect("every precision failed"));
     };
 
     let mut trained_dx = |x: ArrayView3<f32>| model.predict_dx(x, target);
@@ -191,7 +204,7 @@ pub fn export_model(model: &impl ExportableModel, request: ExportRequest) -> Res
         imported_from: None,
         equivariance,
         inference: measure_inference(&staged_model, request.split.test.inputs.view()),
-        onnx: OnnxInfo::standard(parity_relative_error),
+        onnx: OnnxInfo::standard(parity_relative_error, precision),
         versions: Versions::current(),
     };
     commit_model(&dir, &staged_model, &card)?;

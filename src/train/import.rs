@@ -23,7 +23,7 @@ use crate::{
     card::{ImportInfo, ModelCard, OnnxInfo, Versions},
     data::{DIMS, PARTICLES, Target},
     models::{GateNetwork, GateNetworkConfig, GateNetworkError, OpsModel},
-    onnx::{ExecutionDevice, GraphBuilder, OnnxModel},
+    onnx::{ExecutionDevice, GraphBuilder, OnnxModel, Precision},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -135,7 +135,7 @@ pub fn import_e3nn(kwargs_path: &Path, weights_path: &Path, out_dir: &Path, name
         }),
         equivariance,
         inference: None,
-        onnx: OnnxInfo::standard(parity),
+        onnx: OnnxInfo::standard(parity, Precision::F32),
         versions: Versions::current(),
     };
     commit_model(out_dir, &staged, &card)?;

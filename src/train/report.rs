@@ -2,7 +2,7 @@
 
 use std::{fmt::Write, path::Path};
 
-use crate::card::ModelCard;
+use crate::{card::ModelCard, onnx::Precision};
 
 /// The study's own code on this kind of 2-core CPU (PyTorch + e3nn, 2 threads, quiet),
 /// as quoted in issue 4: seconds per epoch, and frames per second of its
@@ -72,6 +72,16 @@ pub fn render_report(cards: &[ModelCard]) -> String {
          (the study's figures are those quoted in the issue, not re-measured in this run). Figures, per model: `<model>/loss.svg`, \
          `<model>/correlation.svg`, `<model>/trajectory.svg`.\n",
     );
+    let wide: Vec<&str> = cards.iter().filter(|c| c.onnx.compute_dtype != Precision::F32.name()).map(|c| c.name.as_str()).collect();
+    if !wide.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nThe ONNX graphs compute in float32, except {} ({}): f32 rounding of that trained function misses the 1e-5 parity, \
+             so its graph takes float32 positions, computes in float64 and returns float32 dx.",
+            wide.join(", "),
+            Precision::F64.name(),
+        );
+    }
     out
 }
 
