@@ -1,0 +1,49 @@
+//! The models shipped in `models/` are the whole zoo, each one loads and serves.
+
+mod common;
+
+use std::{collections::BTreeMap, path::Path};
+
+use clap::ValueEnum;
+use common::TestServer;
+use equiserve::{
+    models::ModelKind,
+    proto::v1::{GetModelRequest, ListModelsRequest, PredictRequest},
+};
+
+/// Two frames on the scale of the study's data: a 4 × 3 grid of spacing 1.2 around
+/// (20, 25), the second one shifted and turned a little.
+fn frames() -> Vec<f32> {
+    (0..2)
+        .flat_map(|f| {
+            (0..12).flat_map(move |i| {
+                let (u, v) = ((i % 4) as f32 * 1.2, (i / 4) as f32 * 1.2);
+                let turn = 0.1 * f as f32;
+                [20.0 + u * turn.cos() - v * turn.sin() + f as f32, 25.0 + u * turn.sin() + v * turn.cos(), 0.0]
+            })
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_model_of_the_zoo_is_shipped_with_parity_and_served() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
+    let mut server = TestServer::start(&dir).await;
+    let listed = server.client.list_models(ListModelsRequest {}).await.expect("list").into_inner().models;
+    let params: BTreeMap<String, u64> = listed.into_iter().map(|m| (m.name, m.params)).collect();
+    for kind in ModelKind::value_variants() {
+        let name = kind.name();
+        assert!(params.contains_key(name), "models/ lacks {name}: {:?}", params.keys());
+        let info = server.client.get_model(GetModelRequest { name: name.into() }).await.expect("get").into_inner();
+        let card: serde_json::Value = serde_json::from_str(&info.card_json).expect("card json");
+        assert!(card["onnx"]["parity_relative_error"].as_f64().expect("parity") <= 1e-5, "{name}");
+        assert_eq!(card["params"].as_u64(), Some(params[name]), "{name}");
+
+        let positions = frames();
+        let predicted = server.client.predict(PredictRequest { model: name.into(), positions: positions.clone() }).await.expect("predict");
+        let dx = predicted.into_inner().dx;
+        assert_eq!(dx.len(), positions.len(), "{name}");
+        assert!(dx.iter().all(|v| v.is_finite()), "{name}: {dx:?}");
+    }
+    server.shutdown().await;
+}
