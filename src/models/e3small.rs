@@ -3,10 +3,11 @@
 //!
 //! node = Σ_in Y / √11; edge = FCTP(node[src] ⊗ Y → 8x0e+8x0o+16x1e+16x1o+8x2e+8x2o);
 //! node = Σ_in edge / √11; edge = FCTP(node[src] ⊗ Y → 1x1o); dx = mean over incoming edges.
+//! The first product and its sum are taken together, as FCTP(Σ_in node[src] ⊗ Y).
 
 use super::{
     OpsModel,
-    graph::{HarmonicGraph, from_sources, harmonic_graph, mean_into_destinations, sum_into_destinations},
+    graph::{HarmonicGraph, from_sources, harmonic_graph, mean_into_destinations, outer_sum_into_destinations},
 };
 use crate::{
     data::{DIMS, PARTICLES},
@@ -46,11 +47,12 @@ impl E3Small {
 impl OpsModel for E3Small {
     fn forward<O: Ops>(&self, ops: &mut O, positions: &O::Tensor) -> O::Tensor {
         let HarmonicGraph { on_graph, ones, sh, nodes } = harmonic_graph(ops, positions, &self.harmonics, LMAX, RADIUS, NUM_NEIGHBORS);
-        let mut gather = |ops: &mut O, nodes: &O::Tensor, dim: usize| from_sources(ops, nodes, dim, &ones);
-        let edges = self.tp1.forward_gathered(ops, &nodes, &sh, &mut gather);
-        let mid = self.tp1.irreps_out.dim();
-        let nodes = sum_into_destinations(ops, &edges, mid);
+        // The first product is summed straight into the destinations: per node, not per edge.
+        let sh_dim = self.tp1.irreps_in2.dim();
+        let outer = outer_sum_into_destinations(ops, &nodes, self.tp1.irreps_in1.dim(), &sh, sh_dim);
+        let nodes = self.tp1.forward_summed(ops, &outer).expect("E3 small's first product is small enough for a dense form");
         let nodes = ops.scale(&nodes, 1.0 / NUM_NEIGHBORS.sqrt());
+        let mut gather = |ops: &mut O, nodes: &O::Tensor, dim: usize| from_sources(ops, nodes, dim, &ones);
         let edges = self.tp2.forward_gathered(ops, &nodes, &sh, &mut gather);
         let mean = mean_into_destinations(ops, &edges, DIMS, &on_graph);
         ops.reshape(&mean, &[-1, PARTICLES as i64, DIMS as i64])

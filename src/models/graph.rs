@@ -75,6 +75,21 @@ pub fn sum_into_destinations<O: Ops>(ops: &mut O, edges: &O::Tensor, dim: usize)
     ops.reshape(&x, &[-1, dim as i64])
 }
 
+/// Σ over each destination's sources of node[src] ⊗ edge[src, dst], as
+/// [B·12, node_dim·edge_dim]: what [`crate::nn::TensorProduct::forward_summed`] takes
+/// to give a product of source nodes and edges summed into each destination.
+pub fn outer_sum_into_destinations<O: Ops>(ops: &mut O, nodes: &O::Tensor, node_dim: usize, edges: &O::Tensor, edge_dim: usize) -> O::Tensor {
+    let (d1, d2) = (node_dim as i64, edge_dim as i64);
+    let x = ops.reshape(nodes, &[-1, N, d1]);
+    let x = ops.transpose(&x, &[0, 2, 1]);
+    let e = ops.reshape(edges, &[-1, N, N * d2]);
+    // [B, d1, src] · [B, src, (dst, d2)]: the sum over sources is the matmul's.
+    let sums = ops.matmul(&x, &e);
+    let sums = ops.reshape(&sums, &[-1, d1, N, d2]);
+    let sums = ops.transpose(&sums, &[0, 2, 1, 3]);
+    ops.reshape(&sums, &[-1, d1 * d2])
+}
+
 /// Node features [B·12, dim] seen from every edge arriving at the node: rows [B·144, dim].
 pub fn from_destinations<O: Ops>(ops: &mut O, nodes: &O::Tensor, dim: usize, ones: &O::Tensor) -> O::Tensor {
     let x = ops.reshape(nodes, &[-1, 1, N, dim as i64]);
@@ -165,4 +180,32 @@ pub fn masked_softmax_over_sources<O: Ops>(ops: &mut O, score: &O::Tensor, mask:
     let total = ops.reduce_sum(&exp, 1, true);
     let total = ops.add_scalar(&total, 1e-16);
     ops.div(&exp, &total)
+}
+
+#[cfg(test)]
+mod tests {
+    use ndarray::{ArrayD, IxDyn};
+
+    use super::*;
+    use crate::nn::Eager;
+
+    #[test]
+    fn outer_sums_add_each_source_node_times_its_edge_into_the_destination() {
+        let (frames, d1, d2) = (2, 3, 4);
+        let nodes = ArrayD::from_shape_fn(IxDyn(&[frames * PARTICLES, d1]), |ix| ((ix[0] * d1 + ix[1]) as f64 * 0.31).sin());
+        let edges = ArrayD::from_shape_fn(IxDyn(&[frames * PARTICLES * PARTICLES, d2]), |ix| ((ix[0] * d2 + ix[1]) as f64 * 0.17).cos());
+        let sums = outer_sum_into_destinations(&mut Eager, &nodes, d1, &edges, d2);
+        assert_eq!(sums.shape(), &[frames * PARTICLES, d1 * d2]);
+        for f in 0..frames {
+            for dst in 0..PARTICLES {
+                for (a, b) in (0..d1).flat_map(|a| (0..d2).map(move |b| (a, b))) {
+                    let expected: f64 = (0..PARTICLES)
+                        .map(|src| nodes[[f * PARTICLES + src, a]] * edges[[(f * PARTICLES + src) * PARTICLES + dst, b]])
+                        .sum();
+                    let actual = sums[[f * PARTICLES + dst, a * d2 + b]];
+                    assert!((actual - expected).abs() < 1e-12, "frame {f}, dst {dst}, ({a}, {b}): {actual} vs {expected}");
+                }
+            }
+        }
+    }
 }

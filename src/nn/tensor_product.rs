@@ -334,6 +334,17 @@ impl TensorProduct {
         super::concat_outputs(ops, sums, &self.irreps_out, x2, self.irreps_in2.dim())
     }
 
+    /// Σ over any set of rows of TP(x1, x2), given Σ x1 ⊗ x2 over those rows as
+    /// [sets, dim1·dim2]: a bilinear map commutes with the sum, so a product summed over
+    /// a node's incoming edges costs one dim1·dim2 × dim_out matmul per node instead of
+    /// one per edge. `None` where the product has no dense form (see `dense_bilinear`).
+    pub fn forward_summed<O: Ops>(&self, ops: &mut O, outer_sums: &O::Tensor) -> Option<O::Tensor> {
+        let dense = self.dense_bilinear(ops)?;
+        let (dim1, dim2, dim_out) = (self.irreps_in1.dim(), self.irreps_in2.dim(), self.irreps_out.dim());
+        let dense = ops.reshape(&dense, &[(dim1 * dim2) as i64, dim_out as i64]);
+        Some(ops.matmul(outer_sums, &dense))
+    }
+
     /// M [dim1, dim2, dim_out] with out[r, o] = Σ_ab x1[r, a] x2[r, b] M[a, b, o], for
     /// shared weights and products small enough (`DENSE_LIMIT`); `None` otherwise.
     fn dense_bilinear<O: Ops>(&self, ops: &mut O) -> Option<O::Tensor> {
@@ -629,5 +640,23 @@ mod tests {
         assert!(scale > 0.1, "the paths write something");
         let error = dense.iter().zip(per_path.iter()).fold(0.0_f64, |m, (a, b)| m.max((a - b).abs()));
         assert!(error < 1e-12 * scale, "dense vs per path: {error:e}");
+    }
+
+    #[test]
+    fn a_product_summed_over_rows_equals_the_sum_of_its_rows() {
+        let irreps = |s: &str| s.parse::<Irreps>().expect("valid");
+        let mut tp = TensorProduct::fully_connected(irreps("2x0e+1x1o"), irreps("1x0e+1x1o+1x2e"), irreps("2x0e+2x1o+1x2e"), true);
+        tp.set_weight((0..tp.weight_numel).map(|i| (i as f64 * 0.9).cos()).collect()).expect("sized");
+        let (dim1, dim2) = (tp.irreps_in1.dim(), tp.irreps_in2.dim());
+        let x1 = ArrayD::from_shape_fn(IxDyn(&[4, dim1]), |ix| ((ix[0] * dim1 + ix[1]) as f64 * 0.41).sin());
+        let x2 = ArrayD::from_shape_fn(IxDyn(&[4, dim2]), |ix| ((ix[0] * dim2 + ix[1]) as f64 * 0.29).cos());
+        let rows = tp.forward(&mut Eager, &x1, &x2, None);
+        let expected = rows.sum_axis(ndarray::Axis(0));
+        let outer = ArrayD::from_shape_fn(IxDyn(&[1, dim1 * dim2]), |ix| (0..4).map(|r| x1[[r, ix[1] / dim2]] * x2[[r, ix[1] % dim2]]).sum());
+        let summed = tp.forward_summed(&mut Eager, &outer).expect("small enough for a dense form");
+        let scale = expected.iter().fold(0.0_f64, |m, v| m.max(v.abs()));
+        assert!(scale > 0.1, "the product writes something");
+        let error = summed.iter().zip(expected.iter()).fold(0.0_f64, |m, (a, b)| m.max((a - b).abs()));
+        assert!(error < 1e-12 * scale, "summed vs sum of rows: {error:e}");
     }
 }
