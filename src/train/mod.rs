@@ -30,6 +30,13 @@ use crate::{
     models::{DynamicsModel, layers::to_vec},
 };
 
+/// Adam's moment decay rates and ε as PyTorch's `torch.optim.Adam` defaults, which the
+/// study trains with. (Burn's own default ε is 1e-5: 1,000× larger, it damps every
+/// step whose gradients are that small, as dx-sized residuals make them.)
+pub(crate) const ADAM_BETA1: f64 = 0.9;
+pub(crate) const ADAM_BETA2: f64 = 0.999;
+pub(crate) const ADAM_EPSILON: f64 = 1e-8;
+
 /// Hyper-parameters of a training run; the defaults are the study's.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TrainConfig {
@@ -139,7 +146,11 @@ pub fn fit<M: DynamicsModel>(
 ) -> (M, Vec<EpochStats>) {
     let mut trainer = ModuleTrainer {
         model: Some(model),
-        optimizer: AdamConfig::new().init(),
+        optimizer: AdamConfig::new()
+            .with_beta_1(ADAM_BETA1 as f32)
+            .with_beta_2(ADAM_BETA2 as f32)
+            .with_epsilon(ADAM_EPSILON as f32)
+            .init(),
         split,
         targets: split.train.targets(config.target),
         config,

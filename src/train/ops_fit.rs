@@ -8,14 +8,14 @@ use std::collections::HashMap;
 use burn::tensor::{Device, Tensor, TensorData};
 use ndarray::{Array3, ArrayD, ArrayView3, Axis, IxDyn, s};
 
-use super::{EpochStats, TrainConfig};
+use super::{ADAM_BETA1, ADAM_BETA2, ADAM_EPSILON, EpochStats, TrainConfig};
 use crate::{
     data::{DIMS, PARTICLES, Split, Target},
     models::OpsModel,
     nn::{BurnOps, Eager, Ops},
 };
 
-/// Adam (PyTorch's defaults: β = (0.9, 0.999), ε = 1e-8) on plain weight vectors.
+/// Adam with PyTorch's defaults (see [`ADAM_EPSILON`]) on plain weight vectors.
 struct Adam {
     learning_rate: f64,
     step: i32,
@@ -30,11 +30,9 @@ impl Adam {
 
     /// Applies one step; `gradients` are keyed by the address of the slice they belong to.
     fn update(&mut self, weights: Vec<&mut Vec<f64>>, gradients: &[(usize, Vec<f32>)]) {
-        const BETA1: f64 = 0.9;
-        const BETA2: f64 = 0.999;
-        const EPSILON: f64 = 1e-8;
+        let (beta1, beta2, epsilon) = (ADAM_BETA1, ADAM_BETA2, ADAM_EPSILON);
         self.step += 1;
-        let (c1, c2) = (1.0 - BETA1.powi(self.step), 1.0 - BETA2.powi(self.step));
+        let (c1, c2) = (1.0 - beta1.powi(self.step), 1.0 - beta2.powi(self.step));
         for vector in weights {
             let base = vector.as_ptr() as usize;
             let end = base + vector.len() * std::mem::size_of::<f64>();
@@ -42,9 +40,9 @@ impl Adam {
                 let offset = (address - base) / std::mem::size_of::<f64>();
                 let (m, v) = self.moments.entry(*address).or_insert_with(|| (vec![0.0; grad.len()], vec![0.0; grad.len()]));
                 for (i, g) in grad.iter().map(|g| f64::from(*g)).enumerate() {
-                    m[i] = BETA1 * m[i] + (1.0 - BETA1) * g;
-                    v[i] = BETA2 * v[i] + (1.0 - BETA2) * g * g;
-                    vector[offset + i] -= self.learning_rate * (m[i] / c1) / ((v[i] / c2).sqrt() + EPSILON);
+                    m[i] = beta1 * m[i] + (1.0 - beta1) * g;
+                    v[i] = beta2 * v[i] + (1.0 - beta2) * g * g;
+                    vector[offset + i] -= self.learning_rate * (m[i] / c1) / ((v[i] / c2).sqrt() + epsilon);
                 }
             }
         }
