@@ -139,10 +139,16 @@ pub fn harmonic_graph<O: Ops>(ops: &mut O, positions: &O::Tensor, harmonics_of: 
 /// edge gets 0, as scatter-mean gives.
 pub fn mean_into_destinations<O: Ops>(ops: &mut O, edges: &O::Tensor, dim: usize, on_graph: &O::Tensor) -> O::Tensor {
     let summed = sum_into_destinations(ops, edges, dim);
+    per_incoming_edge(ops, &summed, on_graph)
+}
+
+/// Node sums over incoming edges [B·12, dim] divided by each node's count of incoming
+/// edges of `on_graph` [B, 12, 12, 1] (a node with none keeps its sum, 0).
+pub fn per_incoming_edge<O: Ops>(ops: &mut O, summed: &O::Tensor, on_graph: &O::Tensor) -> O::Tensor {
     let flags = ops.reshape(on_graph, &[-1, 1]);
     let incoming = sum_into_destinations(ops, &flags, 1);
     let incoming = ops.clip(&incoming, 1.0, f64::INFINITY);
-    ops.div(&summed, &incoming)
+    ops.div(summed, &incoming)
 }
 
 /// Edge vectors scaled to unit length [B, 12, 12, 3]; the zero vector stays zero,

@@ -20,12 +20,15 @@
 
 use super::{
     OpsModel,
-    graph::{from_destinations, from_sources, harmonics, masked_softmax_over_sources, mean_into_destinations, pairwise, radius_graph, soft_unit_step, unit_vectors},
+    graph::{
+        from_destinations, from_sources, harmonics, masked_softmax_over_sources, mean_into_destinations, pairwise, per_incoming_edge, radius_graph,
+        soft_unit_step, unit_vectors,
+    },
 };
 use crate::{
     data::{DIMS, PARTICLES},
     e3::{Irreps, SphericalHarmonics, radial::Activation, wigner_3j},
-    nn::{Linear, Ops, TensorProduct, Unary, apply_activation},
+    nn::{Linear, Mode, Ops, TensorProduct, Unary, apply_activation, concat_outputs},
 };
 
 pub const RADIUS: f64 = 3.5;
@@ -243,8 +246,54 @@ impl Heads {
         // √α · v: v is linear in its per-edge weights, so √α scales each head's weights.
         let all_paths: Vec<usize> = (0..self.fc_v.path_widths.len()).collect();
         let v_weights = self.fc_v.forward(ops, &graph.radial, &all_paths, Some(&alpha));
-        let messages = self.tp_v.forward_per_path(ops, &x_src, &graph.sh, v_weights);
-        mean_into_destinations(ops, &messages, self.stacked.dim(), &graph.on_graph)
+        let summed = self.values_into_destinations(ops, features, &x_src, &graph.sh, v_weights);
+        per_incoming_edge(ops, &summed, &graph.on_graph)
+    }
+
+    /// Σ over each destination's sources of the value product [B·12, dim_out] (`nodes`,
+    /// the block's input features, give the rows of outputs no path writes; `x_src` are
+    /// those features on the edges). Its paths take one input
+    /// vector and one harmonic degree, 1x1o ⊗ 1xl → w copies, under per-edge weights W):
+    /// per path, R[e, k] = Σ_ij C_ijk x[src, i] Y[e, j] on the edges, then one batched
+    /// matmul per destination, Σ_src R[e, k] W[e, w]. The same function as the product on
+    /// every edge followed by the scatter-sum, without its [edges, w, 2l+1] messages.
+    fn values_into_destinations<O: Ops>(&self, ops: &mut O, nodes: &O::Tensor, x_src: &O::Tensor, sh: &O::Tensor, weights: Vec<O::Tensor>) -> O::Tensor {
+        let tp = &self.tp_v;
+        let n = PARTICLES as i64;
+        let (in1, in2) = (tp.irreps_in1.slices(), tp.irreps_in2.slices());
+        let mut sums: Vec<Option<O::Tensor>> = vec![None; tp.irreps_out.len()];
+        for (ins, weight) in tp.instructions.iter().zip(weights) {
+            let (a, b, c) = (tp.irreps_in1.0[ins.i_in1], tp.irreps_in2.0[ins.i_in2], tp.irreps_out.0[ins.i_out]);
+            assert!(ins.mode == Mode::Uvw && a.mul == 1 && b.mul == 1, "attention values are uvw products of one vector and one harmonic");
+            let (d1, d2, d3, w) = (a.ir.dim(), b.ir.dim(), c.ir.dim() as i64, c.mul as i64);
+            // R[e, k] = Σ_i x[e, i] (Σ_j Y[e, j] C_ijk)
+            let cg = wigner_3j(a.ir.l, b.ir.l, c.ir.l);
+            let cg_j_ki: Vec<f64> = (0..d2).flat_map(|j| (0..c.ir.dim()).flat_map(move |k| (0..d1).map(move |i| (i, j, k)))).map(|(i, j, k)| cg[[i, j, k]]).collect();
+            let cg_j_ki = ops.constant(&[d2, c.ir.dim() * d1], &cg_j_ki);
+            let y = ops.slice(sh, 1, in2[ins.i_in2].start, in2[ins.i_in2].end);
+            let y = ops.matmul(&y, &cg_j_ki);
+            let y = ops.reshape(&y, &[-1, d3, d1 as i64]);
+            let x = ops.slice(x_src, 1, in1[ins.i_in1].start, in1[ins.i_in1].end);
+            let x = ops.reshape(&x, &[-1, 1, d1 as i64]);
+            let r = ops.mul(&y, &x);
+            let r = ops.reduce_sum(&r, 2, false);
+            // [B, src, dst, ·] → [B·dst, ·, src] and [B·dst, src, ·]: the matmul sums over sources.
+            let r = ops.reshape(&r, &[-1, n, n, d3]);
+            let r = ops.transpose(&r, &[0, 2, 3, 1]);
+            let r = ops.reshape(&r, &[-1, d3, n]);
+            let weight = ops.reshape(&weight, &[-1, n, n, w]);
+            let weight = ops.transpose(&weight, &[0, 2, 1, 3]);
+            let weight = ops.reshape(&weight, &[-1, n, w]);
+            let out = ops.matmul(&r, &weight);
+            let out = ops.transpose(&out, &[0, 2, 1]);
+            let out = ops.scale(&out, ins.path_weight);
+            let out = ops.reshape(&out, &[-1, w * d3]);
+            sums[ins.i_out] = Some(match sums[ins.i_out].take() {
+                Some(acc) => ops.add(&acc, &out),
+                None => out,
+            });
+        }
+        concat_outputs(ops, sums, &tp.irreps_out, nodes, tp.irreps_in1.dim())
     }
 }
 
@@ -403,5 +452,42 @@ impl OpsModel for Se3Transformer {
 
     fn num_params(&self) -> usize {
         self.blocks.iter().map(MultiHeadAttention::num_params).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ndarray::{ArrayD, IxDyn};
+    use rand::{Rng, SeedableRng, rngs::StdRng};
+
+    use super::*;
+    use crate::{models::graph::sum_into_destinations, nn::Eager};
+
+    /// The per-destination value contraction is the value product on every edge
+    /// followed by the scatter-sum.
+    #[test]
+    fn values_summed_per_destination_equal_the_sum_of_edge_messages() {
+        let mut rng = StdRng::seed_from_u64(3);
+        let model = Se3Transformer::attention(false);
+        let heads = &model.blocks[0].heads;
+        let positions = ArrayD::from_shape_fn(IxDyn(&[2, PARTICLES, DIMS]), |_| 1.5 * rng.random::<f64>());
+        let graph = Graph::new(&mut Eager, &positions, &model.harmonics);
+        let features = positions.clone().into_shape_with_order(IxDyn(&[2 * PARTICLES, DIMS])).expect("rows");
+        let x_src = from_sources(&mut Eager, &features, DIMS, &graph.ones);
+        let edges = 2 * PARTICLES * PARTICLES;
+        let weights: Vec<ArrayD<f64>> = heads
+            .fc_v
+            .path_widths
+            .iter()
+            .map(|&width| ArrayD::from_shape_fn(IxDyn(&[edges, heads.count * width]), |_| rng.random::<f64>() - 0.5))
+            .collect();
+        let messages = heads.tp_v.forward_per_path(&mut Eager, &x_src, &graph.sh, weights.clone());
+        let expected = sum_into_destinations(&mut Eager, &messages, heads.stacked.dim());
+        let actual = heads.values_into_destinations(&mut Eager, &features, &x_src, &graph.sh, weights);
+        assert_eq!(actual.shape(), expected.shape());
+        let scale = expected.iter().fold(0.0_f64, |m, v| m.max(v.abs()));
+        assert!(scale > 0.1, "the values are not all zero");
+        let error = actual.iter().zip(expected.iter()).fold(0.0_f64, |m, (a, b)| m.max((a - b).abs()));
+        assert!(error < 1e-12 * scale, "{error:e}");
     }
 }
