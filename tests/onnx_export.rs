@@ -8,7 +8,9 @@ use equiserve::{
     models::{DynamicsModel, E3Small, GateNetwork, GateNetworkConfig, Gnn, Mlp, ModelKind, OpsModel, Se3Transformer},
     nn::{Eager, Ops},
     onnx::{ExecutionDevice, GraphBuilder, OnnxModel, Precision},
-    train::{BurnModule, ExportError, ExportRequest, OpsTrained, TrainConfig, export_model, predict_dx, relative_error, training_device},
+    train::{
+        BurnModule, ExportError, ExportRequest, OpsTrained, TrainConfig, export_model, predict_dx, relative_error, render_report, training_device,
+    },
 };
 use ndarray::Array3;
 use prost::Message;
@@ -123,6 +125,8 @@ fn a_function_f32_cannot_reproduce_is_exported_computing_in_f64() {
     let outcome = export_model(&OpsTrained(&Cancelling), request(dir.path(), &split, &config)).expect("exports");
     assert_eq!(outcome.card.onnx.compute_dtype, "float64");
     assert!(outcome.card.onnx.parity_relative_error < 1e-7, "{:e}", outcome.card.onnx.parity_relative_error);
+    let report = render_report(std::slice::from_ref(&outcome.card));
+    assert!(report.contains("except those of mlp, which compute in float64"), "{report}");
 
     // The served interface is still float32 in and out.
     let mut onnx = OnnxModel::load(&outcome.dir.join("model.onnx"), ExecutionDevice::Cpu, 1).expect("loads");
