@@ -18,7 +18,7 @@ use super::{
 use crate::{
     data::{DIMS, PARTICLES},
     e3::{Irrep, Irreps, SphericalHarmonics, radial::Activation, wigner_3j},
-    nn::{FullyConnectedNet, Gate, Mode, Ops, TensorProduct, Unary, concat_outputs},
+    nn::{FullyConnectedNet, Gate, Mode, Ops, TensorProduct, Unary, add_to, concat_outputs},
 };
 
 /// The constructor arguments of `gate_points_2101.Network`, as e3nn takes them.
@@ -183,10 +183,7 @@ impl Convolution {
             let out = ops.matmul(&weighted, &harmonics);
             let out = ops.scale(&out, ins.path_weight);
             let out = ops.reshape(&out, &[-1, u * d3]);
-            sums[ins.i_out] = Some(match sums[ins.i_out].take() {
-                Some(acc) => ops.add(&acc, &out),
-                None => out,
-            });
+            add_to(ops, &mut sums[ins.i_out], out);
         }
         concat_outputs(ops, sums, &tp.irreps_out, x, tp.irreps_in1.dim())
     }

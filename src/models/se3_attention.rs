@@ -28,7 +28,7 @@ use super::{
 use crate::{
     data::{DIMS, PARTICLES},
     e3::{Irreps, SphericalHarmonics, radial::Activation, wigner_3j},
-    nn::{Linear, Mode, Ops, TensorProduct, Unary, apply_activation, concat_outputs},
+    nn::{Linear, Mode, Ops, TensorProduct, Unary, add_to, apply_activation, concat_outputs},
 };
 
 pub const RADIUS: f64 = 3.5;
@@ -220,10 +220,7 @@ impl Heads {
             start += slices[j].len();
             let part = ops.reshape(&part, &[-1, heads, (slices[j].len() / self.count) as i64]);
             let part = ops.reduce_sum(&part, 2, false);
-            logits = Some(match logits {
-                Some(acc) => ops.add(&acc, &part),
-                None => part,
-            });
+            add_to(ops, &mut logits, part);
         }
         let logit = logits.expect("the query writes at least one irrep");
 
@@ -288,10 +285,7 @@ impl Heads {
             let out = ops.transpose(&out, &[0, 2, 1]);
             let out = ops.scale(&out, ins.path_weight);
             let out = ops.reshape(&out, &[-1, w * d3]);
-            sums[ins.i_out] = Some(match sums[ins.i_out].take() {
-                Some(acc) => ops.add(&acc, &out),
-                None => out,
-            });
+            add_to(ops, &mut sums[ins.i_out], out);
         }
         concat_outputs(ops, sums, &tp.irreps_out, nodes, tp.irreps_in1.dim())
     }

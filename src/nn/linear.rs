@@ -1,7 +1,7 @@
 //! e3nn's `o3.Linear`: mixes the copies of each irrep (never different irreps),
 //! with weights normalised by 1/√(fan_in) per output.
 
-use super::ops::Ops;
+use super::{add_to, ops::Ops};
 use crate::e3::Irreps;
 
 #[derive(Debug, Clone)]
@@ -51,10 +51,7 @@ impl Linear {
             let out = ops.matmul(&block, &weight);
             let out = ops.transpose(&out, &[0, 2, 1]);
             let out = ops.reshape(&out, &[-1, b.dim() as i64]);
-            sums[o] = Some(match sums[o].take() {
-                Some(acc) => ops.add(&acc, &out),
-                None => out,
-            });
+            add_to(ops, &mut sums[o], out);
         }
         super::concat_outputs(ops, sums, &self.irreps_out, x, self.irreps_in.dim())
     }

@@ -21,6 +21,14 @@ pub use tensor_product::{Instruction, Mode, TensorProduct};
 
 use crate::e3::Irreps;
 
+/// Adds `value` to the running sum in `sum`, which it starts when empty.
+pub(crate) fn add_to<O: Ops>(ops: &mut O, sum: &mut Option<O::Tensor>, value: O::Tensor) {
+    *sum = Some(match sum.take() {
+        Some(acc) => ops.add(&acc, &value),
+        None => value,
+    });
+}
+
 /// Concatenates the per-output sums of a layer; outputs no path writes are zeros
 /// (made as `input · 0`, which needs no row count).
 pub(crate) fn concat_outputs<O: Ops>(ops: &mut O, sums: Vec<Option<O::Tensor>>, irreps_out: &Irreps, input: &O::Tensor, input_dim: usize) -> O::Tensor {

@@ -14,7 +14,7 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::ops::Ops;
+use super::{add_to, ops::Ops};
 use crate::e3::{Irreps, wigner_3j};
 
 /// How the multiplicities of the two inputs meet (e3nn's connection modes).
@@ -241,10 +241,7 @@ impl TensorProduct {
             let out = ops.scale(&out, ins.path_weight);
             let width = self.irreps_out.0[ins.i_out].dim() as i64;
             let out = ops.reshape(&out, &[-1, width]);
-            sums[ins.i_out] = Some(match sums[ins.i_out].take() {
-                Some(acc) => ops.add(&acc, &out),
-                None => out,
-            });
+            add_to(ops, &mut sums[ins.i_out], out);
         }
         super::concat_outputs(ops, sums, &self.irreps_out, x1, self.irreps_in1.dim())
     }
@@ -326,10 +323,7 @@ impl TensorProduct {
             let out = rowwise_matmul(ops, &channels, &z, c.mul as i64, d1 as i64, d3 as i64);
             let out = ops.scale(&out, ins.path_weight);
             let out = ops.reshape(&out, &[-1, c.dim() as i64]);
-            sums[ins.i_out] = Some(match sums[ins.i_out].take() {
-                Some(acc) => ops.add(&acc, &out),
-                None => out,
-            });
+            add_to(ops, &mut sums[ins.i_out], out);
         }
         super::concat_outputs(ops, sums, &self.irreps_out, x2, self.irreps_in2.dim())
     }
