@@ -14,10 +14,11 @@ use crate::data::{DIMS, PARTICLES};
 pub enum Precision {
     #[default]
     F32,
-    /// For functions whose output is tiny beside their intermediate values, so that f32
-    /// rounding alone exceeds the parity tolerance (the faithful SE(3) Transformer: its
-    /// later blocks take the earlier ones' dx-sized outputs as positions, and its dx on
-    /// the study's data stays below 1e-6 while f32 changes it by 5e-5 of that).
+    /// For trained functions whose output is small beside their intermediate values, so
+    /// that f32 rounding alone exceeds the parity tolerance: the faithful SE(3)
+    /// Transformer (its later blocks take the earlier ones' dx-sized outputs as
+    /// positions; its dx stays below 1e-6) and E3 small after long training (its
+    /// unnormalised harmonics' large terms cancel).
     F64,
 }
 
