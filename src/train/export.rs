@@ -22,7 +22,7 @@ use crate::{
     card::{CARD_FILE, DataInfo, InferenceSpeed, MODEL_FILE, Metrics, ModelCard, OnnxInfo, SplitInfo, TrainingInfo, Versions},
     data::{DIMS, PARTICLES, Split, SplitConfig, Target},
     models::{DynamicsModel, ModelKind, OpsModel},
-    onnx::{ExecutionDevice, GraphBuilder, OnnxModel, Precision},
+    onnx::{ExecutionDevice, GraphBuilder, OnnxModel, Precision, proto::ModelProto},
 };
 
 /// Above this, the exported graph does not compute the trained model's function.
@@ -147,33 +147,9 @@ pub fn export_model(model: &impl ExportableModel, request: ExportRequest) -> Res
     if !test_dx.iter().all(|v| v.is_finite()) {
         return Err(ExportError::NonFinite { name: name.to_string() });
     }
-    // f32 first; a function too ill-conditioned for f32 rounding to reproduce gets the
-    // same graph computed in f64 (a graph that computes something else fails both).
-    let mut exported = None;
-    let mut last_failure = None;
-    for precision in [Precision::F32, Precision::F64] {
-        let staged_model = stage_model(&dir, &emit(precision))?;
-        match check_parity(model, &staged_model, test_inputs, &test_dx, target, request.config.seed) {
-            Ok(error) if error <= PARITY_TOLERANCE => {
-                exported = Some((staged_model, precision, error));
-                break;
-            }
-            failed => {
-                let _ = fs::remove_file(&staged_model);
-                let failure = match failed {
-                    Ok(error) => ExportError::Parity { name: name.to_string(), error },
-                    Err(e) => e,
-                };
-                if precision == Precision::F32 {
-                    tracing::info!(model = name, %failure, "the f32 graph missed parity; trying it in f64");
-                }
-                last_failure = Some(failure);
-            }
-        }
-    }
-    let Some((staged_model, precision, parity_relative_error)) = exported else {
-        return Err(last_failure.expect("every precision failed"));
-    };
+    let (staged_model, precision, parity_relative_error) = stage_checked(&dir, name, emit, |file| {
+        check_parity(model, file, test_inputs, &test_dx, target, request.config.seed)
+    })?;
 
     let mut trained_dx = |x: ArrayView3<f32>| model.predict_dx(x, target);
     let train = evaluate(&trained_dx(request.split.train.inputs.view()), &request.split.train);
@@ -223,11 +199,43 @@ pub fn export_model(model: &impl ExportableModel, request: ExportRequest) -> Res
 }
 
 /// Writes `proto` beside the final model file, to be checked before it replaces it.
-pub(crate) fn stage_model(dir: &Path, proto: &crate::onnx::proto::ModelProto) -> Result<PathBuf, ExportError> {
+fn stage_model(dir: &Path, proto: &ModelProto) -> Result<PathBuf, ExportError> {
     fs::create_dir_all(dir).map_err(|source| ExportError::Io { path: dir.display().to_string(), source })?;
     let staged = dir.join(format!("{MODEL_FILE}.partial"));
     fs::write(&staged, proto.encode_to_vec()).map_err(|source| ExportError::Io { path: staged.display().to_string(), source })?;
     Ok(staged)
+}
+
+/// Writes the f32 graph `emit` gives beside the final model file and checks it with
+/// `parity`; where f32 rounding alone misses the tolerance, the same graph computing in
+/// f64 is written and checked instead (a graph that computes another function fails
+/// both). Gives the staged file, its precision and its parity error; on failure nothing
+/// stays staged.
+pub(crate) fn stage_checked(
+    dir: &Path,
+    name: &str,
+    emit: impl Fn(Precision) -> ModelProto,
+    mut parity: impl FnMut(&Path) -> Result<f64, ExportError>,
+) -> Result<(PathBuf, Precision, f64), ExportError> {
+    let mut failure = None;
+    for precision in [Precision::F32, Precision::F64] {
+        let staged = stage_model(dir, &emit(precision))?;
+        match parity(&staged) {
+            Ok(error) if error <= PARITY_TOLERANCE => return Ok((staged, precision, error)),
+            outcome => {
+                let _ = fs::remove_file(&staged);
+                let error = match outcome {
+                    Ok(error) => ExportError::Parity { name: name.to_string(), error },
+                    Err(e) => e,
+                };
+                if precision == Precision::F32 {
+                    tracing::info!(model = name, %error, "the f32 graph missed parity; trying it in f64");
+                }
+                failure = Some(error);
+            }
+        }
+    }
+    Err(failure.expect("both precisions were tried"))
 }
 
 /// Moves the checked model and its card into place, replacing any earlier ones.
