@@ -117,7 +117,7 @@ impl Convolution {
     /// nodes [B·12, dim_in], node_attr [B·12, dim_attr], edge tensors [B·144, ·]
     /// ordered (frame, src, dst) → [B·12, dim_out].
     fn forward<O: Ops>(&self, ops: &mut O, nodes: &O::Tensor, node_attr: &O::Tensor, edges: &EdgeTensors<O::Tensor>) -> O::Tensor {
-        let weight = self.fc.forward(ops, &edges.length_embedded);
+        let weight = self.fc.forward(ops, &edges.length_embedded_by_destination);
         let s = self.sc.forward(ops, nodes, node_attr, None);
         let x = self.lin1.forward(ops, nodes, node_attr, None);
         let gathered = self.messages_into_destinations(ops, &x, &edges.attr, &weight);
@@ -137,14 +137,16 @@ impl Convolution {
 impl Convolution {
     /// Σ over each node's incoming edges of tp(x[src] ⊗ attr, weight), the product's
     /// uvu paths (single-copy harmonics) contracted per destination: the per-edge weights
-    /// times the source features form [u, (src, i)], the harmonics times the 3j symbol
-    /// form [(src, i), k], and one batched matmul sums over sources and i together. The
-    /// same function as the product on gathered rows followed by the scatter-sum, without
-    /// its [edges, u, 2l+1, 2l+1] intermediate or a per-edge message tensor.
+    /// (rows (frame, dst, src)) times the source features form [(src, i), u], the
+    /// harmonics times the 3j symbol form [k, (src, i)], and one batched matmul sums over
+    /// sources and i together. The same function as the product on gathered rows
+    /// followed by the scatter-sum, without its [edges, u, 2l+1, 2l+1] intermediate, a
+    /// per-edge message tensor, or a transpose of any per-edge tensor the size of u.
     fn messages_into_destinations<O: Ops>(&self, ops: &mut O, x: &O::Tensor, attr: &O::Tensor, weight: &O::Tensor) -> O::Tensor {
         let tp = &self.tp;
         let n = PARTICLES as i64;
         let (in1, in2) = (tp.irreps_in1.slices(), tp.irreps_in2.slices());
+        let mut sources: HashMap<usize, O::Tensor> = HashMap::new();
         let mut harmonics_by_degrees: HashMap<(usize, u32, u32), O::Tensor> = HashMap::new();
         let mut sums: Vec<Option<O::Tensor>> = vec![None; tp.irreps_out.len()];
         let mut offset = 0;
@@ -154,13 +156,20 @@ impl Convolution {
             let (u, d1, d3) = (a.mul as i64, a.ir.dim() as i64, c.ir.dim() as i64);
             let path_weight = ops.slice(weight, 1, offset, offset + a.mul);
             offset += a.mul;
-            let path_weight = ops.reshape(&path_weight, &[-1, n, n, u, 1]);
-            let source = ops.slice(x, 1, in1[ins.i_in1].start, in1[ins.i_in1].end);
-            let source = ops.reshape(&source, &[-1, n, 1, u, d1]);
-            // [B, src, dst, u, i] → [B·dst, u, (src, i)]
+            let path_weight = ops.reshape(&path_weight, &[-1, n, n, 1, u]);
+            // [B·12, (u, i)] → [B, 1, src, i, u]: transposed per node, not per edge.
+            let source = sources
+                .entry(ins.i_in1)
+                .or_insert_with(|| {
+                    let source = ops.slice(x, 1, in1[ins.i_in1].start, in1[ins.i_in1].end);
+                    let source = ops.reshape(&source, &[-1, n, u, d1]);
+                    let source = ops.transpose(&source, &[0, 1, 3, 2]);
+                    ops.reshape(&source, &[-1, 1, n, d1, u])
+                })
+                .clone();
+            // [B, dst, src, i, u] → [B·dst, (src, i), u]
             let weighted = ops.mul(&path_weight, &source);
-            let weighted = ops.transpose(&weighted, &[0, 2, 3, 1, 4]);
-            let weighted = ops.reshape(&weighted, &[-1, u, n * d1]);
+            let weighted = ops.reshape(&weighted, &[-1, n * d1, u]);
             let harmonics = harmonics_by_degrees
                 .entry((ins.i_in2, a.ir.l, c.ir.l))
                 .or_insert_with(|| {
@@ -174,13 +183,14 @@ impl Convolution {
                     let cg_j_ik = ops.constant(&[d2, a.ir.dim() * c.ir.dim()], &cg_j_ik);
                     let y = ops.slice(attr, 1, in2[ins.i_in2].start, in2[ins.i_in2].end);
                     let y = ops.matmul(&y, &cg_j_ik);
-                    // [B, src, dst, i, k] → [B·dst, (src, i), k]
+                    // [B, src, dst, i, k] → [B·dst, k, (src, i)]
                     let y = ops.reshape(&y, &[-1, n, n, d1, d3]);
-                    let y = ops.transpose(&y, &[0, 2, 1, 3, 4]);
-                    ops.reshape(&y, &[-1, n * d1, d3])
+                    let y = ops.transpose(&y, &[0, 2, 4, 1, 3]);
+                    ops.reshape(&y, &[-1, d3, n * d1])
                 })
                 .clone();
-            let out = ops.matmul(&weighted, &harmonics);
+            let out = ops.matmul(&harmonics, &weighted);
+            let out = ops.transpose(&out, &[0, 2, 1]);
             let out = ops.scale(&out, ins.path_weight);
             let out = ops.reshape(&out, &[-1, u * d3]);
             add_to(ops, &mut sums[ins.i_out], out);
@@ -193,8 +203,10 @@ impl Convolution {
 struct EdgeTensors<T> {
     /// smooth_cutoff(|r| / max_radius) · Y(r̂), zero off the radius graph [B·144, dim_sh].
     attr: T,
-    /// Gaussian basis of |r|, times √number_of_basis [B·144, number_of_basis].
-    length_embedded: T,
+    /// Gaussian basis of |r|, times √number_of_basis [B·144, number_of_basis], rows
+    /// ordered (frame, dst, src): the radial weights come out in the order the
+    /// per-destination contraction reads them.
+    length_embedded_by_destination: T,
 }
 
 #[derive(Debug, Clone)]
@@ -407,8 +419,9 @@ impl OpsModel for GateNetwork {
         let diff = ops.unary(&diff, Unary::Neg);
         let gaussian = ops.unary(&diff, Unary::Exp);
         let embedded = ops.scale(&gaussian, (basis as f64).sqrt() / 1.12);
-        let length_embedded = ops.reshape(&embedded, &[-1, basis as i64]);
-        let edges = EdgeTensors { attr, length_embedded };
+        let embedded = ops.transpose(&embedded, &[0, 2, 1, 3]);
+        let length_embedded_by_destination = ops.reshape(&embedded, &[-1, basis as i64]);
+        let edges = EdgeTensors { attr, length_embedded_by_destination };
 
         // Node features and attributes are ones (irreps 0e), one row per particle.
         let node_ones = ops.reduce_sum(&ones, 2, false);
