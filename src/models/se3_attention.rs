@@ -28,7 +28,7 @@ use super::{
 use crate::{
     data::{DIMS, PARTICLES},
     e3::{Irreps, SphericalHarmonics, radial::Activation, wigner_3j},
-    nn::{Linear, Mode, Ops, TensorProduct, Unary, add_to, apply_activation, concat_outputs},
+    nn::{Linear, Mode, Ops, TensorProduct, Unary, add_to, apply_activation, cg_columns_ki, concat_outputs},
 };
 
 pub const RADIUS: f64 = 3.5;
@@ -249,9 +249,8 @@ impl Heads {
 
     /// Σ over each destination's sources of the value product [B·12, dim_out] (`nodes`,
     /// the block's input features, give the rows of outputs no path writes; `x_src` are
-    /// those features on the edges). Its paths take one input
-    /// vector and one harmonic degree, 1x1o ⊗ 1xl → w copies, under per-edge weights W):
-    /// per path, R[e, k] = Σ_ij C_ijk x[src, i] Y[e, j] on the edges, then one batched
+    /// those features on the edges). Its paths take one input vector and one harmonic
+    /// degree, 1x1o ⊗ 1xl → w copies, under per-edge weights W: per path, R[e, k] = Σ_ij C_ijk x[src, i] Y[e, j] on the edges, then one batched
     /// matmul per destination, Σ_src R[e, k] W[e, w]. The same function as the product on
     /// every edge followed by the scatter-sum, without its [edges, w, 2l+1] messages.
     fn values_into_destinations<O: Ops>(&self, ops: &mut O, nodes: &O::Tensor, x_src: &O::Tensor, sh: &O::Tensor, weights: Vec<O::Tensor>) -> O::Tensor {
@@ -264,9 +263,7 @@ impl Heads {
             assert!(ins.mode == Mode::Uvw && a.mul == 1 && b.mul == 1, "attention values are uvw products of one vector and one harmonic");
             let (d1, d2, d3, w) = (a.ir.dim(), b.ir.dim(), c.ir.dim() as i64, c.mul as i64);
             // R[e, k] = Σ_i x[e, i] (Σ_j Y[e, j] C_ijk)
-            let cg = wigner_3j(a.ir.l, b.ir.l, c.ir.l);
-            let cg_j_ki: Vec<f64> = (0..d2).flat_map(|j| (0..c.ir.dim()).flat_map(move |k| (0..d1).map(move |i| (i, j, k)))).map(|(i, j, k)| cg[[i, j, k]]).collect();
-            let cg_j_ki = ops.constant(&[d2, c.ir.dim() * d1], &cg_j_ki);
+            let cg_j_ki = ops.constant(&[d2, c.ir.dim() * d1], &cg_columns_ki(a.ir.l, b.ir.l, c.ir.l));
             let y = ops.slice(sh, 1, in2[ins.i_in2].start, in2[ins.i_in2].end);
             let y = ops.matmul(&y, &cg_j_ki);
             let y = ops.reshape(&y, &[-1, d3, d1 as i64]);

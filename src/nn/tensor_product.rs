@@ -573,7 +573,7 @@ impl TensorProduct {
 }
 
 /// The 3j symbol C(l1, l2, l3) as a [d2, d3·d1] matrix: row j, column (k, i).
-fn cg_columns_ki(l1: u32, l2: u32, l3: u32) -> Vec<f64> {
+pub(crate) fn cg_columns_ki(l1: u32, l2: u32, l3: u32) -> Vec<f64> {
     let cg = wigner_3j(l1, l2, l3);
     let (d1, d2, d3) = (cg.shape()[0], cg.shape()[1], cg.shape()[2]);
     (0..d2).flat_map(|j| (0..d3).flat_map(move |k| (0..d1).map(move |i| (i, j, k)))).map(|(i, j, k)| cg[[i, j, k]]).collect()
