@@ -147,8 +147,8 @@ pub fn export_model(model: &impl ExportableModel, request: ExportRequest) -> Res
     if !test_dx.iter().all(|v| v.is_finite()) {
         return Err(ExportError::NonFinite { name: name.to_string() });
     }
-    let (staged_model, precision, parity_relative_error) = stage_checked(&dir, name, emit, |file| {
-        check_parity(model, file, test_inputs, &test_dx, target, request.config.seed)
+    let (staged_model, precision, parity_relative_error, ()) = stage_checked(&dir, name, emit, |file| {
+        Ok((check_parity(model, file, test_inputs, &test_dx, target, request.config.seed)?, ()))
     })?;
 
     let mut trained_dx = |x: ArrayView3<f32>| model.predict_dx(x, target);
@@ -207,25 +207,26 @@ fn stage_model(dir: &Path, proto: &ModelProto) -> Result<PathBuf, ExportError> {
 }
 
 /// Writes the f32 graph `emit` gives beside the final model file and checks it with
-/// `parity`; where f32 rounding alone misses the tolerance, the same graph computing in
-/// f64 is written and checked instead (a graph that computes another function fails
-/// both). Gives the staged file, its precision and its parity error; on failure nothing
-/// stays staged.
-pub(crate) fn stage_checked(
+/// `parity` (its relative error, and whatever else the check made, e.g. its session);
+/// where f32 rounding alone misses the tolerance, the same graph computing in f64 is
+/// written and checked instead (a graph that computes another function fails both).
+/// Gives the staged file, its precision, its parity error and what the check made; on
+/// failure nothing stays staged.
+pub(crate) fn stage_checked<T>(
     dir: &Path,
     name: &str,
     emit: impl Fn(Precision) -> ModelProto,
-    mut parity: impl FnMut(&Path) -> Result<f64, ExportError>,
-) -> Result<(PathBuf, Precision, f64), ExportError> {
+    mut parity: impl FnMut(&Path) -> Result<(f64, T), ExportError>,
+) -> Result<(PathBuf, Precision, f64, T), ExportError> {
     let mut failure = None;
     for precision in [Precision::F32, Precision::F64] {
         let staged = stage_model(dir, &emit(precision))?;
         match parity(&staged) {
-            Ok(error) if error <= PARITY_TOLERANCE => return Ok((staged, precision, error)),
+            Ok((error, made)) if error <= PARITY_TOLERANCE => return Ok((staged, precision, error, made)),
             outcome => {
                 let _ = fs::remove_file(&staged);
                 let error = match outcome {
-                    Ok(error) => ExportError::Parity { name: name.to_string(), error },
+                    Ok((error, _)) => ExportError::Parity { name: name.to_string(), error },
                     Err(e) => e,
                 };
                 if precision == Precision::F32 {

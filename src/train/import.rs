@@ -109,11 +109,12 @@ pub fn import_e3nn(kwargs_path: &Path, weights_path: &Path, out_dir: &Path, name
     };
     let frames = probe_frames(0, 8);
     let expected = reference_dx(&network, frames.view(), Target::Dx);
-    let (staged, precision, parity) = stage_checked(out_dir, name, emit, |file| {
-        let actual = OnnxModel::load(file, ExecutionDevice::Cpu, 1)?.run(frames.view())?;
-        Ok(relative_error(&actual, &expected))
+    let (staged, precision, parity, mut session) = stage_checked(out_dir, name, emit, |file| {
+        let mut session = OnnxModel::load(file, ExecutionDevice::Cpu, 1)?;
+        let actual = session.run(frames.view())?;
+        Ok((relative_error(&actual, &expected), session))
     })?;
-    let equivariance = match measure_equivariance(&staged, frames.view()) {
+    let equivariance = match measure_equivariance(&mut session, frames.view()) {
         Ok(equivariance) => equivariance,
         Err(e) => {
             let _ = fs::remove_file(&staged);
@@ -149,8 +150,7 @@ pub fn import_e3nn(kwargs_path: &Path, weights_path: &Path, out_dir: &Path, name
 }
 
 /// The ONNX graph's equivariance errors on `frames`.
-fn measure_equivariance(onnx_file: &Path, frames: ArrayView3<f32>) -> Result<EquivarianceReport, ImportError> {
-    let mut session = OnnxModel::load(onnx_file, ExecutionDevice::Cpu, 1)?;
+fn measure_equivariance(session: &mut OnnxModel, frames: ArrayView3<f32>) -> Result<EquivarianceReport, ImportError> {
     let mut failure = None;
     let mut onnx_dx = |x: ArrayView3<f32>| match session.run(x) {
         Ok(dx) => dx,
