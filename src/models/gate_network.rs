@@ -18,7 +18,7 @@ use super::{
 use crate::{
     data::{DIMS, PARTICLES},
     e3::{Irrep, Irreps, SphericalHarmonics, radial::Activation, wigner_3j},
-    nn::{FullyConnectedNet, Gate, Mode, Ops, TensorProduct, Unary, add_to, concat_outputs},
+    nn::{FullyConnectedNet, Gate, Mode, Ops, TensorProduct, Unary},
 };
 
 /// The constructor arguments of `gate_points_2101.Network`, as e3nn takes them.
@@ -114,15 +114,20 @@ impl Convolution {
         self.sc.weight_numel + self.lin1.weight_numel + self.fc.num_params() + self.lin2.weight_numel
     }
 
-    /// nodes [B·12, dim_in], node_attr [B·12, dim_attr], edge tensors [B·144, ·]
-    /// ordered (frame, src, dst) → [B·12, dim_out].
+    /// nodes [B·12, dim_in], node_attr [B·12, dim_attr] → [B·12, dim_out].
     fn forward<O: Ops>(&self, ops: &mut O, nodes: &O::Tensor, node_attr: &O::Tensor, edges: &EdgeTensors<O::Tensor>) -> O::Tensor {
-        let weight = self.fc.forward(ops, &edges.length_embedded_by_destination);
+        let path_widths: Vec<usize> = self.tp.instructions.iter().map(|ins| ins.path_shape.iter().product()).collect();
+        let weights = self.fc.forward_split(ops, &edges.radial_basis, &path_widths);
         let s = self.sc.forward(ops, nodes, node_attr, None);
-        let x = self.lin1.forward(ops, nodes, node_attr, None);
-        let gathered = self.messages_into_destinations(ops, &x, &edges.attr, &weight);
-        let gathered = ops.scale(&gathered, 1.0 / self.num_neighbors.sqrt());
-        let x = self.lin2.forward(ops, &gathered, node_attr, None);
+        let x = self.lin1.forward_channels_last(ops, nodes, node_attr);
+        let messages = self.messages_into_destinations(ops, &x, &edges.attr, weights);
+        // Each message is one path's output: its √α and e3nn's 1/√num_neighbors scale
+        // it before lin2, so they are folded into lin2's matrices.
+        let mut scales = vec![0.0; self.tp.irreps_out.len()];
+        for ins in &self.tp.instructions {
+            scales[ins.i_out] = ins.path_weight / self.num_neighbors.sqrt();
+        }
+        let x = self.lin2.forward_linear(ops, &messages, &scales, node_attr);
         // Outputs the self-connection writes are mixed at angle π/8; the rest pass.
         let (c_s, c_x) = ((std::f64::consts::PI / 8.0).sin(), (std::f64::consts::PI / 8.0).cos());
         let mask = self.sc.output_mask();
@@ -135,41 +140,40 @@ impl Convolution {
 }
 
 impl Convolution {
-    /// Σ over each node's incoming edges of tp(x[src] ⊗ attr, weight), the product's
-    /// uvu paths (single-copy harmonics) contracted per destination: the per-edge weights
-    /// (rows (frame, dst, src)) times the source features form [(src, i), u], the
-    /// harmonics times the 3j symbol form [k, (src, i)], and one batched matmul sums over
-    /// sources and i together. The same function as the product on gathered rows
-    /// followed by the scatter-sum, without its [edges, u, 2l+1, 2l+1] intermediate, a
-    /// per-edge message tensor, or a transpose of any per-edge tensor the size of u.
-    fn messages_into_destinations<O: Ops>(&self, ops: &mut O, x: &O::Tensor, attr: &O::Tensor, weight: &O::Tensor) -> O::Tensor {
+    /// Each uvu path of tp(x[src] ⊗ attr, weight) summed over the node's incoming edges
+    /// (x's irreps laid out channels last, (2l+1, mul)),
+    /// unscaled, as [B·12, u·(2l+1)], one per entry of tp's output (each is one path's).
+    /// Contracted per destination (edge rows ordered (frame, dst, src)): the per-edge
+    /// weights times the source features form [(src, i), u], the harmonics times the 3j
+    /// symbol form [(src, i), k], and one batched matmul of the first, transposed, with
+    /// the second sums over sources and i together. No per-edge message tensor is made,
+    /// and ONNX Runtime folds the transpose into the matmul; u stays the innermost axis
+    /// of the broadcast product, which runtimes broadcast slowly over short axes.
+    /// `weights` are each path's per-edge weights [B·144, u].
+    fn messages_into_destinations<O: Ops>(&self, ops: &mut O, x: &O::Tensor, attr: &O::Tensor, weights: Vec<O::Tensor>) -> Vec<O::Tensor> {
         let tp = &self.tp;
         let n = PARTICLES as i64;
         let (in1, in2) = (tp.irreps_in1.slices(), tp.irreps_in2.slices());
         let mut sources: HashMap<usize, O::Tensor> = HashMap::new();
         let mut harmonics_by_degrees: HashMap<(usize, u32, u32), O::Tensor> = HashMap::new();
-        let mut sums: Vec<Option<O::Tensor>> = vec![None; tp.irreps_out.len()];
-        let mut offset = 0;
-        for ins in &tp.instructions {
+        let mut messages: Vec<Option<O::Tensor>> = vec![None; tp.irreps_out.len()];
+        for (ins, path_weight) in tp.instructions.iter().zip(weights) {
             let (a, b, c) = (tp.irreps_in1.0[ins.i_in1], tp.irreps_in2.0[ins.i_in2], tp.irreps_out.0[ins.i_out]);
             assert!(ins.mode == Mode::Uvu && ins.has_weight && b.mul == 1, "convolutions build weighted uvu paths on single harmonics");
             let (u, d1, d3) = (a.mul as i64, a.ir.dim() as i64, c.ir.dim() as i64);
-            let path_weight = ops.slice(weight, 1, offset, offset + a.mul);
-            offset += a.mul;
             let path_weight = ops.reshape(&path_weight, &[-1, n, n, 1, u]);
-            // [B·12, (u, i)] → [B, 1, src, i, u]: transposed per node, not per edge.
+            // [B·12, (i, u)] → [B, 1, src, i, u]
             let source = sources
                 .entry(ins.i_in1)
                 .or_insert_with(|| {
                     let source = ops.slice(x, 1, in1[ins.i_in1].start, in1[ins.i_in1].end);
-                    let source = ops.reshape(&source, &[-1, n, u, d1]);
-                    let source = ops.transpose(&source, &[0, 1, 3, 2]);
                     ops.reshape(&source, &[-1, 1, n, d1, u])
                 })
                 .clone();
-            // [B, dst, src, i, u] → [B·dst, (src, i), u]
+            // [B, dst, src, i, u] → [B·dst, u, (src, i)]
             let weighted = ops.mul(&path_weight, &source);
             let weighted = ops.reshape(&weighted, &[-1, n * d1, u]);
+            let weighted = ops.transpose(&weighted, &[0, 2, 1]);
             let harmonics = harmonics_by_degrees
                 .entry((ins.i_in2, a.ir.l, c.ir.l))
                 .or_insert_with(|| {
@@ -183,30 +187,26 @@ impl Convolution {
                     let cg_j_ik = ops.constant(&[d2, a.ir.dim() * c.ir.dim()], &cg_j_ik);
                     let y = ops.slice(attr, 1, in2[ins.i_in2].start, in2[ins.i_in2].end);
                     let y = ops.matmul(&y, &cg_j_ik);
-                    // [B, src, dst, i, k] → [B·dst, k, (src, i)]
-                    let y = ops.reshape(&y, &[-1, n, n, d1, d3]);
-                    let y = ops.transpose(&y, &[0, 2, 4, 1, 3]);
-                    ops.reshape(&y, &[-1, d3, n * d1])
+                    // [(B, dst, src), (i, k)] → [B·dst, (src, i), k]
+                    ops.reshape(&y, &[-1, n * d1, d3])
                 })
                 .clone();
-            let out = ops.matmul(&harmonics, &weighted);
-            let out = ops.transpose(&out, &[0, 2, 1]);
-            let out = ops.scale(&out, ins.path_weight);
-            let out = ops.reshape(&out, &[-1, u * d3]);
-            add_to(ops, &mut sums[ins.i_out], out);
+            let out = ops.matmul(&weighted, &harmonics);
+            messages[ins.i_out] = Some(ops.reshape(&out, &[-1, u * d3]));
         }
-        concat_outputs(ops, sums, &tp.irreps_out, x, tp.irreps_in1.dim())
+        messages.into_iter().map(|m| m.expect("each output of the convolution's product is one path's")).collect()
     }
 }
 
-/// Per-edge inputs shared by all convolutions, rows ordered (frame, src, dst).
+/// Per-edge inputs shared by all convolutions, ordered by destination then source:
+/// the order in which the per-destination contraction reads them.
 struct EdgeTensors<T> {
-    /// smooth_cutoff(|r| / max_radius) · Y(r̂), zero off the radius graph [B·144, dim_sh].
+    /// smooth_cutoff(|r| / max_radius) · Y(r̂), zero off the radius graph, rows
+    /// (frame, dst, src) [B·144, dim_sh].
     attr: T,
-    /// Gaussian basis of |r|, times √number_of_basis [B·144, number_of_basis], rows
-    /// ordered (frame, dst, src): the radial weights come out in the order the
-    /// per-destination contraction reads them.
-    length_embedded_by_destination: T,
+    /// Gaussian basis of |r| times √number_of_basis, rows (frame, dst, src)
+    /// [B·144, number_of_basis].
+    radial_basis: T,
 }
 
 #[derive(Debug, Clone)]
@@ -384,7 +384,10 @@ impl OpsModel for GateNetwork {
     /// positions [B, 12, 3] → per-particle vectors [B, 12, 3].
     fn forward<O: Ops>(&self, ops: &mut O, positions: &O::Tensor) -> O::Tensor {
         let (n, d) = (PARTICLES as i64, DIMS as i64);
+        // pairwise gives pos[i] − pos[j] at [B, i, j]; with i the destination and j the
+        // source, e3nn's edge_vec = pos[src] − pos[dst] is its negative (lengths agree).
         let (vec, length) = pairwise(ops, positions);
+        let vec = ops.scale(&vec, -1.0);
         let inside = ops.less_than(&length, self.config.max_radius);
         let distinct = off_diagonal(ops);
         let on_graph = ops.mul(&inside, &distinct);
@@ -418,10 +421,9 @@ impl OpsModel for GateNetwork {
         let diff = ops.mul(&diff, &diff);
         let diff = ops.unary(&diff, Unary::Neg);
         let gaussian = ops.unary(&diff, Unary::Exp);
-        let embedded = ops.scale(&gaussian, (basis as f64).sqrt() / 1.12);
-        let embedded = ops.transpose(&embedded, &[0, 2, 1, 3]);
-        let length_embedded_by_destination = ops.reshape(&embedded, &[-1, basis as i64]);
-        let edges = EdgeTensors { attr, length_embedded_by_destination };
+        let radial_basis = ops.scale(&gaussian, (basis as f64).sqrt() / 1.12);
+        let radial_basis = ops.reshape(&radial_basis, &[-1, basis as i64]);
+        let edges = EdgeTensors { attr, radial_basis };
 
         // Node features and attributes are ones (irreps 0e), one row per particle.
         let node_ones = ops.reduce_sum(&ones, 2, false);

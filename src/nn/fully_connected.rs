@@ -26,18 +26,46 @@ impl FullyConnectedNet {
 
     /// x [rows, hs[0]] → [rows, hs.last()].
     pub fn forward<O: Ops>(&self, ops: &mut O, x: &O::Tensor) -> O::Tensor {
-        let layers = self.hs.len() - 1;
+        let hidden = self.hidden(ops, x);
+        let weight = self.layer_weight(ops, self.weights.len() - 1);
+        ops.matmul(&hidden, &weight)
+    }
+
+    /// `forward` with the output split into consecutive column groups of `widths`
+    /// (summing to hs.last()), the last layer run once per group. In training, slicing
+    /// the whole output would cost a full-size gradient buffer per slice; slicing the
+    /// last weight matrix costs one of its size.
+    pub fn forward_split<O: Ops>(&self, ops: &mut O, x: &O::Tensor, widths: &[usize]) -> Vec<O::Tensor> {
+        assert_eq!(widths.iter().sum::<usize>(), self.hs[self.hs.len() - 1], "the groups cover the output");
+        let hidden = self.hidden(ops, x);
+        let weight = self.layer_weight(ops, self.weights.len() - 1);
+        let mut offset = 0;
+        widths
+            .iter()
+            .map(|&width| {
+                let group = ops.slice(&weight, 1, offset, offset + width);
+                offset += width;
+                ops.matmul(&hidden, &group)
+            })
+            .collect()
+    }
+
+    /// The activations that the last layer takes.
+    fn hidden<O: Ops>(&self, ops: &mut O, x: &O::Tensor) -> O::Tensor {
         let mut x = x.clone();
-        for (i, weight) in self.weights.iter().enumerate() {
-            let (h_in, h_out) = (self.hs[i], self.hs[i + 1]);
-            let weight = ops.weight(&[h_in, h_out], weight);
-            let weight = ops.scale(&weight, 1.0 / (h_in as f64).sqrt());
+        for layer in 0..self.weights.len() - 1 {
+            let weight = self.layer_weight(ops, layer);
             x = ops.matmul(&x, &weight);
-            if i + 1 < layers {
-                x = apply_activation(ops, &x, self.activation, true);
-            }
+            x = apply_activation(ops, &x, self.activation, true);
         }
         x
+    }
+
+    /// Layer `layer`'s weights [h_in, h_out], scaled by 1/√h_in.
+    fn layer_weight<O: Ops>(&self, ops: &mut O, layer: usize) -> O::Tensor {
+        let h_in = self.hs[layer];
+        let weight = ops.weight(&[h_in, self.hs[layer + 1]], &self.weights[layer]);
+        ops.scale(&weight, 1.0 / (h_in as f64).sqrt())
     }
 }
 
@@ -61,4 +89,31 @@ pub fn apply_activation<O: Ops>(ops: &mut O, x: &O::Tensor, activation: Activati
         Activation::Abs => ops.unary(x, Unary::Abs),
     };
     if normalized { ops.scale(&y, activation.second_moment_constant()) } else { y }
+}
+
+#[cfg(test)]
+mod tests {
+    use ndarray::{ArrayD, IxDyn, s};
+
+    use super::*;
+    use crate::nn::Eager;
+
+    #[test]
+    fn split_output_equals_the_columns_of_the_whole_output() {
+        let mut net = FullyConnectedNet::new(vec![3, 5, 7], Activation::Silu);
+        for (layer, weights) in net.weights.iter_mut().enumerate() {
+            weights.iter_mut().enumerate().for_each(|(i, w)| *w = ((i + 10 * layer) as f64 * 0.77).sin());
+        }
+        let x = ArrayD::from_shape_fn(IxDyn(&[4, 3]), |ix| ((ix[0] * 3 + ix[1]) as f64 * 0.31).cos());
+        let whole = net.forward(&mut Eager, &x);
+        let parts = net.forward_split(&mut Eager, &x, &[2, 4, 1]);
+        let mut start = 0;
+        for part in parts {
+            let width = part.shape()[1];
+            let expected = whole.slice(s![.., start..start + width]);
+            assert!(part.iter().zip(expected.iter()).all(|(a, b)| (a - b).abs() < 1e-14), "columns {start}..");
+            start += width;
+        }
+        assert_eq!(start, 7);
+    }
 }

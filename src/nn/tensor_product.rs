@@ -182,8 +182,87 @@ impl TensorProduct {
         if let Some(dense) = self.dense_bilinear(ops) {
             return self.contract_dense(ops, &dense, x1, x2);
         }
+        if self.is_linear() {
+            let blocks: Vec<O::Tensor> = self
+                .irreps_in1
+                .slices()
+                .iter()
+                .map(|range| ops.slice(x1, 1, range.start, range.end))
+                .collect();
+            return self.forward_linear(ops, &blocks, &vec![1.0; blocks.len()], x2);
+        }
         let path_weights = self.path_weights(ops, weights);
         self.forward_paths(ops, x1, x2, path_weights)
+    }
+
+    /// `forward` for shared weights, with each output irrep's block laid out
+    /// (2l+1, mul) instead of e3nn's (mul, 2l+1): what a consumer contracting over
+    /// 2l+1 per channel reads without a transpose. A dense product permutes the columns
+    /// of its matrix (a constant once exported) rather than its output.
+    pub fn forward_channels_last<O: Ops>(&self, ops: &mut O, x1: &O::Tensor, x2: &O::Tensor) -> O::Tensor {
+        if let Some(dense) = self.dense_bilinear(ops) {
+            let dense = channels_last(ops, &dense, &self.irreps_out, 3);
+            return self.contract_dense(ops, &dense, x1, x2);
+        }
+        let out = self.forward(ops, x1, x2, None);
+        channels_last(ops, &out, &self.irreps_out, 2)
+    }
+
+    /// A product with shared uvw weights and one scalar as its second input: e3nn's
+    /// `Linear` times a scalar attribute, as its `FullyConnectedTensorProduct(x, 0e)`.
+    pub(crate) fn is_linear(&self) -> bool {
+        self.weight.is_some()
+            && self.irreps_in2.dim() == 1
+            && self.instructions.iter().all(|ins| ins.mode == Mode::Uvw && ins.has_weight)
+    }
+
+    /// `forward` of a linear product (`is_linear`) with x1 given as one [rows, mul·dim]
+    /// block per entry of `irreps_in1`, each scaled by `block_scales` first: one matmul
+    /// per output irrep, [rows, Σ inputs] × [Σ inputs, mul_out·dim_out], whose matrix
+    /// (the path weights ⊗ the 3j symbol) ONNX Runtime folds to a constant at load. Per
+    /// path, the transposes around a channel-mixing matmul would cost more than the
+    /// matmul itself.
+    pub(crate) fn forward_linear<O: Ops>(&self, ops: &mut O, blocks: &[O::Tensor], block_scales: &[f64], x2: &O::Tensor) -> O::Tensor {
+        assert!(self.is_linear(), "forward_linear takes linear products only");
+        assert_eq!(blocks.len(), self.irreps_in1.len(), "one block per input irrep");
+        let shared = self.weight.as_ref().expect("checked by is_linear");
+        let mut offset = 0;
+        let mut parts: Vec<Vec<(O::Tensor, O::Tensor)>> = vec![Vec::new(); self.irreps_out.len()];
+        for ins in &self.instructions {
+            let numel: usize = ins.path_shape.iter().product();
+            let range = offset..offset + numel;
+            offset += numel;
+            let (a, c) = (self.irreps_in1.0[ins.i_in1], self.irreps_out.0[ins.i_out]);
+            if numel == 0 {
+                continue;
+            }
+            let (u, w, d1, d3) = (a.mul, c.mul, a.ir.dim(), c.ir.dim());
+            // K[(u, i), (w, k)] = √α · scale · W[u, w] · C[i, 0, k]
+            let scale = ins.path_weight * block_scales[ins.i_in1];
+            let cg = wigner_3j(a.ir.l, self.irreps_in2.0[ins.i_in2].ir.l, c.ir.l);
+            let cg: Vec<f64> = cg.iter().map(|value| value * scale).collect();
+            let cg = ops.constant(&[1, d1, 1, d3], &cg);
+            let weight = ops.weight(&ins.path_shape, &shared[range]);
+            let weight = ops.reshape(&weight, &[u as i64, 1, w as i64, 1]);
+            let matrix = ops.mul(&weight, &cg);
+            let matrix = ops.reshape(&matrix, &[(u * d1) as i64, (w * d3) as i64]);
+            parts[ins.i_out].push((blocks[ins.i_in1].clone(), matrix));
+        }
+        let sums = parts
+            .into_iter()
+            .map(|part| match part.len() {
+                0 => None,
+                1 => Some(ops.matmul(&part[0].0, &part[0].1)),
+                _ => {
+                    let (inputs, matrices): (Vec<_>, Vec<_>) = part.into_iter().unzip();
+                    let input = ops.concat(&inputs, 1);
+                    let matrix = ops.concat(&matrices, 0);
+                    Some(ops.matmul(&input, &matrix))
+                }
+            })
+            .collect();
+        let out = super::concat_outputs(ops, sums, &self.irreps_out, x2, self.irreps_in2.dim());
+        ops.mul(&out, x2)
     }
 
     /// Each weighted path's weights: a view of the shared ones, or a slice of the per-sample ones.
@@ -579,6 +658,30 @@ pub(crate) fn cg_columns_ki(l1: u32, l2: u32, l3: u32) -> Vec<f64> {
     (0..d2).flat_map(|j| (0..d3).flat_map(move |k| (0..d1).map(move |i| (i, j, k)))).map(|(i, j, k)| cg[[i, j, k]]).collect()
 }
 
+/// x [..., irreps.dim()] (rank `rank`) with each irrep's block (mul, 2l+1) turned to
+/// (2l+1, mul).
+fn channels_last<O: Ops>(ops: &mut O, x: &O::Tensor, irreps: &Irreps, rank: usize) -> O::Tensor {
+    let last = rank - 1;
+    let keep = vec![0i64; last];
+    let mut swap: Vec<usize> = (0..rank + 1).collect();
+    swap.swap(last, rank);
+    let blocks: Vec<O::Tensor> = irreps
+        .slices()
+        .iter()
+        .zip(irreps.iter())
+        .map(|(range, m)| {
+            let block = ops.slice(x, last, range.start, range.end);
+            if m.mul == 1 || m.ir.dim() == 1 {
+                return block;
+            }
+            let block = ops.reshape(&block, &[keep.clone(), vec![m.mul as i64, m.ir.dim() as i64]].concat());
+            let block = ops.transpose(&block, &swap);
+            ops.reshape(&block, &[keep.clone(), vec![m.dim() as i64]].concat())
+        })
+        .collect();
+    if blocks.len() == 1 { blocks.into_iter().next().expect("one block") } else { ops.concat(&blocks, last) }
+}
+
 /// out[m, n] = Σ_k a[m, k] b[n, k] row by row, for a [rows, m, k] and b [rows, n·k]
 /// with k innermost: one broadcast product summed over its last axis. Runtimes run a
 /// batched matmul of such tiny matrices as one small GEMM per row, and sum a middle
@@ -652,5 +755,82 @@ mod tests {
         assert!(scale > 0.1, "the product writes something");
         let error = summed.iter().zip(expected.iter()).fold(0.0_f64, |m, (a, b)| m.max((a - b).abs()));
         assert!(error < 1e-12 * scale, "summed vs sum of rows: {error:e}");
+    }
+
+    fn max_abs(x: &ArrayD<f64>) -> f64 {
+        x.iter().fold(0.0_f64, |m, v| m.max(v.abs()))
+    }
+
+    fn max_difference(a: &ArrayD<f64>, b: &ArrayD<f64>) -> f64 {
+        assert_eq!(a.shape(), b.shape());
+        a.iter().zip(b.iter()).fold(0.0_f64, |m, (x, y)| m.max((x - y).abs()))
+    }
+
+    /// A linear product too large for a dense form (`forward_linear`, one matmul per
+    /// output) equals the sum over its paths, with per-block scales too; and its
+    /// channels-last output is the same numbers with each block transposed.
+    #[test]
+    fn a_linear_product_per_output_equals_the_sum_over_paths() {
+        let irreps = |s: &str| s.parse::<Irreps>().expect("valid");
+        let (in1, out) = (irreps("48x0e+32x1o+16x1o+16x2e+4x0o"), irreps("64x0e+32x1o+16x2e+8x1e"));
+        let mut tp = TensorProduct::fully_connected(in1.clone(), irreps("0e"), out.clone(), true);
+        assert!(tp.irreps_in1.dim() * tp.irreps_out.dim() > DENSE_LIMIT && tp.is_linear(), "takes the per-output form");
+        tp.set_weight((0..tp.weight_numel).map(|i| (i as f64 * 0.61).sin()).collect()).expect("sized");
+        let x1 = ArrayD::from_shape_fn(IxDyn(&[3, in1.dim()]), |ix| ((ix[0] * 131 + ix[1]) as f64 * 0.37).cos());
+        let x2 = ArrayD::from_shape_fn(IxDyn(&[3, 1]), |ix| 0.5 + ix[0] as f64);
+        let per_path = {
+            let path_weights = tp.path_weights(&mut Eager, None);
+            tp.forward_paths(&mut Eager, &x1, &x2, path_weights)
+        };
+        assert!(max_abs(&per_path) > 0.1, "the paths write something");
+        assert!(max_abs(&per_path.slice(ndarray::s![.., out.dim() - 24..]).into_dyn().to_owned()) == 0.0, "8x1e: no path");
+        let per_output = tp.forward(&mut Eager, &x1, &x2, None);
+        assert!(max_difference(&per_output, &per_path) < 1e-12 * max_abs(&per_path), "per output vs per path");
+
+        let scales: Vec<f64> = (0..in1.len()).map(|i| 0.5 + i as f64).collect();
+        let blocks: Vec<ArrayD<f64>> = in1.slices().iter().map(|r| x1.slice(ndarray::s![.., r.clone()]).into_dyn().to_owned()).collect();
+        let scaled_x1 = ndarray::concatenate(
+            ndarray::Axis(1),
+            &blocks.iter().zip(&scales).map(|(b, s)| b * *s).collect::<Vec<_>>().iter().map(|b| b.view()).collect::<Vec<_>>(),
+        )
+        .expect("same rows");
+        let expected = {
+            let path_weights = tp.path_weights(&mut Eager, None);
+            tp.forward_paths(&mut Eager, &scaled_x1, &x2, path_weights)
+        };
+        let scaled = tp.forward_linear(&mut Eager, &blocks, &scales, &x2);
+        assert!(max_difference(&scaled, &expected) < 1e-12 * max_abs(&expected), "block scales");
+
+        let channels_last = tp.forward_channels_last(&mut Eager, &x1, &x2);
+        for (range, m) in out.slices().iter().zip(out.iter()) {
+            for (u, k) in (0..m.mul).flat_map(|u| (0..m.ir.dim()).map(move |k| (u, k))) {
+                let (e3nn, last) = (range.start + u * m.ir.dim() + k, range.start + k * m.mul + u);
+                for row in 0..3 {
+                    assert_eq!(channels_last[[row, last]], per_output[[row, e3nn]], "{}x{} channel {u} component {k}", m.mul, m.ir);
+                }
+            }
+        }
+    }
+
+    /// A dense product's channels-last output is its output with each block transposed.
+    #[test]
+    fn a_dense_products_channels_last_output_transposes_each_block() {
+        let irreps = |s: &str| s.parse::<Irreps>().expect("valid");
+        let out = irreps("3x0e+2x1o+2x2e");
+        let mut tp = TensorProduct::fully_connected(irreps("2x0e+2x1o"), irreps("1x0e+1x1o"), out.clone(), true);
+        tp.set_weight((0..tp.weight_numel).map(|i| (i as f64 * 0.83).cos()).collect()).expect("sized");
+        let x1 = ArrayD::from_shape_fn(IxDyn(&[4, 8]), |ix| ((ix[0] * 8 + ix[1]) as f64 * 0.43).sin());
+        let x2 = ArrayD::from_shape_fn(IxDyn(&[4, 4]), |ix| ((ix[0] * 4 + ix[1]) as f64 * 0.71).cos());
+        let plain = tp.forward(&mut Eager, &x1, &x2, None);
+        let channels_last = tp.forward_channels_last(&mut Eager, &x1, &x2);
+        assert!(max_abs(&plain) > 0.1, "the product writes something");
+        for (range, m) in out.slices().iter().zip(out.iter()) {
+            for (u, k) in (0..m.mul).flat_map(|u| (0..m.ir.dim()).map(move |k| (u, k))) {
+                let (e3nn, last) = (range.start + u * m.ir.dim() + k, range.start + k * m.mul + u);
+                for row in 0..4 {
+                    assert!((channels_last[[row, last]] - plain[[row, e3nn]]).abs() < 1e-12, "{}x{} channel {u} component {k}", m.mul, m.ir);
+                }
+            }
+        }
     }
 }
