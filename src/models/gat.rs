@@ -79,23 +79,46 @@ impl GatConv {
         self.bias.fill(0.0);
     }
 
-    /// nodes [B·12, in], edge features [B·144, edge_dim] (zero off the graph) and the
-    /// graph [B, 12, 12, 1] (rows ordered (frame, src, dst)) → [B·12, heads·out].
-    pub fn forward<O: Ops>(&self, ops: &mut O, nodes: &O::Tensor, edge_attr: &O::Tensor, on_graph: &O::Tensor) -> O::Tensor {
+    /// The projection W [in, heads·out] that values and scores are computed from.
+    pub fn projection<O: Ops>(&self, ops: &mut O) -> O::Tensor {
+        ops.weight(&[self.in_dim, self.heads * self.out_dim], &self.lin)
+    }
+
+    /// PyG's attention coefficients α [B, heads, dst, src] for inputs x [B·12, d]
+    /// projected as x·`projection` (+ `offset` [heads·out]): the layer's features
+    /// when `projection` is [`Self::projection`] and there is no offset. Edge features
+    /// [B·144, edge_dim] are zero off the graph [B, 12, 12, 1] (rows (frame, src, dst)).
+    /// Scores take x·(W a) rather than (x·W)·a: a [d, heads] matrix instead of the
+    /// projected features.
+    pub fn attention<O: Ops>(
+        &self,
+        ops: &mut O,
+        x: &O::Tensor,
+        projection: &O::Tensor,
+        offset: Option<&O::Tensor>,
+        edge_attr: &O::Tensor,
+        on_graph: &O::Tensor,
+    ) -> O::Tensor {
         let (n, h, c) = (PARTICLES as i64, self.heads as i64, self.out_dim as i64);
         let width = self.heads * self.out_dim;
         let edge_dim = self.lin_edge.len() / width;
-        let lin = ops.weight(&[self.in_dim, width], &self.lin);
-        let x = ops.matmul(nodes, &lin);
-        let x = ops.reshape(&x, &[-1, n, h, c]);
-        let att_src = ops.weight(&[self.heads, self.out_dim], &self.att_src);
-        let att_dst = ops.weight(&[self.heads, self.out_dim], &self.att_dst);
-        let score_src = ops.mul(&x, &att_src);
-        let score_src = ops.reduce_sum(&score_src, 3, false);
-        let score_src = ops.reshape(&score_src, &[-1, n, 1, h]);
-        let score_dst = ops.mul(&x, &att_dst);
-        let score_dst = ops.reduce_sum(&score_dst, 3, false);
-        let score_dst = ops.reshape(&score_dst, &[-1, 1, n, h]);
+        let projection = ops.reshape(projection, &[-1, h, c]);
+        let mut scores = Vec::with_capacity(2);
+        for att in [&self.att_src, &self.att_dst] {
+            let att = ops.weight(&[self.heads, self.out_dim], att);
+            let by_input = ops.mul(&projection, &att);
+            let by_input = ops.reduce_sum(&by_input, 2, false);
+            let mut score = ops.matmul(x, &by_input);
+            if let Some(offset) = offset {
+                let offset = ops.reshape(offset, &[h, c]);
+                let shift = ops.mul(&offset, &att);
+                let shift = ops.reduce_sum(&shift, 1, false);
+                score = ops.add(&score, &shift);
+            }
+            scores.push(score);
+        }
+        let score_src = ops.reshape(&scores[0], &[-1, n, 1, h]);
+        let score_dst = ops.reshape(&scores[1], &[-1, 1, n, h]);
 
         // Self-loops on the diagonal, featuring the mean of the node's incoming edges.
         let loop_attr = mean_into_destinations(ops, edge_attr, edge_dim, on_graph);
@@ -116,15 +139,11 @@ impl GatConv {
         let score = ops.add(&score, &score_edge);
         let score = leaky_relu(ops, &score, NEGATIVE_SLOPE);
         let attention = masked_softmax_over_sources(ops, &score, &attended);
+        ops.transpose(&attention, &[0, 3, 2, 1])
+    }
 
-        // out[dst] = Σ_src α[src, dst] x[src], per head: a batched matmul.
-        let attention = ops.transpose(&attention, &[0, 3, 2, 1]);
-        let x = ops.transpose(&x, &[0, 2, 1, 3]);
-        let out = ops.matmul(&attention, &x);
-        let out = ops.transpose(&out, &[0, 2, 1, 3]);
-        let out = ops.reshape(&out, &[-1, width as i64]);
-        let bias = ops.weight(&[width], &self.bias);
-        ops.add(&out, &bias)
+    pub fn bias<O: Ops>(&self, ops: &mut O) -> O::Tensor {
+        ops.weight(&[self.heads * self.out_dim], &self.bias)
     }
 
     pub fn num_params(&self) -> usize {
@@ -204,12 +223,69 @@ impl Gnn {
     }
 }
 
+/// Σ_src α[h, dst, src] v[src] per head: α [B, heads, dst, src], values [B·12, d] →
+/// [B·12, heads·d].
+pub fn attend<O: Ops>(ops: &mut O, alpha: &O::Tensor, values: &O::Tensor, d: usize) -> O::Tensor {
+    let n = PARTICLES as i64;
+    let values = ops.reshape(values, &[-1, 1, n, d as i64]);
+    let out = ops.matmul(alpha, &values);
+    let out = ops.transpose(&out, &[0, 2, 1, 3]);
+    ops.reshape(&out, &[-1, (HEADS * d) as i64])
+}
+
 impl OpsModel for Gnn {
+    /// gat1 → gat2 → head as the study chains them, with no activation until the
+    /// head's GELU, so everything before it is linear in the attention-weighted sums
+    /// of the 16 node inputs. gat1's output is m1·blockdiag(W1) + b1, with
+    /// m1 = Σ α1 x per head [B·12, 4·16]; gat2 projects it to m1·C + b1·W2 with
+    /// C = blockdiag(W1)·W2 [64, 1024], and the head's first layer takes
+    /// Σ α2 (m1·C_h + b1·W2_h) + b2 = m2·C_h + (Σ α2)·b1·W2_h + b2 per head h, with
+    /// m2 = Σ α2 m1 [B·12, 4·64]. The products of weights (C, C_h·H1_h, b1·W2·H1) do not
+    /// depend on the frames (ONNX Runtime folds them at load), so a node costs
+    /// 256 × 256 multiply-adds where gat2's and the head's layers cost 1024 × 1280:
+    /// the same function, ~20× less work.
     fn forward<O: Ops>(&self, ops: &mut O, positions: &O::Tensor) -> O::Tensor {
         let HarmonicGraph { on_graph, sh, nodes, .. } = harmonic_graph(ops, positions, &self.harmonics, LMAX, RADIUS, NUM_NEIGHBORS);
-        let x = self.gat1.forward(ops, &nodes, &sh, &on_graph);
-        let x = self.gat2.forward(ops, &x, &sh, &on_graph);
-        let x = self.head1.forward(ops, &x);
+        let (h, c) = (HEADS as i64, HIDDEN as i64);
+        let w1 = self.gat1.projection(ops);
+        let alpha1 = self.gat1.attention(ops, &nodes, &w1, None, &sh, &on_graph);
+        let m1 = attend(ops, &alpha1, &nodes, EDGE_DIM);
+
+        // C[(h, i), :] = W1[i, h-th block] · W2[h-th block of rows, :]
+        let w1 = ops.reshape(&w1, &[EDGE_DIM as i64, h, c]);
+        let w1 = ops.transpose(&w1, &[1, 0, 2]);
+        let w2 = self.gat2.projection(ops);
+        let w2_by_head = ops.reshape(&w2, &[h, c, h * c]);
+        let combined = ops.matmul(&w1, &w2_by_head);
+        let combined = ops.reshape(&combined, &[h * EDGE_DIM as i64, h * c]);
+        let b1 = self.gat1.bias(ops);
+        let b1 = ops.reshape(&b1, &[1, h * c]);
+        let b1_w2 = ops.matmul(&b1, &w2);
+        let alpha2 = self.gat2.attention(ops, &m1, &combined, Some(&b1_w2), &sh, &on_graph);
+        let m2 = attend(ops, &alpha2, &m1, HEADS * EDGE_DIM);
+
+        // The head's first layer per head of gat2: C_h·H1_h [64, 256] and b1·W2_h·H1_h [256].
+        let h1 = ops.weight(&[HEADS * HIDDEN, HIDDEN], &self.head1.weight);
+        let h1_by_head = ops.reshape(&h1, &[h, c, c]);
+        let combined = ops.reshape(&combined, &[h * EDGE_DIM as i64, h, c]);
+        let combined = ops.transpose(&combined, &[1, 0, 2]);
+        let folded = ops.matmul(&combined, &h1_by_head);
+        let folded = ops.reshape(&folded, &[h * h * EDGE_DIM as i64, c]);
+        let x = ops.matmul(&m2, &folded);
+        let offset = ops.reshape(&b1_w2, &[h, 1, c]);
+        let offset = ops.matmul(&offset, &h1_by_head);
+        let offset = ops.reshape(&offset, &[h, c]);
+        let weight_sums = ops.reduce_sum(&alpha2, 3, false);
+        let weight_sums = ops.transpose(&weight_sums, &[0, 2, 1]);
+        let weight_sums = ops.reshape(&weight_sums, &[-1, h]);
+        let bias_through_gat2 = ops.matmul(&weight_sums, &offset);
+        let x = ops.add(&x, &bias_through_gat2);
+        let b2 = self.gat2.bias(ops);
+        let b2 = ops.reshape(&b2, &[1, h * c]);
+        let constant = ops.matmul(&b2, &h1);
+        let x = ops.add(&x, &constant);
+        let c1 = ops.weight(&[HIDDEN], &self.head1.bias);
+        let x = ops.add(&x, &c1);
         let x = apply_activation(ops, &x, Activation::Gelu, false);
         let x = self.head2.forward(ops, &x);
         ops.reshape(&x, &[-1, PARTICLES as i64, DIMS as i64])
@@ -235,5 +311,60 @@ impl OpsModel for Gnn {
         self.gat2.init(rng);
         self.head1.init(rng);
         self.head2.init(rng);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ndarray::{ArrayD, IxDyn};
+    use rand::{SeedableRng, rngs::StdRng};
+
+    use super::*;
+    use crate::nn::Eager;
+
+    /// gat1 → gat2 → head computed layer by layer as PyG does (each layer's
+    /// projections per node, values per head), the folded forward's reference.
+    fn layer_by_layer(gnn: &Gnn, positions: &ArrayD<f64>) -> ArrayD<f64> {
+        let ops = &mut Eager;
+        let HarmonicGraph { on_graph, sh, nodes, .. } = harmonic_graph(ops, positions, &gnn.harmonics, LMAX, RADIUS, NUM_NEIGHBORS);
+        let (n, h, c) = (PARTICLES as i64, HEADS as i64, HIDDEN as i64);
+        let mut x = nodes;
+        for conv in [&gnn.gat1, &gnn.gat2] {
+            let projection = conv.projection(ops);
+            let alpha = conv.attention(ops, &x, &projection, None, &sh, &on_graph);
+            let values = ops.matmul(&x, &projection);
+            let values = ops.reshape(&values, &[-1, n, h, c]);
+            let values = ops.transpose(&values, &[0, 2, 1, 3]);
+            let out = ops.matmul(&alpha, &values);
+            let out = ops.transpose(&out, &[0, 2, 1, 3]);
+            let out = ops.reshape(&out, &[-1, h * c]);
+            let bias = conv.bias(ops);
+            x = ops.add(&out, &bias);
+        }
+        let x = gnn.head1.forward(ops, &x);
+        let x = apply_activation(ops, &x, Activation::Gelu, false);
+        let x = gnn.head2.forward(ops, &x);
+        ops.reshape(&x, &[-1, n, DIMS as i64])
+    }
+
+    #[test]
+    fn the_folded_forward_equals_the_layers_one_after_another() {
+        let mut gnn = Gnn::new();
+        gnn.init_weights(&mut StdRng::seed_from_u64(3));
+        // PyG starts the biases at zero; the folding of each must be checked too.
+        for (k, bias) in [&mut gnn.gat1.bias, &mut gnn.gat2.bias, &mut gnn.head1.bias].into_iter().enumerate() {
+            bias.iter_mut().enumerate().for_each(|(i, b)| *b = 0.3 * ((i + 7 * k) as f64 * 0.61).sin());
+        }
+        // Two frames of particles ~1–3 apart: some pairs inside r = 2.5, some outside.
+        let positions = ArrayD::from_shape_fn(IxDyn(&[2, PARTICLES, DIMS]), |ix| {
+            let t = (ix[0] * 36 + ix[1] * 3 + ix[2]) as f64;
+            1.2 * ix[1] as f64 * [0.6, 0.3, 0.1][ix[2]] + (t * 1.7).sin()
+        });
+        let folded = gnn.forward(&mut Eager, &positions);
+        let expected = layer_by_layer(&gnn, &positions);
+        let scale = expected.iter().fold(0.0_f64, |m, v| m.max(v.abs()));
+        assert!(scale > 1e-2, "the network outputs something: {scale:e}");
+        let error = folded.iter().zip(expected.iter()).fold(0.0_f64, |m, (a, b)| m.max((a - b).abs()));
+        assert!(error < 1e-10 * scale, "folded vs layer by layer: {error:e} of {scale:e}");
     }
 }

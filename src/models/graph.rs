@@ -44,21 +44,29 @@ fn pairs_where<O: Ops>(ops: &mut O, keep: impl Fn(usize, usize) -> bool) -> O::T
 }
 
 /// Spherical harmonics of `vec` [B, 12, 12, 3] for the degrees `ls` (in order),
-/// component normalization, concatenated on the last axis.
+/// component normalization, concatenated on the last axis. Computed components first
+/// ([B, component, pair]): each recurrence step's outer product Y^l ⊗ x then
+/// broadcasts over the 144 pairs rather than over x's 3 components, which runtimes
+/// broadcast slowly.
 pub fn harmonics<O: Ops>(ops: &mut O, sh: &SphericalHarmonics, ls: &[u32], vec: &O::Tensor, ones: &O::Tensor) -> O::Tensor {
-    let d = DIMS as i64;
-    let mut by_degree = vec![ones.clone()];
+    let (d, pairs) = (DIMS as i64, N * N);
+    let x = ops.reshape(vec, &[-1, pairs, d]);
+    let x = ops.transpose(&x, &[0, 2, 1]);
+    let x = ops.reshape(&x, &[-1, 1, d, pairs]);
+    let mut by_degree = vec![ops.reshape(ones, &[-1, 1, pairs])];
     for (l, matrix) in sh.matrices().iter().enumerate() {
         let rows = 2 * l as i64 + 1;
-        let y = ops.reshape(&by_degree[l], &[-1, N, N, rows, 1]);
-        let x = ops.reshape(vec, &[-1, N, N, 1, d]);
+        let y = ops.reshape(&by_degree[l], &[-1, rows, 1, pairs]);
         let outer = ops.mul(&y, &x);
-        let outer = ops.reshape(&outer, &[-1, N, N, rows * d]);
-        let m = ops.constant(&[matrix.nrows(), matrix.ncols()], &matrix.iter().copied().collect::<Vec<_>>());
-        by_degree.push(ops.matmul(&outer, &m));
+        let outer = ops.reshape(&outer, &[-1, rows * d, pairs]);
+        let m = ops.constant(&[matrix.ncols(), matrix.nrows()], &matrix.t().iter().copied().collect::<Vec<_>>());
+        by_degree.push(ops.matmul(&m, &outer));
     }
     let parts: Vec<O::Tensor> = ls.iter().map(|&l| by_degree[l as usize].clone()).collect();
-    if parts.len() == 1 { parts[0].clone() } else { ops.concat(&parts, 3) }
+    let components = if parts.len() == 1 { parts[0].clone() } else { ops.concat(&parts, 1) };
+    let dim: usize = ls.iter().map(|&l| 2 * l as usize + 1).sum();
+    let by_pair = ops.transpose(&components, &[0, 2, 1]);
+    ops.reshape(&by_pair, &[-1, N, N, dim as i64])
 }
 
 /// Node features [B·12, dim] seen from every edge leaving the node: rows [B·144, dim].
