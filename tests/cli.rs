@@ -5,6 +5,10 @@ mod common;
 use std::process::{Command, Output};
 
 use common::train_export;
+use equiserve::{
+    data::{SimulationConfig, Split, SplitConfig, Target, simulate},
+    train::target_rms,
+};
 
 fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
@@ -44,6 +48,12 @@ fn training_writes_model_card_and_plot_and_keeps_them_on_failure() {
         serde_json::from_str(&std::fs::read_to_string(model_dir.join("card.json")).expect("card")).expect("json");
     assert_eq!(card["metrics"]["target"], "x");
     assert_eq!(card["training"]["config"]["shuffle"], true);
+    // --output-scale auto: the root mean square of the same run's training targets.
+    let trajectory = simulate(&SimulationConfig { frames: 200, seed: 0, ..Default::default() });
+    let split = Split::new(&trajectory, &SplitConfig { train_pairs: None, train_fraction: 0.8 }).expect("split");
+    let expected = target_rms(&split, Target::X).expect("positions are not all zero");
+    let scale = card["training"]["config"]["output_scale"].as_f64().expect("output scale");
+    assert!((scale - expected).abs() < 1e-9 * expected, "output scale {scale} vs {expected}");
     assert_eq!(card["data"]["source"], "simulator");
     assert_eq!(card["split"]["train_pairs"], 159);
     assert_eq!(card["onnx"]["input"]["shape"], serde_json::json!(["batch", "12", "3"]));
@@ -77,6 +87,9 @@ fn bad_arguments_fail_with_a_clear_message() {
 
     let output = train_export().args(["--frames", "50", "--train-pairs", "49", "--out"]).arg(dir.path()).output().expect("runs");
     assert_clean_failure(&output, &["cannot split 49 pairs"]);
+
+    let output = train_export().args(["--output-scale", "0"]).output().expect("runs");
+    assert_clean_failure(&output, &["--output-scale", "'0' is neither auto, none nor a positive number"]);
 
     let output = train_export().env("EQUISERVE_ORT_LIB", "/nowhere/libonnxruntime.so").output().expect("runs");
     assert_clean_failure(&output, &["/nowhere/libonnxruntime.so"]);

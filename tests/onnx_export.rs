@@ -39,8 +39,10 @@ fn exported_mlp_matches_burn_on_random_inputs() {
     let device = training_device(11);
     let model = Mlp::new(&device);
     let dir = tempfile::tempdir().expect("temp dir");
-    let (split, config) = (split(), TrainConfig::default());
-    let outcome = export_model(&BurnModule { model: &model, device: &device }, request(dir.path(), &split, &config)).expect("exports");
+    // Outputs scaled as `--output-scale` scales them: the graph must scale them too.
+    let (split, config) = (split(), TrainConfig { output_scale: 0.01, ..Default::default() });
+    let outcome = export_model(&BurnModule { model: &model, output_scale: config.output_scale, device: &device }, request(dir.path(), &split, &config))
+        .expect("exports");
     assert!(outcome.card.onnx.parity_relative_error < 1e-5);
     assert_eq!(outcome.card.params, 8_868);
 
@@ -50,7 +52,7 @@ fn exported_mlp_matches_burn_on_random_inputs() {
     let normal = Normal::new(20.0, 10.0).expect("normal");
     for batch in [1, 7, 64] {
         let x = Array3::from_shape_simple_fn((batch, 12, 3), || normal.sample(&mut rng));
-        let expected = predict_dx(&model, x.view(), config.target, &device);
+        let expected = predict_dx(&model, x.view(), config.target, config.output_scale, &device);
         let actual = onnx.run(x.view()).expect("runs");
         let scale = expected.iter().fold(0.0_f32, |m, v| m.max(v.abs()));
         let error = actual.iter().zip(&expected).fold(0.0_f32, |m, (a, e)| m.max((a - e).abs()));
@@ -81,12 +83,12 @@ fn a_graph_that_differs_from_the_model_is_refused_and_old_files_survive() {
     let device = training_device(12);
     let dir = tempfile::tempdir().expect("temp dir");
     let (split, config) = (split(), TrainConfig::default());
-    export_model(&BurnModule { model: &Mlp::new(&device), device: &device }, request(dir.path(), &split, &config)).expect("first export");
+    export_model(&BurnModule { model: &Mlp::new(&device), output_scale: 1.0, device: &device }, request(dir.path(), &split, &config)).expect("first export");
     let model_file = dir.path().join("mlp/model.onnx");
     let before = std::fs::read(&model_file).expect("model");
 
     let broken = Skewed { inner: Mlp::new(&device) };
-    match export_model(&BurnModule { model: &broken, device: &device }, request(dir.path(), &split, &config)) {
+    match export_model(&BurnModule { model: &broken, output_scale: 1.0, device: &device }, request(dir.path(), &split, &config)) {
         Err(ExportError::Parity { error, .. }) => assert!(error > 1e-5),
         Err(other) => panic!("wrong error: {other}"),
         Ok(_) => panic!("a graph that differs from the model was exported"),
@@ -136,7 +138,7 @@ fn a_function_f32_cannot_reproduce_is_exported_computing_in_f64() {
 
     // A model f32 reproduces stays in f32.
     let device = training_device(11);
-    let mlp = export_model(&BurnModule { model: &Mlp::new(&device), device: &device }, request(dir.path(), &split, &config)).expect("exports");
+    let mlp = export_model(&BurnModule { model: &Mlp::new(&device), output_scale: 1.0, device: &device }, request(dir.path(), &split, &config)).expect("exports");
     assert_eq!(mlp.card.onnx.compute_dtype, "float32");
 }
 

@@ -12,7 +12,7 @@ use equiserve::{
     data::{SimulationConfig, Split, SplitConfig, Target, Trajectory, load_npz, save_npz, simulate},
     models::ModelKind,
     onnx::init_runtime,
-    train::{ExportRequest, TrainConfig, import_e3nn, train_and_export, write_report},
+    train::{ExportRequest, TrainConfig, import_e3nn, target_rms, train_and_export, write_report},
 };
 use indicatif::{ProgressBar, ProgressStyle};
 use sha2::{Digest, Sha256};
@@ -105,6 +105,11 @@ struct TrainArgs {
     /// What the network learns to output; exported models always output dx.
     #[arg(long, value_enum, default_value = "dx")]
     target: Target,
+    /// Multiplies the network's outputs, in training and in the exported graph: `auto`
+    /// (the root mean square of the training targets, so the network learns them as
+    /// values of order one), `none` (the study's unscaled outputs), or a positive number.
+    #[arg(long, default_value = "auto", value_parser = parse_output_scale)]
+    output_scale: OutputScale,
     /// Training pairs, counted from the start (default: floor(fraction · pairs)).
     #[arg(long)]
     train_pairs: Option<usize>,
@@ -215,6 +220,23 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+#[derive(Debug, Clone, Copy)]
+enum OutputScale {
+    Auto,
+    Fixed(f64),
+}
+
+fn parse_output_scale(text: &str) -> Result<OutputScale, String> {
+    match text {
+        "auto" => Ok(OutputScale::Auto),
+        "none" => Ok(OutputScale::Fixed(1.0)),
+        _ => match text.parse::<f64>() {
+            Ok(scale) if scale.is_finite() && scale > 0.0 => Ok(OutputScale::Fixed(scale)),
+            _ => Err(format!("'{text}' is neither auto, none nor a positive number")),
+        },
+    }
+}
+
 fn train(args: TrainArgs) -> Result<(), String> {
     if args.epochs == 0 || args.batch_size == 0 {
         return Err("--epochs and --batch-size must be at least 1".into());
@@ -224,6 +246,12 @@ fn train(args: TrainArgs) -> Result<(), String> {
     let (trajectory, data) = load_data(&args)?;
     let split_config = SplitConfig { train_pairs: args.train_pairs, train_fraction: args.train_fraction };
     let split = Split::new(&trajectory, &split_config).map_err(|e| format!("{}: {e}", data.source))?;
+    let output_scale = match args.output_scale {
+        OutputScale::Fixed(scale) => scale,
+        OutputScale::Auto => target_rms(&split, args.target).ok_or_else(|| {
+            format!("{}: the training targets are all zero or not finite; pass --output-scale none or a number", data.source)
+        })?,
+    };
     let config = TrainConfig {
         epochs: args.epochs,
         batch_size: args.batch_size,
@@ -231,6 +259,7 @@ fn train(args: TrainArgs) -> Result<(), String> {
         seed: args.seed,
         shuffle: args.shuffle,
         target: args.target,
+        output_scale,
     };
     let kinds: Vec<ModelKind> = if args.all {
         <ModelKind as clap::ValueEnum>::value_variants().to_vec()
@@ -238,11 +267,12 @@ fn train(args: TrainArgs) -> Result<(), String> {
         args.models.clone()
     };
     eprintln!(
-        "data: {} ({} frames; {} train / {} test pairs)",
+        "data: {} ({} frames; {} train / {} test pairs); output scale {:.4e}",
         data.source,
         data.frames,
         split.train.len(),
-        split.test.len()
+        split.test.len(),
+        config.output_scale
     );
     let mut cards = Vec::new();
     for kind in kinds {

@@ -22,6 +22,7 @@ use crate::{
     card::{CARD_FILE, DataInfo, InferenceSpeed, MODEL_FILE, Metrics, ModelCard, OnnxInfo, SplitInfo, TrainingInfo, Versions},
     data::{DIMS, PARTICLES, Split, SplitConfig, Target},
     models::{DynamicsModel, ModelKind, OpsModel},
+    nn::Ops,
     onnx::{ExecutionDevice, GraphBuilder, OnnxModel, Precision, proto::ModelProto},
 };
 
@@ -81,16 +82,19 @@ pub trait ExportableModel {
 /// A Burn module on its device.
 pub struct BurnModule<'a, M> {
     pub model: &'a M,
+    /// What the model's outputs are multiplied by (`TrainConfig::output_scale`).
+    pub output_scale: f64,
     pub device: &'a Device,
 }
 
 impl<M: DynamicsModel> ExportableModel for BurnModule<'_, M> {
     fn emit_onnx(&self, graph: &mut GraphBuilder, positions: &str) -> String {
-        self.model.emit_onnx(graph, positions)
+        let output = self.model.emit_onnx(graph, positions);
+        if self.output_scale == 1.0 { output } else { Ops::scale(graph, &output, self.output_scale) }
     }
 
     fn predict_dx(&self, positions: ArrayView3<f32>, target: Target) -> Array3<f32> {
-        predict_dx(self.model, positions, target, self.device)
+        predict_dx(self.model, positions, target, self.output_scale, self.device)
     }
 
     fn num_params(&self) -> usize {

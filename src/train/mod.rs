@@ -47,12 +47,31 @@ pub struct TrainConfig {
     /// Shuffle the training pairs each epoch (the study does not).
     pub shuffle: bool,
     pub target: Target,
+    /// The network's outputs times this are its prediction, in training and in the
+    /// exported graph: a network whose layers start with outputs of order one then
+    /// learns targets of this size (dx on paths.npz is ~6e-3) as values of order one.
+    /// 1 is the study's unscaled outputs.
+    #[serde(default = "unscaled")]
+    pub output_scale: f64,
+}
+
+fn unscaled() -> f64 {
+    1.0
 }
 
 impl Default for TrainConfig {
     fn default() -> Self {
-        Self { epochs: 100, batch_size: 32, learning_rate: 1e-3, seed: 0, shuffle: false, target: Target::Dx }
+        Self { epochs: 100, batch_size: 32, learning_rate: 1e-3, seed: 0, shuffle: false, target: Target::Dx, output_scale: unscaled() }
     }
+}
+
+/// The root mean square of the training targets: the output scale that makes them of
+/// order one, or `None` when they are all zero or not finite.
+pub fn target_rms(split: &Split, target: Target) -> Option<f64> {
+    let targets = split.train.targets(target);
+    let mean_square = targets.iter().map(|v| f64::from(*v).powi(2)).sum::<f64>() / targets.len().max(1) as f64;
+    let rms = mean_square.sqrt();
+    (rms.is_finite() && rms > 0.0).then_some(rms)
 }
 
 /// One epoch's losses, as the study logs them.
@@ -123,7 +142,7 @@ impl<M: DynamicsModel> Trainer for ModuleTrainer<'_, M> {
         let model = self.model.take().expect("the model is always put back");
         let x = to_tensor(self.split.train.inputs.select(Axis(0), batch).view(), self.device);
         let y = to_tensor(self.targets.select(Axis(0), batch).view(), self.device);
-        let loss = (model.forward(x) - y).powi_scalar(2).mean();
+        let loss = (model.forward(x) * self.config.output_scale - y).powi_scalar(2).mean();
         let value = f64::from(to_vec(loss.clone())[0]);
         let grads = GradientsParams::from_grads(loss.backward(), &model);
         self.model = Some(self.optimizer.step(self.config.learning_rate, model, grads));
@@ -132,7 +151,7 @@ impl<M: DynamicsModel> Trainer for ModuleTrainer<'_, M> {
 
     fn test_dx(&self) -> Array3<f32> {
         let model = self.model.as_ref().expect("the model is always put back");
-        predict_dx(model, self.split.test.inputs.view(), self.config.target, self.device)
+        predict_dx(model, self.split.test.inputs.view(), self.config.target, self.config.output_scale, self.device)
     }
 }
 
@@ -166,15 +185,16 @@ fn to_tensor(positions: ArrayView3<f32>, device: &Device) -> Tensor<3> {
     Tensor::from_data(TensorData::new(data, [batch, particles, dims]), device)
 }
 
-/// The model's dx for positions [batch, 12, 3], in chunks, without recording gradients.
-pub fn predict_dx<M: DynamicsModel>(model: &M, positions: ArrayView3<f32>, target: Target, device: &Device) -> Array3<f32> {
+/// The model's dx for positions [batch, 12, 3] (its outputs times `output_scale`), in
+/// chunks, without recording gradients.
+pub fn predict_dx<M: DynamicsModel>(model: &M, positions: ArrayView3<f32>, target: Target, output_scale: f64, device: &Device) -> Array3<f32> {
     const CHUNK: usize = 512;
     let model = model.clone().no_grad();
     let mut dx = Array3::<f32>::zeros(positions.raw_dim());
     for start in (0..positions.dim().0).step_by(CHUNK) {
         let end = (start + CHUNK).min(positions.dim().0);
         let chunk = positions.slice(s![start..end, .., ..]);
-        let out = to_vec(model.forward(to_tensor(chunk, device)));
+        let out = to_vec(model.forward(to_tensor(chunk, device)) * output_scale);
         let mut out = Array3::from_shape_vec((end - start, PARTICLES, DIMS), out).expect("model output is [batch, 12, 3]");
         if target == Target::X {
             out -= &chunk;
@@ -196,7 +216,8 @@ pub fn train_and_export(
             let device = training_device(request.config.seed);
             let model = crate::models::Mlp::new(&device);
             let (model, history) = fit(model, request.split, request.config, &device, on_epoch);
-            export_model(&BurnModule { model: &model, device: &device }, ExportRequest { history, ..request })
+            let output_scale = request.config.output_scale;
+            export_model(&BurnModule { model: &model, output_scale, device: &device }, ExportRequest { history, ..request })
         }
         ModelKind::Gnn => train_ops_model(Gnn::new(), request, on_epoch),
         ModelKind::E3small => train_ops_model(E3Small::new(), request, on_epoch),
@@ -218,6 +239,12 @@ fn train_ops_model<M: crate::models::OpsModel>(
     on_epoch: impl FnMut(&EpochStats),
 ) -> Result<ExportOutcome, export::ExportError> {
     model.init_weights(&mut StdRng::seed_from_u64(request.config.seed));
+    let scale = request.config.output_scale;
+    if scale == 1.0 {
+        let history = fit_ops(&mut model, request.split, request.config, on_epoch);
+        return export_model(&OpsTrained(&model), ExportRequest { history, ..request });
+    }
+    let mut model = crate::models::OutputScaled { model, scale };
     let history = fit_ops(&mut model, request.split, request.config, on_epoch);
     export_model(&OpsTrained(&model), ExportRequest { history, ..request })
 }

@@ -32,8 +32,8 @@ pub fn render_report(cards: &[ModelCard]) -> String {
     let mut sources: Vec<String> = cards.iter().filter_map(|c| c.data.as_ref().map(|d| format!("`{}` (SHA-256 {})", d.source, &d.sha256[..12.min(d.sha256.len())]))).collect();
     sources.dedup();
     let _ = writeln!(out, "Data: {}. Split chronologically as in the study; metrics on the test pairs, R² of predicted next positions x + dx.\n", sources.join(", "));
-    out.push_str("| model | params | trained on | epochs | shuffle | R² cm | R² p1 cm | R² p7 x | R² p12 y | equivariance error (37° x) | E(3) error | test MSE (dx) | dx-skill | s/epoch | × study speed | frames/s B=1 | frames/s B=32 | × study frames/s |\n");
-    out.push_str("|---|---:|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    out.push_str("| model | params | trained on | epochs | shuffle | output scale | R² cm | R² p1 cm | R² p7 x | R² p12 y | equivariance error (37° x) | E(3) error | test MSE (dx) | dx-skill | s/epoch | × study speed | frames/s B=1 | frames/s B=32 | × study frames/s |\n");
+    out.push_str("|---|---:|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     for card in cards {
         let (Some(metrics), Some(training), Some(data)) = (&card.metrics, &card.training, &card.data) else { continue };
         let r2 = &metrics.test.r2;
@@ -42,12 +42,13 @@ pub fn render_report(cards: &[ModelCard]) -> String {
         let (b1, b32) = card.inference.as_ref().map_or((f64::NAN, f64::NAN), |i| (i.frames_per_second_batch_1, i.frames_per_second_batch_32));
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {:.4} | {:.4} | {:.4} | {:.4} | {:.2e} | {:.2e} | {:.3e} | {:.4} | {:.3} | {} | {:.0} | {:.0} | {} |",
+            "| {} | {} | {} | {} | {} | {:.2e} | {:.4} | {:.4} | {:.4} | {:.4} | {:.2e} | {:.2e} | {:.3e} | {:.4} | {:.3} | {} | {:.0} | {:.0} | {} |",
             card.name,
             card.params,
             if data.source == "simulator" { "simulator" } else { "paths.npz" },
             training.config.epochs,
             if training.config.shuffle { "yes" } else { "no" },
+            training.config.output_scale,
             r2.cm,
             r2.p1_cm,
             r2.p7_x,
@@ -64,7 +65,9 @@ pub fn render_report(cards: &[ModelCard]) -> String {
         );
     }
     out.push_str(
-        "\nEquivariance error (37° x): the study's check, |f(R·x) − R·f(x)| of dx for a 37° rotation about x on Gaussian positions. \
+        "\nOutput scale: what the network's outputs are multiplied by, in training and in the graph (`--output-scale`; 1 is the study's \
+         unscaled outputs, `auto` the root mean square of the training targets). \
+         Equivariance error (37° x): the study's check, |f(R·x) − R·f(x)| of dx for a 37° rotation about x on Gaussian positions. \
          E(3) error: the largest such deviation over that rotation, random rotations, random reflections and random translations \
          (large for models that are not E(3)-equivariant by design: mlp, gnn, and the faithful se3mha/se3net, which see raw positions). \
          × study speed: the study's seconds per epoch over ours (above 1 is faster); \
