@@ -59,6 +59,12 @@ fn training_writes_model_card_and_plot_and_keeps_them_on_failure() {
     assert_eq!(card["onnx"]["input"]["shape"], serde_json::json!(["batch", "12", "3"]));
     assert!(card["inference"]["frames_per_second_batch_32"].as_f64().expect("throughput") > 0.0);
 
+    // Another model trained into the same folder joins the report; the first stays in it.
+    let output = train_export().args(["--model", "e3small", "--frames", "200", "--epochs", "1", "--out"]).arg(out.path()).output().expect("runs");
+    assert!(output.status.success(), "{}", stderr(&output));
+    let report = std::fs::read_to_string(out.path().join("REPORT.md")).expect("REPORT.md");
+    assert!(report.contains("| e3small | 344 | simulator | 1 |") && report.contains("| mlp | 8868 | simulator | 2 | yes |"), "{report}");
+
     // A run that fails on bad data leaves the previous model untouched.
     let before = std::fs::read(model_dir.join("model.onnx")).expect("model");
     let output = run(&["--data", "/nonexistent/paths.npz"]);

@@ -301,10 +301,8 @@ fn train(args: TrainArgs) -> Result<(), String> {
         cards.push(outcome.card);
     }
     print_summary(&cards);
-    let report = args.out.join("REPORT.md");
-    write_report(&cards, &report)?;
-    eprintln!("report: {}", report.display());
-    Ok(())
+    // The report covers every model in the folder, not only this run's.
+    report_from_cards(&args.out)
 }
 
 fn print_summary(cards: &[ModelCard]) {

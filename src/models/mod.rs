@@ -46,7 +46,7 @@ pub trait OpsModel {
 }
 
 /// A model's output times a constant. Trained so, a model whose layers start with
-/// outputs of order one learns a target of order `scale` (dx on paths.npz is ~6e-3)
+/// outputs of order one learns a target of order `scale` (dx on paths.npz: 4.9e-3)
 /// as a function of order one; exported so, its graph ends with the same product.
 #[derive(Debug, Clone)]
 pub struct OutputScaled<M> {
