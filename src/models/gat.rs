@@ -225,7 +225,7 @@ impl Gnn {
 
 /// Σ_src α[h, dst, src] v[src] per head: α [B, heads, dst, src], values [B·12, d] →
 /// [B·12, heads·d].
-pub fn attend<O: Ops>(ops: &mut O, alpha: &O::Tensor, values: &O::Tensor, d: usize) -> O::Tensor {
+fn attend<O: Ops>(ops: &mut O, alpha: &O::Tensor, values: &O::Tensor, d: usize) -> O::Tensor {
     let n = PARTICLES as i64;
     let values = ops.reshape(values, &[-1, 1, n, d as i64]);
     let out = ops.matmul(alpha, &values);

@@ -140,10 +140,9 @@ impl Convolution {
 }
 
 impl Convolution {
-    /// Each uvu path of tp(x[src] ⊗ attr, weight) summed over the node's incoming edges
-    /// (x's irreps laid out channels last, (2l+1, mul)),
-    /// unscaled, as [B·12, u·(2l+1)], one per entry of tp's output (each is one path's).
-    /// Contracted per destination (edge rows ordered (frame, dst, src)): the per-edge
+    /// Each uvu path of tp(x[src] ⊗ attr, weight) summed over the node's incoming edges,
+    /// unscaled, as [B·12, u·(2l+1)], one per entry of tp's output (each is one path's);
+    /// x's irreps are laid out channels last, (2l+1, mul). Contracted per destination (edge rows ordered (frame, dst, src)): the per-edge
     /// weights times the source features form [(src, i), u], the harmonics times the 3j
     /// symbol form [(src, i), k], and one batched matmul of the first, transposed, with
     /// the second sums over sources and i together. No per-edge message tensor is made,

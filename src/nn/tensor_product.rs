@@ -210,7 +210,7 @@ impl TensorProduct {
 
     /// A product with shared uvw weights and one scalar as its second input: e3nn's
     /// `Linear` times a scalar attribute, as its `FullyConnectedTensorProduct(x, 0e)`.
-    pub(crate) fn is_linear(&self) -> bool {
+    fn is_linear(&self) -> bool {
         self.weight.is_some()
             && self.irreps_in2.dim() == 1
             && self.instructions.iter().all(|ins| ins.mode == Mode::Uvw && ins.has_weight)
