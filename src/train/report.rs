@@ -72,7 +72,8 @@ pub fn render_report(cards: &[ModelCard]) -> String {
          (large for models that are not E(3)-equivariant by design: mlp, gnn, and the faithful se3mha/se3net, which see raw positions). \
          × study speed: the study's seconds per epoch over ours (above 1 is faster); \
          × study frames/s: our best ONNX Runtime frames/s (batch 1 or 32) over the study's one-frame-at-a-time forward pass, both on a 2-core CPU \
-         (the study's figures are those quoted in the issue, not re-measured in this run). Figures, per model: `<model>/loss.svg`, \
+         (the study's figures are those quoted in the issue, not re-measured in this run: the study's own code can run several times faster \
+         than those on another machine; `cargo bench --bench zoo --study-code` measures both side by side). Figures, per model: `<model>/loss.svg`, \
          `<model>/correlation.svg`, `<model>/trajectory.svg`.\n",
     );
     let wide: Vec<&str> = cards.iter().filter(|c| c.onnx.compute_dtype != Precision::F32.name()).map(|c| c.name.as_str()).collect();
