@@ -84,10 +84,9 @@ impl GatConv {
         ops.weight(&[self.in_dim, self.heads * self.out_dim], &self.lin)
     }
 
-    /// PyG's attention coefficients α [B, heads, dst, src] for inputs x [B·12, d]
-    /// projected as x·`projection` (+ `offset` [heads·out]): the layer's features
-    /// when `projection` is [`Self::projection`] and there is no offset. Edge features
-    /// [B·144, edge_dim] are zero off the graph [B, 12, 12, 1] (rows (frame, src, dst)).
+    /// PyG's attention coefficients α [B, heads, dst, src] on `graph` for inputs
+    /// x [B·12, d] projected as x·`projection` (+ `offset` [heads·out]): the layer's
+    /// features when `projection` is [`Self::projection`] and there is no offset.
     /// Scores take x·(W a) rather than (x·W)·a: a [d, heads] matrix instead of the
     /// projected features.
     pub fn attention<O: Ops>(
@@ -96,8 +95,7 @@ impl GatConv {
         x: &O::Tensor,
         projection: &O::Tensor,
         offset: Option<&O::Tensor>,
-        edge_attr: &O::Tensor,
-        on_graph: &O::Tensor,
+        graph: &LoopedGraph<O::Tensor>,
     ) -> O::Tensor {
         let (n, h, c) = (PARTICLES as i64, self.heads as i64, self.out_dim as i64);
         let width = self.heads * self.out_dim;
@@ -120,25 +118,17 @@ impl GatConv {
         let score_src = ops.reshape(&scores[0], &[-1, n, 1, h]);
         let score_dst = ops.reshape(&scores[1], &[-1, 1, n, h]);
 
-        // Self-loops on the diagonal, featuring the mean of the node's incoming edges.
-        let loop_attr = mean_into_destinations(ops, edge_attr, edge_dim, on_graph);
-        let loop_attr = ops.reshape(&loop_attr, &[-1, 1, n, edge_dim as i64]);
-        let identity = self_pairs(ops);
-        let loop_attr = ops.mul(&loop_attr, &identity);
-        let edge_attr = ops.reshape(edge_attr, &[-1, n, n, edge_dim as i64]);
-        let edge_attr = ops.add(&edge_attr, &loop_attr);
-        let attended = ops.add(on_graph, &identity);
         // a_edge · (W_e e) per head equals (W_e a_edge) · e: one [edge_dim, heads] matrix.
         let lin_edge = ops.weight(&[edge_dim, self.heads, self.out_dim], &self.lin_edge);
         let att_edge = ops.weight(&[self.heads, self.out_dim], &self.att_edge);
         let edge_projection = ops.mul(&lin_edge, &att_edge);
         let edge_projection = ops.reduce_sum(&edge_projection, 2, false);
-        let score_edge = ops.matmul(&edge_attr, &edge_projection);
+        let score_edge = ops.matmul(&graph.edge_attr, &edge_projection);
 
         let score = ops.add(&score_src, &score_dst);
         let score = ops.add(&score, &score_edge);
         let score = leaky_relu(ops, &score, NEGATIVE_SLOPE);
-        let attention = masked_softmax_over_sources(ops, &score, &attended);
+        let attention = masked_softmax_over_sources(ops, &score, &graph.attended);
         ops.transpose(&attention, &[0, 3, 2, 1])
     }
 
@@ -148,6 +138,31 @@ impl GatConv {
 
     pub fn num_params(&self) -> usize {
         [&self.lin, &self.att_src, &self.att_dst, &self.lin_edge, &self.att_edge, &self.bias].iter().map(|w| w.len()).sum()
+    }
+}
+
+/// The graph as both GAT layers see it, with PyG's self-loops on the diagonal.
+pub struct LoopedGraph<T> {
+    /// Edge features [B, 12 src, 12 dst, edge_dim], a self-loop's the mean of its
+    /// node's incoming edges' features.
+    pub edge_attr: T,
+    /// 1 on the graph's edges and on the self-loops [B, 12, 12, 1].
+    pub attended: T,
+}
+
+impl<T> LoopedGraph<T> {
+    /// From edge features [B·144, edge_dim], zero off the graph [B, 12, 12, 1] (rows
+    /// (frame, src, dst)).
+    pub fn new<O: Ops<Tensor = T>>(ops: &mut O, edge_attr: &T, on_graph: &T, edge_dim: usize) -> Self {
+        let n = PARTICLES as i64;
+        let loop_attr = mean_into_destinations(ops, edge_attr, edge_dim, on_graph);
+        let loop_attr = ops.reshape(&loop_attr, &[-1, 1, n, edge_dim as i64]);
+        let identity = self_pairs(ops);
+        let loop_attr = ops.mul(&loop_attr, &identity);
+        let edge_attr = ops.reshape(edge_attr, &[-1, n, n, edge_dim as i64]);
+        let edge_attr = ops.add(&edge_attr, &loop_attr);
+        let attended = ops.add(on_graph, &identity);
+        Self { edge_attr, attended }
     }
 }
 
@@ -247,8 +262,9 @@ impl OpsModel for Gnn {
     fn forward<O: Ops>(&self, ops: &mut O, positions: &O::Tensor) -> O::Tensor {
         let HarmonicGraph { on_graph, sh, nodes, .. } = harmonic_graph(ops, positions, &self.harmonics, LMAX, RADIUS, NUM_NEIGHBORS);
         let (h, c) = (HEADS as i64, HIDDEN as i64);
+        let graph = LoopedGraph::new(ops, &sh, &on_graph, EDGE_DIM);
         let w1 = self.gat1.projection(ops);
-        let alpha1 = self.gat1.attention(ops, &nodes, &w1, None, &sh, &on_graph);
+        let alpha1 = self.gat1.attention(ops, &nodes, &w1, None, &graph);
         let m1 = attend(ops, &alpha1, &nodes, EDGE_DIM);
 
         // C[(h, i), :] = W1[i, h-th block] · W2[h-th block of rows, :]
@@ -261,7 +277,7 @@ impl OpsModel for Gnn {
         let b1 = self.gat1.bias(ops);
         let b1 = ops.reshape(&b1, &[1, h * c]);
         let b1_w2 = ops.matmul(&b1, &w2);
-        let alpha2 = self.gat2.attention(ops, &m1, &combined, Some(&b1_w2), &sh, &on_graph);
+        let alpha2 = self.gat2.attention(ops, &m1, &combined, Some(&b1_w2), &graph);
         let m2 = attend(ops, &alpha2, &m1, HEADS * EDGE_DIM);
 
         // The head's first layer per head of gat2: C_h·H1_h [64, 256] and b1·W2_h·H1_h [256].
@@ -328,10 +344,11 @@ mod tests {
         let ops = &mut Eager;
         let HarmonicGraph { on_graph, sh, nodes, .. } = harmonic_graph(ops, positions, &gnn.harmonics, LMAX, RADIUS, NUM_NEIGHBORS);
         let (n, h, c) = (PARTICLES as i64, HEADS as i64, HIDDEN as i64);
+        let graph = LoopedGraph::new(ops, &sh, &on_graph, EDGE_DIM);
         let mut x = nodes;
         for conv in [&gnn.gat1, &gnn.gat2] {
             let projection = conv.projection(ops);
-            let alpha = conv.attention(ops, &x, &projection, None, &sh, &on_graph);
+            let alpha = conv.attention(ops, &x, &projection, None, &graph);
             let values = ops.matmul(&x, &projection);
             let values = ops.reshape(&values, &[-1, n, h, c]);
             let values = ops.transpose(&values, &[0, 2, 1, 3]);
