@@ -1,18 +1,15 @@
 //! The exported graph computes the trained model's function, and an export whose
 //! graph does not is refused without touching the previous files.
 
-use burn::{module::Module, tensor::Tensor};
 use equiserve::{
     card::DataInfo,
-    data::{SimulationConfig, Split, SplitConfig, simulate},
-    models::{DynamicsModel, E3Small, GateNetwork, GateNetworkConfig, Gnn, Mlp, ModelKind, OpsModel, Se3Transformer},
+    data::{SimulationConfig, Split, SplitConfig, Target, simulate},
+    models::{E3Small, GateNetwork, GateNetworkConfig, Gnn, Mlp, ModelKind, OpsModel, OutputScaled, Se3Transformer},
     nn::{Eager, Ops},
     onnx::{ExecutionDevice, GraphBuilder, OnnxModel, Precision},
-    train::{
-        BurnModule, ExportError, ExportRequest, OpsTrained, TrainConfig, export_model, predict_dx, relative_error, render_report, training_device,
-    },
+    train::{ExportError, ExportRequest, ExportableModel, OpsTrained, TrainConfig, export_model, predict_dx_ops, relative_error, render_report},
 };
-use ndarray::Array3;
+use ndarray::{Array3, ArrayView3};
 use prost::Message;
 use rand::{SeedableRng, rngs::StdRng};
 use rand_distr::{Distribution, Normal};
@@ -20,6 +17,13 @@ use rand_distr::{Distribution, Normal};
 fn split() -> Split {
     let trajectory = simulate(&SimulationConfig { frames: 60, equilibration_steps: 100, ..Default::default() });
     Split::new(&trajectory, &SplitConfig::default()).expect("split")
+}
+
+/// The study's MLP with PyTorch's initialisation, seeded.
+fn mlp(seed: u64) -> Mlp {
+    let mut model = Mlp::new();
+    model.init_weights(&mut StdRng::seed_from_u64(seed));
+    model
 }
 
 fn request<'a>(out_dir: &'a std::path::Path, split: &'a Split, config: &'a TrainConfig) -> ExportRequest<'a> {
@@ -36,13 +40,11 @@ fn request<'a>(out_dir: &'a std::path::Path, split: &'a Split, config: &'a Train
 
 #[test]
 fn exported_mlp_matches_burn_on_random_inputs() {
-    let device = training_device(11);
-    let model = Mlp::new(&device);
-    let dir = tempfile::tempdir().expect("temp dir");
     // Outputs scaled as `--output-scale` scales them: the graph must scale them too.
+    let model = OutputScaled { model: mlp(11), scale: 0.01 };
+    let dir = tempfile::tempdir().expect("temp dir");
     let (split, config) = (split(), TrainConfig { output_scale: 0.01, ..Default::default() });
-    let outcome = export_model(&BurnModule { model: &model, output_scale: config.output_scale, device: &device }, request(dir.path(), &split, &config))
-        .expect("exports");
+    let outcome = export_model(&OpsTrained(&model), request(dir.path(), &split, &config)).expect("exports");
     assert!(outcome.card.onnx.parity_relative_error < 1e-5);
     assert_eq!(outcome.card.params, 8_868);
 
@@ -52,7 +54,7 @@ fn exported_mlp_matches_burn_on_random_inputs() {
     let normal = Normal::new(20.0, 10.0).expect("normal");
     for batch in [1, 7, 64] {
         let x = Array3::from_shape_simple_fn((batch, 12, 3), || normal.sample(&mut rng));
-        let expected = predict_dx(&model, x.view(), config.target, config.output_scale, &device);
+        let expected = predict_dx_ops(&model, x.view(), config.target);
         let actual = onnx.run(x.view()).expect("runs");
         let scale = expected.iter().fold(0.0_f32, |m, v| m.max(v.abs()));
         let error = actual.iter().zip(&expected).fold(0.0_f32, |m, (a, e)| m.max((a - e).abs()));
@@ -61,34 +63,33 @@ fn exported_mlp_matches_burn_on_random_inputs() {
 }
 
 /// The MLP, with an ONNX graph that adds 1e-3 to every output: a broken exporter.
-#[derive(Module, Debug)]
-struct Skewed {
-    inner: Mlp,
-}
+struct Skewed(Mlp);
 
-impl DynamicsModel for Skewed {
-    fn forward(&self, positions: Tensor<3>) -> Tensor<3> {
-        self.inner.forward(positions)
-    }
-
+impl ExportableModel for Skewed {
     fn emit_onnx(&self, graph: &mut GraphBuilder, positions: &str) -> String {
-        let out = self.inner.emit_onnx(graph, positions);
+        let out = OpsTrained(&self.0).emit_onnx(graph, positions);
         let offset = graph.constant_float("offset", &[1], [1e-3].into_iter());
         graph.add(&out, &offset)
+    }
+
+    fn predict_dx(&self, positions: ArrayView3<f32>, target: Target) -> Array3<f32> {
+        OpsTrained(&self.0).predict_dx(positions, target)
+    }
+
+    fn num_params(&self) -> usize {
+        self.0.num_params()
     }
 }
 
 #[test]
 fn a_graph_that_differs_from_the_model_is_refused_and_old_files_survive() {
-    let device = training_device(12);
     let dir = tempfile::tempdir().expect("temp dir");
     let (split, config) = (split(), TrainConfig::default());
-    export_model(&BurnModule { model: &Mlp::new(&device), output_scale: 1.0, device: &device }, request(dir.path(), &split, &config)).expect("first export");
+    export_model(&OpsTrained(&mlp(12)), request(dir.path(), &split, &config)).expect("first export");
     let model_file = dir.path().join("mlp/model.onnx");
     let before = std::fs::read(&model_file).expect("model");
 
-    let broken = Skewed { inner: Mlp::new(&device) };
-    match export_model(&BurnModule { model: &broken, output_scale: 1.0, device: &device }, request(dir.path(), &split, &config)) {
+    match export_model(&Skewed(mlp(12)), request(dir.path(), &split, &config)) {
         Err(ExportError::Parity { error, .. }) => assert!(error > 1e-5),
         Err(other) => panic!("wrong error: {other}"),
         Ok(_) => panic!("a graph that differs from the model was exported"),
@@ -137,8 +138,7 @@ fn a_function_f32_cannot_reproduce_is_exported_computing_in_f64() {
     assert!(relative_error(&dx, &x) < 1e-7);
 
     // A model f32 reproduces stays in f32.
-    let device = training_device(11);
-    let mlp = export_model(&BurnModule { model: &Mlp::new(&device), output_scale: 1.0, device: &device }, request(dir.path(), &split, &config)).expect("exports");
+    let mlp = export_model(&OpsTrained(&mlp(11)), request(dir.path(), &split, &config)).expect("exports");
     assert_eq!(mlp.card.onnx.compute_dtype, "float32");
 }
 

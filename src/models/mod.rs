@@ -1,11 +1,10 @@
-//! The model zoo. Each architecture is defined once, as a Burn module that can also
-//! write itself as ONNX nodes computing the same function.
+//! The model zoo. Each architecture is defined once, against [`Ops`]: the same forward
+//! pass is trained in Burn, evaluated in f64, and written as the exported ONNX graph.
 
 mod e3small;
 pub mod gat;
 pub mod gate_network;
 pub mod graph;
-pub mod layers;
 mod mlp;
 pub mod se3_attention;
 
@@ -15,20 +14,11 @@ pub use gate_network::{GateNetwork, GateNetworkConfig, GateNetworkError};
 pub use mlp::Mlp;
 pub use se3_attention::Se3Transformer;
 
-use burn::{module::Module, tensor::Tensor};
 use serde_json::json;
 
-use crate::{nn::Ops, onnx::GraphBuilder};
+use crate::nn::Ops;
 
-/// A model of one step of the dynamics on positions [batch, 12, 3].
-pub trait DynamicsModel: Module + Sized {
-    /// The training target (dx or x(t+1)) for positions [batch, 12, 3].
-    fn forward(&self, positions: Tensor<3>) -> Tensor<3>;
-    /// Appends nodes computing `forward` to `graph` and returns the output's name.
-    fn emit_onnx(&self, graph: &mut GraphBuilder, positions: &str) -> String;
-}
-
-/// A model written against [`Ops`]: run and trained in Burn through
+/// A model of one step of the dynamics, written against [`Ops`]: run and trained in Burn through
 /// [`crate::nn::BurnOps`], exported by running it on a [`GraphBuilder`].
 pub trait OpsModel {
     /// The training target (dx or x(t+1)) for positions [batch, 12, 3].

@@ -1,9 +1,11 @@
 //! Equivariant layers after e3nn (`o3.TensorProduct`, `o3.Linear`, `nn.FullyConnectedNet`,
-//! `nn.Gate`), each written once against [`Ops`]: evaluated in f64 by [`Eager`], run
-//! and trained in Burn by [`BurnOps`], or emitted as ONNX by [`crate::onnx::GraphBuilder`].
+//! `nn.Gate`), and torch's `nn.Linear` for the baselines, each written once against
+//! [`Ops`]: evaluated in f64 by [`Eager`], run and trained in Burn by [`BurnOps`], or
+//! emitted as ONNX by [`crate::onnx::GraphBuilder`].
 //! Features are [rows, irreps.dim].
 
 mod burn_ops;
+mod dense;
 mod eager;
 mod fully_connected;
 mod gate;
@@ -12,6 +14,7 @@ mod ops;
 mod tensor_product;
 
 pub use burn_ops::{BurnOps, BurnTensor};
+pub use dense::Dense;
 pub use eager::Eager;
 pub use fully_connected::{FullyConnectedNet, apply_activation};
 pub use gate::Gate;

@@ -6,7 +6,6 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use burn::tensor::Device;
 use ndarray::{Array3, ArrayView3, s};
 use prost::Message;
 use rand::{SeedableRng, rngs::StdRng};
@@ -16,13 +15,12 @@ use super::{
     EpochStats, TrainConfig,
     metrics::{EquivarianceReport, evaluate},
     plot::{plot_correlations, plot_trajectory},
-    plot_losses, predict_dx,
+    plot_losses,
 };
 use crate::{
     card::{CARD_FILE, DataInfo, InferenceSpeed, MODEL_FILE, Metrics, ModelCard, OnnxInfo, SplitInfo, TrainingInfo, Versions},
     data::{DIMS, PARTICLES, Split, SplitConfig, Target},
-    models::{DynamicsModel, ModelKind, OpsModel},
-    nn::Ops,
+    models::{ModelKind, OpsModel},
     onnx::{ExecutionDevice, GraphBuilder, OnnxModel, Precision, proto::ModelProto},
 };
 
@@ -77,29 +75,6 @@ pub trait ExportableModel {
         self.predict_dx(positions, target)
     }
     fn num_params(&self) -> usize;
-}
-
-/// A Burn module on its device.
-pub struct BurnModule<'a, M> {
-    pub model: &'a M,
-    /// What the model's outputs are multiplied by (`TrainConfig::output_scale`).
-    pub output_scale: f64,
-    pub device: &'a Device,
-}
-
-impl<M: DynamicsModel> ExportableModel for BurnModule<'_, M> {
-    fn emit_onnx(&self, graph: &mut GraphBuilder, positions: &str) -> String {
-        let output = self.model.emit_onnx(graph, positions);
-        if self.output_scale == 1.0 { output } else { Ops::scale(graph, &output, self.output_scale) }
-    }
-
-    fn predict_dx(&self, positions: ArrayView3<f32>, target: Target) -> Array3<f32> {
-        predict_dx(self.model, positions, target, self.output_scale, self.device)
-    }
-
-    fn num_params(&self) -> usize {
-        self.model.num_params()
-    }
 }
 
 /// A model written against [`crate::nn::Ops`]: run in Burn, emitted by the graph builder.

@@ -8,7 +8,7 @@ mod ops_fit;
 mod plot;
 mod report;
 
-pub use export::{BurnModule, ExportError, ExportOutcome, ExportRequest, ExportableModel, OpsTrained, PARITY_TOLERANCE, export_model, relative_error};
+pub use export::{ExportError, ExportOutcome, ExportRequest, ExportableModel, OpsTrained, PARITY_TOLERANCE, export_model, relative_error};
 pub use ops_fit::{fit_ops, predict_dx_ops, reference_dx};
 
 pub use import::{ImportError, import_e3nn, load_gate_network, read_safetensors};
@@ -17,18 +17,11 @@ pub use report::{StudyFigures, render_report, study_figures, write_report};
 
 use std::time::Instant;
 
-use burn::{
-    optim::{AdamConfig, GradientsParams},
-    tensor::{Device, Tensor, TensorData},
-};
-use ndarray::{Array3, ArrayView3, Axis, s};
+use ndarray::Array3;
 use rand::{SeedableRng, rngs::StdRng, seq::SliceRandom};
 use serde::{Deserialize, Serialize};
 
-use crate::{
-    data::{DIMS, PARTICLES, Split, Target},
-    models::{DynamicsModel, layers::to_vec},
-};
+use crate::data::{Split, Target};
 
 /// Adam's moment decay rates and ε as PyTorch's `torch.optim.Adam` defaults, which the
 /// study trains with. (Burn's own default ε is 1e-5: 1,000× larger, it damps every
@@ -85,13 +78,6 @@ pub struct EpochStats {
     pub seconds: f64,
 }
 
-/// The CPU device training runs on, seeded so initial weights are reproducible.
-pub fn training_device(seed: u64) -> Device {
-    let device = Device::flex().autodiff();
-    device.seed(seed);
-    device
-}
-
 /// One way of training a model, driven by [`run_epochs`].
 trait Trainer {
     /// Trains on the training pairs at `batch` and returns the batch's loss.
@@ -126,99 +112,15 @@ fn run_epochs(trainer: &mut impl Trainer, split: &Split, config: &TrainConfig, m
         .collect()
 }
 
-/// A Burn module trained with Burn's Adam.
-struct ModuleTrainer<'a, M> {
-    /// Taken out and put back by every optimizer step.
-    model: Option<M>,
-    optimizer: burn::optim::ModuleOptimizer,
-    split: &'a Split,
-    targets: Array3<f32>,
-    config: &'a TrainConfig,
-    device: &'a Device,
-}
-
-impl<M: DynamicsModel> Trainer for ModuleTrainer<'_, M> {
-    fn step(&mut self, batch: &[usize]) -> f64 {
-        let model = self.model.take().expect("the model is always put back");
-        let x = to_tensor(self.split.train.inputs.select(Axis(0), batch).view(), self.device);
-        let y = to_tensor(self.targets.select(Axis(0), batch).view(), self.device);
-        let loss = (model.forward(x) * self.config.output_scale - y).powi_scalar(2).mean();
-        let value = f64::from(to_vec(loss.clone())[0]);
-        let grads = GradientsParams::from_grads(loss.backward(), &model);
-        self.model = Some(self.optimizer.step(self.config.learning_rate, model, grads));
-        value
-    }
-
-    fn test_dx(&self) -> Array3<f32> {
-        let model = self.model.as_ref().expect("the model is always put back");
-        predict_dx(model, self.split.test.inputs.view(), self.config.target, self.config.output_scale, self.device)
-    }
-}
-
-/// Trains with Adam on MSE, as the study does.
-pub fn fit<M: DynamicsModel>(
-    model: M,
-    split: &Split,
-    config: &TrainConfig,
-    device: &Device,
-    on_epoch: impl FnMut(&EpochStats),
-) -> (M, Vec<EpochStats>) {
-    let mut trainer = ModuleTrainer {
-        model: Some(model),
-        optimizer: AdamConfig::new()
-            .with_beta_1(ADAM_BETA1 as f32)
-            .with_beta_2(ADAM_BETA2 as f32)
-            .with_epsilon(ADAM_EPSILON as f32)
-            .init(),
-        split,
-        targets: split.train.targets(config.target),
-        config,
-        device,
-    };
-    let history = run_epochs(&mut trainer, split, config, on_epoch);
-    (trainer.model.expect("the model is always put back"), history)
-}
-
-fn to_tensor(positions: ArrayView3<f32>, device: &Device) -> Tensor<3> {
-    let (batch, particles, dims) = positions.dim();
-    let data: Vec<f32> = positions.iter().copied().collect();
-    Tensor::from_data(TensorData::new(data, [batch, particles, dims]), device)
-}
-
-/// The model's dx for positions [batch, 12, 3] (its outputs times `output_scale`), in
-/// chunks, without recording gradients.
-pub fn predict_dx<M: DynamicsModel>(model: &M, positions: ArrayView3<f32>, target: Target, output_scale: f64, device: &Device) -> Array3<f32> {
-    const CHUNK: usize = 512;
-    let model = model.clone().no_grad();
-    let mut dx = Array3::<f32>::zeros(positions.raw_dim());
-    for start in (0..positions.dim().0).step_by(CHUNK) {
-        let end = (start + CHUNK).min(positions.dim().0);
-        let chunk = positions.slice(s![start..end, .., ..]);
-        let out = to_vec(model.forward(to_tensor(chunk, device)) * output_scale);
-        let mut out = Array3::from_shape_vec((end - start, PARTICLES, DIMS), out).expect("model output is [batch, 12, 3]");
-        if target == Target::X {
-            out -= &chunk;
-        }
-        dx.slice_mut(s![start..end, .., ..]).assign(&out);
-    }
-    dx
-}
-
 /// Trains `kind` on `split` and exports it into `out_dir/<name>/`.
 pub fn train_and_export(
     kind: crate::models::ModelKind,
     request: ExportRequest,
     on_epoch: impl FnMut(&EpochStats),
 ) -> Result<ExportOutcome, export::ExportError> {
-    use crate::models::{E3Small, GateNetwork, GateNetworkConfig, Gnn, ModelKind, Se3Transformer};
+    use crate::models::{E3Small, GateNetwork, GateNetworkConfig, Gnn, Mlp, ModelKind, Se3Transformer};
     match kind {
-        ModelKind::Mlp => {
-            let device = training_device(request.config.seed);
-            let model = crate::models::Mlp::new(&device);
-            let (model, history) = fit(model, request.split, request.config, &device, on_epoch);
-            let output_scale = request.config.output_scale;
-            export_model(&BurnModule { model: &model, output_scale, device: &device }, ExportRequest { history, ..request })
-        }
+        ModelKind::Mlp => train_ops_model(Mlp::new(), request, on_epoch),
         ModelKind::Gnn => train_ops_model(Gnn::new(), request, on_epoch),
         ModelKind::E3small => train_ops_model(E3Small::new(), request, on_epoch),
         ModelKind::E3large => {

@@ -19,8 +19,9 @@ use crate::{
 struct Adam {
     learning_rate: f64,
     step: i32,
-    /// First and second moments per weight slice, by the slice's address.
-    moments: HashMap<usize, (Vec<f64>, Vec<f64>)>,
+    /// First and second moments per weight slice, by the slice's address (f32, as the
+    /// gradients are: the update is then one vectorised pass over four slices).
+    moments: HashMap<usize, (Vec<f32>, Vec<f32>)>,
 }
 
 impl Adam {
@@ -30,19 +31,22 @@ impl Adam {
 
     /// Applies one step; `gradients` are keyed by the address of the slice they belong to.
     fn update(&mut self, weights: Vec<&mut Vec<f64>>, gradients: &[(usize, Vec<f32>)]) {
-        let (beta1, beta2, epsilon) = (ADAM_BETA1, ADAM_BETA2, ADAM_EPSILON);
+        let (beta1, beta2, epsilon) = (ADAM_BETA1 as f32, ADAM_BETA2 as f32, ADAM_EPSILON as f32);
         self.step += 1;
-        let (c1, c2) = (1.0 - beta1.powi(self.step), 1.0 - beta2.powi(self.step));
+        // PyTorch's form: w −= (lr / c1) · m / (√v / √c2 + ε).
+        let step_size = (self.learning_rate / (1.0 - ADAM_BETA1.powi(self.step))) as f32;
+        let root_c2 = (1.0 - ADAM_BETA2.powi(self.step)).sqrt() as f32;
         for vector in weights {
             let base = vector.as_ptr() as usize;
             let end = base + vector.len() * std::mem::size_of::<f64>();
             for (address, grad) in gradients.iter().filter(|(a, _)| (base..end).contains(a)) {
                 let offset = (address - base) / std::mem::size_of::<f64>();
                 let (m, v) = self.moments.entry(*address).or_insert_with(|| (vec![0.0; grad.len()], vec![0.0; grad.len()]));
-                for (i, g) in grad.iter().map(|g| f64::from(*g)).enumerate() {
-                    m[i] = beta1 * m[i] + (1.0 - beta1) * g;
-                    v[i] = beta2 * v[i] + (1.0 - beta2) * g * g;
-                    vector[offset + i] -= self.learning_rate * (m[i] / c1) / ((v[i] / c2).sqrt() + epsilon);
+                let weights = &mut vector[offset..offset + grad.len()];
+                for (((w, &g), m), v) in weights.iter_mut().zip(grad).zip(m.iter_mut()).zip(v.iter_mut()) {
+                    *m = beta1 * *m + (1.0 - beta1) * g;
+                    *v = beta2 * *v + (1.0 - beta2) * g * g;
+                    *w -= f64::from(step_size * *m / (v.sqrt() / root_c2 + epsilon));
                 }
             }
         }
