@@ -60,10 +60,22 @@ fn training_writes_model_card_and_plot_and_keeps_them_on_failure() {
     assert!(card["inference"]["frames_per_second_batch_32"].as_f64().expect("throughput") > 0.0);
 
     // Another model trained into the same folder joins the report; the first stays in it.
-    let output = train_export().args(["--model", "e3small", "--frames", "200", "--epochs", "1", "--out"]).arg(out.path()).output().expect("runs");
+    // This one holds out the last quarter of its training pairs to choose its epoch.
+    let output = train_export()
+        .args(["--model", "e3small", "--frames", "200", "--epochs", "3", "--validation", "0.25", "--out"])
+        .arg(out.path())
+        .output()
+        .expect("runs");
     assert!(output.status.success(), "{}", stderr(&output));
+    assert!(stderr(&output).contains("the last 40 training pairs held out for validation"), "{}", stderr(&output));
     let report = std::fs::read_to_string(out.path().join("REPORT.md")).expect("REPORT.md");
-    assert!(report.contains("| e3small | 344 | simulator | 1 |") && report.contains("| mlp | 8868 | simulator | 2 | yes |"), "{report}");
+    assert!(report.contains("| e3small | 344 | simulator | 3 (kept ") && report.contains("| mlp | 8868 | simulator | 2 | yes |"), "{report}");
+    let card: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.path().join("e3small/card.json")).expect("card")).expect("json");
+    let history = card["training"]["history"].as_array().expect("history");
+    assert!(history.iter().all(|epoch| epoch["validation_mse"].as_f64().is_some_and(f64::is_finite)), "{history:?}");
+    let loss_plot = std::fs::read_to_string(out.path().join("e3small/loss.svg")).expect("loss.svg");
+    assert!(loss_plot.contains("validation (kept epoch"), "no validation curve in the loss plot");
 
     // A run that fails on bad data leaves the previous model untouched.
     let before = std::fs::read(model_dir.join("model.onnx")).expect("model");
@@ -96,6 +108,12 @@ fn bad_arguments_fail_with_a_clear_message() {
 
     let output = train_export().args(["--output-scale", "0"]).output().expect("runs");
     assert_clean_failure(&output, &["--output-scale", "'0' is neither auto, none nor a positive number"]);
+
+    let output = train_export().args(["--validation", "1"]).output().expect("runs");
+    assert_clean_failure(&output, &["--validation must be in [0, 1), got 1"]);
+
+    let output = train_export().args(["--patience", "5"]).output().expect("runs");
+    assert_clean_failure(&output, &["--patience needs held-out pairs", "--validation"]);
 
     let output = train_export().env("EQUISERVE_ORT_LIB", "/nowhere/libonnxruntime.so").output().expect("runs");
     assert_clean_failure(&output, &["/nowhere/libonnxruntime.so"]);

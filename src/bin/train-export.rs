@@ -12,7 +12,7 @@ use equiserve::{
     data::{SimulationConfig, Split, SplitConfig, Target, Trajectory, load_npz, save_npz, simulate},
     models::ModelKind,
     onnx::init_runtime,
-    train::{ExportRequest, TrainConfig, import_e3nn, target_rms, train_and_export, write_report},
+    train::{EpochStats, ExportRequest, TrainConfig, import_e3nn, kept_epoch, target_rms, train_and_export, write_report},
 };
 use indicatif::{ProgressBar, ProgressStyle};
 use sha2::{Digest, Sha256};
@@ -110,6 +110,14 @@ struct TrainArgs {
     /// values of order one), `none` (the study's unscaled outputs), or a positive number.
     #[arg(long, default_value = "auto", value_parser = parse_output_scale)]
     output_scale: OutputScale,
+    /// Share of the training pairs to hold out (the last ones in time): after every epoch
+    /// the MSE on them is measured, and the weights of the epoch where it was lowest are
+    /// exported. 0 trains on all of them and exports the last epoch's, as the study does.
+    #[arg(long = "validation", default_value_t = 0.0)]
+    validation_fraction: f64,
+    /// With --validation: stop after this many epochs without a new lowest validation MSE.
+    #[arg(long)]
+    patience: Option<usize>,
     /// Training pairs, counted from the start (default: floor(fraction · pairs)).
     #[arg(long)]
     train_pairs: Option<usize>,
@@ -241,6 +249,15 @@ fn train(args: TrainArgs) -> Result<(), String> {
     if args.epochs == 0 || args.batch_size == 0 {
         return Err("--epochs and --batch-size must be at least 1".into());
     }
+    if !(0.0..1.0).contains(&args.validation_fraction) {
+        return Err(format!("--validation must be in [0, 1), got {}", args.validation_fraction));
+    }
+    if args.patience.is_some() && args.validation_fraction == 0.0 {
+        return Err("--patience needs held-out pairs to watch: pass --validation too (e.g. 0.1)".into());
+    }
+    if args.patience == Some(0) {
+        return Err("--patience must be at least 1".into());
+    }
     // Fail before training, not after, when the parity check cannot run.
     init_runtime(args.ort_lib.as_deref()).map_err(|e| e.to_string())?;
     let (trajectory, data) = load_data(&args)?;
@@ -260,18 +277,22 @@ fn train(args: TrainArgs) -> Result<(), String> {
         shuffle: args.shuffle,
         target: args.target,
         output_scale,
+        validation_fraction: args.validation_fraction,
+        patience: args.patience,
     };
     let kinds: Vec<ModelKind> = if args.all {
         <ModelKind as clap::ValueEnum>::value_variants().to_vec()
     } else {
         args.models.clone()
     };
+    let held_out = config.validation_pairs(split.train.len());
     eprintln!(
-        "data: {} ({} frames; {} train / {} test pairs); output scale {:.4e}",
+        "data: {} ({} frames; {} train / {} test pairs{}); output scale {:.4e}",
         data.source,
         data.frames,
         split.train.len(),
         split.test.len(),
+        if held_out > 0 { format!(", the last {held_out} training pairs held out for validation") } else { String::new() },
         config.output_scale
     );
     let mut cards = Vec::new();
@@ -292,12 +313,18 @@ fn train(args: TrainArgs) -> Result<(), String> {
             history: Vec::new(),
         };
         let outcome = train_and_export(kind, request, |stats| {
-            bar.set_message(format!("train {:.3e} test {:.3e}", stats.train_mse, stats.test_mse));
+            let validation = stats.validation_mse.map_or(String::new(), |v| format!(" validation {v:.3e}"));
+            bar.set_message(format!("train {:.3e}{validation} test {:.3e}", stats.train_mse, stats.test_mse));
             bar.inc(1);
         })
         .map_err(|e| e.to_string())?;
         bar.finish();
-        eprintln!("{}: wrote {}", kind.name(), outcome.dir.display());
+        let history = outcome.card.training.as_ref().map(|t| t.history.as_slice()).unwrap_or_default();
+        let kept = match kept_epoch(history) {
+            Some(EpochStats { epoch, validation_mse: Some(mse), .. }) => format!(" (weights of epoch {epoch} of {}: validation MSE {mse:.3e})", history.len()),
+            _ => String::new(),
+        };
+        eprintln!("{}: wrote {}{kept}", kind.name(), outcome.dir.display());
         cards.push(outcome.card);
     }
     print_summary(&cards);

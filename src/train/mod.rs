@@ -15,10 +15,7 @@ pub use import::{ImportError, import_e3nn, load_gate_network, read_safetensors};
 pub use plot::plot_losses;
 pub use report::{StudyFigures, render_report, study_figures, write_report};
 
-use std::time::Instant;
-
-use ndarray::Array3;
-use rand::{SeedableRng, rngs::StdRng, seq::SliceRandom};
+use rand::{SeedableRng, rngs::StdRng};
 use serde::{Deserialize, Serialize};
 
 use crate::data::{Split, Target};
@@ -46,6 +43,14 @@ pub struct TrainConfig {
     /// 1 is the study's unscaled outputs.
     #[serde(default = "unscaled")]
     pub output_scale: f64,
+    /// Share of the training pairs held out, the last ones in time, to choose the epoch
+    /// whose weights are kept: the one with the lowest MSE on them. 0 trains on every
+    /// training pair and keeps the last epoch's weights, as the study does.
+    #[serde(default)]
+    pub validation_fraction: f64,
+    /// With held-out pairs: stop after this many epochs without a new lowest MSE on them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patience: Option<usize>,
 }
 
 fn unscaled() -> f64 {
@@ -54,7 +59,28 @@ fn unscaled() -> f64 {
 
 impl Default for TrainConfig {
     fn default() -> Self {
-        Self { epochs: 100, batch_size: 32, learning_rate: 1e-3, seed: 0, shuffle: false, target: Target::Dx, output_scale: unscaled() }
+        Self {
+            epochs: 100,
+            batch_size: 32,
+            learning_rate: 1e-3,
+            seed: 0,
+            shuffle: false,
+            target: Target::Dx,
+            output_scale: unscaled(),
+            validation_fraction: 0.0,
+            patience: None,
+        }
+    }
+}
+
+impl TrainConfig {
+    /// How many of `train_pairs` (the last ones) are held out: none without a
+    /// validation fraction, else at least one and never all.
+    pub fn validation_pairs(&self, train_pairs: usize) -> usize {
+        if self.validation_fraction <= 0.0 || train_pairs < 2 {
+            return 0;
+        }
+        ((self.validation_fraction * train_pairs as f64).round() as usize).clamp(1, train_pairs - 1)
     }
 }
 
@@ -75,41 +101,17 @@ pub struct EpochStats {
     pub train_mse: f64,
     /// MSE over the test pairs after the epoch.
     pub test_mse: f64,
+    /// MSE (of dx) over the held-out training pairs after the epoch, when some are.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validation_mse: Option<f64>,
     pub seconds: f64,
 }
 
-/// One way of training a model, driven by [`run_epochs`].
-trait Trainer {
-    /// Trains on the training pairs at `batch` and returns the batch's loss.
-    fn step(&mut self, batch: &[usize]) -> f64;
-    /// The model's current dx on the test inputs.
-    fn test_dx(&self) -> Array3<f32>;
-}
-
-/// The study's schedule: epochs of batches in order (or shuffled, seeded), each
-/// followed by the test MSE; `on_epoch` sees each epoch's stats (for progress bars).
-fn run_epochs(trainer: &mut impl Trainer, split: &Split, config: &TrainConfig, mut on_epoch: impl FnMut(&EpochStats)) -> Vec<EpochStats> {
-    let mut order: Vec<usize> = (0..split.train.len()).collect();
-    let mut rng = StdRng::seed_from_u64(config.seed);
-    let test_truth = split.test.dx();
-    (0..config.epochs)
-        .map(|epoch| {
-            let start = Instant::now();
-            if config.shuffle {
-                order.shuffle(&mut rng);
-            }
-            let losses: Vec<f64> = order.chunks(config.batch_size).map(|batch| trainer.step(batch)).collect();
-            let seconds = start.elapsed().as_secs_f64();
-            let stats = EpochStats {
-                epoch: epoch + 1,
-                train_mse: losses.iter().sum::<f64>() / losses.len() as f64,
-                test_mse: metrics::mse(&trainer.test_dx(), &test_truth),
-                seconds,
-            };
-            on_epoch(&stats);
-            stats
-        })
-        .collect()
+/// The epoch whose weights a run kept: the lowest validation MSE (the first such),
+/// or the last epoch when nothing was held out.
+pub fn kept_epoch(history: &[EpochStats]) -> Option<&EpochStats> {
+    let validated = history.iter().filter(|s| s.validation_mse.is_some_and(f64::is_finite));
+    validated.min_by(|a, b| a.validation_mse.partial_cmp(&b.validation_mse).expect("finite")).or(history.last())
 }
 
 /// Trains `kind` on `split` and exports it into `out_dir/<name>/`.

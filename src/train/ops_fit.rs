@@ -6,9 +6,12 @@
 use std::collections::HashMap;
 
 use burn::tensor::{Device, Tensor, TensorData};
-use ndarray::{Array3, ArrayD, ArrayView3, Axis, IxDyn, s};
+use std::time::Instant;
 
-use super::{ADAM_BETA1, ADAM_BETA2, ADAM_EPSILON, EpochStats, TrainConfig};
+use ndarray::{Array3, ArrayD, ArrayView3, Axis, IxDyn, s};
+use rand::{SeedableRng, rngs::StdRng, seq::SliceRandom};
+
+use super::{ADAM_BETA1, ADAM_BETA2, ADAM_EPSILON, EpochStats, TrainConfig, metrics};
 use crate::{
     data::{DIMS, PARTICLES, Split, Target},
     models::OpsModel,
@@ -99,14 +102,14 @@ struct OpsTrainer<'a, M> {
     model: &'a mut M,
     adam: Adam,
     device: Device,
-    split: &'a Split,
+    inputs: ArrayView3<'a, f32>,
     targets: Array3<f32>,
-    target: Target,
 }
 
-impl<M: OpsModel> super::Trainer for OpsTrainer<'_, M> {
+impl<M: OpsModel> OpsTrainer<'_, M> {
+    /// Trains on the pairs at `batch` and returns the batch's loss.
     fn step(&mut self, batch: &[usize]) -> f64 {
-        let x = self.split.train.inputs.select(Axis(0), batch);
+        let x = self.inputs.select(Axis(0), batch);
         let y = self.targets.select(Axis(0), batch);
         let mut ops = BurnOps::new(self.device.clone());
         let input = frames_tensor(&mut ops, x.view());
@@ -120,21 +123,73 @@ impl<M: OpsModel> super::Trainer for OpsTrainer<'_, M> {
         self.adam.update(self.model.weights_mut(), &gradients);
         value
     }
-
-    fn test_dx(&self) -> Array3<f32> {
-        predict_dx_ops(self.model, self.split.test.inputs.view(), self.target)
-    }
 }
 
-/// Trains with Adam on the MSE, as the study does; `on_epoch` sees each epoch's stats.
-pub fn fit_ops<M: OpsModel>(model: &mut M, split: &Split, config: &TrainConfig, on_epoch: impl FnMut(&EpochStats)) -> Vec<EpochStats> {
+/// Held-out pairs: inputs and their true dx.
+struct Validation<'a> {
+    inputs: ArrayView3<'a, f32>,
+    dx: Array3<f32>,
+}
+
+/// Trains with Adam on the MSE in the study's schedule: epochs of batches in order (or
+/// shuffled, seeded), each followed by the test MSE; `on_epoch` sees each epoch's stats
+/// (for progress bars). With `validation_fraction`, the last training pairs are held
+/// out and the model ends with the weights of its best epoch on them.
+pub fn fit_ops<M: OpsModel>(model: &mut M, split: &Split, config: &TrainConfig, mut on_epoch: impl FnMut(&EpochStats)) -> Vec<EpochStats> {
+    let held_out = config.validation_pairs(split.train.len());
+    let fitted = split.train.len() - held_out;
+    let targets = split.train.targets(config.target);
+    let validation = (held_out > 0).then(|| Validation {
+        inputs: split.train.inputs.slice(s![fitted.., .., ..]),
+        dx: split.train.dx().slice(s![fitted.., .., ..]).to_owned(),
+    });
     let mut trainer = OpsTrainer {
         model,
         adam: Adam::new(config.learning_rate),
         device: Device::flex().autodiff(),
-        split,
-        targets: split.train.targets(config.target),
-        target: config.target,
+        inputs: split.train.inputs.slice(s![..fitted, .., ..]),
+        targets: targets.slice(s![..fitted, .., ..]).to_owned(),
     };
-    super::run_epochs(&mut trainer, split, config, on_epoch)
+    let mut order: Vec<usize> = (0..fitted).collect();
+    let mut rng = StdRng::seed_from_u64(config.seed);
+    let test_truth = split.test.dx();
+    let mut history = Vec::with_capacity(config.epochs);
+    // The lowest validation MSE so far, its epoch and the weights it had.
+    let mut best: Option<(f64, usize, Vec<Vec<f64>>)> = None;
+    for epoch in 1..=config.epochs {
+        let start = Instant::now();
+        if config.shuffle {
+            order.shuffle(&mut rng);
+        }
+        let losses: Vec<f64> = order.chunks(config.batch_size).map(|batch| trainer.step(batch)).collect();
+        let seconds = start.elapsed().as_secs_f64();
+        let model = &*trainer.model;
+        let validation_mse = validation.as_ref().map(|v| metrics::mse(&predict_dx_ops(model, v.inputs, config.target), &v.dx));
+        let stats = EpochStats {
+            epoch,
+            train_mse: losses.iter().sum::<f64>() / losses.len() as f64,
+            test_mse: metrics::mse(&predict_dx_ops(model, split.test.inputs.view(), config.target), &test_truth),
+            validation_mse,
+            seconds,
+        };
+        on_epoch(&stats);
+        history.push(stats);
+        if let Some(mse) = validation_mse.filter(|v| v.is_finite())
+            && best.as_ref().is_none_or(|(lowest, _, _)| mse < *lowest)
+        {
+            let weights = trainer.model.weights_mut().into_iter().map(|w| w.clone()).collect();
+            best = Some((mse, epoch, weights));
+        }
+        if let (Some(patience), Some((_, best_epoch, _))) = (config.patience, &best)
+            && epoch - best_epoch >= patience
+        {
+            break;
+        }
+    }
+    if let Some((_, _, weights)) = best {
+        for (current, kept) in trainer.model.weights_mut().into_iter().zip(weights) {
+            current.copy_from_slice(&kept);
+        }
+    }
+    history
 }

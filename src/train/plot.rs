@@ -4,12 +4,13 @@ use std::path::Path;
 
 use plotters::prelude::*;
 
-use super::EpochStats;
+use super::{EpochStats, kept_epoch};
 
-/// Train and test MSE per epoch on a log scale, as an SVG.
+/// Train and test MSE per epoch on a log scale, as an SVG; with held-out pairs, their
+/// MSE too, and the epoch whose weights were kept.
 pub fn plot_losses(history: &[EpochStats], title: &str, path: &Path) -> Result<(), String> {
     let positive = |v: f64| v.max(f64::MIN_POSITIVE);
-    let values = history.iter().flat_map(|s| [positive(s.train_mse), positive(s.test_mse)]);
+    let values = history.iter().flat_map(|s| [Some(s.train_mse), Some(s.test_mse), s.validation_mse]).flatten().map(positive);
     let (low, high) = values.fold((f64::INFINITY, 0.0_f64), |(lo, hi), v| (lo.min(v), hi.max(v)));
     if history.is_empty() || !low.is_finite() || !high.is_finite() {
         return Err("no finite losses to plot".into());
@@ -31,15 +32,26 @@ pub fn plot_losses(history: &[EpochStats], title: &str, path: &Path) -> Result<(
         .y_label_formatter(&|v| format!("{v:.1e}"))
         .draw()
         .map_err(|e| draw(&e))?;
+    let kept = kept_epoch(history).filter(|s| s.validation_mse.is_some());
+    let validation_label = kept.map_or(String::new(), |s| format!("validation (kept epoch {})", s.epoch));
     for (label, color, pick) in [
-        ("train", BLUE, (|s: &EpochStats| s.train_mse) as fn(&EpochStats) -> f64),
-        ("test", RED, |s: &EpochStats| s.test_mse),
+        ("train", BLUE, (|s: &EpochStats| Some(s.train_mse)) as fn(&EpochStats) -> Option<f64>),
+        ("test", RED, |s: &EpochStats| Some(s.test_mse)),
+        (validation_label.as_str(), GREEN, |s: &EpochStats| s.validation_mse),
     ] {
+        let points: Vec<(usize, f64)> = history.iter().filter_map(|s| pick(s).map(|v| (s.epoch, positive(v)))).collect();
+        if points.is_empty() {
+            continue;
+        }
         chart
-            .draw_series(LineSeries::new(history.iter().map(|s| (s.epoch, positive(pick(s)))), color.stroke_width(2)))
+            .draw_series(LineSeries::new(points, color.stroke_width(2)))
             .map_err(|e| draw(&e))?
             .label(label)
             .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], color.stroke_width(2)));
+    }
+    if let Some(kept) = kept {
+        let marker = Circle::new((kept.epoch, positive(kept.validation_mse.unwrap_or(kept.test_mse))), 5, GREEN.filled());
+        chart.draw_series(std::iter::once(marker)).map_err(|e| draw(&e))?;
     }
     chart.configure_series_labels().border_style(BLACK).background_style(WHITE).draw().map_err(|e| draw(&e))?;
     root.present().map_err(|e| draw(&e))

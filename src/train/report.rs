@@ -2,6 +2,7 @@
 
 use std::{fmt::Write, path::Path};
 
+use super::{EpochStats, kept_epoch};
 use crate::{card::ModelCard, onnx::Precision};
 
 /// The study's own code on this kind of 2-core CPU (PyTorch + e3nn, 2 threads, quiet),
@@ -46,7 +47,7 @@ pub fn render_report(cards: &[ModelCard]) -> String {
             card.name,
             card.params,
             if data.source == "simulator" { "simulator" } else { "paths.npz" },
-            training.config.epochs,
+            epochs_column(&training.history),
             if training.config.shuffle { "yes" } else { "no" },
             training.config.output_scale,
             r2.cm,
@@ -74,7 +75,9 @@ pub fn render_report(cards: &[ModelCard]) -> String {
          × study frames/s: our best ONNX Runtime frames/s (batch 1 or 32) over the study's one-frame-at-a-time forward pass, both on a 2-core CPU \
          (the study's figures are those quoted in the issue, not re-measured in this run: the study's own code can run several times faster \
          than those on another machine; `cargo bench --bench zoo --study-code` measures both side by side). Figures, per model: `<model>/loss.svg`, \
-         `<model>/correlation.svg`, `<model>/trajectory.svg`.\n",
+         `<model>/correlation.svg`, `<model>/trajectory.svg`. \
+         Epochs: those trained; (kept K): the epoch whose weights were exported, the one with the lowest MSE on the held-out last \
+         training pairs (`--validation`).\n",
     );
     let wide: Vec<&str> = cards.iter().filter(|c| c.onnx.compute_dtype != Precision::F32.name()).map(|c| c.name.as_str()).collect();
     if !wide.is_empty() {
@@ -87,6 +90,14 @@ pub fn render_report(cards: &[ModelCard]) -> String {
         );
     }
     out
+}
+
+/// Epochs trained, and which one's weights were kept when that was chosen on held-out pairs.
+fn epochs_column(history: &[EpochStats]) -> String {
+    match kept_epoch(history) {
+        Some(kept) if kept.validation_mse.is_some() => format!("{} (kept {})", history.len(), kept.epoch),
+        _ => history.len().to_string(),
+    }
 }
 
 pub fn write_report(cards: &[ModelCard], path: &Path) -> Result<(), String> {
