@@ -77,6 +77,23 @@ fn training_writes_model_card_and_plot_and_keeps_them_on_failure() {
     let loss_plot = std::fs::read_to_string(out.path().join("e3small/loss.svg")).expect("loss.svg");
     assert!(loss_plot.contains("validation (kept epoch"), "no validation curve in the loss plot");
 
+    // Throughput measured again for every model in the folder, written into the cards.
+    let measure = || train_export().args(["report", "--measure", "--dir"]).arg(out.path()).output().expect("runs");
+    let output = measure();
+    assert!(output.status.success(), "{}", stderr(&output));
+    for name in ["mlp", "e3small"] {
+        assert!(stderr(&output).contains(&format!("{name}: ")) && stderr(&output).contains("frames/s at batch 1"), "{}", stderr(&output));
+    }
+    // A card whose data cannot be read is named with the file.
+    let card_file = model_dir.join("card.json");
+    let original = std::fs::read_to_string(&card_file).expect("card");
+    let mut moved: serde_json::Value = serde_json::from_str(&original).expect("json");
+    moved["data"]["source"] = "/nowhere/moved.npz".into();
+    moved["data"]["simulation"] = serde_json::Value::Null;
+    std::fs::write(&card_file, moved.to_string()).expect("write card");
+    assert_clean_failure(&measure(), &["/nowhere/moved.npz", "mlp"]);
+    std::fs::write(&card_file, original).expect("restore card");
+
     // A run that fails on bad data leaves the previous model untouched.
     let before = std::fs::read(model_dir.join("model.onnx")).expect("model");
     let output = run(&["--data", "/nonexistent/paths.npz"]);

@@ -12,7 +12,7 @@ use equiserve::{
     data::{SimulationConfig, Split, SplitConfig, Target, Trajectory, load_npz, save_npz, simulate},
     models::ModelKind,
     onnx::init_runtime,
-    train::{EpochStats, ExportRequest, TrainConfig, import_e3nn, kept_epoch, target_rms, train_and_export, write_report},
+    train::{EpochStats, ExportRequest, TrainConfig, import_e3nn, kept_epoch, remeasure_inference, target_rms, train_and_export, write_report},
 };
 use indicatif::{ProgressBar, ProgressStyle};
 use sha2::{Digest, Sha256};
@@ -51,6 +51,14 @@ enum Command {
         /// The output directory of earlier runs.
         #[arg(long, default_value = "models")]
         dir: PathBuf,
+        /// Measure every model's ONNX Runtime frames/s again first, on this machine and on
+        /// its own test frames, and write them into the cards: one quiet run gives figures
+        /// that compare (run nothing else meanwhile).
+        #[arg(long)]
+        measure: bool,
+        /// The ONNX Runtime library used with --measure.
+        #[arg(long, env = "EQUISERVE_ORT_LIB")]
+        ort_lib: Option<PathBuf>,
     },
     /// Turn an e3nn gate_points_2101.Network trained in PyTorch into a served model:
     /// writes OUT/model.onnx and OUT/card.json.
@@ -141,7 +149,9 @@ fn main() -> ExitCode {
         Some(Command::Simulate { out, frames, seed, three_d }) => {
             simulate_to_file(&out, &SimulationConfig { frames, seed, planar: !three_d, ..Default::default() })
         }
-        Some(Command::Report { dir }) => report_from_cards(&dir),
+        Some(Command::Report { dir, measure, ort_lib }) => {
+            if measure { measure_cards(&dir, ort_lib.as_deref()) } else { Ok(()) }.and_then(|()| report_from_cards(&dir))
+        }
         Some(Command::ImportE3nn { kwargs, weights, out, name, ort_lib }) => import(&kwargs, &weights, &out, name, ort_lib),
         None => train(cli.train),
     };
@@ -161,17 +171,53 @@ fn simulate_to_file(out: &Path, config: &SimulationConfig) -> Result<(), String>
     Ok(())
 }
 
-fn report_from_cards(dir: &Path) -> Result<(), String> {
+/// The model cards in DIR/<name>/card.json, by path, sorted.
+fn read_cards(dir: &Path) -> Result<Vec<(PathBuf, ModelCard)>, String> {
     let entries = fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path().join(CARD_FILE))).filter(|p| p.is_file()).collect();
     paths.sort();
-    let cards = paths
-        .iter()
+    paths
+        .into_iter()
         .map(|path| {
-            let text = fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-            serde_json::from_str::<ModelCard>(&text).map_err(|e| format!("{}: {e}", path.display()))
+            let text = fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            let card = serde_json::from_str::<ModelCard>(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+            Ok((path, card))
         })
-        .collect::<Result<Vec<_>, String>>()?;
+        .collect()
+}
+
+/// The test frames a card's model was evaluated on: its data file (or the simulator's
+/// run) split as the card records.
+fn test_frames(card: &ModelCard) -> Result<ndarray::Array3<f32>, String> {
+    let (Some(data), Some(split)) = (&card.data, &card.split) else {
+        return Err(format!("{}: the card names no training data to take test frames from", card.name));
+    };
+    let trajectory = match &data.simulation {
+        Some(config) => simulate(config),
+        None => load_npz(Path::new(&data.source)).map_err(|e| format!("{} (the data of {}): {e}", data.source, card.name))?,
+    };
+    let split = Split::new(&trajectory, &split.config).map_err(|e| format!("{}: {e}", data.source))?;
+    Ok(split.test.inputs)
+}
+
+fn measure_cards(dir: &Path, ort_lib: Option<&Path>) -> Result<(), String> {
+    init_runtime(ort_lib).map_err(|e| e.to_string())?;
+    for (path, mut card) in read_cards(dir)? {
+        if card.data.is_none() {
+            eprintln!("{}: skipped (imported: no test frames, and not in the report)", card.name);
+            continue;
+        }
+        let model_dir = path.parent().expect("a card lies in its model's folder");
+        let frames = test_frames(&card)?;
+        remeasure_inference(model_dir, &mut card, frames.view()).map_err(|e| e.to_string())?;
+        let speed = card.inference.as_ref().expect("just measured");
+        eprintln!("{}: {:.0} frames/s at batch 1, {:.0} at batch 32", card.name, speed.frames_per_second_batch_1, speed.frames_per_second_batch_32);
+    }
+    Ok(())
+}
+
+fn report_from_cards(dir: &Path) -> Result<(), String> {
+    let cards: Vec<ModelCard> = read_cards(dir)?.into_iter().map(|(_, card)| card).collect();
     let report = dir.join("REPORT.md");
     write_report(&cards, &report)?;
     println!("wrote {} ({} models)", report.display(), cards.len());

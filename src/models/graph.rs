@@ -98,6 +98,20 @@ pub fn outer_sum_into_destinations<O: Ops>(ops: &mut O, nodes: &O::Tensor, node_
     ops.reshape(&sums, &[-1, d1 * d2])
 }
 
+/// Σ over each destination's sources of Σ_b edge[src, dst, b] · node[src, (b, o)], as
+/// [B·12, out_dim]: a product of edges with a linear map each source node holds,
+/// summed into destinations by one [dst, (src, b)] · [(src, b), o] matmul per frame,
+/// with no per-edge tensor.
+pub fn contract_into_destinations<O: Ops>(ops: &mut O, nodes: &O::Tensor, edges: &O::Tensor, edge_dim: usize, out_dim: usize) -> O::Tensor {
+    let (d2, d3) = (edge_dim as i64, out_dim as i64);
+    let by_destination = ops.reshape(edges, &[-1, N, N, d2]);
+    let by_destination = ops.transpose(&by_destination, &[0, 2, 1, 3]);
+    let by_destination = ops.reshape(&by_destination, &[-1, N, N * d2]);
+    let maps = ops.reshape(nodes, &[-1, N * d2, d3]);
+    let sums = ops.matmul(&by_destination, &maps);
+    ops.reshape(&sums, &[-1, d3])
+}
+
 /// Node features [B·12, dim] seen from every edge arriving at the node: rows [B·144, dim].
 pub fn from_destinations<O: Ops>(ops: &mut O, nodes: &O::Tensor, dim: usize, ones: &O::Tensor) -> O::Tensor {
     let x = ops.reshape(nodes, &[-1, 1, N, dim as i64]);
@@ -119,8 +133,6 @@ pub fn radius_graph<O: Ops>(ops: &mut O, length: &O::Tensor, radius: f64) -> O::
 pub struct HarmonicGraph<T> {
     /// 1 on the graph's edges [B, 12, 12, 1].
     pub on_graph: T,
-    /// 1 on every pair [B, 12, 12, 1] (to broadcast node features onto edges).
-    pub ones: T,
     /// Unnormalised spherical harmonics l ≤ lmax of each edge vector, 0 off the graph [B·144, (lmax+1)²].
     pub sh: T,
     /// Each node's sum of its incoming `sh` over √num_neighbors [B·12, (lmax+1)²].
@@ -139,7 +151,7 @@ pub fn harmonic_graph<O: Ops>(ops: &mut O, positions: &O::Tensor, harmonics_of: 
     let sh = ops.reshape(&sh, &[-1, dim as i64]);
     let nodes = sum_into_destinations(ops, &sh, dim);
     let nodes = ops.scale(&nodes, 1.0 / num_neighbors.sqrt());
-    HarmonicGraph { on_graph, ones, sh, nodes }
+    HarmonicGraph { on_graph, sh, nodes }
 }
 
 /// Edge features [B·144, dim] averaged over the incoming edges of `on_graph`
@@ -202,6 +214,27 @@ mod tests {
 
     use super::*;
     use crate::nn::Eager;
+
+    #[test]
+    fn contractions_add_each_edge_times_its_source_nodes_map_into_the_destination() {
+        let (frames, d2, d3) = (2, 4, 3);
+        let nodes = ArrayD::from_shape_fn(IxDyn(&[frames * PARTICLES, d2 * d3]), |ix| ((ix[0] * d2 * d3 + ix[1]) as f64 * 0.23).sin());
+        let edges = ArrayD::from_shape_fn(IxDyn(&[frames * PARTICLES * PARTICLES, d2]), |ix| ((ix[0] * d2 + ix[1]) as f64 * 0.37).cos());
+        let sums = contract_into_destinations(&mut Eager, &nodes, &edges, d2, d3);
+        assert_eq!(sums.shape(), &[frames * PARTICLES, d3]);
+        for f in 0..frames {
+            for dst in 0..PARTICLES {
+                for o in 0..d3 {
+                    let expected: f64 = (0..PARTICLES)
+                        .flat_map(|src| (0..d2).map(move |b| (src, b)))
+                        .map(|(src, b)| edges[[(f * PARTICLES + src) * PARTICLES + dst, b]] * nodes[[f * PARTICLES + src, b * d3 + o]])
+                        .sum();
+                    let actual = sums[[f * PARTICLES + dst, o]];
+                    assert!((actual - expected).abs() < 1e-12, "frame {f}, dst {dst}, {o}: {actual} vs {expected}");
+                }
+            }
+        }
+    }
 
     #[test]
     fn outer_sums_add_each_source_node_times_its_edge_into_the_destination() {

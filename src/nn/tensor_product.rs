@@ -412,10 +412,23 @@ impl TensorProduct {
     /// a node's incoming edges costs one dim1·dim2 × dim_out matmul per node instead of
     /// one per edge. `None` where the product has no dense form (see `dense_bilinear`).
     pub fn forward_summed<O: Ops>(&self, ops: &mut O, outer_sums: &O::Tensor) -> Option<O::Tensor> {
+        let dense = self.summed_matrix(ops)?;
+        Some(ops.matmul(outer_sums, &dense))
+    }
+
+    /// The dense form as the matrix [dim1·dim2, dim_out] that [`Self::forward_summed`]
+    /// applies to outer products.
+    pub fn summed_matrix<O: Ops>(&self, ops: &mut O) -> Option<O::Tensor> {
         let dense = self.dense_bilinear(ops)?;
         let (dim1, dim2, dim_out) = (self.irreps_in1.dim(), self.irreps_in2.dim(), self.irreps_out.dim());
-        let dense = ops.reshape(&dense, &[(dim1 * dim2) as i64, dim_out as i64]);
-        Some(ops.matmul(outer_sums, &dense))
+        Some(ops.reshape(&dense, &[(dim1 * dim2) as i64, dim_out as i64]))
+    }
+
+    /// The dense form as the linear map of x1 alone, [dim1, dim_out·dim2]: x1 times it,
+    /// finished by [`Self::finish_by_x1`] with x2, is the product.
+    pub fn by_x1_matrix<O: Ops>(&self, ops: &mut O) -> Option<O::Tensor> {
+        let dense = self.dense_bilinear(ops)?;
+        Some(self.dense_by_x1(ops, &dense))
     }
 
     /// M [dim1, dim2, dim_out] with out[r, o] = Σ_ab x1[r, a] x2[r, b] M[a, b, o], for

@@ -158,7 +158,9 @@ pub fn export_model(model: &impl ExportableModel, request: ExportRequest) -> Res
         metrics: Some(Metrics { target, train, test }),
         imported_from: None,
         equivariance,
-        inference: measure_inference(&staged_model, request.split.test.inputs.view()),
+        inference: measure_inference(&staged_model, request.split.test.inputs.view())
+            .inspect_err(|e| tracing::warn!(error = %e, "inference speed not measured"))
+            .ok(),
         onnx: OnnxInfo::standard(parity_relative_error, precision),
         versions: Versions::current(),
     };
@@ -232,6 +234,20 @@ pub(crate) fn commit_model(dir: &Path, staged_model: &Path, card: &ModelCard) ->
     Ok(())
 }
 
+/// Measures the ONNX Runtime throughput of the model in `dir` again, on this machine, on
+/// `frames`, and rewrites its card with it (the card is replaced whole, never half-written).
+pub fn remeasure_inference(dir: &Path, card: &mut ModelCard, frames: ArrayView3<f32>) -> Result<(), ExportError> {
+    card.inference = Some(measure_inference(&dir.join(MODEL_FILE), frames)?);
+    let staged_card = dir.join(format!("{CARD_FILE}.partial"));
+    let json = serde_json::to_string_pretty(card).expect("model cards serialize");
+    let io = |path: &Path| {
+        let path = path.display().to_string();
+        move |source| ExportError::Io { path, source }
+    };
+    fs::write(&staged_card, json).map_err(io(&staged_card))?;
+    fs::rename(&staged_card, dir.join(CARD_FILE)).map_err(io(dir))
+}
+
 /// max |actual − expected| / max |expected|.
 pub fn relative_error<'a>(actual: impl IntoIterator<Item = &'a f32>, expected: impl IntoIterator<Item = &'a f32> + Clone) -> f64 {
     let scale = expected.clone().into_iter().fold(0.0_f64, |m, v| m.max(f64::from(v.abs()))).max(f64::MIN_POSITIVE);
@@ -267,38 +283,32 @@ fn check_parity(
 
 /// Frames per second through ONNX Runtime at batch 1 and 32 on the test frames
 /// (about half a second each); `None`, with the reason logged, when the session cannot run.
-fn measure_inference(onnx_file: &Path, frames: ArrayView3<f32>) -> Option<InferenceSpeed> {
+fn measure_inference(onnx_file: &Path, frames: ArrayView3<f32>) -> Result<InferenceSpeed, crate::onnx::RuntimeError> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let mut session = OnnxModel::load(onnx_file, ExecutionDevice::Auto, threads)
-        .inspect_err(|e| tracing::warn!(error = %e, "inference speed not measured"))
-        .ok()?;
+    let mut session = OnnxModel::load(onnx_file, ExecutionDevice::Auto, threads)?;
     let count = frames.dim().0;
     // The best of three windows after a warm-up run: a moment's contention on a shared
-    // CPU (or the runtime's first allocations) would otherwise set the figure.
-    let mut rate = |batch: usize| -> Option<f64> {
-        let mut run = |next: usize| -> Option<usize> {
-            let end = (next + batch).min(count);
-            session
-                .run(frames.slice(s![next..end, .., ..]))
-                .inspect_err(|e| tracing::warn!(error = %e, batch, "inference speed not measured"))
-                .ok()?;
-            Some(end)
-        };
+    // CPU (or the runtime's first allocations) would otherwise set the figure. Every run
+    // is a full batch: a shorter one at the end of the frames makes the runtime plan
+    // memory for a second shape, which costs more than the run.
+    let mut rate = |batch: usize| -> Result<f64, crate::onnx::RuntimeError> {
+        let batch = batch.min(count);
+        let mut run = |start: usize| session.run(frames.slice(s![start..start + batch, .., ..])).map(drop);
         run(0)?;
         let mut best = 0.0_f64;
         for _ in 0..3 {
             let start = std::time::Instant::now();
             let (mut done, mut next) = (0usize, 0usize);
             while start.elapsed().as_secs_f64() < 0.3 {
-                let end = run(next)?;
-                done += end - next;
-                next = if end == count { 0 } else { end };
+                run(next)?;
+                done += batch;
+                next = if next + 2 * batch > count { 0 } else { next + batch };
             }
             best = best.max(done as f64 / start.elapsed().as_secs_f64());
         }
-        Some(best)
+        Ok(best)
     };
-    Some(InferenceSpeed {
+    Ok(InferenceSpeed {
         frames_per_second_batch_1: rate(1)?,
         frames_per_second_batch_32: rate(32)?,
         execution_provider: session.execution_provider().to_string(),
