@@ -61,6 +61,21 @@ pub struct InferenceSpeed {
     /// One frame per call, as the study's forward pass runs.
     pub frames_per_second_batch_1: f64,
     pub frames_per_second_batch_32: f64,
+    /// Batches of 32 through the server's default pool (on the CPU one single-threaded
+    /// session per core) kept busy by concurrent requests: what one server sustains.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frames_per_second_batch_32_pooled: Option<f64>,
+    /// Sessions in that pool.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool_workers: Option<usize>,
+}
+
+impl InferenceSpeed {
+    /// The most frames per second any of the measured ways reached.
+    pub fn best(&self) -> f64 {
+        let pooled = self.frames_per_second_batch_32_pooled.unwrap_or(0.0);
+        self.frames_per_second_batch_1.max(self.frames_per_second_batch_32).max(pooled)
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -43,7 +43,7 @@ fn training_writes_model_card_and_plot_and_keeps_them_on_failure() {
         assert!(model_dir.join(file).is_file(), "{file} missing");
     }
     let report = std::fs::read_to_string(out.path().join("REPORT.md")).expect("REPORT.md");
-    assert!(report.contains("| mlp | 8868 | simulator | 2 | yes |"), "{report}");
+    assert!(report.contains("| mlp | 8868 | simulator | 2 | yes |") && report.contains(&format!(" ({cores_in_report} sessions) |", cores_in_report = std::thread::available_parallelism().map_or(1, |n| n.get()))), "{report}");
     let card: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(model_dir.join("card.json")).expect("card")).expect("json");
     assert_eq!(card["metrics"]["target"], "x");
@@ -58,6 +58,10 @@ fn training_writes_model_card_and_plot_and_keeps_them_on_failure() {
     assert_eq!(card["split"]["train_pairs"], 159);
     assert_eq!(card["onnx"]["input"]["shape"], serde_json::json!(["batch", "12", "3"]));
     assert!(card["inference"]["frames_per_second_batch_32"].as_f64().expect("throughput") > 0.0);
+    // Through the server's default pool: one single-threaded session per core.
+    assert!(card["inference"]["frames_per_second_batch_32_pooled"].as_f64().expect("pooled throughput") > 0.0);
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
+    assert_eq!(card["inference"]["pool_workers"].as_u64(), Some(cores));
 
     // Another model trained into the same folder joins the report; the first stays in it.
     // This one holds out the last quarter of its training pairs to choose its epoch.

@@ -47,6 +47,13 @@ pub enum EngineError {
     Runtime(#[from] RuntimeError),
 }
 
+impl Default for PoolConfig {
+    /// The server's defaults: sessions by device, each single-threaded.
+    fn default() -> Self {
+        Self { workers: None, threads_per_worker: 1, queue_per_worker: 64 }
+    }
+}
+
 /// Sessions per model on CUDA when the configuration leaves it open.
 const CUDA_WORKERS: usize = 2;
 
