@@ -211,7 +211,9 @@ fn measure_cards(dir: &Path, ort_lib: Option<&Path>) -> Result<(), String> {
         let frames = test_frames(&card)?;
         remeasure_inference(model_dir, &mut card, frames.view()).map_err(|e| e.to_string())?;
         let speed = card.inference.as_ref().expect("just measured");
-        eprintln!("{}: {:.0} frames/s at batch 1, {:.0} at batch 32", card.name, speed.frames_per_second_batch_1, speed.frames_per_second_batch_32);
+        let pooled = speed.frames_per_second_batch_32_pooled.zip(speed.pool_workers);
+        let pooled = pooled.map_or(String::new(), |(rate, sessions)| format!(", {rate:.0} at batch 32 through the server's pool of {sessions}"));
+        eprintln!("{}: {:.0} frames/s at batch 1, {:.0} at batch 32{pooled}", card.name, speed.frames_per_second_batch_1, speed.frames_per_second_batch_32);
     }
     Ok(())
 }
