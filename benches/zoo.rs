@@ -28,7 +28,7 @@ fn timed_batches(kind: ModelKind) -> usize {
     match kind {
         ModelKind::Mlp => 52,
         ModelKind::Gnn | ModelKind::E3small => 8,
-        ModelKind::E3large => 3,
+        ModelKind::E3large => 8,
         _ => 1,
     }
 }

@@ -230,7 +230,7 @@ impl OpsModel for Gnn {
     /// 256 × 256 multiply-adds where gat2's and the head's layers cost 1024 × 1280:
     /// the same function, ~20× less work.
     fn forward<O: Ops>(&self, ops: &mut O, positions: &O::Tensor) -> O::Tensor {
-        let HarmonicGraph { on_graph, sh, nodes, .. } = harmonic_graph(ops, positions, &self.harmonics, LMAX, RADIUS, NUM_NEIGHBORS);
+        let HarmonicGraph { on_graph, sh, nodes } = harmonic_graph(ops, positions, &self.harmonics, LMAX, RADIUS, NUM_NEIGHBORS);
         let (h, c) = (HEADS as i64, HIDDEN as i64);
         let graph = LoopedGraph::new(ops, &sh, &on_graph, EDGE_DIM);
         let w1 = self.gat1.projection(ops);
@@ -312,7 +312,7 @@ mod tests {
     /// projections per node, values per head), the folded forward's reference.
     fn layer_by_layer(gnn: &Gnn, positions: &ArrayD<f64>) -> ArrayD<f64> {
         let ops = &mut Eager;
-        let HarmonicGraph { on_graph, sh, nodes, .. } = harmonic_graph(ops, positions, &gnn.harmonics, LMAX, RADIUS, NUM_NEIGHBORS);
+        let HarmonicGraph { on_graph, sh, nodes } = harmonic_graph(ops, positions, &gnn.harmonics, LMAX, RADIUS, NUM_NEIGHBORS);
         let (n, h, c) = (PARTICLES as i64, HEADS as i64, HIDDEN as i64);
         let graph = LoopedGraph::new(ops, &sh, &on_graph, EDGE_DIM);
         let mut x = nodes;
