@@ -78,3 +78,28 @@ fn burn_gradients_are_the_layers_derivatives() {
         assert!((f64::from(grad[i]) - finite_difference).abs() < 1e-4 * finite_difference.abs().max(1.0), "weight {i}: {} vs {finite_difference}", grad[i]);
     }
 }
+
+/// Gathered entries are the reference's, and each entry's gradient is the sum over the
+/// places it was gathered into (a repeated index counts twice, an unused one not at all).
+#[test]
+fn gathered_entries_pass_their_gradients_back_summed() {
+    let x = ArrayD::from_shape_fn(IxDyn(&[2, 3, 2]), |ix| (ix[0] * 6 + ix[1] * 2 + ix[2]) as f64 * 0.5);
+    let indices = [2, 0, 2];
+    let expected = Eager.gather(&x, 1, &indices);
+    assert_eq!(expected[[1, 0, 1]], x[[1, 2, 1]]);
+
+    let mut ops = BurnOps::new(Device::flex().autodiff());
+    let values: Vec<f64> = x.iter().copied().collect();
+    let weight = ops.weight(x.shape(), &values);
+    let gathered = ops.gather(&weight, 1, &indices);
+    assert_eq!(gathered.shape(), expected.shape());
+    let actual = gathered.to_vec();
+    assert!(actual.iter().zip(&expected).all(|(a, b)| (f64::from(*a) - b).abs() < 1e-6), "{actual:?} vs {expected:?}");
+
+    let grads = gathered.value().clone().sum().backward();
+    let weights: Vec<_> = ops.weight_tensors().collect();
+    let grad: Vec<f32> = weights[0].grad(&grads).expect("gradient").into_data().convert::<f32>().try_to_vec::<f32>().expect("f32");
+    let times_gathered = |i: usize| indices.iter().filter(|&&k| k == i).count() as f32;
+    let expected_grad: Vec<f32> = (0..12).map(|flat| times_gathered(flat / 2 % 3)).collect();
+    assert_eq!(grad, expected_grad);
+}

@@ -118,6 +118,7 @@ impl Convolution {
     fn forward<O: Ops>(&self, ops: &mut O, nodes: &O::Tensor, node_attr: &O::Tensor, edges: &EdgeTensors<O::Tensor>) -> O::Tensor {
         let path_widths: Vec<usize> = self.tp.instructions.iter().map(|ins| ins.path_shape.iter().product()).collect();
         let weights = self.fc.forward_split(ops, &edges.radial_basis, &path_widths);
+        let weights = weights.into_iter().zip(&path_widths).map(|(w, &width)| edges.per_edge(ops, &w, width)).collect();
         let s = self.sc.forward(ops, nodes, node_attr, None);
         let x = self.lin1.forward_channels_last(ops, nodes, node_attr);
         let messages = self.messages_into_destinations(ops, &x, &edges.attr, weights);
@@ -203,9 +204,33 @@ struct EdgeTensors<T> {
     /// smooth_cutoff(|r| / max_radius) · Y(r̂), zero off the radius graph, rows
     /// (frame, dst, src) [B·144, dim_sh].
     attr: T,
-    /// Gaussian basis of |r| times √number_of_basis, rows (frame, dst, src)
-    /// [B·144, number_of_basis].
+    /// Gaussian basis of |r| times √number_of_basis, one row per unordered pair of
+    /// particles (|r_ij| = |r_ji|, so the radial networks run on 78 pairs a frame, not
+    /// 144) [B·78, number_of_basis].
     radial_basis: T,
+    /// For each edge (dst, src), the row of its unordered pair within a frame.
+    pair_of_edge: Vec<usize>,
+}
+
+impl<T> EdgeTensors<T> {
+    /// Per-pair values [B·78, width] → per-edge [B·144, width].
+    fn per_edge<O: Ops<Tensor = T>>(&self, ops: &mut O, by_pair: &T, width: usize) -> T {
+        let by_pair = ops.reshape(by_pair, &[-1, UNORDERED_PAIRS as i64, width as i64]);
+        let by_edge = ops.gather(&by_pair, 1, &self.pair_of_edge);
+        ops.reshape(&by_edge, &[-1, width as i64])
+    }
+}
+
+/// Pairs {i, j} with i ≤ j of a frame's particles (the diagonal included).
+const UNORDERED_PAIRS: usize = PARTICLES * (PARTICLES + 1) / 2;
+
+/// The unordered pairs as indices i·12 + j (i ≤ j) into a frame's ordered pairs, and for
+/// each ordered pair (a, b), at a·12 + b, the position of {a, b} among them.
+fn unordered_pairs() -> (Vec<usize>, Vec<usize>) {
+    let pairs: Vec<usize> = (0..PARTICLES).flat_map(|i| (i..PARTICLES).map(move |j| i * PARTICLES + j)).collect();
+    let position = |i: usize, j: usize| pairs.iter().position(|&p| p == i.min(j) * PARTICLES + i.max(j)).expect("every pair is listed");
+    let pair_of_edge = (0..PARTICLES * PARTICLES).map(|e| position(e / PARTICLES, e % PARTICLES)).collect();
+    (pairs, pair_of_edge)
 }
 
 #[derive(Debug, Clone)]
@@ -415,14 +440,17 @@ impl OpsModel for GateNetwork {
         let step = self.config.max_radius / (basis - 1) as f64;
         let centres: Vec<f64> = (0..basis).map(|i| i as f64 * step).collect();
         let centres = ops.constant(&[basis], &centres);
-        let diff = ops.sub(&length, &centres);
+        let (pairs, pair_of_edge) = unordered_pairs();
+        let pair_length = ops.reshape(&length, &[-1, n * n, 1]);
+        let pair_length = ops.gather(&pair_length, 1, &pairs);
+        let diff = ops.sub(&pair_length, &centres);
         let diff = ops.scale(&diff, 1.0 / step);
         let diff = ops.mul(&diff, &diff);
         let diff = ops.unary(&diff, Unary::Neg);
         let gaussian = ops.unary(&diff, Unary::Exp);
         let radial_basis = ops.scale(&gaussian, (basis as f64).sqrt() / 1.12);
         let radial_basis = ops.reshape(&radial_basis, &[-1, basis as i64]);
-        let edges = EdgeTensors { attr, radial_basis };
+        let edges = EdgeTensors { attr, radial_basis, pair_of_edge };
 
         // Node features and attributes are ones (irreps 0e), one row per particle.
         let node_ones = ops.reduce_sum(&ones, 2, false);
@@ -436,5 +464,20 @@ impl OpsModel for GateNetwork {
             }
         }
         ops.reshape(&x, &[-1, n, d])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_edge_reads_its_unordered_pair() {
+        let (pairs, pair_of_edge) = unordered_pairs();
+        assert_eq!(pairs.len(), UNORDERED_PAIRS);
+        for (edge, &pair) in pair_of_edge.iter().enumerate() {
+            let (a, b) = (edge / PARTICLES, edge % PARTICLES);
+            assert_eq!(pairs[pair], a.min(b) * PARTICLES + a.max(b), "edge ({a}, {b})");
+        }
     }
 }

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use burn::tensor::{Device, Tensor, TensorData, activation};
+use burn::tensor::{Device, Int, Tensor, TensorData, activation};
 
 use super::ops::{Ops, Unary};
 
@@ -197,6 +197,14 @@ impl Ops for BurnOps {
         shape[axis] = xs.iter().map(|x| x.shape[axis]).sum();
         let values = xs.iter().map(|x| x.value.clone()).collect();
         BurnTensor::with(Tensor::cat(values, xs[0].axis(axis)), shape)
+    }
+
+    fn gather(&mut self, x: &BurnTensor, axis: usize, indices: &[usize]) -> BurnTensor {
+        let mut shape = x.shape.clone();
+        shape[axis] = indices.len();
+        let indices: Vec<i64> = indices.iter().map(|&i| i as i64).collect();
+        let indices = Tensor::<1, Int>::from_data(TensorData::new(indices, [shape[axis]]), &self.device);
+        BurnTensor::with(x.value.clone().select(x.axis(axis), indices), shape)
     }
 
     fn reduce_sum(&mut self, x: &BurnTensor, axis: usize, keep_dims: bool) -> BurnTensor {

@@ -118,6 +118,10 @@ impl Ops for Eager {
         ndarray::concatenate(Axis(axis), &views).expect("concatenated parts agree off the axis")
     }
 
+    fn gather(&mut self, x: &ArrayD<f64>, axis: usize, indices: &[usize]) -> ArrayD<f64> {
+        x.select(Axis(axis), indices)
+    }
+
     fn reduce_sum(&mut self, x: &ArrayD<f64>, axis: usize, keep_dims: bool) -> ArrayD<f64> {
         let sum = x.sum_axis(Axis(axis));
         if keep_dims { sum.insert_axis(Axis(axis)) } else { sum }

@@ -45,6 +45,8 @@ pub trait Ops {
     /// x[..., start..end, ...] along `axis`.
     fn slice(&mut self, x: &Self::Tensor, axis: usize, start: usize, end: usize) -> Self::Tensor;
     fn concat(&mut self, xs: &[Self::Tensor], axis: usize) -> Self::Tensor;
+    /// The entries of x at `indices` along `axis`, in that order (repeats allowed).
+    fn gather(&mut self, x: &Self::Tensor, axis: usize, indices: &[usize]) -> Self::Tensor;
     fn reduce_sum(&mut self, x: &Self::Tensor, axis: usize, keep_dims: bool) -> Self::Tensor;
     /// The largest entry along `axis`.
     fn reduce_max(&mut self, x: &Self::Tensor, axis: usize, keep_dims: bool) -> Self::Tensor;

@@ -101,6 +101,12 @@ impl Ops for GraphBuilder {
         self.op("Concat", &inputs, vec![attr_int("axis", axis as i64)])
     }
 
+    fn gather(&mut self, x: &String, axis: usize, indices: &[usize]) -> String {
+        let indices: Vec<i64> = indices.iter().map(|&i| i as i64).collect();
+        let indices = self.constant_i64("indices", &indices);
+        self.op("Gather", &[x, &indices], vec![attr_int("axis", axis as i64)])
+    }
+
     fn reduce_sum(&mut self, x: &String, axis: usize, keep_dims: bool) -> String {
         let axes = self.constant_i64("axes", &[axis as i64]);
         self.op("ReduceSum", &[x, &axes], vec![attr_int("keepdims", i64::from(keep_dims))])
