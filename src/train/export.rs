@@ -66,7 +66,8 @@ pub struct ExportOutcome {
     pub card: ModelCard,
 }
 
-/// What export needs of a trained model, whichever way it was trained.
+/// What export needs of a trained model: its graph, its own predictions, and the
+/// reference the graph is checked against.
 pub trait ExportableModel {
     /// Appends nodes computing the training target and returns the output's name.
     fn emit_onnx(&self, graph: &mut GraphBuilder, positions: &str) -> String;
