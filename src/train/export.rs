@@ -185,9 +185,9 @@ pub fn export_model(model: &impl ExportableModel, request: ExportRequest) -> Res
 
 /// Writes `proto` beside the final model file, to be checked before it replaces it.
 fn stage_model(dir: &Path, proto: &ModelProto) -> Result<PathBuf, ExportError> {
-    fs::create_dir_all(dir).map_err(|source| ExportError::Io { path: dir.display().to_string(), source })?;
+    fs::create_dir_all(dir).map_err(io_error(dir))?;
     let staged = dir.join(format!("{MODEL_FILE}.partial"));
-    fs::write(&staged, proto.encode_to_vec()).map_err(|source| ExportError::Io { path: staged.display().to_string(), source })?;
+    fs::write(&staged, proto.encode_to_vec()).map_err(io_error(&staged))?;
     Ok(staged)
 }
 
@@ -224,32 +224,33 @@ pub(crate) fn stage_checked<T>(
     Err(failure.expect("both precisions were tried"))
 }
 
-/// Moves the checked model and its card into place, replacing any earlier ones.
-pub(crate) fn commit_model(dir: &Path, staged_model: &Path, card: &ModelCard) -> Result<(), ExportError> {
-    let io = |path: &Path| {
-        let path = path.display().to_string();
-        move |source| ExportError::Io { path, source }
-    };
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> ExportError {
+    let path = path.display().to_string();
+    move |source| ExportError::Io { path, source }
+}
+
+/// Writes `card` beside its final place in `dir`, to be renamed into it: a card is
+/// replaced whole, never left half-written.
+fn stage_card(dir: &Path, card: &ModelCard) -> Result<PathBuf, ExportError> {
     let staged_card = dir.join(format!("{CARD_FILE}.partial"));
     let json = serde_json::to_string_pretty(card).expect("model cards serialize");
-    fs::write(&staged_card, json).map_err(io(&staged_card))?;
-    fs::rename(staged_model, dir.join(MODEL_FILE)).map_err(io(dir))?;
-    fs::rename(&staged_card, dir.join(CARD_FILE)).map_err(io(dir))?;
-    Ok(())
+    fs::write(&staged_card, json).map_err(io_error(&staged_card))?;
+    Ok(staged_card)
+}
+
+/// Moves the checked model and its card into place, replacing any earlier ones.
+pub(crate) fn commit_model(dir: &Path, staged_model: &Path, card: &ModelCard) -> Result<(), ExportError> {
+    let staged_card = stage_card(dir, card)?;
+    fs::rename(staged_model, dir.join(MODEL_FILE)).map_err(io_error(dir))?;
+    fs::rename(&staged_card, dir.join(CARD_FILE)).map_err(io_error(dir))
 }
 
 /// Measures the ONNX Runtime throughput of the model in `dir` again, on this machine, on
-/// `frames`, and rewrites its card with it (the card is replaced whole, never half-written).
+/// `frames`, and rewrites its card with it.
 pub fn remeasure_inference(dir: &Path, card: &mut ModelCard, frames: ArrayView3<f32>) -> Result<(), ExportError> {
     card.inference = Some(measure_inference(&dir.join(MODEL_FILE), frames)?);
-    let staged_card = dir.join(format!("{CARD_FILE}.partial"));
-    let json = serde_json::to_string_pretty(card).expect("model cards serialize");
-    let io = |path: &Path| {
-        let path = path.display().to_string();
-        move |source| ExportError::Io { path, source }
-    };
-    fs::write(&staged_card, json).map_err(io(&staged_card))?;
-    fs::rename(&staged_card, dir.join(CARD_FILE)).map_err(io(dir))
+    let staged_card = stage_card(dir, card)?;
+    fs::rename(&staged_card, dir.join(CARD_FILE)).map_err(io_error(dir))
 }
 
 /// max |actual − expected| / max |expected|.
