@@ -3,11 +3,9 @@
 //! own weight vectors with the gradients, so the exported graph always reads the
 //! trained values.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, time::Instant};
 
 use burn::tensor::{Device, Tensor, TensorData};
-use std::time::Instant;
-
 use ndarray::{Array3, ArrayD, ArrayView3, Axis, IxDyn, s};
 use rand::{SeedableRng, rngs::StdRng, seq::SliceRandom};
 
