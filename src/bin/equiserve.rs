@@ -31,10 +31,10 @@ struct Args {
     #[arg(long, env = "EQUISERVE_WORKERS")]
     workers: Option<usize>,
     /// ONNX Runtime intra-op threads per session.
-    #[arg(long, env = "EQUISERVE_THREADS_PER_WORKER", default_value_t = 1)]
+    #[arg(long, env = "EQUISERVE_THREADS_PER_WORKER", default_value_t = PoolConfig::default().threads_per_worker)]
     threads_per_worker: usize,
     /// Requests that may wait per worker before RESOURCE_EXHAUSTED is returned.
-    #[arg(long, env = "EQUISERVE_QUEUE_PER_WORKER", default_value_t = 64)]
+    #[arg(long, env = "EQUISERVE_QUEUE_PER_WORKER", default_value_t = PoolConfig::default().queue_per_worker)]
     queue_per_worker: usize,
     /// Largest batch of frames one Predict may send.
     #[arg(long, env = "EQUISERVE_MAX_BATCH", default_value_t = 4096)]
