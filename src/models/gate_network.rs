@@ -18,7 +18,7 @@ use super::{
 use crate::{
     data::{DIMS, PARTICLES},
     e3::{Irrep, Irreps, SphericalHarmonics, radial::Activation, wigner_3j},
-    nn::{FullyConnectedNet, Gate, Mode, Ops, TensorProduct, Unary},
+    nn::{BlockLayout, FullyConnectedNet, Gate, Mode, Ops, TensorProduct, Unary},
 };
 
 /// The constructor arguments of `gate_points_2101.Network`, as e3nn takes them.
@@ -115,20 +115,27 @@ impl Convolution {
     }
 
     /// nodes [B·12, dim_in], node_attr [B·12, dim_attr] → [B·12, dim_out].
-    fn forward<O: Ops>(&self, ops: &mut O, nodes: &O::Tensor, node_attr: &O::Tensor, edges: &EdgeTensors<O::Tensor>) -> O::Tensor {
+    fn forward<O: Ops>(
+        &self,
+        ops: &mut O,
+        nodes: &O::Tensor,
+        node_attr: &O::Tensor,
+        edges: &EdgeTensors<O::Tensor>,
+        harmonics: &mut ProjectedHarmonics<O::Tensor>,
+    ) -> O::Tensor {
         let path_widths: Vec<usize> = self.tp.instructions.iter().map(|ins| ins.path_shape.iter().product()).collect();
         let weights = self.fc.forward_split(ops, &edges.radial_basis, &path_widths);
         let weights = weights.into_iter().zip(&path_widths).map(|(w, &width)| edges.per_edge(ops, &w, width)).collect();
         let s = self.sc.forward(ops, nodes, node_attr, None);
         let x = self.lin1.forward_channels_last(ops, nodes, node_attr);
-        let messages = self.messages_into_destinations(ops, &x, &edges.attr, weights);
+        let messages = self.messages_into_destinations(ops, &x, edges, harmonics, weights);
         // Each message is one path's output: its √α and e3nn's 1/√num_neighbors scale
         // it before lin2, so they are folded into lin2's matrices.
         let mut scales = vec![0.0; self.tp.irreps_out.len()];
         for ins in &self.tp.instructions {
             scales[ins.i_out] = ins.path_weight / self.num_neighbors.sqrt();
         }
-        let x = self.lin2.forward_linear(ops, &messages, &scales, node_attr);
+        let x = self.lin2.forward_linear(ops, &messages, BlockLayout::ChannelsLast, &scales, node_attr);
         // Outputs the self-connection writes are mixed at angle π/8; the rest pass.
         let (c_s, c_x) = ((std::f64::consts::PI / 8.0).sin(), (std::f64::consts::PI / 8.0).cos());
         let mask = self.sc.output_mask();
@@ -142,93 +149,119 @@ impl Convolution {
 
 impl Convolution {
     /// Each uvu path of tp(x[src] ⊗ attr, weight) summed over the node's incoming edges,
-    /// unscaled, as [B·12, u·(2l+1)], one per entry of tp's output (each is one path's);
-    /// x's irreps are laid out channels last, (2l+1, mul). Contracted per destination (edge rows ordered (frame, dst, src)): the per-edge
-    /// weights times the source features form [(src, i), u], the harmonics times the 3j
-    /// symbol form [(src, i), k], and one batched matmul of the first, transposed, with
-    /// the second sums over sources and i together. No per-edge message tensor is made,
-    /// and ONNX Runtime folds the transpose into the matmul; u stays the innermost axis
-    /// of the broadcast product, which runtimes broadcast slowly over short axes.
-    /// `weights` are each path's per-edge weights [B·144, u].
-    fn messages_into_destinations<O: Ops>(&self, ops: &mut O, x: &O::Tensor, attr: &O::Tensor, weights: Vec<O::Tensor>) -> Vec<O::Tensor> {
+    /// unscaled, as [B·12, (2l+1)·u] (channels last), one per entry of tp's output (each
+    /// is one path's); x's irreps are laid out channels last, (2l+1, mul) too.
+    /// Contracted per destination: the per-edge weights times the source features form
+    /// [(i, src), u], the harmonics times the 3j symbol form [k, (i, src)], and one
+    /// batched matmul of the second with the first sums over sources and i together.
+    /// No per-edge message tensor is made, and no operand needs a transpose: the
+    /// weights [dst, 1, (src, u)] times the sources [1, i, (src, u)] broadcast only outer
+    /// axes, so runtimes multiply whole rows of 12·u (broadcasting the short u axis
+    /// innermost ran element by element).
+    /// `weights` are each path's per-edge weights [B·144, u], rows (frame, dst, src).
+    fn messages_into_destinations<O: Ops>(
+        &self,
+        ops: &mut O,
+        x: &O::Tensor,
+        edges: &EdgeTensors<O::Tensor>,
+        harmonics: &mut ProjectedHarmonics<O::Tensor>,
+        weights: Vec<O::Tensor>,
+    ) -> Vec<O::Tensor> {
         let tp = &self.tp;
         let n = PARTICLES as i64;
-        let (in1, in2) = (tp.irreps_in1.slices(), tp.irreps_in2.slices());
+        let in1 = tp.irreps_in1.slices();
         let mut sources: HashMap<usize, O::Tensor> = HashMap::new();
-        let mut harmonics_by_degrees: HashMap<(usize, u32, u32), O::Tensor> = HashMap::new();
         let mut messages: Vec<Option<O::Tensor>> = vec![None; tp.irreps_out.len()];
         for (ins, path_weight) in tp.instructions.iter().zip(weights) {
             let (a, b, c) = (tp.irreps_in1.0[ins.i_in1], tp.irreps_in2.0[ins.i_in2], tp.irreps_out.0[ins.i_out]);
             assert!(ins.mode == Mode::Uvu && ins.has_weight && b.mul == 1, "convolutions build weighted uvu paths on single harmonics");
             let (u, d1, d3) = (a.mul as i64, a.ir.dim() as i64, c.ir.dim() as i64);
-            let path_weight = ops.reshape(&path_weight, &[-1, n, n, 1, u]);
-            // [B·12, (i, u)] → [B, 1, src, i, u]
+            let path_weight = ops.reshape(&path_weight, &[-1, n, 1, n * u]);
+            // [B·12, (i, u)] → [B, 1, i, (src, u)]
             let source = sources
                 .entry(ins.i_in1)
                 .or_insert_with(|| {
                     let source = ops.slice(x, 1, in1[ins.i_in1].start, in1[ins.i_in1].end);
-                    ops.reshape(&source, &[-1, 1, n, d1, u])
+                    let source = ops.reshape(&source, &[-1, n, d1, u]);
+                    let source = ops.transpose(&source, &[0, 2, 1, 3]);
+                    ops.reshape(&source, &[-1, 1, d1, n * u])
                 })
                 .clone();
-            // [B, dst, src, i, u] → [B·dst, u, (src, i)]
+            // [B, dst, i, (src, u)] → [B·dst, (i, src), u]
             let weighted = ops.mul(&path_weight, &source);
-            let weighted = ops.reshape(&weighted, &[-1, n * d1, u]);
-            let weighted = ops.transpose(&weighted, &[0, 2, 1]);
-            let harmonics = harmonics_by_degrees
-                .entry((ins.i_in2, a.ir.l, c.ir.l))
-                .or_insert_with(|| {
-                    let cg = wigner_3j(a.ir.l, b.ir.l, c.ir.l);
-                    let d2 = b.ir.dim();
-                    // Row j, column (i, k).
-                    let cg_j_ik: Vec<f64> = (0..d2)
-                        .flat_map(|j| (0..a.ir.dim()).flat_map(move |i| (0..c.ir.dim()).map(move |k| (i, j, k))))
-                        .map(|(i, j, k)| cg[[i, j, k]])
-                        .collect();
-                    let cg_j_ik = ops.constant(&[d2, a.ir.dim() * c.ir.dim()], &cg_j_ik);
-                    let y = ops.slice(attr, 1, in2[ins.i_in2].start, in2[ins.i_in2].end);
-                    let y = ops.matmul(&y, &cg_j_ik);
-                    // [(B, dst, src), (i, k)] → [B·dst, (src, i), k]
-                    ops.reshape(&y, &[-1, n * d1, d3])
-                })
-                .clone();
-            let out = ops.matmul(&weighted, &harmonics);
-            messages[ins.i_out] = Some(ops.reshape(&out, &[-1, u * d3]));
+            let weighted = ops.reshape(&weighted, &[-1, d1 * n, u]);
+            let projected = harmonics.get(ops, edges, ins.i_in2, a.ir.l, b.ir.l, c.ir.l);
+            // [B·dst, k, u]
+            let out = ops.matmul(&projected, &weighted);
+            messages[ins.i_out] = Some(ops.reshape(&out, &[-1, d3 * u]));
         }
         messages.into_iter().map(|m| m.expect("each output of the convolution's product is one path's")).collect()
     }
 }
 
-/// Per-edge inputs shared by all convolutions, ordered by destination then source:
-/// the order in which the per-destination contraction reads them.
+/// Per-edge inputs shared by all convolutions.
 struct EdgeTensors<T> {
-    /// smooth_cutoff(|r| / max_radius) · Y(r̂), zero off the radius graph, rows
-    /// (frame, dst, src) [B·144, dim_sh].
+    /// smooth_cutoff(|r| / max_radius) · Y(r̂) of each destination's incoming edges,
+    /// zero off the radius graph, sources last [B·12 dst, dim_sh, 12 src].
     attr: T,
-    /// Gaussian basis of |r| times √number_of_basis, one row per unordered pair of
-    /// particles (|r_ij| = |r_ji|, so the radial networks run on 78 pairs a frame, not
-    /// 144) [B·78, number_of_basis].
+    /// The start of each harmonic of `irreps_edge_attr` within attr's dim_sh.
+    attr_offsets: Vec<usize>,
+    /// Gaussian basis of |r| times √number_of_basis, one row per pair of distinct
+    /// particles (|r_ij| = |r_ji|, so the radial networks run on 66 pairs a frame, not
+    /// 144) [B·66, number_of_basis].
     radial_basis: T,
-    /// For each edge (dst, src), the row of its unordered pair within a frame.
+    /// For each edge (dst, src), the row of its pair within a frame; a self-edge
+    /// (whose harmonics are zero) reads pair 0.
     pair_of_edge: Vec<usize>,
 }
 
 impl<T> EdgeTensors<T> {
-    /// Per-pair values [B·78, width] → per-edge [B·144, width].
+    /// Per-pair values [B·66, width] → per-edge [B·144, width], rows (frame, dst, src).
     fn per_edge<O: Ops<Tensor = T>>(&self, ops: &mut O, by_pair: &T, width: usize) -> T {
-        let by_pair = ops.reshape(by_pair, &[-1, UNORDERED_PAIRS as i64, width as i64]);
+        let by_pair = ops.reshape(by_pair, &[-1, DISTINCT_PAIRS as i64, width as i64]);
         let by_edge = ops.gather(&by_pair, 1, &self.pair_of_edge);
         ops.reshape(&by_edge, &[-1, width as i64])
     }
 }
 
-/// Pairs {i, j} with i ≤ j of a frame's particles (the diagonal included).
-const UNORDERED_PAIRS: usize = PARTICLES * (PARTICLES + 1) / 2;
+/// The edge harmonics contracted with a 3j symbol, H[k, (i, src)] = Σ_j C[i, j, k] Y_j
+/// [B·12 dst, 2l3+1, (2l1+1)·12], made once per forward for every convolution that
+/// reads them: they depend only on the edges and the degrees.
+struct ProjectedHarmonics<T>(HashMap<(usize, u32, u32), T>);
 
-/// The unordered pairs as indices i·12 + j (i ≤ j) into a frame's ordered pairs, and for
-/// each ordered pair (a, b), at a·12 + b, the position of {a, b} among them.
-fn unordered_pairs() -> (Vec<usize>, Vec<usize>) {
-    let pairs: Vec<usize> = (0..PARTICLES).flat_map(|i| (i..PARTICLES).map(move |j| i * PARTICLES + j)).collect();
-    let position = |i: usize, j: usize| pairs.iter().position(|&p| p == i.min(j) * PARTICLES + i.max(j)).expect("every pair is listed");
+impl<T: Clone> ProjectedHarmonics<T> {
+    fn get<O: Ops<Tensor = T>>(&mut self, ops: &mut O, edges: &EdgeTensors<T>, harmonic: usize, l1: u32, l2: u32, l3: u32) -> T {
+        self.0
+            .entry((harmonic, l1, l3))
+            .or_insert_with(|| {
+                let cg = wigner_3j(l1, l2, l3);
+                let (d1, d2, d3) = (cg.shape()[0], cg.shape()[1], cg.shape()[2]);
+                // Row (k, i), column j.
+                let cg_ki_j: Vec<f64> =
+                    (0..d3).flat_map(|k| (0..d1).flat_map(move |i| (0..d2).map(move |j| (i, j, k)))).map(|(i, j, k)| cg[[i, j, k]]).collect();
+                let cg_ki_j = ops.constant(&[d3 * d1, d2], &cg_ki_j);
+                let start = edges.attr_offsets[harmonic];
+                let y = ops.slice(&edges.attr, 1, start, start + d2);
+                // [B·dst, (k, i), src] → [B·dst, k, (i, src)]
+                let projected = ops.matmul(&cg_ki_j, &y);
+                ops.reshape(&projected, &[-1, d3 as i64, (d1 * PARTICLES) as i64])
+            })
+            .clone()
+    }
+}
+
+/// Pairs {i, j} with i < j of a frame's particles.
+const DISTINCT_PAIRS: usize = PARTICLES * (PARTICLES - 1) / 2;
+
+/// The pairs of distinct particles as indices i·12 + j (i < j) into a frame's ordered
+/// pairs, and for each ordered pair (a, b), at a·12 + b, the position of {a, b} among
+/// them (0 for a = b).
+fn distinct_pairs() -> (Vec<usize>, Vec<usize>) {
+    let pairs: Vec<usize> = (0..PARTICLES).flat_map(|i| (i + 1..PARTICLES).map(move |j| i * PARTICLES + j)).collect();
+    let position = |i: usize, j: usize| match i == j {
+        true => 0,
+        false => pairs.iter().position(|&p| p == i.min(j) * PARTICLES + i.max(j)).expect("every pair is listed"),
+    };
     let pair_of_edge = (0..PARTICLES * PARTICLES).map(|e| position(e / PARTICLES, e % PARTICLES)).collect();
     (pairs, pair_of_edge)
 }
@@ -433,14 +466,17 @@ impl OpsModel for GateNetwork {
         let cutoff = ops.add_scalar(&cutoff, 0.5);
         let weight = ops.mul(&cutoff, &on_graph);
         let attr = ops.mul(&sh, &weight);
-        let attr = ops.reshape(&attr, &[-1, self.edge_attr.dim() as i64]);
+        // [B, dst, src, dim_sh] → [B·dst, dim_sh, src]
+        let attr = ops.reshape(&attr, &[-1, n, self.edge_attr.dim() as i64]);
+        let attr = ops.transpose(&attr, &[0, 2, 1]);
+        let attr_offsets = self.edge_attr.slices().iter().map(|range| range.start).collect();
 
         // Gaussian basis on [0, max_radius] without cutoff, times √number_of_basis.
         let basis = self.config.number_of_basis;
         let step = self.config.max_radius / (basis - 1) as f64;
         let centres: Vec<f64> = (0..basis).map(|i| i as f64 * step).collect();
         let centres = ops.constant(&[basis], &centres);
-        let (pairs, pair_of_edge) = unordered_pairs();
+        let (pairs, pair_of_edge) = distinct_pairs();
         let pair_length = ops.reshape(&length, &[-1, n * n, 1]);
         let pair_length = ops.gather(&pair_length, 1, &pairs);
         let diff = ops.sub(&pair_length, &centres);
@@ -450,7 +486,8 @@ impl OpsModel for GateNetwork {
         let gaussian = ops.unary(&diff, Unary::Exp);
         let radial_basis = ops.scale(&gaussian, (basis as f64).sqrt() / 1.12);
         let radial_basis = ops.reshape(&radial_basis, &[-1, basis as i64]);
-        let edges = EdgeTensors { attr, radial_basis, pair_of_edge };
+        let edges = EdgeTensors { attr, attr_offsets, radial_basis, pair_of_edge };
+        let mut projected_harmonics = ProjectedHarmonics(HashMap::new());
 
         // Node features and attributes are ones (irreps 0e), one row per particle.
         let node_ones = ops.reduce_sum(&ones, 2, false);
@@ -458,7 +495,7 @@ impl OpsModel for GateNetwork {
         let node_ones = ops.reshape(&node_ones, &[-1, 1]);
         let mut x = node_ones.clone();
         for (conv, gate) in &self.layers {
-            x = conv.forward(ops, &x, &node_ones, &edges);
+            x = conv.forward(ops, &x, &node_ones, &edges, &mut projected_harmonics);
             if let Some(gate) = gate {
                 x = gate.forward(ops, &x);
             }
@@ -472,12 +509,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_edge_reads_its_unordered_pair() {
-        let (pairs, pair_of_edge) = unordered_pairs();
-        assert_eq!(pairs.len(), UNORDERED_PAIRS);
+    fn every_edge_between_distinct_particles_reads_its_pair() {
+        let (pairs, pair_of_edge) = distinct_pairs();
+        assert_eq!(pairs.len(), DISTINCT_PAIRS);
         for (edge, &pair) in pair_of_edge.iter().enumerate() {
             let (a, b) = (edge / PARTICLES, edge % PARTICLES);
-            assert_eq!(pairs[pair], a.min(b) * PARTICLES + a.max(b), "edge ({a}, {b})");
+            if a != b {
+                assert_eq!(pairs[pair], a.min(b) * PARTICLES + a.max(b), "edge ({a}, {b})");
+            }
         }
     }
 }

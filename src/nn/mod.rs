@@ -21,7 +21,7 @@ pub use gate::Gate;
 pub use linear::Linear;
 pub use ops::{Ops, Unary};
 pub use tensor_product::{Instruction, Mode, TensorProduct};
-pub(crate) use tensor_product::cg_columns_ki;
+pub(crate) use tensor_product::{BlockLayout, cg_columns_ki};
 
 use crate::e3::Irreps;
 

@@ -189,7 +189,7 @@ impl TensorProduct {
                 .iter()
                 .map(|range| ops.slice(x1, 1, range.start, range.end))
                 .collect();
-            return self.forward_linear(ops, &blocks, &vec![1.0; blocks.len()], x2);
+            return self.forward_linear(ops, &blocks, BlockLayout::MulFirst, &vec![1.0; blocks.len()], x2);
         }
         let path_weights = self.path_weights(ops, weights);
         self.forward_paths(ops, x1, x2, path_weights)
@@ -217,12 +217,20 @@ impl TensorProduct {
     }
 
     /// `forward` of a linear product (`is_linear`) with x1 given as one [rows, mul·dim]
-    /// block per entry of `irreps_in1`, each scaled by `block_scales` first: one matmul
+    /// block per entry of `irreps_in1`, laid out as `layout` says, each scaled by
+    /// `block_scales` first: one matmul
     /// per output irrep, [rows, Σ inputs] × [Σ inputs, mul_out·dim_out], whose matrix
     /// (the path weights ⊗ the 3j symbol) ONNX Runtime folds to a constant at load. Per
     /// path, the transposes around a channel-mixing matmul would cost more than the
     /// matmul itself.
-    pub(crate) fn forward_linear<O: Ops>(&self, ops: &mut O, blocks: &[O::Tensor], block_scales: &[f64], x2: &O::Tensor) -> O::Tensor {
+    pub(crate) fn forward_linear<O: Ops>(
+        &self,
+        ops: &mut O,
+        blocks: &[O::Tensor],
+        layout: BlockLayout,
+        block_scales: &[f64],
+        x2: &O::Tensor,
+    ) -> O::Tensor {
         assert!(self.is_linear(), "forward_linear takes linear products only");
         assert_eq!(blocks.len(), self.irreps_in1.len(), "one block per input irrep");
         let shared = self.weight.as_ref().expect("checked by is_linear");
@@ -237,13 +245,18 @@ impl TensorProduct {
                 continue;
             }
             let (u, w, d1, d3) = (a.mul, c.mul, a.ir.dim(), c.ir.dim());
-            // K[(u, i), (w, k)] = √α · scale · W[u, w] · C[i, 0, k]
+            // K[(u, i), (w, k)] = √α · scale · W[u, w] · C[i, 0, k], rows (i, u) for
+            // channels-last blocks.
             let scale = ins.path_weight * block_scales[ins.i_in1];
             let cg = wigner_3j(a.ir.l, self.irreps_in2.0[ins.i_in2].ir.l, c.ir.l);
             let cg: Vec<f64> = cg.iter().map(|value| value * scale).collect();
-            let cg = ops.constant(&[1, d1, 1, d3], &cg);
             let weight = ops.weight(&ins.path_shape, &shared[range]);
-            let weight = ops.reshape(&weight, &[u as i64, 1, w as i64, 1]);
+            let (cg_shape, weight_shape) = match layout {
+                BlockLayout::MulFirst => ([1, d1, 1, d3], [u as i64, 1, w as i64, 1]),
+                BlockLayout::ChannelsLast => ([d1, 1, 1, d3], [1, u as i64, w as i64, 1]),
+            };
+            let cg = ops.constant(&cg_shape, &cg);
+            let weight = ops.reshape(&weight, &weight_shape);
             let matrix = ops.mul(&weight, &cg);
             let matrix = ops.reshape(&matrix, &[(u * d1) as i64, (w * d3) as i64]);
             parts[ins.i_out].push((blocks[ins.i_in1].clone(), matrix));
@@ -671,6 +684,14 @@ pub(crate) fn cg_columns_ki(l1: u32, l2: u32, l3: u32) -> Vec<f64> {
     (0..d2).flat_map(|j| (0..d3).flat_map(move |k| (0..d1).map(move |i| (i, j, k)))).map(|(i, j, k)| cg[[i, j, k]]).collect()
 }
 
+/// How an irrep's block of mul·(2l+1) numbers is ordered: e3nn's (mul, 2l+1), or
+/// (2l+1, mul) with the channels innermost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BlockLayout {
+    MulFirst,
+    ChannelsLast,
+}
+
 /// x [..., irreps.dim()] (rank `rank`) with each irrep's block (mul, 2l+1) turned to
 /// (2l+1, mul).
 fn channels_last<O: Ops>(ops: &mut O, x: &O::Tensor, irreps: &Irreps, rank: usize) -> O::Tensor {
@@ -811,8 +832,20 @@ mod tests {
             let path_weights = tp.path_weights(&mut Eager, None);
             tp.forward_paths(&mut Eager, &scaled_x1, &x2, path_weights)
         };
-        let scaled = tp.forward_linear(&mut Eager, &blocks, &scales, &x2);
+        let scaled = tp.forward_linear(&mut Eager, &blocks, BlockLayout::MulFirst, &scales, &x2);
         assert!(max_difference(&scaled, &expected) < 1e-12 * max_abs(&expected), "block scales");
+        // The same blocks with each channel's components transposed to (2l+1, mul).
+        let blocks_channels_last: Vec<ArrayD<f64>> = blocks
+            .iter()
+            .zip(in1.iter())
+            .map(|(b, m)| {
+                let rows = b.shape()[0];
+                let b = b.to_shape((rows, m.mul, m.ir.dim())).expect("mul·dim columns");
+                b.permuted_axes([0, 2, 1]).as_standard_layout().to_shape((rows, m.dim())).expect("same size").into_owned().into_dyn()
+            })
+            .collect();
+        let from_channels_last = tp.forward_linear(&mut Eager, &blocks_channels_last, BlockLayout::ChannelsLast, &scales, &x2);
+        assert!(max_difference(&from_channels_last, &expected) < 1e-12 * max_abs(&expected), "channels-last blocks");
 
         let channels_last = tp.forward_channels_last(&mut Eager, &x1, &x2);
         for (range, m) in out.slices().iter().zip(out.iter()) {
