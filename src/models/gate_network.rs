@@ -123,12 +123,22 @@ impl Convolution {
         edges: &EdgeTensors<O::Tensor>,
         harmonics: &mut ProjectedHarmonics<O::Tensor>,
     ) -> O::Tensor {
-        let path_widths: Vec<usize> = self.tp.instructions.iter().map(|ins| ins.path_shape.iter().product()).collect();
-        let weights = self.fc.forward_split(ops, &edges.radial_basis, &path_widths);
-        let weights = weights.into_iter().zip(&path_widths).map(|(w, &width)| edges.per_edge(ops, &w, width)).collect();
+        let groups = self.paths_by_harmonics();
+        let mut columns = Vec::with_capacity(self.tp.instructions.len());
+        for ins in &self.tp.instructions {
+            let start = columns.last().map_or(0, |c: &std::ops::Range<usize>| c.end);
+            columns.push(start..start + ins.path_shape.iter().product::<usize>());
+        }
+        let group_columns: Vec<Vec<_>> = groups.iter().map(|group| group.iter().map(|&p| columns[p].clone()).collect()).collect();
+        let weights = self.fc.forward_column_groups(ops, &edges.radial_basis, &group_columns);
+        let weights = weights
+            .into_iter()
+            .zip(&group_columns)
+            .map(|(w, columns)| edges.per_edge(ops, &w, columns.iter().map(|c| c.len()).sum()))
+            .collect();
         let s = self.sc.forward(ops, nodes, node_attr, None);
         let x = self.lin1.forward_channels_last(ops, nodes, node_attr);
-        let messages = self.messages_into_destinations(ops, &x, edges, harmonics, weights);
+        let messages = self.messages_into_destinations(ops, &x, edges, harmonics, &groups, weights);
         // Each message is one path's output: its √α and e3nn's 1/√num_neighbors scale
         // it before lin2, so they are folded into lin2's matrices.
         let mut scales = vec![0.0; self.tp.irreps_out.len()];
@@ -148,52 +158,89 @@ impl Convolution {
 }
 
 impl Convolution {
+    /// The paths of tp, by index, grouped by the projected harmonics they read (the
+    /// edge harmonic and the degrees in and out): paths that differ only by their input
+    /// irrep's parity, contracted in one matmul.
+    fn paths_by_harmonics(&self) -> Vec<Vec<usize>> {
+        let tp = &self.tp;
+        let mut groups: Vec<((usize, u32, u32), Vec<usize>)> = Vec::new();
+        for (p, ins) in tp.instructions.iter().enumerate() {
+            let key = (ins.i_in2, tp.irreps_in1.0[ins.i_in1].ir.l, tp.irreps_out.0[ins.i_out].ir.l);
+            match groups.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, group)) => group.push(p),
+                None => groups.push((key, vec![p])),
+            }
+        }
+        groups.into_iter().map(|(_, group)| group).collect()
+    }
+
     /// Each uvu path of tp(x[src] ⊗ attr, weight) summed over the node's incoming edges,
     /// unscaled, as [B·12, (2l+1)·u] (channels last), one per entry of tp's output (each
     /// is one path's); x's irreps are laid out channels last, (2l+1, mul) too.
-    /// Contracted per destination: the per-edge weights times the source features form
-    /// [(i, src), u], the harmonics times the 3j symbol form [k, (i, src)], and one
+    /// Contracted per destination and group of paths (`paths_by_harmonics`, their
+    /// channels side by side, Σu): the per-edge weights times the source features form
+    /// [(i, src), Σu], the harmonics times the 3j symbol form [k, (i, src)], and one
     /// batched matmul of the second with the first sums over sources and i together.
     /// No per-edge message tensor is made, and no operand needs a transpose: the
-    /// weights [dst, 1, (src, u)] times the sources [1, i, (src, u)] broadcast only outer
-    /// axes, so runtimes multiply whole rows of 12·u (broadcasting the short u axis
+    /// weights [dst, 1, (src, Σu)] times the sources [1, i, (src, Σu)] broadcast only
+    /// outer axes, so runtimes multiply whole rows (broadcasting the short u axis
     /// innermost ran element by element).
-    /// `weights` are each path's per-edge weights [B·144, u], rows (frame, dst, src).
+    /// `weights` are each group's per-edge weights [B·144, Σu], rows (frame, dst, src).
     fn messages_into_destinations<O: Ops>(
         &self,
         ops: &mut O,
         x: &O::Tensor,
         edges: &EdgeTensors<O::Tensor>,
         harmonics: &mut ProjectedHarmonics<O::Tensor>,
+        groups: &[Vec<usize>],
         weights: Vec<O::Tensor>,
     ) -> Vec<O::Tensor> {
         let tp = &self.tp;
         let n = PARTICLES as i64;
         let in1 = tp.irreps_in1.slices();
-        let mut sources: HashMap<usize, O::Tensor> = HashMap::new();
+        let mut sources: HashMap<Vec<usize>, O::Tensor> = HashMap::new();
         let mut messages: Vec<Option<O::Tensor>> = vec![None; tp.irreps_out.len()];
-        for (ins, path_weight) in tp.instructions.iter().zip(weights) {
-            let (a, b, c) = (tp.irreps_in1.0[ins.i_in1], tp.irreps_in2.0[ins.i_in2], tp.irreps_out.0[ins.i_out]);
-            assert!(ins.mode == Mode::Uvu && ins.has_weight && b.mul == 1, "convolutions build weighted uvu paths on single harmonics");
-            let (u, d1, d3) = (a.mul as i64, a.ir.dim() as i64, c.ir.dim() as i64);
-            let path_weight = ops.reshape(&path_weight, &[-1, n, 1, n * u]);
-            // [B·12, (i, u)] → [B, 1, i, (src, u)]
+        for (group, group_weight) in groups.iter().zip(weights) {
+            let paths: Vec<_> = group.iter().map(|&p| &tp.instructions[p]).collect();
+            for ins in &paths {
+                let b = tp.irreps_in2.0[ins.i_in2];
+                assert!(ins.mode == Mode::Uvu && ins.has_weight && b.mul == 1, "convolutions build weighted uvu paths on single harmonics");
+            }
+            let (first, inputs) = (paths[0], paths.iter().map(|ins| ins.i_in1).collect::<Vec<_>>());
+            let (a, b, c) = (tp.irreps_in1.0[first.i_in1], tp.irreps_in2.0[first.i_in2], tp.irreps_out.0[first.i_out]);
+            let (d1, d3) = (a.ir.dim() as i64, c.ir.dim() as i64);
+            let muls: Vec<i64> = inputs.iter().map(|&i| tp.irreps_in1.0[i].mul as i64).collect();
+            let width: i64 = muls.iter().sum();
+            let group_weight = ops.reshape(&group_weight, &[-1, n, 1, n * width]);
+            // [B·12, (i, u)] per input → [B, 1, i, (src, Σu)]
             let source = sources
-                .entry(ins.i_in1)
+                .entry(inputs.clone())
                 .or_insert_with(|| {
-                    let source = ops.slice(x, 1, in1[ins.i_in1].start, in1[ins.i_in1].end);
-                    let source = ops.reshape(&source, &[-1, n, d1, u]);
+                    let parts: Vec<O::Tensor> = inputs
+                        .iter()
+                        .zip(&muls)
+                        .map(|(&input, &u)| {
+                            let part = ops.slice(x, 1, in1[input].start, in1[input].end);
+                            ops.reshape(&part, &[-1, n, d1, u])
+                        })
+                        .collect();
+                    let source = if parts.len() == 1 { parts[0].clone() } else { ops.concat(&parts, 3) };
                     let source = ops.transpose(&source, &[0, 2, 1, 3]);
-                    ops.reshape(&source, &[-1, 1, d1, n * u])
+                    ops.reshape(&source, &[-1, 1, d1, n * width])
                 })
                 .clone();
-            // [B, dst, i, (src, u)] → [B·dst, (i, src), u]
-            let weighted = ops.mul(&path_weight, &source);
-            let weighted = ops.reshape(&weighted, &[-1, d1 * n, u]);
-            let projected = harmonics.get(ops, edges, ins.i_in2, a.ir.l, b.ir.l, c.ir.l);
-            // [B·dst, k, u]
+            // [B, dst, i, (src, Σu)] → [B·dst, (i, src), Σu]
+            let weighted = ops.mul(&group_weight, &source);
+            let weighted = ops.reshape(&weighted, &[-1, d1 * n, width]);
+            let projected = harmonics.get(ops, edges, first.i_in2, a.ir.l, b.ir.l, c.ir.l);
+            // [B·dst, k, Σu]
             let out = ops.matmul(&projected, &weighted);
-            messages[ins.i_out] = Some(ops.reshape(&out, &[-1, d3 * u]));
+            let mut offset = 0;
+            for (ins, &u) in paths.iter().zip(&muls) {
+                let part = if paths.len() == 1 { out.clone() } else { ops.slice(&out, 2, offset as usize, (offset + u) as usize) };
+                offset += u;
+                messages[ins.i_out] = Some(ops.reshape(&part, &[-1, d3 * u]));
+            }
         }
         messages.into_iter().map(|m| m.expect("each output of the convolution's product is one path's")).collect()
     }

@@ -2,6 +2,8 @@
 //! 1/√(fan_in) and activations normalised to unit second moment, so the output
 //! has unit variance at initialisation.
 
+use std::ops::Range;
+
 use super::ops::{Ops, Unary};
 use crate::e3::radial::Activation;
 
@@ -31,21 +33,19 @@ impl FullyConnectedNet {
         ops.matmul(&hidden, &weight)
     }
 
-    /// `forward` with the output split into consecutive column groups of `widths`
-    /// (summing to hs.last()), the last layer run once per group. In training, slicing
-    /// the whole output would cost a full-size gradient buffer per slice; slicing the
-    /// last weight matrix costs one of its size.
-    pub fn forward_split<O: Ops>(&self, ops: &mut O, x: &O::Tensor, widths: &[usize]) -> Vec<O::Tensor> {
-        assert_eq!(widths.iter().sum::<usize>(), self.hs[self.hs.len() - 1], "the groups cover the output");
+    /// `forward`'s output columns in groups, each the listed column ranges side by
+    /// side, the last layer run once per group. In training, slicing the whole output
+    /// would cost a full-size gradient buffer per slice; slicing the last weight
+    /// matrix costs one of its size.
+    pub fn forward_column_groups<O: Ops>(&self, ops: &mut O, x: &O::Tensor, groups: &[Vec<Range<usize>>]) -> Vec<O::Tensor> {
         let hidden = self.hidden(ops, x);
         let weight = self.layer_weight(ops, self.weights.len() - 1);
-        let mut offset = 0;
-        widths
+        groups
             .iter()
-            .map(|&width| {
-                let group = ops.slice(&weight, 1, offset, offset + width);
-                offset += width;
-                ops.matmul(&hidden, &group)
+            .map(|ranges| {
+                let columns: Vec<O::Tensor> = ranges.iter().map(|range| ops.slice(&weight, 1, range.start, range.end)).collect();
+                let columns = if columns.len() == 1 { columns[0].clone() } else { ops.concat(&columns, 1) };
+                ops.matmul(&hidden, &columns)
             })
             .collect()
     }
@@ -99,21 +99,22 @@ mod tests {
     use crate::nn::Eager;
 
     #[test]
-    fn split_output_equals_the_columns_of_the_whole_output() {
+    fn column_groups_equal_those_columns_of_the_whole_output() {
         let mut net = FullyConnectedNet::new(vec![3, 5, 7], Activation::Silu);
         for (layer, weights) in net.weights.iter_mut().enumerate() {
             weights.iter_mut().enumerate().for_each(|(i, w)| *w = ((i + 10 * layer) as f64 * 0.77).sin());
         }
         let x = ArrayD::from_shape_fn(IxDyn(&[4, 3]), |ix| ((ix[0] * 3 + ix[1]) as f64 * 0.31).cos());
         let whole = net.forward(&mut Eager, &x);
-        let parts = net.forward_split(&mut Eager, &x, &[2, 4, 1]);
-        let mut start = 0;
-        for part in parts {
-            let width = part.shape()[1];
-            let expected = whole.slice(s![.., start..start + width]);
-            assert!(part.iter().zip(expected.iter()).all(|(a, b)| (a - b).abs() < 1e-14), "columns {start}..");
-            start += width;
+        let groups = [vec![5..7, 0..2], vec![2..5]];
+        let parts = net.forward_column_groups(&mut Eager, &x, &groups);
+        for (part, ranges) in parts.iter().zip(&groups) {
+            let columns: Vec<usize> = ranges.iter().flat_map(|r| r.clone()).collect();
+            assert_eq!(part.shape(), &[4, columns.len()]);
+            for (c, &column) in columns.iter().enumerate() {
+                let (got, expected) = (part.slice(s![.., c]), whole.slice(s![.., column]));
+                assert!(got.iter().zip(expected.iter()).all(|(a, b)| (a - b).abs() < 1e-14), "column {column}");
+            }
         }
-        assert_eq!(start, 7);
     }
 }
