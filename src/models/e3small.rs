@@ -49,7 +49,7 @@ impl E3Small {
 
 impl OpsModel for E3Small {
     fn forward<O: Ops>(&self, ops: &mut O, positions: &O::Tensor) -> O::Tensor {
-        let HarmonicGraph { on_graph, sh, nodes } = harmonic_graph(ops, positions, &self.harmonics, LMAX, RADIUS, NUM_NEIGHBORS);
+        let HarmonicGraph { on_graph, sh, nodes, .. } = harmonic_graph(ops, positions, &self.harmonics, LMAX, RADIUS, NUM_NEIGHBORS);
         // The first product is summed straight into the destinations: per node, not per edge.
         let sh_dim = self.tp1.irreps_in2.dim();
         let outer = outer_sum_into_destinations(ops, &nodes, self.tp1.irreps_in1.dim(), &sh, sh_dim);
@@ -97,7 +97,7 @@ mod tests {
     /// second per edge, averaged.
     fn layer_by_layer(model: &E3Small, positions: &ArrayD<f64>) -> ArrayD<f64> {
         let ops = &mut Eager;
-        let HarmonicGraph { on_graph, sh, nodes } = harmonic_graph(ops, positions, &model.harmonics, LMAX, RADIUS, NUM_NEIGHBORS);
+        let HarmonicGraph { on_graph, sh, nodes, .. } = harmonic_graph(ops, positions, &model.harmonics, LMAX, RADIUS, NUM_NEIGHBORS);
         let ones = ArrayD::ones(IxDyn(&[PARTICLES, PARTICLES, 1]));
         let outer = outer_sum_into_destinations(ops, &nodes, model.tp1.irreps_in1.dim(), &sh, sh.shape()[1]);
         let nodes = model.tp1.forward_summed(ops, &outer).expect("dense");

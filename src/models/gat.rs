@@ -88,7 +88,9 @@ impl GatConv {
     /// x [B·12, d] projected as x·`projection` (+ `offset` [heads·out]): the layer's
     /// features when `projection` is [`Self::projection`] and there is no offset.
     /// Scores take x·(W a) rather than (x·W)·a: a [d, heads] matrix instead of the
-    /// projected features.
+    /// projected features. Scores are laid out [B, heads, dst, src] from the start:
+    /// with the 12 sources innermost, runtimes apply each elementwise step to whole
+    /// rows, where the 4 heads innermost (or a trailing axis of 1) went element by element.
     pub fn attention<O: Ops>(
         &self,
         ops: &mut O,
@@ -113,23 +115,26 @@ impl GatConv {
                 let shift = ops.reduce_sum(&shift, 1, false);
                 score = ops.add(&score, &shift);
             }
-            scores.push(score);
+            // [B·12, heads] → [B, heads, 12]
+            let score = ops.reshape(&score, &[-1, n, h]);
+            scores.push(ops.transpose(&score, &[0, 2, 1]));
         }
-        let score_src = ops.reshape(&scores[0], &[-1, n, 1, h]);
-        let score_dst = ops.reshape(&scores[1], &[-1, 1, n, h]);
+        let score_src = ops.reshape(&scores[0], &[-1, h, 1, n]);
+        let score_dst = ops.reshape(&scores[1], &[-1, h, n, 1]);
 
-        // a_edge · (W_e e) per head equals (W_e a_edge) · e: one [edge_dim, heads] matrix.
+        // a_edge · (W_e e) per head equals (W_e a_edge) · e: one [heads, edge_dim] matrix.
         let lin_edge = ops.weight(&[edge_dim, self.heads, self.out_dim], &self.lin_edge);
         let att_edge = ops.weight(&[self.heads, self.out_dim], &self.att_edge);
         let edge_projection = ops.mul(&lin_edge, &att_edge);
         let edge_projection = ops.reduce_sum(&edge_projection, 2, false);
-        let score_edge = ops.matmul(&graph.edge_attr, &edge_projection);
+        let edge_projection = ops.transpose(&edge_projection, &[1, 0]);
+        let score_edge = ops.matmul(&edge_projection, &graph.edge_attr);
+        let score_edge = ops.reshape(&score_edge, &[-1, h, n, n]);
 
-        let score = ops.add(&score_src, &score_dst);
-        let score = ops.add(&score, &score_edge);
+        let score = ops.add(&score_edge, &score_src);
+        let score = ops.add(&score, &score_dst);
         let score = leaky_relu(ops, &score, NEGATIVE_SLOPE);
-        let attention = masked_softmax_over_sources(ops, &score, &graph.attended);
-        ops.transpose(&attention, &[0, 3, 2, 1])
+        masked_softmax_over_sources(ops, &score, &graph.attended, 3)
     }
 
     pub fn bias<O: Ops>(&self, ops: &mut O) -> O::Tensor {
@@ -141,27 +146,46 @@ impl GatConv {
     }
 }
 
-/// The graph as both GAT layers see it, with PyG's self-loops on the diagonal.
+/// The graph as both GAT layers see it, with PyG's self-loops on the diagonal, laid
+/// out destination, then source.
 pub struct LoopedGraph<T> {
-    /// Edge features [B, 12 src, 12 dst, edge_dim], a self-loop's the mean of its
+    /// Edge features [B, edge_dim, 12 dst · 12 src], a self-loop's the mean of its
     /// node's incoming edges' features.
     pub edge_attr: T,
-    /// 1 on the graph's edges and on the self-loops [B, 12, 12, 1].
+    /// 1 on the graph's edges and on the self-loops [B, 1, 12 dst, 12 src].
     pub attended: T,
 }
 
 impl<T> LoopedGraph<T> {
-    /// From edge features [B·144, edge_dim], zero off the graph [B, 12, 12, 1] (rows
-    /// (frame, src, dst)).
-    pub fn new<O: Ops<Tensor = T>>(ops: &mut O, edge_attr: &T, on_graph: &T, edge_dim: usize) -> Self {
+    /// From edge features as rows [B·144, edge_dim] and components first
+    /// [B, edge_dim, 144] (both (src, dst), zero off the graph), of the harmonics of
+    /// degrees 0..=lmax, and the graph [B, 12, 12, 1].
+    pub fn new<O: Ops<Tensor = T>>(ops: &mut O, sh: &T, sh_by_component: &T, on_graph: &T, lmax: u32) -> Self {
         let n = PARTICLES as i64;
-        let loop_attr = mean_into_destinations(ops, edge_attr, edge_dim, on_graph);
-        let loop_attr = ops.reshape(&loop_attr, &[-1, 1, n, edge_dim as i64]);
+        let edge_dim = ((lmax + 1) * (lmax + 1)) as usize;
+        let e = edge_dim as i64;
+        // [B·12 dst, e] → [B·e, dst], placed on the diagonal of [B·e, (dst, src)] by a
+        // matmul with the [dst, (dst, src)] selection.
+        let loop_attr = mean_into_destinations(ops, sh, edge_dim, on_graph);
+        let loop_attr = ops.reshape(&loop_attr, &[-1, n, e]);
+        let loop_attr = ops.transpose(&loop_attr, &[0, 2, 1]);
+        let loop_attr = ops.reshape(&loop_attr, &[-1, n]);
+        let onto_diagonal: Vec<f64> =
+            (0..PARTICLES).flat_map(|i| (0..PARTICLES * PARTICLES).map(move |k| if k == i * (PARTICLES + 1) { 1.0 } else { 0.0 })).collect();
+        let onto_diagonal = ops.constant(&[PARTICLES, PARTICLES * PARTICLES], &onto_diagonal);
+        let loops = ops.matmul(&loop_attr, &onto_diagonal);
+        let loops = ops.reshape(&loops, &[-1, e, n * n]);
+        // Read as (dst, src), the pair (src, dst)'s vector is that of the edge src → dst
+        // reversed, whose harmonics of degree l are (−1)^l times the edge's: the signs
+        // turn the components-first harmonics into (dst, src) order without a transpose.
+        let signs: Vec<f64> = (0..=lmax).flat_map(|l| std::iter::repeat_n(if l % 2 == 0 { 1.0 } else { -1.0 }, 2 * l as usize + 1)).collect();
+        let signs = ops.constant(&[edge_dim, 1], &signs);
+        let edge_attr = ops.mul(sh_by_component, &signs);
+        let edge_attr = ops.add(&edge_attr, &loops);
+        // A radius graph is symmetric: read as (dst, src), it is the same.
+        let attended = ops.reshape(on_graph, &[-1, 1, n, n]);
         let identity = self_pairs(ops);
-        let loop_attr = ops.mul(&loop_attr, &identity);
-        let edge_attr = ops.reshape(edge_attr, &[-1, n, n, edge_dim as i64]);
-        let edge_attr = ops.add(&edge_attr, &loop_attr);
-        let attended = ops.add(on_graph, &identity);
+        let attended = ops.add(&attended, &identity);
         Self { edge_attr, attended }
     }
 }
@@ -230,9 +254,9 @@ impl OpsModel for Gnn {
     /// 256 × 256 multiply-adds where gat2's and the head's layers cost 1024 × 1280:
     /// the same function, ~20× less work.
     fn forward<O: Ops>(&self, ops: &mut O, positions: &O::Tensor) -> O::Tensor {
-        let HarmonicGraph { on_graph, sh, nodes } = harmonic_graph(ops, positions, &self.harmonics, LMAX, RADIUS, NUM_NEIGHBORS);
+        let HarmonicGraph { on_graph, sh, sh_by_component, nodes } = harmonic_graph(ops, positions, &self.harmonics, LMAX, RADIUS, NUM_NEIGHBORS);
         let (h, c) = (HEADS as i64, HIDDEN as i64);
-        let graph = LoopedGraph::new(ops, &sh, &on_graph, EDGE_DIM);
+        let graph = LoopedGraph::new(ops, &sh, &sh_by_component, &on_graph, LMAX);
         let w1 = self.gat1.projection(ops);
         let alpha1 = self.gat1.attention(ops, &nodes, &w1, None, &graph);
         let m1 = attend(ops, &alpha1, &nodes, EDGE_DIM);
@@ -312,9 +336,9 @@ mod tests {
     /// projections per node, values per head), the folded forward's reference.
     fn layer_by_layer(gnn: &Gnn, positions: &ArrayD<f64>) -> ArrayD<f64> {
         let ops = &mut Eager;
-        let HarmonicGraph { on_graph, sh, nodes } = harmonic_graph(ops, positions, &gnn.harmonics, LMAX, RADIUS, NUM_NEIGHBORS);
+        let HarmonicGraph { on_graph, sh, sh_by_component, nodes } = harmonic_graph(ops, positions, &gnn.harmonics, LMAX, RADIUS, NUM_NEIGHBORS);
         let (n, h, c) = (PARTICLES as i64, HEADS as i64, HIDDEN as i64);
-        let graph = LoopedGraph::new(ops, &sh, &on_graph, EDGE_DIM);
+        let graph = LoopedGraph::new(ops, &sh, &sh_by_component, &on_graph, LMAX);
         let mut x = nodes;
         for conv in [&gnn.gat1, &gnn.gat2] {
             let projection = conv.projection(ops);

@@ -30,25 +30,36 @@ pub fn pairwise<O: Ops>(ops: &mut O, positions: &O::Tensor) -> (O::Tensor, O::Te
 
 /// 1 on every pair except a particle with itself [12, 12, 1] (broadcasts over frames).
 pub fn off_diagonal<O: Ops>(ops: &mut O) -> O::Tensor {
-    pairs_where(ops, |src, dst| src != dst)
-}
-
-/// 1 on a particle paired with itself [12, 12, 1]: the self-loops.
-pub fn self_pairs<O: Ops>(ops: &mut O) -> O::Tensor {
-    pairs_where(ops, |src, dst| src == dst)
-}
-
-fn pairs_where<O: Ops>(ops: &mut O, keep: impl Fn(usize, usize) -> bool) -> O::Tensor {
-    let values: Vec<f64> = (0..PARTICLES * PARTICLES).map(|k| if keep(k / PARTICLES, k % PARTICLES) { 1.0 } else { 0.0 }).collect();
+    let values = pairs_where(|src, dst| src != dst);
     ops.constant(&[PARTICLES, PARTICLES, 1], &values)
 }
 
+/// 1 on a particle paired with itself [12, 12]: the self-loops.
+pub fn self_pairs<O: Ops>(ops: &mut O) -> O::Tensor {
+    let values = pairs_where(|src, dst| src == dst);
+    ops.constant(&[PARTICLES, PARTICLES], &values)
+}
+
+fn pairs_where(keep: impl Fn(usize, usize) -> bool) -> Vec<f64> {
+    (0..PARTICLES * PARTICLES).map(|k| if keep(k / PARTICLES, k % PARTICLES) { 1.0 } else { 0.0 }).collect()
+}
+
 /// Spherical harmonics of `vec` [B, 12, 12, 3] for the degrees `ls` (in order),
-/// component normalization, concatenated on the last axis. Computed components first
-/// ([B, component, pair]): each recurrence step's outer product Y^l ⊗ x then
-/// broadcasts over the 144 pairs rather than over x's 3 components, which runtimes
-/// broadcast slowly.
+/// component normalization, concatenated on the last axis.
 pub fn harmonics<O: Ops>(ops: &mut O, sh: &SphericalHarmonics, ls: &[u32], vec: &O::Tensor, ones: &O::Tensor) -> O::Tensor {
+    let components = harmonics_by_component(ops, sh, ls, vec, ones);
+    let by_pair = ops.transpose(&components, &[0, 2, 1]);
+    ops.reshape(&by_pair, &[-1, N, N, harmonics_dim(ls)])
+}
+
+fn harmonics_dim(ls: &[u32]) -> i64 {
+    ls.iter().map(|&l| 2 * l as i64 + 1).sum()
+}
+
+/// [`harmonics`] laid out components first, [B, dim, 144] (pairs (src, dst)). Each
+/// recurrence step's outer product Y^l ⊗ x broadcasts over the 144 pairs rather than
+/// over x's 3 components, which runtimes broadcast slowly.
+pub fn harmonics_by_component<O: Ops>(ops: &mut O, sh: &SphericalHarmonics, ls: &[u32], vec: &O::Tensor, ones: &O::Tensor) -> O::Tensor {
     let (d, pairs) = (DIMS as i64, N * N);
     let x = ops.reshape(vec, &[-1, pairs, d]);
     let x = ops.transpose(&x, &[0, 2, 1]);
@@ -63,10 +74,7 @@ pub fn harmonics<O: Ops>(ops: &mut O, sh: &SphericalHarmonics, ls: &[u32], vec: 
         by_degree.push(ops.matmul(&m, &outer));
     }
     let parts: Vec<O::Tensor> = ls.iter().map(|&l| by_degree[l as usize].clone()).collect();
-    let components = if parts.len() == 1 { parts[0].clone() } else { ops.concat(&parts, 1) };
-    let dim: usize = ls.iter().map(|&l| 2 * l as usize + 1).sum();
-    let by_pair = ops.transpose(&components, &[0, 2, 1]);
-    ops.reshape(&by_pair, &[-1, N, N, dim as i64])
+    if parts.len() == 1 { parts[0].clone() } else { ops.concat(&parts, 1) }
 }
 
 /// Node features [B·12, dim] seen from every edge leaving the node: rows [B·144, dim].
@@ -135,6 +143,8 @@ pub struct HarmonicGraph<T> {
     pub on_graph: T,
     /// Unnormalised spherical harmonics l ≤ lmax of each edge vector, 0 off the graph [B·144, (lmax+1)²].
     pub sh: T,
+    /// `sh` laid out components first, [B, (lmax+1)², 144] (pairs (src, dst)).
+    pub sh_by_component: T,
     /// Each node's sum of its incoming `sh` over √num_neighbors [B·12, (lmax+1)²].
     pub nodes: T,
 }
@@ -145,13 +155,15 @@ pub fn harmonic_graph<O: Ops>(ops: &mut O, positions: &O::Tensor, harmonics_of: 
     let on_graph = radius_graph(ops, &length, radius);
     let ones = ops.greater_than(&length, -1.0);
     let ls: Vec<u32> = (0..=lmax).collect();
-    let sh = harmonics(ops, harmonics_of, &ls, &vec, &ones);
-    let sh = ops.mul(&sh, &on_graph);
-    let dim = ((lmax + 1) * (lmax + 1)) as usize;
-    let sh = ops.reshape(&sh, &[-1, dim as i64]);
-    let nodes = sum_into_destinations(ops, &sh, dim);
+    let dim = harmonics_dim(&ls);
+    let sh_by_component = harmonics_by_component(ops, harmonics_of, &ls, &vec, &ones);
+    let edges = ops.reshape(&on_graph, &[-1, 1, N * N]);
+    let sh_by_component = ops.mul(&sh_by_component, &edges);
+    let sh = ops.transpose(&sh_by_component, &[0, 2, 1]);
+    let sh = ops.reshape(&sh, &[-1, dim]);
+    let nodes = sum_into_destinations(ops, &sh, dim as usize);
     let nodes = ops.scale(&nodes, 1.0 / num_neighbors.sqrt());
-    HarmonicGraph { on_graph, sh, nodes }
+    HarmonicGraph { on_graph, sh, sh_by_component, nodes }
 }
 
 /// Edge features [B·144, dim] averaged over the incoming edges of `on_graph`
@@ -190,20 +202,20 @@ pub fn soft_unit_step<O: Ops>(ops: &mut O, x: &O::Tensor) -> O::Tensor {
     ops.mul(&step, &positive)
 }
 
-/// Softmax of `score` [B, 12 src, 12 dst, heads] over the sources where `mask` is 1,
-/// as PyG's `softmax` (shifted by the maximum; 1e-16 added to the sum); 0 elsewhere,
-/// and 0 for a destination without sources.
-pub fn masked_softmax_over_sources<O: Ops>(ops: &mut O, score: &O::Tensor, mask: &O::Tensor) -> O::Tensor {
+/// Softmax of `score` over its sources, axis `source_axis`, where `mask` (which
+/// broadcasts against it) is 1, as PyG's `softmax` (shifted by the maximum; 1e-16 added
+/// to the sum); 0 elsewhere, and 0 for a destination without sources.
+pub fn masked_softmax_over_sources<O: Ops>(ops: &mut O, score: &O::Tensor, mask: &O::Tensor, source_axis: usize) -> O::Tensor {
     // Non-edges are pushed far below every edge, so they neither win the maximum nor overflow.
     let kept = ops.mul(score, mask);
     let excluded = ops.add_scalar(mask, -1.0);
     let excluded = ops.scale(&excluded, 1e9);
     let masked = ops.add(&kept, &excluded);
-    let max = ops.reduce_max(&masked, 1, true);
+    let max = ops.reduce_max(&masked, source_axis, true);
     let shifted = ops.sub(&masked, &max);
     let exp = ops.unary(&shifted, crate::nn::Unary::Exp);
     let exp = ops.mul(&exp, mask);
-    let total = ops.reduce_sum(&exp, 1, true);
+    let total = ops.reduce_sum(&exp, source_axis, true);
     let total = ops.add_scalar(&total, 1e-16);
     ops.div(&exp, &total)
 }

@@ -235,7 +235,7 @@ impl Heads {
         let score = ops.unary(&clamped, Unary::Neg);
         let n = PARTICLES as i64;
         let score = ops.reshape(&score, &[-1, n, n, heads]);
-        let alpha = masked_softmax_over_sources(ops, &score, &graph.cut_mask);
+        let alpha = masked_softmax_over_sources(ops, &score, &graph.cut_mask, 1);
         let alpha = ops.reshape(&alpha, &[-1, heads]);
         let alpha = ops.unary(&alpha, Unary::Relu);
         let alpha = ops.unary(&alpha, Unary::Sqrt);
