@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     OpsModel,
-    graph::{harmonics, off_diagonal, pairwise, unit_vectors},
+    graph::{harmonics_by_component, off_diagonal, pairwise, unit_vectors},
 };
 use crate::{
     data::{DIMS, PARTICLES},
@@ -488,7 +488,7 @@ impl OpsModel for GateNetwork {
     /// positions [B, 12, 3] → per-particle vectors [B, 12, 3].
     fn forward<O: Ops>(&self, ops: &mut O, positions: &O::Tensor) -> O::Tensor {
         let (n, d) = (PARTICLES as i64, DIMS as i64);
-        // pairwise gives pos[i] − pos[j] at [B, i, j]; with i the destination and j the
+        // pairwise gives pos[i] − pos[j] at pair (i, j); with i the destination and j the
         // source, e3nn's edge_vec = pos[src] − pos[dst] is its negative (lengths agree).
         let (vec, length) = pairwise(ops, positions);
         let vec = ops.scale(&vec, -1.0);
@@ -501,7 +501,7 @@ impl OpsModel for GateNetwork {
         // Harmonics of the unit vector (e3nn: normalize=True, component), the zero
         // vector staying zero as with torch's normalize.
         let unit = unit_vectors(ops, &vec, &length);
-        let sh = harmonics(ops, &self.harmonics, &self.edge_ls, &unit, &ones);
+        let sh = harmonics_by_component(ops, &self.harmonics, &self.edge_ls, &unit, &ones);
 
         // smooth_cutoff(|r| / max_radius) = (1 − cos(π·clip(2(x − 1), −1, 0))) / 2
         let u = ops.scale(&length, 2.0 / self.config.max_radius);
@@ -512,10 +512,13 @@ impl OpsModel for GateNetwork {
         let cutoff = ops.scale(&cos, -0.5);
         let cutoff = ops.add_scalar(&cutoff, 0.5);
         let weight = ops.mul(&cutoff, &on_graph);
+        let weight = ops.reshape(&weight, &[-1, 1, n * n]);
         let attr = ops.mul(&sh, &weight);
-        // [B, dst, src, dim_sh] → [B·dst, dim_sh, src]
-        let attr = ops.reshape(&attr, &[-1, n, self.edge_attr.dim() as i64]);
-        let attr = ops.transpose(&attr, &[0, 2, 1]);
+        // [B, dim_sh, dst, src] → [B·dst, dim_sh, src]
+        let dim_sh = self.edge_attr.dim() as i64;
+        let attr = ops.reshape(&attr, &[-1, dim_sh, n, n]);
+        let attr = ops.transpose(&attr, &[0, 2, 1, 3]);
+        let attr = ops.reshape(&attr, &[-1, dim_sh, n]);
         let attr_offsets = self.edge_attr.slices().iter().map(|range| range.start).collect();
 
         // Gaussian basis on [0, max_radius] without cutoff, times √number_of_basis.
@@ -537,7 +540,8 @@ impl OpsModel for GateNetwork {
         let mut projected_harmonics = ProjectedHarmonics(HashMap::new());
 
         // Node features and attributes are ones (irreps 0e), one row per particle.
-        let node_ones = ops.reduce_sum(&ones, 2, false);
+        let node_ones = ops.reshape(&ones, &[-1, n, n]);
+        let node_ones = ops.reduce_sum(&node_ones, 2, false);
         let node_ones = ops.scale(&node_ones, 1.0 / PARTICLES as f64);
         let node_ones = ops.reshape(&node_ones, &[-1, 1]);
         let mut x = node_ones.clone();

@@ -12,14 +12,23 @@ use crate::{
 
 const N: i64 = PARTICLES as i64;
 
-/// edge_vec = pos[src] − pos[dst] [B, 12, 12, 3] and its length [B, 12, 12, 1].
+/// edge_vec = pos[src] − pos[dst] components first [B, 3, 144] and its length
+/// [B, 144], pairs (src, dst). Per-pair scalars keep the 144 pairs as their innermost
+/// axis: runtimes apply elementwise steps to tensors ending in an axis of 1 (or of 3)
+/// element by element.
 pub fn pairwise<O: Ops>(ops: &mut O, positions: &O::Tensor) -> (O::Tensor, O::Tensor) {
     let d = DIMS as i64;
-    let src = ops.reshape(positions, &[-1, N, 1, d]);
-    let dst = ops.reshape(positions, &[-1, 1, N, d]);
-    let vec = ops.sub(&src, &dst);
+    // [B·3, 12] · D [12, (src, dst)] with D[k, (i, j)] = δ(k, i) − δ(k, j)
+    let by_component = ops.transpose(positions, &[0, 2, 1]);
+    let by_component = ops.reshape(&by_component, &[-1, N]);
+    let differences: Vec<f64> = (0..PARTICLES)
+        .flat_map(|k| (0..PARTICLES * PARTICLES).map(move |p| f64::from(u8::from(p / PARTICLES == k)) - f64::from(u8::from(p % PARTICLES == k))))
+        .collect();
+    let differences = ops.constant(&[PARTICLES, PARTICLES * PARTICLES], &differences);
+    let vec = ops.matmul(&by_component, &differences);
+    let vec = ops.reshape(&vec, &[-1, d, N * N]);
     let squared = ops.mul(&vec, &vec);
-    let squared = ops.reduce_sum(&squared, 3, true);
+    let squared = ops.reduce_sum(&squared, 1, false);
     // A particle's distance to itself is 0, where the square root has no gradient;
     // lifting it to 1e-15 keeps gradients finite when positions are themselves
     // trained outputs (stacked attention blocks) and changes no edge.
@@ -28,10 +37,10 @@ pub fn pairwise<O: Ops>(ops: &mut O, positions: &O::Tensor) -> (O::Tensor, O::Te
     (vec, length)
 }
 
-/// 1 on every pair except a particle with itself [12, 12, 1] (broadcasts over frames).
+/// 1 on every pair except a particle with itself [144] (broadcasts over frames).
 pub fn off_diagonal<O: Ops>(ops: &mut O) -> O::Tensor {
     let values = pairs_where(|src, dst| src != dst);
-    ops.constant(&[PARTICLES, PARTICLES, 1], &values)
+    ops.constant(&[PARTICLES * PARTICLES], &values)
 }
 
 /// 1 on a particle paired with itself [12, 12]: the self-loops.
@@ -44,8 +53,9 @@ fn pairs_where(keep: impl Fn(usize, usize) -> bool) -> Vec<f64> {
     (0..PARTICLES * PARTICLES).map(|k| if keep(k / PARTICLES, k % PARTICLES) { 1.0 } else { 0.0 }).collect()
 }
 
-/// Spherical harmonics of `vec` [B, 12, 12, 3] for the degrees `ls` (in order),
-/// component normalization, concatenated on the last axis.
+/// Spherical harmonics of `vec` [B, 3, 144] (components first, as [`pairwise`] gives
+/// it) for the degrees `ls` (in order), component normalization, concatenated on the
+/// last axis [B, 12, 12, dim]; `ones` [B, 144].
 pub fn harmonics<O: Ops>(ops: &mut O, sh: &SphericalHarmonics, ls: &[u32], vec: &O::Tensor, ones: &O::Tensor) -> O::Tensor {
     let components = harmonics_by_component(ops, sh, ls, vec, ones);
     let by_pair = ops.transpose(&components, &[0, 2, 1]);
@@ -61,9 +71,7 @@ fn harmonics_dim(ls: &[u32]) -> i64 {
 /// over x's 3 components, which runtimes broadcast slowly.
 pub fn harmonics_by_component<O: Ops>(ops: &mut O, sh: &SphericalHarmonics, ls: &[u32], vec: &O::Tensor, ones: &O::Tensor) -> O::Tensor {
     let (d, pairs) = (DIMS as i64, N * N);
-    let x = ops.reshape(vec, &[-1, pairs, d]);
-    let x = ops.transpose(&x, &[0, 2, 1]);
-    let x = ops.reshape(&x, &[-1, 1, d, pairs]);
+    let x = ops.reshape(vec, &[-1, 1, d, pairs]);
     let mut by_degree = vec![ops.reshape(ones, &[-1, 1, pairs])];
     for (l, matrix) in sh.matrices().iter().enumerate() {
         let rows = 2 * l as i64 + 1;
@@ -127,8 +135,8 @@ pub fn from_destinations<O: Ops>(ops: &mut O, nodes: &O::Tensor, dim: usize, one
     ops.reshape(&x, &[-1, dim as i64])
 }
 
-/// torch_cluster's radius graph on one frame: 1 where 0 < |r| ≤ `radius` between two
-/// different particles [B, 12, 12, 1].
+/// torch_cluster's radius graph on one frame from the lengths [B, 144]: 1 where
+/// 0 < |r| ≤ `radius` between two different particles [B, 144].
 pub fn radius_graph<O: Ops>(ops: &mut O, length: &O::Tensor, radius: f64) -> O::Tensor {
     let beyond = ops.greater_than(length, radius);
     let within = ops.scale(&beyond, -1.0);
@@ -139,7 +147,7 @@ pub fn radius_graph<O: Ops>(ops: &mut O, length: &O::Tensor, radius: f64) -> O::
 
 /// The radius graph of the study's GNN and E3 small, with its edge and node features.
 pub struct HarmonicGraph<T> {
-    /// 1 on the graph's edges [B, 12, 12, 1].
+    /// 1 on the graph's edges [B, 144].
     pub on_graph: T,
     /// Unnormalised spherical harmonics l ≤ lmax of each edge vector, 0 off the graph [B·144, (lmax+1)²].
     pub sh: T,
@@ -167,7 +175,7 @@ pub fn harmonic_graph<O: Ops>(ops: &mut O, positions: &O::Tensor, harmonics_of: 
 }
 
 /// Edge features [B·144, dim] averaged over the incoming edges of `on_graph`
-/// [B, 12, 12, 1] into their destination: [B·12, dim]. A particle with no incoming
+/// (1 per edge, ordered as the rows) into their destination: [B·12, dim]. A particle with no incoming
 /// edge gets 0, as scatter-mean gives.
 pub fn mean_into_destinations<O: Ops>(ops: &mut O, edges: &O::Tensor, dim: usize, on_graph: &O::Tensor) -> O::Tensor {
     let summed = sum_into_destinations(ops, edges, dim);
@@ -175,7 +183,8 @@ pub fn mean_into_destinations<O: Ops>(ops: &mut O, edges: &O::Tensor, dim: usize
 }
 
 /// Node sums over incoming edges [B·12, dim] divided by each node's count of incoming
-/// edges of `on_graph` [B, 12, 12, 1] (a node with none keeps its sum, 0).
+/// edges of `on_graph` (1 per edge, rows (frame, src, dst)) (a node with none keeps
+/// its sum, 0).
 pub fn per_incoming_edge<O: Ops>(ops: &mut O, summed: &O::Tensor, on_graph: &O::Tensor) -> O::Tensor {
     let flags = ops.reshape(on_graph, &[-1, 1]);
     let incoming = sum_into_destinations(ops, &flags, 1);
@@ -183,10 +192,11 @@ pub fn per_incoming_edge<O: Ops>(ops: &mut O, summed: &O::Tensor, on_graph: &O::
     ops.div(summed, &incoming)
 }
 
-/// Edge vectors scaled to unit length [B, 12, 12, 3]; the zero vector stays zero,
-/// as with torch's normalisation.
+/// Edge vectors [B, 3, 144] scaled to unit length ([B, 144]); the zero vector stays
+/// zero, as with torch's normalisation.
 pub fn unit_vectors<O: Ops>(ops: &mut O, vec: &O::Tensor, length: &O::Tensor) -> O::Tensor {
     let safe = ops.clip(length, 1e-12, f64::INFINITY);
+    let safe = ops.reshape(&safe, &[-1, 1, N * N]);
     ops.div(vec, &safe)
 }
 

@@ -364,6 +364,9 @@ impl<T: Clone> Graph<T> {
         let ls: Vec<u32> = (0..=SH_ORDER).collect();
         let sh = harmonics(ops, harmonics_table, &ls, &unit, &ones);
         let sh = ops.reshape(&sh, &[-1, ((SH_ORDER + 1) * (SH_ORDER + 1)) as i64]);
+        // The rest broadcasts against edge features [B, 12, 12, ·].
+        let n = PARTICLES as i64;
+        let [length, on_graph, ones] = [length, on_graph, ones].map(|x| ops.reshape(&x, &[-1, n, n, 1]));
 
         // soft_one_hot_linspace(|r|, 0, r, 20, "smooth_finite", cutoff = True) · √20:
         // bumps centred on the 20 inner points of 22 evenly spaced ones.
