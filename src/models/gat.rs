@@ -88,9 +88,10 @@ impl GatConv {
     /// x [B·12, d] projected as x·`projection` (+ `offset` [heads·out]): the layer's
     /// features when `projection` is [`Self::projection`] and there is no offset.
     /// Scores take x·(W a) rather than (x·W)·a: a [d, heads] matrix instead of the
-    /// projected features. Scores are laid out [B, heads, dst, src] from the start:
-    /// with the 12 sources innermost, runtimes apply each elementwise step to whole
-    /// rows, where the 4 heads innermost (or a trailing axis of 1) went element by element.
+    /// projected features. Scores are laid out [B, heads, src, dst]: with the 12
+    /// destinations innermost, the softmax's sums and maxima over sources broadcast
+    /// over outer axes only, which runtimes apply to whole rows (the 4 heads innermost,
+    /// or a trailing axis of 1, went element by element).
     pub fn attention<O: Ops>(
         &self,
         ops: &mut O,
@@ -119,8 +120,8 @@ impl GatConv {
             let score = ops.reshape(&score, &[-1, n, h]);
             scores.push(ops.transpose(&score, &[0, 2, 1]));
         }
-        let score_src = ops.reshape(&scores[0], &[-1, h, 1, n]);
-        let score_dst = ops.reshape(&scores[1], &[-1, h, n, 1]);
+        let score_src = ops.reshape(&scores[0], &[-1, h, n, 1]);
+        let score_dst = ops.reshape(&scores[1], &[-1, h, 1, n]);
 
         // a_edge · (W_e e) per head equals (W_e a_edge) · e: one [heads, edge_dim] matrix.
         let lin_edge = ops.weight(&[edge_dim, self.heads, self.out_dim], &self.lin_edge);
@@ -131,10 +132,11 @@ impl GatConv {
         let score_edge = ops.matmul(&edge_projection, &graph.edge_attr);
         let score_edge = ops.reshape(&score_edge, &[-1, h, n, n]);
 
-        let score = ops.add(&score_edge, &score_src);
-        let score = ops.add(&score, &score_dst);
+        let score = ops.add(&score_edge, &score_dst);
+        let score = ops.add(&score, &score_src);
         let score = leaky_relu(ops, &score, NEGATIVE_SLOPE);
-        masked_softmax_over_sources(ops, &score, &graph.attended, 3)
+        let attention = masked_softmax_over_sources(ops, &score, &graph.attended, 2);
+        ops.transpose(&attention, &[0, 1, 3, 2])
     }
 
     pub fn bias<O: Ops>(&self, ops: &mut O) -> O::Tensor {
@@ -146,26 +148,22 @@ impl GatConv {
     }
 }
 
-/// The graph as both GAT layers see it, with PyG's self-loops on the diagonal, laid
-/// out destination, then source.
+/// The graph as both GAT layers see it, with PyG's self-loops on the diagonal.
 pub struct LoopedGraph<T> {
-    /// Edge features [B, edge_dim, 12 dst · 12 src], a self-loop's the mean of its
+    /// Edge features [B, edge_dim, 12 src · 12 dst], a self-loop's the mean of its
     /// node's incoming edges' features.
     pub edge_attr: T,
-    /// 1 on the graph's edges and on the self-loops [B, 1, 12 dst, 12 src].
+    /// 1 on the graph's edges and on the self-loops [B, 1, 12 src, 12 dst].
     pub attended: T,
 }
 
 impl<T> LoopedGraph<T> {
     /// From edge features as rows [B·144, edge_dim] and components first
-    /// [B, edge_dim, 144] (both (src, dst), zero off the graph), of the harmonics of
-    /// degrees 0..=lmax, and the graph [B, 12, 12, 1].
-    pub fn new<O: Ops<Tensor = T>>(ops: &mut O, sh: &T, sh_by_component: &T, on_graph: &T, lmax: u32) -> Self {
-        let n = PARTICLES as i64;
-        let edge_dim = ((lmax + 1) * (lmax + 1)) as usize;
-        let e = edge_dim as i64;
-        // [B·12 dst, e] → [B·e, dst], placed on the diagonal of [B·e, (dst, src)] by a
-        // matmul with the [dst, (dst, src)] selection.
+    /// [B, edge_dim, 144] (both (src, dst), zero off the graph), and the graph [B, 144].
+    pub fn new<O: Ops<Tensor = T>>(ops: &mut O, sh: &T, sh_by_component: &T, on_graph: &T, edge_dim: usize) -> Self {
+        let (n, e) = (PARTICLES as i64, edge_dim as i64);
+        // [B·12 dst, e] → [B·e, dst], placed on the diagonal of [B·e, (src, dst)] by a
+        // matmul with the [dst, (src, dst)] selection.
         let loop_attr = mean_into_destinations(ops, sh, edge_dim, on_graph);
         let loop_attr = ops.reshape(&loop_attr, &[-1, n, e]);
         let loop_attr = ops.transpose(&loop_attr, &[0, 2, 1]);
@@ -175,14 +173,7 @@ impl<T> LoopedGraph<T> {
         let onto_diagonal = ops.constant(&[PARTICLES, PARTICLES * PARTICLES], &onto_diagonal);
         let loops = ops.matmul(&loop_attr, &onto_diagonal);
         let loops = ops.reshape(&loops, &[-1, e, n * n]);
-        // Read as (dst, src), the pair (src, dst)'s vector is that of the edge src → dst
-        // reversed, whose harmonics of degree l are (−1)^l times the edge's: the signs
-        // turn the components-first harmonics into (dst, src) order without a transpose.
-        let signs: Vec<f64> = (0..=lmax).flat_map(|l| std::iter::repeat_n(if l % 2 == 0 { 1.0 } else { -1.0 }, 2 * l as usize + 1)).collect();
-        let signs = ops.constant(&[edge_dim, 1], &signs);
-        let edge_attr = ops.mul(sh_by_component, &signs);
-        let edge_attr = ops.add(&edge_attr, &loops);
-        // A radius graph is symmetric: read as (dst, src), it is the same.
+        let edge_attr = ops.add(sh_by_component, &loops);
         let attended = ops.reshape(on_graph, &[-1, 1, n, n]);
         let identity = self_pairs(ops);
         let attended = ops.add(&attended, &identity);
@@ -256,7 +247,7 @@ impl OpsModel for Gnn {
     fn forward<O: Ops>(&self, ops: &mut O, positions: &O::Tensor) -> O::Tensor {
         let HarmonicGraph { on_graph, sh, sh_by_component, nodes } = harmonic_graph(ops, positions, &self.harmonics, LMAX, RADIUS, NUM_NEIGHBORS);
         let (h, c) = (HEADS as i64, HIDDEN as i64);
-        let graph = LoopedGraph::new(ops, &sh, &sh_by_component, &on_graph, LMAX);
+        let graph = LoopedGraph::new(ops, &sh, &sh_by_component, &on_graph, EDGE_DIM);
         let w1 = self.gat1.projection(ops);
         let alpha1 = self.gat1.attention(ops, &nodes, &w1, None, &graph);
         let m1 = attend(ops, &alpha1, &nodes, EDGE_DIM);
@@ -338,7 +329,7 @@ mod tests {
         let ops = &mut Eager;
         let HarmonicGraph { on_graph, sh, sh_by_component, nodes } = harmonic_graph(ops, positions, &gnn.harmonics, LMAX, RADIUS, NUM_NEIGHBORS);
         let (n, h, c) = (PARTICLES as i64, HEADS as i64, HIDDEN as i64);
-        let graph = LoopedGraph::new(ops, &sh, &sh_by_component, &on_graph, LMAX);
+        let graph = LoopedGraph::new(ops, &sh, &sh_by_component, &on_graph, EDGE_DIM);
         let mut x = nodes;
         for conv in [&gnn.gat1, &gnn.gat2] {
             let projection = conv.projection(ops);
