@@ -349,6 +349,72 @@ mod tests {
         ops.reshape(&x, &[-1, n, DIMS as i64])
     }
 
+    /// PyG's GATConv attention written edge by edge: for each destination, its
+    /// incoming edges and its self-loop (features: the mean of the incoming edges'),
+    /// scores a_src·W x_src + a_dst·W x_dst + a_edge·W_e e per head, LeakyReLU(0.2),
+    /// softmax over those edges.
+    #[test]
+    fn attention_is_pygs_softmax_over_each_destinations_edges_and_self_loop() {
+        let mut conv = GatConv::new(EDGE_DIM, 5, HEADS, EDGE_DIM);
+        conv.init(&mut StdRng::seed_from_u64(5));
+        let frames = 2;
+        // Particles ~1–3 apart: some pairs inside r = 2.5, some outside.
+        let positions = ArrayD::from_shape_fn(IxDyn(&[frames, PARTICLES, DIMS]), |ix| {
+            let t = (ix[0] * 36 + ix[1] * 3 + ix[2]) as f64;
+            1.1 * ix[1] as f64 * [0.6, 0.3, 0.1][ix[2]] + (t * 1.3).sin()
+        });
+        let ops = &mut Eager;
+        let graph = harmonic_graph(ops, &positions, &SphericalHarmonics::new(LMAX), LMAX, RADIUS, NUM_NEIGHBORS);
+        let looped = LoopedGraph::new(ops, &graph.sh, &graph.sh_by_component, &graph.on_graph, EDGE_DIM);
+        let projection = conv.projection(ops);
+        let alpha = conv.attention(ops, &graph.nodes, &projection, None, &looped);
+        assert_eq!(alpha.shape(), &[frames, HEADS, PARTICLES, PARTICLES]);
+
+        let (width, n) = (HEADS * conv.out_dim, PARTICLES);
+        let project = |row: &[f64], weights: &[f64], dim: usize| -> Vec<f64> {
+            (0..width).map(|o| (0..dim).map(|i| row[i] * weights[i * width + o]).sum()).collect()
+        };
+        let head_dot = |v: &[f64], att: &[f64], h: usize| -> f64 { (0..conv.out_dim).map(|c| v[h * conv.out_dim + c] * att[h * conv.out_dim + c]).sum() };
+        let mut edges_seen = 0;
+        for f in 0..frames {
+            let node = |i: usize| graph.nodes.index_axis(ndarray::Axis(0), f * n + i).iter().copied().collect::<Vec<f64>>();
+            let edge = |src: usize, dst: usize| graph.sh.index_axis(ndarray::Axis(0), (f * n + src) * n + dst).iter().copied().collect::<Vec<f64>>();
+            let on_graph = |src: usize, dst: usize| graph.on_graph[[f, src * n + dst]] == 1.0;
+            for dst in 0..n {
+                let incoming: Vec<usize> = (0..n).filter(|&src| on_graph(src, dst)).collect();
+                edges_seen += incoming.len();
+                let mut loop_attr = vec![0.0; EDGE_DIM];
+                for &src in &incoming {
+                    edge(src, dst).iter().zip(&mut loop_attr).for_each(|(e, l)| *l += e / incoming.len() as f64);
+                }
+                let sources: Vec<(usize, Vec<f64>)> = incoming.iter().map(|&src| (src, edge(src, dst))).chain([(dst, loop_attr)]).collect();
+                let x_dst = project(&node(dst), &conv.lin, EDGE_DIM);
+                for h in 0..HEADS {
+                    let scores: Vec<f64> = sources
+                        .iter()
+                        .map(|(src, e)| {
+                            let x_src = project(&node(*src), &conv.lin, EDGE_DIM);
+                            let e = project(e, &conv.lin_edge, EDGE_DIM);
+                            let s = head_dot(&x_src, &conv.att_src, h) + head_dot(&x_dst, &conv.att_dst, h) + head_dot(&e, &conv.att_edge, h);
+                            if s > 0.0 { s } else { NEGATIVE_SLOPE * s }
+                        })
+                        .collect();
+                    let max = scores.iter().fold(f64::NEG_INFINITY, |m, &s| m.max(s));
+                    let total: f64 = scores.iter().map(|s| (s - max).exp()).sum();
+                    let mut expected = vec![0.0; n];
+                    for ((src, _), s) in sources.iter().zip(&scores) {
+                        expected[*src] = (s - max).exp() / total;
+                    }
+                    for (src, want) in expected.iter().enumerate() {
+                        let got = alpha[[f, h, dst, src]];
+                        assert!((got - want).abs() < 1e-12, "frame {f}, head {h}, {src} → {dst}: {got} vs {want}");
+                    }
+                }
+            }
+        }
+        assert!(edges_seen > 0 && edges_seen < frames * n * (n - 1), "the graph has edges and misses some pairs: {edges_seen}");
+    }
+
     #[test]
     fn the_folded_forward_equals_the_layers_one_after_another() {
         let mut gnn = Gnn::new();

@@ -7,7 +7,7 @@
 //! Summing over the masked all-pairs layout is exactly the scatter over edges, and it
 //! exports to ONNX without scatter or gather.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, ops::Range};
 
 use serde::{Deserialize, Serialize};
 
@@ -123,13 +123,17 @@ impl Convolution {
         edges: &EdgeTensors<O::Tensor>,
         harmonics: &mut ProjectedHarmonics<O::Tensor>,
     ) -> O::Tensor {
+        // The radial net's outputs are each path's weights in turn; a group of paths
+        // takes its paths' columns side by side.
         let groups = self.paths_by_harmonics();
-        let mut columns = Vec::with_capacity(self.tp.instructions.len());
+        let mut path_columns: Vec<Range<usize>> = Vec::with_capacity(self.tp.instructions.len());
+        let mut end = 0;
         for ins in &self.tp.instructions {
-            let start = columns.last().map_or(0, |c: &std::ops::Range<usize>| c.end);
-            columns.push(start..start + ins.path_shape.iter().product::<usize>());
+            let start = end;
+            end += ins.path_shape.iter().product::<usize>();
+            path_columns.push(start..end);
         }
-        let group_columns: Vec<Vec<_>> = groups.iter().map(|group| group.iter().map(|&p| columns[p].clone()).collect()).collect();
+        let group_columns: Vec<Vec<_>> = groups.iter().map(|group| group.iter().map(|&p| path_columns[p].clone()).collect()).collect();
         let weights = self.fc.forward_column_groups(ops, &edges.radial_basis, &group_columns);
         let weights = weights
             .into_iter()
