@@ -1,5 +1,6 @@
 # The equiserve server on a CUDA runtime image, with the GPU build of ONNX Runtime.
 # Build: docker build -t equiserve .   Run: docker run --gpus all -p 50051:50051 equiserve
+# Builds the server alone (no training stack: --no-default-features --features serve).
 # (Not buildable in the development sandbox, which has no Docker engine.)
 
 FROM rust:1.95-bookworm AS build
@@ -7,7 +8,7 @@ RUN apt-get update && apt-get install -y --no-install-recommends python3-pip && 
 WORKDIR /src
 COPY . .
 RUN EQUISERVE_ORT_PACKAGE=onnxruntime-gpu scripts/setup \
- && cargo build --release --locked --bin equiserve
+ && cargo build --release --locked --no-default-features --features serve --bin equiserve
 
 # onnxruntime-gpu 1.31 is built against CUDA 13 and cuDNN 9 (its wheel's requirements).
 FROM nvidia/cuda:13.0.1-cudnn-runtime-ubuntu24.04

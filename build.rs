@@ -1,22 +1,37 @@
-//! Generates the gRPC service and the ONNX message subset from `proto/` with protox,
-//! so no `protoc` binary is needed.
+//! Generates, from `proto/` with protox (so no `protoc` binary is needed), the gRPC
+//! service for the `serve` feature and the ONNX message subset for the `train` feature.
 
 use std::{env, fs, path::PathBuf};
 
 use protox::prost::Message;
 
-const PROTOS: &[&str] = &["equiserve/v1/dynamics.proto", "onnx/onnx_subset.proto"];
+const SERVICE: &str = "equiserve/v1/dynamics.proto";
+const ONNX: &str = "onnx/onnx_subset.proto";
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     // tonic-prost-build emits nothing here, and without it cargo reruns this script on every edit.
     println!("cargo:rerun-if-changed=build.rs");
-    for proto in PROTOS {
+    let feature = |name: &str| env::var_os(format!("CARGO_FEATURE_{}", name.to_uppercase())).is_some();
+    let mut protos = Vec::new();
+    if feature("serve") {
+        protos.push(SERVICE);
+    }
+    if feature("train") {
+        protos.push(ONNX);
+    }
+    if protos.is_empty() {
+        return Ok(());
+    }
+    for proto in &protos {
         println!("cargo:rerun-if-changed=proto/{proto}");
     }
-    let descriptors = protox::compile(PROTOS, ["proto"])?;
+    let descriptors = protox::compile(&protos, ["proto"])?;
     let out_dir = PathBuf::from(env::var("OUT_DIR")?);
-    // Served by grpc.reflection so grpcurl works without the .proto files.
-    fs::write(out_dir.join("equiserve_descriptor.bin"), descriptors.encode_to_vec())?;
+    if feature("serve") {
+        // Served by grpc.reflection so grpcurl works without the .proto files.
+        let service = protox::compile([SERVICE], ["proto"])?;
+        fs::write(out_dir.join("equiserve_descriptor.bin"), service.encode_to_vec())?;
+    }
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)

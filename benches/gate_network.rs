@@ -6,9 +6,9 @@ use std::{collections::HashMap, time::Instant};
 
 use burn::tensor::Device;
 use equiserve::{
-    models::{GateNetwork, GateNetworkConfig, OpsModel},
+    models::{GateNetwork, GateNetworkConfig, ModelInputs, OpsModel},
     nn::{BurnOps, Ops},
-    onnx::{ExecutionDevice, GraphBuilder, OnnxModel, init_runtime},
+    onnx::{ExecutionDevice, GraphBuilder, OnnxModel, Precision, Signature, init_runtime},
     data::Target,
     train::reference_dx,
 };
@@ -61,14 +61,13 @@ fn main() {
         .collect();
     network.load_state_dict(&weights).expect("weights fit");
 
-    let mut graph = GraphBuilder::new();
-    let input = graph.input();
-    let output = network.forward(&mut graph, &input);
+    let mut graph = GraphBuilder::for_model(&network, Precision::F32);
+    let output = graph.emit(&network);
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("model.onnx");
-    std::fs::write(&path, graph.finish(&output, "bench", &[]).encode_to_vec()).expect("write");
+    std::fs::write(&path, graph.finish(&[output], "bench", &[]).encode_to_vec()).expect("write");
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let mut session = OnnxModel::load(&path, ExecutionDevice::Auto, threads).expect("loads");
+    let mut session = OnnxModel::load(&path, &Signature::dynamics(1), ExecutionDevice::Auto, threads).expect("loads");
 
     println!("gate_points_2101.Network, study kwargs ({} parameters); {} on {threads} threads", network.num_params(), session.execution_provider());
     println!("{:<34} {:>7} {:>14} {:>16}", "engine", "batch", "frames/s", "× study (23/s)");
@@ -85,7 +84,7 @@ fn main() {
         let fps = throughput(batch, 2.0, || {
             let mut ops = BurnOps::new(Device::flex());
             let input = ops.constant(&[batch, 12, 3], &values);
-            network.forward(&mut ops, &input).to_vec();
+            network.forward(&mut ops, &ModelInputs::snapshot(&input)).to_vec();
         });
         println!("{:<34} {:>7} {:>14.1} {:>16.1}", "Burn flex (training framework)", batch, fps, fps / STUDY_FRAMES_PER_SECOND);
     }

@@ -16,7 +16,7 @@ use std::{
 
 use equiserve::{
     data::{SimulationConfig, load_npz, simulate},
-    onnx::{ExecutionDevice, OnnxModel, init_runtime},
+    onnx::{ExecutionDevice, OnnxModel, Signature, init_runtime},
     proto::v1::{ListModelsRequest, PredictRequest, RolloutRequest, dynamics_client::DynamicsClient},
     serve::{DynamicsService, Limits, ModelRegistry, PoolConfig, serve},
     train::relative_error,
@@ -139,14 +139,14 @@ fn main() {
     );
     let mut cuda_missing_reported = false;
     for (name, file) in model_files(&dir) {
-        let mut cpu = match OnnxModel::load(&file, ExecutionDevice::Cpu, threads) {
+        let mut cpu = match OnnxModel::load(&file, &Signature::dynamics(1), ExecutionDevice::Cpu, threads) {
             Ok(model) => model,
             Err(e) => {
                 println!("{name:<16} not measured: {e}");
                 continue;
             }
         };
-        let mut cuda = match OnnxModel::load(&file, ExecutionDevice::Cuda, 1) {
+        let mut cuda = match OnnxModel::load(&file, &Signature::dynamics(1), ExecutionDevice::Cuda, 1) {
             Ok(model) => Some(model),
             Err(e) => {
                 if !cuda_missing_reported {

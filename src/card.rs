@@ -1,15 +1,18 @@
 //! The model card: what a model is, what it was trained on and how well it does.
-//! train-export writes it next to `model.onnx`; the server reads and serves it.
+//! train-export writes it next to `model.onnx`; the server reads and serves it. A plain
+//! record: its types are its own, so training and serving depend on it and not on
+//! each other.
+
+use std::{
+    fs, io,
+    path::{Path, PathBuf},
+};
 
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    data::{DIMS, PARTICLES, SplitConfig, Target},
-    onnx::{INPUT_NAME, IR_VERSION, OPSET, OUTPUT_NAME, Precision},
-    train::{
-        EpochStats, TrainConfig,
-        metrics::{EquivarianceReport, Evaluation},
-    },
+    data::{SimulationConfig, SplitConfig, Target},
+    onnx::{IR_VERSION, OPSET, Precision, Signature, TensorSpec},
 };
 
 pub const CARD_FILE: &str = "card.json";
@@ -51,7 +54,7 @@ pub struct DataInfo {
     pub sha256: String,
     pub frames: usize,
     /// The simulator's settings when it made the data.
-    pub simulation: Option<crate::data::SimulationConfig>,
+    pub simulation: Option<SimulationConfig>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -109,10 +112,12 @@ pub struct Metrics {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(try_from = "OnnxInfoFields")]
 pub struct OnnxInfo {
     pub file: String,
-    pub input: TensorInfo,
-    pub output: TensorInfo,
+    /// The graph's inputs and outputs, checked against the file when it loads.
+    #[serde(flatten)]
+    pub signature: Signature,
     pub opset: i64,
     pub ir_version: i64,
     /// max |ONNX − reference| / max |reference| on the check inputs (the trained
@@ -120,19 +125,44 @@ pub struct OnnxInfo {
     pub parity_relative_error: f64,
     /// The element type the graph computes in (its input and output are float32):
     /// float64 where f32 rounding could not reproduce the trained model.
-    #[serde(default = "float32")]
     pub compute_dtype: String,
+}
+
+/// The card's `onnx` object as stored: cards written before signatures had one
+/// `input` and one `output` where today's have `inputs` and `outputs`.
+#[derive(Deserialize)]
+struct OnnxInfoFields {
+    file: String,
+    #[serde(default)]
+    inputs: Vec<TensorSpec>,
+    #[serde(default)]
+    outputs: Vec<TensorSpec>,
+    input: Option<TensorSpec>,
+    output: Option<TensorSpec>,
+    opset: i64,
+    ir_version: i64,
+    parity_relative_error: f64,
+    #[serde(default = "float32")]
+    compute_dtype: String,
+}
+
+impl TryFrom<OnnxInfoFields> for OnnxInfo {
+    type Error = String;
+
+    fn try_from(fields: OnnxInfoFields) -> Result<Self, String> {
+        let OnnxInfoFields { file, mut inputs, mut outputs, input, output, opset, ir_version, parity_relative_error, compute_dtype } = fields;
+        inputs.extend(input);
+        outputs.extend(output);
+        if inputs.is_empty() || outputs.is_empty() {
+            return Err("the onnx record names no inputs or no outputs".into());
+        }
+        let signature = Signature { inputs, outputs };
+        Ok(Self { file, signature, opset, ir_version, parity_relative_error, compute_dtype })
+    }
 }
 
 fn float32() -> String {
     Precision::F32.name().into()
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct TensorInfo {
-    pub name: String,
-    pub dtype: String,
-    pub shape: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -149,17 +179,11 @@ impl Versions {
 }
 
 impl OnnxInfo {
-    /// Every exported model's interface: positions [batch, 12, 3] → dx [batch, 12, 3].
-    pub fn standard(parity_relative_error: f64, precision: Precision) -> Self {
-        let frames = |name: &str| TensorInfo {
-            name: name.to_string(),
-            dtype: "float32".into(),
-            shape: vec!["batch".into(), PARTICLES.to_string(), DIMS.to_string()],
-        };
+    /// An exported graph of `signature` in `MODEL_FILE`.
+    pub fn exported(signature: Signature, parity_relative_error: f64, precision: Precision) -> Self {
         Self {
             file: MODEL_FILE.into(),
-            input: frames(INPUT_NAME),
-            output: frames(OUTPUT_NAME),
+            signature,
             opset: OPSET,
             ir_version: IR_VERSION,
             parity_relative_error,
@@ -168,10 +192,148 @@ impl OnnxInfo {
     }
 }
 
-/// The few card fields the server needs; the rest is passed through as JSON.
+/// The card fields the server needs; the rest is passed through as JSON.
 #[derive(Debug, Clone, Deserialize)]
 pub struct CardSummary {
     pub name: String,
     pub architecture: String,
     pub params: u64,
+    pub onnx: OnnxInfo,
+}
+
+/// The model folders of a models directory: every `<dir>/<name>/` holding a card or a
+/// model file (a folder with one and not the other is for its reader to report),
+/// sorted by path.
+pub fn model_folders(dir: &Path) -> io::Result<Vec<PathBuf>> {
+    let mut folders = Vec::new();
+    for entry in fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.join(CARD_FILE).is_file() || path.join(MODEL_FILE).is_file() {
+            folders.push(path);
+        }
+    }
+    folders.sort();
+    Ok(folders)
+}
+
+
+/// Hyper-parameters of a training run; the defaults are the study's.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrainConfig {
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub learning_rate: f64,
+    pub seed: u64,
+    /// Shuffle the training pairs each epoch (the study does not).
+    pub shuffle: bool,
+    pub target: Target,
+    /// The network's outputs times this are its prediction, in training and in the
+    /// exported graph: a network whose layers start with outputs of order one then
+    /// learns targets of this size (dx on paths.npz: 4.9e-3) as values of order one.
+    /// 1 is the study's unscaled outputs.
+    #[serde(default = "unscaled")]
+    pub output_scale: f64,
+    /// Share of the training pairs held out, the last ones in time, to choose the epoch
+    /// whose weights are kept: the one with the lowest MSE on them. 0 trains on every
+    /// training pair and keeps the last epoch's weights, as the study does.
+    #[serde(default)]
+    pub validation_fraction: f64,
+    /// With held-out pairs: stop after this many epochs without a new lowest MSE on them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patience: Option<usize>,
+}
+
+fn unscaled() -> f64 {
+    1.0
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            epochs: 100,
+            batch_size: 32,
+            learning_rate: 1e-3,
+            seed: 0,
+            shuffle: false,
+            target: Target::Dx,
+            output_scale: unscaled(),
+            validation_fraction: 0.0,
+            patience: None,
+        }
+    }
+}
+
+impl TrainConfig {
+    /// How many of `train_pairs` (the last ones) are held out: none without a
+    /// validation fraction, else at least one and never all.
+    pub fn validation_pairs(&self, train_pairs: usize) -> usize {
+        if self.validation_fraction <= 0.0 || train_pairs < 2 {
+            return 0;
+        }
+        ((self.validation_fraction * train_pairs as f64).round() as usize).clamp(1, train_pairs - 1)
+    }
+}
+
+/// One epoch's losses, as the study logs them.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct EpochStats {
+    pub epoch: usize,
+    /// Mean of the epoch's batch losses.
+    pub train_mse: f64,
+    /// MSE over the test pairs after the epoch.
+    pub test_mse: f64,
+    /// MSE (of dx) over the held-out training pairs after the epoch, when some are.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validation_mse: Option<f64>,
+    pub seconds: f64,
+}
+
+/// The epoch whose weights a run kept: the lowest validation MSE (the first such),
+/// or the last epoch when nothing was held out.
+pub fn kept_epoch(history: &[EpochStats]) -> Option<&EpochStats> {
+    let validated = history.iter().filter(|s| s.validation_mse.is_some_and(f64::is_finite));
+    validated.min_by(|a, b| a.validation_mse.partial_cmp(&b.validation_mse).expect("finite")).or(history.last())
+}
+
+/// The study's four R² of predicted next positions x(t) + dx.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+pub struct StudyR2 {
+    /// Mean of all 36 coordinates ("centre of mass").
+    pub cm: f64,
+    /// Particle 1's mean coordinate.
+    pub p1_cm: f64,
+    /// Particle 7's x.
+    pub p7_x: f64,
+    /// Particle 12's y.
+    pub p12_y: f64,
+}
+
+/// How a model does on one set of pairs.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+pub struct Evaluation {
+    pub mse: f64,
+    /// 1 − MSE / Var(dx): the share of the displacement's variance explained.
+    pub dx_skill: f64,
+    pub r2: StudyR2,
+}
+
+/// Largest |f(g·x) − g·f(x)| for dx, under each kind of transformation g.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+pub struct EquivarianceReport {
+    /// The study's check: 37° about x, on Gaussian positions.
+    pub rotation_37_x: f64,
+    pub random_rotations: f64,
+    /// Random rotations composed with the inversion (improper elements of O(3)).
+    pub random_reflections: f64,
+    /// dx must not change when every particle moves by the same vector.
+    pub random_translations: f64,
+}
+
+impl EquivarianceReport {
+    /// The largest of all the deviations.
+    pub fn max(&self) -> f64 {
+        [self.rotation_37_x, self.random_rotations, self.random_reflections, self.random_translations]
+            .into_iter()
+            .fold(0.0, f64::max)
+    }
 }

@@ -1,24 +1,37 @@
 //! equiserve: E(3)-equivariant models of a 12-particle system, trained offline
 //! (`train-export`), exported to ONNX, and served over gRPC (`equiserve`).
 //!
+//! Layers depend one way (docs/architecture.md):
+//! data ← e3 ← nn ← models ← onnx ← train, with [`card`] a plain record both sides
+//! read and [`serve`] reading only [`onnx`]'s runtime and the card.
+//!
+//! - [`data`]: trajectories, the study's `.npz` format, the simulator, the split.
 //! - [`e3`]: pure equivariant mathematics (rotations, irreps, spherical harmonics,
 //!   Wigner 3j symbols, radial bases).
-//! - [`data`]: trajectories, the study's `.npz` format, the simulator, the split.
 //! - [`nn`]: equivariant layers (tensor products, gates, radial networks), written
 //!   once against [`nn::Ops`] and so both computed and exported to ONNX.
 //! - [`models`]: the model zoo, each defined once for training and ONNX export.
-//! - [`onnx`]: writing ONNX graphs and running them with ONNX Runtime.
+//! - [`onnx`]: a model's signature, running models with ONNX Runtime, and writing graphs.
+//! - [`card`]: the model card, the record export writes and the server reads.
 //! - [`train`]: training, evaluation and export with a model card.
-//! - [`serve`]: the gRPC server.
+//! - [`serve`]: the transport-free serving core, and the gRPC server around it.
+//!
+//! Features: `serve` (the gRPC server) and `train` (everything that defines, trains
+//! and exports models: Burn, plotters); both by default.
 
 pub mod card;
 pub mod data;
+#[cfg(feature = "train")]
 pub mod e3;
+#[cfg(feature = "train")]
 pub mod models;
+#[cfg(feature = "train")]
 pub mod nn;
 pub mod onnx;
+#[cfg(feature = "serve")]
 pub mod proto;
 pub mod serve;
+#[cfg(feature = "train")]
 pub mod train;
 
 /// Training allocates and frees tensors of several megabytes at every step, which

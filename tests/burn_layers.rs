@@ -7,7 +7,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 use common::fixtures::{array, load, state_dict};
 use equiserve::{
     e3::Irreps,
-    models::{GateNetwork, GateNetworkConfig, OpsModel},
+    models::{GateNetwork, GateNetworkConfig, ModelInputs, OpsModel},
     nn::{BurnOps, BurnTensor, Eager, Mode, Ops, TensorProduct},
 };
 use ndarray::{ArrayD, IxDyn};
@@ -28,10 +28,10 @@ fn burn_runs_the_seeded_gate_network_as_e3nn_does() {
     let views: Vec<_> = frames.iter().map(|f| f.view()).collect();
     let positions = ndarray::stack(ndarray::Axis(0), &views).expect("stack");
 
-    let expected = network.forward(&mut Eager, &positions);
+    let expected = network.forward(&mut Eager, &ModelInputs::snapshot(&positions));
     let mut ops = BurnOps::new(Device::flex());
     let input = to_burn(&mut ops, &positions);
-    let out = network.forward(&mut ops, &input);
+    let out = network.forward(&mut ops, &ModelInputs::snapshot(&input));
     assert_eq!(out.shape(), expected.shape());
     let actual = out.to_vec();
     let scale = expected.iter().fold(0.0_f64, |m, v| m.max(v.abs()));
@@ -44,7 +44,7 @@ fn burn_gradients_are_the_layers_derivatives() {
     let mut rng = StdRng::seed_from_u64(8);
     let (in1, in2, out): (Irreps, Irreps, Irreps) = ("3x1o".parse().unwrap(), "2x2e".parse().unwrap(), "2x1o".parse().unwrap());
     let mut tp = TensorProduct::new(in1.clone(), in2.clone(), out.clone(), &[(0, 0, 0, Mode::Uvw, true)], true).expect("valid");
-    tp.set_weight((0..tp.weight_numel).map(|_| rng.sample(StandardNormal)).collect()).expect("count");
+    tp.set_weight((0..tp.weight_numel()).map(|_| rng.sample(StandardNormal)).collect()).expect("count");
     let random = |rows: usize, cols: usize, rng: &mut StdRng| ArrayD::from_shape_simple_fn(IxDyn(&[rows, cols]), || rng.sample(StandardNormal));
     let (x1, x2, coeffs) = (random(5, in1.dim(), &mut rng), random(5, in2.dim(), &mut rng), random(5, out.dim(), &mut rng));
 
@@ -66,12 +66,12 @@ fn burn_gradients_are_the_layers_derivatives() {
     let weights: Vec<_> = ops.weight_tensors().collect();
     assert_eq!(weights.len(), 1, "one path, one weight tensor");
     let grad: Vec<f32> = weights[0].grad(&grads).expect("weights get gradients").into_data().convert::<f32>().try_to_vec::<f32>().expect("f32");
-    assert_eq!(grad.len(), tp.weight_numel);
+    assert_eq!(grad.len(), tp.weight_numel());
 
     let base = loss_of(&tp);
-    for i in [0, 3, tp.weight_numel - 1] {
+    for i in [0, 3, tp.weight_numel() - 1] {
         let mut stepped = tp.clone();
-        let mut w = tp.weight.clone().expect("shared");
+        let mut w = tp.weight().expect("shared").to_vec();
         w[i] += 1.0;
         stepped.set_weight(w).expect("count");
         let finite_difference = loss_of(&stepped) - base;

@@ -6,7 +6,7 @@ use common::fixtures::{array, load, max_abs_diff};
 use equiserve::e3::{
     Normalization, SphericalHarmonics,
     radial::{Activation, Basis, SoftOneHotLinspace, smooth_cutoff, soft_unit_step},
-    rotation::{random_reflection, random_rotation},
+    rotation::{Isometry, random_reflection, random_rotation},
     wigner_3j,
 };
 use rand::{SeedableRng, rngs::StdRng};
@@ -79,10 +79,6 @@ fn radial_functions_match_e3nn() {
     }
 }
 
-fn apply(m: &[[f64; 3]; 3], v: [f64; 3]) -> [f64; 3] {
-    m.map(|row| row[0] * v[0] + row[1] * v[1] + row[2] * v[2])
-}
-
 /// Σ C_ijk Y^l1_i(a) Y^l2_j(b) Y^l3_k(c) is unchanged by rotations and picks up
 /// (−1)^(l1+l2+l3) under improper elements: this needs the 3j symbols and the
 /// harmonics to share one basis, for every l.
@@ -107,7 +103,8 @@ fn wigner_3j_and_harmonics_are_jointly_invariant() {
                 let reference = invariant(a, b, c, ls);
                 for _ in 0..3 {
                     for (m, sign) in [(random_rotation(&mut rng), 1.0), (random_reflection(&mut rng), if (l1 + l2 + l3) % 2 == 0 { 1.0 } else { -1.0 })] {
-                        let moved = invariant(apply(&m, a), apply(&m, b), apply(&m, c), ls);
+                        let g = Isometry::linear(m);
+                        let moved = invariant(g.apply_point(a), g.apply_point(b), g.apply_point(c), ls);
                         assert!((moved - sign * reference).abs() < 1e-9, "{ls:?}: {moved} vs {}", sign * reference);
                     }
                 }
@@ -121,7 +118,7 @@ fn harmonics_have_their_normalisation_everywhere_on_the_sphere() {
     let sh = SphericalHarmonics::new(6);
     let mut rng = StdRng::seed_from_u64(4);
     for _ in 0..20 {
-        let v = apply(&random_rotation(&mut rng), [0.0, 0.0, 2.5]);
+        let v = Isometry::linear(random_rotation(&mut rng)).apply_point([0.0, 0.0, 2.5]);
         let y = sh.eval(v, true, Normalization::Component);
         for l in 0..=6u32 {
             let norm: f64 = y[(l * l) as usize..((l + 1) * (l + 1)) as usize].iter().map(|x| x * x).sum();

@@ -8,7 +8,7 @@ use std::time::Duration;
 use common::{LIMITS, TestServer, trained_models_dir};
 use equiserve::{
     data::{FRAME_LEN, PARTICLES},
-    onnx::{ExecutionDevice, OnnxModel},
+    onnx::{ExecutionDevice, OnnxModel, Signature},
     proto::v1::{GetModelRequest, ListModelsRequest, PredictRequest, RolloutRequest},
 };
 use ndarray::Array3;
@@ -33,7 +33,7 @@ async fn predict_equals_a_direct_onnx_runtime_run() {
     let response = server.client.predict(predict_request(positions.clone())).await.expect("predict").into_inner();
     assert_eq!(response.batch, 5);
 
-    let mut direct = OnnxModel::load(&dir.join("mlp/model.onnx"), ExecutionDevice::Cpu, 1).expect("model loads");
+    let mut direct = OnnxModel::load(&dir.join("mlp/model.onnx"), &Signature::dynamics(1), ExecutionDevice::Cpu, 1).expect("model loads");
     let input = Array3::from_shape_vec((5, PARTICLES, 3), positions.clone()).expect("shape");
     let expected = direct.run(input.view()).expect("runs");
     assert_eq!(response.dx.len(), expected.len());

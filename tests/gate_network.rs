@@ -5,8 +5,8 @@ mod common;
 
 use common::fixtures::{array, load, state_dict};
 use equiserve::{
-    e3::rotation::{random_reflection, random_rotation, rotation_about_x},
-    models::{GateNetwork, GateNetworkConfig, OpsModel},
+    e3::rotation::{Isometry, equivariance_deviation, random_reflection, random_rotation, rotation_about_x},
+    models::{GateNetwork, GateNetworkConfig, ModelInputs, OpsModel},
     nn::Eager,
 };
 use ndarray::{ArrayD, Axis};
@@ -38,7 +38,7 @@ fn the_studys_kwargs_give_the_studys_parameter_count() {
 #[test]
 fn seeded_network_reproduces_e3nn() {
     let Some((network, positions, outputs)) = seeded_network() else { return };
-    let ours = network.forward(&mut Eager, &positions);
+    let ours = network.forward(&mut Eager, &ModelInputs::snapshot(&positions));
     assert_eq!(ours.shape(), outputs.shape());
     let scale = outputs.iter().fold(0.0_f64, |m, v| m.max(v.abs()));
     let error = ours.iter().zip(&outputs).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
@@ -46,34 +46,21 @@ fn seeded_network_reproduces_e3nn() {
     assert!(error / scale < 1e-10, "relative error {}", error / scale);
 }
 
-fn transform(frames: &ArrayD<f64>, m: &[[f64; 3]; 3], t: [f64; 3]) -> ArrayD<f64> {
-    let mut out = frames.clone();
-    for mut p in out.lanes_mut(Axis(2)) {
-        let v = [p[0], p[1], p[2]];
-        for i in 0..3 {
-            p[i] = m[i][0] * v[0] + m[i][1] * v[1] + m[i][2] * v[2] + t[i];
-        }
-    }
-    out
-}
-
 #[test]
 fn network_is_e3_equivariant() {
     let Some((network, positions, _)) = seeded_network() else { return };
     let mut rng = StdRng::seed_from_u64(9);
-    let out = network.forward(&mut Eager, &positions);
     let shift = Normal::new(0.0, 5.0).expect("normal");
     let mut elements = vec![rotation_about_x(37.0)];
     for _ in 0..4 {
         elements.push(random_rotation(&mut rng));
         elements.push(random_reflection(&mut rng));
     }
-    for m in elements {
-        let t = std::array::from_fn(|_| shift.sample(&mut rng));
-        let moved = network.forward(&mut Eager, &transform(&positions, &m, t));
+    let mut forward = |x: &[ArrayD<f64>]| network.forward(&mut Eager, &ModelInputs::snapshot(&x[0]));
+    for matrix in elements {
+        let translation = std::array::from_fn(|_| shift.sample(&mut rng));
         // dx is a polar vector: it rotates with the frame and ignores the shift.
-        let expected = transform(&out, &m, [0.0; 3]);
-        let error = moved.iter().zip(&expected).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+        let error = equivariance_deviation(&mut forward, std::slice::from_ref(&positions), &Isometry { matrix, translation });
         assert!(error < 1e-9, "equivariance error {error}");
     }
 }

@@ -5,18 +5,18 @@ mod common;
 
 use std::{fs, path::PathBuf};
 
-use common::{TestServer, shared_dir, train_export};
+use common::{TestServer, shared_dir, skip, train_export};
 use equiserve::{
-    onnx::{ExecutionDevice, OnnxModel},
+    onnx::{ExecutionDevice, OnnxModel, Signature},
     proto::v1::PredictRequest,
 };
 use ndarray::{Array3, Ix3};
 use ndarray_npy::NpzReader;
 
 fn fixture_dir() -> Option<PathBuf> {
-    let dir = shared_dir()?.join("fixtures/e3nn_import_seed");
+    let dir = shared_dir("the e3nn import checks")?.join("fixtures/e3nn_import_seed");
     if !dir.is_dir() {
-        eprintln!("skipped: {} is absent", dir.display());
+        skip("the e3nn import checks", &format!("{} is absent", dir.display()));
         return None;
     }
     Some(dir)
@@ -47,7 +47,7 @@ fn imported_network_reproduces_e3nn_through_onnx_runtime() {
 
     let mut io = NpzReader::new(fs::File::open(fixture.join("io.npz")).expect("io.npz")).expect("npz");
     let (positions, expected) = (read_f32(&mut io, "positions"), read_f32(&mut io, "outputs"));
-    let mut model = OnnxModel::load(&model_dir.join("model.onnx"), ExecutionDevice::Cpu, 1).expect("loads");
+    let mut model = OnnxModel::load(&model_dir.join("model.onnx"), &Signature::dynamics(1), ExecutionDevice::Cpu, 1).expect("loads");
     let actual = model.run(positions.view()).expect("runs");
     let scale = expected.iter().fold(0.0_f32, |m, v| m.max(v.abs()));
     let error = actual.iter().zip(&expected).fold(0.0_f32, |m, (a, e)| m.max((a - e).abs()));
@@ -198,7 +198,7 @@ fn other_gate_network_kwargs_import() {
             }
         }
     }
-    let mut onnx = OnnxModel::load(&model_dir.join("model.onnx"), ExecutionDevice::Cpu, 1).expect("loads");
+    let mut onnx = OnnxModel::load(&model_dir.join("model.onnx"), &Signature::dynamics(1), ExecutionDevice::Cpu, 1).expect("loads");
     let scale = onnx.run(frames.view()).expect("runs").iter().fold(0.0_f32, |m, v| m.max(v.abs()));
     assert!(worst / f64::from(scale) < 1e-5, "equivariance error {worst} for outputs up to {scale}");
 }

@@ -100,7 +100,7 @@ fn tensor_products_are_equivariant_in_every_mode() {
     let (in1, in2) = (irreps("2x0e+2x1o+1x2e+1x1e"), irreps("1x0e+1x1o+1x2e+1x3o"));
     let out = irreps("3x0e+2x0o+2x1o+2x1e+1x2e+2x2o+1x3e");
     let mut fc = TensorProduct::fully_connected(in1.clone(), in2.clone(), out.clone(), true);
-    fc.set_weight((0..fc.weight_numel).map(|_| rng.sample(StandardNormal)).collect()).expect("count");
+    fc.set_weight((0..fc.weight_numel()).map(|_| rng.sample(StandardNormal)).collect()).expect("count");
     let same = irreps("2x0e+2x1o+2x2e");
     let modes = [
         ("uvu", TensorProduct::new(same.clone(), irreps("2x1o"), irreps("2x1e+2x1o+2x2o"), &[(1, 0, 0, Mode::Uvu, true), (0, 0, 1, Mode::Uvu, true), (2, 0, 2, Mode::Uvu, false)], false)),
@@ -114,11 +114,11 @@ fn tensor_products_are_equivariant_in_every_mode() {
         assert_commutes("fully connected", &moved, &act(&out, &g, &fc.forward(&mut Eager, &x1, &x2, None)));
         for (name, tp) in &modes {
             let tp = tp.as_ref().expect("valid instructions");
-            let (x1, x2) = (random(4, tp.irreps_in1.dim(), &mut rng), random(4, tp.irreps_in2.dim(), &mut rng));
+            let (x1, x2) = (random(4, tp.irreps_in1().dim(), &mut rng), random(4, tp.irreps_in2().dim(), &mut rng));
             // Per-sample weights are invariant scalars.
-            let w = random(4, tp.weight_numel, &mut rng);
-            let moved = tp.forward(&mut Eager, &act(&tp.irreps_in1, &g, &x1), &act(&tp.irreps_in2, &g, &x2), Some(&w));
-            let expected = act(&tp.irreps_out, &g, &tp.forward(&mut Eager, &x1, &x2, Some(&w)));
+            let w = random(4, tp.weight_numel(), &mut rng);
+            let moved = tp.forward(&mut Eager, &act(tp.irreps_in1(), &g, &x1), &act(tp.irreps_in2(), &g, &x2), Some(&w));
+            let expected = act(tp.irreps_out(), &g, &tp.forward(&mut Eager, &x1, &x2, Some(&w)));
             assert_commutes(name, &moved, &expected);
         }
     }

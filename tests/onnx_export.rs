@@ -4,9 +4,9 @@
 use equiserve::{
     card::DataInfo,
     data::{SimulationConfig, Split, SplitConfig, Target, simulate},
-    models::{E3Small, GateNetwork, GateNetworkConfig, Gnn, Mlp, ModelKind, OpsModel, OutputScaled, Se3Transformer},
+    models::{E3Small, GateNetwork, GateNetworkConfig, Gnn, Mlp, ModelInputs, ModelKind, OpsModel, OutputScaled, Se3Transformer},
     nn::{Eager, Ops},
-    onnx::{ExecutionDevice, GraphBuilder, OnnxModel, Precision},
+    onnx::{ExecutionDevice, GraphBuilder, OnnxModel, Precision, Signature},
     train::{ExportError, ExportRequest, ExportableModel, OpsTrained, TrainConfig, export_model, predict_dx_ops, relative_error, render_report},
 };
 use ndarray::{Array3, ArrayView3};
@@ -48,7 +48,7 @@ fn exported_mlp_matches_burn_on_random_inputs() {
     assert!(outcome.card.onnx.parity_relative_error < 1e-5);
     assert_eq!(outcome.card.params, 8_868);
 
-    let mut onnx = OnnxModel::load(&outcome.dir.join("model.onnx"), ExecutionDevice::Cpu, 1).expect("loads");
+    let mut onnx = OnnxModel::load(&outcome.dir.join("model.onnx"), &Signature::dynamics(1), ExecutionDevice::Cpu, 1).expect("loads");
     let mut rng = StdRng::seed_from_u64(5);
     // Positions on the scale of the study's data (coordinates around 26).
     let normal = Normal::new(20.0, 10.0).expect("normal");
@@ -66,8 +66,12 @@ fn exported_mlp_matches_burn_on_random_inputs() {
 struct Skewed(Mlp);
 
 impl ExportableModel for Skewed {
-    fn emit_onnx(&self, graph: &mut GraphBuilder, positions: &str) -> String {
-        let out = OpsTrained(&self.0).emit_onnx(graph, positions);
+    fn history_frames(&self) -> usize {
+        1
+    }
+
+    fn emit_onnx(&self, graph: &mut GraphBuilder) -> String {
+        let out = OpsTrained(&self.0).emit_onnx(graph);
         let offset = graph.constant_float("offset", &[1], [1e-3].into_iter());
         graph.add(&out, &offset)
     }
@@ -107,8 +111,8 @@ fn a_graph_that_differs_from_the_model_is_refused_and_old_files_survive() {
 struct Cancelling;
 
 impl OpsModel for Cancelling {
-    fn forward<O: Ops>(&self, ops: &mut O, positions: &O::Tensor) -> O::Tensor {
-        let shifted = ops.add_scalar(positions, 3000.0);
+    fn forward<O: Ops>(&self, ops: &mut O, inputs: &ModelInputs<O::Tensor>) -> O::Tensor {
+        let shifted = ops.add_scalar(inputs.positions, 3000.0);
         ops.add_scalar(&shifted, -3000.0)
     }
 
@@ -132,7 +136,7 @@ fn a_function_f32_cannot_reproduce_is_exported_computing_in_f64() {
     assert!(report.contains("except those of mlp, which compute in float64"), "{report}");
 
     // The served interface is still float32 in and out.
-    let mut onnx = OnnxModel::load(&outcome.dir.join("model.onnx"), ExecutionDevice::Cpu, 1).expect("loads");
+    let mut onnx = OnnxModel::load(&outcome.dir.join("model.onnx"), &Signature::dynamics(1), ExecutionDevice::Cpu, 1).expect("loads");
     let x = Array3::from_shape_fn((2, 12, 3), |(f, p, d)| (f * 36 + p * 3 + d) as f32 * 0.01);
     let dx = onnx.run(x.view()).expect("runs");
     assert!(relative_error(&dx, &x) < 1e-7);
@@ -152,15 +156,14 @@ fn an_f64_graph_of_the_attention_model_matches_its_f64_evaluation() {
     let mut rng = StdRng::seed_from_u64(4);
     let normal = Normal::new(0.0, 1.0).expect("normal");
     let x = Array3::<f32>::from_shape_simple_fn((3, 12, 3), || normal.sample(&mut rng));
-    let expected: Vec<f32> = model.forward(&mut Eager, &x.mapv(f64::from).into_dyn()).iter().map(|&v| v as f32).collect();
+    let expected: Vec<f32> = model.forward(&mut Eager, &ModelInputs::snapshot(&x.mapv(f64::from).into_dyn())).iter().map(|&v| v as f32).collect();
 
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("model.onnx");
-    let mut graph = GraphBuilder::with_precision(Precision::F64);
-    let input = graph.input();
-    let output = model.forward(&mut graph, &input);
-    std::fs::write(&path, graph.finish(&output, "test", &[]).encode_to_vec()).expect("writes");
-    let actual = OnnxModel::load(&path, ExecutionDevice::Cpu, 1).expect("loads").run(x.view()).expect("runs");
+    let mut graph = GraphBuilder::for_model(&model, Precision::F64);
+    let output = graph.emit(&model);
+    std::fs::write(&path, graph.finish(&[output], "test", &[]).encode_to_vec()).expect("writes");
+    let actual = OnnxModel::load(&path, &Signature::dynamics(1), ExecutionDevice::Cpu, 1).expect("loads").run(x.view()).expect("runs");
     let error = relative_error(&actual, &expected);
     assert!(error < 2e-7, "{error:e}");
 }
@@ -170,10 +173,9 @@ fn an_f64_graph_of_the_attention_model_matches_its_f64_evaluation() {
 #[test]
 fn zoo_graphs_store_no_unused_initializers() {
     fn check(name: &str, model: &impl OpsModel) {
-        let mut graph = GraphBuilder::new();
-        let input = graph.input();
-        let output = model.forward(&mut graph, &input);
-        let proto = graph.finish(&output, name, &[]);
+        let mut graph = GraphBuilder::for_model(model, Precision::F32);
+        let output = graph.emit(model);
+        let proto = graph.finish(&[output], name, &[]);
         let graph = proto.graph.expect("graph");
         let read: std::collections::HashSet<&str> = graph.node.iter().flat_map(|n| n.input.iter().map(String::as_str)).collect();
         let unused: Vec<&str> = graph.initializer.iter().map(|t| t.name.as_str()).filter(|n| !read.contains(n)).collect();

@@ -6,8 +6,8 @@ mod common;
 use common::{fixtures::load, train_export};
 use equiserve::{
     data::{SimulationConfig, Split, SplitConfig, simulate},
-    e3::rotation::{random_reflection, random_rotation},
-    models::{E3Small, GateNetwork, GateNetworkConfig, Gnn, OpsModel, Se3Transformer},
+    e3::rotation::{Isometry, equivariance_deviation, random_reflection, random_rotation},
+    models::{E3Small, GateNetwork, GateNetworkConfig, Gnn, ModelInputs, OpsModel, Se3Transformer},
     nn::Eager,
     train::{TrainConfig, fit_ops},
 };
@@ -48,34 +48,21 @@ fn chains(frames: usize, step: f64, rng: &mut StdRng) -> ArrayD<f64> {
     positions
 }
 
-/// m·x + t for every particle of every frame.
-fn moved(positions: &ArrayD<f64>, m: &[[f64; 3]; 3], t: [f64; 3]) -> ArrayD<f64> {
-    ArrayD::from_shape_fn(positions.raw_dim(), |ix| {
-        let p = |d: usize| positions[[ix[0], ix[1], d]];
-        let i = ix[2];
-        m[i][0] * p(0) + m[i][1] * p(1) + m[i][2] * p(2) + t[i]
-    })
-}
-
-/// The largest |f(g·x) − g·f(x)| over the given elements (m, t) of E(3), relative to max |f(x)|.
-fn equivariance_error(model: &impl OpsModel, positions: &ArrayD<f64>, elements: &[([[f64; 3]; 3], [f64; 3])]) -> f64 {
-    let out = model.forward(&mut Eager, positions);
-    let scale = out.iter().fold(0.0_f64, |a, v| a.max(v.abs()));
+/// The largest |f(g·x) − g·f(x)| over the given elements of E(3), relative to max |f(x)|.
+fn equivariance_error(model: &impl OpsModel, positions: &ArrayD<f64>, elements: &[Isometry]) -> f64 {
+    let mut forward = |x: &[ArrayD<f64>]| model.forward(&mut Eager, &ModelInputs::snapshot(&x[0]));
+    let scale = forward(std::slice::from_ref(positions)).iter().fold(0.0_f64, |a, v| a.max(v.abs()));
     assert!(scale > 1e-6, "the model's output vanishes ({scale:e}), so the check would be empty");
-    elements.iter().fold(0.0_f64, |worst, (m, t)| {
-        let moved_out = model.forward(&mut Eager, &moved(positions, m, *t));
-        let expected = moved(&out, m, [0.0; 3]);
-        let error = moved_out.iter().zip(expected.iter()).fold(0.0_f64, |a, (x, y)| a.max((x - y).abs()));
-        worst.max(error / scale)
-    })
+    let worst = elements.iter().map(|g| equivariance_deviation(&mut forward, std::slice::from_ref(positions), g)).fold(0.0, f64::max);
+    worst / scale
 }
 
-fn random_elements(rng: &mut StdRng, translate: bool) -> Vec<([[f64; 3]; 3], [f64; 3])> {
+fn random_elements(rng: &mut StdRng, translate: bool) -> Vec<Isometry> {
     let mut elements = Vec::new();
     for _ in 0..3 {
-        for m in [random_rotation(rng), random_reflection(rng)] {
-            let t = std::array::from_fn(|_| if translate { 4.0 * rng.sample::<f64, _>(StandardNormal) } else { 0.0 });
-            elements.push((m, t));
+        for matrix in [random_rotation(rng), random_reflection(rng)] {
+            let translation = std::array::from_fn(|_| if translate { 4.0 * rng.sample::<f64, _>(StandardNormal) } else { 0.0 });
+            elements.push(Isometry { matrix, translation });
         }
     }
     elements
@@ -127,8 +114,7 @@ fn gnn_ignores_translations_but_not_rotations() {
     let mut rng = StdRng::seed_from_u64(8);
     let positions = chains(2, 0.6, &mut rng);
     let model = seeded(Gnn::new(), 8);
-    let identity = [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]];
-    let shifts: Vec<_> = (0..3).map(|_| (identity, std::array::from_fn(|_| 4.0 * rng.sample::<f64, _>(StandardNormal)))).collect();
+    let shifts: Vec<_> = (0..3).map(|_| Isometry::translation(std::array::from_fn(|_| 4.0 * rng.sample::<f64, _>(StandardNormal)))).collect();
     let error = equivariance_error(&model, &positions, &shifts);
     assert!(error < 1e-9, "{error:e}");
     let error = equivariance_error(&model, &positions, &random_elements(&mut rng, false));
@@ -149,9 +135,9 @@ fn a_batch_of_frames_gives_what_each_frame_gives_alone() {
         }
     };
     let gnn = seeded(Gnn::new(), 9);
-    check("gnn", &|x| gnn.forward(&mut Eager, x));
+    check("gnn", &|x| gnn.forward(&mut Eager, &ModelInputs::snapshot(x)));
     let se3 = seeded(Se3Transformer::new(2, 2, false), 9);
-    check("se3net", &|x| se3.forward(&mut Eager, x));
+    check("se3net", &|x| se3.forward(&mut Eager, &ModelInputs::snapshot(x)));
 }
 
 #[test]

@@ -8,7 +8,7 @@ use std::{
 
 use clap::{Args as ClapArgs, Parser, Subcommand};
 use equiserve::{
-    card::{CARD_FILE, DataInfo, ModelCard},
+    card::{CARD_FILE, DataInfo, ModelCard, model_folders},
     data::{SimulationConfig, Split, SplitConfig, Target, Trajectory, load_npz, save_npz, simulate},
     models::ModelKind,
     onnx::init_runtime,
@@ -171,19 +171,22 @@ fn simulate_to_file(out: &Path, config: &SimulationConfig) -> Result<(), String>
     Ok(())
 }
 
-/// The model cards in DIR/<name>/card.json, by path, sorted.
+/// The model cards in DIR/<name>/card.json, by path, sorted; a model folder without
+/// a card is skipped with a line saying so.
 fn read_cards(dir: &Path) -> Result<Vec<(PathBuf, ModelCard)>, String> {
-    let entries = fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path().join(CARD_FILE))).filter(|p| p.is_file()).collect();
-    paths.sort();
-    paths
-        .into_iter()
-        .map(|path| {
-            let text = fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-            let card = serde_json::from_str::<ModelCard>(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-            Ok((path, card))
-        })
-        .collect()
+    let folders = model_folders(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let mut cards = Vec::with_capacity(folders.len());
+    for folder in folders {
+        let path = folder.join(CARD_FILE);
+        if !path.is_file() {
+            eprintln!("{}: skipped (no {CARD_FILE})", folder.display());
+            continue;
+        }
+        let text = fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let card = serde_json::from_str::<ModelCard>(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        cards.push((path, card));
+    }
+    Ok(cards)
 }
 
 /// The test frames a card's model was evaluated on: its data file (or the simulator's
@@ -221,7 +224,7 @@ fn measure_cards(dir: &Path, ort_lib: Option<&Path>) -> Result<(), String> {
 fn report_from_cards(dir: &Path) -> Result<(), String> {
     let cards: Vec<ModelCard> = read_cards(dir)?.into_iter().map(|(_, card)| card).collect();
     let report = dir.join("REPORT.md");
-    write_report(&cards, &report)?;
+    write_report(&cards, &report).map_err(|e| e.to_string())?;
     println!("wrote {} ({} models)", report.display(), cards.len());
     Ok(())
 }

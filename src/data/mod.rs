@@ -35,6 +35,26 @@ pub enum DataError {
     },
 }
 
+/// Why an array is not a trajectory.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum TrajectoryError {
+    #[error("expected shape [frames, {PARTICLES}, {DIMS}], got {0:?}")]
+    Shape(Vec<usize>),
+    #[error("need at least 2 frames to form (x(t), x(t+1)) pairs, got {0}")]
+    TooFewFrames(usize),
+    #[error("non-finite value {value} at frame {frame}, particle {particle}, coordinate {coordinate}")]
+    NonFinite { value: f32, frame: usize, particle: usize, coordinate: usize },
+}
+
+/// Why a trajectory cannot be split as asked.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SplitError {
+    #[error("train fraction must be in (0, 1), got {0}")]
+    Fraction(f64),
+    #[error("cannot split {pairs} pairs into {train_pairs} for training and the rest for testing")]
+    Count { pairs: usize, train_pairs: usize },
+}
+
 impl DataError {
     pub(crate) fn invalid(path: &std::path::Path, message: impl Into<String>) -> Self {
         DataError::Invalid { path: path.display().to_string(), message: message.into() }
@@ -43,16 +63,16 @@ impl DataError {
 
 impl Trajectory {
     /// Checks shape `[frames, 12, 3]`, at least two frames and finite values.
-    pub fn new(positions: Array3<f32>) -> Result<Self, String> {
+    pub fn new(positions: Array3<f32>) -> Result<Self, TrajectoryError> {
         let (frames, particles, dims) = positions.dim();
         if particles != PARTICLES || dims != DIMS {
-            return Err(format!("expected shape [frames, {PARTICLES}, {DIMS}], got {:?}", positions.shape()));
+            return Err(TrajectoryError::Shape(positions.shape().to_vec()));
         }
         if frames < 2 {
-            return Err(format!("need at least 2 frames to form (x(t), x(t+1)) pairs, got {frames}"));
+            return Err(TrajectoryError::TooFewFrames(frames));
         }
         if let Some(((frame, particle, coordinate), value)) = positions.indexed_iter().find(|(_, v)| !v.is_finite()) {
-            return Err(format!("non-finite value {value} at frame {frame}, particle {particle}, coordinate {coordinate}"));
+            return Err(TrajectoryError::NonFinite { value: *value, frame, particle, coordinate });
         }
         Ok(Self { positions })
     }

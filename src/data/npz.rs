@@ -30,7 +30,7 @@ pub fn load_npz(path: &Path) -> Result<Trajectory, DataError> {
     }
     let mut positions = Array3::<f32>::zeros((frames, PARTICLES, DIMS));
     positions.slice_mut(s![.., .., ..dims]).assign(&raw.mapv(|v| v as f32));
-    Trajectory::new(positions).map_err(|message| DataError::invalid(path, format!("array '{ARRAY_NAME}': {message}")))
+    Trajectory::new(positions).map_err(|e| DataError::invalid(path, format!("array '{ARRAY_NAME}': {e}")))
 }
 
 fn read_float_array(npz: &mut NpzReader<File>) -> Result<ArrayD<f64>, ReadNpzError> {

@@ -3,7 +3,7 @@
 use ndarray::{Array3, s};
 use serde::{Deserialize, Serialize};
 
-use super::Trajectory;
+use super::{SplitError, Trajectory};
 
 /// What the network is trained to output. Exported models always output dx.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -65,20 +65,20 @@ pub struct Split {
 
 impl Split {
     /// The first pairs train, the rest test: no frame of the test period is seen in training.
-    pub fn new(trajectory: &Trajectory, config: &SplitConfig) -> Result<Self, String> {
+    pub fn new(trajectory: &Trajectory, config: &SplitConfig) -> Result<Self, SplitError> {
         let positions = trajectory.positions();
         let pairs = trajectory.frames() - 1;
         let train_pairs = match config.train_pairs {
             Some(n) => n,
             None => {
                 if !(config.train_fraction > 0.0 && config.train_fraction < 1.0) {
-                    return Err(format!("train fraction must be in (0, 1), got {}", config.train_fraction));
+                    return Err(SplitError::Fraction(config.train_fraction));
                 }
                 (config.train_fraction * pairs as f64).floor() as usize
             }
         };
         if train_pairs == 0 || train_pairs >= pairs {
-            return Err(format!("cannot split {pairs} pairs into {train_pairs} for training and the rest for testing"));
+            return Err(SplitError::Count { pairs, train_pairs });
         }
         let pairs_in = |range: std::ops::Range<usize>| Pairs {
             inputs: positions.slice(s![range.start..range.end, .., ..]).to_owned(),

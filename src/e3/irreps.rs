@@ -2,6 +2,8 @@
 
 use std::{fmt, ops::Range, str::FromStr};
 
+use super::ParseError;
+
 /// An irrep of O(3): degree `l` (dimension 2l + 1) and parity `p` = ±1.
 /// Ordered as e3nn orders them: by `l`, then odd before even.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -39,12 +41,12 @@ impl fmt::Display for Irrep {
 }
 
 impl FromStr for Irrep {
-    type Err = String;
+    type Err = ParseError;
 
     /// `"1o"`, `"2e"`, or `"3y"` (the spherical harmonics' parity, (−1)^l).
-    fn from_str(s: &str) -> Result<Self, String> {
+    fn from_str(s: &str) -> Result<Self, ParseError> {
         let s = s.trim();
-        let error = || format!("cannot read irrep '{s}' (expected e.g. 0e, 1o, 2y)");
+        let error = || ParseError { what: "irrep", text: s.to_string(), expected: "expected e.g. 0e, 1o, 2y".into() };
         let (digits, parity) = s.split_at(s.len().checked_sub(1).ok_or_else(error)?);
         let l: u32 = digits.parse().map_err(|_| error())?;
         let p = match parity {
@@ -168,9 +170,9 @@ impl fmt::Display for Irreps {
 }
 
 impl FromStr for Irreps {
-    type Err = String;
+    type Err = ParseError;
 
-    fn from_str(s: &str) -> Result<Self, String> {
+    fn from_str(s: &str) -> Result<Self, ParseError> {
         if s.trim().is_empty() {
             return Ok(Irreps::default());
         }
@@ -179,15 +181,15 @@ impl FromStr for Irreps {
                 let term = term.trim();
                 match term.split_once('x') {
                     Some((mul, ir)) => {
-                        let mul = mul.trim().parse().map_err(|_| format!("cannot read multiplicity in '{term}'"))?;
-                        Ok(MulIr { mul, ir: ir.parse()? })
+                        let mul = mul.trim().parse().map_err(|_| format!("cannot read the multiplicity in '{term}'"))?;
+                        Ok(MulIr { mul, ir: ir.parse().map_err(|e: ParseError| e.to_string())? })
                     }
-                    None => Ok(MulIr { mul: 1, ir: term.parse()? }),
+                    None => Ok(MulIr { mul: 1, ir: term.parse().map_err(|e: ParseError| e.to_string())? }),
                 }
             })
             .collect::<Result<Vec<_>, String>>()
             .map(Irreps)
-            .map_err(|e| format!("cannot read irreps '{s}': {e}"))
+            .map_err(|expected| ParseError { what: "irreps", text: s.to_string(), expected })
     }
 }
 

@@ -8,5 +8,14 @@ pub mod spherical_harmonics;
 pub mod wigner;
 
 pub use irreps::{Irrep, Irreps, MulIr};
+
+/// Text that does not name what it should (an irrep, irreps, a radial basis).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("cannot read {what} '{text}': {expected}")]
+pub struct ParseError {
+    pub what: &'static str,
+    pub text: String,
+    pub expected: String,
+}
 pub use spherical_harmonics::{Normalization, SphericalHarmonics};
 pub use wigner::wigner_3j;

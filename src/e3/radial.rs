@@ -15,11 +15,14 @@ pub enum Basis {
 }
 
 impl std::str::FromStr for Basis {
-    type Err = String;
+    type Err = super::ParseError;
 
-    fn from_str(s: &str) -> Result<Self, String> {
-        serde_json::from_value(serde_json::Value::String(s.to_string()))
-            .map_err(|_| format!("unknown basis '{s}' (gaussian, cosine, smooth_finite, fourier, bessel)"))
+    fn from_str(s: &str) -> Result<Self, super::ParseError> {
+        serde_json::from_value(serde_json::Value::String(s.to_string())).map_err(|_| super::ParseError {
+            what: "radial basis",
+            text: s.to_string(),
+            expected: "one of gaussian, cosine, smooth_finite, fourier, bessel".into(),
+        })
     }
 }
 

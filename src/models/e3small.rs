@@ -9,7 +9,7 @@
 //! one matmul per frame.
 
 use super::{
-    OpsModel,
+    ModelInputs, OpsModel,
     graph::{HarmonicGraph, contract_into_destinations, harmonic_graph, outer_sum_into_destinations, per_incoming_edge},
 };
 use crate::{
@@ -48,7 +48,8 @@ impl E3Small {
 }
 
 impl OpsModel for E3Small {
-    fn forward<O: Ops>(&self, ops: &mut O, positions: &O::Tensor) -> O::Tensor {
+    fn forward<O: Ops>(&self, ops: &mut O, inputs: &ModelInputs<O::Tensor>) -> O::Tensor {
+        let positions = inputs.positions;
         let HarmonicGraph { on_graph, sh, nodes, .. } = harmonic_graph(ops, positions, &self.harmonics, LMAX, RADIUS, NUM_NEIGHBORS);
         // The first product is summed straight into the destinations: per node, not per edge.
         let sh_dim = self.tp1.irreps_in2.dim();
@@ -116,7 +117,7 @@ mod tests {
         let normal = Normal::new(0.0, 1.6).expect("normal");
         let positions = ArrayD::from_shape_simple_fn(IxDyn(&[3, PARTICLES, DIMS]), || normal.sample(&mut rng));
         let expected = layer_by_layer(&model, &positions);
-        let folded = model.forward(&mut Eager, &positions);
+        let folded = model.forward(&mut Eager, &ModelInputs::snapshot(&positions));
         let scale = expected.iter().fold(0.0_f64, |m, v| m.max(v.abs()));
         assert!(scale > 1e-3, "the model writes something");
         let error = folded.iter().zip(expected.iter()).fold(0.0_f64, |m, (a, b)| m.max((a - b).abs()));

@@ -10,7 +10,7 @@ use rand::Rng;
 use rand_distr::{Distribution, Uniform};
 
 use super::{
-    OpsModel,
+    ModelInputs, OpsModel,
     graph::{HarmonicGraph, harmonic_graph, masked_softmax_over_sources, mean_into_destinations, self_pairs},
 };
 use crate::{
@@ -244,7 +244,8 @@ impl OpsModel for Gnn {
     /// depend on the frames (ONNX Runtime folds them at load), so a node costs
     /// 256 × 256 multiply-adds where gat2's and the head's layers cost 1024 × 1280:
     /// the same function, ~20× less work.
-    fn forward<O: Ops>(&self, ops: &mut O, positions: &O::Tensor) -> O::Tensor {
+    fn forward<O: Ops>(&self, ops: &mut O, inputs: &ModelInputs<O::Tensor>) -> O::Tensor {
+        let positions = inputs.positions;
         let HarmonicGraph { on_graph, sh, sh_by_component, nodes } = harmonic_graph(ops, positions, &self.harmonics, LMAX, RADIUS, NUM_NEIGHBORS);
         let (h, c) = (HEADS as i64, HIDDEN as i64);
         let graph = LoopedGraph::new(ops, &sh, &sh_by_component, &on_graph, EDGE_DIM);
@@ -428,7 +429,7 @@ mod tests {
             let t = (ix[0] * 36 + ix[1] * 3 + ix[2]) as f64;
             1.2 * ix[1] as f64 * [0.6, 0.3, 0.1][ix[2]] + (t * 1.7).sin()
         });
-        let folded = gnn.forward(&mut Eager, &positions);
+        let folded = gnn.forward(&mut Eager, &ModelInputs::snapshot(&positions));
         let expected = layer_by_layer(&gnn, &positions);
         let scale = expected.iter().fold(0.0_f64, |m, v| m.max(v.abs()));
         assert!(scale > 1e-2, "the network outputs something: {scale:e}");

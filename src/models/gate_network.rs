@@ -12,7 +12,7 @@ use std::{collections::HashMap, ops::Range};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    OpsModel,
+    ModelInputs, OpsModel,
     graph::{harmonics_by_component, off_diagonal, pairwise, unit_vectors},
 };
 use crate::{
@@ -398,7 +398,7 @@ impl GateNetwork {
                 gates.iter().map(|m| act_gate(m.ir)).collect(),
                 gated,
             )
-            .map_err(GateNetworkError::Config)?;
+            .map_err(|e| GateNetworkError::Config(e.to_string()))?;
             let conv = Convolution::new(&irreps, &node_attr, &edge_attr, &gate.irreps_in, &config);
             irreps = gate.irreps_out.clone();
             layers.push((conv, Some(gate)));
@@ -453,15 +453,15 @@ impl GateNetwork {
         for (conv, _) in &mut self.layers {
             let mut next = || shapes.next().expect("one shape per tensor");
             let (name, shape) = next();
-            conv.sc.set_weight(take(&name, &shape)?).map_err(GateNetworkError::Weights)?;
+            conv.sc.set_weight(take(&name, &shape)?).map_err(|e| GateNetworkError::Weights(format!("{name}: {e}")))?;
             let (name, shape) = next();
-            conv.lin1.set_weight(take(&name, &shape)?).map_err(GateNetworkError::Weights)?;
+            conv.lin1.set_weight(take(&name, &shape)?).map_err(|e| GateNetworkError::Weights(format!("{name}: {e}")))?;
             for k in 0..conv.fc.weights.len() {
                 let (name, shape) = next();
                 conv.fc.weights[k] = take(&name, &shape)?;
             }
             let (name, shape) = next();
-            conv.lin2.set_weight(take(&name, &shape)?).map_err(GateNetworkError::Weights)?;
+            conv.lin2.set_weight(take(&name, &shape)?).map_err(|e| GateNetworkError::Weights(format!("{name}: {e}")))?;
         }
         Ok(())
     }
@@ -490,7 +490,8 @@ impl OpsModel for GateNetwork {
     }
 
     /// positions [B, 12, 3] → per-particle vectors [B, 12, 3].
-    fn forward<O: Ops>(&self, ops: &mut O, positions: &O::Tensor) -> O::Tensor {
+    fn forward<O: Ops>(&self, ops: &mut O, inputs: &ModelInputs<O::Tensor>) -> O::Tensor {
+        let positions = inputs.positions;
         let (n, d) = (PARTICLES as i64, DIMS as i64);
         // pairwise gives pos[i] − pos[j] at pair (i, j); with i the destination and j the
         // source, e3nn's edge_vec = pos[src] − pos[dst] is its negative (lengths agree).

@@ -1,7 +1,7 @@
 //! The study's MLP baseline: the 36 coordinates through three linear layers
 //! 36 → 64 → 64 → 36, with no activation in between (as in the study: 8,868 parameters).
 
-use super::OpsModel;
+use super::{ModelInputs, OpsModel};
 use crate::{
     data::{DIMS, FRAME_LEN, PARTICLES},
     nn::{Dense, Ops},
@@ -33,7 +33,8 @@ impl Mlp {
 }
 
 impl OpsModel for Mlp {
-    fn forward<O: Ops>(&self, ops: &mut O, positions: &O::Tensor) -> O::Tensor {
+    fn forward<O: Ops>(&self, ops: &mut O, inputs: &ModelInputs<O::Tensor>) -> O::Tensor {
+        let positions = inputs.positions;
         let flat = ops.reshape(positions, &[-1, FRAME_LEN as i64]);
         let h = self.input.forward(ops, &flat);
         let h = self.hidden.forward(ops, &h);

@@ -14,15 +14,36 @@ pub use gate_network::{GateNetwork, GateNetworkConfig, GateNetworkError};
 pub use mlp::Mlp;
 pub use se3_attention::Se3Transformer;
 
+
 use serde_json::json;
 
 use crate::nn::Ops;
 
+/// What a model reads: frame t, and for history models the frames before it.
+#[derive(Debug)]
+pub struct ModelInputs<'a, T> {
+    /// [batch, 12, 3].
+    pub positions: &'a T,
+    /// [batch, K−1, 12, 3], oldest first; `None` for models of one snapshot.
+    pub previous: Option<&'a T>,
+}
+
+impl<'a, T> ModelInputs<'a, T> {
+    /// The inputs of a model that reads frame t only.
+    pub fn snapshot(positions: &'a T) -> Self {
+        Self { positions, previous: None }
+    }
+}
+
 /// A model of one step of the dynamics, written against [`Ops`]: run and trained in Burn through
-/// [`crate::nn::BurnOps`], exported by running it on a [`GraphBuilder`].
+/// `BurnOps`, exported by running it on the ONNX graph builder.
 pub trait OpsModel {
-    /// The training target (dx or x(t+1)) for positions [batch, 12, 3].
-    fn forward<O: Ops>(&self, ops: &mut O, positions: &O::Tensor) -> O::Tensor;
+    /// The training target (dx or x(t+1)) for `inputs`.
+    fn forward<O: Ops>(&self, ops: &mut O, inputs: &ModelInputs<O::Tensor>) -> O::Tensor;
+    /// Frames the model reads (K): 1 reads frame t alone.
+    fn history_frames(&self) -> usize {
+        1
+    }
     /// Every trainable weight, as the layers store them.
     fn weights_mut(&mut self) -> Vec<&mut Vec<f64>>;
     fn num_params(&self) -> usize;
@@ -45,9 +66,13 @@ pub struct OutputScaled<M> {
 }
 
 impl<M: OpsModel> OpsModel for OutputScaled<M> {
-    fn forward<O: Ops>(&self, ops: &mut O, positions: &O::Tensor) -> O::Tensor {
-        let out = self.model.forward(ops, positions);
+    fn forward<O: Ops>(&self, ops: &mut O, inputs: &ModelInputs<O::Tensor>) -> O::Tensor {
+        let out = self.model.forward(ops, inputs);
         ops.scale(&out, self.scale)
+    }
+
+    fn history_frames(&self) -> usize {
+        self.model.history_frames()
     }
 
     fn weights_mut(&mut self) -> Vec<&mut Vec<f64>> {

@@ -19,7 +19,7 @@
 //! any batch.
 
 use super::{
-    OpsModel,
+    ModelInputs, OpsModel,
     graph::{
         from_destinations, from_sources, harmonics, masked_softmax_over_sources, mean_into_destinations, pairwise, per_incoming_edge, radius_graph,
         soft_unit_step, unit_vectors,
@@ -427,7 +427,8 @@ impl Se3Transformer {
 }
 
 impl OpsModel for Se3Transformer {
-    fn forward<O: Ops>(&self, ops: &mut O, positions: &O::Tensor) -> O::Tensor {
+    fn forward<O: Ops>(&self, ops: &mut O, inputs: &ModelInputs<O::Tensor>) -> O::Tensor {
+        let positions = inputs.positions;
         let mut x = positions.clone();
         if self.centered {
             let centre = ops.reduce_sum(&x, 1, true);

@@ -1,7 +1,7 @@
 //! e3nn's `Gate`: scalars go through activations; every other irrep is multiplied
 //! by its own activated gate scalar, which keeps the layer equivariant.
 
-use super::{fully_connected::apply_activation, ops::Ops};
+use super::{LayerError, fully_connected::apply_activation, ops::Ops};
 use crate::e3::{Irrep, Irreps, radial::Activation};
 
 #[derive(Debug, Clone)]
@@ -20,14 +20,14 @@ pub struct Gate {
 
 /// The parity of act(x) for odd x, or `None` when the activation is neither even
 /// nor odd (then it may only act on even scalars).
-fn output_parity(activation: Activation, input: Irrep) -> Result<i8, String> {
+fn output_parity(activation: Activation, input: Irrep) -> Result<i8, LayerError> {
     if input.p == 1 {
         return Ok(1);
     }
     match activation {
         Activation::Tanh => Ok(-1),
         Activation::Abs => Ok(1),
-        other => Err(format!("{other:?} is neither even nor odd, so it cannot act on the odd scalar {input}")),
+        other => Err(LayerError::NeitherEvenNorOdd(other, input)),
     }
 }
 
@@ -38,15 +38,15 @@ impl Gate {
         irreps_gates: Irreps,
         act_gates: Vec<Activation>,
         irreps_gated: Irreps,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, LayerError> {
         if irreps_scalars.lmax().unwrap_or(0) > 0 || irreps_gates.lmax().unwrap_or(0) > 0 {
-            return Err("gate scalars and gates must be scalars (l = 0)".into());
+            return Err(LayerError::GatesNotScalars);
         }
         if irreps_gates.num_irreps() != irreps_gated.num_irreps() {
-            return Err(format!("{} gates for {} gated irreps", irreps_gates.num_irreps(), irreps_gated.num_irreps()));
+            return Err(LayerError::GateCount { gates: irreps_gates.num_irreps(), gated: irreps_gated.num_irreps() });
         }
         if act_scalars.len() != irreps_scalars.len() || act_gates.len() != irreps_gates.len() {
-            return Err("one activation per scalar entry and per gate entry".into());
+            return Err(LayerError::ActivationCount);
         }
         let groups = [irreps_scalars.simplify(), irreps_gates.simplify(), irreps_gated.simplify()];
         let all = groups[0].concat(&groups[1]).concat(&groups[2]);
@@ -63,13 +63,13 @@ impl Gate {
                 .iter()
                 .zip(&act_scalars)
                 .map(|(m, act)| Ok(crate::e3::MulIr { mul: m.mul, ir: Irrep::new(0, output_parity(*act, m.ir)?) }))
-                .collect::<Result<_, String>>()?,
+                .collect::<Result<_, LayerError>>()?,
         );
         let gate_parities: Vec<i8> = irreps_gates
             .iter()
             .zip(&act_gates)
             .flat_map(|(m, act)| std::iter::repeat_n(output_parity(*act, m.ir), m.mul))
-            .collect::<Result<_, String>>()?;
+            .collect::<Result<_, LayerError>>()?;
         // Each gated irrep takes the parity of its gate into its own.
         let mut gated_out = Vec::new();
         let mut g = 0;

@@ -23,7 +23,32 @@ pub use ops::{Ops, Unary};
 pub use tensor_product::{Instruction, Mode, TensorProduct};
 pub(crate) use tensor_product::{BlockLayout, cg_columns_ki};
 
-use crate::e3::Irreps;
+use crate::e3::{Irrep, Irreps, radial::Activation};
+
+/// A layer that cannot be built as asked, or weights that do not fit it.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum LayerError {
+    #[error("unsupported connection mode '{0}'")]
+    UnknownMode(String),
+    #[error("instruction refers to {which}[{index}] but {which} is {irreps}")]
+    MissingIrrep { which: &'static str, index: usize, irreps: Irreps },
+    #[error("{0} ⊗ {1} cannot give {2}")]
+    ForbiddenPath(Irrep, Irrep, Irrep),
+    #[error("multiplicities {0}, {1}, {2} do not fit mode {3:?}")]
+    Multiplicities(usize, usize, usize, Mode),
+    #[error("expected {expected} weights, got {got}")]
+    WeightCount { expected: usize, got: usize },
+    #[error("this tensor product takes its weights per sample")]
+    WeightsPerSample,
+    #[error("gate scalars and gates must be scalars (l = 0)")]
+    GatesNotScalars,
+    #[error("{gates} gates for {gated} gated irreps")]
+    GateCount { gates: usize, gated: usize },
+    #[error("one activation per scalar entry and per gate entry")]
+    ActivationCount,
+    #[error("{0:?} is neither even nor odd, so it cannot act on the odd scalar {1}")]
+    NeitherEvenNorOdd(Activation, Irrep),
+}
 
 /// Adds `value` to the running sum in `sum`, which it starts when empty.
 pub(crate) fn add_to<O: Ops>(ops: &mut O, sum: &mut Option<O::Tensor>, value: O::Tensor) {

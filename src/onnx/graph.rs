@@ -6,36 +6,17 @@ use super::proto::{
     tensor_shape_proto::{Dimension, dimension::Value as DimValue},
     type_proto::{Tensor as TensorType, Value as TypeValue},
 };
-use super::{INPUT_NAME, IR_VERSION, OPSET, OUTPUT_NAME};
-use crate::data::{DIMS, PARTICLES};
+use super::{
+    IR_VERSION, OPSET, POSITIONS, PREVIOUS, Precision, Signature,
+    signature::{BATCH, Dim, TensorSpec},
+};
+use crate::models::{ModelInputs, OpsModel};
 
-/// The element type a graph computes in; its input and output stay float32.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum Precision {
-    #[default]
-    F32,
-    /// For trained functions whose output is small beside their intermediate values, so
-    /// that f32 rounding alone exceeds the parity tolerance: the faithful SE(3)
-    /// Transformer (its later blocks take the earlier ones' dx-sized outputs as
-    /// positions; its dx stays below 1e-6) and E3 small after long training (its
-    /// unnormalised harmonics' large terms cancel).
-    F64,
-}
-
-impl Precision {
-    /// ONNX's TensorProto.DataType.
-    pub fn data_type(self) -> DataType {
-        match self {
-            Precision::F32 => DataType::Float,
-            Precision::F64 => DataType::Double,
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Precision::F32 => "float32",
-            Precision::F64 => "float64",
-        }
+/// ONNX's TensorProto.DataType of a precision.
+pub(super) fn data_type(precision: Precision) -> DataType {
+    match precision {
+        Precision::F32 => DataType::Float,
+        Precision::F64 => DataType::Double,
     }
 }
 
@@ -46,31 +27,50 @@ pub struct GraphBuilder {
     initializers: Vec<TensorProto>,
     next_id: usize,
     precision: Precision,
-    /// The input as the graph computes with it (cast when the precision is not f32).
-    input: String,
+    signature: Signature,
+    /// The inputs as the graph computes with them (cast when the precision is not f32),
+    /// in the signature's order.
+    inputs: Vec<String>,
 }
 
 impl GraphBuilder {
-    /// A graph computing in f32.
-    pub fn new() -> Self {
-        Self::with_precision(Precision::F32)
+    /// A graph of `signature` computing in `precision`.
+    pub fn new(signature: Signature, precision: Precision) -> Self {
+        let mut graph = Self { precision, ..Self::default() };
+        graph.inputs = signature
+            .inputs
+            .iter()
+            .map(|spec| if precision == Precision::F32 { spec.name.clone() } else { graph.cast(&spec.name, data_type(precision)) })
+            .collect();
+        graph.signature = signature;
+        graph
     }
 
-    pub fn with_precision(precision: Precision) -> Self {
-        let mut graph = Self { precision, input: INPUT_NAME.to_string(), ..Self::default() };
-        if precision != Precision::F32 {
-            graph.input = graph.cast(INPUT_NAME, precision.data_type());
-        }
-        graph
+    /// A graph of the dynamics signature of `model` (it reads `model.history_frames()` frames).
+    pub fn for_model<M: OpsModel>(model: &M, precision: Precision) -> Self {
+        Self::new(Signature::dynamics(model.history_frames()), precision)
+    }
+
+    /// Appends `model`'s forward pass on this graph's inputs and gives its output.
+    pub fn emit<M: OpsModel>(&mut self, model: &M) -> String {
+        let positions = self.input(POSITIONS).expect("dynamics signatures read positions");
+        let previous = self.input(PREVIOUS);
+        model.forward(self, &ModelInputs { positions: &positions, previous: previous.as_ref() })
     }
 
     pub fn precision(&self) -> Precision {
         self.precision
     }
 
-    /// The graph input: positions [batch, 12, 3], in the graph's precision.
-    pub fn input(&self) -> String {
-        self.input.clone()
+    /// The graph's inputs in the graph's precision, in the signature's order.
+    pub fn inputs(&self) -> &[String] {
+        &self.inputs
+    }
+
+    /// The input called `name` in the graph's precision.
+    pub fn input(&self, name: &str) -> Option<String> {
+        let index = self.signature.inputs.iter().position(|spec| spec.name == name)?;
+        Some(self.inputs[index].clone())
     }
 
     pub fn cast(&mut self, x: &str, to: DataType) -> String {
@@ -94,7 +94,7 @@ impl GraphBuilder {
         self.initializers.push(TensorProto {
             name: name.clone(),
             dims: dims.iter().map(|&d| d as i64).collect(),
-            data_type: self.precision.data_type() as i32,
+            data_type: data_type(self.precision) as i32,
             raw_data,
             ..Default::default()
         });
@@ -149,26 +149,15 @@ impl GraphBuilder {
         self.op("Reshape", &[x, &shape], vec![])
     }
 
-    /// Names `value` as the graph output `dx` and wraps everything in a model.
-    pub fn finish(mut self, value: &str, doc: &str, metadata: &[(&str, String)]) -> ModelProto {
-        let value = if self.precision == Precision::F32 { value.to_string() } else { self.cast(value, DataType::Float) };
-        self.push_node("Identity", &[&value], OUTPUT_NAME, vec![]);
-        let frames = || ValueInfoProto {
-            name: String::new(),
-            r#type: Some(TypeProto {
-                value: Some(TypeValue::TensorType(TensorType {
-                    elem_type: DataType::Float as i32,
-                    shape: Some(TensorShapeProto {
-                        dim: vec![
-                            Dimension { value: Some(DimValue::DimParam("batch".into())) },
-                            Dimension { value: Some(DimValue::DimValue(PARTICLES as i64)) },
-                            Dimension { value: Some(DimValue::DimValue(DIMS as i64)) },
-                        ],
-                    }),
-                })),
-            }),
-            doc_string: String::new(),
-        };
+    /// Names `outputs` (one value per output of the signature, in its order) as the
+    /// graph's outputs and wraps everything in a model.
+    pub fn finish(mut self, outputs: &[String], doc: &str, metadata: &[(&str, String)]) -> ModelProto {
+        assert_eq!(outputs.len(), self.signature.outputs.len(), "one value per output of the signature");
+        for (value, spec) in outputs.iter().zip(self.signature.outputs.clone()) {
+            let value = if self.precision == Precision::F32 { value.clone() } else { self.cast(value, DataType::Float) };
+            self.push_node("Identity", &[&value], &spec.name, vec![]);
+        }
+        let declare = |specs: &[TensorSpec]| specs.iter().map(value_info).collect();
         ModelProto {
             ir_version: IR_VERSION,
             producer_name: "equiserve".into(),
@@ -178,8 +167,8 @@ impl GraphBuilder {
                 node: self.nodes,
                 name: "equiserve".into(),
                 initializer: self.initializers,
-                input: vec![ValueInfoProto { name: INPUT_NAME.into(), ..frames() }],
-                output: vec![ValueInfoProto { name: OUTPUT_NAME.into(), ..frames() }],
+                input: declare(&self.signature.inputs),
+                output: declare(&self.signature.outputs),
                 ..Default::default()
             }),
             opset_import: vec![OperatorSetIdProto { domain: String::new(), version: OPSET }],
@@ -189,5 +178,31 @@ impl GraphBuilder {
                 .collect(),
             ..Default::default()
         }
+    }
+}
+
+/// A float32 graph input or output as the signature declares it.
+fn value_info(spec: &TensorSpec) -> ValueInfoProto {
+    assert_eq!(spec.dtype, super::FLOAT32, "graphs take and give float32 tensors");
+    let dim = spec
+        .dims()
+        .expect("signatures built here have valid shapes")
+        .into_iter()
+        .map(|d| Dimension {
+            value: Some(match d {
+                Dim::Batch => DimValue::DimParam(BATCH.into()),
+                Dim::Fixed(n) => DimValue::DimValue(n as i64),
+            }),
+        })
+        .collect();
+    ValueInfoProto {
+        name: spec.name.clone(),
+        r#type: Some(TypeProto {
+            value: Some(TypeValue::TensorType(TensorType {
+                elem_type: DataType::Float as i32,
+                shape: Some(TensorShapeProto { dim }),
+            })),
+        }),
+        doc_string: String::new(),
     }
 }

@@ -1,13 +1,20 @@
-//! ONNX: writing graphs with our own prost messages, and running them with ONNX Runtime.
+//! ONNX: a model's signature, running models with ONNX Runtime, and (with the `train`
+//! feature) writing graphs with our own prost messages.
 
+#[cfg(feature = "train")]
 mod graph;
+#[cfg(feature = "train")]
 mod ops;
 mod runtime;
+mod signature;
 
-pub use graph::{GraphBuilder, Precision};
+#[cfg(feature = "train")]
+pub use graph::GraphBuilder;
 pub use runtime::{ExecutionDevice, OnnxModel, RuntimeError, init_runtime, library_candidates};
+pub use signature::{BATCH, DX, Dim, FLOAT32, NamedTensors, POSITIONS, PREVIOUS, Signature, TensorSpec};
 
 /// The subset of onnx.proto that we write, generated from `proto/onnx/onnx_subset.proto`.
+#[cfg(feature = "train")]
 pub mod proto {
     include!(concat!(env!("OUT_DIR"), "/onnx.rs"));
 }
@@ -15,6 +22,25 @@ pub mod proto {
 /// IR version 10 is what ONNX 1.16+ writes for opset 21.
 pub const IR_VERSION: i64 = 10;
 pub const OPSET: i64 = 21;
-/// Every exported model maps positions float32 [batch, 12, 3] to dx float32 [batch, 12, 3].
-pub const INPUT_NAME: &str = "positions";
-pub const OUTPUT_NAME: &str = "dx";
+
+/// The element type a graph computes in; its inputs and outputs stay float32.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Precision {
+    #[default]
+    F32,
+    /// For trained functions whose output is small beside their intermediate values, so
+    /// that f32 rounding alone exceeds the parity tolerance: the faithful SE(3)
+    /// Transformer (its later blocks take the earlier ones' dx-sized outputs as
+    /// positions; its dx stays below 1e-6) and E3 small after long training (its
+    /// unnormalised harmonics' large terms cancel).
+    F64,
+}
+
+impl Precision {
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::F32 => "float32",
+            Precision::F64 => "float64",
+        }
+    }
+}

@@ -66,13 +66,13 @@ impl Ops for GraphBuilder {
     fn less_than(&mut self, x: &String, c: f64) -> String {
         let c = self.constant(&[], &[c]);
         let flags = self.op("Less", &[x, &c], vec![]);
-        self.cast(&flags, self.precision().data_type())
+        self.cast(&flags, super::graph::data_type(self.precision()))
     }
 
     fn greater_than(&mut self, x: &String, c: f64) -> String {
         let c = self.constant(&[], &[c]);
         let flags = self.op("Greater", &[x, &c], vec![]);
-        self.cast(&flags, self.precision().data_type())
+        self.cast(&flags, super::graph::data_type(self.precision()))
     }
 
     fn clip(&mut self, x: &String, min: f64, max: f64) -> String {

@@ -5,15 +5,18 @@ use std::{
     sync::OnceLock,
 };
 
-use ndarray::{Array3, ArrayView3, Ix3};
+use ndarray::{Array3, ArrayD, ArrayView3, Ix3};
 use ort::{
     environment::Environment,
     ep::{self, ExecutionProvider},
-    session::Session,
-    value::TensorRef,
+    session::{Session, SessionInputValue},
+    value::{Outlet, TensorElementType, TensorRef, ValueType},
 };
 
-use super::{INPUT_NAME, OUTPUT_NAME};
+use super::{
+    DX, NamedTensors, POSITIONS, Signature,
+    signature::{Dim, FLOAT32, TensorSpec},
+};
 
 /// Env var naming the ONNX Runtime library explicitly (the `--ort-lib` flag's fallback).
 pub const LIBRARY_ENV: &str = "EQUISERVE_ORT_LIB";
@@ -33,6 +36,8 @@ pub enum RuntimeError {
     CudaUnavailable(String),
     #[error("{path}: {message}")]
     Model { path: String, message: String },
+    #[error("{path} does not have the signature its card states: {message}")]
+    SignatureMismatch { path: String, message: String },
     #[error("inference failed: {0}")]
     Inference(String),
 }
@@ -120,12 +125,14 @@ pub fn init_runtime(explicit: Option<&Path>) -> Result<&'static Environment, Run
 /// serving worker owns one of these rather than sharing it behind a lock.
 pub struct OnnxModel {
     session: Session,
+    signature: Signature,
     execution_provider: &'static str,
 }
 
 impl OnnxModel {
-    /// Loads `path` on `device` with `intra_threads` threads for the CPU kernels.
-    pub fn load(path: &Path, device: ExecutionDevice, intra_threads: usize) -> Result<Self, RuntimeError> {
+    /// Loads `path` on `device` with `intra_threads` threads for the CPU kernels and
+    /// checks that the graph's inputs and outputs are those of `signature`.
+    pub fn load(path: &Path, signature: &Signature, device: ExecutionDevice, intra_threads: usize) -> Result<Self, RuntimeError> {
         let environment = init_runtime(None)?;
         let model_error = |message: String| RuntimeError::Model { path: path.display().to_string(), message };
         let mut builder = Session::builder(environment)
@@ -164,14 +171,10 @@ impl OnnxModel {
             };
         }
         let session = builder.commit_from_file(path).map_err(|e| model_error(e.to_string()))?;
-        let names = |outlets: &[ort::value::Outlet]| outlets.iter().map(|o| o.name().to_string()).collect::<Vec<_>>();
-        let (inputs, outputs) = (names(session.inputs()), names(session.outputs()));
-        if inputs != [INPUT_NAME] || !outputs.iter().any(|o| o == OUTPUT_NAME) {
-            return Err(model_error(format!(
-                "expected input '{INPUT_NAME}' and output '{OUTPUT_NAME}', found inputs {inputs:?} and outputs {outputs:?}"
-            )));
-        }
-        Ok(Self { session, execution_provider })
+        check_outlets("input", session.inputs(), &signature.inputs)
+            .and_then(|()| check_outlets("output", session.outputs(), &signature.outputs))
+            .map_err(|message| RuntimeError::SignatureMismatch { path: path.display().to_string(), message })?;
+        Ok(Self { session, signature: signature.clone(), execution_provider })
     }
 
     /// The execution provider that really runs this model.
@@ -179,15 +182,73 @@ impl OnnxModel {
         self.execution_provider
     }
 
-    /// dx float32 [batch, 12, 3] for positions float32 [batch, 12, 3].
-    pub fn run(&mut self, positions: ArrayView3<f32>) -> Result<Array3<f32>, RuntimeError> {
-        let inference = |e: ort::Error| RuntimeError::Inference(e.to_string());
-        let positions = positions.as_standard_layout();
-        let input = TensorRef::from_array_view(positions.view()).map_err(inference)?;
-        let outputs = self.session.run(ort::inputs![INPUT_NAME => input]).map_err(inference)?;
-        let dx = outputs[OUTPUT_NAME].try_extract_array::<f32>().map_err(inference)?;
-        dx.into_dimensionality::<Ix3>()
-            .map(|view| view.to_owned())
-            .map_err(|e| RuntimeError::Inference(format!("output '{OUTPUT_NAME}' is not [batch, 12, 3]: {e}")))
+    pub fn signature(&self) -> &Signature {
+        &self.signature
     }
+
+    /// Runs the model on `inputs`, one tensor per input of its signature, and gives
+    /// every output of the signature.
+    pub fn infer(&mut self, inputs: &NamedTensors) -> Result<NamedTensors, RuntimeError> {
+        let inference = |e: ort::Error| RuntimeError::Inference(e.to_string());
+        let mut contiguous = Vec::with_capacity(self.signature.inputs.len());
+        for spec in &self.signature.inputs {
+            let value = inputs
+                .get(&spec.name)
+                .ok_or_else(|| RuntimeError::Inference(format!("input '{}' was not given", spec.name)))?;
+            contiguous.push((spec.name.as_str(), value.as_standard_layout()));
+        }
+        let mut feed: Vec<(&str, SessionInputValue<'_>)> = Vec::with_capacity(contiguous.len());
+        for (name, value) in &contiguous {
+            feed.push((*name, TensorRef::from_array_view(value.view()).map_err(inference)?.into()));
+        }
+        let outputs = self.session.run(feed).map_err(inference)?;
+        let mut answers = NamedTensors::new();
+        for spec in &self.signature.outputs {
+            let value: ArrayD<f32> = outputs[spec.name.as_str()].try_extract_array::<f32>().map_err(inference)?.to_owned();
+            answers.insert(&spec.name, value);
+        }
+        Ok(answers)
+    }
+
+    /// dx float32 [batch, 12, 3] for positions float32 [batch, 12, 3], for a model that
+    /// reads one snapshot.
+    pub fn run(&mut self, positions: ArrayView3<f32>) -> Result<Array3<f32>, RuntimeError> {
+        let inputs = NamedTensors::new().with(POSITIONS, positions.to_owned().into_dyn());
+        let mut outputs = self.infer(&inputs)?;
+        let dx = outputs.remove(DX).ok_or_else(|| RuntimeError::Inference(format!("the model has no output '{DX}'")))?;
+        dx.into_dimensionality::<Ix3>()
+            .map_err(|e| RuntimeError::Inference(format!("output '{DX}' is not [batch, 12, 3]: {e}")))
+    }
+}
+
+/// Compares the graph's inputs or outputs with the signature's: the same names, float32,
+/// the same fixed sizes, and a dynamic leading batch.
+fn check_outlets(kind: &str, outlets: &[Outlet], specs: &[TensorSpec]) -> Result<(), String> {
+    let found: Vec<&str> = outlets.iter().map(Outlet::name).collect();
+    let expected: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
+    if found.len() != expected.len() || expected.iter().any(|name| !found.contains(name)) {
+        return Err(format!("{kind}s are {found:?}, expected {expected:?}"));
+    }
+    for spec in specs {
+        let outlet = outlets.iter().find(|o| o.name() == spec.name).expect("names checked above");
+        let dims = spec.dims().ok_or_else(|| format!("the card's {kind} {spec} has a shape entry that is neither a size nor 'batch'"))?;
+        if spec.dtype != FLOAT32 {
+            return Err(format!("the card's {kind} {spec} is not float32, the only element type served"));
+        }
+        let ValueType::Tensor { ty, shape, .. } = outlet.dtype() else {
+            return Err(format!("{kind} '{}' is not a tensor", spec.name));
+        };
+        if *ty != TensorElementType::Float32 {
+            return Err(format!("{kind} '{}' is {ty:?}, expected float32", spec.name));
+        }
+        let fits = shape.len() == dims.len()
+            && shape.iter().zip(&dims).all(|(&size, dim)| match dim {
+                Dim::Batch => size < 0,
+                Dim::Fixed(n) => size == *n as i64,
+            });
+        if !fits {
+            return Err(format!("{kind} '{}' has shape {:?} (-1: dynamic), expected [{}]", spec.name, &shape[..], spec.shape.join(", ")));
+        }
+    }
+    Ok(())
 }

@@ -13,11 +13,10 @@ use std::{
 };
 
 use crossbeam_channel::{Sender, TrySendError};
-use ndarray::Array3;
 use tokio::sync::oneshot;
 
 use super::metrics;
-use crate::onnx::{ExecutionDevice, OnnxModel, RuntimeError};
+use crate::onnx::{ExecutionDevice, NamedTensors, OnnxModel, RuntimeError, Signature};
 
 /// How many sessions run one model, and how much work may wait for them.
 #[derive(Debug, Clone, Copy)]
@@ -32,9 +31,16 @@ pub struct PoolConfig {
     pub queue_per_worker: usize,
 }
 
+/// One model call: a tensor per input of the model's signature, all with the same batch.
 struct Job {
-    positions: Array3<f32>,
-    reply: oneshot::Sender<Result<Array3<f32>, RuntimeError>>,
+    inputs: NamedTensors,
+    reply: oneshot::Sender<Result<NamedTensors, RuntimeError>>,
+}
+
+impl Job {
+    fn frames(&self) -> usize {
+        self.inputs.iter().next().map_or(0, |(_, tensor)| tensor.shape().first().copied().unwrap_or(0))
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -69,9 +75,10 @@ pub struct ModelWorkers {
 }
 
 impl ModelWorkers {
-    /// Loads one session per worker (all on `device`) and starts the workers.
-    pub fn start(model: &str, onnx_file: &Path, device: ExecutionDevice, config: PoolConfig) -> Result<Self, RuntimeError> {
-        let load = || OnnxModel::load(onnx_file, device, config.threads_per_worker.max(1));
+    /// Loads one session per worker (all on `device`, each checked against
+    /// `signature`) and starts the workers.
+    pub fn start(model: &str, onnx_file: &Path, signature: &Signature, device: ExecutionDevice, config: PoolConfig) -> Result<Self, RuntimeError> {
+        let load = || OnnxModel::load(onnx_file, signature, device, config.threads_per_worker.max(1));
         let first = load()?;
         let execution_provider = first.execution_provider();
         let workers = config.workers.unwrap_or_else(|| match execution_provider {
@@ -96,8 +103,8 @@ impl ModelWorkers {
                     for job in jobs {
                         metrics::dequeued(&name);
                         let start = Instant::now();
-                        let result = session.run(job.positions.view());
-                        metrics::inference(&name, job.positions.dim().0, start.elapsed().as_secs_f64());
+                        let result = session.infer(&job.inputs);
+                        metrics::inference(&name, job.frames(), start.elapsed().as_secs_f64());
                         // The caller may have gone (a cancelled request); nothing to do then.
                         let _ = job.reply.send(result);
                     }
@@ -117,12 +124,12 @@ impl ModelWorkers {
         self.execution_provider
     }
 
-    /// dx for positions [batch, 12, 3], computed by the next free worker.
-    pub async fn predict(&self, positions: Array3<f32>) -> Result<Array3<f32>, EngineError> {
+    /// The model's outputs for `inputs`, computed by the next free worker.
+    pub async fn infer(&self, inputs: NamedTensors) -> Result<NamedTensors, EngineError> {
         let (reply, answer) = oneshot::channel();
         // Counted before sending: a worker may take the job at once.
         metrics::queued(&self.model);
-        self.queue.try_send(Job { positions, reply }).map_err(|e| {
+        self.queue.try_send(Job { inputs, reply }).map_err(|e| {
             metrics::dequeued(&self.model);
             match e {
                 TrySendError::Full(_) => EngineError::Busy(self.capacity),

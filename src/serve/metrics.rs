@@ -19,8 +19,10 @@ pub fn describe() {
     describe_gauge!(ROLLOUTS, "Rollouts computing right now");
 }
 
-pub(crate) fn request_finished(rpc: &'static str, model: &str, code: tonic::Code) {
-    counter!(REQUESTS, "rpc" => rpc, "model" => model.to_string(), "code" => format!("{code:?}")).increment(1);
+/// `code` is the protocol's name for how the call ended ("Ok", "NotFound", …).
+#[cfg(feature = "serve")]
+pub(crate) fn request_finished(rpc: &'static str, model: &str, code: String) {
+    counter!(REQUESTS, "rpc" => rpc, "model" => model.to_string(), "code" => code).increment(1);
 }
 
 pub(crate) fn queued(model: &str) {

@@ -1,68 +1,29 @@
-//! The gRPC server: model registry and worker pools, the Dynamics service, health,
-//! reflection and graceful shutdown.
+//! Serving models: a transport-free core (model registry and worker pools, request
+//! validation, rollouts, throughput measurement) and, with the `serve` feature, the
+//! gRPC mapping and server around it.
 
+mod dynamics;
 mod engine;
-mod grpc;
+mod error;
+mod measure;
 pub mod metrics;
 mod registry;
+mod rollout;
+mod validate;
 
+#[cfg(feature = "serve")]
+mod grpc;
+#[cfg(feature = "serve")]
+mod server;
+
+pub use dynamics::{DynamicsCore, Limits, Prediction};
 pub use engine::{EngineError, ModelWorkers, PoolConfig};
-pub use grpc::{DynamicsService, Limits, RolloutCounter};
+pub use error::ServeError;
+pub use measure::measure_inference;
 pub use registry::{LoadedModel, ModelRegistry, RegistryError};
+pub use rollout::{RolloutCounter, RolloutStep};
 
-use std::future::Future;
-
-use tokio::net::TcpListener;
-use tonic::transport::{Server, server::TcpIncoming};
-
-use crate::proto::{FILE_DESCRIPTOR_SET, v1::dynamics_server::DynamicsServer};
-
-/// Serves `service` on `listener` until `shutdown` completes, then drains in-flight calls.
-pub async fn serve(
-    service: DynamicsService,
-    listener: TcpListener,
-    shutdown: impl Future<Output = ()>,
-) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    health_reporter.set_serving::<DynamicsServer<DynamicsService>>().await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
-        .build_v1()?;
-    Server::builder()
-        .add_service(health_service)
-        .add_service(reflection)
-        .add_service(DynamicsServer::new(service))
-        // Without TCP_NODELAY every unary call waits out the peer's delayed ACK (~40 ms).
-        .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), shutdown)
-        .await?;
-    Ok(())
-}
-
-/// Completes on Ctrl-C or SIGTERM.
-pub async fn shutdown_signal() {
-    let interrupt = async {
-        if let Err(e) = tokio::signal::ctrl_c().await {
-            tracing::error!(error = %e, "cannot listen for Ctrl-C");
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        _ = interrupt => {},
-        _ = terminate => {},
-    }
-    tracing::info!("shutdown signal received; finishing in-flight requests");
-}
+#[cfg(feature = "serve")]
+pub use grpc::DynamicsService;
+#[cfg(feature = "serve")]
+pub use server::{serve, shutdown_signal};

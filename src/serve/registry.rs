@@ -5,12 +5,18 @@ use std::{
     collections::BTreeMap,
     fs,
     path::{Path, PathBuf},
+    sync::Arc,
 };
 
-use super::engine::{ModelWorkers, PoolConfig};
+use ndarray::{Array3, Ix3};
+
+use super::{
+    ServeError,
+    engine::{ModelWorkers, PoolConfig},
+};
 use crate::{
-    card::{CARD_FILE, CardSummary, MODEL_FILE},
-    onnx::ExecutionDevice,
+    card::{CARD_FILE, CardSummary, MODEL_FILE, model_folders},
+    onnx::{DX, ExecutionDevice, NamedTensors, POSITIONS, Signature},
 };
 
 pub struct LoadedModel {
@@ -20,37 +26,60 @@ pub struct LoadedModel {
     pub workers: ModelWorkers,
 }
 
+impl LoadedModel {
+    pub fn name(&self) -> &str {
+        &self.summary.name
+    }
+
+    /// The model's inputs and outputs, as its card states and its file was checked to have.
+    pub fn signature(&self) -> &Signature {
+        &self.summary.onnx.signature
+    }
+
+    /// dx [batch, 12, 3] for `positions` [batch, 12, 3], from the next free worker.
+    pub async fn dx(&self, positions: Array3<f32>) -> Result<Array3<f32>, ServeError> {
+        let inputs = NamedTensors::new().with(POSITIONS, positions.into_dyn());
+        let mut outputs = self.workers.infer(inputs).await.map_err(|e| ServeError::from_engine(self.name(), e))?;
+        outputs.remove(DX).and_then(|dx| dx.into_dimensionality::<Ix3>().ok()).ok_or_else(|| ServeError::Internal {
+            model: self.name().to_string(),
+            message: format!("the model gave no {DX} [batch, 12, 3]"),
+        })
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
     #[error("{path}: {message}")]
     Unreadable { path: PathBuf, message: String },
+    #[error("{path}: a model named '{name}' is already served from {first}")]
+    DuplicateName { path: PathBuf, name: String, first: PathBuf },
     #[error("no servable models in {dir}: {reasons}")]
     Empty { dir: PathBuf, reasons: String },
 }
 
-/// Models by name, sorted.
+/// Models by name, sorted. Each is shared (`Arc`) so that a rollout keeps the model it
+/// started on for as long as it runs.
 pub struct ModelRegistry {
-    models: BTreeMap<String, LoadedModel>,
+    models: BTreeMap<String, (PathBuf, Arc<LoadedModel>)>,
 }
 
 impl ModelRegistry {
-    /// Loads every model directory; one that cannot load is logged and skipped, and
+    /// Loads every model folder; one that cannot load is logged and skipped, and
     /// loading fails only when nothing at all can be served.
     pub fn load(dir: &Path, device: ExecutionDevice, pool: PoolConfig) -> Result<Self, RegistryError> {
-        let unreadable = |path: &Path, e: &dyn std::fmt::Display| RegistryError::Unreadable {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        };
-        let mut entries: Vec<PathBuf> = fs::read_dir(dir)
-            .map_err(|e| unreadable(dir, &e))?
-            .filter_map(|entry| entry.ok().map(|e| e.path()))
-            .filter(|path| path.join(MODEL_FILE).is_file())
-            .collect();
-        entries.sort();
-        let mut models = BTreeMap::new();
+        let folders = model_folders(dir).map_err(|e| RegistryError::Unreadable { path: dir.to_path_buf(), message: e.to_string() })?;
+        let mut models: BTreeMap<String, (PathBuf, Arc<LoadedModel>)> = BTreeMap::new();
         let mut failures = Vec::new();
-        for model_dir in entries {
-            match load_one(&model_dir, device, pool) {
+        for folder in folders {
+            let loaded = load_one(&folder, device, pool).and_then(|model| match models.get(model.name()) {
+                Some((first, _)) => Err(RegistryError::DuplicateName {
+                    path: folder.clone(),
+                    name: model.name().to_string(),
+                    first: first.clone(),
+                }),
+                None => Ok(model),
+            });
+            match loaded {
                 Ok(model) => {
                     tracing::info!(
                         model = %model.summary.name,
@@ -60,7 +89,7 @@ impl ModelRegistry {
                         workers = model.workers.workers(),
                         "model loaded"
                     );
-                    models.insert(model.summary.name.clone(), model);
+                    models.insert(model.summary.name.clone(), (folder, Arc::new(model)));
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "model skipped");
@@ -70,7 +99,7 @@ impl ModelRegistry {
         }
         if models.is_empty() {
             let reasons = if failures.is_empty() {
-                format!("no <name>/{MODEL_FILE} directories found")
+                format!("no <name>/{{{MODEL_FILE}, {CARD_FILE}}} folders found")
             } else {
                 failures.join("; ")
             };
@@ -79,12 +108,12 @@ impl ModelRegistry {
         Ok(Self { models })
     }
 
-    pub fn get(&self, name: &str) -> Option<&LoadedModel> {
-        self.models.get(name)
+    pub fn get(&self, name: &str) -> Option<Arc<LoadedModel>> {
+        self.models.get(name).map(|(_, model)| Arc::clone(model))
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &LoadedModel> {
-        self.models.values()
+        self.models.values().map(|(_, model)| model.as_ref())
     }
 
     pub fn names(&self) -> Vec<&str> {
@@ -94,10 +123,14 @@ impl ModelRegistry {
 
 fn load_one(dir: &Path, device: ExecutionDevice, pool: PoolConfig) -> Result<LoadedModel, RegistryError> {
     let card_path = dir.join(CARD_FILE);
-    let unreadable = |e: &dyn std::fmt::Display| RegistryError::Unreadable { path: card_path.clone(), message: e.to_string() };
-    let card_json = fs::read_to_string(&card_path).map_err(|e| unreadable(&e))?;
-    let summary: CardSummary = serde_json::from_str(&card_json).map_err(|e| unreadable(&e))?;
-    let workers = ModelWorkers::start(&summary.name, &dir.join(MODEL_FILE), device, pool)
-        .map_err(|e| RegistryError::Unreadable { path: dir.join(MODEL_FILE), message: e.to_string() })?;
+    let unreadable = |path: &Path, e: &dyn std::fmt::Display| RegistryError::Unreadable { path: path.to_path_buf(), message: e.to_string() };
+    let card_json = fs::read_to_string(&card_path).map_err(|e| unreadable(&card_path, &e))?;
+    let summary: CardSummary = serde_json::from_str(&card_json).map_err(|e| unreadable(&card_path, &e))?;
+    let onnx_file = dir.join(MODEL_FILE);
+    if !onnx_file.is_file() {
+        return Err(unreadable(&onnx_file, &"the card's model file is missing"));
+    }
+    let workers = ModelWorkers::start(&summary.name, &onnx_file, &summary.onnx.signature, device, pool)
+        .map_err(|e| unreadable(&onnx_file, &e))?;
     Ok(LoadedModel { summary, card_json, workers })
 }

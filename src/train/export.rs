@@ -4,8 +4,6 @@
 use std::{
     fs,
     path::{Path, PathBuf},
-    sync::Arc,
-    time::{Duration, Instant},
 };
 
 use ndarray::{Array3, ArrayView3, s};
@@ -20,11 +18,11 @@ use super::{
     plot_losses,
 };
 use crate::{
-    card::{CARD_FILE, DataInfo, InferenceSpeed, MODEL_FILE, Metrics, ModelCard, OnnxInfo, SplitInfo, TrainingInfo, Versions},
+    card::{CARD_FILE, DataInfo, MODEL_FILE, Metrics, ModelCard, OnnxInfo, SplitInfo, TrainingInfo, Versions},
     data::{DIMS, PARTICLES, Split, SplitConfig, Target},
     models::{ModelKind, OpsModel},
-    onnx::{ExecutionDevice, GraphBuilder, OnnxModel, Precision, RuntimeError, proto::ModelProto},
-    serve::{ModelWorkers, PoolConfig},
+    onnx::{ExecutionDevice, GraphBuilder, OnnxModel, POSITIONS, Precision, Signature, proto::ModelProto},
+    serve::measure_inference,
 };
 
 /// Above this, the exported graph does not compute the trained model's function.
@@ -69,8 +67,11 @@ pub struct ExportOutcome {
 /// What export needs of a trained model: its graph, its own predictions, and the
 /// reference the graph is checked against.
 pub trait ExportableModel {
-    /// Appends nodes computing the training target and returns the output's name.
-    fn emit_onnx(&self, graph: &mut GraphBuilder, positions: &str) -> String;
+    /// Frames the model reads (K); its graph's signature follows from it.
+    fn history_frames(&self) -> usize;
+    /// Appends nodes computing the training target from the graph's inputs and
+    /// returns the output's name.
+    fn emit_onnx(&self, graph: &mut GraphBuilder) -> String;
     /// The trained model's own dx for positions [batch, 12, 3].
     fn predict_dx(&self, positions: ArrayView3<f32>, target: Target) -> Array3<f32>;
     /// The most exact evaluation of the trained function available: what the exported
@@ -85,8 +86,12 @@ pub trait ExportableModel {
 pub struct OpsTrained<'a, M>(pub &'a M);
 
 impl<M: OpsModel> ExportableModel for OpsTrained<'_, M> {
-    fn emit_onnx(&self, graph: &mut GraphBuilder, positions: &str) -> String {
-        self.0.forward(graph, &positions.to_string())
+    fn history_frames(&self) -> usize {
+        self.0.history_frames()
+    }
+
+    fn emit_onnx(&self, graph: &mut GraphBuilder) -> String {
+        graph.emit(self.0)
     }
 
     fn predict_dx(&self, positions: ArrayView3<f32>, target: Target) -> Array3<f32> {
@@ -113,15 +118,16 @@ pub fn export_model(model: &impl ExportableModel, request: ExportRequest) -> Res
 
     let architecture = description["architecture"].as_str().unwrap_or(name).to_string();
     let metadata = [("equiserve.model", name.to_string()), ("equiserve.architecture", architecture.clone())];
+    let signature = Signature::dynamics(model.history_frames());
     let emit = |precision| {
-        let mut graph = GraphBuilder::with_precision(precision);
-        let input = graph.input();
-        let mut output = model.emit_onnx(&mut graph, &input);
+        let mut graph = GraphBuilder::new(signature.clone(), precision);
+        let mut output = model.emit_onnx(&mut graph);
         if target == Target::X {
             // The served interface is always dx.
-            output = graph.sub(&output, &input);
+            let positions = graph.input(POSITIONS).expect("dynamics signatures read positions");
+            output = graph.sub(&output, &positions);
         }
-        graph.finish(&output, &format!("equiserve {name}: positions [batch, 12, 3] -> dx [batch, 12, 3]"), &metadata)
+        graph.finish(&[output], &format!("equiserve {name}: positions [batch, 12, 3] -> dx [batch, 12, 3]"), &metadata)
     };
 
     // The reference test predictions serve the parity check, the metrics and the figures.
@@ -131,7 +137,7 @@ pub fn export_model(model: &impl ExportableModel, request: ExportRequest) -> Res
         return Err(ExportError::NonFinite { name: name.to_string() });
     }
     let (staged_model, precision, parity_relative_error, ()) = stage_checked(&dir, name, emit, |file| {
-        Ok((check_parity(model, file, test_inputs, &test_dx, target, request.config.seed)?, ()))
+        Ok((check_parity(model, file, &signature, test_inputs, &test_dx, target, request.config.seed)?, ()))
     })?;
 
     let mut trained_dx = |x: ArrayView3<f32>| model.predict_dx(x, target);
@@ -162,10 +168,10 @@ pub fn export_model(model: &impl ExportableModel, request: ExportRequest) -> Res
         metrics: Some(Metrics { target, train, test }),
         imported_from: None,
         equivariance,
-        inference: measure_inference(&staged_model, request.split.test.inputs.view())
+        inference: measure_inference(&staged_model, &signature, request.split.test.inputs.view())
             .inspect_err(|e| tracing::warn!(error = %e, "inference speed not measured"))
             .ok(),
-        onnx: OnnxInfo::standard(parity_relative_error, precision),
+        onnx: OnnxInfo::exported(signature, parity_relative_error, precision),
         versions: Versions::current(),
     };
     commit_model(&dir, &staged_model, &card)?;
@@ -248,7 +254,7 @@ pub(crate) fn commit_model(dir: &Path, staged_model: &Path, card: &ModelCard) ->
 /// Measures the ONNX Runtime throughput of the model in `dir` again, on this machine, on
 /// `frames`, and rewrites its card with it.
 pub fn remeasure_inference(dir: &Path, card: &mut ModelCard, frames: ArrayView3<f32>) -> Result<(), ExportError> {
-    card.inference = Some(measure_inference(&dir.join(MODEL_FILE), frames)?);
+    card.inference = Some(measure_inference(&dir.join(MODEL_FILE), &card.onnx.signature, frames)?);
     let staged_card = stage_card(dir, card)?;
     fs::rename(&staged_card, dir.join(CARD_FILE)).map_err(io_error(dir))
 }
@@ -269,12 +275,13 @@ pub fn relative_error<'a>(actual: impl IntoIterator<Item = &'a f32>, expected: i
 fn check_parity(
     model: &impl ExportableModel,
     onnx_file: &Path,
+    signature: &Signature,
     test_inputs: ArrayView3<f32>,
     test_dx: &Array3<f32>,
     target: Target,
     seed: u64,
 ) -> Result<f64, ExportError> {
-    let mut session = OnnxModel::load(onnx_file, ExecutionDevice::Cpu, 1)?;
+    let mut session = OnnxModel::load(onnx_file, signature, ExecutionDevice::Cpu, 1)?;
     let mut rng = StdRng::seed_from_u64(seed);
     let random = Array3::from_shape_simple_fn((16, PARTICLES, DIMS), || StandardNormal.sample(&mut rng));
     let random_dx = model.reference_dx(random.view(), target);
@@ -284,91 +291,6 @@ fn check_parity(
         worst = worst.max(relative_error(&actual, expected));
     }
     Ok(worst)
-}
-
-/// Frames per second through ONNX Runtime at batch 1 and 32 on the test frames
-/// (about half a second each); `None`, with the reason logged, when the session cannot run.
-fn measure_inference(onnx_file: &Path, frames: ArrayView3<f32>) -> Result<InferenceSpeed, RuntimeError> {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let mut session = OnnxModel::load(onnx_file, ExecutionDevice::Auto, threads)?;
-    let count = frames.dim().0;
-    // The best of three windows after a warm-up run: a moment's contention on a shared
-    // CPU (or the runtime's first allocations) would otherwise set the figure. Every run
-    // is a full batch: a shorter one at the end of the frames makes the runtime plan
-    // memory for a second shape, which costs more than the run.
-    let mut rate = |batch: usize| -> Result<f64, RuntimeError> {
-        let batch = batch.min(count);
-        let mut run = |start: usize| session.run(frames.slice(s![start..start + batch, .., ..])).map(drop);
-        run(0)?;
-        let mut best = 0.0_f64;
-        for _ in 0..3 {
-            let start = Instant::now();
-            let (mut done, mut next) = (0usize, 0usize);
-            while start.elapsed().as_secs_f64() < 0.3 {
-                run(next)?;
-                done += batch;
-                next = if next + 2 * batch > count { 0 } else { next + batch };
-            }
-            best = best.max(done as f64 / start.elapsed().as_secs_f64());
-        }
-        Ok(best)
-    };
-    let (frames_per_second_batch_1, frames_per_second_batch_32) = (rate(1)?, rate(32)?);
-    let execution_provider = session.execution_provider().to_string();
-    // The pool's sessions get the cores to themselves.
-    drop(session);
-    let (pooled, pool_workers) = measure_pooled(onnx_file, frames.slice(s![..32.min(count), .., ..]).to_owned())?;
-    Ok(InferenceSpeed {
-        frames_per_second_batch_1,
-        frames_per_second_batch_32,
-        frames_per_second_batch_32_pooled: Some(pooled),
-        pool_workers: Some(pool_workers),
-        execution_provider,
-        threads,
-    })
-}
-
-/// Frames/s of `batch` through the server's default worker pool, with two requests in
-/// flight per worker so that none waits (best of three windows), and the pool's size.
-fn measure_pooled(onnx_file: &Path, batch: Array3<f32>) -> Result<(f64, usize), RuntimeError> {
-    let workers = Arc::new(ModelWorkers::start("measure", onnx_file, ExecutionDevice::Auto, PoolConfig::default())?);
-    let sessions = workers.workers();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .map_err(|e| RuntimeError::Inference(format!("cannot start a runtime to measure with: {e}")))?;
-    let frames_per_request = batch.dim().0;
-    let rate = runtime.block_on(async {
-        let window = |duration: Duration| {
-            let deadline = Instant::now() + duration;
-            let mut clients = tokio::task::JoinSet::new();
-            for _ in 0..2 * sessions {
-                let (workers, batch) = (Arc::clone(&workers), batch.clone());
-                clients.spawn(async move {
-                    let mut requests = 0usize;
-                    while Instant::now() < deadline {
-                        workers.predict(batch.clone()).await.map_err(|e| RuntimeError::Inference(e.to_string()))?;
-                        requests += 1;
-                    }
-                    Ok::<usize, RuntimeError>(requests)
-                });
-            }
-            async move {
-                let start = Instant::now();
-                let mut requests = 0;
-                while let Some(done) = clients.join_next().await {
-                    requests += done.map_err(|e| RuntimeError::Inference(e.to_string()))??;
-                }
-                Ok::<f64, RuntimeError>((requests * frames_per_request) as f64 / start.elapsed().as_secs_f64())
-            }
-        };
-        window(Duration::from_millis(50)).await?;
-        let mut best = 0.0_f64;
-        for _ in 0..3 {
-            best = best.max(window(Duration::from_millis(300)).await?);
-        }
-        Ok::<f64, RuntimeError>(best)
-    })?;
-    Ok((rate, sessions))
 }
 
 fn median(mut values: Vec<f64>) -> f64 {

@@ -23,7 +23,7 @@ use crate::{
     card::{ImportInfo, ModelCard, OnnxInfo, Versions},
     data::{DIMS, PARTICLES, Target},
     models::{GateNetwork, GateNetworkConfig, GateNetworkError, OpsModel},
-    onnx::{ExecutionDevice, GraphBuilder, OnnxModel},
+    onnx::{ExecutionDevice, GraphBuilder, OnnxModel, Signature},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -97,12 +97,12 @@ fn probe_frames(seed: u64, frames: usize) -> Array3<f32> {
 /// two files, after checking ONNX Runtime against the f64 layers.
 pub fn import_e3nn(kwargs_path: &Path, weights_path: &Path, out_dir: &Path, name: &str) -> Result<ExportOutcome, ImportError> {
     let (network, weight_bytes) = load_gate_network(kwargs_path, weights_path)?;
+    let signature = Signature::dynamics(network.history_frames());
     let emit = |precision| {
-        let mut graph = GraphBuilder::with_precision(precision);
-        let input = graph.input();
-        let output = network.forward(&mut graph, &input);
+        let mut graph = GraphBuilder::new(signature.clone(), precision);
+        let output = graph.emit(&network);
         graph.finish(
-            &output,
+            &[output],
             &format!("equiserve {name}: e3nn gate_points_2101.Network imported from {}", weights_path.display()),
             &[("equiserve.model", name.to_string()), ("equiserve.architecture", "gate_points_2101.Network".into())],
         )
@@ -110,7 +110,7 @@ pub fn import_e3nn(kwargs_path: &Path, weights_path: &Path, out_dir: &Path, name
     let frames = probe_frames(0, 8);
     let expected = reference_dx(&network, frames.view(), Target::Dx);
     let (staged, precision, parity, mut session) = stage_checked(out_dir, name, emit, |file| {
-        let mut session = OnnxModel::load(file, ExecutionDevice::Cpu, 1)?;
+        let mut session = OnnxModel::load(file, &signature, ExecutionDevice::Cpu, 1)?;
         let actual = session.run(frames.view())?;
         Ok((relative_error(&actual, &expected), session))
     })?;
@@ -142,7 +142,7 @@ pub fn import_e3nn(kwargs_path: &Path, weights_path: &Path, out_dir: &Path, name
         }),
         equivariance,
         inference: None,
-        onnx: OnnxInfo::standard(parity, precision),
+        onnx: OnnxInfo::exported(signature, parity, precision),
         versions: Versions::current(),
     };
     commit_model(out_dir, &staged, &card)?;

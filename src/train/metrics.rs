@@ -1,14 +1,14 @@
 //! The study's metrics (MSE, four R² of predicted next positions, equivariance error)
 //! plus dx-skill, computed on plain arrays so they apply to any predictor.
 
-use ndarray::{Array3, ArrayView3, Axis};
+use ndarray::{Array3, ArrayD, ArrayView3, Axis, Ix3};
 use rand::{SeedableRng, rngs::StdRng};
 use rand_distr::{Distribution, StandardNormal};
-use serde::{Deserialize, Serialize};
 
+pub use crate::card::{EquivarianceReport, Evaluation, StudyR2};
 use crate::{
     data::{DIMS, PARTICLES, Pairs},
-    e3::rotation::{self, Matrix3},
+    e3::rotation::{self, Isometry, equivariance_deviation},
 };
 
 /// Anything mapping positions [batch, 12, 3] to predicted dx [batch, 12, 3].
@@ -28,20 +28,8 @@ pub fn r2(truth: &[f64], prediction: &[f64]) -> f64 {
     1.0 - residual / total
 }
 
-/// The study's four R² of predicted next positions x(t) + dx.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
-pub struct StudyR2 {
-    /// Mean of all 36 coordinates ("centre of mass").
-    pub cm: f64,
-    /// Particle 1's mean coordinate.
-    pub p1_cm: f64,
-    /// Particle 7's x.
-    pub p7_x: f64,
-    /// Particle 12's y.
-    pub p12_y: f64,
-}
-
 impl StudyR2 {
+    /// The four R² of `prediction` against `truth`, both next positions [frames, 12, 3].
     pub fn new(prediction: ArrayView3<f32>, truth: ArrayView3<f32>) -> Self {
         let series = |a: ArrayView3<f32>, f: &dyn Fn(ndarray::ArrayView2<f32>) -> f64| -> Vec<f64> {
             a.axis_iter(Axis(0)).map(&f).collect()
@@ -55,15 +43,6 @@ impl StudyR2 {
     }
 }
 
-/// How a model does on one set of pairs.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
-pub struct Evaluation {
-    pub mse: f64,
-    /// 1 − MSE / Var(dx): the share of the displacement's variance explained.
-    pub dx_skill: f64,
-    pub r2: StudyR2,
-}
-
 /// Scores `dx_pred`, a model's dx for `pairs.inputs`.
 pub fn evaluate(dx_pred: &Array3<f32>, pairs: &Pairs) -> Evaluation {
     let dx_true = pairs.dx();
@@ -74,63 +53,37 @@ pub fn evaluate(dx_pred: &Array3<f32>, pairs: &Pairs) -> Evaluation {
     Evaluation { mse, dx_skill: 1.0 - mse / variance, r2: StudyR2::new(next_pred.view(), pairs.next.view()) }
 }
 
-/// Largest |f(g·x) − g·f(x)| for dx, under each kind of transformation g.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
-pub struct EquivarianceReport {
-    /// The study's check: 37° about x, on Gaussian positions.
-    pub rotation_37_x: f64,
-    pub random_rotations: f64,
-    /// Random rotations composed with the inversion (improper elements of O(3)).
-    pub random_reflections: f64,
-    /// dx must not change when every particle moves by the same vector.
-    pub random_translations: f64,
-}
-
 impl EquivarianceReport {
     /// Gaussian positions as in the study, plus the given real frames, under `trials`
     /// random elements of each kind.
     pub fn measure(predict: &mut DxPredictor, frames: ArrayView3<f32>, trials: usize, seed: u64) -> Self {
         let mut rng = StdRng::seed_from_u64(seed);
         let gaussian = Array3::from_shape_simple_fn((1, PARTICLES, DIMS), || StandardNormal.sample(&mut rng));
-        let rotation_37_x = deviation(predict, gaussian.view(), &rotation::rotation_about_x(37.0), [0.0; 3]);
-        let mut worst = |make: &mut dyn FnMut(&mut StdRng) -> (Matrix3, [f64; 3])| {
+        let rotation_37_x = deviation(predict, gaussian.view(), &Isometry::linear(rotation::rotation_about_x(37.0)));
+        let mut worst = |make: &mut dyn FnMut(&mut StdRng) -> Isometry| {
             (0..trials).fold(0.0_f64, |acc, _| {
-                let (m, t) = make(&mut rng);
-                acc.max(deviation(predict, frames, &m, t))
+                let g = make(&mut rng);
+                acc.max(deviation(predict, frames, &g))
             })
         };
-        let identity = [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]];
         Self {
             rotation_37_x,
-            random_rotations: worst(&mut |rng| (rotation::random_rotation(rng), [0.0; 3])),
-            random_reflections: worst(&mut |rng| (rotation::random_reflection(rng), [0.0; 3])),
+            random_rotations: worst(&mut |rng| Isometry::linear(rotation::random_rotation(rng))),
+            random_reflections: worst(&mut |rng| Isometry::linear(rotation::random_reflection(rng))),
             random_translations: worst(&mut |rng| {
-                (identity, std::array::from_fn(|_| 5.0 * <StandardNormal as Distribution<f64>>::sample(&StandardNormal, rng)))
+                Isometry::translation(std::array::from_fn(|_| 5.0 * <StandardNormal as Distribution<f64>>::sample(&StandardNormal, rng)))
             }),
         }
     }
-
-    /// The largest of all the deviations.
-    pub fn max(&self) -> f64 {
-        [self.rotation_37_x, self.random_rotations, self.random_reflections, self.random_translations]
-            .into_iter()
-            .fold(0.0, f64::max)
-    }
 }
 
-/// max |f(m·x + t) − m·f(x)| over all frames.
-fn deviation(predict: &mut DxPredictor, frames: ArrayView3<f32>, m: &Matrix3, t: [f64; 3]) -> f64 {
-    let shape = frames.raw_dim();
-    let flat: Vec<f32> = frames.iter().copied().collect();
-    let moved: Vec<f32> = rotation::apply(m, &flat)
-        .chunks_exact(3)
-        .flat_map(|p| [0, 1, 2].map(|d| (f64::from(p[d]) + t[d]) as f32))
-        .collect();
-    let moved = Array3::from_shape_vec(shape, moved).expect("same shape");
-    let out_moved = predict(moved.view());
-    let out = predict(frames);
-    let expected = rotation::apply(m, &out.iter().copied().collect::<Vec<_>>());
-    out_moved.iter().zip(&expected).map(|(a, b)| f64::from((a - b).abs())).fold(0.0, f64::max)
+/// max |f(g·x) − g·f(x)| over all frames.
+fn deviation(predict: &mut DxPredictor, frames: ArrayView3<f32>, g: &Isometry) -> f64 {
+    let mut on_arrays = |x: &[ArrayD<f32>]| {
+        let frames = x[0].view().into_dimensionality::<Ix3>().expect("frames [batch, 12, 3]");
+        predict(frames).into_dyn()
+    };
+    equivariance_deviation(&mut on_arrays, &[frames.to_owned().into_dyn()], g)
 }
 
 #[cfg(test)]

@@ -16,8 +16,8 @@ pub use plot::plot_losses;
 pub use report::{StudyFigures, render_report, study_figures, write_report};
 
 use rand::{SeedableRng, rngs::StdRng};
-use serde::{Deserialize, Serialize};
 
+pub use crate::card::{EpochStats, TrainConfig, kept_epoch};
 use crate::data::{Split, Target};
 
 /// Adam's moment decay rates and ε as PyTorch's `torch.optim.Adam` defaults, which the
@@ -27,63 +27,6 @@ pub(crate) const ADAM_BETA1: f64 = 0.9;
 pub(crate) const ADAM_BETA2: f64 = 0.999;
 pub(crate) const ADAM_EPSILON: f64 = 1e-8;
 
-/// Hyper-parameters of a training run; the defaults are the study's.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct TrainConfig {
-    pub epochs: usize,
-    pub batch_size: usize,
-    pub learning_rate: f64,
-    pub seed: u64,
-    /// Shuffle the training pairs each epoch (the study does not).
-    pub shuffle: bool,
-    pub target: Target,
-    /// The network's outputs times this are its prediction, in training and in the
-    /// exported graph: a network whose layers start with outputs of order one then
-    /// learns targets of this size (dx on paths.npz: 4.9e-3) as values of order one.
-    /// 1 is the study's unscaled outputs.
-    #[serde(default = "unscaled")]
-    pub output_scale: f64,
-    /// Share of the training pairs held out, the last ones in time, to choose the epoch
-    /// whose weights are kept: the one with the lowest MSE on them. 0 trains on every
-    /// training pair and keeps the last epoch's weights, as the study does.
-    #[serde(default)]
-    pub validation_fraction: f64,
-    /// With held-out pairs: stop after this many epochs without a new lowest MSE on them.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub patience: Option<usize>,
-}
-
-fn unscaled() -> f64 {
-    1.0
-}
-
-impl Default for TrainConfig {
-    fn default() -> Self {
-        Self {
-            epochs: 100,
-            batch_size: 32,
-            learning_rate: 1e-3,
-            seed: 0,
-            shuffle: false,
-            target: Target::Dx,
-            output_scale: unscaled(),
-            validation_fraction: 0.0,
-            patience: None,
-        }
-    }
-}
-
-impl TrainConfig {
-    /// How many of `train_pairs` (the last ones) are held out: none without a
-    /// validation fraction, else at least one and never all.
-    pub fn validation_pairs(&self, train_pairs: usize) -> usize {
-        if self.validation_fraction <= 0.0 || train_pairs < 2 {
-            return 0;
-        }
-        ((self.validation_fraction * train_pairs as f64).round() as usize).clamp(1, train_pairs - 1)
-    }
-}
-
 /// The root mean square of the training targets: the output scale that makes them of
 /// order one, or `None` when they are all zero or not finite.
 pub fn target_rms(split: &Split, target: Target) -> Option<f64> {
@@ -91,27 +34,6 @@ pub fn target_rms(split: &Split, target: Target) -> Option<f64> {
     let mean_square = targets.iter().map(|v| f64::from(*v).powi(2)).sum::<f64>() / targets.len().max(1) as f64;
     let rms = mean_square.sqrt();
     (rms.is_finite() && rms > 0.0).then_some(rms)
-}
-
-/// One epoch's losses, as the study logs them.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
-pub struct EpochStats {
-    pub epoch: usize,
-    /// Mean of the epoch's batch losses.
-    pub train_mse: f64,
-    /// MSE over the test pairs after the epoch.
-    pub test_mse: f64,
-    /// MSE (of dx) over the held-out training pairs after the epoch, when some are.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub validation_mse: Option<f64>,
-    pub seconds: f64,
-}
-
-/// The epoch whose weights a run kept: the lowest validation MSE (the first such),
-/// or the last epoch when nothing was held out.
-pub fn kept_epoch(history: &[EpochStats]) -> Option<&EpochStats> {
-    let validated = history.iter().filter(|s| s.validation_mse.is_some_and(f64::is_finite));
-    validated.min_by(|a, b| a.validation_mse.partial_cmp(&b.validation_mse).expect("finite")).or(history.last())
 }
 
 /// Trains `kind` on `split` and exports it into `out_dir/<name>/`.

@@ -12,7 +12,7 @@ use rand::{SeedableRng, rngs::StdRng, seq::SliceRandom};
 use super::{ADAM_BETA1, ADAM_BETA2, ADAM_EPSILON, EpochStats, TrainConfig, metrics};
 use crate::{
     data::{DIMS, PARTICLES, Split, Target},
-    models::OpsModel,
+    models::{ModelInputs, OpsModel},
     nn::{BurnOps, Eager, Ops},
 };
 
@@ -64,7 +64,7 @@ pub fn predict_dx_ops<M: OpsModel>(model: &M, positions: ArrayView3<f32>, target
     dx_in_chunks(positions, target, 256, |chunk| {
         let mut ops = BurnOps::new(Device::flex());
         let input = frames_tensor(&mut ops, chunk);
-        model.forward(&mut ops, &input).to_vec()
+        model.forward(&mut ops, &ModelInputs::snapshot(&input)).to_vec()
     })
 }
 
@@ -75,7 +75,7 @@ pub fn reference_dx<M: OpsModel>(model: &M, positions: ArrayView3<f32>, target: 
     // Small chunks bound the memory of the all-pairs edge tensors.
     dx_in_chunks(positions, target, 16, |chunk| {
         let input = ArrayD::from_shape_fn(IxDyn(&[chunk.dim().0, PARTICLES, DIMS]), |ix| f64::from(chunk[[ix[0], ix[1], ix[2]]]));
-        model.forward(&mut Eager, &input).iter().map(|&v| v as f32).collect()
+        model.forward(&mut Eager, &ModelInputs::snapshot(&input)).iter().map(|&v| v as f32).collect()
     })
 }
 
@@ -111,7 +111,7 @@ impl<M: OpsModel> OpsTrainer<'_, M> {
         let y = self.targets.select(Axis(0), batch);
         let mut ops = BurnOps::new(self.device.clone());
         let input = frames_tensor(&mut ops, x.view());
-        let out = self.model.forward(&mut ops, &input);
+        let out = self.model.forward(&mut ops, &ModelInputs::snapshot(&input));
         let shape = [batch.len(), PARTICLES, DIMS];
         let prediction: Tensor<3> = out.value().clone().reshape(shape);
         let truth: Tensor<3> = Tensor::from_data(TensorData::new(y.iter().copied().collect::<Vec<_>>(), shape), &self.device);

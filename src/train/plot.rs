@@ -6,17 +6,25 @@ use plotters::prelude::*;
 
 use super::{EpochStats, kept_epoch};
 
+/// A figure that could not be drawn or written.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {message}")]
+pub struct PlotError {
+    pub path: String,
+    pub message: String,
+}
+
 /// Train and test MSE per epoch on a log scale, as an SVG; with held-out pairs, their
 /// MSE too, and the epoch whose weights were kept.
-pub fn plot_losses(history: &[EpochStats], title: &str, path: &Path) -> Result<(), String> {
+pub fn plot_losses(history: &[EpochStats], title: &str, path: &Path) -> Result<(), PlotError> {
     let positive = |v: f64| v.max(f64::MIN_POSITIVE);
     let values = history.iter().flat_map(|s| [Some(s.train_mse), Some(s.test_mse), s.validation_mse]).flatten().map(positive);
     let (low, high) = values.fold((f64::INFINITY, 0.0_f64), |(lo, hi), v| (lo.min(v), hi.max(v)));
     if history.is_empty() || !low.is_finite() || !high.is_finite() {
-        return Err("no finite losses to plot".into());
+        return Err(PlotError { path: path.display().to_string(), message: "no finite losses to plot".into() });
     }
     let root = SVGBackend::new(path, (800, 500)).into_drawing_area();
-    let draw = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
+    let draw = |e: &dyn std::fmt::Display| PlotError { path: path.display().to_string(), message: e.to_string() };
     root.fill(&WHITE).map_err(|e| draw(&e))?;
     let mut chart = ChartBuilder::on(&root)
         .caption(title, ("sans-serif", 22))
@@ -73,9 +81,9 @@ pub fn plot_correlations(
     r2: &super::metrics::StudyR2,
     title: &str,
     path: &Path,
-) -> Result<(), String> {
+) -> Result<(), PlotError> {
     use ndarray::Axis;
-    let draw = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
+    let draw = |e: &dyn std::fmt::Display| PlotError { path: path.display().to_string(), message: e.to_string() };
     let series = |a: ndarray::ArrayView3<f32>, pick: &dyn Fn(ndarray::ArrayView2<f32>) -> f64| -> Vec<f64> {
         a.axis_iter(Axis(0)).map(&pick).collect()
     };
@@ -94,7 +102,7 @@ pub fn plot_correlations(
     let root = root.titled(title, ("sans-serif", 24)).map_err(|e| draw(&e))?;
     for (area, (label, r2, pick)) in root.split_evenly((2, 2)).iter().zip(panels) {
         let (t, p) = (series(truth, pick), series(predicted, pick));
-        let (low, high) = finite_range(t.iter().chain(&p).copied()).ok_or("no finite values to plot")?;
+        let (low, high) = finite_range(t.iter().chain(&p).copied()).ok_or_else(|| draw(&"no finite values to plot"))?;
         let pad = ((high - low) * 0.05).max(1e-6);
         let range = low - pad..high + pad;
         let mut chart = ChartBuilder::on(area)
@@ -117,16 +125,16 @@ pub fn plot_correlations(
 
 /// True and predicted next positions (x, y) of every particle at every `stride`-th
 /// test frame, coloured by time: dots are true, crosses predicted.
-pub fn plot_trajectory(predicted: ndarray::ArrayView3<f32>, truth: ndarray::ArrayView3<f32>, stride: usize, title: &str, path: &Path) -> Result<(), String> {
-    let draw = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
+pub fn plot_trajectory(predicted: ndarray::ArrayView3<f32>, truth: ndarray::ArrayView3<f32>, stride: usize, title: &str, path: &Path) -> Result<(), PlotError> {
+    let draw = |e: &dyn std::fmt::Display| PlotError { path: path.display().to_string(), message: e.to_string() };
     let frames: Vec<usize> = (0..truth.dim().0).step_by(stride.max(1)).collect();
     let points = |a: ndarray::ArrayView3<f32>| -> Vec<(usize, f64, f64)> {
         frames.iter().flat_map(|&f| (0..a.dim().1).map(move |p| (f, f64::from(a[[f, p, 0]]), f64::from(a[[f, p, 1]])))).collect()
     };
     let (t, p) = (points(truth), points(predicted));
     let finite = || t.iter().chain(&p).filter(|(_, x, y)| x.is_finite() && y.is_finite());
-    let (x_lo, x_hi) = finite_range(finite().map(|(_, x, _)| *x)).ok_or("no finite positions to plot")?;
-    let (y_lo, y_hi) = finite_range(finite().map(|(_, _, y)| *y)).ok_or("no finite positions to plot")?;
+    let (x_lo, x_hi) = finite_range(finite().map(|(_, x, _)| *x)).ok_or_else(|| draw(&"no finite positions to plot"))?;
+    let (y_lo, y_hi) = finite_range(finite().map(|(_, _, y)| *y)).ok_or_else(|| draw(&"no finite positions to plot"))?;
     let pad = 0.05 * (x_hi - x_lo).max(y_hi - y_lo).max(1e-6);
     let root = SVGBackend::new(path, (900, 800)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| draw(&e))?;

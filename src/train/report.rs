@@ -2,7 +2,7 @@
 
 use std::{fmt::Write, path::Path};
 
-use super::{EpochStats, kept_epoch};
+use super::{EpochStats, ExportError, kept_epoch};
 use crate::{card::ModelCard, onnx::Precision};
 
 /// The study's own code on this kind of 2-core CPU (PyTorch + e3nn, 2 threads, quiet),
@@ -105,6 +105,6 @@ fn epochs_column(history: &[EpochStats]) -> String {
     }
 }
 
-pub fn write_report(cards: &[ModelCard], path: &Path) -> Result<(), String> {
-    std::fs::write(path, render_report(cards)).map_err(|e| format!("{}: {e}", path.display()))
+pub fn write_report(cards: &[ModelCard], path: &Path) -> Result<(), ExportError> {
+    std::fs::write(path, render_report(cards)).map_err(|source| ExportError::Io { path: path.display().to_string(), source })
 }

@@ -6,10 +6,7 @@ use serde_json::Value;
 
 /// The parsed fixture, or `None` (with a printed reason) when `../shared` is absent.
 pub fn load(name: &str) -> Option<Value> {
-    let Some(shared) = super::shared_dir() else {
-        eprintln!("skipped: ../shared is absent, so fixture {name} cannot be checked");
-        return None;
-    };
+    let shared = super::shared_dir(&format!("the checks against fixture {name}"))?;
     let path = shared.join("fixtures/e3nn").join(name);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     Some(serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display())))

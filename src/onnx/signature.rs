@@ -1,0 +1,161 @@
+//! A model's interface: the names, element types and shapes of its inputs and outputs.
+//! Written into the model card at export, checked against the ONNX file when a session
+//! loads, and carried by every request as named tensors.
+
+use std::fmt;
+
+use ndarray::ArrayD;
+use serde::{Deserialize, Serialize};
+
+use crate::data::{DIMS, PARTICLES};
+
+/// Frame t: float32 [batch, 12, 3].
+pub const POSITIONS: &str = "positions";
+/// Frames t−K+1 … t−1, oldest first: float32 [batch, K−1, 12, 3] (history models only).
+pub const PREVIOUS: &str = "previous";
+/// x(t+1) − x(t): float32 [batch, 12, 3].
+pub const DX: &str = "dx";
+/// The symbolic leading dimension every input and output shares.
+pub const BATCH: &str = "batch";
+pub const FLOAT32: &str = "float32";
+
+/// One input or output: `shape` entries are either a fixed size ("12") or the symbolic
+/// batch ("batch").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TensorSpec {
+    pub name: String,
+    pub dtype: String,
+    pub shape: Vec<String>,
+}
+
+/// One dimension of a [`TensorSpec`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dim {
+    Batch,
+    Fixed(usize),
+}
+
+impl TensorSpec {
+    fn float32(name: &str, dims: &[Dim]) -> Self {
+        let shape = dims
+            .iter()
+            .map(|d| match d {
+                Dim::Batch => BATCH.to_string(),
+                Dim::Fixed(n) => n.to_string(),
+            })
+            .collect();
+        Self { name: name.into(), dtype: FLOAT32.into(), shape }
+    }
+
+    /// The shape as dimensions; `None` for an entry that is neither a size nor "batch".
+    pub fn dims(&self) -> Option<Vec<Dim>> {
+        self.shape
+            .iter()
+            .map(|d| if d == BATCH { Some(Dim::Batch) } else { d.parse().ok().map(Dim::Fixed) })
+            .collect()
+    }
+}
+
+impl fmt::Display for TensorSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}[{}]", self.name, self.dtype, self.shape.join(", "))
+    }
+}
+
+/// Inputs and outputs of a model, in the order the graph declares them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Signature {
+    pub inputs: Vec<TensorSpec>,
+    pub outputs: Vec<TensorSpec>,
+}
+
+impl Signature {
+    /// The dynamics interface of a model reading `history_frames` frames (K ≥ 1):
+    /// `positions` [batch, 12, 3], with `previous` [batch, K−1, 12, 3] when K ≥ 2,
+    /// to `dx` [batch, 12, 3].
+    pub fn dynamics(history_frames: usize) -> Self {
+        let frame = [Dim::Batch, Dim::Fixed(PARTICLES), Dim::Fixed(DIMS)];
+        let mut inputs = vec![TensorSpec::float32(POSITIONS, &frame)];
+        if history_frames >= 2 {
+            let window = [Dim::Batch, Dim::Fixed(history_frames - 1), Dim::Fixed(PARTICLES), Dim::Fixed(DIMS)];
+            inputs.push(TensorSpec::float32(PREVIOUS, &window));
+        }
+        Self { inputs, outputs: vec![TensorSpec::float32(DX, &frame)] }
+    }
+
+    pub fn input(&self, name: &str) -> Option<&TensorSpec> {
+        self.inputs.iter().find(|spec| spec.name == name)
+    }
+
+    pub fn output(&self, name: &str) -> Option<&TensorSpec> {
+        self.outputs.iter().find(|spec| spec.name == name)
+    }
+}
+
+/// Tensors by name, as requests carry them to a model and its answers come back.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct NamedTensors(Vec<(String, ArrayD<f32>)>);
+
+impl NamedTensors {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds (or replaces) the tensor called `name`.
+    pub fn with(mut self, name: &str, value: ArrayD<f32>) -> Self {
+        self.insert(name, value);
+        self
+    }
+
+    pub fn insert(&mut self, name: &str, value: ArrayD<f32>) {
+        match self.0.iter_mut().find(|(n, _)| n == name) {
+            Some((_, slot)) => *slot = value,
+            None => self.0.push((name.to_string(), value)),
+        }
+    }
+
+    pub fn get(&self, name: &str) -> Option<&ArrayD<f32>> {
+        self.0.iter().find(|(n, _)| n == name).map(|(_, v)| v)
+    }
+
+    pub fn remove(&mut self, name: &str) -> Option<ArrayD<f32>> {
+        let index = self.0.iter().position(|(n, _)| n == name)?;
+        Some(self.0.remove(index).1)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &ArrayD<f32>)> {
+        self.0.iter().map(|(n, v)| (n.as_str(), v))
+    }
+
+    pub fn names(&self) -> Vec<&str> {
+        self.0.iter().map(|(n, _)| n.as_str()).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dynamics_signatures_name_the_window_only_for_history_models() {
+        let snapshot = Signature::dynamics(1);
+        assert_eq!(snapshot.inputs.len(), 1);
+        assert_eq!(snapshot.inputs[0].shape, ["batch", "12", "3"]);
+        let window = Signature::dynamics(4);
+        let previous = window.input(PREVIOUS).expect("a history model reads previous frames");
+        assert_eq!(previous.dims().expect("parses"), [Dim::Batch, Dim::Fixed(3), Dim::Fixed(12), Dim::Fixed(3)]);
+        assert_eq!(window.output(DX), snapshot.output(DX));
+    }
+
+    #[test]
+    fn named_tensors_replace_by_name() {
+        let a = ArrayD::zeros(vec![1, 2]);
+        let b = ArrayD::ones(vec![3]);
+        let mut tensors = NamedTensors::new().with("a", a).with("b", b.clone());
+        tensors.insert("a", b.clone());
+        assert_eq!(tensors.names(), ["a", "b"]);
+        assert_eq!(tensors.get("a"), Some(&b));
+        assert_eq!(tensors.remove("b"), Some(b));
+        assert!(tensors.get("b").is_none());
+    }
+}

@@ -1,0 +1,80 @@
+//! The serving core: what `equiserve.v1.Dynamics` does, without the transport.
+//! Requests come in as plain values, answers and failures go out as domain types
+//! ([`ServeError`]); each protocol is a thin mapping onto this.
+
+use std::sync::Arc;
+
+use ndarray::Array3;
+use tokio::sync::mpsc;
+
+use super::{
+    LoadedModel, ModelRegistry, ServeError,
+    rollout::{self, RolloutCounter, RolloutPlan, RolloutStep},
+    validate,
+};
+
+/// Bounds on what one request may ask for.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_batch: usize,
+    pub max_rollout_steps: u32,
+}
+
+/// A model's answer to a batch of frames.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Prediction {
+    pub batch: usize,
+    /// [batch, 12, 3].
+    pub dx: Array3<f32>,
+    /// positions + dx.
+    pub next_positions: Array3<f32>,
+}
+
+pub struct DynamicsCore {
+    registry: Arc<ModelRegistry>,
+    limits: Limits,
+    rollouts: RolloutCounter,
+}
+
+impl DynamicsCore {
+    pub fn new(registry: Arc<ModelRegistry>, limits: Limits) -> Self {
+        Self { registry, limits, rollouts: RolloutCounter::default() }
+    }
+
+    pub fn rollouts_in_progress(&self) -> RolloutCounter {
+        self.rollouts.clone()
+    }
+
+    pub fn models(&self) -> impl Iterator<Item = &LoadedModel> {
+        self.registry.iter()
+    }
+
+    pub fn model(&self, name: &str) -> Result<Arc<LoadedModel>, ServeError> {
+        self.registry
+            .get(name)
+            .ok_or_else(|| ServeError::UnknownModel { name: name.to_string(), served: self.registry.names().join(", ") })
+    }
+
+    /// dx and x + dx for `positions`, packed float32 [batch, 12, 3].
+    pub async fn predict(&self, model: &str, positions: Vec<f32>) -> Result<Prediction, ServeError> {
+        let model = self.model(model)?;
+        let positions = validate::frames(positions, self.limits.max_batch)?;
+        let dx = model.dx(positions.clone()).await?;
+        let next_positions = &positions + &dx;
+        Ok(Prediction { batch: positions.dim().0, dx, next_positions })
+    }
+
+    /// Starts a rollout of `steps` steps from one frame; frames arrive on the receiver.
+    pub fn rollout(
+        &self,
+        model: &str,
+        positions: Vec<f32>,
+        steps: u32,
+        emit_every: u32,
+    ) -> Result<mpsc::Receiver<Result<RolloutStep, ServeError>>, ServeError> {
+        let model = self.model(model)?;
+        let start = validate::rollout_start(positions, steps, self.limits.max_rollout_steps)?;
+        let plan = RolloutPlan { model, start, steps, emit_every: emit_every.max(1) };
+        Ok(rollout::start(plan, &self.rollouts))
+    }
+}

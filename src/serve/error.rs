@@ -1,0 +1,31 @@
+//! What can go wrong serving a request, independent of the protocol that carried it;
+//! each protocol maps these to its own status codes.
+
+use super::engine::EngineError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("unknown model '{name}'; served models: {served}")]
+    UnknownModel { name: String, served: String },
+    /// The request is malformed or out of the limits: the client's to fix.
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// The model's queue is full: worth retrying later.
+    #[error("{model}: model is busy: {queued} requests already queued")]
+    Busy { model: String, queued: usize },
+    /// A rollout's positions stopped being finite.
+    #[error("{model}: rollout diverged at step {step} (non-finite positions)")]
+    Diverged { model: String, step: u32 },
+    /// A fault of the server or the model, not of the request.
+    #[error("{model}: {message}")]
+    Internal { model: String, message: String },
+}
+
+impl ServeError {
+    pub(crate) fn from_engine(model: &str, error: EngineError) -> Self {
+        match error {
+            EngineError::Busy(queued) => ServeError::Busy { model: model.to_string(), queued },
+            EngineError::Stopped | EngineError::Runtime(_) => ServeError::Internal { model: model.to_string(), message: error.to_string() },
+        }
+    }
+}
