@@ -91,7 +91,7 @@ fn main() {
     for batch in [1usize, 32] {
         let frames = chain_frames(batch, &mut rng);
         let fps = throughput(batch, 2.0, || {
-            reference_dx(&network, frames.view(), Target::Dx);
+            reference_dx(&network, frames.view(), ndarray::Array4::zeros((batch, 0, 12, 3)).view(), Target::Dx);
         });
         println!("{:<34} {:>7} {:>14.1} {:>16.1}", "f64 reference (ndarray, 1 thread)", batch, fps, fps / STUDY_FRAMES_PER_SECOND);
     }

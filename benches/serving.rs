@@ -93,13 +93,13 @@ async fn grpc_rates(dir: &Path, frames: &Array3<f32>, threads: usize, window: f6
         let clock = Instant::now();
         let (mut done, mut start) = (0usize, 0usize);
         while clock.elapsed().as_secs_f64() < window {
-            let request = PredictRequest { model: model.name.clone(), positions: batch(start, 32) };
+            let request = PredictRequest { model: model.name.clone(), positions: batch(start, 32), previous: Vec::new() };
             client.predict(request).await.map_err(|e| format!("{}: {e}", model.name))?;
             done += 32;
             start = if start + 64 > frames.dim().0 { 0 } else { start + 32 };
         }
         let predict_rate = done as f64 / clock.elapsed().as_secs_f64();
-        let request = RolloutRequest { model: model.name.clone(), positions: batch(0, 1), steps: ROLLOUT_STEPS, emit_every: 1 };
+        let request = RolloutRequest { model: model.name.clone(), positions: batch(0, 1), steps: ROLLOUT_STEPS, emit_every: 1, previous: Vec::new() };
         let clock = Instant::now();
         let mut stream = client.rollout(request).await.map_err(|e| format!("{}: {e}", model.name))?.into_inner();
         let mut streamed = 0u32;

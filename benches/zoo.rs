@@ -78,7 +78,7 @@ fn main() {
         "{:<16} {:>9} {:>8} {:>10} {:>10} {:>9} {:>12} {:>12} {:>12} {:>10} {:>9}",
         "model", "params", "batches", "s/epoch", "study s", "× study", "frames/s B=1", "frames/s B=32", "B=32 pooled", "study f/s", "× study"
     );
-    for &kind in <ModelKind as clap::ValueEnum>::value_variants() {
+    for &kind in <ModelKind as clap::ValueEnum>::value_variants().iter().filter(|k| k.supports_history(1)) {
         if !only.is_empty() && !only.iter().any(|name| name == kind.name()) {
             continue;
         }
@@ -89,13 +89,15 @@ fn main() {
         let request = ExportRequest {
             kind,
             out_dir: out.path(),
+            trajectory: &trajectory,
             split: &split,
             split_config,
             data: DataInfo { source: source.into(), sha256: String::new(), frames: trajectory.frames(), simulation: None },
             config: &config,
             history: Vec::new(),
+            command: None,
         };
-        let card = match train_and_export(kind, request, |_| {}) {
+        let card = match train_and_export(kind, 1, request, |_| {}) {
             Ok(outcome) => outcome.card,
             Err(e) => {
                 println!("{:<16} not measured: {e}", kind.name());

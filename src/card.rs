@@ -45,6 +45,59 @@ pub struct ModelCard {
     pub inference: Option<InferenceSpeed>,
     pub onnx: OnnxInfo,
     pub versions: Versions,
+    /// Frames the model reads (K): frame t and the K − 1 before it.
+    #[serde(default = "one_frame")]
+    pub history_frames: usize,
+    /// One-step and rollout errors beside the physics-free baselines, on the test part.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forecast: Option<ForecastReport>,
+    /// The `train-export` arguments that made this model (retrain it on other data by
+    /// changing `--data` and `--out`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<Vec<String>>,
+}
+
+fn one_frame() -> usize {
+    1
+}
+
+/// A forecaster's errors on the test part: one step of dx, and positions after each
+/// step of a rollout from the true window.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ForecastRow {
+    pub name: String,
+    pub history_frames: usize,
+    /// MSE of dx over the test pairs.
+    pub dx_mse: f64,
+    /// 1 − MSE / MSE(dx = 0): 0 is "nothing moves", 1 is exact.
+    pub skill: f64,
+    /// Root mean square position error over the rollout starts after 1, 2, … steps.
+    pub rollout_rmse: Vec<f64>,
+}
+
+impl ForecastRow {
+    /// Rollout RMSE after `steps` steps, when the rollouts went that far.
+    pub fn rmse_at(&self, steps: usize) -> Option<f64> {
+        steps.checked_sub(1).and_then(|i| self.rollout_rmse.get(i).copied())
+    }
+}
+
+/// Every baseline and the model, on the same test pairs and rollout starts.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ForecastReport {
+    pub test_pairs: usize,
+    pub first_test_frame: usize,
+    /// Frame indices the rollouts start from.
+    pub rollout_starts: Vec<usize>,
+    pub baselines: Vec<ForecastRow>,
+    pub models: Vec<ForecastRow>,
+}
+
+impl ForecastReport {
+    /// The baseline with the lowest one-step dx MSE.
+    pub fn best_baseline(&self) -> Option<&ForecastRow> {
+        self.baselines.iter().min_by(|a, b| a.dx_mse.total_cmp(&b.dx_mse))
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -241,6 +294,11 @@ pub struct TrainConfig {
     /// With held-out pairs: stop after this many epochs without a new lowest MSE on them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub patience: Option<usize>,
+    /// Standard deviation of the random-walk noise added to the input window of each
+    /// training batch (per frame step, oldest to newest; the target is corrected so that
+    /// the model learns to pull a perturbed window back): trains for rollouts.
+    #[serde(default)]
+    pub input_noise: f64,
 }
 
 fn unscaled() -> f64 {
@@ -259,6 +317,7 @@ impl Default for TrainConfig {
             output_scale: unscaled(),
             validation_fraction: 0.0,
             patience: None,
+            input_noise: 0.0,
         }
     }
 }
@@ -285,14 +344,25 @@ pub struct EpochStats {
     /// MSE (of dx) over the held-out training pairs after the epoch, when some are.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub validation_mse: Option<f64>,
+    /// For history models: RMSE of positions over rollouts through the held-out pairs,
+    /// which chooses the kept epoch (one-step error does not tell how errors compound).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validation_rollout_rmse: Option<f64>,
     pub seconds: f64,
 }
 
-/// The epoch whose weights a run kept: the lowest validation MSE (the first such),
+impl EpochStats {
+    /// What chooses the kept epoch: the rollout error where measured, else the MSE.
+    pub fn validation_error(&self) -> Option<f64> {
+        self.validation_rollout_rmse.or(self.validation_mse).filter(|v| v.is_finite())
+    }
+}
+
+/// The epoch whose weights a run kept: the lowest validation error (the first such),
 /// or the last epoch when nothing was held out.
 pub fn kept_epoch(history: &[EpochStats]) -> Option<&EpochStats> {
-    let validated = history.iter().filter(|s| s.validation_mse.is_some_and(f64::is_finite));
-    validated.min_by(|a, b| a.validation_mse.partial_cmp(&b.validation_mse).expect("finite")).or(history.last())
+    let validated = history.iter().filter(|s| s.validation_error().is_some());
+    validated.min_by(|a, b| a.validation_error().partial_cmp(&b.validation_error()).expect("finite")).or(history.last())
 }
 
 /// The study's four R² of predicted next positions x(t) + dx.

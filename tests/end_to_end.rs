@@ -22,7 +22,7 @@ fn random_frames(batch: usize, seed: u64) -> Vec<f32> {
 }
 
 fn predict_request(positions: Vec<f32>) -> PredictRequest {
-    PredictRequest { model: "mlp".into(), positions }
+    PredictRequest { model: "mlp".into(), positions, previous: Vec::new() }
 }
 
 #[tokio::test]
@@ -60,7 +60,7 @@ async fn rollout_equals_chained_predicts() {
     let mut server = TestServer::start(trained_models_dir()).await;
     let start = random_frames(1, 2);
     let steps = 7;
-    let request = RolloutRequest { model: "mlp".into(), positions: start.clone(), steps, emit_every: 1 };
+    let request = RolloutRequest { model: "mlp".into(), positions: start.clone(), steps, emit_every: 1, previous: Vec::new() };
     let frames: Vec<_> = server.client.rollout(request).await.expect("rollout").into_inner().collect::<Vec<_>>().await;
     let frames: Vec<_> = frames.into_iter().collect::<Result<_, _>>().expect("every frame arrives");
     assert_eq!(frames.iter().map(|f| f.step).collect::<Vec<_>>(), (1..=steps).collect::<Vec<_>>());
@@ -72,7 +72,7 @@ async fn rollout_equals_chained_predicts() {
     }
 
     // Every 3rd frame, and always the last one.
-    let request = RolloutRequest { model: "mlp".into(), positions: start, steps, emit_every: 3 };
+    let request = RolloutRequest { model: "mlp".into(), positions: start, steps, emit_every: 3, previous: Vec::new() };
     let sparse: Vec<_> = server.client.rollout(request).await.expect("rollout").into_inner().collect::<Vec<_>>().await;
     let sparse: Vec<_> = sparse.into_iter().map(|f| f.expect("frame")).collect();
     assert_eq!(sparse.iter().map(|f| f.step).collect::<Vec<_>>(), vec![3, 6, 7]);
@@ -109,7 +109,7 @@ async fn bad_requests_get_clear_statuses() {
     nan_frame[40 % FRAME_LEN] = f32::NAN;
     let too_big = random_frames(LIMITS.max_batch + 1, 4);
     let cases: Vec<(&str, PredictRequest, Code, &str)> = vec![
-        ("unknown model", PredictRequest { model: "nope".into(), positions: frame.clone() }, Code::NotFound, "unknown model 'nope'"),
+        ("unknown model", PredictRequest { model: "nope".into(), positions: frame.clone(), previous: Vec::new() }, Code::NotFound, "unknown model 'nope'"),
         ("empty batch", predict_request(vec![]), Code::InvalidArgument, "empty"),
         ("partial frame", predict_request(frame[..35].to_vec()), Code::InvalidArgument, "not a multiple of 36"),
         ("NaN", predict_request(nan_frame.clone()), Code::InvalidArgument, "must be finite"),
@@ -122,7 +122,7 @@ async fn bad_requests_get_clear_statuses() {
         assert!(status.message().contains(message), "{case}: {:?} lacks {message:?}", status.message());
     }
 
-    let rollout = |positions: Vec<f32>, steps: u32| RolloutRequest { model: "mlp".into(), positions, steps, emit_every: 1 };
+    let rollout = |positions: Vec<f32>, steps: u32| RolloutRequest { model: "mlp".into(), positions, steps, emit_every: 1, previous: Vec::new() };
     let cases: Vec<(&str, RolloutRequest, Code, &str)> = vec![
         ("unknown model", RolloutRequest { model: "nope".into(), ..rollout(frame.clone(), 1) }, Code::NotFound, "unknown model"),
         ("zero steps", rollout(frame.clone(), 0), Code::InvalidArgument, "steps must be between 1 and 1000"),
@@ -145,7 +145,7 @@ async fn bad_requests_get_clear_statuses() {
 async fn a_cancelled_rollout_stops_computing() {
     let mut server = TestServer::start(trained_models_dir()).await;
     let activity = server.rollouts_in_progress.clone();
-    let request = RolloutRequest { model: "mlp".into(), positions: random_frames(1, 6), steps: 1000, emit_every: 1 };
+    let request = RolloutRequest { model: "mlp".into(), positions: random_frames(1, 6), steps: 1000, emit_every: 1, previous: Vec::new() };
     let mut stream = server.client.rollout(request).await.expect("rollout").into_inner();
     stream.next().await.expect("a frame").expect("ok frame");
     assert_eq!(activity.get(), 1);
@@ -196,7 +196,7 @@ async fn calls_and_inference_are_counted_for_prometheus() {
     let handle = common::prometheus();
     let mut server = TestServer::start(trained_models_dir()).await;
     server.client.predict(predict_request(random_frames(3, 7))).await.expect("predict");
-    let status = server.client.predict(PredictRequest { model: "nope".into(), positions: random_frames(1, 8) }).await.expect_err("unknown");
+    let status = server.client.predict(PredictRequest { model: "nope".into(), positions: random_frames(1, 8), previous: Vec::new() }).await.expect_err("unknown");
     assert_eq!(status.code(), Code::NotFound);
     let text = handle.render();
     assert!(text.contains(r#"equiserve_requests_total{rpc="Predict",model="mlp",code="Ok"}"#), "{text}");

@@ -3,20 +3,29 @@
 
 use equiserve::{
     card::DataInfo,
-    data::{SimulationConfig, Split, SplitConfig, Target, simulate},
+    data::{SimulationConfig, Split, SplitConfig, Target, Trajectory, simulate},
     models::{E3Small, GateNetwork, GateNetworkConfig, Gnn, Mlp, ModelInputs, ModelKind, OpsModel, OutputScaled, Se3Transformer},
     nn::{Eager, Ops},
     onnx::{ExecutionDevice, GraphBuilder, OnnxModel, Precision, Signature},
     train::{ExportError, ExportRequest, ExportableModel, OpsTrained, TrainConfig, export_model, predict_dx_ops, relative_error, render_report},
 };
-use ndarray::{Array3, ArrayView3};
+use ndarray::{Array3, ArrayView3, ArrayView4};
 use prost::Message;
 use rand::{SeedableRng, rngs::StdRng};
 use rand_distr::{Distribution, Normal};
 
+fn trajectory() -> &'static Trajectory {
+    static TRAJECTORY: std::sync::OnceLock<Trajectory> = std::sync::OnceLock::new();
+    TRAJECTORY.get_or_init(|| simulate(&SimulationConfig { frames: 60, equilibration_steps: 100, ..Default::default() }))
+}
+
 fn split() -> Split {
-    let trajectory = simulate(&SimulationConfig { frames: 60, equilibration_steps: 100, ..Default::default() });
-    Split::new(&trajectory, &SplitConfig::default()).expect("split")
+    Split::new(trajectory(), &SplitConfig::default()).expect("split")
+}
+
+/// The (empty) window of frames before `frames` frames, for models of one snapshot.
+fn no_previous(frames: usize) -> ndarray::Array4<f32> {
+    ndarray::Array4::zeros((frames, 0, 12, 3))
 }
 
 /// The study's MLP with PyTorch's initialisation, seeded.
@@ -30,11 +39,13 @@ fn request<'a>(out_dir: &'a std::path::Path, split: &'a Split, config: &'a Train
     ExportRequest {
         kind: ModelKind::Mlp,
         out_dir,
+        trajectory: trajectory(),
         split,
         split_config: SplitConfig::default(),
         data: DataInfo { source: "test".into(), sha256: String::new(), frames: 60, simulation: None },
         config,
         history: Vec::new(),
+        command: None,
     }
 }
 
@@ -54,7 +65,7 @@ fn exported_mlp_matches_burn_on_random_inputs() {
     let normal = Normal::new(20.0, 10.0).expect("normal");
     for batch in [1, 7, 64] {
         let x = Array3::from_shape_simple_fn((batch, 12, 3), || normal.sample(&mut rng));
-        let expected = predict_dx_ops(&model, x.view(), config.target);
+        let expected = predict_dx_ops(&model, x.view(), no_previous(x.dim().0).view(), config.target);
         let actual = onnx.run(x.view()).expect("runs");
         let scale = expected.iter().fold(0.0_f32, |m, v| m.max(v.abs()));
         let error = actual.iter().zip(&expected).fold(0.0_f32, |m, (a, e)| m.max((a - e).abs()));
@@ -76,8 +87,8 @@ impl ExportableModel for Skewed {
         graph.add(&out, &offset)
     }
 
-    fn predict_dx(&self, positions: ArrayView3<f32>, target: Target) -> Array3<f32> {
-        OpsTrained(&self.0).predict_dx(positions, target)
+    fn predict_dx(&self, positions: ArrayView3<f32>, previous: ArrayView4<f32>, target: Target) -> Array3<f32> {
+        OpsTrained(&self.0).predict_dx(positions, previous, target)
     }
 
     fn num_params(&self) -> usize {

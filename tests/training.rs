@@ -33,7 +33,7 @@ fn held_out_pairs_choose_the_kept_weights_and_patience_stops_training() {
 
     // The model ends with the kept epoch's weights, not the last epoch's.
     let start = split.train.len() - held_out;
-    let dx = predict_dx_ops(&model, split.train.inputs.slice(s![start.., .., ..]), Target::Dx);
+    let dx = predict_dx_ops(&model, split.train.inputs.slice(s![start.., .., ..]), split.train.previous.slice(s![start.., .., .., ..]), Target::Dx);
     let mse = metrics::mse(&dx, &split.train.dx().slice(s![start.., .., ..]).to_owned());
     assert_eq!(mse, lowest, "held-out MSE of the returned model");
     assert_ne!(history.last().and_then(|s| s.validation_mse), Some(lowest));

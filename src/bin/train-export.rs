@@ -12,7 +12,10 @@ use equiserve::{
     data::{SimulationConfig, Split, SplitConfig, Target, Trajectory, load_npz, save_npz, simulate},
     models::ModelKind,
     onnx::init_runtime,
-    train::{EpochStats, ExportRequest, TrainConfig, import_e3nn, kept_epoch, remeasure_inference, target_rms, train_and_export, write_report},
+    train::{
+        EpochStats, ExportRequest, TrainConfig, forecast::REPORTED_HORIZONS, import_e3nn, kept_epoch, remeasure_inference, target_rms,
+        train_and_export, write_report,
+    },
 };
 use indicatif::{ProgressBar, ProgressStyle};
 use sha2::{Digest, Sha256};
@@ -126,6 +129,16 @@ struct TrainArgs {
     /// With --validation: stop after this many epochs without a new lowest validation MSE.
     #[arg(long)]
     patience: Option<usize>,
+    /// Frames each model reads (K): frame t and the K − 1 before it. 1 is the study's
+    /// one-snapshot models; K ≥ 2 trains history models (mlp, e3large, pairforce), named
+    /// <model>-h<K>.
+    #[arg(long, default_value_t = 1)]
+    history: usize,
+    /// Random-walk noise added to every training window, frame by frame, with this
+    /// standard deviation per step as a fraction of the training displacements' root
+    /// mean square (the target corrected to pull back): trains for rollouts. 0: none.
+    #[arg(long, default_value_t = 0.0)]
+    input_noise: f64,
     /// Training pairs, counted from the start (default: floor(fraction · pairs)).
     #[arg(long)]
     train_pairs: Option<usize>,
@@ -309,11 +322,30 @@ fn train(args: TrainArgs) -> Result<(), String> {
     if args.patience == Some(0) {
         return Err("--patience must be at least 1".into());
     }
+    if args.history == 0 {
+        return Err("--history must be at least 1 (the frame itself)".into());
+    }
+    if !(args.input_noise.is_finite() && args.input_noise >= 0.0) {
+        return Err(format!("--input-noise must be a fraction ≥ 0, got {}", args.input_noise));
+    }
+    let kinds: Vec<ModelKind> = if args.all {
+        <ModelKind as clap::ValueEnum>::value_variants().iter().copied().filter(|k| k.supports_history(args.history)).collect()
+    } else {
+        args.models.clone()
+    };
+    if let Some(kind) = kinds.iter().find(|k| !k.supports_history(args.history)) {
+        let readers: Vec<&str> = <ModelKind as clap::ValueEnum>::value_variants()
+            .iter()
+            .filter(|k| k.supports_history(args.history))
+            .map(|k| k.name())
+            .collect();
+        return Err(format!("--model {} does not read {} frames (--history {}); models that do: {}", kind.name(), args.history, args.history, readers.join(", ")));
+    }
     // Fail before training, not after, when the parity check cannot run.
     init_runtime(args.ort_lib.as_deref()).map_err(|e| e.to_string())?;
     let (trajectory, data) = load_data(&args)?;
     let split_config = SplitConfig { train_pairs: args.train_pairs, train_fraction: args.train_fraction };
-    let split = Split::new(&trajectory, &split_config).map_err(|e| format!("{}: {e}", data.source))?;
+    let split = Split::with_history(&trajectory, &split_config, args.history).map_err(|e| format!("{}: {e}", data.source))?;
     let output_scale = match args.output_scale {
         OutputScale::Fixed(scale) => scale,
         OutputScale::Auto => target_rms(&split, args.target).ok_or_else(|| {
@@ -330,12 +362,9 @@ fn train(args: TrainArgs) -> Result<(), String> {
         output_scale,
         validation_fraction: args.validation_fraction,
         patience: args.patience,
+        input_noise: args.input_noise * target_rms(&split, Target::Dx).unwrap_or(0.0),
     };
-    let kinds: Vec<ModelKind> = if args.all {
-        <ModelKind as clap::ValueEnum>::value_variants().to_vec()
-    } else {
-        args.models.clone()
-    };
+    let command: Vec<String> = std::env::args().skip(1).collect();
     let held_out = config.validation_pairs(split.train.len());
     eprintln!(
         "data: {} ({} frames; {} train / {} test pairs{}); output scale {:.4e}",
@@ -348,7 +377,7 @@ fn train(args: TrainArgs) -> Result<(), String> {
     );
     let mut cards = Vec::new();
     for kind in kinds {
-        let bar = ProgressBar::new(config.epochs as u64).with_prefix(kind.name());
+        let bar = ProgressBar::new(config.epochs as u64).with_prefix(kind.model_name(args.history));
         bar.set_style(
             ProgressStyle::with_template("{prefix:>8} [{bar:30}] {pos}/{len} epochs {msg} ({elapsed}, eta {eta})")
                 .expect("valid template")
@@ -357,14 +386,20 @@ fn train(args: TrainArgs) -> Result<(), String> {
         let request = ExportRequest {
             kind,
             out_dir: &args.out,
+            trajectory: &trajectory,
             split: &split,
             split_config,
             data: data.clone(),
             config: &config,
             history: Vec::new(),
+            command: Some(command.clone()),
         };
-        let outcome = train_and_export(kind, request, |stats| {
-            let validation = stats.validation_mse.map_or(String::new(), |v| format!(" validation {v:.3e}"));
+        let outcome = train_and_export(kind, args.history, request, |stats| {
+            let validation = match (stats.validation_rollout_rmse, stats.validation_mse) {
+                (Some(rmse), _) => format!(" validation rollout RMSE {rmse:.3e}"),
+                (None, Some(mse)) => format!(" validation {mse:.3e}"),
+                (None, None) => String::new(),
+            };
             bar.set_message(format!("train {:.3e}{validation} test {:.3e}", stats.train_mse, stats.test_mse));
             bar.inc(1);
         })
@@ -372,10 +407,13 @@ fn train(args: TrainArgs) -> Result<(), String> {
         bar.finish();
         let history = outcome.card.training.as_ref().map(|t| t.history.as_slice()).unwrap_or_default();
         let kept = match kept_epoch(history) {
+            Some(EpochStats { epoch, validation_rollout_rmse: Some(rmse), .. }) => {
+                format!(" (weights of epoch {epoch} of {}: validation rollout RMSE {rmse:.3e})", history.len())
+            }
             Some(EpochStats { epoch, validation_mse: Some(mse), .. }) => format!(" (weights of epoch {epoch} of {}: validation MSE {mse:.3e})", history.len()),
             _ => String::new(),
         };
-        eprintln!("{}: wrote {}{kept}", kind.name(), outcome.dir.display());
+        eprintln!("{}: wrote {}{kept}", outcome.card.name, outcome.dir.display());
         cards.push(outcome.card);
     }
     print_summary(&cards);
@@ -406,5 +444,20 @@ fn print_summary(cards: &[ModelCard]) {
             training.seconds_per_epoch,
             card.onnx.parity_relative_error
         );
+    }
+    // The baselines once (the same frames for every card of a run), then each model.
+    let Some(first) = cards.iter().find_map(|c| c.forecast.as_ref()) else { return };
+    println!(
+        "\nPredicting the motion (test part from frame {}, rollouts from {} starts; skill = 1 − MSE/MSE(dx = 0)):",
+        first.first_test_frame,
+        first.rollout_starts.len()
+    );
+    let horizons: Vec<String> = REPORTED_HORIZONS.iter().map(|h| format!("{:>10}", format!("RMSE@{h}"))).collect();
+    println!("{:<44} {:>2} {:>11} {:>9} {}", "forecaster", "K", "dx MSE", "skill", horizons.join(" "));
+    let models = cards.iter().filter_map(|c| c.forecast.as_ref()).flat_map(|f| f.models.iter());
+    for row in first.baselines.iter().chain(models) {
+        let rmse: Vec<String> = REPORTED_HORIZONS.iter().map(|&h| row.rmse_at(h).map_or(format!("{:>10}", "–"), |v| format!("{v:>10.3e}"))).collect();
+        let name: String = row.name.chars().take(44).collect();
+        println!("{name:<44} {:>2} {:>11.3e} {:>9.5} {}", row.history_frames, row.dx_mse, row.skill, rmse.join(" "));
     }
 }

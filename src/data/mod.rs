@@ -51,8 +51,8 @@ pub enum TrajectoryError {
 pub enum SplitError {
     #[error("train fraction must be in (0, 1), got {0}")]
     Fraction(f64),
-    #[error("cannot split {pairs} pairs into {train_pairs} for training and the rest for testing")]
-    Count { pairs: usize, train_pairs: usize },
+    #[error("cannot split {pairs} pairs into {train_pairs} for training (each with {history_frames} frames) and the rest for testing")]
+    Count { pairs: usize, train_pairs: usize, history_frames: usize },
 }
 
 impl DataError {

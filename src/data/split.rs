@@ -1,6 +1,6 @@
 //! Chronological train/test split of (x(t), x(t+1)) pairs, as in the study.
 
-use ndarray::{Array3, s};
+use ndarray::{Array3, Array4, Axis, s};
 use serde::{Deserialize, Serialize};
 
 use super::{SplitError, Trajectory};
@@ -15,11 +15,14 @@ pub enum Target {
     X,
 }
 
-/// Consecutive snapshots: `inputs[i]` = x(t), `next[i]` = x(t+1).
+/// Consecutive snapshots: `inputs[i]` = x(t), `next[i]` = x(t+1), and the frames
+/// before x(t) that history models read.
 #[derive(Debug, Clone)]
 pub struct Pairs {
     pub inputs: Array3<f32>,
     pub next: Array3<f32>,
+    /// x(t−H) … x(t−1), oldest first: [pairs, H, 12, 3], H = history frames − 1.
+    pub previous: Array4<f32>,
 }
 
 impl Pairs {
@@ -33,6 +36,13 @@ impl Pairs {
 
     pub fn dx(&self) -> Array3<f32> {
         &self.next - &self.inputs
+    }
+
+    /// The last `frames` of each pair's previous frames, [pairs, frames, 12, 3].
+    pub fn previous_frames(&self, frames: usize) -> Array4<f32> {
+        let held = self.previous.dim().1;
+        assert!(frames <= held, "{frames} previous frames asked, {held} held");
+        self.previous.slice(s![.., held - frames.., .., ..]).to_owned()
     }
 
     pub fn targets(&self, target: Target) -> Array3<f32> {
@@ -66,6 +76,14 @@ pub struct Split {
 impl Split {
     /// The first pairs train, the rest test: no frame of the test period is seen in training.
     pub fn new(trajectory: &Trajectory, config: &SplitConfig) -> Result<Self, SplitError> {
+        Self::with_history(trajectory, config, 1)
+    }
+
+    /// As [`Self::new`], each pair with the `history_frames − 1` frames before x(t):
+    /// training starts at the first pair that has them all; the test pairs are the same
+    /// for every history (their earlier frames are inputs, never targets).
+    pub fn with_history(trajectory: &Trajectory, config: &SplitConfig, history_frames: usize) -> Result<Self, SplitError> {
+        let held = history_frames.max(1) - 1;
         let positions = trajectory.positions();
         let pairs = trajectory.frames() - 1;
         let train_pairs = match config.train_pairs {
@@ -77,13 +95,22 @@ impl Split {
                 (config.train_fraction * pairs as f64).floor() as usize
             }
         };
-        if train_pairs == 0 || train_pairs >= pairs {
-            return Err(SplitError::Count { pairs, train_pairs });
+        if train_pairs <= held || train_pairs >= pairs {
+            return Err(SplitError::Count { pairs, train_pairs, history_frames: held + 1 });
         }
-        let pairs_in = |range: std::ops::Range<usize>| Pairs {
-            inputs: positions.slice(s![range.start..range.end, .., ..]).to_owned(),
-            next: positions.slice(s![range.start + 1..range.end + 1, .., ..]).to_owned(),
+        let pairs_in = |range: std::ops::Range<usize>| {
+            let windows: Vec<_> = range.clone().map(|t| positions.slice(s![t - held..t, .., ..])).collect();
+            let previous = if windows.is_empty() || held == 0 {
+                Array4::zeros((range.len(), held, positions.dim().1, positions.dim().2))
+            } else {
+                ndarray::stack(Axis(0), &windows).expect("windows of one shape")
+            };
+            Pairs {
+                inputs: positions.slice(s![range.start..range.end, .., ..]).to_owned(),
+                next: positions.slice(s![range.start + 1..range.end + 1, .., ..]).to_owned(),
+                previous,
+            }
         };
-        Ok(Self { train: pairs_in(0..train_pairs), test: pairs_in(train_pairs..pairs) })
+        Ok(Self { train: pairs_in(held..train_pairs), test: pairs_in(train_pairs..pairs) })
     }
 }

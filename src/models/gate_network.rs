@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use super::{
     ModelInputs, OpsModel,
     graph::{harmonics_by_component, off_diagonal, pairwise, unit_vectors},
+    history::window_displacements,
 };
 use crate::{
     data::{DIMS, PARTICLES},
@@ -344,9 +345,20 @@ impl GateNetwork {
     /// Builds the network as e3nn does for these kwargs (weights all zero).
     pub fn new(config: GateNetworkConfig) -> Result<Self, GateNetworkError> {
         let invalid = |m: String| Err(GateNetworkError::Config(m));
-        if let Some(irreps_in) = &config.irreps_in {
-            return invalid(format!("irreps_in = {irreps_in:?}: served models take positions only, so it must be null"));
-        }
+        // Node inputs: none (ones), or the window's displacements, newest first, one 1o each.
+        let irreps_in = match &config.irreps_in {
+            None => "0e".parse::<Irreps>().expect("valid"),
+            Some(text) => {
+                let irreps = parse_irreps(text, "irreps_in")?;
+                let displacements = irreps.len() == 1 && irreps.0[0].ir == Irrep::new(1, -1) && irreps.0[0].mul >= 1;
+                if !displacements {
+                    return invalid(format!(
+                        "irreps_in = {text:?}: node inputs are the window's past displacements, so it must be null or Nx1o (N = frames − 1)"
+                    ));
+                }
+                irreps
+            }
+        };
         if let Some(attr) = &config.irreps_node_attr {
             return invalid(format!("irreps_node_attr = {attr:?}: served models have no node attributes, so it must be null"));
         }
@@ -382,7 +394,7 @@ impl GateNetwork {
             return invalid("irreps_edge_attr with pseudovector harmonics (odd l with even parity) do not apply to positions".into());
         }
         let node_attr: Irreps = "0e".parse().expect("valid");
-        let mut irreps: Irreps = "0e".parse().expect("valid");
+        let mut irreps = irreps_in;
         let mut layers = Vec::new();
         for _ in 0..config.layers {
             let scalars = Irreps(hidden.iter().filter(|m| m.ir.l == 0 && path_exists(&irreps, &edge_attr, m.ir)).copied().collect());
@@ -481,6 +493,11 @@ impl GateNetwork {
 }
 
 impl OpsModel for GateNetwork {
+    /// One frame, or 1 + N for node inputs Nx1o (the window's N displacements).
+    fn history_frames(&self) -> usize {
+        self.config.irreps_in.as_ref().and_then(|text| text.parse::<Irreps>().ok()).map_or(1, |irreps| 1 + irreps.num_irreps())
+    }
+
     fn weights_mut(&mut self) -> Vec<&mut Vec<f64>> {
         self.weight_vectors()
     }
@@ -549,7 +566,17 @@ impl OpsModel for GateNetwork {
         let node_ones = ops.reduce_sum(&node_ones, 2, false);
         let node_ones = ops.scale(&node_ones, 1.0 / PARTICLES as f64);
         let node_ones = ops.reshape(&node_ones, &[-1, 1]);
-        let mut x = node_ones.clone();
+        let mut x = match inputs.previous {
+            // [B, 36, N] newest first → [B·12, (N, xyz)], e3nn's (mul, 2l+1) layout.
+            Some(previous) => {
+                let frames = self.history_frames();
+                let displacements = window_displacements(ops, positions, previous, frames);
+                let displacements = ops.reshape(&displacements, &[-1, n, d, (frames - 1) as i64]);
+                let displacements = ops.transpose(&displacements, &[0, 1, 3, 2]);
+                ops.reshape(&displacements, &[-1, d * (frames - 1) as i64])
+            }
+            None => node_ones.clone(),
+        };
         for (conv, gate) in &self.layers {
             x = conv.forward(ops, &x, &node_ones, &edges, &mut projected_harmonics);
             if let Some(gate) = gate {

@@ -5,13 +5,16 @@ mod e3small;
 pub mod gat;
 pub mod gate_network;
 pub mod graph;
+pub mod history;
 mod mlp;
+pub mod pair_force;
 pub mod se3_attention;
 
 pub use e3small::E3Small;
 pub use gat::Gnn;
 pub use gate_network::{GateNetwork, GateNetworkConfig, GateNetworkError};
 pub use mlp::Mlp;
+pub use pair_force::PairForce;
 pub use se3_attention::Se3Transformer;
 
 
@@ -44,6 +47,10 @@ pub trait OpsModel {
     fn history_frames(&self) -> usize {
         1
     }
+    /// Settings the model took from its training data, for the card (beside its kind's).
+    fn fitted_settings(&self) -> Option<serde_json::Value> {
+        None
+    }
     /// Every trainable weight, as the layers store them.
     fn weights_mut(&mut self) -> Vec<&mut Vec<f64>>;
     fn num_params(&self) -> usize;
@@ -73,6 +80,10 @@ impl<M: OpsModel> OpsModel for OutputScaled<M> {
 
     fn history_frames(&self) -> usize {
         self.model.history_frames()
+    }
+
+    fn fitted_settings(&self) -> Option<serde_json::Value> {
+        self.model.fitted_settings()
     }
 
     fn weights_mut(&mut self) -> Vec<&mut Vec<f64>> {
@@ -107,6 +118,9 @@ pub enum ModelKind {
     Se3mhaCentered,
     /// SE(3) Transformer on positions relative to the centre of mass: E(3)-equivariant.
     Se3netCentered,
+    /// For windows of K ≥ 2 frames: a learned filter of past displacements plus learned
+    /// pair forces (E(3)-equivariant, ~1,000 parameters).
+    Pairforce,
 }
 
 impl ModelKind {
@@ -120,12 +134,57 @@ impl ModelKind {
             ModelKind::Se3net => "se3net",
             ModelKind::Se3mhaCentered => "se3mha-centered",
             ModelKind::Se3netCentered => "se3net-centered",
+            ModelKind::Pairforce => "pairforce",
         }
     }
 
-    /// Architecture and hyper-parameters, as written into the model card.
-    pub fn describe(self) -> serde_json::Value {
+    /// Whether the architecture reads a window of `history_frames` frames: the MLP and
+    /// the gate network any, the pair-force model two or more, the rest one.
+    pub fn supports_history(self, history_frames: usize) -> bool {
         match self {
+            ModelKind::Mlp | ModelKind::E3large => history_frames >= 1,
+            ModelKind::Pairforce => history_frames >= 2,
+            _ => history_frames == 1,
+        }
+    }
+
+    /// The model's folder and served name: the kind's, with `-h<K>` for a window of K ≥ 2
+    /// frames (so the study's one-frame models keep their names).
+    pub fn model_name(self, history_frames: usize) -> String {
+        if history_frames > 1 { format!("{}-h{history_frames}", self.name()) } else { self.name().to_string() }
+    }
+
+    /// Architecture and hyper-parameters, as written into the model card, for a window
+    /// of `history_frames` frames.
+    pub fn describe(self, history_frames: usize) -> serde_json::Value {
+        let mut description = self.describe_one_frame();
+        if history_frames > 1 && self != ModelKind::Pairforce {
+            let window = format!("reads a window of {history_frames} frames (x(t−{}) … x(t)): ", history_frames - 1);
+            let summary = description["summary"].as_str().unwrap_or_default().to_string();
+            description["summary"] = serde_json::Value::String(match self {
+                ModelKind::E3large => format!(
+                    "{window}its {} most recent displacements, newest first, are the nodes' {}x1o input features; {summary}",
+                    history_frames - 1,
+                    history_frames - 1
+                ),
+                _ => format!("{window}the {} coordinates of the window, flattened; {summary}", 36 * history_frames),
+            });
+        }
+        description["hyperparameters"]["history_frames"] = serde_json::json!(history_frames);
+        description
+    }
+
+    fn describe_one_frame(self) -> serde_json::Value {
+        match self {
+            ModelKind::Pairforce => json!({
+                "architecture": "PairForce",
+                "summary": "dx_i(t) = sum_k c_k (x_i(t-k+1) - x_i(t-k)) + a sum_j f_ij(|r_ij|) (x_j - x_i): a learned \
+                            filter of the particle's past displacements (the chain's inertia and friction) plus learned \
+                            pair forces, a Gaussian-basis radial function per pair of particles, equal and opposite; \
+                            E(3)-equivariant; starts from the least-squares filter of the training data and no force",
+                "hyperparameters": { "basis": pair_force::BASIS },
+                "equivariant": true,
+            }),
             ModelKind::Mlp => json!({
                 "architecture": "MLPBaseline",
                 "summary": "three linear layers on the 36 flattened coordinates, no activation (as in the study); \

@@ -83,6 +83,15 @@ impl Signature {
         Self { inputs, outputs: vec![TensorSpec::float32(DX, &frame)] }
     }
 
+    /// Frames a dynamics model reads (K): 1 + the fixed length of its `previous` input.
+    pub fn history_frames(&self) -> usize {
+        let held = self.input(PREVIOUS).and_then(TensorSpec::dims).and_then(|dims| match dims.get(1) {
+            Some(Dim::Fixed(held)) => Some(*held),
+            _ => None,
+        });
+        1 + held.unwrap_or(0)
+    }
+
     pub fn input(&self, name: &str) -> Option<&TensorSpec> {
         self.inputs.iter().find(|spec| spec.name == name)
     }
@@ -145,6 +154,7 @@ mod tests {
         let previous = window.input(PREVIOUS).expect("a history model reads previous frames");
         assert_eq!(previous.dims().expect("parses"), [Dim::Batch, Dim::Fixed(3), Dim::Fixed(12), Dim::Fixed(3)]);
         assert_eq!(window.output(DX), snapshot.output(DX));
+        assert_eq!((snapshot.history_frames(), window.history_frames()), (1, 4));
     }
 
     #[test]

@@ -30,6 +30,18 @@ pub struct Prediction {
     pub next_positions: Array3<f32>,
 }
 
+/// What a rollout request asks for, as sent.
+#[derive(Debug, Clone, Default)]
+pub struct RolloutStart {
+    /// float32 [12, 3].
+    pub positions: Vec<f32>,
+    /// float32 [K − 1, 12, 3], oldest first (empty for one-frame models).
+    pub previous: Vec<f32>,
+    pub steps: u32,
+    /// Emit every n-th frame (0 or 1: every frame); the last one is always emitted.
+    pub emit_every: u32,
+}
+
 pub struct DynamicsCore {
     registry: Arc<ModelRegistry>,
     limits: Limits,
@@ -55,26 +67,24 @@ impl DynamicsCore {
             .ok_or_else(|| ServeError::UnknownModel { name: name.to_string(), served: self.registry.names().join(", ") })
     }
 
-    /// dx and x + dx for `positions`, packed float32 [batch, 12, 3].
-    pub async fn predict(&self, model: &str, positions: Vec<f32>) -> Result<Prediction, ServeError> {
+    /// dx and x + dx for `positions`, packed float32 [batch, 12, 3], and for a history
+    /// model of K frames `previous`, packed [batch, K − 1, 12, 3].
+    pub async fn predict(&self, model: &str, positions: Vec<f32>, previous: Vec<f32>) -> Result<Prediction, ServeError> {
         let model = self.model(model)?;
         let positions = validate::frames(positions, self.limits.max_batch)?;
-        let dx = model.dx(positions.clone()).await?;
+        let previous = validate::previous(previous, positions.dim().0, model.history_frames())?;
+        let dx = model.dx(positions.clone(), previous).await?;
         let next_positions = &positions + &dx;
         Ok(Prediction { batch: positions.dim().0, dx, next_positions })
     }
 
-    /// Starts a rollout of `steps` steps from one frame; frames arrive on the receiver.
-    pub fn rollout(
-        &self,
-        model: &str,
-        positions: Vec<f32>,
-        steps: u32,
-        emit_every: u32,
-    ) -> Result<mpsc::Receiver<Result<RolloutStep, ServeError>>, ServeError> {
+    /// Starts a rollout of `steps` steps from one frame (and the K − 1 frames before it,
+    /// oldest first, for a history model); frames arrive on the receiver.
+    pub fn rollout(&self, model: &str, start: RolloutStart) -> Result<mpsc::Receiver<Result<RolloutStep, ServeError>>, ServeError> {
         let model = self.model(model)?;
-        let start = validate::rollout_start(positions, steps, self.limits.max_rollout_steps)?;
-        let plan = RolloutPlan { model, start, steps, emit_every: emit_every.max(1) };
+        let RolloutStart { positions, previous, steps, emit_every } = start;
+        let (start, previous) = validate::rollout_start(positions, previous, model.history_frames(), steps, self.limits.max_rollout_steps)?;
+        let plan = RolloutPlan { model, start, previous, steps, emit_every: emit_every.max(1) };
         Ok(rollout::start(plan, &self.rollouts))
     }
 }

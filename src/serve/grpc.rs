@@ -6,7 +6,7 @@ use std::sync::Arc;
 use tokio_stream::{StreamExt, wrappers::ReceiverStream};
 use tonic::{Request, Response, Status};
 
-use super::{DynamicsCore, LoadedModel, Limits, ModelRegistry, RolloutCounter, ServeError, metrics};
+use super::{DynamicsCore, LoadedModel, Limits, ModelRegistry, RolloutCounter, RolloutStart, ServeError, metrics};
 use crate::proto::v1::{
     GetModelRequest, ListModelsRequest, ListModelsResponse, ModelInfo, ModelSummary, PredictRequest, PredictResponse,
     RolloutFrame, RolloutRequest, dynamics_server::Dynamics,
@@ -43,6 +43,7 @@ fn summary(model: &LoadedModel) -> ModelSummary {
         architecture: model.summary.architecture.clone(),
         params: model.summary.params,
         execution_provider: model.workers.execution_provider().to_string(),
+        history_frames: model.history_frames() as u32,
     }
 }
 
@@ -65,8 +66,8 @@ impl Dynamics for DynamicsService {
     }
 
     async fn predict(&self, request: Request<PredictRequest>) -> Result<Response<PredictResponse>, Status> {
-        let PredictRequest { model, positions } = request.into_inner();
-        let result = self.core.predict(&model, positions).await.map_err(status).map(|prediction| {
+        let PredictRequest { model, positions, previous } = request.into_inner();
+        let result = self.core.predict(&model, positions, previous).await.map_err(status).map(|prediction| {
             Response::new(PredictResponse {
                 model: model.clone(),
                 batch: prediction.batch as u32,
@@ -81,8 +82,9 @@ impl Dynamics for DynamicsService {
     type RolloutStream = RolloutStream;
 
     async fn rollout(&self, request: Request<RolloutRequest>) -> Result<Response<Self::RolloutStream>, Status> {
-        let RolloutRequest { model, positions, steps, emit_every } = request.into_inner();
-        let result = self.core.rollout(&model, positions, steps, emit_every).map_err(status).map(|frames| {
+        let RolloutRequest { model, positions, steps, emit_every, previous } = request.into_inner();
+        let start = RolloutStart { positions, previous, steps, emit_every };
+        let result = self.core.rollout(&model, start).map_err(status).map(|frames| {
             let frames = ReceiverStream::new(frames)
                 .map(|frame| frame.map(|f| RolloutFrame { step: f.step, positions: f.positions }).map_err(status));
             Response::new(Box::pin(frames) as RolloutStream)

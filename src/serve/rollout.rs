@@ -6,7 +6,7 @@ use std::sync::{
     atomic::{AtomicUsize, Ordering},
 };
 
-use ndarray::Array3;
+use ndarray::{Array3, Array4, Axis, concatenate, s};
 use tokio::sync::mpsc;
 
 use super::{LoadedModel, ServeError, metrics};
@@ -55,6 +55,8 @@ pub struct RolloutPlan {
     pub model: Arc<LoadedModel>,
     /// [1, 12, 3].
     pub start: Array3<f32>,
+    /// The frames before `start`, [1, K − 1, 12, 3] oldest first, for history models.
+    pub previous: Option<Array4<f32>>,
     pub steps: u32,
     /// Emit every n-th frame (at least 1); the last one is always emitted.
     pub emit_every: u32,
@@ -67,20 +69,25 @@ pub fn start(plan: RolloutPlan, counter: &RolloutCounter) -> mpsc::Receiver<Resu
     let (frames_out, frames_in) = mpsc::channel(FRAMES_AHEAD);
     tokio::spawn(async move {
         let _in_progress = in_progress;
-        let RolloutPlan { model, start: mut x, steps, emit_every } = plan;
+        let RolloutPlan { model, start: mut x, mut previous, steps, emit_every } = plan;
         let name = model.name().to_string();
         for step in 1..=steps {
             if frames_out.is_closed() {
                 tracing::debug!(model = %name, step, "rollout cancelled by the client");
                 return;
             }
-            let dx = match model.dx(x.clone()).await {
+            let dx = match model.dx(x.clone(), previous.clone()).await {
                 Ok(dx) => dx,
                 Err(e) => {
                     let _ = frames_out.send(Err(e)).await;
                     return;
                 }
             };
+            // The window moves on: the oldest frame leaves, frame t joins.
+            if let Some(window) = &mut previous {
+                *window = concatenate(Axis(1), &[window.slice(s![.., 1.., .., ..]), x.view().insert_axis(Axis(1))])
+                    .expect("frames of one shape");
+            }
             x += &dx;
             if x.iter().any(|v| !v.is_finite()) {
                 let _ = frames_out.send(Err(ServeError::Diverged { model: name, step })).await;

@@ -1,6 +1,6 @@
 //! Checking what a request sends before it reaches a model.
 
-use ndarray::Array3;
+use ndarray::{Array3, Array4};
 
 use super::ServeError;
 use crate::data::{DIMS, FRAME_LEN, PARTICLES};
@@ -21,20 +21,56 @@ pub fn frames(positions: Vec<f32>, max_batch: usize) -> Result<Array3<f32>, Serv
     if batch > max_batch {
         return invalid(format!("batch of {batch} frames exceeds the limit of {max_batch}"));
     }
-    if let Some(index) = positions.iter().position(|v| !v.is_finite()) {
-        return invalid(format!(
-            "positions[{index}] is {} (frame {}, particle {}, coordinate {}): values must be finite",
-            positions[index],
-            index / FRAME_LEN,
-            index % FRAME_LEN / DIMS,
-            index % DIMS
-        ));
-    }
+    finite("positions", &positions)?;
     Ok(Array3::from_shape_vec((batch, PARTICLES, DIMS), positions).expect("length checked above"))
 }
 
-/// Checks the initial frame of a rollout and its step count.
-pub fn rollout_start(positions: Vec<f32>, steps: u32, max_steps: u32) -> Result<Array3<f32>, ServeError> {
+fn finite(field: &str, values: &[f32]) -> Result<(), ServeError> {
+    match values.iter().position(|v| !v.is_finite()) {
+        None => Ok(()),
+        Some(index) => Err(ServeError::InvalidArgument(format!(
+            "{field}[{index}] is {} (frame {}, particle {}, coordinate {}): values must be finite",
+            values[index],
+            index / FRAME_LEN,
+            index % FRAME_LEN / DIMS,
+            index % DIMS
+        ))),
+    }
+}
+
+/// Checks `previous` against a model of `history_frames` frames and `batch` frames in
+/// `positions`: empty for K = 1, else [batch, K − 1, 12, 3], finite.
+pub fn previous(previous: Vec<f32>, batch: usize, history_frames: usize) -> Result<Option<Array4<f32>>, ServeError> {
+    let held = history_frames - 1;
+    if held == 0 {
+        if previous.is_empty() {
+            return Ok(None);
+        }
+        return Err(ServeError::InvalidArgument(format!(
+            "previous holds {} floats, but this model reads one frame (history_frames 1): send positions only",
+            previous.len()
+        )));
+    }
+    let expected = batch * held * FRAME_LEN;
+    if previous.len() != expected {
+        return Err(ServeError::InvalidArgument(format!(
+            "previous has {} floats; this model reads history_frames {history_frames}, so it needs the {held} frame(s) before \
+             each of the {batch} frame(s): [{batch}, {held}, {PARTICLES}, {DIMS}] = {expected} floats, oldest first",
+            previous.len()
+        )));
+    }
+    finite("previous", &previous)?;
+    Ok(Some(Array4::from_shape_vec((batch, held, PARTICLES, DIMS), previous).expect("length checked above")))
+}
+
+/// Checks the initial window of a rollout and its step count.
+pub fn rollout_start(
+    positions: Vec<f32>,
+    earlier: Vec<f32>,
+    history_frames: usize,
+    steps: u32,
+    max_steps: u32,
+) -> Result<(Array3<f32>, Option<Array4<f32>>), ServeError> {
     if positions.len() != FRAME_LEN {
         return Err(ServeError::InvalidArgument(format!(
             "rollout starts from one frame of {FRAME_LEN} floats ({PARTICLES}×{DIMS}), got {}",
@@ -42,10 +78,11 @@ pub fn rollout_start(positions: Vec<f32>, steps: u32, max_steps: u32) -> Result<
         )));
     }
     let start = frames(positions, 1)?;
+    let earlier = previous(earlier, 1, history_frames)?;
     if steps == 0 || steps > max_steps {
         return Err(ServeError::InvalidArgument(format!("steps must be between 1 and {max_steps}, got {steps}")));
     }
-    Ok(start)
+    Ok((start, earlier))
 }
 
 #[cfg(test)]
@@ -66,11 +103,28 @@ mod tests {
     }
 
     #[test]
-    fn rollouts_start_from_one_frame_and_a_bounded_step_count() {
+    fn previous_frames_must_fit_the_models_window() {
         let frame = vec![0.5_f32; FRAME_LEN];
-        assert!(rollout_start(frame.clone(), 10, 10).is_ok());
-        assert!(rollout_start(frame.repeat(2), 10, 10).expect_err("two frames").to_string().contains("one frame"));
-        assert!(rollout_start(frame.clone(), 0, 10).expect_err("no steps").to_string().contains("between 1 and 10"));
-        assert!(rollout_start(frame, 11, 10).is_err());
+        assert!(previous(Vec::new(), 2, 1).expect("none for one frame").is_none());
+        let message = |result: Result<Option<Array4<f32>>, ServeError>| result.expect_err("invalid").to_string();
+        assert!(message(previous(frame.clone(), 1, 1)).contains("history_frames 1"));
+        assert_eq!(previous(frame.repeat(6), 2, 4).expect("valid").expect("some").dim(), (2, 3, PARTICLES, DIMS));
+        let missing = message(previous(Vec::new(), 2, 4));
+        assert!(missing.contains("history_frames 4") && missing.contains("[2, 3, 12, 3]"), "{missing}");
+        assert!(message(previous(frame.repeat(5), 2, 4)).contains("216 floats"));
+        let mut bad = frame.repeat(3);
+        bad[40] = f32::INFINITY;
+        assert!(message(previous(bad, 1, 4)).contains("previous[40]"));
+    }
+
+    #[test]
+    fn rollouts_start_from_one_window_and_a_bounded_step_count() {
+        let frame = vec![0.5_f32; FRAME_LEN];
+        assert!(rollout_start(frame.clone(), Vec::new(), 1, 10, 10).is_ok());
+        assert!(rollout_start(frame.clone(), frame.repeat(2), 3, 10, 10).expect("valid").1.is_some());
+        assert!(rollout_start(frame.clone(), Vec::new(), 3, 10, 10).expect_err("no window").to_string().contains("history_frames 3"));
+        assert!(rollout_start(frame.repeat(2), Vec::new(), 1, 10, 10).expect_err("two frames").to_string().contains("one frame"));
+        assert!(rollout_start(frame.clone(), Vec::new(), 1, 0, 10).expect_err("no steps").to_string().contains("between 1 and 10"));
+        assert!(rollout_start(frame, Vec::new(), 1, 11, 10).is_err());
     }
 }

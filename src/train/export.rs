@@ -6,22 +6,23 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use ndarray::{Array3, ArrayView3, s};
+use ndarray::{Array3, Array4, ArrayView3, ArrayView4, s};
 use prost::Message;
 use rand::{SeedableRng, rngs::StdRng};
 use rand_distr::{Distribution, StandardNormal};
 
 use super::{
     EpochStats, TrainConfig,
+    forecast::{ForecastFrames, ModelForecaster, REPORTED_HORIZONS},
     metrics::{EquivarianceReport, evaluate},
-    plot::{plot_correlations, plot_trajectory},
+    plot::{plot_correlations, plot_rollout_chains, plot_rollout_errors, plot_trajectory},
     plot_losses,
 };
 use crate::{
     card::{CARD_FILE, DataInfo, MODEL_FILE, Metrics, ModelCard, OnnxInfo, SplitInfo, TrainingInfo, Versions},
-    data::{DIMS, PARTICLES, Split, SplitConfig, Target},
+    data::{DIMS, PARTICLES, Pairs, Split, SplitConfig, Target, Trajectory},
     models::{ModelKind, OpsModel},
-    onnx::{ExecutionDevice, GraphBuilder, OnnxModel, POSITIONS, Precision, Signature, proto::ModelProto},
+    onnx::{DX, ExecutionDevice, GraphBuilder, NamedTensors, OnnxModel, POSITIONS, PREVIOUS, Precision, RuntimeError, Signature, proto::ModelProto},
     serve::measure_inference,
 };
 
@@ -30,6 +31,8 @@ pub const PARITY_TOLERANCE: f64 = 1e-5;
 pub const LOSS_PLOT_FILE: &str = "loss.svg";
 pub const CORRELATION_PLOT_FILE: &str = "correlation.svg";
 pub const TRAJECTORY_PLOT_FILE: &str = "trajectory.svg";
+pub const ROLLOUT_ERROR_PLOT_FILE: &str = "rollout_error.svg";
+pub const ROLLOUT_PLOT_FILE: &str = "rollout.svg";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
@@ -52,11 +55,23 @@ pub struct ExportRequest<'a> {
     pub kind: ModelKind,
     /// Models are written to `out_dir/<name>/`.
     pub out_dir: &'a Path,
+    /// The whole trajectory, for rollouts over its test part.
+    pub trajectory: &'a Trajectory,
+    /// Split with at least the model's history: each pair with its K − 1 frames before.
     pub split: &'a Split,
     pub split_config: SplitConfig,
     pub data: DataInfo,
     pub config: &'a TrainConfig,
     pub history: Vec<EpochStats>,
+    /// The command line that trained the model, recorded in the card.
+    pub command: Option<Vec<String>>,
+}
+
+impl ExportRequest<'_> {
+    /// Pairs before the test part (where it starts in the trajectory).
+    pub(crate) fn split_train_pairs(&self) -> usize {
+        self.trajectory.frames() - 1 - self.split.test.len()
+    }
 }
 
 pub struct ExportOutcome {
@@ -72,14 +87,19 @@ pub trait ExportableModel {
     /// Appends nodes computing the training target from the graph's inputs and
     /// returns the output's name.
     fn emit_onnx(&self, graph: &mut GraphBuilder) -> String;
-    /// The trained model's own dx for positions [batch, 12, 3].
-    fn predict_dx(&self, positions: ArrayView3<f32>, target: Target) -> Array3<f32>;
+    /// The trained model's own dx for positions [batch, 12, 3] and the frames before
+    /// them [batch, ≥ K − 1, 12, 3] (it reads the last K − 1).
+    fn predict_dx(&self, positions: ArrayView3<f32>, previous: ArrayView4<f32>, target: Target) -> Array3<f32>;
     /// The most exact evaluation of the trained function available: what the exported
     /// graph, the metrics and the figures are checked and drawn against.
-    fn reference_dx(&self, positions: ArrayView3<f32>, target: Target) -> Array3<f32> {
-        self.predict_dx(positions, target)
+    fn reference_dx(&self, positions: ArrayView3<f32>, previous: ArrayView4<f32>, target: Target) -> Array3<f32> {
+        self.predict_dx(positions, previous, target)
     }
     fn num_params(&self) -> usize;
+    /// Settings the model took from its training data, for the card.
+    fn fitted_settings(&self) -> Option<serde_json::Value> {
+        None
+    }
 }
 
 /// A model written against [`crate::nn::Ops`]: run in Burn, emitted by the graph builder.
@@ -94,26 +114,36 @@ impl<M: OpsModel> ExportableModel for OpsTrained<'_, M> {
         graph.emit(self.0)
     }
 
-    fn predict_dx(&self, positions: ArrayView3<f32>, target: Target) -> Array3<f32> {
-        super::ops_fit::predict_dx_ops(self.0, positions, target)
+    fn predict_dx(&self, positions: ArrayView3<f32>, previous: ArrayView4<f32>, target: Target) -> Array3<f32> {
+        super::ops_fit::predict_dx_ops(self.0, positions, previous, target)
     }
 
     /// The layers evaluated in f64.
-    fn reference_dx(&self, positions: ArrayView3<f32>, target: Target) -> Array3<f32> {
-        super::ops_fit::reference_dx(self.0, positions, target)
+    fn reference_dx(&self, positions: ArrayView3<f32>, previous: ArrayView4<f32>, target: Target) -> Array3<f32> {
+        super::ops_fit::reference_dx(self.0, positions, previous, target)
     }
 
     fn num_params(&self) -> usize {
         self.0.num_params()
+    }
+
+    fn fitted_settings(&self) -> Option<serde_json::Value> {
+        self.0.fitted_settings()
     }
 }
 
 /// Exports, checks parity through ONNX Runtime, evaluates, and only then replaces
 /// any previous files in `out_dir/<name>/`, so a failed export never loses a model.
 pub fn export_model(model: &impl ExportableModel, request: ExportRequest) -> Result<ExportOutcome, ExportError> {
-    let name = request.kind.name();
+    let history_frames = model.history_frames();
+    let name = &request.kind.model_name(history_frames);
     let dir = request.out_dir.join(name);
-    let description = request.kind.describe();
+    let mut description = request.kind.describe(history_frames);
+    if let Some(serde_json::Value::Object(fitted)) = model.fitted_settings() {
+        for (key, value) in fitted {
+            description["hyperparameters"][key] = value;
+        }
+    }
     let target = request.config.target;
 
     let architecture = description["architecture"].as_str().unwrap_or(name).to_string();
@@ -131,20 +161,35 @@ pub fn export_model(model: &impl ExportableModel, request: ExportRequest) -> Res
     };
 
     // The reference test predictions serve the parity check, the metrics and the figures.
-    let test_inputs = request.split.test.inputs.view();
-    let test_dx = model.reference_dx(test_inputs, target);
+    let (train_pairs, test_pairs) = (&request.split.train, &request.split.test);
+    let test_inputs = test_pairs.inputs.view();
+    let test_dx = model.reference_dx(test_inputs, test_pairs.previous.view(), target);
     if !test_dx.iter().all(|v| v.is_finite()) {
         return Err(ExportError::NonFinite { name: name.to_string() });
     }
     let (staged_model, precision, parity_relative_error, ()) = stage_checked(&dir, name, emit, |file| {
-        Ok((check_parity(model, file, &signature, test_inputs, &test_dx, target, request.config.seed)?, ()))
+        Ok((check_parity(model, file, &signature, test_pairs, &test_dx, target, request.config.seed)?, ()))
     })?;
 
-    let mut trained_dx = |x: ArrayView3<f32>| model.predict_dx(x, target);
-    let train = evaluate(&trained_dx(request.split.train.inputs.view()), &request.split.train);
-    let test = evaluate(&test_dx, &request.split.test);
-    let probe_frames = request.split.test.inputs.slice(s![..8.min(request.split.test.len()), .., ..]);
-    let equivariance = EquivarianceReport::measure(&mut trained_dx, probe_frames, 8, request.config.seed);
+    let mut trained_dx = |x: ArrayView3<f32>, previous: ArrayView4<f32>| model.predict_dx(x, previous, target);
+    let train = evaluate(&trained_dx(train_pairs.inputs.view(), train_pairs.previous.view()), train_pairs);
+    let test = evaluate(&test_dx, test_pairs);
+    let probe = ..8.min(test_pairs.len());
+    let equivariance = EquivarianceReport::measure(
+        &mut trained_dx,
+        test_pairs.inputs.slice(s![probe, .., ..]),
+        test_pairs.previous.slice(s![probe, .., .., ..]),
+        8,
+        request.config.seed,
+    );
+    let forecast_frames = ForecastFrames::new(request.trajectory, request.split_train_pairs(), history_frames);
+    let mut forecaster = ModelForecaster {
+        name: name.to_string(),
+        history_frames,
+        predict: |x: ArrayView3<f32>, previous: ArrayView4<f32>| model.predict_dx(x, previous, target),
+    };
+    let forecast = forecast_frames.report(request.split_train_pairs(), &mut [&mut forecaster]);
+    let (rollout_truth, rollout_predicted) = forecast_frames.first_rollout(&mut forecaster);
 
     let history = request.history;
     let card = ModelCard {
@@ -173,6 +218,9 @@ pub fn export_model(model: &impl ExportableModel, request: ExportRequest) -> Res
             .ok(),
         onnx: OnnxInfo::exported(signature, parity_relative_error, precision),
         versions: Versions::current(),
+        history_frames,
+        forecast: Some(forecast.clone()),
+        command: request.command,
     };
     commit_model(&dir, &staged_model, &card)?;
     let predicted_next = &test_inputs + &test_dx;
@@ -182,6 +230,14 @@ pub fn export_model(model: &impl ExportableModel, request: ExportRequest) -> Res
         plot_losses(history, &format!("{name}: MSE of dx"), &dir.join(LOSS_PLOT_FILE)),
         plot_correlations(predicted_next.view(), truth, &test.r2, &format!("{name}: test set, next positions"), &dir.join(CORRELATION_PLOT_FILE)),
         plot_trajectory(predicted_next.view(), truth, 25, &format!("{name}: true (dots) and predicted (crosses) next positions, every 25th test frame"), &dir.join(TRAJECTORY_PLOT_FILE)),
+        plot_rollout_errors(&forecast.baselines, &forecast.models, &format!("{name}: rollout error beside the baselines (test part)"), &dir.join(ROLLOUT_ERROR_PLOT_FILE)),
+        plot_rollout_chains(
+            &rollout_truth,
+            &rollout_predicted,
+            &REPORTED_HORIZONS,
+            &format!("{name}: rollout from test frame {} (black: true, red: predicted)", forecast.rollout_starts[0]),
+            &dir.join(ROLLOUT_PLOT_FILE),
+        ),
     ];
     for message in figures.into_iter().filter_map(Result::err) {
         tracing::warn!(%message, "figure not drawn");
@@ -276,21 +332,34 @@ fn check_parity(
     model: &impl ExportableModel,
     onnx_file: &Path,
     signature: &Signature,
-    test_inputs: ArrayView3<f32>,
+    test: &Pairs,
     test_dx: &Array3<f32>,
     target: Target,
     seed: u64,
 ) -> Result<f64, ExportError> {
     let mut session = OnnxModel::load(onnx_file, signature, ExecutionDevice::Cpu, 1)?;
     let mut rng = StdRng::seed_from_u64(seed);
+    let held = model.history_frames() - 1;
     let random = Array3::from_shape_simple_fn((16, PARTICLES, DIMS), || StandardNormal.sample(&mut rng));
-    let random_dx = model.reference_dx(random.view(), target);
+    let random_previous = Array4::from_shape_simple_fn((16, held, PARTICLES, DIMS), || StandardNormal.sample(&mut rng));
+    let random_dx = model.reference_dx(random.view(), random_previous.view(), target);
+    let test_previous = test.previous_frames(held);
     let mut worst = 0.0_f64;
-    for (inputs, expected) in [(test_inputs, test_dx), (random.view(), &random_dx)] {
-        let actual = session.run(inputs)?;
+    for (inputs, previous, expected) in [(test.inputs.view(), test_previous.view(), test_dx), (random.view(), random_previous.view(), &random_dx)] {
+        let actual = run_window(&mut session, inputs, previous)?;
         worst = worst.max(relative_error(&actual, expected));
     }
     Ok(worst)
+}
+
+/// dx from an ONNX session of a dynamics signature: `previous` goes in when the model reads it.
+pub(crate) fn run_window(session: &mut OnnxModel, positions: ArrayView3<f32>, previous: ArrayView4<f32>) -> Result<Array3<f32>, RuntimeError> {
+    let mut inputs = NamedTensors::new().with(POSITIONS, positions.to_owned().into_dyn());
+    if session.signature().input(PREVIOUS).is_some() {
+        inputs.insert(PREVIOUS, previous.to_owned().into_dyn());
+    }
+    let dx = session.infer(&inputs)?.remove(DX).ok_or_else(|| RuntimeError::Inference(format!("no output '{DX}'")))?;
+    dx.into_dimensionality().map_err(|e| RuntimeError::Inference(format!("'{DX}' is not [batch, 12, 3]: {e}")))
 }
 
 fn median(mut values: Vec<f64>) -> f64 {

@@ -7,7 +7,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use ndarray::{Array3, ArrayView3};
+use ndarray::{Array3, Array4, ArrayView3, ArrayView4, Axis};
 use rand::{SeedableRng, rngs::StdRng};
 use rand_distr::{Distribution, Normal};
 use safetensors::{Dtype, SafeTensors};
@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 
 use super::{
     ExportError, ExportOutcome,
-    export::{commit_model, relative_error, stage_checked},
+    export::{commit_model, relative_error, run_window, stage_checked},
     metrics::EquivarianceReport,
     ops_fit::reference_dx,
 };
@@ -93,6 +93,20 @@ fn probe_frames(seed: u64, frames: usize) -> Array3<f32> {
     out
 }
 
+/// `held` frames before each of `frames`, oldest first: the chain drifting by small
+/// Gaussian steps, as a history model's window holds it.
+fn probe_previous(frames: &Array3<f32>, held: usize, seed: u64) -> Array4<f32> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let step = Normal::new(0.0, 0.01).expect("normal");
+    let mut previous = Array4::zeros((frames.dim().0, held, PARTICLES, DIMS));
+    for k in (0..held).rev() {
+        let newer = if k + 1 == held { frames.clone() } else { previous.index_axis(Axis(1), k + 1).to_owned() };
+        let older = newer.mapv(|v| v + step.sample(&mut rng) as f32);
+        previous.index_axis_mut(Axis(1), k).assign(&older);
+    }
+    previous
+}
+
 /// Writes `out_dir/model.onnx` and `out_dir/card.json` for the gate network in the
 /// two files, after checking ONNX Runtime against the f64 layers.
 pub fn import_e3nn(kwargs_path: &Path, weights_path: &Path, out_dir: &Path, name: &str) -> Result<ExportOutcome, ImportError> {
@@ -108,13 +122,14 @@ pub fn import_e3nn(kwargs_path: &Path, weights_path: &Path, out_dir: &Path, name
         )
     };
     let frames = probe_frames(0, 8);
-    let expected = reference_dx(&network, frames.view(), Target::Dx);
+    let previous = probe_previous(&frames, network.history_frames() - 1, 1);
+    let expected = reference_dx(&network, frames.view(), previous.view(), Target::Dx);
     let (staged, precision, parity, mut session) = stage_checked(out_dir, name, emit, |file| {
         let mut session = OnnxModel::load(file, &signature, ExecutionDevice::Cpu, 1)?;
-        let actual = session.run(frames.view())?;
+        let actual = run_window(&mut session, frames.view(), previous.view())?;
         Ok((relative_error(&actual, &expected), session))
     })?;
-    let equivariance = match measure_equivariance(&mut session, frames.view()) {
+    let equivariance = match measure_equivariance(&mut session, frames.view(), previous.view()) {
         Ok(equivariance) => equivariance,
         Err(e) => {
             let _ = fs::remove_file(&staged);
@@ -144,22 +159,25 @@ pub fn import_e3nn(kwargs_path: &Path, weights_path: &Path, out_dir: &Path, name
         inference: None,
         onnx: OnnxInfo::exported(signature, parity, precision),
         versions: Versions::current(),
+        history_frames: network.history_frames(),
+        forecast: None,
+        command: None,
     };
     commit_model(out_dir, &staged, &card)?;
     Ok(ExportOutcome { dir: PathBuf::from(out_dir), card })
 }
 
-/// The ONNX graph's equivariance errors on `frames`.
-fn measure_equivariance(session: &mut OnnxModel, frames: ArrayView3<f32>) -> Result<EquivarianceReport, ImportError> {
+/// The ONNX graph's equivariance errors on `frames` and the frames before them.
+fn measure_equivariance(session: &mut OnnxModel, frames: ArrayView3<f32>, previous: ArrayView4<f32>) -> Result<EquivarianceReport, ImportError> {
     let mut failure = None;
-    let mut onnx_dx = |x: ArrayView3<f32>| match session.run(x) {
+    let mut onnx_dx = |x: ArrayView3<f32>, previous: ArrayView4<f32>| match run_window(session, x, previous) {
         Ok(dx) => dx,
         Err(e) => {
             failure.get_or_insert(e);
             Array3::zeros(x.raw_dim())
         }
     };
-    let equivariance = EquivarianceReport::measure(&mut onnx_dx, frames, 8, 0);
+    let equivariance = EquivarianceReport::measure(&mut onnx_dx, frames, previous, 8, 0);
     match failure {
         Some(e) => Err(e.into()),
         None => Ok(equivariance),

@@ -1,7 +1,7 @@
 //! The study's metrics (MSE, four R² of predicted next positions, equivariance error)
 //! plus dx-skill, computed on plain arrays so they apply to any predictor.
 
-use ndarray::{Array3, ArrayD, ArrayView3, Axis, Ix3};
+use ndarray::{Array3, Array4, ArrayD, ArrayView3, ArrayView4, Axis, Ix3, Ix4};
 use rand::{SeedableRng, rngs::StdRng};
 use rand_distr::{Distribution, StandardNormal};
 
@@ -11,8 +11,9 @@ use crate::{
     e3::rotation::{self, Isometry, equivariance_deviation},
 };
 
-/// Anything mapping positions [batch, 12, 3] to predicted dx [batch, 12, 3].
-pub type DxPredictor<'a> = dyn FnMut(ArrayView3<f32>) -> Array3<f32> + 'a;
+/// Anything mapping positions [batch, 12, 3], with the frames before them [batch, K − 1,
+/// 12, 3] (none for models of one snapshot), to predicted dx [batch, 12, 3].
+pub type DxPredictor<'a> = dyn FnMut(ArrayView3<f32>, ArrayView4<f32>) -> Array3<f32> + 'a;
 
 /// Mean squared error over every element.
 pub fn mse(prediction: &Array3<f32>, truth: &Array3<f32>) -> f64 {
@@ -54,16 +55,21 @@ pub fn evaluate(dx_pred: &Array3<f32>, pairs: &Pairs) -> Evaluation {
 }
 
 impl EquivarianceReport {
-    /// Gaussian positions as in the study, plus the given real frames, under `trials`
-    /// random elements of each kind.
-    pub fn measure(predict: &mut DxPredictor, frames: ArrayView3<f32>, trials: usize, seed: u64) -> Self {
+    /// Gaussian positions as in the study (with Gaussian steps before them for history
+    /// models), plus the given real frames and the frames before them, under `trials`
+    /// random elements of each kind; every frame of a window moves together.
+    pub fn measure(predict: &mut DxPredictor, frames: ArrayView3<f32>, previous: ArrayView4<f32>, trials: usize, seed: u64) -> Self {
         let mut rng = StdRng::seed_from_u64(seed);
         let gaussian = Array3::from_shape_simple_fn((1, PARTICLES, DIMS), || StandardNormal.sample(&mut rng));
-        let rotation_37_x = deviation(predict, gaussian.view(), &Isometry::linear(rotation::rotation_about_x(37.0)));
+        let gaussian_previous = Array4::from_shape_fn((1, previous.dim().1, PARTICLES, DIMS), |(_, k, p, d)| {
+            gaussian[[0, p, d]] + 0.05 * (previous.dim().1 - k) as f32 * <StandardNormal as Distribution<f32>>::sample(&StandardNormal, &mut rng)
+        });
+        let rotation_37_x =
+            deviation(predict, gaussian.view(), gaussian_previous.view(), &Isometry::linear(rotation::rotation_about_x(37.0)));
         let mut worst = |make: &mut dyn FnMut(&mut StdRng) -> Isometry| {
             (0..trials).fold(0.0_f64, |acc, _| {
                 let g = make(&mut rng);
-                acc.max(deviation(predict, frames, &g))
+                acc.max(deviation(predict, frames, previous, &g))
             })
         };
         Self {
@@ -77,13 +83,14 @@ impl EquivarianceReport {
     }
 }
 
-/// max |f(g·x) − g·f(x)| over all frames.
-fn deviation(predict: &mut DxPredictor, frames: ArrayView3<f32>, g: &Isometry) -> f64 {
+/// max |f(g·x) − g·f(x)| over all frames, g moving each whole window.
+fn deviation(predict: &mut DxPredictor, frames: ArrayView3<f32>, previous: ArrayView4<f32>, g: &Isometry) -> f64 {
     let mut on_arrays = |x: &[ArrayD<f32>]| {
         let frames = x[0].view().into_dimensionality::<Ix3>().expect("frames [batch, 12, 3]");
-        predict(frames).into_dyn()
+        let previous = x[1].view().into_dimensionality::<Ix4>().expect("previous [batch, K − 1, 12, 3]");
+        predict(frames, previous).into_dyn()
     };
-    equivariance_deviation(&mut on_arrays, &[frames.to_owned().into_dyn()], g)
+    equivariance_deviation(&mut on_arrays, &[frames.to_owned().into_dyn(), previous.to_owned().into_dyn()], g)
 }
 
 #[cfg(test)]
@@ -104,20 +111,21 @@ mod tests {
     fn equivariance_report_separates_equivariant_from_not() {
         let frames = Array3::from_shape_fn((3, PARTICLES, DIMS), |(f, p, d)| (f + 2 * p + 3 * d) as f32 * 0.1);
         // dx = x − centroid is E(3)-equivariant.
-        let mut centred = |x: ArrayView3<f32>| {
+        let none = Array4::zeros((3, 0, PARTICLES, DIMS));
+        let mut centred = |x: ArrayView3<f32>, _: ArrayView4<f32>| {
             let centroid = x.mean_axis(Axis(1)).expect("particles");
             &x - &centroid.insert_axis(Axis(1))
         };
-        let report = EquivarianceReport::measure(&mut centred, frames.view(), 4, 1);
+        let report = EquivarianceReport::measure(&mut centred, frames.view(), none.view(), 4, 1);
         assert!(report.max() < 1e-4, "{report:?}");
         // dx = x is rotation-equivariant but changes under translation.
-        let mut identity = |x: ArrayView3<f32>| x.to_owned();
-        let report = EquivarianceReport::measure(&mut identity, frames.view(), 4, 1);
+        let mut identity = |x: ArrayView3<f32>, _: ArrayView4<f32>| x.to_owned();
+        let report = EquivarianceReport::measure(&mut identity, frames.view(), none.view(), 4, 1);
         assert!(report.rotation_37_x < 1e-5 && report.random_reflections < 1e-4);
         assert!(report.random_translations > 0.1, "{report:?}");
         // dx = (x², 0, 0) is not rotation-equivariant.
-        let mut square = |x: ArrayView3<f32>| x.mapv(|v| v * v);
-        let report = EquivarianceReport::measure(&mut square, frames.view(), 4, 1);
+        let mut square = |x: ArrayView3<f32>, _: ArrayView4<f32>| x.mapv(|v| v * v);
+        let report = EquivarianceReport::measure(&mut square, frames.view(), none.view(), 4, 1);
         assert!(report.rotation_37_x > 0.01 && report.random_rotations > 0.01, "{report:?}");
     }
 

@@ -2,6 +2,7 @@
 //! exporting it to ONNX with its model card.
 
 mod export;
+pub mod forecast;
 mod import;
 pub mod metrics;
 mod ops_fit;
@@ -12,7 +13,7 @@ pub use export::{ExportError, ExportOutcome, ExportRequest, ExportableModel, Ops
 pub use ops_fit::{fit_ops, predict_dx_ops, reference_dx};
 
 pub use import::{ImportError, import_e3nn, load_gate_network, read_safetensors};
-pub use plot::plot_losses;
+pub use plot::{PlotError, plot_losses};
 pub use report::{StudyFigures, render_report, study_figures, write_report};
 
 use rand::{SeedableRng, rngs::StdRng};
@@ -36,26 +37,56 @@ pub fn target_rms(split: &Split, target: Target) -> Option<f64> {
     (rms.is_finite() && rms > 0.0).then_some(rms)
 }
 
-/// Trains `kind` on `split` and exports it into `out_dir/<name>/`.
+/// Trains `kind` reading windows of `history_frames` frames on the request's split
+/// (which holds at least that history) and exports it into `out_dir/<name>/`.
 pub fn train_and_export(
     kind: crate::models::ModelKind,
+    history_frames: usize,
     request: ExportRequest,
     on_epoch: impl FnMut(&EpochStats),
 ) -> Result<ExportOutcome, export::ExportError> {
-    use crate::models::{E3Small, GateNetwork, GateNetworkConfig, Gnn, Mlp, ModelKind, Se3Transformer};
+    use crate::models::{E3Small, GateNetwork, GateNetworkConfig, Gnn, Mlp, ModelKind, PairForce, Se3Transformer};
+    assert!(kind.supports_history(history_frames), "{} does not read {history_frames} frames", kind.name());
     match kind {
-        ModelKind::Mlp => train_ops_model(Mlp::new(), request, on_epoch),
+        ModelKind::Mlp => train_ops_model(Mlp::with_history(history_frames), request, on_epoch),
         ModelKind::Gnn => train_ops_model(Gnn::new(), request, on_epoch),
         ModelKind::E3small => train_ops_model(E3Small::new(), request, on_epoch),
         ModelKind::E3large => {
-            let model = GateNetwork::new(GateNetworkConfig::study()).expect("the study's kwargs are valid");
+            let irreps_in = (history_frames > 1).then(|| format!("{}x1o", history_frames - 1));
+            let model = GateNetwork::new(GateNetworkConfig { irreps_in, ..GateNetworkConfig::study() }).expect("the study's kwargs are valid");
             train_ops_model(model, request, on_epoch)
+        }
+        ModelKind::Pairforce => {
+            let (max_distance, acceleration_scale) = pair_force_scales(&request.split.train);
+            let filter = forecast::LinearFilter::least_squares(request.trajectory, request.split_train_pairs(), history_frames - 1);
+            let model = PairForce::new(history_frames, max_distance, acceleration_scale).starting_from(filter);
+            // The model scales its own terms; an output scale would scale its inertia too.
+            let config = TrainConfig { output_scale: 1.0, ..request.config.clone() };
+            train_ops_model(model, ExportRequest { config: &config, ..request }, on_epoch)
         }
         ModelKind::Se3mha => train_ops_model(Se3Transformer::attention(false), request, on_epoch),
         ModelKind::Se3net => train_ops_model(Se3Transformer::transformer(false), request, on_epoch),
         ModelKind::Se3mhaCentered => train_ops_model(Se3Transformer::attention(true), request, on_epoch),
         ModelKind::Se3netCentered => train_ops_model(Se3Transformer::transformer(true), request, on_epoch),
     }
+}
+
+/// The pair-force model's basis range (1.2 × the largest pair distance in the training
+/// frames) and acceleration scale (the root mean square change of displacement).
+fn pair_force_scales(train: &crate::data::Pairs) -> (f64, f64) {
+    let mut largest = 0.0_f64;
+    for frame in train.inputs.outer_iter() {
+        for a in frame.outer_iter() {
+            for b in frame.outer_iter() {
+                let squared: f64 = a.iter().zip(b.iter()).map(|(x, y)| f64::from(x - y).powi(2)).sum();
+                largest = largest.max(squared.sqrt());
+            }
+        }
+    }
+    let last = train.previous.dim().1 - 1;
+    let change = &(&train.next - &train.inputs) - &(&train.inputs - &train.previous.index_axis(ndarray::Axis(1), last));
+    let rms = (change.iter().map(|v| f64::from(*v).powi(2)).sum::<f64>() / change.len().max(1) as f64).sqrt();
+    (1.2 * largest.max(1e-3), if rms.is_finite() && rms > 0.0 { rms } else { 1.0 })
 }
 
 /// Seeded e3nn-style initialisation, training in Burn, export.

@@ -6,8 +6,9 @@
 use std::{collections::HashMap, time::Instant};
 
 use burn::tensor::{Device, Tensor, TensorData};
-use ndarray::{Array3, ArrayD, ArrayView3, Axis, IxDyn, s};
+use ndarray::{Array3, Array4, ArrayView3, ArrayView4, Axis, s};
 use rand::{SeedableRng, rngs::StdRng, seq::SliceRandom};
+use rand_distr::{Distribution, Normal};
 
 use super::{ADAM_BETA1, ADAM_BETA2, ADAM_EPSILON, EpochStats, TrainConfig, metrics};
 use crate::{
@@ -54,39 +55,59 @@ impl Adam {
     }
 }
 
-fn frames_tensor(ops: &mut BurnOps, frames: ArrayView3<f32>) -> crate::nn::BurnTensor {
-    let values: Vec<f64> = frames.iter().map(|v| f64::from(*v)).collect();
-    ops.constant(&[frames.dim().0, PARTICLES, DIMS], &values)
+fn array_tensor(ops: &mut BurnOps, array: ndarray::ArrayViewD<f32>) -> crate::nn::BurnTensor {
+    let values: Vec<f64> = array.iter().map(|v| f64::from(*v)).collect();
+    ops.constant(array.shape(), &values)
 }
 
-/// The model's dx for positions [batch, 12, 3], computed in Burn without gradients.
-pub fn predict_dx_ops<M: OpsModel>(model: &M, positions: ArrayView3<f32>, target: Target) -> Array3<f32> {
-    dx_in_chunks(positions, target, 256, |chunk| {
+/// The last `model.history_frames() − 1` of `previous`'s frames: what the model reads.
+fn window_of<'a, M: OpsModel>(model: &M, previous: ArrayView4<'a, f32>) -> ArrayView4<'a, f32> {
+    let (held, needed) = (previous.dim().1, model.history_frames() - 1);
+    assert!(needed <= held, "the model reads {needed} previous frames, {held} given");
+    previous.slice_move(s![.., held - needed.., .., ..])
+}
+
+/// The model's dx for positions [batch, 12, 3] (with the frames before them, [batch,
+/// ≥ K − 1, 12, 3], for history models), computed in Burn without gradients.
+pub fn predict_dx_ops<M: OpsModel>(model: &M, positions: ArrayView3<f32>, previous: ArrayView4<f32>, target: Target) -> Array3<f32> {
+    let previous = window_of(model, previous);
+    dx_in_chunks(positions, previous, target, 256, |chunk, window| {
         let mut ops = BurnOps::new(Device::flex());
-        let input = frames_tensor(&mut ops, chunk);
-        model.forward(&mut ops, &ModelInputs::snapshot(&input)).to_vec()
+        let input = array_tensor(&mut ops, chunk.into_dyn());
+        let window = (model.history_frames() > 1).then(|| array_tensor(&mut ops, window.into_dyn()));
+        model.forward(&mut ops, &ModelInputs { positions: &input, previous: window.as_ref() }).to_vec()
     })
 }
 
 /// The model's dx evaluated in f64 by [`Eager`]: the reference exported graphs are
 /// checked against, so that only the f32 engine's rounding is measured (attention
 /// logits of raw positions reach ~1e3, where two f32 engines differ by ~1e-5).
-pub fn reference_dx<M: OpsModel>(model: &M, positions: ArrayView3<f32>, target: Target) -> Array3<f32> {
+pub fn reference_dx<M: OpsModel>(model: &M, positions: ArrayView3<f32>, previous: ArrayView4<f32>, target: Target) -> Array3<f32> {
+    let previous = window_of(model, previous);
     // Small chunks bound the memory of the all-pairs edge tensors.
-    dx_in_chunks(positions, target, 16, |chunk| {
-        let input = ArrayD::from_shape_fn(IxDyn(&[chunk.dim().0, PARTICLES, DIMS]), |ix| f64::from(chunk[[ix[0], ix[1], ix[2]]]));
-        model.forward(&mut Eager, &ModelInputs::snapshot(&input)).iter().map(|&v| v as f32).collect()
+    dx_in_chunks(positions, previous, target, 16, |chunk, window| {
+        let input = chunk.mapv(f64::from).into_dyn();
+        let window = (model.history_frames() > 1).then(|| window.mapv(f64::from).into_dyn());
+        model.forward(&mut Eager, &ModelInputs { positions: &input, previous: window.as_ref() }).iter().map(|&v| v as f32).collect()
     })
 }
 
 /// dx for `positions`, `chunk_size` frames at a time: `evaluate` gives the model's
-/// output for a chunk (row-major [frames, 12, 3]), a position when the target is x.
-fn dx_in_chunks(positions: ArrayView3<f32>, target: Target, chunk_size: usize, mut evaluate: impl FnMut(ArrayView3<f32>) -> Vec<f32>) -> Array3<f32> {
+/// output for a chunk and its window (row-major [frames, 12, 3]), a position when the
+/// target is x.
+fn dx_in_chunks(
+    positions: ArrayView3<f32>,
+    previous: ArrayView4<f32>,
+    target: Target,
+    chunk_size: usize,
+    mut evaluate: impl FnMut(ArrayView3<f32>, ArrayView4<f32>) -> Vec<f32>,
+) -> Array3<f32> {
     let mut dx = Array3::<f32>::zeros(positions.raw_dim());
     for start in (0..positions.dim().0).step_by(chunk_size) {
         let end = (start + chunk_size).min(positions.dim().0);
         let chunk = positions.slice(s![start..end, .., ..]);
-        let mut out = Array3::from_shape_vec((end - start, PARTICLES, DIMS), evaluate(chunk)).expect("model output is [batch, 12, 3]");
+        let window = previous.slice(s![start..end, .., .., ..]);
+        let mut out = Array3::from_shape_vec((end - start, PARTICLES, DIMS), evaluate(chunk, window)).expect("model output is [batch, 12, 3]");
         if target == Target::X {
             out -= &chunk;
         }
@@ -101,17 +122,28 @@ struct OpsTrainer<'a, M> {
     adam: Adam,
     device: Device,
     inputs: ArrayView3<'a, f32>,
+    /// The frames before each input that the model reads, [pairs, K − 1, 12, 3].
+    previous: ArrayView4<'a, f32>,
     targets: Array3<f32>,
+    target: Target,
+    /// Random-walk noise on the input window, per frame step (0: none).
+    noise: Option<Normal<f64>>,
+    rng: StdRng,
 }
 
 impl<M: OpsModel> OpsTrainer<'_, M> {
     /// Trains on the pairs at `batch` and returns the batch's loss.
     fn step(&mut self, batch: &[usize]) -> f64 {
-        let x = self.inputs.select(Axis(0), batch);
-        let y = self.targets.select(Axis(0), batch);
+        let mut x = self.inputs.select(Axis(0), batch);
+        let mut previous = self.previous.select(Axis(0), batch);
+        let mut y = self.targets.select(Axis(0), batch);
+        if let Some(noise) = self.noise {
+            self.perturb(noise, &mut x, &mut previous, &mut y);
+        }
         let mut ops = BurnOps::new(self.device.clone());
-        let input = frames_tensor(&mut ops, x.view());
-        let out = self.model.forward(&mut ops, &ModelInputs::snapshot(&input));
+        let input = array_tensor(&mut ops, x.view().into_dyn());
+        let window = (previous.dim().1 > 0).then(|| array_tensor(&mut ops, previous.view().into_dyn()));
+        let out = self.model.forward(&mut ops, &ModelInputs { positions: &input, previous: window.as_ref() });
         let shape = [batch.len(), PARTICLES, DIMS];
         let prediction: Tensor<3> = out.value().clone().reshape(shape);
         let truth: Tensor<3> = Tensor::from_data(TensorData::new(y.iter().copied().collect::<Vec<_>>(), shape), &self.device);
@@ -121,12 +153,64 @@ impl<M: OpsModel> OpsTrainer<'_, M> {
         self.adam.update(self.model.weights_mut(), &gradients);
         value
     }
+
+    /// Adds a random walk to the window, oldest frame first (as "Learning to Simulate"
+    /// does), and corrects a dx target so that it still reaches the true next frame:
+    /// the model learns to pull a drifted window back instead of carrying its error on.
+    fn perturb(&mut self, noise: Normal<f64>, x: &mut Array3<f32>, previous: &mut Array4<f32>, y: &mut Array3<f32>) {
+        let mut walk = Array3::<f32>::zeros(x.raw_dim());
+        let step = |walk: &mut Array3<f32>, rng: &mut StdRng| walk.mapv_inplace(|w| w + noise.sample(rng) as f32);
+        for k in 0..previous.dim().1 {
+            step(&mut walk, &mut self.rng);
+            let mut frame = previous.index_axis_mut(Axis(1), k);
+            frame += &walk;
+        }
+        step(&mut walk, &mut self.rng);
+        *x += &walk;
+        if self.target == Target::Dx {
+            *y -= &walk;
+        }
+    }
 }
 
-/// Held-out pairs: inputs and their true dx.
+/// Held-out pairs: inputs, the frames before them, and their true dx.
 struct Validation<'a> {
     inputs: ArrayView3<'a, f32>,
+    previous: ArrayView4<'a, f32>,
     dx: Array3<f32>,
+}
+
+/// Longest rollout, and most rollouts, run through the held-out pairs after an epoch.
+const VALIDATION_ROLLOUT_STEPS: usize = 50;
+const VALIDATION_ROLLOUTS: usize = 8;
+
+impl Validation<'_> {
+    /// RMSE of positions over every step of rollouts from the true windows of a few
+    /// held-out pairs, as far as the held-out pairs reach (up to 50 steps).
+    fn rollout_rmse<M: OpsModel>(&self, model: &M, target: Target) -> f64 {
+        let pairs = self.inputs.dim().0;
+        let steps = VALIDATION_ROLLOUT_STEPS.min(pairs / 2).max(1);
+        let last_start = pairs - steps;
+        let count = VALIDATION_ROLLOUTS.min(last_start + 1);
+        let starts: Vec<usize> = (0..count).map(|i| if count == 1 { 0 } else { i * last_start / (count - 1) }).collect();
+        let mut positions = self.inputs.select(Axis(0), &starts);
+        let mut previous = self.previous.select(Axis(0), &starts);
+        let mut squared = 0.0;
+        for step in 1..=steps {
+            let next = &positions + &predict_dx_ops(model, positions.view(), previous.view(), target);
+            if previous.dim().1 > 0 {
+                previous = ndarray::concatenate(Axis(1), &[previous.slice(s![.., 1.., .., ..]), positions.view().insert_axis(Axis(1))])
+                    .expect("window shapes agree");
+            }
+            positions = next;
+            // The true frame after `step` steps from pair s is pair s + step's input x(t) + dx.
+            let truth: Vec<usize> = starts.iter().map(|s| s + step - 1).collect();
+            let truth = &self.inputs.select(Axis(0), &truth) + &self.dx.select(Axis(0), &truth);
+            squared += (&positions - &truth).iter().map(|e| f64::from(*e).powi(2)).sum::<f64>();
+        }
+        let mean = squared / (steps * positions.len()) as f64;
+        if mean.is_finite() { mean.sqrt() } else { f64::INFINITY }
+    }
 }
 
 /// Trains with Adam on the MSE in the study's schedule: epochs of batches in order (or
@@ -137,16 +221,24 @@ pub fn fit_ops<M: OpsModel>(model: &mut M, split: &Split, config: &TrainConfig, 
     let held_out = config.validation_pairs(split.train.len());
     let fitted = split.train.len() - held_out;
     let targets = split.train.targets(config.target);
+    let train_previous = window_of(model, split.train.previous.view());
+    let test_previous = window_of(model, split.test.previous.view());
     let validation = (held_out > 0).then(|| Validation {
         inputs: split.train.inputs.slice(s![fitted.., .., ..]),
+        previous: train_previous.slice_move(s![fitted.., .., .., ..]),
         dx: split.train.dx().slice(s![fitted.., .., ..]).to_owned(),
     });
+    let noise = (config.input_noise > 0.0).then(|| Normal::new(0.0, config.input_noise).expect("a positive finite deviation"));
     let mut trainer = OpsTrainer {
         model,
         adam: Adam::new(config.learning_rate),
         device: Device::flex().autodiff(),
         inputs: split.train.inputs.slice(s![..fitted, .., ..]),
+        previous: train_previous.slice_move(s![..fitted, .., .., ..]),
         targets: targets.slice(s![..fitted, .., ..]).to_owned(),
+        target: config.target,
+        noise,
+        rng: StdRng::seed_from_u64(config.seed ^ 0x6e6f697365),
     };
     let mut order: Vec<usize> = (0..fitted).collect();
     let mut rng = StdRng::seed_from_u64(config.seed);
@@ -162,17 +254,21 @@ pub fn fit_ops<M: OpsModel>(model: &mut M, split: &Split, config: &TrainConfig, 
         let losses: Vec<f64> = order.chunks(config.batch_size).map(|batch| trainer.step(batch)).collect();
         let seconds = start.elapsed().as_secs_f64();
         let model = &*trainer.model;
-        let validation_mse = validation.as_ref().map(|v| metrics::mse(&predict_dx_ops(model, v.inputs, config.target), &v.dx));
+        let validation_mse = validation.as_ref().map(|v| metrics::mse(&predict_dx_ops(model, v.inputs, v.previous, config.target), &v.dx));
+        let validation_rollout_rmse =
+            validation.as_ref().filter(|_| model.history_frames() > 1).map(|v| v.rollout_rmse(model, config.target));
         let stats = EpochStats {
             epoch,
             train_mse: losses.iter().sum::<f64>() / losses.len() as f64,
-            test_mse: metrics::mse(&predict_dx_ops(model, split.test.inputs.view(), config.target), &test_truth),
+            test_mse: metrics::mse(&predict_dx_ops(model, split.test.inputs.view(), test_previous, config.target), &test_truth),
             validation_mse,
+            validation_rollout_rmse,
             seconds,
         };
         on_epoch(&stats);
+        let error = stats.validation_error();
         history.push(stats);
-        if let Some(mse) = validation_mse.filter(|v| v.is_finite())
+        if let Some(mse) = error
             && best.as_ref().is_none_or(|(lowest, _, _)| mse < *lowest)
         {
             let weights = trainer.model.weights_mut().into_iter().map(|w| w.clone()).collect();

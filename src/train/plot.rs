@@ -4,7 +4,9 @@ use std::path::Path;
 
 use plotters::prelude::*;
 
-use super::{EpochStats, kept_epoch};
+use ndarray::Array2;
+
+use super::{EpochStats, forecast::ForecastRow, kept_epoch};
 
 /// A figure that could not be drawn or written.
 #[derive(Debug, thiserror::Error)]
@@ -151,5 +153,92 @@ pub fn plot_trajectory(predicted: ndarray::ArrayView3<f32>, truth: ndarray::Arra
     chart.draw_series(t.iter().map(|&(f, x, y)| Circle::new((x, y), 3, colour(f).filled()))).map_err(|e| draw(&e))?.label("true").legend(|(x, y)| Circle::new((x, y), 3, BLACK.filled()));
     chart.draw_series(p.iter().filter(|(_, x, y)| x.is_finite() && y.is_finite()).map(|&(f, x, y)| Cross::new((x, y), 4, colour(f)))).map_err(|e| draw(&e))?.label("predicted").legend(|(x, y)| Cross::new((x, y), 4, BLACK));
     chart.configure_series_labels().border_style(BLACK).background_style(WHITE).draw().map_err(|e| draw(&e))?;
+    root.present().map_err(|e| draw(&e))
+}
+
+/// Rollout RMSE of positions against the number of steps, log–log, one line per
+/// forecaster (baselines dashed in grey tones, models in colour).
+pub fn plot_rollout_errors(baselines: &[ForecastRow], models: &[ForecastRow], title: &str, path: &Path) -> Result<(), PlotError> {
+    let draw = |e: &dyn std::fmt::Display| PlotError { path: path.display().to_string(), message: e.to_string() };
+    let rows = || baselines.iter().chain(models);
+    let values = rows().flat_map(|r| r.rollout_rmse.iter().copied()).filter(|v| v.is_finite() && *v > 0.0);
+    let (low, high) = values.fold((f64::INFINITY, 0.0_f64), |(lo, hi), v| (lo.min(v), hi.max(v)));
+    let steps = rows().map(|r| r.rollout_rmse.len()).max().unwrap_or(0);
+    if !low.is_finite() || steps == 0 {
+        return Err(draw(&"no finite rollout errors to plot"));
+    }
+    let root = SVGBackend::new(path, (900, 560)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| draw(&e))?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 20))
+        .margin(15)
+        .x_label_area_size(40)
+        .y_label_area_size(70)
+        .build_cartesian_2d((1.0..steps.max(2) as f64).log_scale(), (low * 0.8..high * 1.25).log_scale())
+        .map_err(|e| draw(&e))?;
+    chart
+        .configure_mesh()
+        .x_desc("rollout steps")
+        .y_desc("RMSE of positions")
+        .y_label_formatter(&|v| format!("{v:.0e}"))
+        .draw()
+        .map_err(|e| draw(&e))?;
+    let greys = [RGBColor(0, 0, 0), RGBColor(110, 110, 110), RGBColor(160, 120, 60), RGBColor(90, 90, 170)];
+    for (i, row) in rows().enumerate() {
+        let baseline = i < baselines.len();
+        let color = if baseline {
+            greys[i % greys.len()]
+        } else {
+            let (r, g, b) = Palette99::pick(i - baselines.len()).to_rgba().rgb();
+            RGBColor(r, g, b)
+        };
+        let points: Vec<(f64, f64)> =
+            row.rollout_rmse.iter().enumerate().filter(|(_, v)| v.is_finite() && **v > 0.0).map(|(s, v)| ((s + 1) as f64, *v)).collect();
+        let style = color.stroke_width(if baseline { 1 } else { 3 });
+        let label = row.name.split(':').next().unwrap_or(&row.name).to_string();
+        chart
+            .draw_series(LineSeries::new(points, style))
+            .map_err(|e| draw(&e))?
+            .label(label)
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], style));
+    }
+    chart.configure_series_labels().position(SeriesLabelPosition::UpperLeft).border_style(BLACK).background_style(WHITE).draw().map_err(|e| draw(&e))?;
+    root.present().map_err(|e| draw(&e))
+}
+
+/// True (black) and predicted (red) chains, beads joined in particle order as the study
+/// draws them, x–y, after each of `horizons` rollout steps from one start frame.
+/// `truth` and `predicted` hold the frames after steps 1, 2, …
+pub fn plot_rollout_chains(truth: &[Array2<f32>], predicted: &[Array2<f32>], horizons: &[usize], title: &str, path: &Path) -> Result<(), PlotError> {
+    let draw = |e: &dyn std::fmt::Display| PlotError { path: path.display().to_string(), message: e.to_string() };
+    let shown: Vec<usize> = horizons.iter().copied().filter(|h| *h >= 1 && *h <= truth.len().min(predicted.len())).collect();
+    if shown.is_empty() {
+        return Err(draw(&"no rollout frames to draw"));
+    }
+    let root = SVGBackend::new(path, (440 * shown.len() as u32, 480)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| draw(&e))?;
+    let root = root.titled(title, ("sans-serif", 20)).map_err(|e| draw(&e))?;
+    for (panel, &step) in root.split_evenly((1, shown.len())).iter().zip(&shown) {
+        let (t, p) = (&truth[step - 1], &predicted[step - 1]);
+        let finite = t.rows().into_iter().chain(p.rows()).filter(|r| r[0].is_finite() && r[1].is_finite()).map(|r| (f64::from(r[0]), f64::from(r[1]))).collect::<Vec<_>>();
+        let (x_lo, x_hi) = finite_range(finite.iter().map(|v| v.0)).ok_or_else(|| draw(&"no finite positions"))?;
+        let (y_lo, y_hi) = finite_range(finite.iter().map(|v| v.1)).ok_or_else(|| draw(&"no finite positions"))?;
+        let half = 0.55 * (x_hi - x_lo).max(y_hi - y_lo).max(1e-6);
+        let (cx, cy) = ((x_lo + x_hi) / 2.0, (y_lo + y_hi) / 2.0);
+        let mut chart = ChartBuilder::on(panel)
+            .caption(format!("after {step} step{}", if step == 1 { "" } else { "s" }), ("sans-serif", 16))
+            .margin(10)
+            .x_label_area_size(30)
+            .y_label_area_size(45)
+            .build_cartesian_2d(cx - half..cx + half, cy - half..cy + half)
+            .map_err(|e| draw(&e))?;
+        chart.configure_mesh().x_desc("x").y_desc("y").draw().map_err(|e| draw(&e))?;
+        for (label, frame, color) in [("true", t, BLACK), ("predicted", p, RED)] {
+            let beads: Vec<(f64, f64)> = frame.rows().into_iter().map(|r| (f64::from(r[0]), f64::from(r[1]))).filter(|(x, y)| x.is_finite() && y.is_finite()).collect();
+            chart.draw_series(LineSeries::new(beads.clone(), color.stroke_width(2))).map_err(|e| draw(&e))?.label(label).legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], color.stroke_width(2)));
+            chart.draw_series(beads.into_iter().map(|b| Circle::new(b, 4, color.filled()))).map_err(|e| draw(&e))?;
+        }
+        chart.configure_series_labels().border_style(BLACK).background_style(WHITE).draw().map_err(|e| draw(&e))?;
+    }
     root.present().map_err(|e| draw(&e))
 }

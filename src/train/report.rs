@@ -2,7 +2,12 @@
 
 use std::{fmt::Write, path::Path};
 
-use super::{EpochStats, ExportError, kept_epoch};
+use super::{
+    EpochStats, ExportError,
+    forecast::{ForecastRow, REPORTED_HORIZONS},
+    kept_epoch,
+    plot::plot_rollout_errors,
+};
 use crate::{card::ModelCard, onnx::Precision};
 
 /// The study's own code on this kind of 2-core CPU (PyTorch + e3nn, 2 threads, quiet),
@@ -84,6 +89,7 @@ pub fn render_report(cards: &[ModelCard]) -> String {
          Epochs: those trained; (kept K): the epoch whose weights were exported, the one with the lowest MSE on the held-out last \
          training pairs (`--validation`).\n",
     );
+    render_forecast(cards, &mut out);
     let wide: Vec<&str> = cards.iter().filter(|c| c.onnx.compute_dtype != Precision::F32.name()).map(|c| c.name.as_str()).collect();
     if !wide.is_empty() {
         let _ = writeln!(
@@ -105,6 +111,65 @@ fn epochs_column(history: &[EpochStats]) -> String {
     }
 }
 
+/// Writes the report, and beside it the rollout errors of every model with a forecast
+/// and of the baselines on one chart.
 pub fn write_report(cards: &[ModelCard], path: &Path) -> Result<(), ExportError> {
+    if let Some((baselines, models)) = forecast_rows(cards) {
+        let chart = path.with_file_name(ROLLOUT_ERRORS_FILE);
+        if let Err(message) = plot_rollout_errors(&baselines, &models, "Rollout error against steps, test part (log–log)", &chart) {
+            tracing::warn!(%message, "figure not drawn");
+        }
+    }
     std::fs::write(path, render_report(cards)).map_err(|source| ExportError::Io { path: path.display().to_string(), source })
+}
+
+/// The chart of every model's rollout error beside the baselines, next to REPORT.md.
+pub const ROLLOUT_ERRORS_FILE: &str = "rollout_errors.svg";
+
+/// The baselines of the first card with a forecast, and the model row of every card
+/// evaluated on the same data and test frames.
+fn forecast_rows(cards: &[ModelCard]) -> Option<(Vec<ForecastRow>, Vec<ForecastRow>)> {
+    let first = cards.iter().find(|c| c.forecast.is_some())?;
+    let same_data = |c: &ModelCard| {
+        c.data.as_ref().map(|d| &d.sha256) == first.data.as_ref().map(|d| &d.sha256)
+            && c.forecast.as_ref().map(|f| f.first_test_frame) == first.forecast.as_ref().map(|f| f.first_test_frame)
+    };
+    let baselines = first.forecast.as_ref()?.baselines.clone();
+    let models = cards.iter().filter(|c| same_data(c)).filter_map(|c| c.forecast.as_ref()).flat_map(|f| f.models.clone()).collect();
+    Some((baselines, models))
+}
+
+/// The forecast table: one-step dx error and skill, rollout RMSE at the reported
+/// horizons, for the baselines and the models.
+fn render_forecast(cards: &[ModelCard], out: &mut String) {
+    let Some((baselines, models)) = forecast_rows(cards) else { return };
+    let first = cards.iter().find_map(|c| c.forecast.as_ref()).expect("a card with a forecast");
+    let _ = writeln!(
+        out,
+        "\n## Predicting the motion\n\nTest part from frame {} ({} pairs); rollouts from {} start frames spread over it, each from the true \
+         window, positions compared with the true frames. Skill = 1 − MSE / MSE(dx = 0): 0 is \"nothing moves\", 1 is exact. \
+         The baselines need no training (linear-3 is fitted on the training pairs). ![rollout errors]({ROLLOUT_ERRORS_FILE})\n",
+        first.first_test_frame,
+        first.test_pairs,
+        first.rollout_starts.len()
+    );
+    let horizons: Vec<String> = REPORTED_HORIZONS.iter().map(|h| format!("RMSE @{h}")).collect();
+    let _ = writeln!(out, "| forecaster | K | test dx MSE | skill | {} | frames/s B=32 |", horizons.join(" | "));
+    let _ = writeln!(out, "|---|---:|---:|---:|{}---:|", "---:|".repeat(horizons.len()));
+    let speed = |name: &str| {
+        cards.iter().find(|c| c.name == name).and_then(|c| c.inference.as_ref()).map_or("–".into(), |i| format!("{:.0}", i.frames_per_second_batch_32))
+    };
+    for (row, is_model) in baselines.iter().map(|r| (r, false)).chain(models.iter().map(|r| (r, true))) {
+        let rmse: Vec<String> = REPORTED_HORIZONS.iter().map(|&h| row.rmse_at(h).map_or("–".into(), |v| format!("{v:.3e}"))).collect();
+        let name = if is_model { format!("**{}**", row.name) } else { row.name.clone() };
+        let _ = writeln!(
+            out,
+            "| {name} | {} | {:.3e} | {:.5} | {} | {} |",
+            row.history_frames,
+            row.dx_mse,
+            row.skill,
+            rmse.join(" | "),
+            if is_model { speed(&row.name) } else { "–".into() }
+        );
+    }
 }

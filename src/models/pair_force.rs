@@ -1,0 +1,177 @@
+//! A fast E(3)-equivariant model for a window of frames: the chain's own inertia as a
+//! learned linear filter of its past displacements, plus a learned pair force,
+//!
+//! dx_i(t) = Σ_k c_k d_i,k + a · Σ_j f_ij(|r_ij|) (x_j − x_i),   d_i,k = x_i(t−k+1) − x_i(t−k),
+//!
+//! with f_ij a radial function of its own for every pair of particles (a Gaussian basis
+//! on the distance; the chain's bonds and its non-bonded contacts differ by pair), the
+//! same for (i, j) and (j, i), so forces come in equal and opposite pairs. Displacements
+//! and pair vectors are polar vectors and f_ij depends on distances only, so the model
+//! is E(3)-equivariant; it is not invariant to relabelling the particles, on purpose.
+//! It starts from a filter of past displacements (persistence, or one fitted to the
+//! training data) and no force, and learns from there.
+
+use super::{
+    ModelInputs, OpsModel,
+    graph::pairwise,
+    history::window_displacements,
+};
+use crate::{
+    data::{DIMS, PARTICLES},
+    nn::{Ops, Unary},
+};
+
+/// Gaussian radial basis functions per pair.
+pub const BASIS: usize = 16;
+const N: i64 = PARTICLES as i64;
+const DISTINCT_PAIRS: usize = PARTICLES * (PARTICLES - 1) / 2;
+
+#[derive(Debug, Clone)]
+pub struct PairForce {
+    history_frames: usize,
+    /// The basis covers distances 0..max_distance.
+    max_distance: f64,
+    /// a: the size of a typical change of displacement, so that the learned forces are
+    /// of order one.
+    acceleration_scale: f64,
+    /// c_k, k = 1..K−1.
+    filter: Vec<f64>,
+    /// Where the filter starts: persistence, or a filter fitted to the data.
+    initial_filter: Vec<f64>,
+    /// Radial weights [pair (i < j), basis].
+    radial: Vec<f64>,
+}
+
+impl PairForce {
+    /// A model reading `history_frames` ≥ 2 frames, for chains whose pair distances stay
+    /// below `max_distance` and whose displacements change by about `acceleration_scale`
+    /// per step.
+    pub fn new(history_frames: usize, max_distance: f64, acceleration_scale: f64) -> Self {
+        assert!(history_frames >= 2, "a filter of past displacements needs at least two frames");
+        let mut filter = vec![0.0; history_frames - 1];
+        filter[0] = 1.0;
+        let initial_filter = filter.clone();
+        Self { history_frames, max_distance, acceleration_scale, filter, initial_filter, radial: vec![0.0; DISTINCT_PAIRS * BASIS] }
+    }
+
+    /// Starts training from `coefficients` (c_1 … c_{K−1}, e.g. least squares on the
+    /// training data) instead of persistence: the forces then learn what the filter leaves.
+    pub fn starting_from(mut self, coefficients: Vec<f64>) -> Self {
+        assert_eq!(coefficients.len(), self.history_frames - 1, "one coefficient per past displacement");
+        self.filter = coefficients.clone();
+        self.initial_filter = coefficients;
+        self
+    }
+
+    /// The row of each ordered pair (src, dst) in the radial weights; a particle with
+    /// itself reads row 0 (its pair vector is zero).
+    fn pair_rows() -> Vec<usize> {
+        (0..PARTICLES * PARTICLES)
+            .map(|p| {
+                let (a, b) = (p / PARTICLES, p % PARTICLES);
+                let (i, j) = (a.min(b), a.max(b));
+                if i == j { 0 } else { i * (2 * PARTICLES - i - 1) / 2 + (j - i - 1) }
+            })
+            .collect()
+    }
+}
+
+impl OpsModel for PairForce {
+    fn history_frames(&self) -> usize {
+        self.history_frames
+    }
+
+    fn forward<O: Ops>(&self, ops: &mut O, inputs: &ModelInputs<O::Tensor>) -> O::Tensor {
+        let positions = inputs.positions;
+        let previous = inputs.previous.expect("a history model reads previous frames");
+        // Inertia: Σ c_k d_k as one matmul of the window's displacements.
+        let displacements = window_displacements(ops, positions, previous, self.history_frames);
+        let filter = ops.weight(&[self.history_frames - 1, 1], &self.filter);
+        let inertia = ops.matmul(&displacements, &filter);
+        let inertia = ops.reshape(&inertia, &[-1, N, DIMS as i64]);
+
+        // Pair forces: vec[(src, dst)] = x_src − x_dst, components first [B, 3, 144].
+        let (vec, length) = pairwise(ops, positions);
+        let step = self.max_distance / (BASIS - 1) as f64;
+        let centres: Vec<f64> = (0..BASIS).map(|m| m as f64 * step).collect();
+        let centres = ops.constant(&[BASIS], &centres);
+        let length = ops.reshape(&length, &[-1, N * N, 1]);
+        let diff = ops.sub(&length, &centres);
+        let diff = ops.scale(&diff, 1.0 / step);
+        let diff = ops.mul(&diff, &diff);
+        let diff = ops.unary(&diff, Unary::Neg);
+        let basis = ops.unary(&diff, Unary::Exp);
+        let radial = ops.weight(&[DISTINCT_PAIRS, BASIS], &self.radial);
+        let radial = ops.gather(&radial, 0, &Self::pair_rows());
+        let strength = ops.mul(&basis, &radial);
+        let strength = ops.reduce_sum(&strength, 2, false);
+        let strength = ops.reshape(&strength, &[-1, 1, N * N]);
+        let force = ops.mul(&vec, &strength);
+        let force = ops.reshape(&force, &[-1, DIMS as i64, N, N]);
+        let force = ops.reduce_sum(&force, 2, false);
+        let force = ops.transpose(&force, &[0, 2, 1]);
+        let force = ops.scale(&force, self.acceleration_scale);
+        ops.add(&inertia, &force)
+    }
+
+    fn fitted_settings(&self) -> Option<serde_json::Value> {
+        Some(serde_json::json!({ "max_distance": self.max_distance, "acceleration_scale": self.acceleration_scale }))
+    }
+
+    fn weights_mut(&mut self) -> Vec<&mut Vec<f64>> {
+        vec![&mut self.filter, &mut self.radial]
+    }
+
+    fn num_params(&self) -> usize {
+        self.filter.len() + self.radial.len()
+    }
+
+    /// The starting filter and no force: training starts from a guess without physics.
+    fn init_weights(&mut self, _rng: &mut impl rand::Rng) {
+        self.filter.clone_from(&self.initial_filter);
+        self.radial.iter_mut().for_each(|w| *w = 0.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ndarray::{ArrayD, IxDyn};
+
+    use super::*;
+    use crate::nn::Eager;
+
+    #[test]
+    fn pair_rows_are_symmetric_and_cover_every_pair_once() {
+        let rows = PairForce::pair_rows();
+        let mut seen = vec![0; DISTINCT_PAIRS];
+        for a in 0..PARTICLES {
+            for b in 0..PARTICLES {
+                assert_eq!(rows[a * PARTICLES + b], rows[b * PARTICLES + a]);
+                if a < b {
+                    seen[rows[a * PARTICLES + b]] += 1;
+                }
+            }
+        }
+        assert!(seen.iter().all(|&n| n == 1), "{seen:?}");
+    }
+
+    /// Forces come in equal and opposite pairs: the learned part never moves the
+    /// centre of mass, whatever the weights.
+    #[test]
+    fn pair_forces_conserve_momentum() {
+        let mut model = PairForce::new(3, 3.0, 1.0);
+        model.filter = vec![0.0, 0.0];
+        model.radial.iter_mut().enumerate().for_each(|(i, w)| *w = ((i * 7) as f64 * 0.37).sin());
+        let positions = ArrayD::from_shape_fn(IxDyn(&[2, PARTICLES, DIMS]), |ix| ((ix[0] * 36 + ix[1] * 3 + ix[2]) as f64 * 0.71).sin() * 1.5);
+        let previous = ArrayD::from_shape_fn(IxDyn(&[2, 2, PARTICLES, DIMS]), |ix| positions[[ix[0], ix[2], ix[3]]] - 0.01 * ix[1] as f64);
+        let out = model.forward(&mut Eager, &ModelInputs { positions: &positions, previous: Some(&previous) });
+        let scale = out.iter().fold(0.0_f64, |m, v| m.max(v.abs()));
+        assert!(scale > 1e-3, "forces act");
+        for frame in 0..2 {
+            for d in 0..DIMS {
+                let total: f64 = (0..PARTICLES).map(|p| out[[frame, p, d]]).sum();
+                assert!(total.abs() < 1e-12 * scale * PARTICLES as f64, "net force {total}");
+            }
+        }
+    }
+}

@@ -1,0 +1,338 @@
+//! Does a model predict the motion? One-step dx error and rollout error over many
+//! steps, for the model and for guesses that need no training (nothing moves, the last
+//! displacement again, second-order extrapolation, and a linear filter of the last three
+//! displacements fitted on the training pairs), all on the same frames in the same run.
+//!
+//! R² of next positions hides what matters here: x(t+1) ≈ x(t), so predicting no
+//! motion scores R² ≈ 1. The skill below compares with exactly that guess.
+
+use ndarray::{Array1, Array2, Array3, Array4, ArrayView3, ArrayView4, Axis, s};
+
+pub use crate::card::{ForecastReport, ForecastRow};
+use crate::data::Trajectory;
+
+/// Rollout horizons reported in tables (the curves keep every step up to the last).
+pub const REPORTED_HORIZONS: [usize; 4] = [1, 10, 50, 100];
+/// Rollouts start from this many frames spread over the test part.
+pub const ROLLOUT_STARTS: usize = 20;
+/// Frames the linear baseline reads: three past displacements.
+const LINEAR_HISTORY: usize = 4;
+
+/// A one-step predictor of dx from a window of frames.
+pub trait Forecaster {
+    fn name(&self) -> String;
+    /// Frames it reads (K ≥ 1): frame t and the K − 1 before it.
+    fn history_frames(&self) -> usize;
+    /// dx [B, 12, 3] for positions [B, 12, 3] and previous [B, K − 1, 12, 3] (oldest first).
+    fn dx(&mut self, positions: ArrayView3<f32>, previous: ArrayView4<f32>) -> Array3<f32>;
+}
+
+/// The displacements a window holds, newest first: [B, K − 1, 12, 3] with entry k − 1
+/// = x(t−k+1) − x(t−k).
+fn displacements(positions: ArrayView3<f32>, previous: ArrayView4<f32>) -> Array4<f32> {
+    let held = previous.dim().1;
+    let mut out = Array4::zeros(previous.raw_dim());
+    for k in 0..held {
+        let newer = if k == 0 { positions } else { previous.index_axis(Axis(1), held - k) };
+        let older = previous.index_axis(Axis(1), held - k - 1);
+        out.index_axis_mut(Axis(1), k).assign(&(&newer - &older));
+    }
+    out
+}
+
+/// dx(t) = Σ_k c_k · dx(t − k), k = 1..coefficients.len(): nothing moves (no
+/// coefficients), persistence ([1]), second-order extrapolation ([2, −1]), or a fitted filter.
+pub struct LinearFilter {
+    pub name: String,
+    pub coefficients: Vec<f64>,
+}
+
+impl LinearFilter {
+    pub fn zero() -> Self {
+        Self { name: "zero: nothing moves".into(), coefficients: Vec::new() }
+    }
+
+    pub fn persistence() -> Self {
+        Self { name: "persistence: dx(t) = dx(t−1)".into(), coefficients: vec![1.0] }
+    }
+
+    pub fn second_order() -> Self {
+        Self { name: "2nd-order: dx(t) = 2dx(t−1) − dx(t−2)".into(), coefficients: vec![2.0, -1.0] }
+    }
+
+    /// Least squares of dx(t) on dx(t−1..t−3) over the training pairs, one set of three
+    /// coefficients for every particle and coordinate.
+    pub fn fitted(trajectory: &Trajectory, train_pairs: usize) -> Self {
+        let coefficients = Self::least_squares(trajectory, train_pairs, LINEAR_HISTORY - 1);
+        let name = format!(
+            "linear-3: dx(t) = {:.3}dx(t−1) {:+.3}dx(t−2) {:+.3}dx(t−3), fitted",
+            coefficients[0], coefficients[1], coefficients[2]
+        );
+        Self { name, coefficients }
+    }
+
+    /// The least-squares coefficients of dx(t) on dx(t−1..t−order) over the first
+    /// `train_pairs` pairs.
+    pub fn least_squares(trajectory: &Trajectory, train_pairs: usize, order: usize) -> Vec<f64> {
+        let x = trajectory.positions();
+        let dx = |t: usize| (&x.index_axis(Axis(0), t + 1) - &x.index_axis(Axis(0), t)).mapv(f64::from);
+        let mut gram = Array2::<f64>::zeros((order, order));
+        let mut rhs = Array1::<f64>::zeros(order);
+        for t in order..train_pairs {
+            let past: Vec<_> = (1..=order).map(|k| dx(t - k)).collect();
+            let now = dx(t);
+            for i in 0..order {
+                rhs[i] += (&past[i] * &now).sum();
+                for j in 0..order {
+                    gram[[i, j]] += (&past[i] * &past[j]).sum();
+                }
+            }
+        }
+        solve(gram, rhs)
+    }
+}
+
+/// Solves the small symmetric system by Gaussian elimination with partial pivoting;
+/// a singular system (no motion to fit) gives zeros.
+fn solve(mut a: Array2<f64>, mut b: Array1<f64>) -> Vec<f64> {
+    let n = b.len();
+    for col in 0..n {
+        let pivot = (col..n).max_by(|&i, &j| a[[i, col]].abs().total_cmp(&a[[j, col]].abs())).expect("rows");
+        if a[[pivot, col]].abs() < 1e-300 {
+            return vec![0.0; n];
+        }
+        for k in 0..n {
+            a.swap([col, k], [pivot, k]);
+        }
+        b.swap(col, pivot);
+        for row in col + 1..n {
+            let factor = a[[row, col]] / a[[col, col]];
+            for k in col..n {
+                a[[row, k]] -= factor * a[[col, k]];
+            }
+            b[row] -= factor * b[col];
+        }
+    }
+    let mut x = vec![0.0; n];
+    for row in (0..n).rev() {
+        let tail: f64 = (row + 1..n).map(|k| a[[row, k]] * x[k]).sum();
+        x[row] = (b[row] - tail) / a[[row, row]];
+    }
+    x
+}
+
+impl Forecaster for LinearFilter {
+    fn name(&self) -> String {
+        self.name.clone()
+    }
+
+    fn history_frames(&self) -> usize {
+        self.coefficients.len() + 1
+    }
+
+    fn dx(&mut self, positions: ArrayView3<f32>, previous: ArrayView4<f32>) -> Array3<f32> {
+        let past = displacements(positions, previous);
+        let mut out = Array3::<f32>::zeros(positions.raw_dim());
+        for (k, c) in self.coefficients.iter().enumerate() {
+            out.scaled_add(*c as f32, &past.index_axis(Axis(1), k));
+        }
+        out
+    }
+}
+
+/// A model's own dx, through any function of the window.
+pub struct ModelForecaster<F> {
+    pub name: String,
+    pub history_frames: usize,
+    pub predict: F,
+}
+
+impl<F: FnMut(ArrayView3<f32>, ArrayView4<f32>) -> Array3<f32>> Forecaster for ModelForecaster<F> {
+    fn name(&self) -> String {
+        self.name.clone()
+    }
+
+    fn history_frames(&self) -> usize {
+        self.history_frames
+    }
+
+    fn dx(&mut self, positions: ArrayView3<f32>, previous: ArrayView4<f32>) -> Array3<f32> {
+        (self.predict)(positions, previous)
+    }
+}
+
+/// The four baselines, the linear filter fitted on the first `train_pairs` pairs.
+pub fn baselines(trajectory: &Trajectory, train_pairs: usize) -> Vec<LinearFilter> {
+    vec![LinearFilter::zero(), LinearFilter::persistence(), LinearFilter::second_order(), LinearFilter::fitted(trajectory, train_pairs)]
+}
+
+/// The test frames and rollout starts of a trajectory split after `train_pairs` pairs.
+#[derive(Debug, Clone)]
+pub struct ForecastFrames<'a> {
+    trajectory: &'a Trajectory,
+    /// Frame indices t of the test pairs (x(t) → x(t+1)) with the longest history read.
+    test: std::ops::Range<usize>,
+    starts: Vec<usize>,
+    steps: usize,
+}
+
+impl<'a> ForecastFrames<'a> {
+    /// Test pairs from `train_pairs` on (the study's split), every forecaster given up to
+    /// `max_history` frames; rollouts of up to 100 steps from frames spread over them.
+    pub fn new(trajectory: &'a Trajectory, train_pairs: usize, max_history: usize) -> Self {
+        let frames = trajectory.frames();
+        let first = train_pairs.max(max_history.max(LINEAR_HISTORY) - 1);
+        let test = first..frames - 1;
+        let steps = REPORTED_HORIZONS[REPORTED_HORIZONS.len() - 1].min(frames - 1 - first.min(frames - 1)).max(1);
+        let last_start = frames - 1 - steps;
+        let count = ROLLOUT_STARTS.min(last_start.saturating_sub(first) + 1).max(1);
+        let starts = (0..count)
+            .map(|i| if count == 1 { first } else { first + i * (last_start - first) / (count - 1) })
+            .collect();
+        Self { trajectory, test, starts, steps }
+    }
+
+    /// positions [N, 12, 3] and previous [N, k − 1, 12, 3] for frames `ts`.
+    fn windows(&self, ts: &[usize], history_frames: usize) -> (Array3<f32>, Array4<f32>) {
+        let x = self.trajectory.positions();
+        let positions = x.select(Axis(0), ts);
+        let held = history_frames - 1;
+        let mut previous = Array4::zeros((ts.len(), held, x.dim().1, x.dim().2));
+        for (row, &t) in ts.iter().enumerate() {
+            previous.index_axis_mut(Axis(0), row).assign(&x.slice(s![t - held..t, .., ..]));
+        }
+        (positions, previous)
+    }
+
+    /// One-step MSE of dx on the test pairs, and rollout RMSE of positions after every
+    /// step, averaged over the start frames as a root mean square.
+    pub fn evaluate(&self, forecaster: &mut dyn Forecaster, zero_mse: f64) -> ForecastRow {
+        let history_frames = forecaster.history_frames();
+        let x = self.trajectory.positions();
+        let ts: Vec<usize> = self.test.clone().collect();
+        let mut squared = 0.0;
+        for chunk in ts.chunks(256) {
+            let (positions, previous) = self.windows(chunk, history_frames);
+            let dx = forecaster.dx(positions.view(), previous.view());
+            let next = x.select(Axis(0), &chunk.iter().map(|t| t + 1).collect::<Vec<_>>());
+            squared += (&(&positions + &dx) - &next).iter().map(|e| f64::from(*e).powi(2)).sum::<f64>();
+        }
+        let dx_mse = squared / (ts.len() * x.dim().1 * x.dim().2) as f64;
+
+        let rollout_rmse = self
+            .roll(forecaster, &self.starts)
+            .iter()
+            .enumerate()
+            .map(|(i, positions)| {
+                let truth = x.select(Axis(0), &self.starts.iter().map(|s| s + i + 1).collect::<Vec<_>>());
+                let mean_square = (positions - &truth).iter().map(|e| f64::from(*e).powi(2)).sum::<f64>() / positions.len() as f64;
+                if mean_square.is_finite() { mean_square.sqrt() } else { f64::INFINITY }
+            })
+            .collect();
+        ForecastRow {
+            name: forecaster.name(),
+            history_frames,
+            dx_mse,
+            skill: 1.0 - dx_mse / zero_mse,
+            rollout_rmse,
+        }
+    }
+
+    /// Positions [starts, 12, 3] after each step of rollouts from the true windows at `starts`.
+    fn roll(&self, forecaster: &mut dyn Forecaster, starts: &[usize]) -> Vec<Array3<f32>> {
+        let (mut positions, mut previous) = self.windows(starts, forecaster.history_frames());
+        let mut frames = Vec::with_capacity(self.steps);
+        for _ in 0..self.steps {
+            let next = &positions + &forecaster.dx(positions.view(), previous.view());
+            if previous.dim().1 > 0 {
+                previous = ndarray::concatenate(Axis(1), &[previous.slice(s![.., 1.., .., ..]), positions.view().insert_axis(Axis(1))])
+                    .expect("window shapes agree");
+            }
+            positions = next;
+            frames.push(positions.clone());
+        }
+        frames
+    }
+
+    /// The true and the predicted frames [12, 3] after each step of a rollout from the
+    /// first start frame.
+    pub fn first_rollout(&self, forecaster: &mut dyn Forecaster) -> (Vec<Array2<f32>>, Vec<Array2<f32>>) {
+        let start = self.starts[0];
+        let x = self.trajectory.positions();
+        let truth = (1..=self.steps).map(|step| x.index_axis(Axis(0), start + step).to_owned()).collect();
+        let predicted = self.roll(forecaster, &[start]).into_iter().map(|frame| frame.index_axis_move(Axis(0), 0)).collect();
+        (truth, predicted)
+    }
+
+    /// Every baseline, then `models`, on the same frames.
+    pub fn report(&self, train_pairs: usize, models: &mut [&mut dyn Forecaster]) -> ForecastReport {
+        let mut zero = LinearFilter::zero();
+        let zero_mse = self.evaluate(&mut zero, 1.0).dx_mse;
+        let mut rows: Vec<ForecastRow> =
+            baselines(self.trajectory, train_pairs).into_iter().map(|mut b| self.evaluate(&mut b, zero_mse)).collect();
+        let baseline_rows = rows.len();
+        rows.extend(models.iter_mut().map(|m| self.evaluate(&mut **m, zero_mse)));
+        ForecastReport {
+            test_pairs: self.test.len(),
+            first_test_frame: self.test.start,
+            rollout_starts: self.starts.clone(),
+            baselines: rows.drain(..baseline_rows).collect(),
+            models: rows,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::{DIMS, PARTICLES};
+
+    /// Particles moving with constant acceleration: the 2nd-order guess is exact and
+    /// the fitted filter finds it.
+    fn accelerating(frames: usize) -> Trajectory {
+        Trajectory::new(Array3::from_shape_fn((frames, PARTICLES, DIMS), |(t, p, d)| {
+            let t = t as f32 * 0.01;
+            (p + d) as f32 * 0.1 + 0.3 * t + 0.5 * (0.2 + 0.01 * p as f32) * t * t
+        }))
+        .expect("finite")
+    }
+
+    #[test]
+    fn baselines_rank_as_physics_says_on_accelerating_particles() {
+        let trajectory = accelerating(400);
+        let frames = ForecastFrames::new(&trajectory, 200, 4);
+        let report = frames.report(200, &mut []);
+        let [zero, persistence, second, linear] = &report.baselines[..] else { panic!("four baselines") };
+        assert_eq!(zero.skill, 0.0);
+        assert!(persistence.skill > 0.99 && persistence.skill < 1.0, "{persistence:?}");
+        // Exact but for float32 rounding of the positions.
+        assert!(second.dx_mse < 1e-7 * zero.dx_mse, "{second:?}");
+        assert!(linear.dx_mse < 1e-6 * zero.dx_mse, "{linear:?}");
+        assert!(second.rollout_rmse[49] < 1e-2 * zero.rollout_rmse[49], "{second:?} vs {zero:?}");
+        assert_eq!(report.rollout_starts.len(), ROLLOUT_STARTS);
+        assert_eq!((report.rollout_starts[0], report.rollout_starts[ROLLOUT_STARTS - 1]), (200, 400 - 1 - 100));
+        assert_eq!(zero.rollout_rmse.len(), 100);
+    }
+
+    #[test]
+    fn a_fitted_filter_recovers_its_coefficients() {
+        // dx(t) = 1.5 dx(t−1) − 0.7 dx(t−2) + 0.1 dx(t−3) (a stable recursion), from
+        // three arbitrary displacements.
+        let mut dx: Vec<Array2<f32>> =
+            (0..3).map(|k| Array2::from_shape_fn((PARTICLES, DIMS), |(p, c)| ((p * 3 + c + 7 * k) as f32 * 1.3).sin() * 0.01)).collect();
+        while dx.len() < 399 {
+            let n = dx.len();
+            let now = &dx[n - 1] * 1.5 - &dx[n - 2] * 0.7 + &dx[n - 3] * 0.1;
+            dx.push(now);
+        }
+        let mut x = Array3::<f32>::zeros((400, PARTICLES, DIMS));
+        for t in 0..399 {
+            let next = &x.index_axis(Axis(0), t) + &dx[t];
+            x.index_axis_mut(Axis(0), t + 1).assign(&next);
+        }
+        let fitted = LinearFilter::fitted(&Trajectory::new(x).expect("finite"), 300);
+        for (c, expected) in fitted.coefficients.iter().zip([1.5, -0.7, 0.1]) {
+            assert!((c - expected).abs() < 1e-3, "{:?}", fitted.coefficients);
+        }
+    }
+}

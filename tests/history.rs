@@ -1,0 +1,322 @@
+//! Models that read a window of past frames: ONNX parity with both inputs, E(3)
+//! equivariance with the whole window moved, the e3nn history fixture, serving
+//! (windows kept by the server, bad windows refused), and a learning check.
+
+mod common;
+
+use std::{fs, path::PathBuf, sync::OnceLock};
+
+use common::{TestServer, shared_dir, skip, train_export};
+use equiserve::{
+    e3::rotation::{Isometry, equivariance_deviation, random_reflection, random_rotation},
+    models::{GateNetwork, GateNetworkConfig, Mlp, ModelInputs, OpsModel, PairForce},
+    nn::Eager,
+    onnx::{DX, ExecutionDevice, GraphBuilder, NamedTensors, OnnxModel, POSITIONS, PREVIOUS, Precision, Signature},
+    proto::v1::{GetModelRequest, ListModelsRequest, PredictRequest, RolloutRequest},
+    train::relative_error,
+};
+use ndarray::{ArrayD, IxDyn};
+use ndarray_npy::NpzReader;
+use prost::Message;
+use rand::{Rng, SeedableRng, rngs::StdRng};
+use rand_distr::{Normal, StandardNormal};
+use tonic::Code;
+
+/// Chains of 12 beads ~0.36 apart, and the `held` frames before each, drifting by
+/// small steps: a window as a history model reads it.
+fn windows(frames: usize, held: usize, rng: &mut StdRng) -> (ArrayD<f64>, ArrayD<f64>) {
+    let step = Normal::new(0.0, 0.36 / 3f64.sqrt()).expect("normal");
+    let mut positions = ArrayD::<f64>::zeros(IxDyn(&[frames, 12, 3]));
+    for f in 0..frames {
+        for i in 1..12 {
+            for d in 0..3 {
+                positions[[f, i, d]] = positions[[f, i - 1, d]] + rng.sample(step);
+            }
+        }
+    }
+    let mut previous = ArrayD::<f64>::zeros(IxDyn(&[frames, held, 12, 3]));
+    for f in 0..frames {
+        for k in (0..held).rev() {
+            for i in 0..12 {
+                for d in 0..3 {
+                    let newer = if k + 1 == held { positions[[f, i, d]] } else { previous[[f, k + 1, i, d]] };
+                    previous[[f, k, i, d]] = newer - 0.02 + 0.01 * rng.sample::<f64, _>(StandardNormal);
+                }
+            }
+        }
+    }
+    (positions, previous)
+}
+
+fn seeded<M: OpsModel>(mut model: M, seed: u64) -> M {
+    model.init_weights(&mut StdRng::seed_from_u64(seed));
+    model
+}
+
+/// A pair-force model with every weight set (its own initialisation is persistence).
+fn pair_force(history_frames: usize, seed: u64) -> PairForce {
+    let mut model = PairForce::new(history_frames, 4.0, 0.3);
+    let mut rng = StdRng::seed_from_u64(seed);
+    for weights in model.weights_mut() {
+        weights.iter_mut().for_each(|w| *w = rng.sample::<f64, _>(StandardNormal));
+    }
+    model
+}
+
+fn history_gate_network(history_frames: usize, seed: u64) -> GateNetwork {
+    let config = GateNetworkConfig {
+        irreps_in: Some(format!("{}x1o", history_frames - 1)),
+        irreps_hidden: "4x0e+4x0o+4x1e+4x1o".into(),
+        layers: 1,
+        ..GateNetworkConfig::study()
+    };
+    seeded(GateNetwork::new(config).expect("builds"), seed)
+}
+
+/// The model's dx through ONNX Runtime, both inputs fed.
+fn onnx_dx(model: &impl OpsModel, positions: &ArrayD<f64>, previous: &ArrayD<f64>) -> Vec<f32> {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("model.onnx");
+    let mut graph = GraphBuilder::for_model(model, Precision::F32);
+    let output = graph.emit(model);
+    fs::write(&path, graph.finish(&[output], "test", &[]).encode_to_vec()).expect("writes");
+    let signature = Signature::dynamics(model.history_frames());
+    let mut session = OnnxModel::load(&path, &signature, ExecutionDevice::Cpu, 1).expect("loads with its signature");
+    let inputs = NamedTensors::new().with(POSITIONS, positions.mapv(|v| v as f32)).with(PREVIOUS, previous.mapv(|v| v as f32));
+    session.infer(&inputs).expect("runs").get(DX).expect("dx").iter().copied().collect()
+}
+
+#[test]
+fn history_models_export_with_parity_on_random_windows() {
+    let mut rng = StdRng::seed_from_u64(1);
+    let (positions, previous) = windows(5, 3, &mut rng);
+    let check = |name: &str, model: &dyn Fn(&ArrayD<f64>, &ArrayD<f64>) -> (Vec<f32>, Vec<f32>)| {
+        let (actual, expected) = model(&positions, &previous);
+        let error = relative_error(&actual, &expected);
+        assert!(error < 1e-5, "{name}: relative error {error:e}");
+        assert!(expected.iter().any(|v| v.abs() > 1e-3), "{name}: the check is not empty");
+    };
+    let f64_eval = |model: &dyn Fn(&ModelInputs<ArrayD<f64>>) -> ArrayD<f64>, x: &ArrayD<f64>, p: &ArrayD<f64>| -> Vec<f32> {
+        model(&ModelInputs { positions: x, previous: Some(p) }).iter().map(|&v| v as f32).collect()
+    };
+    let pair = pair_force(4, 2);
+    check("pairforce", &|x, p| (onnx_dx(&pair, x, p), f64_eval(&|i| pair.forward(&mut Eager, i), x, p)));
+    let mlp = seeded(Mlp::with_history(4), 3);
+    check("mlp", &|x, p| (onnx_dx(&mlp, x, p), f64_eval(&|i| mlp.forward(&mut Eager, i), x, p)));
+    let gate = history_gate_network(4, 4);
+    check("e3large", &|x, p| (onnx_dx(&gate, x, p), f64_eval(&|i| gate.forward(&mut Eager, i), x, p)));
+}
+
+#[test]
+fn equivariant_history_models_move_with_the_whole_window() {
+    let mut rng = StdRng::seed_from_u64(5);
+    let (positions, previous) = windows(3, 2, &mut rng);
+    let pair = pair_force(3, 6);
+    let gate = history_gate_network(3, 7);
+    let models: [(&str, &dyn Fn(&[ArrayD<f64>]) -> ArrayD<f64>); 2] = [
+        ("pairforce", &|x| pair.forward(&mut Eager, &ModelInputs { positions: &x[0], previous: Some(&x[1]) })),
+        ("e3large", &|x| gate.forward(&mut Eager, &ModelInputs { positions: &x[0], previous: Some(&x[1]) })),
+    ];
+    for (name, forward) in models {
+        let mut f = |x: &[ArrayD<f64>]| forward(x);
+        let inputs = [positions.clone(), previous.clone()];
+        let scale = f(&inputs).iter().fold(0.0_f64, |m, v| m.max(v.abs()));
+        assert!(scale > 1e-6, "{name}: output vanishes");
+        for _ in 0..3 {
+            for matrix in [random_rotation(&mut rng), random_reflection(&mut rng)] {
+                let translation = std::array::from_fn(|_| 3.0 * rng.sample::<f64, _>(StandardNormal));
+                let error = equivariance_deviation(&mut f, &inputs, &Isometry { matrix, translation }) / scale;
+                assert!(error < 1e-10, "{name}: {error:e}");
+            }
+        }
+        // Moving frame t alone, not its past, changes the velocities: the check is not empty.
+        let shifted = [positions.mapv(|v| v + 0.05), previous.clone()];
+        let moved = f(&shifted);
+        let change = moved.iter().zip(f(&inputs).iter()).fold(0.0_f64, |m, (a, b)| m.max((a - b).abs()));
+        assert!(change > 1e-6 * scale, "{name} ignores its window");
+    }
+}
+
+/// `train-export --model pairforce --history 3` on a short simulated trajectory, once.
+fn served_history_models() -> &'static PathBuf {
+    static DIR: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
+    &DIR.get_or_init(|| {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let output = train_export()
+            .args(["--model", "pairforce", "--history", "3", "--frames", "600", "--epochs", "30", "--lr", "0.01", "--seed", "2", "--out"])
+            .arg(dir.path())
+            .output()
+            .expect("train-export runs");
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        let path = dir.path().to_path_buf();
+        (dir, path)
+    })
+    .1
+}
+
+/// A real learning check: trained on simulator data, the pair-force model beats the
+/// persistence guess on one-step dx, in the same run on the same frames.
+#[test]
+fn a_trained_history_model_beats_persistence() {
+    let card: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(served_history_models().join("pairforce-h3/card.json")).expect("card")).expect("json");
+    assert_eq!(card["history_frames"], 3);
+    assert_eq!(card["onnx"]["inputs"][1]["name"], "previous");
+    assert_eq!(card["onnx"]["inputs"][1]["shape"], serde_json::json!(["batch", "2", "12", "3"]));
+    let forecast = &card["forecast"];
+    let persistence = forecast["baselines"][1]["dx_mse"].as_f64().expect("persistence");
+    let model = forecast["models"][0]["dx_mse"].as_f64().expect("model");
+    assert!(model < persistence, "model dx MSE {model:e} vs persistence {persistence:e}");
+    assert!(card["equivariance"]["random_reflections"].as_f64().expect("measured") < 1e-5, "{}", card["equivariance"]);
+    assert!(card["command"].as_array().expect("command").iter().any(|a| a == "--history"));
+}
+
+fn frame(seed: u64) -> Vec<f32> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    (0..36).map(|i| (i / 3) as f32 * 0.3 + 0.01 * rng.sample::<f32, _>(StandardNormal)).collect()
+}
+
+#[test]
+fn a_served_rollout_keeps_the_window_as_chained_predicts_would() {
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        let mut server = TestServer::start(served_history_models()).await;
+        let models = server.client.list_models(ListModelsRequest {}).await.expect("list").into_inner().models;
+        assert_eq!(models.iter().find(|m| m.name == "pairforce-h3").map(|m| m.history_frames), Some(3));
+        let card = server.client.get_model(GetModelRequest { name: "pairforce-h3".into() }).await.expect("card").into_inner();
+        assert_eq!(card.summary.expect("summary").history_frames, 3);
+
+        let (older, old, now) = (frame(1), frame(2), frame(3));
+        let steps = 5;
+        let request = RolloutRequest {
+            model: "pairforce-h3".into(),
+            positions: now.clone(),
+            previous: [older.clone(), old.clone()].concat(),
+            steps,
+            emit_every: 1,
+        };
+        let mut stream = server.client.rollout(request).await.expect("rollout").into_inner();
+        let mut streamed = Vec::new();
+        while let Some(frame) = stream.message().await.expect("frame") {
+            streamed.push(frame.positions);
+        }
+        // The client keeps the window itself and asks for one step at a time.
+        let mut window = vec![older, old, now];
+        for (step, served) in streamed.iter().enumerate() {
+            let request = PredictRequest {
+                model: "pairforce-h3".into(),
+                positions: window[2].clone(),
+                previous: [window[0].clone(), window[1].clone()].concat(),
+            };
+            let next = server.client.predict(request).await.expect("predict").into_inner().next_positions;
+            assert_eq!(&next, served, "step {}", step + 1);
+            window = vec![window[1].clone(), window[2].clone(), next];
+        }
+        assert_eq!(streamed.len(), steps as usize);
+        server.shutdown().await;
+    });
+}
+
+#[test]
+fn bad_windows_are_refused_naming_the_models_history() {
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        let mut server = TestServer::start(served_history_models()).await;
+        let predict = |positions: Vec<f32>, previous: Vec<f32>| PredictRequest { model: "pairforce-h3".into(), positions, previous };
+        let mut nan = frame(2).repeat(2);
+        nan[7] = f32::NAN;
+        let cases = [
+            ("missing", predict(frame(1), Vec::new()), "history_frames 3"),
+            ("too short", predict(frame(1), frame(2)), "history_frames 3"),
+            ("one frame short for a batch of two", predict(frame(1).repeat(2), frame(2).repeat(3)), "[2, 2, 12, 3]"),
+            ("non-finite", predict(frame(1), nan), "previous[7]"),
+        ];
+        for (name, request, expected) in cases {
+            let status = server.client.predict(request).await.expect_err(name);
+            assert_eq!(status.code(), Code::InvalidArgument, "{name}: {status:?}");
+            assert!(status.message().contains(expected), "{name}: {}", status.message());
+        }
+        let rollout = RolloutRequest { model: "pairforce-h3".into(), positions: frame(1), previous: Vec::new(), steps: 3, emit_every: 1 };
+        let status = server.client.rollout(rollout).await.expect_err("no window");
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert!(status.message().contains("history_frames 3"), "{}", status.message());
+        server.shutdown().await;
+    });
+}
+
+#[test]
+fn previous_frames_sent_to_a_one_frame_model_are_refused() {
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        let mut server = TestServer::start(common::trained_models_dir()).await;
+        let request = PredictRequest { model: "mlp".into(), positions: frame(1), previous: frame(2) };
+        let status = server.client.predict(request).await.expect_err("previous for K = 1");
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert!(status.message().contains("history_frames 1"), "{}", status.message());
+        server.shutdown().await;
+    });
+}
+
+fn read_f32<D: ndarray::Dimension>(reader: &mut NpzReader<fs::File>, name: &str) -> ndarray::Array<f32, D> {
+    match reader.by_name::<ndarray::OwnedRepr<f32>, D>(name) {
+        Ok(a) => a,
+        Err(_) => reader.by_name::<ndarray::OwnedRepr<f64>, D>(name).expect(name).mapv(|v| v as f32),
+    }
+}
+
+/// The e3nn gate network trained with past displacements as node inputs imports and
+/// gives e3nn's outputs through ONNX Runtime and through the server.
+#[test]
+fn the_e3nn_history_fixture_imports_and_reproduces_its_outputs() {
+    let what = "the e3nn history import";
+    let Some(shared) = shared_dir(what) else { return };
+    let fixture = shared.join("fixtures/e3nn_import_history");
+    if !fixture.is_dir() {
+        skip(what, &format!("{} is absent", fixture.display()));
+        return;
+    }
+    let out = tempfile::tempdir().expect("temp dir");
+    let model_dir = out.path().join("e3large-h3");
+    let output = train_export()
+        .args(["import-e3nn", "--kwargs"])
+        .arg(fixture.join("kwargs.json"))
+        .arg("--weights")
+        .arg(fixture.join("weights.safetensors"))
+        .arg("--out")
+        .arg(&model_dir)
+        .output()
+        .expect("runs");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+
+    let mut io = NpzReader::new(fs::File::open(fixture.join("io.npz")).expect("io.npz")).expect("npz");
+    let positions: ndarray::Array3<f32> = read_f32(&mut io, "positions");
+    let previous: ndarray::Array4<f32> = read_f32(&mut io, "previous");
+    let expected: ndarray::Array3<f32> = read_f32(&mut io, "outputs");
+    let scale = expected.iter().fold(0.0_f32, |m, v| m.max(v.abs()));
+
+    let mut session = OnnxModel::load(&model_dir.join("model.onnx"), &Signature::dynamics(3), ExecutionDevice::Cpu, 1).expect("loads");
+    let inputs = NamedTensors::new().with(POSITIONS, positions.clone().into_dyn()).with(PREVIOUS, previous.clone().into_dyn());
+    let actual = session.infer(&inputs).expect("runs").remove(DX).expect("dx");
+    let error = relative_error(&actual, &expected);
+    assert!(error < 1e-5, "relative error {error:e}");
+
+    let card: serde_json::Value = serde_json::from_str(&fs::read_to_string(model_dir.join("card.json")).expect("card")).expect("json");
+    assert_eq!(card["history_frames"], 3);
+    for key in ["rotation_37_x", "random_rotations", "random_reflections", "random_translations"] {
+        assert!(card["equivariance"][key].as_f64().expect("error") < 1e-5, "{key}: {}", card["equivariance"]);
+    }
+
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        let mut server = TestServer::start(out.path()).await;
+        let request = PredictRequest {
+            model: "e3large-h3".into(),
+            positions: positions.iter().copied().collect(),
+            previous: previous.iter().copied().collect(),
+        };
+        let response = server.client.predict(request).await.expect("predict").into_inner();
+        let error = response.dx.iter().zip(&expected).fold(0.0_f32, |m, (a, e)| m.max((a - e).abs()));
+        assert!(error / scale < 1e-5, "served relative error {}", error / scale);
+        server.shutdown().await;
+    });
+}
