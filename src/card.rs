@@ -407,3 +407,28 @@ impl EquivarianceReport {
             .fold(0.0, f64::max)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Cards written before signatures (one `input`, one `output`) still read.
+    #[test]
+    fn onnx_records_of_either_form_read_as_a_signature() {
+        let frame = r#"{"name": "NAME", "dtype": "float32", "shape": ["batch", "12", "3"]}"#;
+        let legacy = format!(
+            r#"{{"file": "model.onnx", "input": {}, "output": {}, "opset": 21, "ir_version": 10, "parity_relative_error": 1e-7}}"#,
+            frame.replace("NAME", "positions"),
+            frame.replace("NAME", "dx")
+        );
+        let read: OnnxInfo = serde_json::from_str(&legacy).expect("legacy record reads");
+        assert_eq!(read.signature, Signature::dynamics(1));
+        assert_eq!(read.compute_dtype, "float32");
+        let written = serde_json::to_string(&OnnxInfo::exported(Signature::dynamics(3), 1e-7, Precision::F64)).expect("serializes");
+        let again: OnnxInfo = serde_json::from_str(&written).expect("today's record reads");
+        assert_eq!(again.signature, Signature::dynamics(3));
+        assert!(written.contains(r#""inputs""#) && !written.contains(r#""input""#), "{written}");
+        let empty = r#"{"file": "model.onnx", "opset": 21, "ir_version": 10, "parity_relative_error": 0.0}"#;
+        assert!(serde_json::from_str::<OnnxInfo>(empty).is_err());
+    }
+}

@@ -1,4 +1,5 @@
-//! The models shipped in `models/` are the whole zoo, each one loads and serves.
+//! The models shipped in `models/` are the whole zoo and the default history model,
+//! each one loads and serves.
 
 mod common;
 
@@ -46,5 +47,18 @@ async fn every_model_of_the_zoo_is_shipped_with_parity_and_served() {
         assert_eq!(dx.len(), positions.len(), "{name}");
         assert!(dx.iter().all(|v| v.is_finite()), "{name}: {dx:?}");
     }
+
+    // The default: a history model reading 4 frames, served with its window.
+    let name = "pairforce-h4";
+    let summary = server.client.get_model(GetModelRequest { name: name.into() }).await.expect("shipped").into_inner().summary.expect("summary");
+    assert_eq!(summary.history_frames, 4);
+    let positions = frames();
+    // Each frame's three predecessors, oldest first: the chain drifting along x.
+    let previous: Vec<f32> = positions
+        .chunks(36)
+        .flat_map(|frame| (0..3).flat_map(move |k| frame.iter().enumerate().map(move |(i, v)| if i % 3 == 0 { v - 0.01 * (3 - k) as f32 } else { *v })))
+        .collect();
+    let predicted = server.client.predict(PredictRequest { model: name.into(), positions, previous }).await.expect("predict").into_inner();
+    assert!(predicted.dx.iter().all(|v| v.is_finite()), "{name}");
     server.shutdown().await;
 }

@@ -13,7 +13,7 @@ use equiserve::{
     models::ModelKind,
     onnx::init_runtime,
     train::{
-        EpochStats, ExportRequest, TrainConfig, forecast::REPORTED_HORIZONS, import_e3nn, kept_epoch, remeasure_inference, target_rms,
+        EpochStats, ExportRequest, TrainConfig, forecast::REPORTED_HORIZONS, import_e3nn, kept_epoch, remeasure_card, target_rms,
         train_and_export, write_report,
     },
 };
@@ -47,6 +47,15 @@ enum Command {
         /// Simulate in 3-D instead of the study's xy-plane.
         #[arg(long)]
         three_d: bool,
+        /// Thermal energy kT of the Langevin thermostat (default: the simulator's).
+        #[arg(long)]
+        temperature: Option<f64>,
+        /// Friction of the Langevin thermostat (default: the simulator's).
+        #[arg(long)]
+        friction: Option<f64>,
+        /// Bond stiffness of the chain's springs (default: the simulator's).
+        #[arg(long)]
+        bond_stiffness: Option<f64>,
     },
     /// Rewrite DIR/REPORT.md from the model cards in DIR/<name>/card.json (e.g. after
     /// training models in separate runs).
@@ -54,9 +63,10 @@ enum Command {
         /// The output directory of earlier runs.
         #[arg(long, default_value = "models")]
         dir: PathBuf,
-        /// Measure every model's ONNX Runtime frames/s again first, on this machine and on
-        /// its own test frames, and write them into the cards: one quiet run gives figures
-        /// that compare (run nothing else meanwhile).
+        /// Measure every model again first, on this machine and its own data, and write the
+        /// results into the cards: ONNX Runtime frames/s on the test frames (one quiet run
+        /// gives figures that compare: run nothing else meanwhile), and the exported graph's
+        /// one-step and rollout errors beside the baselines.
         #[arg(long)]
         measure: bool,
         /// The ONNX Runtime library used with --measure.
@@ -159,8 +169,18 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Some(Command::Simulate { out, frames, seed, three_d }) => {
-            simulate_to_file(&out, &SimulationConfig { frames, seed, planar: !three_d, ..Default::default() })
+        Some(Command::Simulate { out, frames, seed, three_d, temperature, friction, bond_stiffness }) => {
+            let defaults = SimulationConfig::default();
+            let config = SimulationConfig {
+                frames,
+                seed,
+                planar: !three_d,
+                temperature: temperature.unwrap_or(defaults.temperature),
+                friction: friction.unwrap_or(defaults.friction),
+                bond_stiffness: bond_stiffness.unwrap_or(defaults.bond_stiffness),
+                ..defaults
+            };
+            simulate_to_file(&out, &config)
         }
         Some(Command::Report { dir, measure, ort_lib }) => {
             if measure { measure_cards(&dir, ort_lib.as_deref()) } else { Ok(()) }.and_then(|()| report_from_cards(&dir))
@@ -202,18 +222,16 @@ fn read_cards(dir: &Path) -> Result<Vec<(PathBuf, ModelCard)>, String> {
     Ok(cards)
 }
 
-/// The test frames a card's model was evaluated on: its data file (or the simulator's
-/// run) split as the card records.
-fn test_frames(card: &ModelCard) -> Result<ndarray::Array3<f32>, String> {
-    let (Some(data), Some(split)) = (&card.data, &card.split) else {
+/// The trajectory a card's model was trained and evaluated on: its data file, or the
+/// simulator's run.
+fn card_trajectory(card: &ModelCard) -> Result<Trajectory, String> {
+    let Some(data) = &card.data else {
         return Err(format!("{}: the card names no training data to take test frames from", card.name));
     };
-    let trajectory = match &data.simulation {
-        Some(config) => simulate(config),
-        None => load_npz(Path::new(&data.source)).map_err(|e| format!("{} (the data of {}): {e}", data.source, card.name))?,
-    };
-    let split = Split::new(&trajectory, &split.config).map_err(|e| format!("{}: {e}", data.source))?;
-    Ok(split.test.inputs)
+    match &data.simulation {
+        Some(config) => Ok(simulate(config)),
+        None => load_npz(Path::new(&data.source)).map_err(|e| format!("{} (the data of {}): {e}", data.source, card.name)),
+    }
 }
 
 fn measure_cards(dir: &Path, ort_lib: Option<&Path>) -> Result<(), String> {
@@ -224,12 +242,15 @@ fn measure_cards(dir: &Path, ort_lib: Option<&Path>) -> Result<(), String> {
             continue;
         }
         let model_dir = path.parent().expect("a card lies in its model's folder");
-        let frames = test_frames(&card)?;
-        remeasure_inference(model_dir, &mut card, frames.view()).map_err(|e| e.to_string())?;
+        let trajectory = card_trajectory(&card)?;
+        remeasure_card(model_dir, &mut card, &trajectory).map_err(|e| e.to_string())?;
         let speed = card.inference.as_ref().expect("just measured");
         let pooled = speed.frames_per_second_batch_32_pooled.zip(speed.pool_workers);
         let pooled = pooled.map_or(String::new(), |(rate, sessions)| format!(", {rate:.0} at batch 32 through the server's pool of {sessions}"));
         eprintln!("{}: {:.0} frames/s at batch 1, {:.0} at batch 32{pooled}", card.name, speed.frames_per_second_batch_1, speed.frames_per_second_batch_32);
+        if let Some(row) = card.forecast.as_ref().and_then(|f| f.models.first()) {
+            eprintln!("{}: one-step skill {:.5}, rollout RMSE after 10 steps {:.3e}", card.name, row.skill, row.rmse_at(10).unwrap_or(f64::NAN));
+        }
     }
     Ok(())
 }

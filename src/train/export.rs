@@ -46,6 +46,8 @@ pub enum ExportError {
     Parity { name: String, error: f64 },
     #[error("{name} predicts non-finite dx on the test set (training diverged: try a smaller --lr); nothing was written")]
     NonFinite { name: String },
+    #[error("{name}: {message}")]
+    Data { name: String, message: String },
     #[error(transparent)]
     Runtime(#[from] crate::onnx::RuntimeError),
 }
@@ -307,10 +309,38 @@ pub(crate) fn commit_model(dir: &Path, staged_model: &Path, card: &ModelCard) ->
     fs::rename(&staged_card, dir.join(CARD_FILE)).map_err(io_error(dir))
 }
 
-/// Measures the ONNX Runtime throughput of the model in `dir` again, on this machine, on
-/// `frames`, and rewrites its card with it.
-pub fn remeasure_inference(dir: &Path, card: &mut ModelCard, frames: ArrayView3<f32>) -> Result<(), ExportError> {
-    card.inference = Some(measure_inference(&dir.join(MODEL_FILE), &card.onnx.signature, frames)?);
+/// Measures the model in `dir` again, on this machine, on `trajectory` (its data) split as
+/// its card records: ONNX Runtime's throughput on the test frames, and the exported
+/// graph's one-step and rollout errors beside the baselines on the test part; rewrites
+/// its card with both.
+pub fn remeasure_card(dir: &Path, card: &mut ModelCard, trajectory: &Trajectory) -> Result<(), ExportError> {
+    let split_config = card.split.as_ref().map(|s| s.config).unwrap_or_default();
+    let history_frames = card.history_frames;
+    let split = Split::with_history(trajectory, &split_config, history_frames)
+        .map_err(|e| ExportError::Data { name: card.name.clone(), message: e.to_string() })?;
+    let file = dir.join(MODEL_FILE);
+    card.inference = Some(measure_inference(&file, &card.onnx.signature, split.test.inputs.view())?);
+
+    let train_pairs = trajectory.frames() - 1 - split.test.len();
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut session = OnnxModel::load(&file, &card.onnx.signature, ExecutionDevice::Cpu, threads)?;
+    let mut failure = None;
+    let mut forecaster = ModelForecaster {
+        name: card.name.clone(),
+        history_frames,
+        predict: |x: ArrayView3<f32>, previous: ArrayView4<f32>| match run_window(&mut session, x, previous) {
+            Ok(dx) => dx,
+            Err(e) => {
+                failure.get_or_insert(e);
+                Array3::zeros(x.raw_dim())
+            }
+        },
+    };
+    let forecast = ForecastFrames::new(trajectory, train_pairs, history_frames).report(train_pairs, &mut [&mut forecaster]);
+    if let Some(e) = failure {
+        return Err(e.into());
+    }
+    card.forecast = Some(forecast);
     let staged_card = stage_card(dir, card)?;
     fs::rename(&staged_card, dir.join(CARD_FILE)).map_err(io_error(dir))
 }

@@ -9,7 +9,7 @@ mod ops_fit;
 mod plot;
 mod report;
 
-pub use export::{ExportError, ExportOutcome, ExportRequest, ExportableModel, OpsTrained, PARITY_TOLERANCE, export_model, relative_error, remeasure_inference};
+pub use export::{ExportError, ExportOutcome, ExportRequest, ExportableModel, OpsTrained, PARITY_TOLERANCE, export_model, relative_error, remeasure_card};
 pub use ops_fit::{fit_ops, predict_dx_ops, reference_dx};
 
 pub use import::{ImportError, import_e3nn, load_gate_network, read_safetensors};
