@@ -15,6 +15,7 @@ use std::{
 };
 
 use equiserve::{
+    card::{CARD_FILE, CardSummary, MODEL_FILE, model_folders},
     data::{SimulationConfig, load_npz, simulate},
     onnx::{ExecutionDevice, OnnxModel, Signature, init_runtime},
     proto::v1::{ListModelsRequest, PredictRequest, RolloutRequest, dynamics_client::DynamicsClient},
@@ -58,17 +59,16 @@ fn frames() -> (Array3<f32>, &'static str) {
     (trajectory.positions().clone(), "simulator (paths.npz absent)")
 }
 
-fn model_files(dir: &Path) -> Vec<(String, PathBuf)> {
-    let mut found: Vec<(String, PathBuf)> = std::fs::read_dir(dir)
+/// Every model's name, ONNX file and signature, from the cards of a models directory.
+fn model_files(dir: &Path) -> Vec<(String, PathBuf, Signature)> {
+    model_folders(dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .filter_map(|entry| {
-            let entry = entry.ok()?;
-            let file = entry.path().join("model.onnx");
-            file.is_file().then(|| (entry.file_name().to_string_lossy().into_owned(), file))
+        .into_iter()
+        .filter_map(|folder| {
+            let card: CardSummary = serde_json::from_str(&std::fs::read_to_string(folder.join(CARD_FILE)).ok()?).ok()?;
+            Some((card.name, folder.join(MODEL_FILE), card.onnx.signature))
         })
-        .collect();
-    found.sort();
-    found
+        .collect()
 }
 
 const ROLLOUT_STEPS: u32 = 200;
@@ -90,6 +90,10 @@ async fn grpc_rates(dir: &Path, frames: &Array3<f32>, threads: usize, window: f6
     let batch = |start: usize, len: usize| frames.slice(s![start..start + len, .., ..]).iter().copied().collect::<Vec<f32>>();
     println!("{:<16} {:<24} {:>16} {:>16}", "model", "gRPC on", "Predict B=32 f/s", "Rollout steps/s");
     for model in models {
+        if model.history_frames > 1 {
+            println!("{:<16} not measured: reads {} frames, and this bench sends one", model.name, model.history_frames);
+            continue;
+        }
         let clock = Instant::now();
         let (mut done, mut start) = (0usize, 0usize);
         while clock.elapsed().as_secs_f64() < window {
@@ -138,15 +142,19 @@ fn main() {
         "model", "on", "frames/s B=1", "frames/s B=32", "frames/s B=1024", "|cuda−cpu|"
     );
     let mut cuda_missing_reported = false;
-    for (name, file) in model_files(&dir) {
-        let mut cpu = match OnnxModel::load(&file, &Signature::dynamics(1), ExecutionDevice::Cpu, threads) {
+    for (name, file, signature) in model_files(&dir) {
+        if signature.history_frames() > 1 {
+            println!("{name:<16} not measured: reads {} frames, and this bench sends one", signature.history_frames());
+            continue;
+        }
+        let mut cpu = match OnnxModel::load(&file, &signature, ExecutionDevice::Cpu, threads) {
             Ok(model) => model,
             Err(e) => {
                 println!("{name:<16} not measured: {e}");
                 continue;
             }
         };
-        let mut cuda = match OnnxModel::load(&file, &Signature::dynamics(1), ExecutionDevice::Cuda, 1) {
+        let mut cuda = match OnnxModel::load(&file, &signature, ExecutionDevice::Cuda, 1) {
             Ok(model) => Some(model),
             Err(e) => {
                 if !cuda_missing_reported {

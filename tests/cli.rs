@@ -129,6 +129,15 @@ fn bad_arguments_fail_with_a_clear_message() {
     let output = train_export().args(["--frames", "50", "--train-pairs", "49", "--out"]).arg(dir.path()).output().expect("runs");
     assert_clean_failure(&output, &["cannot split 49 pairs"]);
 
+    let output = train_export().args(["--model", "gnn", "--history", "3"]).output().expect("runs");
+    assert_clean_failure(&output, &["--model gnn does not read windows of 3 frames", "mlp, e3large, pairforce"]);
+
+    let output = train_export().args(["--model", "pairforce"]).output().expect("runs");
+    assert_clean_failure(&output, &["--model pairforce does not read one frame", "--history 1"]);
+
+    let output = train_export().args(["--history", "0"]).output().expect("runs");
+    assert_clean_failure(&output, &["--history must be at least 1"]);
+
     let output = train_export().args(["--output-scale", "0"]).output().expect("runs");
     assert_clean_failure(&output, &["--output-scale", "'0' is neither auto, none nor a positive number"]);
 

@@ -6,7 +6,7 @@ mod common;
 
 use std::{fs, path::PathBuf, sync::OnceLock};
 
-use common::{TestServer, shared_dir, skip, train_export};
+use common::{TestServer, import_fixture, shared_dir, skip, train_export};
 use equiserve::{
     e3::rotation::{Isometry, equivariance_deviation, random_reflection, random_rotation},
     models::{GateNetwork, GateNetworkConfig, Mlp, ModelInputs, OpsModel, PairForce},
@@ -90,7 +90,9 @@ fn onnx_dx(model: &impl OpsModel, positions: &ArrayD<f64>, previous: &ArrayD<f64
 fn history_models_export_with_parity_on_random_windows() {
     let mut rng = StdRng::seed_from_u64(1);
     let (positions, previous) = windows(5, 3, &mut rng);
-    let check = |name: &str, model: &dyn Fn(&ArrayD<f64>, &ArrayD<f64>) -> (Vec<f32>, Vec<f32>)| {
+    // The ONNX graph's and the f64 evaluation's dx for one window.
+    type Pair<'a> = &'a dyn Fn(&ArrayD<f64>, &ArrayD<f64>) -> (Vec<f32>, Vec<f32>);
+    let check = |name: &str, model: Pair| {
         let (actual, expected) = model(&positions, &previous);
         let error = relative_error(&actual, &expected);
         assert!(error < 1e-5, "{name}: relative error {error:e}");
@@ -134,6 +136,29 @@ fn equivariant_history_models_move_with_the_whole_window() {
         let moved = f(&shifted);
         let change = moved.iter().zip(f(&inputs).iter()).fold(0.0_f64, |m, (a, b)| m.max((a - b).abs()));
         assert!(change > 1e-6 * scale, "{name} ignores its window");
+    }
+}
+
+#[test]
+fn a_batch_of_windows_gives_what_each_window_gives_alone() {
+    let mut rng = StdRng::seed_from_u64(8);
+    let (positions, previous) = windows(3, 2, &mut rng);
+    let pair = pair_force(3, 9);
+    let mlp = seeded(Mlp::with_history(3), 10);
+    let gate = history_gate_network(3, 11);
+    let models: [(&str, &dyn Fn(&ArrayD<f64>, &ArrayD<f64>) -> ArrayD<f64>); 3] = [
+        ("pairforce", &|x, p| pair.forward(&mut Eager, &ModelInputs { positions: x, previous: Some(p) })),
+        ("mlp", &|x, p| mlp.forward(&mut Eager, &ModelInputs { positions: x, previous: Some(p) })),
+        ("e3large", &|x, p| gate.forward(&mut Eager, &ModelInputs { positions: x, previous: Some(p) })),
+    ];
+    for (name, forward) in models {
+        let batch = forward(&positions, &previous);
+        for f in 0..3 {
+            let one = |a: &ArrayD<f64>| a.slice_axis(ndarray::Axis(0), ndarray::Slice::from(f..f + 1)).to_owned();
+            let single = forward(&one(&positions), &one(&previous));
+            let error = single.iter().zip(one(&batch).iter()).fold(0.0_f64, |m, (a, b)| m.max((a - b).abs()));
+            assert!(error < 1e-12, "{name} frame {f}: {error:e}");
+        }
     }
 }
 
@@ -277,16 +302,7 @@ fn the_e3nn_history_fixture_imports_and_reproduces_its_outputs() {
     }
     let out = tempfile::tempdir().expect("temp dir");
     let model_dir = out.path().join("e3large-h3");
-    let output = train_export()
-        .args(["import-e3nn", "--kwargs"])
-        .arg(fixture.join("kwargs.json"))
-        .arg("--weights")
-        .arg(fixture.join("weights.safetensors"))
-        .arg("--out")
-        .arg(&model_dir)
-        .output()
-        .expect("runs");
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    import_fixture(&fixture, &model_dir);
 
     let mut io = NpzReader::new(fs::File::open(fixture.join("io.npz")).expect("io.npz")).expect("npz");
     let positions: ndarray::Array3<f32> = read_f32(&mut io, "positions");

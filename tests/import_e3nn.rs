@@ -5,7 +5,7 @@ mod common;
 
 use std::{fs, path::PathBuf};
 
-use common::{TestServer, shared_dir, skip, train_export};
+use common::{TestServer, import_fixture, shared_dir, skip, train_export};
 use equiserve::{
     onnx::{ExecutionDevice, OnnxModel, Signature},
     proto::v1::PredictRequest,
@@ -34,16 +34,7 @@ fn imported_network_reproduces_e3nn_through_onnx_runtime() {
     let Some(fixture) = fixture_dir() else { return };
     let out = tempfile::tempdir().expect("temp dir");
     let model_dir = out.path().join("e3large");
-    let output = train_export()
-        .args(["import-e3nn", "--kwargs"])
-        .arg(fixture.join("kwargs.json"))
-        .arg("--weights")
-        .arg(fixture.join("weights.safetensors"))
-        .arg("--out")
-        .arg(&model_dir)
-        .output()
-        .expect("runs");
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    import_fixture(&fixture, &model_dir);
 
     let mut io = NpzReader::new(fs::File::open(fixture.join("io.npz")).expect("io.npz")).expect("npz");
     let (positions, expected) = (read_f32(&mut io, "positions"), read_f32(&mut io, "outputs"));

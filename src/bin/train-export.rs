@@ -360,7 +360,8 @@ fn train(args: TrainArgs) -> Result<(), String> {
             .filter(|k| k.supports_history(args.history))
             .map(|k| k.name())
             .collect();
-        return Err(format!("--model {} does not read {} frames (--history {}); models that do: {}", kind.name(), args.history, args.history, readers.join(", ")));
+        let frames = if args.history == 1 { "one frame".to_string() } else { format!("windows of {} frames", args.history) };
+        return Err(format!("--model {} does not read {frames} (--history {}); models that do: {}", kind.name(), args.history, readers.join(", ")));
     }
     // Fail before training, not after, when the parity check cannot run.
     init_runtime(args.ort_lib.as_deref()).map_err(|e| e.to_string())?;

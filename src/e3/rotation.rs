@@ -177,7 +177,7 @@ mod tests {
             let centroid = x[0].mean_axis(Axis(1)).expect("particles").insert_axis(Axis(1));
             &x[0] - &centroid
         };
-        assert!(equivariance_deviation(&mut centred, &[frame.clone()], &g) < 1e-12);
+        assert!(equivariance_deviation(&mut centred, std::slice::from_ref(&frame), &g) < 1e-12);
         // The difference of two inputs moved alike is a vector too.
         let mut difference = |x: &[ArrayD<f64>]| &x[0] - &x[1];
         let other = frame.mapv(|v| v * 0.5);

@@ -91,7 +91,7 @@ mod tests {
 
     #[test]
     fn frames_must_be_whole_bounded_and_finite() {
-        let frame = vec![0.5_f32; FRAME_LEN];
+        let frame = [0.5_f32; FRAME_LEN];
         assert_eq!(frames(frame.repeat(2), 2).expect("valid").dim(), (2, PARTICLES, DIMS));
         let message = |result: Result<Array3<f32>, ServeError>| result.expect_err("invalid").to_string();
         assert!(message(frames(Vec::new(), 2)).contains("empty"));

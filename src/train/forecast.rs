@@ -326,8 +326,8 @@ mod tests {
             dx.push(now);
         }
         let mut x = Array3::<f32>::zeros((400, PARTICLES, DIMS));
-        for t in 0..399 {
-            let next = &x.index_axis(Axis(0), t) + &dx[t];
+        for (t, step) in dx.iter().enumerate() {
+            let next = &x.index_axis(Axis(0), t) + step;
             x.index_axis_mut(Axis(0), t + 1).assign(&next);
         }
         let fitted = LinearFilter::fitted(&Trajectory::new(x).expect("finite"), 300);

@@ -47,6 +47,21 @@ pub fn train_export() -> Command {
     Command::new(env!("CARGO_BIN_EXE_train-export"))
 }
 
+/// `train-export import-e3nn` of the network saved in `fixture` (kwargs.json and
+/// weights.safetensors) into the model folder `out`; asserts that it succeeds.
+pub fn import_fixture(fixture: &Path, out: &Path) {
+    let output = train_export()
+        .args(["import-e3nn", "--kwargs"])
+        .arg(fixture.join("kwargs.json"))
+        .arg("--weights")
+        .arg(fixture.join("weights.safetensors"))
+        .arg("--out")
+        .arg(out)
+        .output()
+        .expect("runs");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+}
+
 /// `train-export --model mlp` on a short simulated trajectory, run once per test binary.
 pub fn trained_models_dir() -> &'static Path {
     static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
