@@ -89,10 +89,10 @@ fn main() {
         let request = ExportRequest {
             kind,
             out_dir: out.path(),
-            trajectory: &trajectory,
+            trajectories: std::slice::from_ref(&trajectory),
             split: &split,
             split_config,
-            data: DataInfo { source: source.into(), sha256: String::new(), frames: trajectory.frames(), simulation: None },
+            data: vec![DataInfo { source: source.into(), sha256: String::new(), frames: trajectory.frames(), simulation: None }],
             config: &config,
             history: Vec::new(),
             command: None,

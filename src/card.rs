@@ -30,6 +30,10 @@ pub struct ModelCard {
     /// Trained here: the data, split, training run and metrics.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data: Option<DataInfo>,
+    /// Further trajectories trained and evaluated on beside `data` (`--data` given several
+    /// times), each split the same way.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub more_data: Vec<DataInfo>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub split: Option<SplitInfo>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -336,3 +336,39 @@ fn the_e3nn_history_fixture_imports_and_reproduces_its_outputs() {
         server.shutdown().await;
     });
 }
+
+/// `--data` given twice: both trajectories train, both test parts are scored, the card
+/// names both files.
+#[test]
+fn several_trajectories_train_and_score_together() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let files: Vec<PathBuf> = [(1, "a.npz"), (2, "b.npz")]
+        .iter()
+        .map(|(seed, name)| {
+            let path = dir.path().join(name);
+            let output = train_export().args(["simulate", "--frames", "300", "--seed", &seed.to_string(), "--out"]).arg(&path).output().expect("runs");
+            assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+            path
+        })
+        .collect();
+    let output = train_export()
+        .args(["--model", "pairforce", "--history", "3", "--epochs", "2", "--data"])
+        .arg(&files[0])
+        .arg("--data")
+        .arg(&files[1])
+        .arg("--out")
+        .arg(dir.path().join("models"))
+        .output()
+        .expect("runs");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let card: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(dir.path().join("models/pairforce-h3/card.json")).expect("card")).expect("json");
+    assert!(card["data"]["source"].as_str().expect("first").ends_with("a.npz"));
+    assert!(card["more_data"][0]["source"].as_str().expect("second").ends_with("b.npz"));
+    // floor(0.8 · 299) = 239 pairs each, the first 2 without a full window: 237 + 237.
+    assert_eq!(card["split"]["train_pairs"], 474);
+    assert_eq!(card["split"]["test_pairs"], 2 * (299 - 239));
+    let forecast = &card["forecast"];
+    assert_eq!(forecast["test_pairs"], 2 * (299 - 239));
+    assert_eq!(forecast["rollout_starts"].as_array().expect("starts").len(), 20);
+}

@@ -39,10 +39,10 @@ fn request<'a>(out_dir: &'a std::path::Path, split: &'a Split, config: &'a Train
     ExportRequest {
         kind: ModelKind::Mlp,
         out_dir,
-        trajectory: trajectory(),
+        trajectories: std::slice::from_ref(trajectory()),
         split,
         split_config: SplitConfig::default(),
-        data: DataInfo { source: "test".into(), sha256: String::new(), frames: 60, simulation: None },
+        data: vec![DataInfo { source: "test".into(), sha256: String::new(), frames: 60, simulation: None }],
         config,
         history: Vec::new(),
         command: None,

@@ -103,8 +103,10 @@ struct TrainArgs {
     #[arg(long, conflicts_with = "models")]
     all: bool,
     /// Trajectory .npz with `arr` of shape [frames, 12, 2|3]; the simulator's when absent.
+    /// Repeat for several trajectories: each is split the same way, their training pairs
+    /// train together and their test parts are scored together.
     #[arg(long, env = "EQUISERVE_DATA")]
-    data: Option<PathBuf>,
+    data: Vec<PathBuf>,
     /// Frames the simulator makes when --data is absent.
     #[arg(long, default_value_t = 2048)]
     frames: usize,
@@ -222,16 +224,19 @@ fn read_cards(dir: &Path) -> Result<Vec<(PathBuf, ModelCard)>, String> {
     Ok(cards)
 }
 
-/// The trajectory a card's model was trained and evaluated on: its data file, or the
+/// The trajectories a card's model was trained and evaluated on: its data files, or the
 /// simulator's run.
-fn card_trajectory(card: &ModelCard) -> Result<Trajectory, String> {
-    let Some(data) = &card.data else {
+fn card_trajectories(card: &ModelCard) -> Result<Vec<Trajectory>, String> {
+    let Some(first) = &card.data else {
         return Err(format!("{}: the card names no training data to take test frames from", card.name));
     };
-    match &data.simulation {
-        Some(config) => Ok(simulate(config)),
-        None => load_npz(Path::new(&data.source)).map_err(|e| format!("{} (the data of {}): {e}", data.source, card.name)),
-    }
+    std::iter::once(first)
+        .chain(&card.more_data)
+        .map(|data| match &data.simulation {
+            Some(config) => Ok(simulate(config)),
+            None => load_npz(Path::new(&data.source)).map_err(|e| format!("{} (the data of {}): {e}", data.source, card.name)),
+        })
+        .collect()
 }
 
 fn measure_cards(dir: &Path, ort_lib: Option<&Path>) -> Result<(), String> {
@@ -242,8 +247,8 @@ fn measure_cards(dir: &Path, ort_lib: Option<&Path>) -> Result<(), String> {
             continue;
         }
         let model_dir = path.parent().expect("a card lies in its model's folder");
-        let trajectory = card_trajectory(&card)?;
-        remeasure_card(model_dir, &mut card, &trajectory).map_err(|e| e.to_string())?;
+        let trajectories = card_trajectories(&card)?;
+        remeasure_card(model_dir, &mut card, &trajectories).map_err(|e| e.to_string())?;
         let speed = card.inference.as_ref().expect("just measured");
         let pooled = speed.frames_per_second_batch_32_pooled.zip(speed.pool_workers);
         let pooled = pooled.map_or(String::new(), |(rate, sessions)| format!(", {rate:.0} at batch 32 through the server's pool of {sessions}"));
@@ -281,20 +286,27 @@ fn import(kwargs: &Path, weights: &Path, out: &Path, name: Option<String>, ort_l
     Ok(())
 }
 
-fn load_data(args: &TrainArgs) -> Result<(Trajectory, DataInfo), String> {
-    match &args.data {
-        Some(path) => {
-            let trajectory = load_npz(path).map_err(|e| e.to_string())?;
-            let bytes = fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-            let info = DataInfo {
-                source: path.display().to_string(),
-                sha256: hex(&Sha256::digest(&bytes)),
-                frames: trajectory.frames(),
-                simulation: None,
-            };
-            Ok((trajectory, info))
-        }
-        None => {
+/// Every `--data` file (or the simulator's run) with its record for the card.
+fn load_data(args: &TrainArgs) -> Result<Vec<(Trajectory, DataInfo)>, String> {
+    if !args.data.is_empty() {
+        return args
+            .data
+            .iter()
+            .map(|path| {
+                let trajectory = load_npz(path).map_err(|e| e.to_string())?;
+                let bytes = fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+                let info = DataInfo {
+                    source: path.display().to_string(),
+                    sha256: hex(&Sha256::digest(&bytes)),
+                    frames: trajectory.frames(),
+                    simulation: None,
+                };
+                Ok((trajectory, info))
+            })
+            .collect();
+    }
+    {
+        {
             let config = SimulationConfig { frames: args.frames, seed: args.seed, ..Default::default() };
             let trajectory = simulate(&config);
             let bytes: Vec<u8> = trajectory.positions().iter().flat_map(|v| v.to_le_bytes()).collect();
@@ -304,7 +316,7 @@ fn load_data(args: &TrainArgs) -> Result<(Trajectory, DataInfo), String> {
                 frames: trajectory.frames(),
                 simulation: Some(config),
             };
-            Ok((trajectory, info))
+            Ok(vec![(trajectory, info)])
         }
     }
 }
@@ -365,13 +377,20 @@ fn train(args: TrainArgs) -> Result<(), String> {
     }
     // Fail before training, not after, when the parity check cannot run.
     init_runtime(args.ort_lib.as_deref()).map_err(|e| e.to_string())?;
-    let (trajectory, data) = load_data(&args)?;
+    let (trajectories, data): (Vec<Trajectory>, Vec<DataInfo>) = load_data(&args)?.into_iter().unzip();
     let split_config = SplitConfig { train_pairs: args.train_pairs, train_fraction: args.train_fraction };
-    let split = Split::with_history(&trajectory, &split_config, args.history).map_err(|e| format!("{}: {e}", data.source))?;
+    let splits = trajectories
+        .iter()
+        .zip(&data)
+        .map(|(trajectory, info)| Split::with_history(trajectory, &split_config, args.history).map_err(|e| format!("{}: {e}", info.source)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let split = Split::merged(splits);
+    let sources = data.iter().map(|d| d.source.as_str()).collect::<Vec<_>>().join(", ");
+    let frames: usize = data.iter().map(|d| d.frames).sum();
     let output_scale = match args.output_scale {
         OutputScale::Fixed(scale) => scale,
         OutputScale::Auto => target_rms(&split, args.target).ok_or_else(|| {
-            format!("{}: the training targets are all zero or not finite; pass --output-scale none or a number", data.source)
+            format!("{sources}: the training targets are all zero or not finite; pass --output-scale none or a number")
         })?,
     };
     let config = TrainConfig {
@@ -390,8 +409,8 @@ fn train(args: TrainArgs) -> Result<(), String> {
     let held_out = config.validation_pairs(split.train.len());
     eprintln!(
         "data: {} ({} frames; {} train / {} test pairs{}); output scale {:.4e}",
-        data.source,
-        data.frames,
+        sources,
+        frames,
         split.train.len(),
         split.test.len(),
         if held_out > 0 { format!(", the last {held_out} training pairs held out for validation") } else { String::new() },
@@ -408,7 +427,7 @@ fn train(args: TrainArgs) -> Result<(), String> {
         let request = ExportRequest {
             kind,
             out_dir: &args.out,
-            trajectory: &trajectory,
+            trajectories: &trajectories,
             split: &split,
             split_config,
             data: data.clone(),

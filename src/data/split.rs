@@ -61,6 +61,17 @@ pub struct SplitConfig {
     pub train_fraction: f64,
 }
 
+impl SplitConfig {
+    /// Training pairs out of `pairs`: the explicit count, else floor(fraction · pairs).
+    pub fn train_pairs(&self, pairs: usize) -> Result<usize, SplitError> {
+        match self.train_pairs {
+            Some(n) => Ok(n),
+            None if self.train_fraction > 0.0 && self.train_fraction < 1.0 => Ok((self.train_fraction * pairs as f64).floor() as usize),
+            None => Err(SplitError::Fraction(self.train_fraction)),
+        }
+    }
+}
+
 impl Default for SplitConfig {
     fn default() -> Self {
         Self { train_pairs: None, train_fraction: 0.8 }
@@ -86,15 +97,7 @@ impl Split {
         let held = history_frames.max(1) - 1;
         let positions = trajectory.positions();
         let pairs = trajectory.frames() - 1;
-        let train_pairs = match config.train_pairs {
-            Some(n) => n,
-            None => {
-                if !(config.train_fraction > 0.0 && config.train_fraction < 1.0) {
-                    return Err(SplitError::Fraction(config.train_fraction));
-                }
-                (config.train_fraction * pairs as f64).floor() as usize
-            }
-        };
+        let train_pairs = config.train_pairs(pairs)?;
         if train_pairs <= held || train_pairs >= pairs {
             return Err(SplitError::Count { pairs, train_pairs, history_frames: held + 1 });
         }
@@ -112,5 +115,16 @@ impl Split {
             }
         };
         Ok(Self { train: pairs_in(held..train_pairs), test: pairs_in(train_pairs..pairs) })
+    }
+
+    /// The splits of several trajectories as one: their training pairs together, and
+    /// their test pairs together (no pair straddles two trajectories).
+    pub fn merged(splits: Vec<Split>) -> Split {
+        let join = |parts: Vec<&Pairs>| Pairs {
+            inputs: ndarray::concatenate(Axis(0), &parts.iter().map(|p| p.inputs.view()).collect::<Vec<_>>()).expect("frames of one shape"),
+            next: ndarray::concatenate(Axis(0), &parts.iter().map(|p| p.next.view()).collect::<Vec<_>>()).expect("frames of one shape"),
+            previous: ndarray::concatenate(Axis(0), &parts.iter().map(|p| p.previous.view()).collect::<Vec<_>>()).expect("windows of one shape"),
+        };
+        Split { train: join(splits.iter().map(|s| &s.train).collect()), test: join(splits.iter().map(|s| &s.test).collect()) }
     }
 }

@@ -13,7 +13,7 @@ use rand_distr::{Distribution, StandardNormal};
 
 use super::{
     EpochStats, TrainConfig,
-    forecast::{ForecastFrames, ModelForecaster, REPORTED_HORIZONS},
+    forecast::{ForecastFrames, ModelForecaster, REPORTED_HORIZONS, Segment},
     metrics::{EquivarianceReport, evaluate},
     plot::{plot_correlations, plot_rollout_chains, plot_rollout_errors, plot_trajectory},
     plot_losses,
@@ -57,12 +57,14 @@ pub struct ExportRequest<'a> {
     pub kind: ModelKind,
     /// Models are written to `out_dir/<name>/`.
     pub out_dir: &'a Path,
-    /// The whole trajectory, for rollouts over its test part.
-    pub trajectory: &'a Trajectory,
-    /// Split with at least the model's history: each pair with its K − 1 frames before.
+    /// The whole trajectories (one per data file), for rollouts over their test parts.
+    pub trajectories: &'a [Trajectory],
+    /// Their splits, merged, with at least the model's history: each pair with its K − 1
+    /// frames before.
     pub split: &'a Split,
     pub split_config: SplitConfig,
-    pub data: DataInfo,
+    /// One record per trajectory, in the same order.
+    pub data: Vec<DataInfo>,
     pub config: &'a TrainConfig,
     pub history: Vec<EpochStats>,
     /// The command line that trained the model, recorded in the card.
@@ -70,10 +72,21 @@ pub struct ExportRequest<'a> {
 }
 
 impl ExportRequest<'_> {
-    /// Pairs before the test part (where it starts in the trajectory).
-    pub(crate) fn split_train_pairs(&self) -> usize {
-        self.trajectory.frames() - 1 - self.split.test.len()
+    /// Each trajectory with the number of its pairs before its test part.
+    pub(crate) fn segments(&self) -> Vec<Segment<'_>> {
+        segments(self.trajectories, &self.split_config)
     }
+}
+
+fn segments<'a>(trajectories: &'a [Trajectory], config: &SplitConfig) -> Vec<Segment<'a>> {
+    trajectories
+        .iter()
+        .map(|trajectory| Segment {
+            trajectory,
+            // The split succeeded on these trajectories before training.
+            train_pairs: config.train_pairs(trajectory.frames() - 1).expect("a valid split"),
+        })
+        .collect()
 }
 
 pub struct ExportOutcome {
@@ -184,13 +197,13 @@ pub fn export_model(model: &impl ExportableModel, request: ExportRequest) -> Res
         8,
         request.config.seed,
     );
-    let forecast_frames = ForecastFrames::new(request.trajectory, request.split_train_pairs(), history_frames);
+    let forecast_frames = ForecastFrames::new(&request.segments(), history_frames);
     let mut forecaster = ModelForecaster {
         name: name.to_string(),
         history_frames,
         predict: |x: ArrayView3<f32>, previous: ArrayView4<f32>| model.predict_dx(x, previous, target),
     };
-    let forecast = forecast_frames.report(request.split_train_pairs(), &mut [&mut forecaster]);
+    let forecast = forecast_frames.report(&mut [&mut forecaster]);
     let (rollout_truth, rollout_predicted) = forecast_frames.first_rollout(&mut forecaster);
 
     let history = request.history;
@@ -201,7 +214,8 @@ pub fn export_model(model: &impl ExportableModel, request: ExportRequest) -> Res
         hyperparameters: description["hyperparameters"].clone(),
         equivariant: description["equivariant"].as_bool().unwrap_or(false),
         params: model.num_params(),
-        data: Some(request.data),
+        data: request.data.first().cloned(),
+        more_data: request.data.iter().skip(1).cloned().collect(),
         split: Some(SplitInfo {
             config: request.split_config,
             train_pairs: request.split.train.len(),
@@ -313,15 +327,15 @@ pub(crate) fn commit_model(dir: &Path, staged_model: &Path, card: &ModelCard) ->
 /// its card records: ONNX Runtime's throughput on the test frames, and the exported
 /// graph's one-step and rollout errors beside the baselines on the test part; rewrites
 /// its card with both.
-pub fn remeasure_card(dir: &Path, card: &mut ModelCard, trajectory: &Trajectory) -> Result<(), ExportError> {
+pub fn remeasure_card(dir: &Path, card: &mut ModelCard, trajectories: &[Trajectory]) -> Result<(), ExportError> {
     let split_config = card.split.as_ref().map(|s| s.config).unwrap_or_default();
     let history_frames = card.history_frames;
-    let split = Split::with_history(trajectory, &split_config, history_frames)
-        .map_err(|e| ExportError::Data { name: card.name.clone(), message: e.to_string() })?;
+    let data_error = |e: crate::data::SplitError| ExportError::Data { name: card.name.clone(), message: e.to_string() };
+    let splits = trajectories.iter().map(|t| Split::with_history(t, &split_config, history_frames)).collect::<Result<Vec<_>, _>>();
+    let split = Split::merged(splits.map_err(data_error)?);
     let file = dir.join(MODEL_FILE);
     card.inference = Some(measure_inference(&file, &card.onnx.signature, split.test.inputs.view())?);
 
-    let train_pairs = trajectory.frames() - 1 - split.test.len();
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut session = OnnxModel::load(&file, &card.onnx.signature, ExecutionDevice::Cpu, threads)?;
     let mut failure = None;
@@ -336,7 +350,7 @@ pub fn remeasure_card(dir: &Path, card: &mut ModelCard, trajectory: &Trajectory)
             }
         },
     };
-    let forecast = ForecastFrames::new(trajectory, train_pairs, history_frames).report(train_pairs, &mut [&mut forecaster]);
+    let forecast = ForecastFrames::new(&segments(trajectories, &split_config), history_frames).report(&mut [&mut forecaster]);
     if let Some(e) = failure {
         return Err(e.into());
     }

@@ -60,10 +60,10 @@ impl LinearFilter {
         Self { name: "2nd-order: dx(t) = 2dx(t−1) − dx(t−2)".into(), coefficients: vec![2.0, -1.0] }
     }
 
-    /// Least squares of dx(t) on dx(t−1..t−3) over the training pairs, one set of three
-    /// coefficients for every particle and coordinate.
-    pub fn fitted(trajectory: &Trajectory, train_pairs: usize) -> Self {
-        let coefficients = Self::least_squares(trajectory, train_pairs, LINEAR_HISTORY - 1);
+    /// Least squares of dx(t) on dx(t−1..t−3) over the training pairs of every
+    /// trajectory, one set of three coefficients for every particle and coordinate.
+    pub fn fitted(data: &[Segment]) -> Self {
+        let coefficients = Self::least_squares(data, LINEAR_HISTORY - 1);
         let name = format!(
             "linear-3: dx(t) = {:.3}dx(t−1) {:+.3}dx(t−2) {:+.3}dx(t−3), fitted",
             coefficients[0], coefficients[1], coefficients[2]
@@ -71,20 +71,22 @@ impl LinearFilter {
         Self { name, coefficients }
     }
 
-    /// The least-squares coefficients of dx(t) on dx(t−1..t−order) over the first
-    /// `train_pairs` pairs.
-    pub fn least_squares(trajectory: &Trajectory, train_pairs: usize, order: usize) -> Vec<f64> {
-        let x = trajectory.positions();
-        let dx = |t: usize| (&x.index_axis(Axis(0), t + 1) - &x.index_axis(Axis(0), t)).mapv(f64::from);
+    /// The least-squares coefficients of dx(t) on dx(t−1..t−order) over the training
+    /// pairs of every trajectory.
+    pub fn least_squares(data: &[Segment], order: usize) -> Vec<f64> {
         let mut gram = Array2::<f64>::zeros((order, order));
         let mut rhs = Array1::<f64>::zeros(order);
-        for t in order..train_pairs {
-            let past: Vec<_> = (1..=order).map(|k| dx(t - k)).collect();
-            let now = dx(t);
-            for i in 0..order {
-                rhs[i] += (&past[i] * &now).sum();
-                for j in 0..order {
-                    gram[[i, j]] += (&past[i] * &past[j]).sum();
+        for segment in data {
+            let x = segment.trajectory.positions();
+            let dx = |t: usize| (&x.index_axis(Axis(0), t + 1) - &x.index_axis(Axis(0), t)).mapv(f64::from);
+            for t in order..segment.train_pairs {
+                let past: Vec<_> = (1..=order).map(|k| dx(t - k)).collect();
+                let now = dx(t);
+                for i in 0..order {
+                    rhs[i] += (&past[i] * &now).sum();
+                    for j in 0..order {
+                        gram[[i, j]] += (&past[i] * &past[j]).sum();
+                    }
                 }
             }
         }
@@ -161,40 +163,67 @@ impl<F: FnMut(ArrayView3<f32>, ArrayView4<f32>) -> Array3<f32>> Forecaster for M
     }
 }
 
-/// The four baselines, the linear filter fitted on the first `train_pairs` pairs.
-pub fn baselines(trajectory: &Trajectory, train_pairs: usize) -> Vec<LinearFilter> {
-    vec![LinearFilter::zero(), LinearFilter::persistence(), LinearFilter::second_order(), LinearFilter::fitted(trajectory, train_pairs)]
+/// The four baselines, the linear filter fitted on the training pairs.
+pub fn baselines(data: &[Segment]) -> Vec<LinearFilter> {
+    vec![LinearFilter::zero(), LinearFilter::persistence(), LinearFilter::second_order(), LinearFilter::fitted(data)]
 }
 
-/// The test frames and rollout starts of a trajectory split after `train_pairs` pairs.
+/// One trajectory, split after its first `train_pairs` pairs.
+#[derive(Debug, Clone, Copy)]
+pub struct Segment<'a> {
+    pub trajectory: &'a Trajectory,
+    pub train_pairs: usize,
+}
+
+/// A trajectory's test pairs and rollout starts.
 #[derive(Debug, Clone)]
-pub struct ForecastFrames<'a> {
+struct TestPart<'a> {
     trajectory: &'a Trajectory,
-    /// Frame indices t of the test pairs (x(t) → x(t+1)) with the longest history read.
+    /// Frame indices t of the test pairs (x(t) → x(t+1)).
     test: std::ops::Range<usize>,
     starts: Vec<usize>,
+}
+
+/// The test parts of one or more trajectories: every forecaster is scored on the same
+/// frames, the errors pooled over all of them.
+#[derive(Debug, Clone)]
+pub struct ForecastFrames<'a> {
+    parts: Vec<TestPart<'a>>,
+    train: Vec<Segment<'a>>,
     steps: usize,
 }
 
 impl<'a> ForecastFrames<'a> {
-    /// Test pairs from `train_pairs` on (the study's split), every forecaster given up to
-    /// `max_history` frames; rollouts of up to 100 steps from frames spread over them.
-    pub fn new(trajectory: &'a Trajectory, train_pairs: usize, max_history: usize) -> Self {
-        let frames = trajectory.frames();
-        let first = train_pairs.max(max_history.max(LINEAR_HISTORY) - 1);
-        let test = first..frames - 1;
-        let steps = REPORTED_HORIZONS[REPORTED_HORIZONS.len() - 1].min(frames - 1 - first.min(frames - 1)).max(1);
-        let last_start = frames - 1 - steps;
-        let count = ROLLOUT_STARTS.min(last_start.saturating_sub(first) + 1).max(1);
-        let starts = (0..count)
-            .map(|i| if count == 1 { first } else { first + i * (last_start - first) / (count - 1) })
+    /// Test pairs of each trajectory from its `train_pairs` on (the study's split), every
+    /// forecaster given up to `max_history` frames; rollouts of up to 100 steps (at most
+    /// half of the shortest test part, so that the starts spread) from at least 20 frames
+    /// spread over the test parts (as many from each trajectory).
+    pub fn new(data: &[Segment<'a>], max_history: usize) -> Self {
+        let first_of = |segment: &Segment| segment.train_pairs.max(max_history.max(LINEAR_HISTORY) - 1);
+        let steps = data
+            .iter()
+            .map(|segment| segment.trajectory.frames().saturating_sub(1 + first_of(segment)) / 2)
+            .min()
+            .unwrap_or(0)
+            .min(REPORTED_HORIZONS[REPORTED_HORIZONS.len() - 1])
+            .max(1);
+        let per_part = ROLLOUT_STARTS.div_ceil(data.len().max(1));
+        let parts = data
+            .iter()
+            .map(|segment| {
+                let (first, frames) = (first_of(segment), segment.trajectory.frames());
+                let last_start = (frames - 1 - steps).max(first);
+                let count = per_part.min(last_start - first + 1);
+                let starts = (0..count).map(|i| if count == 1 { first } else { first + i * (last_start - first) / (count - 1) }).collect();
+                TestPart { trajectory: segment.trajectory, test: first..frames - 1, starts }
+            })
             .collect();
-        Self { trajectory, test, starts, steps }
+        Self { parts, train: data.to_vec(), steps }
     }
 
-    /// positions [N, 12, 3] and previous [N, k − 1, 12, 3] for frames `ts`.
-    fn windows(&self, ts: &[usize], history_frames: usize) -> (Array3<f32>, Array4<f32>) {
-        let x = self.trajectory.positions();
+    /// positions [N, 12, 3] and previous [N, k − 1, 12, 3] for frames `ts` of `part`.
+    fn windows(part: &TestPart, ts: &[usize], history_frames: usize) -> (Array3<f32>, Array4<f32>) {
+        let x = part.trajectory.positions();
         let positions = x.select(Axis(0), ts);
         let held = history_frames - 1;
         let mut previous = Array4::zeros((ts.len(), held, x.dim().1, x.dim().2));
@@ -205,44 +234,45 @@ impl<'a> ForecastFrames<'a> {
     }
 
     /// One-step MSE of dx on the test pairs, and rollout RMSE of positions after every
-    /// step, averaged over the start frames as a root mean square.
+    /// step, pooled over the start frames as a root mean square.
     pub fn evaluate(&self, forecaster: &mut dyn Forecaster, zero_mse: f64) -> ForecastRow {
         let history_frames = forecaster.history_frames();
-        let x = self.trajectory.positions();
-        let ts: Vec<usize> = self.test.clone().collect();
-        let mut squared = 0.0;
-        for chunk in ts.chunks(256) {
-            let (positions, previous) = self.windows(chunk, history_frames);
-            let dx = forecaster.dx(positions.view(), previous.view());
-            let next = x.select(Axis(0), &chunk.iter().map(|t| t + 1).collect::<Vec<_>>());
-            squared += (&(&positions + &dx) - &next).iter().map(|e| f64::from(*e).powi(2)).sum::<f64>();
+        let (mut squared, mut count) = (0.0, 0usize);
+        let mut rollout_squared = vec![0.0; self.steps];
+        let mut rollout_count = 0usize;
+        for part in &self.parts {
+            let x = part.trajectory.positions();
+            let ts: Vec<usize> = part.test.clone().collect();
+            for chunk in ts.chunks(256) {
+                let (positions, previous) = Self::windows(part, chunk, history_frames);
+                let dx = forecaster.dx(positions.view(), previous.view());
+                let next = x.select(Axis(0), &chunk.iter().map(|t| t + 1).collect::<Vec<_>>());
+                squared += (&(&positions + &dx) - &next).iter().map(|e| f64::from(*e).powi(2)).sum::<f64>();
+                count += positions.len();
+            }
+            for (i, positions) in Self::roll(part, forecaster, &part.starts, self.steps).iter().enumerate() {
+                let truth = x.select(Axis(0), &part.starts.iter().map(|s| s + i + 1).collect::<Vec<_>>());
+                rollout_squared[i] += (positions - &truth).iter().map(|e| f64::from(*e).powi(2)).sum::<f64>();
+            }
+            rollout_count += part.starts.len() * x.dim().1 * x.dim().2;
         }
-        let dx_mse = squared / (ts.len() * x.dim().1 * x.dim().2) as f64;
-
-        let rollout_rmse = self
-            .roll(forecaster, &self.starts)
+        let dx_mse = squared / count as f64;
+        let rollout_rmse = rollout_squared
             .iter()
-            .enumerate()
-            .map(|(i, positions)| {
-                let truth = x.select(Axis(0), &self.starts.iter().map(|s| s + i + 1).collect::<Vec<_>>());
-                let mean_square = (positions - &truth).iter().map(|e| f64::from(*e).powi(2)).sum::<f64>() / positions.len() as f64;
+            .map(|sum| {
+                let mean_square = sum / rollout_count as f64;
                 if mean_square.is_finite() { mean_square.sqrt() } else { f64::INFINITY }
             })
             .collect();
-        ForecastRow {
-            name: forecaster.name(),
-            history_frames,
-            dx_mse,
-            skill: 1.0 - dx_mse / zero_mse,
-            rollout_rmse,
-        }
+        ForecastRow { name: forecaster.name(), history_frames, dx_mse, skill: 1.0 - dx_mse / zero_mse, rollout_rmse }
     }
 
-    /// Positions [starts, 12, 3] after each step of rollouts from the true windows at `starts`.
-    fn roll(&self, forecaster: &mut dyn Forecaster, starts: &[usize]) -> Vec<Array3<f32>> {
-        let (mut positions, mut previous) = self.windows(starts, forecaster.history_frames());
-        let mut frames = Vec::with_capacity(self.steps);
-        for _ in 0..self.steps {
+    /// Positions [starts, 12, 3] after each of `steps` steps of rollouts from the true
+    /// windows at `starts`.
+    fn roll(part: &TestPart, forecaster: &mut dyn Forecaster, starts: &[usize], steps: usize) -> Vec<Array3<f32>> {
+        let (mut positions, mut previous) = Self::windows(part, starts, forecaster.history_frames());
+        let mut frames = Vec::with_capacity(steps);
+        for _ in 0..steps {
             let next = &positions + &forecaster.dx(positions.view(), previous.view());
             if previous.dim().1 > 0 {
                 previous = ndarray::concatenate(Axis(1), &[previous.slice(s![.., 1.., .., ..]), positions.view().insert_axis(Axis(1))])
@@ -255,27 +285,27 @@ impl<'a> ForecastFrames<'a> {
     }
 
     /// The true and the predicted frames [12, 3] after each step of a rollout from the
-    /// first start frame.
+    /// first start frame of the first trajectory.
     pub fn first_rollout(&self, forecaster: &mut dyn Forecaster) -> (Vec<Array2<f32>>, Vec<Array2<f32>>) {
-        let start = self.starts[0];
-        let x = self.trajectory.positions();
+        let part = &self.parts[0];
+        let start = part.starts[0];
+        let x = part.trajectory.positions();
         let truth = (1..=self.steps).map(|step| x.index_axis(Axis(0), start + step).to_owned()).collect();
-        let predicted = self.roll(forecaster, &[start]).into_iter().map(|frame| frame.index_axis_move(Axis(0), 0)).collect();
+        let predicted = Self::roll(part, forecaster, &[start], self.steps).into_iter().map(|frame| frame.index_axis_move(Axis(0), 0)).collect();
         (truth, predicted)
     }
 
     /// Every baseline, then `models`, on the same frames.
-    pub fn report(&self, train_pairs: usize, models: &mut [&mut dyn Forecaster]) -> ForecastReport {
+    pub fn report(&self, models: &mut [&mut dyn Forecaster]) -> ForecastReport {
         let mut zero = LinearFilter::zero();
         let zero_mse = self.evaluate(&mut zero, 1.0).dx_mse;
-        let mut rows: Vec<ForecastRow> =
-            baselines(self.trajectory, train_pairs).into_iter().map(|mut b| self.evaluate(&mut b, zero_mse)).collect();
+        let mut rows: Vec<ForecastRow> = baselines(&self.train).into_iter().map(|mut b| self.evaluate(&mut b, zero_mse)).collect();
         let baseline_rows = rows.len();
         rows.extend(models.iter_mut().map(|m| self.evaluate(&mut **m, zero_mse)));
         ForecastReport {
-            test_pairs: self.test.len(),
-            first_test_frame: self.test.start,
-            rollout_starts: self.starts.clone(),
+            test_pairs: self.parts.iter().map(|p| p.test.len()).sum(),
+            first_test_frame: self.parts[0].test.start,
+            rollout_starts: self.parts.iter().flat_map(|p| p.starts.iter().copied()).collect(),
             baselines: rows.drain(..baseline_rows).collect(),
             models: rows,
         }
@@ -299,9 +329,9 @@ mod tests {
 
     #[test]
     fn baselines_rank_as_physics_says_on_accelerating_particles() {
-        let trajectory = accelerating(400);
-        let frames = ForecastFrames::new(&trajectory, 200, 4);
-        let report = frames.report(200, &mut []);
+        let trajectory = accelerating(500);
+        let frames = ForecastFrames::new(&[Segment { trajectory: &trajectory, train_pairs: 200 }], 4);
+        let report = frames.report(&mut []);
         let [zero, persistence, second, linear] = &report.baselines[..] else { panic!("four baselines") };
         assert_eq!(zero.skill, 0.0);
         assert!(persistence.skill > 0.99 && persistence.skill < 1.0, "{persistence:?}");
@@ -310,7 +340,7 @@ mod tests {
         assert!(linear.dx_mse < 1e-6 * zero.dx_mse, "{linear:?}");
         assert!(second.rollout_rmse[49] < 1e-2 * zero.rollout_rmse[49], "{second:?} vs {zero:?}");
         assert_eq!(report.rollout_starts.len(), ROLLOUT_STARTS);
-        assert_eq!((report.rollout_starts[0], report.rollout_starts[ROLLOUT_STARTS - 1]), (200, 400 - 1 - 100));
+        assert_eq!((report.rollout_starts[0], report.rollout_starts[ROLLOUT_STARTS - 1]), (200, 500 - 1 - 100));
         assert_eq!(zero.rollout_rmse.len(), 100);
     }
 
@@ -330,7 +360,8 @@ mod tests {
             let next = &x.index_axis(Axis(0), t) + step;
             x.index_axis_mut(Axis(0), t + 1).assign(&next);
         }
-        let fitted = LinearFilter::fitted(&Trajectory::new(x).expect("finite"), 300);
+        let trajectory = Trajectory::new(x).expect("finite");
+        let fitted = LinearFilter::fitted(&[Segment { trajectory: &trajectory, train_pairs: 300 }]);
         for (c, expected) in fitted.coefficients.iter().zip([1.5, -0.7, 0.1]) {
             assert!((c - expected).abs() < 1e-3, "{:?}", fitted.coefficients);
         }

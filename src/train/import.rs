@@ -146,6 +146,7 @@ pub fn import_e3nn(kwargs_path: &Path, weights_path: &Path, out_dir: &Path, name
         equivariant: true,
         params: network.num_params(),
         data: None,
+        more_data: Vec::new(),
         split: None,
         training: None,
         metrics: None,

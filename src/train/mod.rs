@@ -58,7 +58,7 @@ pub fn train_and_export(
         }
         ModelKind::Pairforce => {
             let (max_distance, acceleration_scale) = pair_force_scales(&request.split.train);
-            let filter = forecast::LinearFilter::least_squares(request.trajectory, request.split_train_pairs(), history_frames - 1);
+            let filter = forecast::LinearFilter::least_squares(&request.segments(), history_frames - 1);
             let model = PairForce::new(history_frames, max_distance, acceleration_scale).starting_from(filter);
             // The model scales its own terms; an output scale would scale its inertia too.
             let config = TrainConfig { output_scale: 1.0, ..request.config.clone() };

@@ -35,7 +35,12 @@ pub fn study_figures(architecture: &str) -> StudyFigures {
 /// The markdown report for `cards` (trained models; imported ones are skipped).
 pub fn render_report(cards: &[ModelCard]) -> String {
     let mut out = String::from("# equiserve: the study's comparison, measured here\n\n");
-    let mut sources: Vec<String> = cards.iter().filter_map(|c| c.data.as_ref().map(|d| format!("`{}` (SHA-256 {})", d.source, &d.sha256[..12.min(d.sha256.len())]))).collect();
+    let mut sources: Vec<String> = cards
+        .iter()
+        .flat_map(|c| c.data.iter().chain(&c.more_data))
+        .map(|d| format!("`{}` (SHA-256 {})", d.source, &d.sha256[..12.min(d.sha256.len())]))
+        .collect();
+    sources.sort();
     sources.dedup();
     let _ = writeln!(out, "Data: {}. Split chronologically as in the study; metrics on the test pairs, R² of predicted next positions x + dx.\n", sources.join(", "));
     out.push_str("| model | params | trained on | epochs | shuffle | output scale | R² cm | R² p1 cm | R² p7 x | R² p12 y | equivariance error (37° x) | E(3) error | test MSE (dx) | dx-skill | s/epoch | × study speed | frames/s B=1 | frames/s B=32 | frames/s B=32, server pool | × study frames/s |\n");
