@@ -8,7 +8,7 @@ pub use npz::{load_npz, save_npz};
 pub use simulate::{SimulationConfig, simulate};
 pub use split::{Pairs, Split, SplitConfig, Target};
 
-use ndarray::Array3;
+use ndarray::{Array3, Array4, ArrayView3, Axis, concatenate, s};
 
 /// Particles in every snapshot.
 pub const PARTICLES: usize = 12;
@@ -16,6 +16,15 @@ pub const PARTICLES: usize = 12;
 pub const DIMS: usize = 3;
 /// Floats in one snapshot, `PARTICLES * DIMS`.
 pub const FRAME_LEN: usize = PARTICLES * DIMS;
+
+/// A window one step on: of `previous` [B, H, 12, 3] (oldest first) the oldest frame
+/// leaves and `frame` [B, 12, 3] joins as the newest. An empty window stays empty.
+pub fn advance_window(previous: &Array4<f32>, frame: ArrayView3<f32>) -> Array4<f32> {
+    if previous.dim().1 == 0 {
+        return previous.clone();
+    }
+    concatenate(Axis(1), &[previous.slice(s![.., 1.., .., ..]), frame.insert_axis(Axis(1))]).expect("frames of one shape")
+}
 
 /// A sequence of snapshots, float32 `[frames, 12, 3]`, all finite.
 #[derive(Debug, Clone, PartialEq)]

@@ -5,7 +5,7 @@ use std::{
     sync::OnceLock,
 };
 
-use ndarray::{Array3, ArrayD, ArrayView3, Ix3};
+use ndarray::{Array3, ArrayD, ArrayView3, ArrayView4};
 use ort::{
     environment::Environment,
     ep::{self, ExecutionProvider},
@@ -14,7 +14,7 @@ use ort::{
 };
 
 use super::{
-    DX, NamedTensors, POSITIONS, Signature,
+    DX, NamedTensors, PREVIOUS, Signature,
     signature::{Dim, FLOAT32, TensorSpec},
 };
 
@@ -213,11 +213,18 @@ impl OnnxModel {
     /// dx float32 [batch, 12, 3] for positions float32 [batch, 12, 3], for a model that
     /// reads one snapshot.
     pub fn run(&mut self, positions: ArrayView3<f32>) -> Result<Array3<f32>, RuntimeError> {
-        let inputs = NamedTensors::new().with(POSITIONS, positions.to_owned().into_dyn());
-        let mut outputs = self.infer(&inputs)?;
-        let dx = outputs.remove(DX).ok_or_else(|| RuntimeError::Inference(format!("the model has no output '{DX}'")))?;
-        dx.into_dimensionality::<Ix3>()
-            .map_err(|e| RuntimeError::Inference(format!("output '{DX}' is not [batch, 12, 3]: {e}")))
+        self.dx(NamedTensors::dynamics(positions.to_owned(), None))
+    }
+
+    /// dx for positions [batch, 12, 3] and the frames before them [batch, K − 1, 12, 3]
+    /// (fed only when the model reads them).
+    pub fn run_window(&mut self, positions: ArrayView3<f32>, previous: ArrayView4<f32>) -> Result<Array3<f32>, RuntimeError> {
+        let previous = self.signature.input(PREVIOUS).is_some().then(|| previous.to_owned());
+        self.dx(NamedTensors::dynamics(positions.to_owned(), previous))
+    }
+
+    fn dx(&mut self, inputs: NamedTensors) -> Result<Array3<f32>, RuntimeError> {
+        self.infer(&inputs)?.take_dx().ok_or_else(|| RuntimeError::Inference(format!("the model gave no '{DX}' [batch, 12, 3]")))
     }
 }
 

@@ -4,7 +4,7 @@
 
 use std::fmt;
 
-use ndarray::ArrayD;
+use ndarray::{Array3, Array4, ArrayD, Ix3};
 use serde::{Deserialize, Serialize};
 
 use crate::data::{DIMS, PARTICLES};
@@ -121,6 +121,21 @@ impl NamedTensors {
             Some((_, slot)) => *slot = value,
             None => self.0.push((name.to_string(), value)),
         }
+    }
+
+    /// A dynamics model's inputs: `positions` [batch, 12, 3] and, for a history model,
+    /// `previous` [batch, K − 1, 12, 3].
+    pub fn dynamics(positions: Array3<f32>, previous: Option<Array4<f32>>) -> Self {
+        let inputs = Self::new().with(POSITIONS, positions.into_dyn());
+        match previous {
+            Some(previous) => inputs.with(PREVIOUS, previous.into_dyn()),
+            None => inputs,
+        }
+    }
+
+    /// Takes the `dx` output as [batch, 12, 3]; `None` when there is no such output.
+    pub fn take_dx(&mut self) -> Option<Array3<f32>> {
+        self.remove(DX).and_then(|dx| dx.into_dimensionality::<Ix3>().ok())
     }
 
     pub fn get(&self, name: &str) -> Option<&ArrayD<f32>> {

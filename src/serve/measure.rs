@@ -13,21 +13,17 @@ use ndarray::{Array3, ArrayView3, Axis, s};
 use super::{ModelWorkers, PoolConfig};
 use crate::{
     card::InferenceSpeed,
-    onnx::{ExecutionDevice, NamedTensors, OnnxModel, POSITIONS, PREVIOUS, RuntimeError, Signature},
+    onnx::{ExecutionDevice, NamedTensors, OnnxModel, RuntimeError, Signature},
 };
 
 /// Inputs of `signature` for `frames`: the frames as positions and, for a history
 /// model, each frame repeated as the window before it (what a rate depends on is the
 /// shapes, not the values).
 fn model_inputs(signature: &Signature, frames: ArrayView3<f32>) -> NamedTensors {
-    let mut inputs = NamedTensors::new().with(POSITIONS, frames.to_owned().into_dyn());
     let held = signature.history_frames() - 1;
-    if held > 0 {
-        let (batch, particles, dims) = frames.dim();
-        let window = frames.insert_axis(Axis(1)).broadcast((batch, held, particles, dims)).expect("broadcasts").to_owned();
-        inputs.insert(PREVIOUS, window.into_dyn());
-    }
-    inputs
+    let (batch, particles, dims) = frames.dim();
+    let window = (held > 0).then(|| frames.insert_axis(Axis(1)).broadcast((batch, held, particles, dims)).expect("broadcasts").to_owned());
+    NamedTensors::dynamics(frames.to_owned(), window)
 }
 
 /// Frames per second through ONNX Runtime at batch 1 and 32 on the test frames

@@ -8,7 +8,7 @@ use std::{
     sync::Arc,
 };
 
-use ndarray::{Array3, Array4, Ix3};
+use ndarray::{Array3, Array4};
 
 use super::{
     ServeError,
@@ -16,7 +16,7 @@ use super::{
 };
 use crate::{
     card::{CARD_FILE, CardSummary, MODEL_FILE, model_folders},
-    onnx::{DX, ExecutionDevice, NamedTensors, POSITIONS, PREVIOUS, Signature},
+    onnx::{DX, ExecutionDevice, NamedTensors, Signature},
 };
 
 pub struct LoadedModel {
@@ -44,12 +44,9 @@ impl LoadedModel {
     /// dx [batch, 12, 3] for `positions` [batch, 12, 3] (and, for a history model, the
     /// frames before them [batch, K − 1, 12, 3]), from the next free worker.
     pub async fn dx(&self, positions: Array3<f32>, previous: Option<Array4<f32>>) -> Result<Array3<f32>, ServeError> {
-        let mut inputs = NamedTensors::new().with(POSITIONS, positions.into_dyn());
-        if let Some(previous) = previous {
-            inputs.insert(PREVIOUS, previous.into_dyn());
-        }
+        let inputs = NamedTensors::dynamics(positions, previous);
         let mut outputs = self.workers.infer(inputs).await.map_err(|e| ServeError::from_engine(self.name(), e))?;
-        outputs.remove(DX).and_then(|dx| dx.into_dimensionality::<Ix3>().ok()).ok_or_else(|| ServeError::Internal {
+        outputs.take_dx().ok_or_else(|| ServeError::Internal {
             model: self.name().to_string(),
             message: format!("the model gave no {DX} [batch, 12, 3]"),
         })

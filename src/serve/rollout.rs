@@ -6,10 +6,11 @@ use std::sync::{
     atomic::{AtomicUsize, Ordering},
 };
 
-use ndarray::{Array3, Array4, Axis, concatenate, s};
+use ndarray::{Array3, Array4};
 use tokio::sync::mpsc;
 
 use super::{LoadedModel, ServeError, metrics};
+use crate::data::advance_window;
 
 /// Frames a rollout may compute ahead of its client: a slow client slows the rollout
 /// instead of growing memory.
@@ -83,10 +84,8 @@ pub fn start(plan: RolloutPlan, counter: &RolloutCounter) -> mpsc::Receiver<Resu
                     return;
                 }
             };
-            // The window moves on: the oldest frame leaves, frame t joins.
             if let Some(window) = &mut previous {
-                *window = concatenate(Axis(1), &[window.slice(s![.., 1.., .., ..]), x.view().insert_axis(Axis(1))])
-                    .expect("frames of one shape");
+                *window = advance_window(window, x.view());
             }
             x += &dx;
             if x.iter().any(|v| !v.is_finite()) {

@@ -22,7 +22,7 @@ use crate::{
     card::{CARD_FILE, DataInfo, MODEL_FILE, Metrics, ModelCard, OnnxInfo, SplitInfo, TrainingInfo, Versions},
     data::{DIMS, PARTICLES, Pairs, Split, SplitConfig, Target, Trajectory},
     models::{ModelKind, OpsModel},
-    onnx::{DX, ExecutionDevice, GraphBuilder, NamedTensors, OnnxModel, POSITIONS, PREVIOUS, Precision, RuntimeError, Signature, proto::ModelProto},
+    onnx::{ExecutionDevice, GraphBuilder, OnnxModel, POSITIONS, Precision, Signature, proto::ModelProto},
     serve::measure_inference,
 };
 
@@ -163,7 +163,7 @@ pub fn export_model(model: &impl ExportableModel, request: ExportRequest) -> Res
 
     let architecture = description["architecture"].as_str().unwrap_or(name).to_string();
     let metadata = [("equiserve.model", name.to_string()), ("equiserve.architecture", architecture.clone())];
-    let signature = Signature::dynamics(model.history_frames());
+    let signature = Signature::dynamics(history_frames);
     let emit = |precision| {
         let mut graph = GraphBuilder::new(signature.clone(), precision);
         let mut output = model.emit_onnx(&mut graph);
@@ -342,7 +342,7 @@ pub fn remeasure_card(dir: &Path, card: &mut ModelCard, trajectories: &[Trajecto
     let mut forecaster = ModelForecaster {
         name: card.name.clone(),
         history_frames,
-        predict: |x: ArrayView3<f32>, previous: ArrayView4<f32>| match run_window(&mut session, x, previous) {
+        predict: |x: ArrayView3<f32>, previous: ArrayView4<f32>| match session.run_window(x, previous) {
             Ok(dx) => dx,
             Err(e) => {
                 failure.get_or_insert(e);
@@ -390,20 +390,10 @@ fn check_parity(
     let test_previous = test.previous_frames(held);
     let mut worst = 0.0_f64;
     for (inputs, previous, expected) in [(test.inputs.view(), test_previous.view(), test_dx), (random.view(), random_previous.view(), &random_dx)] {
-        let actual = run_window(&mut session, inputs, previous)?;
+        let actual = session.run_window(inputs, previous)?;
         worst = worst.max(relative_error(&actual, expected));
     }
     Ok(worst)
-}
-
-/// dx from an ONNX session of a dynamics signature: `previous` goes in when the model reads it.
-pub(crate) fn run_window(session: &mut OnnxModel, positions: ArrayView3<f32>, previous: ArrayView4<f32>) -> Result<Array3<f32>, RuntimeError> {
-    let mut inputs = NamedTensors::new().with(POSITIONS, positions.to_owned().into_dyn());
-    if session.signature().input(PREVIOUS).is_some() {
-        inputs.insert(PREVIOUS, previous.to_owned().into_dyn());
-    }
-    let dx = session.infer(&inputs)?.remove(DX).ok_or_else(|| RuntimeError::Inference(format!("no output '{DX}'")))?;
-    dx.into_dimensionality().map_err(|e| RuntimeError::Inference(format!("'{DX}' is not [batch, 12, 3]: {e}")))
 }
 
 fn median(mut values: Vec<f64>) -> f64 {

@@ -9,7 +9,7 @@
 use ndarray::{Array1, Array2, Array3, Array4, ArrayView3, ArrayView4, Axis, s};
 
 pub use crate::card::{ForecastReport, ForecastRow};
-use crate::data::Trajectory;
+use crate::data::{Trajectory, advance_window};
 
 /// Rollout horizons reported in tables (the curves keep every step up to the last).
 pub const REPORTED_HORIZONS: [usize; 4] = [1, 10, 50, 100];
@@ -163,6 +163,24 @@ impl<F: FnMut(ArrayView3<f32>, ArrayView4<f32>) -> Array3<f32>> Forecaster for M
     }
 }
 
+/// Positions [B, 12, 3] after each of `steps` steps of x ← x + dx(window) from
+/// `positions` and the frames before them, `previous` [B, K − 1, 12, 3].
+pub(crate) fn rollout(
+    mut positions: Array3<f32>,
+    mut previous: Array4<f32>,
+    steps: usize,
+    mut dx: impl FnMut(ArrayView3<f32>, ArrayView4<f32>) -> Array3<f32>,
+) -> Vec<Array3<f32>> {
+    let mut frames = Vec::with_capacity(steps);
+    for _ in 0..steps {
+        let next = &positions + &dx(positions.view(), previous.view());
+        previous = advance_window(&previous, positions.view());
+        positions = next;
+        frames.push(positions.clone());
+    }
+    frames
+}
+
 /// The four baselines, the linear filter fitted on the training pairs.
 pub fn baselines(data: &[Segment]) -> Vec<LinearFilter> {
     vec![LinearFilter::zero(), LinearFilter::persistence(), LinearFilter::second_order(), LinearFilter::fitted(data)]
@@ -270,18 +288,8 @@ impl<'a> ForecastFrames<'a> {
     /// Positions [starts, 12, 3] after each of `steps` steps of rollouts from the true
     /// windows at `starts`.
     fn roll(part: &TestPart, forecaster: &mut dyn Forecaster, starts: &[usize], steps: usize) -> Vec<Array3<f32>> {
-        let (mut positions, mut previous) = Self::windows(part, starts, forecaster.history_frames());
-        let mut frames = Vec::with_capacity(steps);
-        for _ in 0..steps {
-            let next = &positions + &forecaster.dx(positions.view(), previous.view());
-            if previous.dim().1 > 0 {
-                previous = ndarray::concatenate(Axis(1), &[previous.slice(s![.., 1.., .., ..]), positions.view().insert_axis(Axis(1))])
-                    .expect("window shapes agree");
-            }
-            positions = next;
-            frames.push(positions.clone());
-        }
-        frames
+        let (positions, previous) = Self::windows(part, starts, forecaster.history_frames());
+        rollout(positions, previous, steps, |x, p| forecaster.dx(x, p))
     }
 
     /// The true and the predicted frames [12, 3] after each step of a rollout from the

@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 
 use super::{
     ExportError, ExportOutcome,
-    export::{commit_model, relative_error, run_window, stage_checked},
+    export::{commit_model, relative_error, stage_checked},
     metrics::EquivarianceReport,
     ops_fit::reference_dx,
 };
@@ -126,7 +126,7 @@ pub fn import_e3nn(kwargs_path: &Path, weights_path: &Path, out_dir: &Path, name
     let expected = reference_dx(&network, frames.view(), previous.view(), Target::Dx);
     let (staged, precision, parity, mut session) = stage_checked(out_dir, name, emit, |file| {
         let mut session = OnnxModel::load(file, &signature, ExecutionDevice::Cpu, 1)?;
-        let actual = run_window(&mut session, frames.view(), previous.view())?;
+        let actual = session.run_window(frames.view(), previous.view())?;
         Ok((relative_error(&actual, &expected), session))
     })?;
     let equivariance = match measure_equivariance(&mut session, frames.view(), previous.view()) {
@@ -171,7 +171,7 @@ pub fn import_e3nn(kwargs_path: &Path, weights_path: &Path, out_dir: &Path, name
 /// The ONNX graph's equivariance errors on `frames` and the frames before them.
 fn measure_equivariance(session: &mut OnnxModel, frames: ArrayView3<f32>, previous: ArrayView4<f32>) -> Result<EquivarianceReport, ImportError> {
     let mut failure = None;
-    let mut onnx_dx = |x: ArrayView3<f32>, previous: ArrayView4<f32>| match run_window(session, x, previous) {
+    let mut onnx_dx = |x: ArrayView3<f32>, previous: ArrayView4<f32>| match session.run_window(x, previous) {
         Ok(dx) => dx,
         Err(e) => {
             failure.get_or_insert(e);

@@ -193,22 +193,17 @@ impl Validation<'_> {
         let last_start = pairs - steps;
         let count = VALIDATION_ROLLOUTS.min(last_start + 1);
         let starts: Vec<usize> = (0..count).map(|i| if count == 1 { 0 } else { i * last_start / (count - 1) }).collect();
-        let mut positions = self.inputs.select(Axis(0), &starts);
-        let mut previous = self.previous.select(Axis(0), &starts);
+        let positions = self.inputs.select(Axis(0), &starts);
+        let previous = self.previous.select(Axis(0), &starts);
+        let frames = super::forecast::rollout(positions, previous, steps, |x, p| predict_dx_ops(model, x, p, target));
         let mut squared = 0.0;
-        for step in 1..=steps {
-            let next = &positions + &predict_dx_ops(model, positions.view(), previous.view(), target);
-            if previous.dim().1 > 0 {
-                previous = ndarray::concatenate(Axis(1), &[previous.slice(s![.., 1.., .., ..]), positions.view().insert_axis(Axis(1))])
-                    .expect("window shapes agree");
-            }
-            positions = next;
-            // The true frame after `step` steps from pair s is pair s + step's input x(t) + dx.
+        for (step, positions) in (1..).zip(&frames) {
+            // The true frame after `step` steps from pair s is pair s + step − 1's x(t) + dx.
             let truth: Vec<usize> = starts.iter().map(|s| s + step - 1).collect();
             let truth = &self.inputs.select(Axis(0), &truth) + &self.dx.select(Axis(0), &truth);
-            squared += (&positions - &truth).iter().map(|e| f64::from(*e).powi(2)).sum::<f64>();
+            squared += (positions - &truth).iter().map(|e| f64::from(*e).powi(2)).sum::<f64>();
         }
-        let mean = squared / (steps * positions.len()) as f64;
+        let mean = squared / (steps * frames[0].len()) as f64;
         if mean.is_finite() { mean.sqrt() } else { f64::INFINITY }
     }
 }
