@@ -1,7 +1,6 @@
 //! Serving throughput of exported models: ONNX Runtime frames/s at batch 1, 32 and 1024
 //! on the CPU and, where ONNX Runtime can use one, on CUDA, plus how far CUDA's dx is
-//! from the CPU's; then the whole gRPC path (an in-process server on the `auto` device):
-//! Predict frames/s at batch 32 and Rollout steps/s.
+//! from the CPU's. The whole gRPC path under load is `equiserve-client bench`'s.
 //! Run quiet: `cargo bench --bench serving [MODELS_DIR] [--window=SECONDS]` (default
 //! `models/`, each cell timed for 1 s).
 //!
@@ -10,7 +9,6 @@
 
 use std::{
     path::{Path, PathBuf},
-    sync::Arc,
     time::Instant,
 };
 
@@ -18,12 +16,9 @@ use equiserve::{
     card::{CARD_FILE, CardSummary, MODEL_FILE, model_folders},
     data::{SimulationConfig, load_npz, simulate},
     onnx::{ExecutionDevice, OnnxModel, Signature, init_runtime},
-    proto::v1::{ListModelsRequest, PredictRequest, RolloutRequest, dynamics_client::DynamicsClient},
-    serve::{DynamicsService, Limits, ModelRegistry, PoolConfig, serve},
     train::relative_error,
 };
 use ndarray::{Array3, s};
-use tokio_stream::StreamExt;
 
 const BATCHES: [usize; 3] = [1, 32, 1024];
 
@@ -69,59 +64,6 @@ fn model_files(dir: &Path) -> Vec<(String, PathBuf, Signature)> {
             Some((card.name, folder.join(MODEL_FILE), card.onnx.signature))
         })
         .collect()
-}
-
-const ROLLOUT_STEPS: u32 = 200;
-
-/// Predict (B=32) frames/s and Rollout steps/s of every model through an in-process
-/// gRPC server on the `auto` device, one line per model.
-async fn grpc_rates(dir: &Path, frames: &Array3<f32>, threads: usize, window: f64) -> Result<(), String> {
-    let pool = PoolConfig { workers: Some(1), threads_per_worker: threads, queue_per_worker: 16 };
-    let registry = ModelRegistry::load(dir, ExecutionDevice::Auto, pool).map_err(|e| e.to_string())?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
-    let address = listener.local_addr().map_err(|e| e.to_string())?;
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let limits = Limits { max_batch: 1024, max_rollout_steps: ROLLOUT_STEPS };
-    let server = tokio::spawn(serve(DynamicsService::new(Arc::new(registry), limits), listener, async {
-        let _ = stopped.await;
-    }));
-    let mut client = DynamicsClient::connect(format!("http://{address}")).await.map_err(|e| e.to_string())?;
-    let models = client.list_models(ListModelsRequest {}).await.map_err(|e| e.to_string())?.into_inner().models;
-    let batch = |start: usize, len: usize| frames.slice(s![start..start + len, .., ..]).iter().copied().collect::<Vec<f32>>();
-    println!("{:<16} {:<24} {:>16} {:>16}", "model", "gRPC on", "Predict B=32 f/s", "Rollout steps/s");
-    for model in models {
-        if model.history_frames > 1 {
-            println!("{:<16} not measured: reads {} frames, and this bench sends one", model.name, model.history_frames);
-            continue;
-        }
-        let clock = Instant::now();
-        let (mut done, mut start) = (0usize, 0usize);
-        while clock.elapsed().as_secs_f64() < window {
-            let request = PredictRequest { model: model.name.clone(), positions: batch(start, 32), previous: Vec::new() };
-            client.predict(request).await.map_err(|e| format!("{}: {e}", model.name))?;
-            done += 32;
-            start = if start + 64 > frames.dim().0 { 0 } else { start + 32 };
-        }
-        let predict_rate = done as f64 / clock.elapsed().as_secs_f64();
-        let request = RolloutRequest { model: model.name.clone(), positions: batch(0, 1), steps: ROLLOUT_STEPS, emit_every: 1, previous: Vec::new() };
-        let clock = Instant::now();
-        let mut stream = client.rollout(request).await.map_err(|e| format!("{}: {e}", model.name))?.into_inner();
-        let mut streamed = 0u32;
-        while let Some(frame) = stream.next().await {
-            let frame = frame.map_err(|e| format!("{}: {e}", model.name))?;
-            if frame.positions.iter().any(|v| !v.is_finite()) {
-                return Err(format!("{}: rollout step {} is not finite", model.name, frame.step));
-            }
-            streamed += 1;
-        }
-        if streamed != ROLLOUT_STEPS {
-            return Err(format!("{}: rollout streamed {streamed} of {ROLLOUT_STEPS} frames", model.name));
-        }
-        let rollout_rate = f64::from(ROLLOUT_STEPS) / clock.elapsed().as_secs_f64();
-        println!("{:<16} {:<24} {predict_rate:>16.0} {rollout_rate:>16.0}", model.name, model.execution_provider);
-    }
-    let _ = stop.send(());
-    server.await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())
 }
 
 fn main() {
@@ -177,9 +119,5 @@ fn main() {
             let gap = if device == "cuda" { gap.as_str() } else { "" };
             println!("{name:<16} {device:<5} {:>14} {:>14} {:>14} {gap:>12}", rates[0], rates[1], rates[2]);
         }
-    }
-    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
-    if let Err(e) = runtime.block_on(grpc_rates(&dir, &frames, threads, window)) {
-        println!("gRPC not measured: {e}");
     }
 }

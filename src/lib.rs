@@ -15,11 +15,14 @@
 //! - [`card`]: the model card, the record export writes and the server reads.
 //! - [`train`]: training, evaluation and export with a model card.
 //! - [`serve`]: the transport-free serving core, and the gRPC server around it.
+//! - [`client`]: clients of a running server (the load generator).
 //!
 //! Features: `serve` (the gRPC server) and `train` (everything that defines, trains
 //! and exports models: Burn, plotters); both by default.
 
 pub mod card;
+#[cfg(feature = "serve")]
+pub mod client;
 pub mod data;
 #[cfg(feature = "train")]
 pub mod e3;

@@ -3,18 +3,19 @@
 
 mod common;
 
-use std::time::Duration;
+use std::{pin::Pin, sync::Arc, task::Poll, time::Duration};
 
 use common::{LIMITS, TestServer, trained_models_dir};
 use equiserve::{
     data::{FRAME_LEN, PARTICLES},
     onnx::{ExecutionDevice, OnnxModel, Signature},
-    proto::v1::{GetModelRequest, ListModelsRequest, PredictRequest, RolloutRequest},
+    proto::v1::{GetModelRequest, ListModelsRequest, PredictRequest, RolloutFrame, RolloutRequest, dynamics_client::DynamicsClient},
+    serve::{DynamicsCore, Limits, ModelRegistry, PoolConfig, RolloutFrames, RolloutStart, RolloutStep, ServeError},
 };
 use ndarray::Array3;
 use rand::{Rng, SeedableRng, rngs::StdRng};
-use tokio_stream::StreamExt;
-use tonic::Code;
+use tokio_stream::{Stream, StreamExt};
+use tonic::{Code, transport::Channel};
 
 fn random_frames(batch: usize, seed: u64) -> Vec<f32> {
     let mut rng = StdRng::seed_from_u64(seed);
@@ -127,7 +128,9 @@ async fn bad_requests_get_clear_statuses() {
         ("unknown model", RolloutRequest { model: "nope".into(), ..rollout(frame.clone(), 1) }, Code::NotFound, "unknown model"),
         ("zero steps", rollout(frame.clone(), 0), Code::InvalidArgument, "steps must be between 1 and 1000"),
         ("too many steps", rollout(frame.clone(), 1001), Code::InvalidArgument, "got 1001"),
-        ("two frames", rollout(random_frames(2, 5), 3), Code::InvalidArgument, "one frame of 36 floats"),
+        ("partial frame", rollout(frame[..35].to_vec(), 3), Code::InvalidArgument, "not a multiple of 36"),
+        ("ensemble over limit", rollout(random_frames(LIMITS.max_batch + 1, 5), 1), Code::InvalidArgument, "exceeds the limit of 64"),
+        ("too many system-steps", rollout(random_frames(2, 5), 501), Code::InvalidArgument, "between 1 and 500 for 2 system(s)"),
         ("NaN start", rollout(nan_frame, 3), Code::InvalidArgument, "must be finite"),
     ];
     for (case, request, code, message) in cases {
@@ -200,8 +203,165 @@ async fn calls_and_inference_are_counted_for_prometheus() {
     assert_eq!(status.code(), Code::NotFound);
     let text = handle.render();
     assert!(text.contains(r#"equiserve_requests_total{rpc="Predict",model="mlp",code="Ok"}"#), "{text}");
-    assert!(text.contains(r#"equiserve_requests_total{rpc="Predict",model="nope",code="NotFound"}"#), "{text}");
+    // Names of no served model share one label, so that clients cannot grow the label set.
+    assert!(text.contains(r#"equiserve_requests_total{rpc="Predict",model="(unknown)",code="NotFound"}"#), "{text}");
+    assert!(!text.contains("nope"), "{text}");
     assert!(text.contains(r#"equiserve_frames_predicted_total{model="mlp"}"#), "{text}");
-    assert!(text.contains("equiserve_inference_seconds"), "{text}");
+    assert!(text.contains("equiserve_compute_seconds"), "{text}");
     server.shutdown().await;
+}
+
+/// Largest relative difference between two equally long float slices.
+fn relative_gap(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).map(|(x, y)| (x - y).abs() / y.abs().max(1.0)).fold(0.0, f32::max)
+}
+
+/// Batching across requests changes which rows share an ONNX Runtime call; within this
+/// much (measured 0 on the MLP: the same kernels compute each row) results must agree.
+const BATCHING_TOLERANCE: f32 = 1e-5;
+
+#[tokio::test]
+async fn predicts_batched_together_equal_each_alone() {
+    let pool = PoolConfig { workers: Some(2), max_queue_delay: Duration::from_millis(2), ..PoolConfig::default() };
+    let server = TestServer::start_with(trained_models_dir(), pool).await;
+    let requests: Vec<Vec<f32>> = (0..24).map(|i| random_frames(1 + i % 3, 100 + i as u64)).collect();
+    let mut together = tokio::task::JoinSet::new();
+    for (index, positions) in requests.iter().enumerate() {
+        let mut client = server.client.clone();
+        let request = predict_request(positions.clone());
+        together.spawn(async move { (index, client.predict(request).await.expect("predict").into_inner().dx) });
+    }
+    let mut gap = 0.0_f32;
+    while let Some(done) = together.join_next().await {
+        let (index, dx) = done.expect("task");
+        let alone = server.client.clone().predict(predict_request(requests[index].clone())).await.expect("predict").into_inner().dx;
+        gap = gap.max(relative_gap(&dx, &alone));
+    }
+    eprintln!("batched vs alone: largest relative difference {gap:e}");
+    assert!(gap <= BATCHING_TOLERANCE, "{gap}");
+    server.shutdown().await;
+}
+
+async fn rollout_frames(client: &mut DynamicsClient<Channel>, request: RolloutRequest) -> Vec<RolloutFrame> {
+    let stream = client.rollout(request).await.expect("rollout").into_inner();
+    stream.collect::<Vec<_>>().await.into_iter().collect::<Result<_, _>>().expect("every frame arrives")
+}
+
+#[tokio::test]
+async fn rollouts_stepped_together_equal_each_alone_and_ensembles_their_members() {
+    let handle = common::prometheus();
+    let mut server = TestServer::start(trained_models_dir()).await;
+    // Small starts stay bounded under the briefly trained MLP.
+    let start = |seed: u64| random_frames(1, seed).into_iter().map(|v| v * 0.1).collect::<Vec<f32>>();
+    let request = |positions: Vec<f32>| RolloutRequest { model: "mlp".into(), positions, steps: 40, emit_every: 1, previous: Vec::new() };
+    let alone = rollout_frames(&mut server.client, request(start(1))).await;
+
+    let mut crowd = tokio::task::JoinSet::new();
+    for seed in 1..=33 {
+        let mut client = server.client.clone();
+        let request = request(start(seed));
+        crowd.spawn(async move { (seed, rollout_frames(&mut client, request).await) });
+    }
+    let mut gap = 0.0_f32;
+    while let Some(done) = crowd.join_next().await {
+        let (seed, frames) = done.expect("task");
+        assert_eq!(frames.len(), 40);
+        if seed == 1 {
+            for (crowded, single) in frames.iter().zip(&alone) {
+                gap = gap.max(relative_gap(&crowded.positions, &single.positions));
+            }
+        }
+    }
+
+    // An ensemble of three: member 1 is the rollout from start(1).
+    let ensemble: Vec<f32> = [start(7), start(1), start(9)].concat();
+    let frames = rollout_frames(&mut server.client, request(ensemble)).await;
+    assert_eq!(frames.len(), 40);
+    for (frame, single) in frames.iter().zip(&alone) {
+        assert_eq!((frame.batch, frame.positions.len()), (3, 3 * FRAME_LEN));
+        gap = gap.max(relative_gap(&frame.positions[FRAME_LEN..2 * FRAME_LEN], &single.positions));
+    }
+    eprintln!("rollouts stepped together vs alone: largest relative difference {gap:e}");
+    assert!(gap <= BATCHING_TOLERANCE, "{gap}");
+
+    let text = handle.render();
+    let stepped_alone = text.lines().find(|l| l.starts_with(r#"equiserve_rollout_step_systems_bucket{model="mlp",le="1"}"#)).expect("histogram");
+    let steps = text.lines().find(|l| l.starts_with(r#"equiserve_rollout_step_systems_count{model="mlp"}"#)).expect("histogram");
+    let count = |line: &str| line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()).expect("a count");
+    assert!(count(stepped_alone) < count(steps), "no step held more than one system:\n{stepped_alone}\n{steps}");
+    server.shutdown().await;
+}
+
+/// A frame if one is ready now, without yielding to the tasks computing more.
+async fn ready_now(frames: &mut RolloutFrames) -> Poll<Option<Result<RolloutStep, ServeError>>> {
+    std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut *frames).poll_next(cx))).await
+}
+
+/// The serving core without the transport (whose HTTP/2 flow-control window buffers a
+/// few hundred more frames of a client that does not read).
+fn core(pool: PoolConfig, limits: Limits) -> Arc<DynamicsCore> {
+    let registry = ModelRegistry::load(trained_models_dir(), ExecutionDevice::Cpu, pool).expect("models load");
+    Arc::new(DynamicsCore::new(Arc::new(registry), limits))
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_holds_no_one_back() {
+    let core = core(PoolConfig { workers: Some(2), ..PoolConfig::default() }, LIMITS);
+    let start = || RolloutStart { positions: random_frames(1, 11).into_iter().map(|v| v * 0.1).collect(), previous: Vec::new(), steps: 1000, emit_every: 1 };
+    let mut stalled = core.rollout("mlp", start()).expect("admitted");
+    stalled.next().await.expect("a frame").expect("ok");
+    // The other rollout runs all its 1000 steps while the first is not read.
+    let mut reader = core.rollout("mlp", start()).expect("admitted");
+    let mut read = 0;
+    while let Some(frame) = reader.next().await {
+        frame.expect("ok");
+        read += 1;
+    }
+    assert_eq!(read, 1000);
+    // The stalled one computed only what its small buffer holds, then waited: what is
+    // ready now, taken without yielding to the stepper, is at most that buffer.
+    let mut buffered = 0;
+    while let Poll::Ready(Some(frame)) = ready_now(&mut stalled).await {
+        frame.expect("ok");
+        buffered += 1;
+    }
+    eprintln!("a stalled rollout computed {buffered} frames ahead while another ran 1000 steps");
+    assert!((1..=16).contains(&buffered), "the stalled rollout ran {buffered} steps ahead of its client");
+}
+
+#[tokio::test]
+async fn admission_is_bounded_for_requests_and_rollouts() {
+    let core = core(PoolConfig { workers: Some(1), queue_per_worker: 2, ..PoolConfig::default() }, Limits { max_rollouts: 2, ..LIMITS });
+    // Twenty requests at once on a model that admits two: the rest are turned away at
+    // once (each task's first poll comes before any answer is taken).
+    let mut requests = tokio::task::JoinSet::new();
+    for seed in 0..20 {
+        let core = Arc::clone(&core);
+        requests.spawn(async move { core.predict("mlp", random_frames(64, seed), Vec::new()).await });
+    }
+    let (mut answered, mut busy) = (0, 0);
+    while let Some(result) = requests.join_next().await {
+        match result.expect("task") {
+            Ok(_) => answered += 1,
+            Err(ServeError::Busy { reason, .. }) => {
+                assert!(reason.contains("2 requests already admitted"), "{reason}");
+                busy += 1;
+            }
+            Err(other) => panic!("unexpected {other}"),
+        }
+    }
+    assert!(answered >= 2 && busy >= 1 && answered + busy == 20, "{answered} answered, {busy} busy");
+
+    let start = || RolloutStart { positions: random_frames(1, 1), previous: Vec::new(), steps: 1000, emit_every: 1 };
+    let (first, second) = (core.rollout("mlp", start()).expect("admitted"), core.rollout("mlp", start()).expect("admitted"));
+    let Err(ServeError::Busy { reason, .. }) = core.rollout("mlp", start()) else { panic!("a third rollout was admitted") };
+    assert!(reason.contains("2 rollouts are running"), "{reason}");
+    drop((first, second));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while core.rollouts_in_progress().get() != 0 {
+        assert!(tokio::time::Instant::now() < deadline, "cancelled rollouts kept their places");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    core.rollout("mlp", start()).expect("places are given back");
 }

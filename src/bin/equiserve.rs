@@ -33,15 +33,27 @@ struct Args {
     /// ONNX Runtime intra-op threads per session.
     #[arg(long, env = "EQUISERVE_THREADS_PER_WORKER", default_value_t = PoolConfig::default().threads_per_worker)]
     threads_per_worker: usize,
-    /// Requests that may wait per worker before RESOURCE_EXHAUSTED is returned.
+    /// Requests per worker that may be admitted (waiting or running) before
+    /// RESOURCE_EXHAUSTED is returned.
     #[arg(long, env = "EQUISERVE_QUEUE_PER_WORKER", default_value_t = PoolConfig::default().queue_per_worker)]
     queue_per_worker: usize,
-    /// Largest batch of frames one Predict may send.
+    /// Most frames in one ONNX Runtime call: waiting requests and rollout steps are
+    /// batched up to this, larger requests split.
+    #[arg(long, env = "EQUISERVE_MAX_BATCH_FRAMES", default_value_t = PoolConfig::default().max_batch_frames)]
+    max_batch_frames: usize,
+    /// How long a free session waits for more requests to fill its batch, in
+    /// microseconds; 0 runs at once whatever is waiting (more latency buys throughput).
+    #[arg(long, env = "EQUISERVE_MAX_QUEUE_DELAY_US", default_value_t = 0)]
+    max_queue_delay_us: u64,
+    /// Largest batch of frames one Predict may send, and of systems one ensemble Rollout.
     #[arg(long, env = "EQUISERVE_MAX_BATCH", default_value_t = 4096)]
     max_batch: usize,
-    /// Largest number of steps one Rollout may ask for.
-    #[arg(long, env = "EQUISERVE_MAX_ROLLOUT_STEPS", default_value_t = 100_000)]
-    max_rollout_steps: u32,
+    /// Most system-steps one Rollout may ask for (systems × steps).
+    #[arg(long, env = "EQUISERVE_MAX_ROLLOUT_STEPS", default_value_t = 1_000_000)]
+    max_rollout_steps: u64,
+    /// Rollouts running at once; once admitted, a rollout is never ended by other traffic.
+    #[arg(long, env = "EQUISERVE_MAX_ROLLOUTS", default_value_t = 256)]
+    max_rollouts: usize,
     /// Serve Prometheus metrics over HTTP on this address (e.g. 127.0.0.1:9464); off when absent.
     #[arg(long, env = "EQUISERVE_METRICS_ADDR")]
     metrics_addr: Option<std::net::SocketAddr>,
@@ -67,7 +79,7 @@ async fn main() -> ExitCode {
 async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     init_runtime(args.ort_lib.as_deref())?;
     if let Some(address) = args.metrics_addr {
-        metrics_exporter_prometheus::PrometheusBuilder::new()
+        equiserve::serve::metrics::prometheus_builder()
             .with_http_listener(address)
             .install()
             .map_err(|e| format!("cannot serve metrics on {address}: {e}"))?;
@@ -78,11 +90,13 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
         workers: args.workers,
         threads_per_worker: args.threads_per_worker,
         queue_per_worker: args.queue_per_worker,
+        max_batch_frames: args.max_batch_frames,
+        max_queue_delay: std::time::Duration::from_micros(args.max_queue_delay_us),
     };
     let models_dir = args.models_dir.clone();
     let device = args.device;
     let registry = tokio::task::spawn_blocking(move || ModelRegistry::load(&models_dir, device, pool)).await??;
-    let limits = Limits { max_batch: args.max_batch, max_rollout_steps: args.max_rollout_steps };
+    let limits = Limits { max_batch: args.max_batch, max_rollout_steps: args.max_rollout_steps, max_rollouts: args.max_rollouts };
     let listener = TcpListener::bind(&args.addr).await.map_err(|e| format!("cannot listen on {}: {e}", args.addr))?;
     let address = listener.local_addr()?;
     tracing::info!(%address, models = ?registry.names(), "serving");

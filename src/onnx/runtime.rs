@@ -23,7 +23,7 @@ pub const LIBRARY_ENV: &str = "EQUISERVE_ORT_LIB";
 /// Where `scripts/setup` installs the library, relative to the project root.
 const PROJECT_LIBRARY_DIR: &str = ".ort/lib";
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum RuntimeError {
     #[error(
         "ONNX Runtime library not found; looked for {}. Run scripts/setup to install it, or pass --ort-lib / set {LIBRARY_ENV}",

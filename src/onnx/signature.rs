@@ -4,7 +4,7 @@
 
 use std::fmt;
 
-use ndarray::{Array3, Array4, ArrayD, Ix3};
+use ndarray::{Array3, Array4, ArrayD, Axis, Ix3, Slice};
 use serde::{Deserialize, Serialize};
 
 use crate::data::{DIMS, PARTICLES};
@@ -154,6 +154,37 @@ impl NamedTensors {
     pub fn names(&self) -> Vec<&str> {
         self.0.iter().map(|(n, _)| n.as_str()).collect()
     }
+
+    /// The leading (batch) dimension shared by every tensor; 0 when there are none.
+    pub fn batch(&self) -> usize {
+        self.0.first().and_then(|(_, v)| v.shape().first().copied()).unwrap_or(0)
+    }
+
+    /// The tensors of `parts` stacked along the batch axis, name by name, so that several
+    /// requests run as one call. `None` when the parts disagree in names or trailing shapes.
+    pub fn concatenate(parts: &[NamedTensors]) -> Option<Self> {
+        let first = parts.first()?;
+        let mut stacked = Self::new();
+        for (name, _) in &first.0 {
+            let views = parts.iter().map(|part| part.get(name).map(|v| v.view())).collect::<Option<Vec<_>>>()?;
+            stacked.insert(name, ndarray::concatenate(Axis(0), &views).ok()?);
+        }
+        Some(stacked)
+    }
+
+    /// The inverse of [`concatenate`](Self::concatenate): consecutive batch slices of
+    /// `sizes` rows each (which must add up to the batch).
+    pub fn split(&self, sizes: &[usize]) -> Vec<Self> {
+        let mut start = 0;
+        sizes
+            .iter()
+            .map(|&size| {
+                let rows = Slice::from(start..start + size);
+                start += size;
+                Self(self.0.iter().map(|(n, v)| (n.clone(), v.slice_axis(Axis(0), rows).to_owned())).collect())
+            })
+            .collect()
+    }
 }
 
 #[cfg(test)]
@@ -182,5 +213,18 @@ mod tests {
         assert_eq!(tensors.get("a"), Some(&b));
         assert_eq!(tensors.remove("b"), Some(b));
         assert!(tensors.get("b").is_none());
+    }
+
+    #[test]
+    fn named_tensors_split_and_concatenate_along_the_batch() {
+        let positions = ArrayD::from_shape_fn(vec![5, 2], |i| (i[0] * 2 + i[1]) as f32);
+        let window = ArrayD::from_shape_fn(vec![5, 3, 1], |i| (i[0] * 10 + i[1]) as f32);
+        let whole = NamedTensors::new().with("p", positions).with("w", window);
+        let parts = whole.split(&[2, 0, 3]);
+        assert_eq!(parts.iter().map(NamedTensors::batch).collect::<Vec<_>>(), [2, 0, 3]);
+        assert_eq!(parts[2].get("w").expect("w")[[0, 1, 0]], 21.0);
+        assert_eq!(NamedTensors::concatenate(&parts), Some(whole));
+        let other = NamedTensors::new().with("q", ArrayD::zeros(vec![1, 2]));
+        assert_eq!(NamedTensors::concatenate(&[parts[0].clone(), other]), None);
     }
 }

@@ -5,19 +5,22 @@
 use std::sync::Arc;
 
 use ndarray::Array3;
-use tokio::sync::mpsc;
 
 use super::{
     LoadedModel, ModelRegistry, ServeError,
-    rollout::{self, RolloutCounter, RolloutPlan, RolloutStep},
+    rollout::{self, RolloutCounter, RolloutFrames, RolloutPlan},
     validate,
 };
 
 /// Bounds on what one request may ask for.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
+    /// Frames per Predict, and systems per ensemble rollout.
     pub max_batch: usize,
-    pub max_rollout_steps: u32,
+    /// System-steps per rollout (an ensemble of B systems over S steps computes B × S).
+    pub max_rollout_steps: u64,
+    /// Rollouts running at once; admitted ones are never ended by other traffic.
+    pub max_rollouts: usize,
 }
 
 /// A model's answer to a batch of frames.
@@ -33,9 +36,9 @@ pub struct Prediction {
 /// What a rollout request asks for, as sent.
 #[derive(Debug, Clone, Default)]
 pub struct RolloutStart {
-    /// float32 [12, 3].
+    /// float32 [B, 12, 3]: one system, or an ensemble of B rolled out together.
     pub positions: Vec<f32>,
-    /// float32 [K − 1, 12, 3], oldest first (empty for one-frame models).
+    /// float32 [B, K − 1, 12, 3], oldest first (empty for one-frame models).
     pub previous: Vec<f32>,
     pub steps: u32,
     /// Emit every n-th frame (0 or 1: every frame); the last one is always emitted.
@@ -78,13 +81,14 @@ impl DynamicsCore {
         Ok(Prediction { batch: positions.dim().0, dx, next_positions })
     }
 
-    /// Starts a rollout of `steps` steps from one frame (and the K − 1 frames before it,
-    /// oldest first, for a history model); frames arrive on the receiver.
-    pub fn rollout(&self, model: &str, start: RolloutStart) -> Result<mpsc::Receiver<Result<RolloutStep, ServeError>>, ServeError> {
+    /// Starts a rollout of `steps` steps from B frames (and the K − 1 frames before
+    /// each, oldest first, for a history model); frames arrive on the returned stream.
+    pub fn rollout(&self, model: &str, start: RolloutStart) -> Result<RolloutFrames, ServeError> {
         let model = self.model(model)?;
         let RolloutStart { positions, previous, steps, emit_every } = start;
-        let (start, previous) = validate::rollout_start(positions, previous, model.history_frames(), steps, self.limits.max_rollout_steps)?;
+        let limits = (self.limits.max_batch, self.limits.max_rollout_steps);
+        let (start, previous) = validate::rollout_start(positions, previous, model.history_frames(), steps, limits)?;
         let plan = RolloutPlan { model, start, previous, steps, emit_every: emit_every.max(1) };
-        Ok(rollout::start(plan, &self.rollouts))
+        rollout::start(plan, &self.rollouts, self.limits.max_rollouts)
     }
 }

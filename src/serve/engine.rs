@@ -1,24 +1,32 @@
-//! Running one model for many concurrent requests.
+//! Running one model for many concurrent requests, batched.
 //!
 //! ort's `Session::run` takes `&mut self`, so a session cannot be shared without a
 //! lock. Instead each model gets a small pool of worker threads, each owning its own
-//! session; requests wait in one bounded multi-consumer queue and whichever worker is
-//! free takes the next. Nothing is locked, and a full queue is reported to the caller
-//! at once rather than building up latency.
+//! session. Work waits in queues: rollout steps (which own their capacity and go first)
+//! and requests (admitted up to a bound, else turned away at once). A free worker takes
+//! whatever is waiting, up to `max_batch_frames` frames, runs it as one ONNX Runtime
+//! call and splits the answer: concurrent small requests cost one run, not one each.
+//! Work larger than that cap, or that finds the pool idle, is cut into parts that wait
+//! in a queue of their own and run alone, so that every session works on it (batching
+//! would otherwise put the parts back together on one session).
 
 use std::{
     path::Path,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
     thread::{self, JoinHandle},
-    time::Instant,
+    time::{Duration, Instant},
 };
 
-use crossbeam_channel::{Sender, TrySendError};
+use crossbeam_channel::{Receiver, Sender, select_biased};
 use tokio::sync::oneshot;
 
 use super::metrics;
 use crate::onnx::{ExecutionDevice, NamedTensors, OnnxModel, RuntimeError, Signature};
 
-/// How many sessions run one model, and how much work may wait for them.
+/// How many sessions run one model, how they batch, and how much work may wait.
 #[derive(Debug, Clone, Copy)]
 pub struct PoolConfig {
     /// Sessions per model; `None` picks by where the model runs: one per CPU core on the
@@ -27,25 +35,40 @@ pub struct PoolConfig {
     pub workers: Option<usize>,
     /// ONNX Runtime intra-op threads per session.
     pub threads_per_worker: usize,
-    /// Requests that may wait per worker before new ones are turned away.
+    /// Requests that may be admitted per worker (waiting or running) before new ones
+    /// are turned away.
     pub queue_per_worker: usize,
+    /// Most frames one ONNX Runtime call holds: waiting requests are batched up to it and
+    /// larger ones split.
+    pub max_batch_frames: usize,
+    /// How long a free session waits for more work to fill a batch; zero (the default)
+    /// runs at once whatever is waiting.
+    pub max_queue_delay: Duration,
 }
 
-/// One model call: a tensor per input of the model's signature, all with the same batch.
-struct Job {
-    inputs: NamedTensors,
-    reply: oneshot::Sender<Result<NamedTensors, RuntimeError>>,
-}
-
-impl Job {
-    fn frames(&self) -> usize {
-        self.inputs.iter().next().map_or(0, |(_, tensor)| tensor.shape().first().copied().unwrap_or(0))
+impl Default for PoolConfig {
+    /// The server's defaults: sessions by device, each single-threaded, no waiting.
+    fn default() -> Self {
+        Self { workers: None, threads_per_worker: 1, queue_per_worker: 64, max_batch_frames: 1024, max_queue_delay: Duration::ZERO }
     }
 }
 
-#[derive(Debug, thiserror::Error)]
+/// Sessions per model on CUDA when the configuration leaves it open.
+const CUDA_WORKERS: usize = 2;
+
+/// Smallest part worth handing to another session when an idle pool splits a request.
+const MIN_PART_FRAMES: usize = 4;
+
+/// One model call's share of a batch: a tensor per input, all with the same batch.
+struct Job {
+    inputs: NamedTensors,
+    enqueued: Instant,
+    reply: oneshot::Sender<Result<NamedTensors, RuntimeError>>,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum EngineError {
-    #[error("model is busy: {0} requests already queued")]
+    #[error("{0} requests already admitted, the most this model takes")]
     Busy(usize),
     #[error("model workers have stopped")]
     Stopped,
@@ -53,25 +76,33 @@ pub enum EngineError {
     Runtime(#[from] RuntimeError),
 }
 
-impl Default for PoolConfig {
-    /// The server's defaults: sessions by device, each single-threaded.
-    fn default() -> Self {
-        Self { workers: None, threads_per_worker: 1, queue_per_worker: 64 }
-    }
-}
-
-/// Sessions per model on CUDA when the configuration leaves it open.
-const CUDA_WORKERS: usize = 2;
-
-/// The worker pool of one model. Dropping it closes the queue and waits for the workers,
-/// so that no session outlives its pool (a CUDA session freed while the process exits
-/// aborts it).
+/// The worker pool of one model. Dropping it closes the queues and waits for the
+/// workers, so that no session outlives its pool (a CUDA session freed while the process
+/// exits aborts it).
 pub struct ModelWorkers {
     model: String,
-    queue: Sender<Job>,
+    requests: Sender<Job>,
+    /// Rollout steps: unbounded because one model has one rollout stepper, which waits
+    /// for its step before sending the next (at most one step is here).
+    rollout_steps: Sender<Job>,
+    /// Parts of work cut for several sessions, each run alone: bounded by the admitted
+    /// requests and the one rollout step they come from.
+    parts: Sender<Job>,
     threads: Vec<JoinHandle<()>>,
+    admitted: Arc<AtomicUsize>,
     capacity: usize,
+    max_batch_frames: usize,
     execution_provider: &'static str,
+}
+
+/// Holds one admitted request's place until it is answered or abandoned.
+struct Admission<'a>(&'a ModelWorkers);
+
+impl Drop for Admission<'_> {
+    fn drop(&mut self) {
+        let now = self.0.admitted.fetch_sub(1, Ordering::SeqCst) - 1;
+        metrics::requests_admitted(&self.0.model, now);
+    }
 }
 
 impl ModelWorkers {
@@ -86,33 +117,36 @@ impl ModelWorkers {
             _ => CUDA_WORKERS,
         });
         let workers = workers.max(1);
-        let capacity = workers * config.queue_per_worker.max(1);
-        let (queue, jobs) = crossbeam_channel::bounded::<Job>(capacity);
+        let (requests, request_queue) = crossbeam_channel::unbounded::<Job>();
+        let (rollout_steps, rollout_queue) = crossbeam_channel::unbounded::<Job>();
+        let (parts, part_queue) = crossbeam_channel::unbounded::<Job>();
+        let batching = Batching { max_frames: config.max_batch_frames.max(1), max_delay: config.max_queue_delay };
         let mut threads = Vec::with_capacity(workers);
         let mut sessions = Some(first);
         for index in 0..workers {
-            let mut session = match sessions.take() {
+            let session = match sessions.take() {
                 Some(session) => session,
                 None => load()?,
             };
-            let jobs = jobs.clone();
+            let queues = Queues { rollout_steps: rollout_queue.clone(), parts: part_queue.clone(), requests: request_queue.clone() };
             let name = model.to_string();
             let thread = thread::Builder::new()
                 .name(format!("onnx-{model}-{index}"))
-                .spawn(move || {
-                    for job in jobs {
-                        metrics::dequeued(&name);
-                        let start = Instant::now();
-                        let result = session.infer(&job.inputs);
-                        metrics::inference(&name, job.frames(), start.elapsed().as_secs_f64());
-                        // The caller may have gone (a cancelled request); nothing to do then.
-                        let _ = job.reply.send(result);
-                    }
-                })
+                .spawn(move || work(&name, session, &queues, batching))
                 .map_err(|e| RuntimeError::Inference(format!("cannot start a worker thread: {e}")))?;
             threads.push(thread);
         }
-        Ok(Self { model: model.to_string(), queue, threads, capacity, execution_provider })
+        Ok(Self {
+            model: model.to_string(),
+            requests,
+            rollout_steps,
+            parts,
+            threads,
+            admitted: Arc::default(),
+            capacity: workers * config.queue_per_worker.max(1),
+            max_batch_frames: batching.max_frames,
+            execution_provider,
+        })
     }
 
     /// How many sessions serve this model.
@@ -124,31 +158,181 @@ impl ModelWorkers {
         self.execution_provider
     }
 
-    /// The model's outputs for `inputs`, computed by the next free worker.
+    /// The model's outputs for `inputs`, batched with whatever else is waiting; turned
+    /// away at once (`Busy`) when the model has as many requests as it admits.
     pub async fn infer(&self, inputs: NamedTensors) -> Result<NamedTensors, EngineError> {
-        let (reply, answer) = oneshot::channel();
-        // Counted before sending: a worker may take the job at once.
-        metrics::queued(&self.model);
-        self.queue.try_send(Job { inputs, reply }).map_err(|e| {
-            metrics::dequeued(&self.model);
-            match e {
-                TrySendError::Full(_) => EngineError::Busy(self.capacity),
-                TrySendError::Disconnected(_) => EngineError::Stopped,
-            }
-        })?;
-        Ok(answer.await.map_err(|_| EngineError::Stopped)??)
+        let _admission = self.admit()?;
+        self.run(inputs, &self.requests).await
+    }
+
+    /// One step of the model's rollouts: never turned away, and taken before requests.
+    pub async fn step_rollouts(&self, inputs: NamedTensors) -> Result<NamedTensors, EngineError> {
+        self.run(inputs, &self.rollout_steps).await
+    }
+
+    fn admit(&self) -> Result<Admission<'_>, EngineError> {
+        let before = self.admitted.fetch_add(1, Ordering::SeqCst);
+        let admission = Admission(self);
+        if before >= self.capacity {
+            return Err(EngineError::Busy(self.capacity));
+        }
+        metrics::requests_admitted(&self.model, before + 1);
+        Ok(admission)
+    }
+
+    /// Queues `inputs` (in parts, when worth it) and gathers the answer.
+    async fn run(&self, inputs: NamedTensors, queue: &Sender<Job>) -> Result<NamedTensors, EngineError> {
+        let sizes = self.part_sizes(inputs.batch());
+        let (parts, queue) = if sizes.len() == 1 { (vec![inputs], queue) } else { (inputs.split(&sizes), &self.parts) };
+        let mut answers = Vec::with_capacity(parts.len());
+        for inputs in parts {
+            let (reply, answer) = oneshot::channel();
+            queue.send(Job { inputs, enqueued: Instant::now(), reply }).map_err(|_| EngineError::Stopped)?;
+            answers.push(answer);
+        }
+        let mut outputs = Vec::with_capacity(answers.len());
+        for answer in answers {
+            outputs.push(answer.await.map_err(|_| EngineError::Stopped)??);
+        }
+        if outputs.len() == 1 {
+            return Ok(outputs.pop().expect("one part"));
+        }
+        NamedTensors::concatenate(&outputs)
+            .ok_or_else(|| EngineError::Runtime(RuntimeError::Inference("the parts' outputs do not stack".into())))
+    }
+
+    /// Sizes of the parts `frames` is run in: no larger than a batch may be, and spread
+    /// over every session when nothing else is waiting.
+    fn part_sizes(&self, frames: usize) -> Vec<usize> {
+        let needed = frames.div_ceil(self.max_batch_frames);
+        let idle = self.requests.is_empty() && self.rollout_steps.is_empty() && self.parts.is_empty();
+        let spread = if idle { self.workers().min(frames / MIN_PART_FRAMES) } else { 1 };
+        let parts = needed.max(spread).max(1);
+        let (base, extra) = (frames / parts, frames % parts);
+        (0..parts).map(|i| base + usize::from(i < extra)).collect()
     }
 }
 
 impl Drop for ModelWorkers {
     fn drop(&mut self) {
-        // Swapping in a sender with no receivers drops the real one: the workers' queue
-        // disconnects and each exits after its current job.
-        let (closed, _) = crossbeam_channel::bounded(0);
-        drop(std::mem::replace(&mut self.queue, closed));
+        // Swapping in senders with no receivers drops the real ones: the queues
+        // disconnect and each worker exits after its current batch.
+        let closed = || crossbeam_channel::bounded(0).0;
+        drop(std::mem::replace(&mut self.requests, closed()));
+        drop(std::mem::replace(&mut self.rollout_steps, closed()));
+        drop(std::mem::replace(&mut self.parts, closed()));
         for thread in self.threads.drain(..) {
             if thread.join().is_err() {
                 tracing::error!(model = %self.model, "a worker thread panicked");
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Batching {
+    max_frames: usize,
+    max_delay: Duration,
+}
+
+/// A worker's ends of the model's queues.
+struct Queues {
+    rollout_steps: Receiver<Job>,
+    parts: Receiver<Job>,
+    requests: Receiver<Job>,
+}
+
+enum Next {
+    Job(Job),
+    /// Nothing more arrived in time.
+    Nothing,
+    /// The pool is closing.
+    Closed,
+}
+
+fn received(job: Result<Job, crossbeam_channel::RecvError>) -> Next {
+    job.map_or(Next::Closed, Next::Job)
+}
+
+impl Queues {
+    /// The next job to open a batch with, waiting for one: rollout steps first, then
+    /// parts (the second says whether it is a part, which runs alone).
+    fn first(&self) -> (Next, bool) {
+        select_biased! {
+            recv(self.rollout_steps) -> job => (received(job), false),
+            recv(self.parts) -> job => (received(job), true),
+            recv(self.requests) -> job => (received(job), false),
+        }
+    }
+
+    /// A job to add to a batch, waiting at most until `deadline`.
+    fn more(&self, deadline: Instant) -> Next {
+        select_biased! {
+            recv(self.rollout_steps) -> job => received(job),
+            recv(self.requests) -> job => received(job),
+            default(deadline.saturating_duration_since(Instant::now())) => Next::Nothing,
+        }
+    }
+}
+
+/// A worker: forms batches from the queues until they close.
+fn work(model: &str, mut session: OnnxModel, queues: &Queues, batching: Batching) {
+    // A job that did not fit the last batch opens the next one.
+    let mut carried: Option<Job> = None;
+    loop {
+        let (first, alone) = match carried.take() {
+            Some(job) => (job, false),
+            None => match queues.first() {
+                (Next::Job(job), alone) => (job, alone),
+                (Next::Nothing | Next::Closed, _) => return,
+            },
+        };
+        let mut frames = first.inputs.batch();
+        let mut batch = vec![first];
+        let deadline = Instant::now() + batching.max_delay;
+        while !alone && frames < batching.max_frames {
+            match queues.more(deadline) {
+                Next::Job(job) if frames + job.inputs.batch() > batching.max_frames => {
+                    carried = Some(job);
+                    break;
+                }
+                Next::Job(job) => {
+                    frames += job.inputs.batch();
+                    batch.push(job);
+                }
+                Next::Nothing | Next::Closed => break,
+            }
+        }
+        run_batch(model, &mut session, batch);
+    }
+}
+/// Runs the jobs of `batch` as one call and answers each with its own rows.
+fn run_batch(model: &str, session: &mut OnnxModel, mut batch: Vec<Job>) {
+    let start = Instant::now();
+    for job in &batch {
+        metrics::job_waited(model, start.duration_since(job.enqueued).as_secs_f64());
+    }
+    let sizes: Vec<usize> = batch.iter().map(|job| job.inputs.batch()).collect();
+    let result = if batch.len() == 1 {
+        session.infer(&batch[0].inputs).map(|outputs| vec![outputs])
+    } else {
+        let inputs: Vec<NamedTensors> = batch.iter_mut().map(|job| std::mem::take(&mut job.inputs)).collect();
+        match NamedTensors::concatenate(&inputs) {
+            Some(stacked) => session.infer(&stacked).map(|outputs| outputs.split(&sizes)),
+            None => Err(RuntimeError::Inference("requests in one batch do not stack".into())),
+        }
+    };
+    metrics::batch_ran(model, sizes.iter().sum(), start.elapsed().as_secs_f64());
+    match result {
+        Ok(outputs) => {
+            for (job, outputs) in batch.into_iter().zip(outputs) {
+                // The caller may have gone (a cancelled request); nothing to do then.
+                let _ = job.reply.send(Ok(outputs));
+            }
+        }
+        Err(error) => {
+            for job in batch {
+                let _ = job.reply.send(Err(error.clone()));
             }
         }
     }

@@ -3,16 +3,16 @@
 
 use super::engine::EngineError;
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ServeError {
     #[error("unknown model '{name}'; served models: {served}")]
     UnknownModel { name: String, served: String },
     /// The request is malformed or out of the limits: the client's to fix.
     #[error("{0}")]
     InvalidArgument(String),
-    /// The model's queue is full: worth retrying later.
-    #[error("{model}: model is busy: {queued} requests already queued")]
-    Busy { model: String, queued: usize },
+    /// The model (or the server) is at capacity: worth retrying later.
+    #[error("{model}: busy: {reason}; retry later")]
+    Busy { model: String, reason: String },
     /// A rollout's positions stopped being finite.
     #[error("{model}: rollout diverged at step {step} (non-finite positions)")]
     Diverged { model: String, step: u32 },
@@ -24,7 +24,7 @@ pub enum ServeError {
 impl ServeError {
     pub(crate) fn from_engine(model: &str, error: EngineError) -> Self {
         match error {
-            EngineError::Busy(queued) => ServeError::Busy { model: model.to_string(), queued },
+            EngineError::Busy(_) => ServeError::Busy { model: model.to_string(), reason: error.to_string() },
             EngineError::Stopped | EngineError::Runtime(_) => ServeError::Internal { model: model.to_string(), message: error.to_string() },
         }
     }

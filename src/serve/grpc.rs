@@ -1,9 +1,9 @@
 //! `equiserve.v1.Dynamics` over gRPC: messages to and from the serving core, and
 //! [`ServeError`]s to status codes. Nothing else happens here.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Instant};
 
-use tokio_stream::{StreamExt, wrappers::ReceiverStream};
+use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status};
 
 use super::{DynamicsCore, LoadedModel, Limits, ModelRegistry, RolloutCounter, RolloutStart, ServeError, metrics};
@@ -47,9 +47,13 @@ fn summary(model: &LoadedModel) -> ModelSummary {
     }
 }
 
-fn finished<T>(rpc: &'static str, model: &str, result: &Result<T, Status>) {
-    let code = result.as_ref().map_or_else(Status::code, |_| tonic::Code::Ok);
-    metrics::request_finished(rpc, model, format!("{code:?}"));
+impl DynamicsService {
+    /// Counts a finished call, under the model's name only when it is served.
+    fn finished<T>(&self, rpc: &'static str, model: &str, started: Instant, result: &Result<T, Status>) {
+        let code = result.as_ref().map_or_else(Status::code, |_| tonic::Code::Ok);
+        let label = if self.core.model(model).is_ok() { model } else { metrics::UNKNOWN_MODEL };
+        metrics::request_finished(rpc, label, format!("{code:?}"), started.elapsed().as_secs_f64());
+    }
 }
 
 type RolloutStream = std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<RolloutFrame, Status>> + Send>>;
@@ -66,6 +70,7 @@ impl Dynamics for DynamicsService {
     }
 
     async fn predict(&self, request: Request<PredictRequest>) -> Result<Response<PredictResponse>, Status> {
+        let started = Instant::now();
         let PredictRequest { model, positions, previous } = request.into_inner();
         let result = self.core.predict(&model, positions, previous).await.map_err(status).map(|prediction| {
             Response::new(PredictResponse {
@@ -75,22 +80,25 @@ impl Dynamics for DynamicsService {
                 next_positions: prediction.next_positions.into_iter().collect(),
             })
         });
-        finished("Predict", &model, &result);
+        self.finished("Predict", &model, started, &result);
         result
     }
 
     type RolloutStream = RolloutStream;
 
     async fn rollout(&self, request: Request<RolloutRequest>) -> Result<Response<Self::RolloutStream>, Status> {
+        let started = Instant::now();
         let RolloutRequest { model, positions, steps, emit_every, previous } = request.into_inner();
         let start = RolloutStart { positions, previous, steps, emit_every };
         let result = self.core.rollout(&model, start).map_err(status).map(|frames| {
-            let frames = ReceiverStream::new(frames)
-                .map(|frame| frame.map(|f| RolloutFrame { step: f.step, positions: f.positions }).map_err(status));
+            let frames = frames.map(|frame| {
+                frame.map(|f| RolloutFrame { step: f.step, positions: f.positions, batch: f.batch as u32 }).map_err(status)
+            });
             Response::new(Box::pin(frames) as RolloutStream)
         });
-        // A started rollout counts as OK here; a stream that ends in error reports its own status.
-        finished("Rollout", &model, &result);
+        // Counts whether the rollout was admitted; how admitted ones end is counted in
+        // equiserve_rollouts_ended_total.
+        self.finished("Rollout", &model, started, &result);
         result
     }
 }

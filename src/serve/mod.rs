@@ -21,7 +21,7 @@ pub use engine::{EngineError, ModelWorkers, PoolConfig};
 pub use error::ServeError;
 pub use measure::measure_inference;
 pub use registry::{LoadedModel, ModelRegistry, RegistryError};
-pub use rollout::{RolloutCounter, RolloutStep};
+pub use rollout::{RolloutCounter, RolloutFrames, RolloutStep};
 
 #[cfg(feature = "serve")]
 pub use grpc::DynamicsService;

@@ -5,14 +5,15 @@ use std::{
     collections::BTreeMap,
     fs,
     path::{Path, PathBuf},
-    sync::Arc,
+    sync::{Arc, OnceLock},
 };
 
 use ndarray::{Array3, Array4};
 
 use super::{
     ServeError,
-    engine::{ModelWorkers, PoolConfig},
+    engine::{EngineError, ModelWorkers, PoolConfig},
+    rollout::RolloutStepper,
 };
 use crate::{
     card::{CARD_FILE, CardSummary, MODEL_FILE, model_folders},
@@ -24,6 +25,8 @@ pub struct LoadedModel {
     /// The card as written by train-export, passed through to clients.
     pub card_json: String,
     pub workers: ModelWorkers,
+    /// Started with the first rollout (it needs the async runtime).
+    rollouts: OnceLock<RolloutStepper>,
 }
 
 impl LoadedModel {
@@ -42,10 +45,24 @@ impl LoadedModel {
     }
 
     /// dx [batch, 12, 3] for `positions` [batch, 12, 3] (and, for a history model, the
-    /// frames before them [batch, K − 1, 12, 3]), from the next free worker.
+    /// frames before them [batch, K − 1, 12, 3]), batched with other requests.
     pub async fn dx(&self, positions: Array3<f32>, previous: Option<Array4<f32>>) -> Result<Array3<f32>, ServeError> {
-        let inputs = NamedTensors::dynamics(positions, previous);
-        let mut outputs = self.workers.infer(inputs).await.map_err(|e| ServeError::from_engine(self.name(), e))?;
+        let outputs = self.workers.infer(NamedTensors::dynamics(positions, previous)).await;
+        self.take_dx(outputs)
+    }
+
+    /// dx for one step of the model's rollouts, stacked (never turned away).
+    pub(crate) async fn step_rollouts(&self, positions: Array3<f32>, previous: Option<Array4<f32>>) -> Result<Array3<f32>, ServeError> {
+        let outputs = self.workers.step_rollouts(NamedTensors::dynamics(positions, previous)).await;
+        self.take_dx(outputs)
+    }
+
+    pub(crate) fn rollout_stepper(&self) -> &RolloutStepper {
+        self.rollouts.get_or_init(RolloutStepper::spawn)
+    }
+
+    fn take_dx(&self, outputs: Result<NamedTensors, EngineError>) -> Result<Array3<f32>, ServeError> {
+        let mut outputs = outputs.map_err(|e| ServeError::from_engine(self.name(), e))?;
         outputs.take_dx().ok_or_else(|| ServeError::Internal {
             model: self.name().to_string(),
             message: format!("the model gave no {DX} [batch, 12, 3]"),
@@ -138,5 +155,5 @@ fn load_one(dir: &Path, device: ExecutionDevice, pool: PoolConfig) -> Result<Loa
     }
     let workers = ModelWorkers::start(&summary.name, &onnx_file, &summary.onnx.signature, device, pool)
         .map_err(|e| unreadable(&onnx_file, &e))?;
-    Ok(LoadedModel { summary, card_json, workers })
+    Ok(LoadedModel { summary, card_json, workers, rollouts: OnceLock::new() })
 }

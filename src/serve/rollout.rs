@@ -1,22 +1,31 @@
-//! Autoregressive rollouts x ← x + model(x), computed in a task of their own and
-//! handed out frame by frame through a small channel.
+//! Autoregressive rollouts x ← x + model(window), stepped together.
+//!
+//! Every live rollout of a model advances in the same ONNX Runtime call each step
+//! (continuous batching): a rollout joins or leaves between steps. Each rollout hands
+//! its frames out through a small channel; one whose client has not taken them sits the
+//! step out, so a slow reader neither holds the others back nor grows memory. A rollout
+//! may be an ensemble of B systems, advanced as B rows of the same call.
 
-use std::sync::{
-    Arc,
-    atomic::{AtomicUsize, Ordering},
+use std::{
+    pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    task::{Context, Poll},
 };
 
-use ndarray::{Array3, Array4};
-use tokio::sync::mpsc;
+use ndarray::{Array3, Array4, Axis, concatenate, s};
+use tokio::sync::{Notify, mpsc};
 
 use super::{LoadedModel, ServeError, metrics};
 use crate::data::advance_window;
 
-/// Frames a rollout may compute ahead of its client: a slow client slows the rollout
-/// instead of growing memory.
-const FRAMES_AHEAD: usize = 16;
+/// Systems' worth of frames a rollout may compute ahead of its client (at least two
+/// frames, at most 16): memory per rollout stays bounded whatever its ensemble size.
+const SYSTEMS_AHEAD: usize = 256;
 
-/// How many rollouts are computing right now.
+/// How many rollouts are admitted and not yet ended.
 #[derive(Debug, Clone, Default)]
 pub struct RolloutCounter(Arc<AtomicUsize>);
 
@@ -25,20 +34,40 @@ impl RolloutCounter {
         self.0.load(Ordering::SeqCst)
     }
 
-    fn enter(&self) -> RolloutGuard {
-        self.0.fetch_add(1, Ordering::SeqCst);
+    /// A place for one more rollout, unless `max` are running.
+    fn try_enter(&self, model: &str, max: usize) -> Option<RolloutGuard> {
+        self.0.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |now| (now < max).then_some(now + 1)).ok()?;
         metrics::rollout_started();
-        RolloutGuard(self.clone())
+        Some(RolloutGuard { counter: self.clone(), model: model.to_string(), ended: None })
     }
 }
 
-/// Counts a rollout until it ends, however it ends.
-struct RolloutGuard(RolloutCounter);
+/// How a rollout ended, for the metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ended {
+    Finished,
+    Diverged,
+    Failed,
+}
+
+/// Holds a rollout's place until it ends, however it ends (`ended` still `None` when it
+/// is dropped: its client went away).
+struct RolloutGuard {
+    counter: RolloutCounter,
+    model: String,
+    ended: Option<Ended>,
+}
 
 impl Drop for RolloutGuard {
     fn drop(&mut self) {
-        (self.0).0.fetch_sub(1, Ordering::SeqCst);
-        metrics::rollout_ended();
+        (self.counter).0.fetch_sub(1, Ordering::SeqCst);
+        let how = match self.ended {
+            None => "cancelled",
+            Some(Ended::Finished) => "finished",
+            Some(Ended::Diverged) => "diverged",
+            Some(Ended::Failed) => "failed",
+        };
+        metrics::rollout_ended(&self.model, how);
     }
 }
 
@@ -47,58 +76,184 @@ impl Drop for RolloutGuard {
 pub struct RolloutStep {
     /// Steps taken to reach this frame (1..=steps).
     pub step: u32,
-    /// [12, 3], row-major.
+    /// Systems in the frame (the ensemble's size; 1 for a single system).
+    pub batch: usize,
+    /// [batch, 12, 3], row-major.
     pub positions: Vec<f32>,
 }
 
 /// What a validated rollout request asks for.
 pub struct RolloutPlan {
     pub model: Arc<LoadedModel>,
-    /// [1, 12, 3].
+    /// [B, 12, 3]: B systems, rolled out side by side.
     pub start: Array3<f32>,
-    /// The frames before `start`, [1, K − 1, 12, 3] oldest first, for history models.
+    /// The frames before `start`, [B, K − 1, 12, 3] oldest first, for history models.
     pub previous: Option<Array4<f32>>,
     pub steps: u32,
     /// Emit every n-th frame (at least 1); the last one is always emitted.
     pub emit_every: u32,
 }
 
-/// Starts `plan` in a task of its own; its frames (or the error that ended it) arrive
-/// on the returned channel. Dropping the receiver stops the computation at the next step.
-pub fn start(plan: RolloutPlan, counter: &RolloutCounter) -> mpsc::Receiver<Result<RolloutStep, ServeError>> {
-    let in_progress = counter.enter();
-    let (frames_out, frames_in) = mpsc::channel(FRAMES_AHEAD);
-    tokio::spawn(async move {
-        let _in_progress = in_progress;
-        let RolloutPlan { model, start: mut x, mut previous, steps, emit_every } = plan;
-        let name = model.name().to_string();
-        for step in 1..=steps {
-            if frames_out.is_closed() {
-                tracing::debug!(model = %name, step, "rollout cancelled by the client");
-                return;
-            }
-            let dx = match model.dx(x.clone(), previous.clone()).await {
-                Ok(dx) => dx,
-                Err(e) => {
-                    let _ = frames_out.send(Err(e)).await;
-                    return;
-                }
-            };
-            if let Some(window) = &mut previous {
-                *window = advance_window(window, x.view());
-            }
-            x += &dx;
-            if x.iter().any(|v| !v.is_finite()) {
-                let _ = frames_out.send(Err(ServeError::Diverged { model: name, step })).await;
-                return;
-            }
-            if step % emit_every == 0 || step == steps {
-                let frame = RolloutStep { step, positions: x.iter().copied().collect() };
-                if frames_out.send(Ok(frame)).await.is_err() {
-                    return;
-                }
+type FrameResult = Result<RolloutStep, ServeError>;
+
+/// A rollout's frames as they are computed, or the error that ended it. Dropping it
+/// cancels the rollout at the next step.
+pub struct RolloutFrames {
+    frames: mpsc::Receiver<FrameResult>,
+    /// Tells the stepper that this rollout has room again (or is gone).
+    wake: Arc<Notify>,
+}
+
+impl tokio_stream::Stream for RolloutFrames {
+    type Item = FrameResult;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<FrameResult>> {
+        let polled = self.frames.poll_recv(cx);
+        if polled.is_ready() {
+            self.wake.notify_one();
+        }
+        polled
+    }
+}
+
+impl Drop for RolloutFrames {
+    fn drop(&mut self) {
+        self.wake.notify_one();
+    }
+}
+
+/// The task that steps one model's rollouts; started with the model's first rollout,
+/// it ends when the model is unloaded and its last rollout has ended.
+pub(crate) struct RolloutStepper {
+    joining: mpsc::UnboundedSender<Member>,
+    wake: Arc<Notify>,
+}
+
+impl RolloutStepper {
+    pub(crate) fn spawn() -> Self {
+        let (joining, arrivals) = mpsc::unbounded_channel();
+        let wake = Arc::new(Notify::new());
+        tokio::spawn(step_all(arrivals, Arc::clone(&wake)));
+        Self { joining, wake }
+    }
+}
+
+/// Admits `plan` (unless `max_rollouts` are running) and hands it to its model's stepper.
+pub fn start(plan: RolloutPlan, counter: &RolloutCounter, max_rollouts: usize) -> Result<RolloutFrames, ServeError> {
+    let RolloutPlan { model, start, previous, steps, emit_every } = plan;
+    let place = counter.try_enter(model.name(), max_rollouts).ok_or_else(|| ServeError::Busy {
+        model: model.name().to_string(),
+        reason: format!("{max_rollouts} rollouts are running, the most this server admits"),
+    })?;
+    let ahead = (SYSTEMS_AHEAD / start.dim().0).clamp(2, 16);
+    let (frames_out, frames) = mpsc::channel(ahead);
+    let stepper = model.rollout_stepper();
+    let wake = Arc::clone(&stepper.wake);
+    let member = Member { model: Arc::clone(&model), positions: start, previous, step: 0, steps, emit_every, frames: frames_out, place };
+    stepper.joining.send(member).map_err(|_| ServeError::Internal {
+        model: model.name().to_string(),
+        message: "the model's rollout stepper has stopped".into(),
+    })?;
+    wake.notify_one();
+    Ok(RolloutFrames { frames, wake })
+}
+
+/// One live rollout.
+struct Member {
+    /// Keeps the model (and the version the rollout started on) loaded until it ends.
+    model: Arc<LoadedModel>,
+    /// [B, 12, 3].
+    positions: Array3<f32>,
+    previous: Option<Array4<f32>>,
+    step: u32,
+    steps: u32,
+    emit_every: u32,
+    frames: mpsc::Sender<FrameResult>,
+    place: RolloutGuard,
+}
+
+impl Member {
+    fn systems(&self) -> usize {
+        self.positions.dim().0
+    }
+}
+
+/// The stepper's loop: take in new rollouts, drop cancelled ones, advance every one
+/// whose client has room for a frame, in one call; wait when none has.
+async fn step_all(mut arrivals: mpsc::UnboundedReceiver<Member>, wake: Arc<Notify>) {
+    let mut members: Vec<Member> = Vec::new();
+    let mut open = true;
+    loop {
+        while let Ok(member) = arrivals.try_recv() {
+            members.push(member);
+        }
+        members.retain(|member| !member.frames.is_closed());
+        let mut ready = Vec::new();
+        for (index, member) in members.iter().enumerate() {
+            if let Ok(permit) = member.frames.clone().try_reserve_owned() {
+                ready.push((index, permit));
             }
         }
-    });
-    frames_in
+        if !ready.is_empty() {
+            step(&mut members, ready).await;
+            members.retain(|member| member.place.ended.is_none());
+            continue;
+        }
+        if !open && members.is_empty() {
+            return;
+        }
+        tokio::select! {
+            () = wake.notified() => {}
+            arrival = arrivals.recv(), if open => match arrival {
+                Some(member) => members.push(member),
+                None => open = false,
+            },
+        }
+    }
+}
+
+/// Advances the `ready` members one step in one model call and sends what is due.
+async fn step(members: &mut [Member], ready: Vec<(usize, mpsc::OwnedPermit<FrameResult>)>) {
+    let model = Arc::clone(&members[ready[0].0].model);
+    let positions: Vec<_> = ready.iter().map(|(i, _)| members[*i].positions.view()).collect();
+    let positions = concatenate(Axis(0), &positions).expect("frames of one shape");
+    let previous = match members[ready[0].0].previous {
+        Some(_) => {
+            let windows: Vec<_> = ready.iter().filter_map(|(i, _)| members[*i].previous.as_ref().map(|w| w.view())).collect();
+            Some(concatenate(Axis(0), &windows).expect("windows of one shape"))
+        }
+        None => None,
+    };
+    metrics::rollout_step(model.name(), positions.dim().0);
+    let dx = match model.step_rollouts(positions, previous).await {
+        Ok(dx) => dx,
+        Err(error) => {
+            for (index, permit) in ready {
+                members[index].place.ended = Some(Ended::Failed);
+                permit.send(Err(error.clone()));
+            }
+            return;
+        }
+    };
+    let mut row = 0;
+    for (index, permit) in ready {
+        let member = &mut members[index];
+        let systems = member.systems();
+        if let Some(window) = &mut member.previous {
+            *window = advance_window(window, member.positions.view());
+        }
+        member.positions += &dx.slice(s![row..row + systems, .., ..]);
+        row += systems;
+        member.step += 1;
+        if member.positions.iter().any(|v| !v.is_finite()) {
+            member.place.ended = Some(Ended::Diverged);
+            permit.send(Err(ServeError::Diverged { model: model.name().to_string(), step: member.step }));
+        } else if member.step.is_multiple_of(member.emit_every) || member.step == member.steps {
+            if member.step == member.steps {
+                member.place.ended = Some(Ended::Finished);
+            }
+            let frame = RolloutStep { step: member.step, batch: systems, positions: member.positions.iter().copied().collect() };
+            permit.send(Ok(frame));
+        }
+    }
 }

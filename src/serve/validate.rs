@@ -63,24 +63,25 @@ pub fn previous(previous: Vec<f32>, batch: usize, history_frames: usize) -> Resu
     Ok(Some(Array4::from_shape_vec((batch, held, PARTICLES, DIMS), previous).expect("length checked above")))
 }
 
-/// Checks the initial window of a rollout and its step count.
+/// Checks the initial windows of a rollout of B systems (1 ≤ B ≤ `max_batch`) and its
+/// step count: B × steps, the system-steps it will compute, is at most `max_system_steps`.
 pub fn rollout_start(
     positions: Vec<f32>,
     earlier: Vec<f32>,
     history_frames: usize,
     steps: u32,
-    max_steps: u32,
+    limits: (usize, u64),
 ) -> Result<(Array3<f32>, Option<Array4<f32>>), ServeError> {
-    if positions.len() != FRAME_LEN {
+    let (max_batch, max_system_steps) = limits;
+    let start = frames(positions, max_batch)?;
+    let systems = start.dim().0;
+    let earlier = previous(earlier, systems, history_frames)?;
+    let system_steps = systems as u64 * u64::from(steps);
+    if steps == 0 || system_steps > max_system_steps {
+        let most = max_system_steps / systems as u64;
         return Err(ServeError::InvalidArgument(format!(
-            "rollout starts from one frame of {FRAME_LEN} floats ({PARTICLES}×{DIMS}), got {}",
-            positions.len()
+            "steps must be between 1 and {most} for {systems} system(s) (at most {max_system_steps} system-steps per rollout), got {steps}"
         )));
-    }
-    let start = frames(positions, 1)?;
-    let earlier = previous(earlier, 1, history_frames)?;
-    if steps == 0 || steps > max_steps {
-        return Err(ServeError::InvalidArgument(format!("steps must be between 1 and {max_steps}, got {steps}")));
     }
     Ok((start, earlier))
 }
@@ -118,13 +119,16 @@ mod tests {
     }
 
     #[test]
-    fn rollouts_start_from_one_window_and_a_bounded_step_count() {
+    fn rollouts_start_from_whole_windows_and_bounded_system_steps() {
         let frame = vec![0.5_f32; FRAME_LEN];
-        assert!(rollout_start(frame.clone(), Vec::new(), 1, 10, 10).is_ok());
-        assert!(rollout_start(frame.clone(), frame.repeat(2), 3, 10, 10).expect("valid").1.is_some());
-        assert!(rollout_start(frame.clone(), Vec::new(), 3, 10, 10).expect_err("no window").to_string().contains("history_frames 3"));
-        assert!(rollout_start(frame.repeat(2), Vec::new(), 1, 10, 10).expect_err("two frames").to_string().contains("one frame"));
-        assert!(rollout_start(frame.clone(), Vec::new(), 1, 0, 10).expect_err("no steps").to_string().contains("between 1 and 10"));
-        assert!(rollout_start(frame, Vec::new(), 1, 11, 10).is_err());
+        assert!(rollout_start(frame.clone(), Vec::new(), 1, 10, (4, 10)).is_ok());
+        assert!(rollout_start(frame.clone(), frame.repeat(2), 3, 10, (4, 10)).expect("valid").1.is_some());
+        assert!(rollout_start(frame.clone(), Vec::new(), 3, 10, (4, 10)).expect_err("no window").to_string().contains("history_frames 3"));
+        let (ensemble, windows) = rollout_start(frame.repeat(2), frame.repeat(4), 3, 5, (4, 10)).expect("an ensemble of two");
+        assert_eq!((ensemble.dim().0, windows.expect("windows").dim().1), (2, 2));
+        assert!(rollout_start(frame.repeat(2), Vec::new(), 1, 6, (4, 10)).expect_err("12 system-steps").to_string().contains("between 1 and 5 for 2"));
+        assert!(rollout_start(frame.repeat(5), Vec::new(), 1, 1, (4, 10)).expect_err("five systems").to_string().contains("limit of 4"));
+        assert!(rollout_start(frame.clone(), Vec::new(), 1, 0, (4, 10)).expect_err("no steps").to_string().contains("between 1 and 10"));
+        assert!(rollout_start(frame[1..].to_vec(), Vec::new(), 1, 1, (4, 10)).is_err());
     }
 }

@@ -19,7 +19,7 @@ use equiserve::{
 use tokio::{net::TcpListener, sync::oneshot};
 use tonic::transport::Channel;
 
-pub const LIMITS: Limits = Limits { max_batch: 64, max_rollout_steps: 1000 };
+pub const LIMITS: Limits = Limits { max_batch: 64, max_rollout_steps: 1000, max_rollouts: 40 };
 
 /// The shared fixtures of the study, when `../shared` exists beside the project;
 /// otherwise `what` is reported skipped (see [`skip`]).
@@ -88,7 +88,7 @@ pub fn prometheus() -> metrics_exporter_prometheus::PrometheusHandle {
     static HANDLE: OnceLock<metrics_exporter_prometheus::PrometheusHandle> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
-            let handle = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder().expect("first recorder");
+            let handle = equiserve::serve::metrics::prometheus_builder().install_recorder().expect("first recorder");
             equiserve::serve::metrics::describe();
             handle
         })
@@ -105,7 +105,10 @@ pub struct TestServer {
 
 impl TestServer {
     pub async fn start(models_dir: &Path) -> Self {
-        let pool = PoolConfig { workers: Some(2), threads_per_worker: 1, queue_per_worker: 16 };
+        Self::start_with(models_dir, PoolConfig { workers: Some(2), queue_per_worker: 16, ..PoolConfig::default() }).await
+    }
+
+    pub async fn start_with(models_dir: &Path, pool: PoolConfig) -> Self {
         let registry = ModelRegistry::load(models_dir, ExecutionDevice::Cpu, pool).expect("models load");
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let address = listener.local_addr().expect("address");

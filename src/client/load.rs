@@ -1,0 +1,398 @@
+//! A load generator for a running server: concurrent Predict clients or Rollouts for a
+//! fixed time, each scenario measured beside raw ONNX Runtime on the same model file at
+//! the same total batch, in the same run, so that every figure reads as a ratio.
+
+use std::{
+    collections::BTreeMap,
+    fmt,
+    path::PathBuf,
+    str::FromStr,
+    time::{Duration, Instant},
+};
+
+use ndarray::{Array3, Array4, Axis, s};
+use tokio_stream::StreamExt;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::{
+    card::{CardSummary, MODEL_FILE},
+    onnx::{ExecutionDevice, NamedTensors, OnnxModel, RuntimeError},
+    proto::v1::{GetModelRequest, PredictRequest, RolloutRequest, dynamics_client::DynamicsClient},
+};
+
+/// One load: `clients` loops of Predict with `batch` frames each, or `clients` Rollouts
+/// of `batch` systems each (an ensemble when above 1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Scenario {
+    pub rollout: bool,
+    pub clients: usize,
+    pub batch: usize,
+}
+
+impl Scenario {
+    /// Frames (Predict) or systems (Rollout) in flight at once: the batch raw ONNX
+    /// Runtime is measured at beside it.
+    pub fn total_batch(&self) -> usize {
+        self.clients * self.batch
+    }
+}
+
+impl fmt::Display for Scenario {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = if self.rollout { "rollout" } else { "predict" };
+        write!(f, "{kind}:{}x{}", self.clients, self.batch)
+    }
+}
+
+impl FromStr for Scenario {
+    type Err = String;
+
+    /// `predict:CLIENTSxBATCH` or `rollout:ROLLOUTSxSYSTEMS`, e.g. `predict:64x1`.
+    fn from_str(text: &str) -> Result<Self, String> {
+        let wrong = || format!("'{text}': expected predict:CLIENTSxBATCH or rollout:ROLLOUTSxSYSTEMS, e.g. predict:64x1");
+        let (kind, counts) = text.split_once(':').ok_or_else(wrong)?;
+        let rollout = match kind {
+            "predict" => false,
+            "rollout" => true,
+            _ => return Err(wrong()),
+        };
+        let (clients, batch) = counts.split_once('x').ok_or_else(wrong)?;
+        let parse = |n: &str| n.parse::<usize>().ok().filter(|&n| n > 0).ok_or_else(wrong);
+        Ok(Self { rollout, clients: parse(clients)?, batch: parse(batch)? })
+    }
+}
+
+/// The issue's goals, in the order the README's table lists them.
+pub const DEFAULT_SCENARIOS: [Scenario; 6] = [
+    Scenario { rollout: false, clients: 1, batch: 32 },
+    Scenario { rollout: false, clients: 1, batch: 64 },
+    Scenario { rollout: false, clients: 64, batch: 1 },
+    Scenario { rollout: true, clients: 1, batch: 1 },
+    Scenario { rollout: true, clients: 64, batch: 1 },
+    Scenario { rollout: true, clients: 1, batch: 256 },
+];
+
+pub struct LoadConfig {
+    pub addr: String,
+    pub model: String,
+    /// The models directory the server reads, for the raw ONNX Runtime figures; none: no raw column.
+    pub models_dir: Option<PathBuf>,
+    /// Where raw ONNX Runtime runs (every core of this machine on the CPU).
+    pub device: ExecutionDevice,
+    /// Frames the requests are cut from, [frames, 12, 3] (a trajectory the model knows).
+    pub frames: Array3<f32>,
+    pub seconds: f64,
+    /// Steps each rollout asks for (a new one starts when one finishes within the time).
+    pub rollout_steps: u32,
+    pub scenarios: Vec<Scenario>,
+}
+
+/// What one scenario sustained.
+#[derive(Debug, Clone)]
+pub struct LoadResult {
+    pub scenario: Scenario,
+    /// Frames (Predict) or system-steps (Rollout) per second, answered without error.
+    pub rate: f64,
+    /// Per call (Predict) or per streamed frame (Rollout), seconds.
+    pub p50: f64,
+    pub p99: f64,
+    /// Calls or streams that ended in error, by status code.
+    pub errors: BTreeMap<String, usize>,
+    /// Rollouts that ended early with an error after streaming some frames.
+    pub rollouts_cut: usize,
+    /// Raw ONNX Runtime frames/s at the scenario's total batch, when measured.
+    pub raw: Option<f64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot reach the server at {addr}: {message}")]
+    Connect { addr: String, message: String },
+    #[error("{0}")]
+    Server(String),
+    #[error("raw ONNX Runtime: {0}")]
+    Runtime(#[from] RuntimeError),
+    #[error("the frames hold {have}; a window of the model needs {need}")]
+    TooFewFrames { have: usize, need: usize },
+}
+
+/// Samples kept for the percentiles per scenario: enough for p99, bounded.
+const MAX_SAMPLES: usize = 1_000_000;
+
+/// What each client gathers.
+#[derive(Default)]
+struct Tally {
+    done: usize,
+    latencies: Vec<f64>,
+    errors: BTreeMap<String, usize>,
+    cut: usize,
+}
+
+impl Tally {
+    fn latency(&mut self, seconds: f64) {
+        if self.latencies.len() < MAX_SAMPLES {
+            self.latencies.push(seconds);
+        }
+    }
+
+    fn error(&mut self, status: &tonic::Status) {
+        *self.errors.entry(format!("{:?}", status.code())).or_default() += 1;
+    }
+
+    fn merge(&mut self, other: Tally) {
+        self.done += other.done;
+        self.latencies.extend(other.latencies.into_iter().take(MAX_SAMPLES.saturating_sub(self.latencies.len())));
+        for (code, count) in other.errors {
+            *self.errors.entry(code).or_default() += count;
+        }
+        self.cut += other.cut;
+    }
+}
+
+/// Windows cut from consecutive frames: `positions` [n, 12, 3] and, for a model of K
+/// frames, the K − 1 frames before each, [n, K − 1, 12, 3].
+struct Windows {
+    positions: Array3<f32>,
+    previous: Option<Array4<f32>>,
+}
+
+impl Windows {
+    fn new(frames: &Array3<f32>, history_frames: usize) -> Result<Self, LoadError> {
+        let held = history_frames - 1;
+        let count = frames.dim().0;
+        if count <= held {
+            return Err(LoadError::TooFewFrames { have: count, need: history_frames });
+        }
+        let positions = frames.slice(s![held.., .., ..]).to_owned();
+        let previous = (held > 0).then(|| {
+            let windows: Vec<_> = (held..count).map(|t| frames.slice(s![t - held..t, .., ..])).collect();
+            ndarray::stack(Axis(0), &windows).expect("windows of one shape")
+        });
+        Ok(Self { positions, previous })
+    }
+
+    fn len(&self) -> usize {
+        self.positions.dim().0
+    }
+
+    /// `batch` consecutive windows from `start` (wrapping), packed as the API sends them.
+    fn batch(&self, start: usize, batch: usize) -> (Vec<f32>, Vec<f32>) {
+        let rows: Vec<usize> = (0..batch).map(|i| (start + i) % self.len()).collect();
+        let positions = self.positions.select(Axis(0), &rows).into_iter().collect();
+        let previous = self.previous.as_ref().map_or_else(Vec::new, |p| p.select(Axis(0), &rows).into_iter().collect());
+        (positions, previous)
+    }
+
+    fn tensors(&self, batch: usize) -> NamedTensors {
+        let rows: Vec<usize> = (0..batch).map(|i| i % self.len()).collect();
+        NamedTensors::dynamics(self.positions.select(Axis(0), &rows), self.previous.as_ref().map(|p| p.select(Axis(0), &rows)))
+    }
+}
+
+async fn connect(addr: &str) -> Result<DynamicsClient<Channel>, LoadError> {
+    let failed = |e: &dyn fmt::Display| LoadError::Connect { addr: addr.to_string(), message: e.to_string() };
+    let channel = Endpoint::from_shared(addr.to_string()).map_err(|e| failed(&e))?.connect().await.map_err(|e| failed(&e))?;
+    Ok(DynamicsClient::new(channel).max_decoding_message_size(usize::MAX).max_encoding_message_size(usize::MAX))
+}
+
+/// Runs every scenario of `config` in turn and returns their figures.
+pub async fn run(config: &LoadConfig, mut progress: impl FnMut(&LoadResult)) -> Result<Vec<LoadResult>, LoadError> {
+    let mut client = connect(&config.addr).await?;
+    let info = client
+        .get_model(GetModelRequest { name: config.model.clone() })
+        .await
+        .map_err(|e| LoadError::Server(format!("{}: {}", config.model, e.message())))?
+        .into_inner();
+    let card: CardSummary = serde_json::from_str(&info.card_json).map_err(|e| LoadError::Server(format!("the model's card does not parse: {e}")))?;
+    let windows = Windows::new(&config.frames, card.onnx.signature.history_frames())?;
+    let raw_rates = match &config.models_dir {
+        Some(dir) => raw_rates(&dir.join(&config.model).join(MODEL_FILE), &card, config, &windows)?,
+        None => BTreeMap::new(),
+    };
+    let mut results = Vec::new();
+    for &scenario in &config.scenarios {
+        let tally = if scenario.rollout { rollouts(config, scenario, &windows).await? } else { predicts(config, scenario, &windows).await? };
+        let result = summarise(scenario, tally, config.seconds, raw_rates.get(&scenario.total_batch()).copied());
+        progress(&result);
+        results.push(result);
+    }
+    Ok(results)
+}
+
+/// Raw ONNX Runtime frames/s at each scenario's total batch: one session with every
+/// core, run back to back for the configured time.
+fn raw_rates(file: &std::path::Path, card: &CardSummary, config: &LoadConfig, windows: &Windows) -> Result<BTreeMap<usize, f64>, LoadError> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut session = OnnxModel::load(file, &card.onnx.signature, config.device, threads)?;
+    let mut rates = BTreeMap::new();
+    for scenario in &config.scenarios {
+        let batch = scenario.total_batch();
+        if rates.contains_key(&batch) {
+            continue;
+        }
+        let inputs = windows.tensors(batch);
+        session.infer(&inputs)?;
+        let (clock, mut runs) = (Instant::now(), 0usize);
+        while clock.elapsed().as_secs_f64() < config.seconds / 2.0 {
+            session.infer(&inputs)?;
+            runs += 1;
+        }
+        rates.insert(batch, (runs * batch) as f64 / clock.elapsed().as_secs_f64());
+    }
+    Ok(rates)
+}
+
+async fn predicts(config: &LoadConfig, scenario: Scenario, windows: &Windows) -> Result<Tally, LoadError> {
+    let deadline = Instant::now() + Duration::from_secs_f64(config.seconds);
+    let mut clients = tokio::task::JoinSet::new();
+    for index in 0..scenario.clients {
+        let mut client = connect(&config.addr).await?;
+        let model = config.model.clone();
+        // Each client cycles through its own few requests, cut from different frames.
+        let requests: Vec<(Vec<f32>, Vec<f32>)> = (0..8).map(|i| windows.batch((index * 8 + i) * scenario.batch, scenario.batch)).collect();
+        clients.spawn(async move {
+            let mut tally = Tally::default();
+            for (positions, previous) in requests.iter().cycle() {
+                if Instant::now() >= deadline {
+                    break;
+                }
+                let request = PredictRequest { model: model.clone(), positions: positions.clone(), previous: previous.clone() };
+                let sent = Instant::now();
+                match client.predict(request).await {
+                    Ok(_) => {
+                        tally.latency(sent.elapsed().as_secs_f64());
+                        tally.done += scenario.batch;
+                    }
+                    Err(status) => tally.error(&status),
+                }
+            }
+            tally
+        });
+    }
+    gather(clients).await
+}
+
+async fn rollouts(config: &LoadConfig, scenario: Scenario, windows: &Windows) -> Result<Tally, LoadError> {
+    let deadline = Instant::now() + Duration::from_secs_f64(config.seconds);
+    let mut clients = tokio::task::JoinSet::new();
+    for index in 0..scenario.clients {
+        let mut client = connect(&config.addr).await?;
+        let (positions, previous) = windows.batch(index * 97, scenario.batch);
+        let request = RolloutRequest { model: config.model.clone(), positions, steps: config.rollout_steps, emit_every: 1, previous };
+        clients.spawn(async move {
+            let mut tally = Tally::default();
+            'rollouts: while Instant::now() < deadline {
+                let mut frames = match client.rollout(request.clone()).await {
+                    Ok(stream) => stream.into_inner(),
+                    Err(status) => {
+                        tally.error(&status);
+                        continue;
+                    }
+                };
+                let mut last = Instant::now();
+                let mut streamed = 0;
+                while let Some(frame) = frames.next().await {
+                    match frame {
+                        Ok(frame) => {
+                            tally.latency(last.elapsed().as_secs_f64());
+                            last = Instant::now();
+                            tally.done += frame.batch as usize;
+                            streamed += 1;
+                        }
+                        Err(status) => {
+                            tally.error(&status);
+                            tally.cut += usize::from(streamed > 0);
+                            break;
+                        }
+                    }
+                    if last >= deadline {
+                        break 'rollouts;
+                    }
+                }
+            }
+            tally
+        });
+    }
+    gather(clients).await
+}
+
+async fn gather(mut clients: tokio::task::JoinSet<Tally>) -> Result<Tally, LoadError> {
+    let mut all = Tally::default();
+    while let Some(tally) = clients.join_next().await {
+        all.merge(tally.map_err(|e| LoadError::Server(format!("a client task failed: {e}")))?);
+    }
+    Ok(all)
+}
+
+fn summarise(scenario: Scenario, mut tally: Tally, seconds: f64, raw: Option<f64>) -> LoadResult {
+    tally.latencies.sort_by(f64::total_cmp);
+    let quantile = |q: f64| match tally.latencies.len() {
+        0 => f64::NAN,
+        n => tally.latencies[((n - 1) as f64 * q).round() as usize],
+    };
+    LoadResult {
+        scenario,
+        rate: tally.done as f64 / seconds,
+        p50: quantile(0.5),
+        p99: quantile(0.99),
+        errors: tally.errors,
+        rollouts_cut: tally.cut,
+        raw,
+    }
+}
+
+/// The results as a Markdown table.
+pub fn table(results: &[LoadResult]) -> String {
+    let mut out = String::from(
+        "| load | frames/s (Predict) or system-steps/s (Rollout) | p50 ms | p99 ms | p99/p50 | errors | raw ORT frames/s at the same batch | ratio |\n\
+         |---|---:|---:|---:|---:|---|---:|---:|\n",
+    );
+    for result in results {
+        let errors = if result.errors.is_empty() {
+            "0".to_string()
+        } else {
+            result.errors.iter().map(|(code, n)| format!("{code} {n}")).collect::<Vec<_>>().join(", ")
+        };
+        let errors = if result.rollouts_cut > 0 { format!("{errors} ({} rollouts cut)", result.rollouts_cut) } else { errors };
+        let (raw, ratio) = match result.raw {
+            Some(raw) => (format!("{raw:.0} (B={})", result.scenario.total_batch()), format!("{:.2}×", result.rate / raw)),
+            None => ("–".into(), "–".into()),
+        };
+        out += &format!(
+            "| {} | {:.0} | {:.3} | {:.3} | {:.1} | {errors} | {raw} | {ratio} |\n",
+            result.scenario,
+            result.rate,
+            result.p50 * 1e3,
+            result.p99 * 1e3,
+            result.p99 / result.p50
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scenarios_parse_and_print_alike() {
+        for text in ["predict:64x1", "rollout:1x256"] {
+            assert_eq!(text.parse::<Scenario>().expect("parses").to_string(), text);
+        }
+        assert_eq!("rollout:4x8".parse::<Scenario>().expect("parses").total_batch(), 32);
+        for bad in ["predict:64", "stream:1x1", "predict:0x1", "predict:ax1"] {
+            assert!(bad.parse::<Scenario>().expect_err("refused").contains("predict:CLIENTSxBATCH"), "{bad}");
+        }
+    }
+
+    #[test]
+    fn windows_hold_the_frames_before_each() {
+        let frames = Array3::from_shape_fn((6, 12, 3), |(t, _, _)| t as f32);
+        let windows = Windows::new(&frames, 3).expect("enough frames");
+        assert_eq!(windows.len(), 4);
+        let (positions, previous) = windows.batch(3, 2);
+        assert_eq!((positions[0], positions[36]), (5.0, 2.0));
+        assert_eq!((previous[0], previous[36], previous[72]), (3.0, 4.0, 0.0));
+        assert!(matches!(Windows::new(&frames.slice(s![..2, .., ..]).to_owned(), 3), Err(LoadError::TooFewFrames { .. })));
+    }
+}
