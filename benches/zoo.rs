@@ -92,7 +92,7 @@ fn main() {
             trajectories: std::slice::from_ref(&trajectory),
             split: &split,
             split_config,
-            data: vec![DataInfo { source: source.into(), sha256: String::new(), frames: trajectory.frames(), simulation: None }],
+            data: vec![DataInfo { source: source.into(), sha256: String::new(), frames: trajectory.frames(), converted_from: None, simulation: None }],
             config: &config,
             history: Vec::new(),
             command: None,

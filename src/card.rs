@@ -106,10 +106,14 @@ impl ForecastReport {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DataInfo {
-    /// The .npz file, or "simulator" for the built-in default data.
+    /// The .npz file as typed (its name alone when the path was absolute), or
+    /// "simulator" for the built-in default data.
     pub source: String,
     pub sha256: String,
     pub frames: usize,
+    /// The element type the file stored when it was not float (converted to float32).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub converted_from: Option<String>,
     /// The simulator's settings when it made the data.
     pub simulation: Option<SimulationConfig>,
 }

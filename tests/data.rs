@@ -4,7 +4,7 @@ mod common;
 
 use std::{fs::File, io::Write, path::Path};
 
-use equiserve::data::{SimulationConfig, load_npz, save_npz, simulate};
+use equiserve::data::{SimulationConfig, load_npz, load_npz_described, save_npz, simulate};
 use ndarray::{Array, Array2, Array3};
 use ndarray_npy::NpzWriter;
 
@@ -72,8 +72,9 @@ fn bad_files_get_errors_naming_file_and_problem() {
     write_npz(&path("one_frame.npz"), "arr", &Array3::<f64>::zeros((1, 12, 3)));
     assert!(error_of(&path("one_frame.npz")).contains("at least 2 frames"));
 
-    write_npz(&path("ints.npz"), "arr", &Array3::<i64>::zeros((4, 12, 3)));
-    assert!(error_of(&path("ints.npz")).contains("array 'arr'"));
+    write_npz(&path("bools.npz"), "arr", &Array3::<bool>::from_elem((4, 12, 3), false));
+    let message = error_of(&path("bools.npz"));
+    assert!(message.contains("bools.npz") && message.contains("array 'arr'"), "{message}");
 
     File::create(path("text.npz")).expect("create").write_all(b"not a zip").expect("write");
     let message = error_of(&path("text.npz"));
@@ -81,4 +82,31 @@ fn bad_files_get_errors_naming_file_and_problem() {
 
     let message = error_of(&path("missing.npz"));
     assert!(message.contains("missing.npz"), "{message}");
+}
+
+#[test]
+fn integer_and_compressed_arrays_load_as_floats() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let counts = Array3::from_shape_fn((5, 12, 2), |(t, p, d)| (t * 100 + p * 10 + d) as i64);
+    let path = dir.path().join("ints.npz");
+    write_npz(&path, "arr", &counts);
+    let (trajectory, dtype) = load_npz_described(&path).expect("int64 loads");
+    assert_eq!(dtype, "int64");
+    assert_eq!(trajectory.positions()[[3, 4, 1]], 341.0);
+    assert_eq!(trajectory.positions()[[3, 4, 2]], 0.0);
+
+    // What np.savez_compressed writes: arr.npy deflated in the zip.
+    use ndarray_npy::WriteNpyExt;
+    let floats = counts.mapv(|v| v as f32 / 8.0);
+    let mut npy = Vec::new();
+    floats.write_npy(&mut npy).expect("npy bytes");
+    let path = dir.path().join("compressed.npz");
+    let mut zip = zip::ZipWriter::new(File::create(&path).expect("create"));
+    let deflated = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
+    zip.start_file("arr.npy", deflated).expect("entry");
+    zip.write_all(&npy).expect("write");
+    zip.finish().expect("finish");
+    let (trajectory, dtype) = load_npz_described(&path).expect("a compressed npz loads");
+    assert_eq!(dtype, "float32");
+    assert_eq!(trajectory.positions()[[3, 4, 1]], 341.0 / 8.0);
 }

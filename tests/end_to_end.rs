@@ -365,3 +365,31 @@ async fn admission_is_bounded_for_requests_and_rollouts() {
     }
     core.rollout("mlp", start()).expect("places are given back");
 }
+
+#[tokio::test]
+async fn shutdown_ends_within_the_grace_even_with_a_client_that_never_reads() {
+    let mut server = TestServer::start(trained_models_dir()).await;
+    let request = RolloutRequest { model: "mlp".into(), positions: random_frames(1, 12).into_iter().map(|v| v * 0.1).collect(), steps: 1000, emit_every: 1, previous: Vec::new() };
+    let mut never_read = server.client.rollout(request).await.expect("rollout").into_inner();
+    never_read.next().await.expect("a frame").expect("ok");
+    let started = std::time::Instant::now();
+    server.shutdown().await;
+    let took = started.elapsed();
+    assert!(took < common::TEST_SERVER_OPTIONS.shutdown_grace + Duration::from_secs(2), "shutdown took {took:?}");
+    drop(never_read);
+}
+
+#[tokio::test]
+async fn calls_are_cut_to_fit_the_memory_budget() {
+    let roomy = core(PoolConfig { workers: Some(2), ..PoolConfig::default() }, LIMITS);
+    let frames = random_frames(20, 21);
+    let expected = roomy.predict("mlp", frames.clone(), Vec::new()).await.expect("predict");
+    let cost = roomy.model("mlp").expect("served").workers.frame_cost();
+    eprintln!("mlp: {cost} bytes per frame at its peak");
+    // A budget smaller than one frame's cost: every call holds one frame, and waits for
+    // room beside the others.
+    let tight = core(PoolConfig { workers: Some(2), memory_budget: 1, ..PoolConfig::default() }, LIMITS);
+    assert_eq!(tight.model("mlp").expect("served").workers.max_batch_frames(), 1);
+    let answer = tight.predict("mlp", frames, Vec::new()).await.expect("a request over the budget completes in parts");
+    assert!(relative_gap(answer.dx.as_slice().expect("standard layout"), expected.dx.as_slice().expect("standard layout")) <= BATCHING_TOLERANCE);
+}

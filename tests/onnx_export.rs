@@ -42,7 +42,7 @@ fn request<'a>(out_dir: &'a std::path::Path, split: &'a Split, config: &'a Train
         trajectories: std::slice::from_ref(trajectory()),
         split,
         split_config: SplitConfig::default(),
-        data: vec![DataInfo { source: "test".into(), sha256: String::new(), frames: 60, simulation: None }],
+        data: vec![DataInfo { source: "test".into(), sha256: String::new(), frames: 60, converted_from: None, simulation: None }],
         config,
         history: Vec::new(),
         command: None,

@@ -5,7 +5,7 @@ use std::{path::PathBuf, process::ExitCode, sync::Arc};
 use clap::Parser;
 use equiserve::{
     onnx::{ExecutionDevice, init_runtime},
-    serve::{DynamicsService, Limits, ModelRegistry, PoolConfig, serve, shutdown_signal},
+    serve::{DynamicsService, Limits, ModelRegistry, PoolConfig, ServerOptions, serve, shutdown_signal},
 };
 use tokio::net::TcpListener;
 
@@ -45,6 +45,11 @@ struct Args {
     /// microseconds; 0 runs at once whatever is waiting (more latency buys throughput).
     #[arg(long, env = "EQUISERVE_MAX_QUEUE_DELAY_US", default_value_t = 0)]
     max_queue_delay_us: u64,
+    /// Memory all models' calls may hold at once (e.g. 8GiB; default: half of the
+    /// machine's or the container's). Each model's cost per frame is measured at load;
+    /// its calls are cut to fit and wait for room beside running ones.
+    #[arg(long, env = "EQUISERVE_MEMORY_BUDGET", value_parser = equiserve::serve::memory::parse_bytes)]
+    memory_budget: Option<u64>,
     /// Largest batch of frames one Predict may send, and of systems one ensemble Rollout.
     #[arg(long, env = "EQUISERVE_MAX_BATCH", default_value_t = 4096)]
     max_batch: usize,
@@ -54,6 +59,13 @@ struct Args {
     /// Rollouts running at once; once admitted, a rollout is never ended by other traffic.
     #[arg(long, env = "EQUISERVE_MAX_ROLLOUTS", default_value_t = 256)]
     max_rollouts: usize,
+    /// After SIGTERM or Ctrl-C, seconds in-flight calls may take to finish before they
+    /// are cut and the server exits (a second signal cuts them at once).
+    #[arg(long, env = "EQUISERVE_SHUTDOWN_GRACE", default_value_t = ServerOptions::default().shutdown_grace.as_secs_f64())]
+    shutdown_grace: f64,
+    /// Seconds between HTTP/2 and TCP keepalive pings; a peer silent for as long is dropped.
+    #[arg(long, env = "EQUISERVE_KEEPALIVE", default_value_t = ServerOptions::default().keepalive.as_secs_f64())]
+    keepalive: f64,
     /// Serve Prometheus metrics over HTTP on this address (e.g. 127.0.0.1:9464); off when absent.
     #[arg(long, env = "EQUISERVE_METRICS_ADDR")]
     metrics_addr: Option<std::net::SocketAddr>,
@@ -92,7 +104,9 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
         queue_per_worker: args.queue_per_worker,
         max_batch_frames: args.max_batch_frames,
         max_queue_delay: std::time::Duration::from_micros(args.max_queue_delay_us),
+        memory_budget: args.memory_budget.unwrap_or_else(|| PoolConfig::default().memory_budget),
     };
+    tracing::info!(memory_budget = pool.memory_budget, "memory budget of all model calls (bytes)");
     let models_dir = args.models_dir.clone();
     let device = args.device;
     let registry = tokio::task::spawn_blocking(move || ModelRegistry::load(&models_dir, device, pool)).await??;
@@ -101,5 +115,13 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
     let address = listener.local_addr()?;
     tracing::info!(%address, models = ?registry.names(), "serving");
     println!("equiserve listening on {address}");
-    serve(DynamicsService::new(Arc::new(registry), limits), listener, shutdown_signal()).await
+    let options = ServerOptions {
+        shutdown_grace: seconds("--shutdown-grace", args.shutdown_grace)?,
+        keepalive: seconds("--keepalive", args.keepalive)?,
+    };
+    serve(DynamicsService::new(Arc::new(registry), limits), listener, shutdown_signal(), options).await
+}
+
+fn seconds(flag: &str, value: f64) -> Result<std::time::Duration, String> {
+    std::time::Duration::try_from_secs_f64(value).map_err(|_| format!("{flag} {value}: expected a number of seconds ≥ 0"))
 }

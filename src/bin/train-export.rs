@@ -9,7 +9,7 @@ use std::{
 use clap::{Args as ClapArgs, Parser, Subcommand};
 use equiserve::{
     card::{CARD_FILE, DataInfo, ModelCard, model_folders},
-    data::{SimulationConfig, Split, SplitConfig, Target, Trajectory, load_npz, save_npz, simulate},
+    data::{SimulationConfig, Split, SplitConfig, Target, Trajectory, load_npz, load_npz_described, save_npz, simulate},
     models::ModelKind,
     onnx::init_runtime,
     train::{
@@ -293,31 +293,42 @@ fn load_data(args: &TrainArgs) -> Result<Vec<(Trajectory, DataInfo)>, String> {
             .data
             .iter()
             .map(|path| {
-                let trajectory = load_npz(path).map_err(|e| e.to_string())?;
+                let (trajectory, dtype) = load_npz_described(path).map_err(|e| e.to_string())?;
                 let bytes = fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+                let converted_from = (!dtype.starts_with("float")).then(|| {
+                    eprintln!("{}: arr is {dtype}; converted to float32", path.display());
+                    dtype.to_string()
+                });
                 let info = DataInfo {
-                    source: path.display().to_string(),
+                    source: shareable(path),
                     sha256: hex(&Sha256::digest(&bytes)),
                     frames: trajectory.frames(),
+                    converted_from,
                     simulation: None,
                 };
                 Ok((trajectory, info))
             })
             .collect();
     }
-    {
-        {
-            let config = SimulationConfig { frames: args.frames, seed: args.seed, ..Default::default() };
-            let trajectory = simulate(&config);
-            let bytes: Vec<u8> = trajectory.positions().iter().flat_map(|v| v.to_le_bytes()).collect();
-            let info = DataInfo {
-                source: "simulator".into(),
-                sha256: hex(&Sha256::digest(&bytes)),
-                frames: trajectory.frames(),
-                simulation: Some(config),
-            };
-            Ok(vec![(trajectory, info)])
-        }
+    let config = SimulationConfig { frames: args.frames, seed: args.seed, ..Default::default() };
+    let trajectory = simulate(&config);
+    let bytes: Vec<u8> = trajectory.positions().iter().flat_map(|v| v.to_le_bytes()).collect();
+    let info = DataInfo {
+        source: "simulator".into(),
+        sha256: hex(&Sha256::digest(&bytes)),
+        frames: trajectory.frames(),
+        converted_from: None,
+        simulation: Some(config),
+    };
+    Ok(vec![(trajectory, info)])
+}
+
+/// A path as the card may show it to every client of a server: the file's name alone
+/// when the path is absolute (it would tell the training machine's layout), else as typed.
+fn shareable(path: &Path) -> String {
+    match path.file_name() {
+        Some(name) if path.is_absolute() => name.to_string_lossy().into_owned(),
+        _ => path.display().to_string(),
     }
 }
 
@@ -405,7 +416,7 @@ fn train(args: TrainArgs) -> Result<(), String> {
         patience: args.patience,
         input_noise: args.input_noise * target_rms(&split, Target::Dx).unwrap_or(0.0),
     };
-    let command: Vec<String> = std::env::args().skip(1).collect();
+    let command: Vec<String> = std::env::args().skip(1).map(|arg| shareable(Path::new(&arg))).collect();
     let held_out = config.validation_pairs(split.train.len());
     eprintln!(
         "data: {} ({} frames; {} train / {} test pairs{}); output scale {:.4e}",

@@ -4,7 +4,7 @@ mod npz;
 mod simulate;
 mod split;
 
-pub use npz::{load_npz, save_npz};
+pub use npz::{load_npz, load_npz_described, save_npz};
 pub use simulate::{SimulationConfig, simulate};
 pub use split::{Pairs, Split, SplitConfig, Target};
 

@@ -9,15 +9,22 @@ use super::{DIMS, DataError, PARTICLES, Trajectory};
 
 const ARRAY_NAME: &str = "arr";
 
-/// Loads `arr` (float64 or float32, `[frames, 12, 2|3]`); 2-D data gets z = 0.
+/// Loads `arr` (`[frames, 12, 2|3]`, float or integer; stored plain or compressed, as
+/// `np.savez` and `np.savez_compressed` write); 2-D data gets z = 0.
 pub fn load_npz(path: &Path) -> Result<Trajectory, DataError> {
+    load_npz_described(path).map(|(trajectory, _)| trajectory)
+}
+
+/// [`load_npz`], and the element type the array was stored as (`float64`, `int32`, …),
+/// which a model card records when it was not float.
+pub fn load_npz_described(path: &Path) -> Result<(Trajectory, &'static str), DataError> {
     let file = File::open(path).map_err(|source| DataError::Io { path: path.display().to_string(), source })?;
     let mut npz = NpzReader::new(file).map_err(|e| DataError::invalid(path, format!("not a readable .npz archive ({e})")))?;
     let names = npz.names().map_err(|e| DataError::invalid(path, e.to_string()))?;
     if !names.iter().any(|n| n == ARRAY_NAME || n == "arr.npy") {
         return Err(DataError::invalid(path, format!("no array named '{ARRAY_NAME}' (found: {})", names.join(", "))));
     }
-    let raw = read_float_array(&mut npz).map_err(|e| DataError::invalid(path, format!("array '{ARRAY_NAME}': {e}")))?;
+    let (raw, dtype) = read_numeric_array(&mut npz).map_err(|e| DataError::invalid(path, format!("array '{ARRAY_NAME}': {e}")))?;
     let raw = raw
         .into_dimensionality::<Ix3>()
         .map_err(|_| DataError::invalid(path, format!("array '{ARRAY_NAME}' must have shape [frames, {PARTICLES}, 2|3]")))?;
@@ -30,17 +37,32 @@ pub fn load_npz(path: &Path) -> Result<Trajectory, DataError> {
     }
     let mut positions = Array3::<f32>::zeros((frames, PARTICLES, DIMS));
     positions.slice_mut(s![.., .., ..dims]).assign(&raw.mapv(|v| v as f32));
-    Trajectory::new(positions).map_err(|e| DataError::invalid(path, format!("array '{ARRAY_NAME}': {e}")))
+    let trajectory = Trajectory::new(positions).map_err(|e| DataError::invalid(path, format!("array '{ARRAY_NAME}': {e}")))?;
+    Ok((trajectory, dtype))
 }
 
-fn read_float_array(npz: &mut NpzReader<File>) -> Result<ArrayD<f64>, ReadNpzError> {
-    match npz.by_name::<_, ndarray::IxDyn>(ARRAY_NAME) {
-        Ok(array) => Ok(array),
-        Err(ReadNpzError::Npy(ndarray_npy::ReadNpyError::WrongDescriptor(_))) => {
-            Ok(npz.by_name::<ndarray::OwnedRepr<f32>, ndarray::IxDyn>(ARRAY_NAME)?.mapv(f64::from))
-        }
-        Err(e) => Err(e),
+/// `arr` as float64, whichever of the usual numeric types it was stored as.
+fn read_numeric_array(npz: &mut NpzReader<File>) -> Result<(ArrayD<f64>, &'static str), ReadNpzError> {
+    fn read<T: ndarray_npy::ReadableElement + Copy>(npz: &mut NpzReader<File>, to_f64: fn(T) -> f64) -> Result<ArrayD<f64>, ReadNpzError> {
+        Ok(npz.by_name::<ndarray::OwnedRepr<T>, ndarray::IxDyn>(ARRAY_NAME)?.mapv(to_f64))
     }
+    let readers: [(&'static str, fn(&mut NpzReader<File>) -> Result<ArrayD<f64>, ReadNpzError>); 5] = [
+        ("float64", |npz| read::<f64>(npz, |v| v)),
+        ("float32", |npz| read::<f32>(npz, f64::from)),
+        ("int64", |npz| read::<i64>(npz, |v| v as f64)),
+        ("int32", |npz| read::<i32>(npz, f64::from)),
+        ("int16", |npz| read::<i16>(npz, f64::from)),
+    ];
+    let mut last = None;
+    for (dtype, reader) in readers {
+        match reader(npz) {
+            Ok(array) => return Ok((array, dtype)),
+            // Another element type: try the next.
+            Err(e @ ReadNpzError::Npy(ndarray_npy::ReadNpyError::WrongDescriptor(_))) => last = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last.expect("at least one reader"))
 }
 
 /// Writes `arr` as float64, keeping only x and y when `planar` (the study's 2-D format).

@@ -170,6 +170,11 @@ impl OnnxModel {
                 }
             };
         }
+        // Without the arena, memory a large batch took goes back after it; with it, the
+        // process would keep its peak for good.
+        let mut builder = builder
+            .with_execution_providers([ep::CPU::default().with_arena_allocator(false).build()])
+            .map_err(|e| model_error(e.to_string()))?;
         let session = builder.commit_from_file(path).map_err(|e| model_error(e.to_string()))?;
         check_outlets("input", session.inputs(), &signature.inputs)
             .and_then(|()| check_outlets("output", session.outputs(), &signature.outputs))

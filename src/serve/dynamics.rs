@@ -12,6 +12,9 @@ use super::{
     validate,
 };
 
+/// Longest model name a request may carry (it is echoed in errors).
+pub const MAX_MODEL_NAME: usize = 256;
+
 /// Bounds on what one request may ask for.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -65,6 +68,12 @@ impl DynamicsCore {
     }
 
     pub fn model(&self, name: &str) -> Result<Arc<LoadedModel>, ServeError> {
+        if name.len() > MAX_MODEL_NAME {
+            return Err(ServeError::InvalidArgument(format!(
+                "model name of {} bytes; names are at most {MAX_MODEL_NAME}",
+                name.len()
+            )));
+        }
         self.registry
             .get(name)
             .ok_or_else(|| ServeError::UnknownModel { name: name.to_string(), served: self.registry.names().join(", ") })
@@ -77,6 +86,9 @@ impl DynamicsCore {
         let positions = validate::frames(positions, self.limits.max_batch)?;
         let previous = validate::previous(previous, positions.dim().0, model.history_frames())?;
         let dx = model.dx(positions.clone(), previous).await?;
+        if let Some(frame) = dx.outer_iter().position(|frame| frame.iter().any(|v| !v.is_finite())) {
+            return Err(ServeError::NotFinite { model: model.name().to_string(), frame });
+        }
         let next_positions = &positions + &dx;
         Ok(Prediction { batch: positions.dim().0, dx, next_positions })
     }

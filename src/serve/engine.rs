@@ -23,8 +23,13 @@ use std::{
 use crossbeam_channel::{Receiver, Sender, select_biased};
 use tokio::sync::oneshot;
 
-use super::metrics;
-use crate::onnx::{ExecutionDevice, NamedTensors, OnnxModel, RuntimeError, Signature};
+use ndarray::ArrayD;
+
+use super::{
+    memory::{self, MemoryBudget},
+    metrics,
+};
+use crate::onnx::{Dim, ExecutionDevice, NamedTensors, OnnxModel, RuntimeError, Signature};
 
 /// How many sessions run one model, how they batch, and how much work may wait.
 #[derive(Debug, Clone, Copy)]
@@ -44,12 +49,21 @@ pub struct PoolConfig {
     /// How long a free session waits for more work to fill a batch; zero (the default)
     /// runs at once whatever is waiting.
     pub max_queue_delay: Duration,
+    /// Bytes all models' calls may hold at once (see [`MemoryBudget`]).
+    pub memory_budget: u64,
 }
 
 impl Default for PoolConfig {
     /// The server's defaults: sessions by device, each single-threaded, no waiting.
     fn default() -> Self {
-        Self { workers: None, threads_per_worker: 1, queue_per_worker: 64, max_batch_frames: 1024, max_queue_delay: Duration::ZERO }
+        Self {
+            workers: None,
+            threads_per_worker: 1,
+            queue_per_worker: 64,
+            max_batch_frames: 1024,
+            max_queue_delay: Duration::ZERO,
+            memory_budget: MemoryBudget::default_limit(),
+        }
     }
 }
 
@@ -58,6 +72,12 @@ const CUDA_WORKERS: usize = 2;
 
 /// Smallest part worth handing to another session when an idle pool splits a request.
 const MIN_PART_FRAMES: usize = 4;
+
+/// Frames of the call whose memory is measured when a model loads.
+const PROBE_FRAMES: usize = 32;
+
+/// Bytes per frame assumed where the process's peak memory cannot be measured.
+const UNMEASURED_FRAME_COST: u64 = 1 << 20;
 
 /// One model call's share of a batch: a tensor per input, all with the same batch.
 struct Job {
@@ -92,6 +112,8 @@ pub struct ModelWorkers {
     admitted: Arc<AtomicUsize>,
     capacity: usize,
     max_batch_frames: usize,
+    /// Peak bytes one frame adds to a call, measured at load.
+    frame_cost: u64,
     execution_provider: &'static str,
 }
 
@@ -107,10 +129,19 @@ impl Drop for Admission<'_> {
 
 impl ModelWorkers {
     /// Loads one session per worker (all on `device`, each checked against
-    /// `signature`) and starts the workers.
-    pub fn start(model: &str, onnx_file: &Path, signature: &Signature, device: ExecutionDevice, config: PoolConfig) -> Result<Self, RuntimeError> {
+    /// `signature`), measures what a frame costs, and starts the workers; every call
+    /// reserves its frames' cost from `budget` before it runs.
+    pub fn start(
+        model: &str,
+        onnx_file: &Path,
+        signature: &Signature,
+        device: ExecutionDevice,
+        config: PoolConfig,
+        budget: Arc<MemoryBudget>,
+    ) -> Result<Self, RuntimeError> {
         let load = || OnnxModel::load(onnx_file, signature, device, config.threads_per_worker.max(1));
-        let first = load()?;
+        let mut first = load()?;
+        let frame_cost = frame_cost(&mut first)?;
         let execution_provider = first.execution_provider();
         let workers = config.workers.unwrap_or_else(|| match execution_provider {
             "CPUExecutionProvider" => thread::available_parallelism().map_or(1, |n| n.get()),
@@ -120,7 +151,9 @@ impl ModelWorkers {
         let (requests, request_queue) = crossbeam_channel::unbounded::<Job>();
         let (rollout_steps, rollout_queue) = crossbeam_channel::unbounded::<Job>();
         let (parts, part_queue) = crossbeam_channel::unbounded::<Job>();
-        let batching = Batching { max_frames: config.max_batch_frames.max(1), max_delay: config.max_queue_delay };
+        // A call fits the budget alone: larger work is cut into parts of at most this.
+        let affordable = usize::try_from(budget.limit() / frame_cost).unwrap_or(usize::MAX);
+        let batching = Batching { max_frames: config.max_batch_frames.min(affordable).max(1), max_delay: config.max_queue_delay, frame_cost };
         let mut threads = Vec::with_capacity(workers);
         let mut sessions = Some(first);
         for index in 0..workers {
@@ -130,9 +163,10 @@ impl ModelWorkers {
             };
             let queues = Queues { rollout_steps: rollout_queue.clone(), parts: part_queue.clone(), requests: request_queue.clone() };
             let name = model.to_string();
+            let budget = Arc::clone(&budget);
             let thread = thread::Builder::new()
                 .name(format!("onnx-{model}-{index}"))
-                .spawn(move || work(&name, session, &queues, batching))
+                .spawn(move || work(&name, session, &queues, batching, &budget))
                 .map_err(|e| RuntimeError::Inference(format!("cannot start a worker thread: {e}")))?;
             threads.push(thread);
         }
@@ -145,6 +179,7 @@ impl ModelWorkers {
             admitted: Arc::default(),
             capacity: workers * config.queue_per_worker.max(1),
             max_batch_frames: batching.max_frames,
+            frame_cost,
             execution_provider,
         })
     }
@@ -156,6 +191,16 @@ impl ModelWorkers {
 
     pub fn execution_provider(&self) -> &'static str {
         self.execution_provider
+    }
+
+    /// Peak bytes one frame adds to a call of this model.
+    pub fn frame_cost(&self) -> u64 {
+        self.frame_cost
+    }
+
+    /// Most frames one call runs: `max_batch_frames`, or fewer when the budget holds fewer.
+    pub fn max_batch_frames(&self) -> usize {
+        self.max_batch_frames
     }
 
     /// The model's outputs for `inputs`, batched with whatever else is waiting; turned
@@ -233,6 +278,27 @@ impl Drop for ModelWorkers {
 struct Batching {
     max_frames: usize,
     max_delay: Duration,
+    frame_cost: u64,
+}
+
+/// Peak bytes per frame of a call of `session`, on zeros of its signature's shapes (the
+/// memory a call needs depends on the shapes, not the values), after a warm-up call.
+fn frame_cost(session: &mut OnnxModel) -> Result<u64, RuntimeError> {
+    let zeros = |frames: usize| -> Result<NamedTensors, RuntimeError> {
+        let mut inputs = NamedTensors::new();
+        for spec in &session.signature().inputs {
+            let dims = spec.dims().ok_or_else(|| RuntimeError::Inference(format!("input '{}' has an unreadable shape", spec.name)))?;
+            let shape: Vec<usize> = dims.iter().map(|dim| if let Dim::Fixed(n) = dim { *n } else { frames }).collect();
+            inputs.insert(&spec.name, ArrayD::zeros(shape));
+        }
+        Ok(inputs)
+    };
+    let (one, probe) = (zeros(1)?, zeros(PROBE_FRAMES)?);
+    session.infer(&one)?;
+    let mut outcome = Ok(());
+    let measured = memory::peak_per_frame(PROBE_FRAMES, || outcome = session.infer(&probe).map(drop));
+    outcome?;
+    Ok(measured.unwrap_or(UNMEASURED_FRAME_COST).max(1))
 }
 
 /// A worker's ends of the model's queues.
@@ -275,8 +341,9 @@ impl Queues {
     }
 }
 
-/// A worker: forms batches from the queues until they close.
-fn work(model: &str, mut session: OnnxModel, queues: &Queues, batching: Batching) {
+/// A worker: forms batches from the queues until they close, and runs each once its
+/// memory is reserved.
+fn work(model: &str, mut session: OnnxModel, queues: &Queues, batching: Batching, budget: &MemoryBudget) {
     // A job that did not fit the last batch opens the next one.
     let mut carried: Option<Job> = None;
     loop {
@@ -303,6 +370,7 @@ fn work(model: &str, mut session: OnnxModel, queues: &Queues, batching: Batching
                 Next::Nothing | Next::Closed => break,
             }
         }
+        let _reservation = budget.reserve(frames as u64 * batching.frame_cost);
         run_batch(model, &mut session, batch);
     }
 }

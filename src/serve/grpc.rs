@@ -32,7 +32,7 @@ fn status(error: ServeError) -> Status {
         ServeError::UnknownModel { .. } => Status::not_found(message),
         ServeError::InvalidArgument(_) => Status::invalid_argument(message),
         ServeError::Busy { .. } => Status::resource_exhausted(message),
-        ServeError::Diverged { .. } => Status::out_of_range(message),
+        ServeError::Diverged { .. } | ServeError::NotFinite { .. } => Status::out_of_range(message),
         ServeError::Internal { .. } => Status::internal(message),
     }
 }

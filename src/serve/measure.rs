@@ -10,7 +10,7 @@ use std::{
 
 use ndarray::{Array3, ArrayView3, Axis, s};
 
-use super::{ModelWorkers, PoolConfig};
+use super::{ModelWorkers, PoolConfig, memory::MemoryBudget};
 use crate::{
     card::InferenceSpeed,
     onnx::{ExecutionDevice, NamedTensors, OnnxModel, RuntimeError, Signature},
@@ -71,7 +71,9 @@ pub fn measure_inference(onnx_file: &Path, signature: &Signature, frames: ArrayV
 /// Frames/s of `batch` through the server's default worker pool, with two requests in
 /// flight per worker so that none waits (best of three windows), and the pool's size.
 fn measure_pooled(onnx_file: &Path, signature: &Signature, batch: Array3<f32>) -> Result<(f64, usize), RuntimeError> {
-    let workers = Arc::new(ModelWorkers::start("measure", onnx_file, signature, ExecutionDevice::Auto, PoolConfig::default())?);
+    let pool = PoolConfig::default();
+    let budget = Arc::new(MemoryBudget::new(pool.memory_budget));
+    let workers = Arc::new(ModelWorkers::start("measure", onnx_file, signature, ExecutionDevice::Auto, pool, budget)?);
     let sessions = workers.workers();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()

@@ -6,6 +6,7 @@ mod dynamics;
 mod engine;
 mod error;
 mod measure;
+pub mod memory;
 pub mod metrics;
 mod registry;
 mod rollout;
@@ -26,4 +27,4 @@ pub use rollout::{RolloutCounter, RolloutFrames, RolloutStep};
 #[cfg(feature = "serve")]
 pub use grpc::DynamicsService;
 #[cfg(feature = "serve")]
-pub use server::{serve, shutdown_signal};
+pub use server::{ServerOptions, serve, shutdown_signal};

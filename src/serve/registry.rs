@@ -13,6 +13,7 @@ use ndarray::{Array3, Array4};
 use super::{
     ServeError,
     engine::{EngineError, ModelWorkers, PoolConfig},
+    memory::MemoryBudget,
     rollout::RolloutStepper,
 };
 use crate::{
@@ -93,8 +94,10 @@ impl ModelRegistry {
         let folders = model_folders(dir).map_err(|e| RegistryError::Unreadable { path: dir.to_path_buf(), message: e.to_string() })?;
         let mut models: BTreeMap<String, (PathBuf, Arc<LoadedModel>)> = BTreeMap::new();
         let mut failures = Vec::new();
+        // One budget for every model's calls.
+        let budget = Arc::new(MemoryBudget::new(pool.memory_budget));
         for folder in folders {
-            let loaded = load_one(&folder, device, pool).and_then(|model| match models.get(model.name()) {
+            let loaded = load_one(&folder, device, pool, &budget).and_then(|model| match models.get(model.name()) {
                 Some((first, _)) => Err(RegistryError::DuplicateName {
                     path: folder.clone(),
                     name: model.name().to_string(),
@@ -110,6 +113,8 @@ impl ModelRegistry {
                         params = model.summary.params,
                         execution_provider = model.workers.execution_provider(),
                         workers = model.workers.workers(),
+                        bytes_per_frame = model.workers.frame_cost(),
+                        max_batch_frames = model.workers.max_batch_frames(),
                         "model loaded"
                     );
                     models.insert(model.summary.name.clone(), (folder, Arc::new(model)));
@@ -144,7 +149,7 @@ impl ModelRegistry {
     }
 }
 
-fn load_one(dir: &Path, device: ExecutionDevice, pool: PoolConfig) -> Result<LoadedModel, RegistryError> {
+fn load_one(dir: &Path, device: ExecutionDevice, pool: PoolConfig, budget: &Arc<MemoryBudget>) -> Result<LoadedModel, RegistryError> {
     let card_path = dir.join(CARD_FILE);
     let unreadable = |path: &Path, e: &dyn std::fmt::Display| RegistryError::Unreadable { path: path.to_path_buf(), message: e.to_string() };
     let card_json = fs::read_to_string(&card_path).map_err(|e| unreadable(&card_path, &e))?;
@@ -153,7 +158,7 @@ fn load_one(dir: &Path, device: ExecutionDevice, pool: PoolConfig) -> Result<Loa
     if !onnx_file.is_file() {
         return Err(unreadable(&onnx_file, &"the card's model file is missing"));
     }
-    let workers = ModelWorkers::start(&summary.name, &onnx_file, &summary.onnx.signature, device, pool)
+    let workers = ModelWorkers::start(&summary.name, &onnx_file, &summary.onnx.signature, device, pool, Arc::clone(budget))
         .map_err(|e| unreadable(&onnx_file, &e))?;
     Ok(LoadedModel { summary, card_json, workers, rollouts: OnceLock::new() })
 }

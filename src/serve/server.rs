@@ -1,32 +1,69 @@
 //! The gRPC server: the Dynamics service beside health and reflection, and graceful
 //! shutdown.
 
-use std::future::Future;
+use std::{future::Future, time::Duration};
 
-use tokio::net::TcpListener;
+use tokio::{net::TcpListener, sync::oneshot};
 use tonic::transport::{Server, server::TcpIncoming};
 
 use super::DynamicsService;
 use crate::proto::{FILE_DESCRIPTOR_SET, v1::dynamics_server::DynamicsServer};
 
-/// Serves `service` on `listener` until `shutdown` completes, then drains in-flight calls.
+/// How the server treats connections and its own shutdown.
+#[derive(Debug, Clone, Copy)]
+pub struct ServerOptions {
+    /// After the shutdown signal, how long in-flight calls (rollouts above all) may take
+    /// to finish before they are cut and the server returns.
+    pub shutdown_grace: Duration,
+    /// HTTP/2 and TCP keepalive: a peer that does not answer a ping within this is
+    /// disconnected, so that dead connections do not hold streams and file descriptors.
+    pub keepalive: Duration,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        Self { shutdown_grace: Duration::from_secs(30), keepalive: Duration::from_secs(60) }
+    }
+}
+
+/// Serves `service` on `listener` until `shutdown` completes, then drains in-flight
+/// calls for at most the grace (a second Ctrl-C or SIGTERM ends them at once).
 pub async fn serve(
     service: DynamicsService,
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
+    options: ServerOptions,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter.set_serving::<DynamicsServer<DynamicsService>>().await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
         .build_v1()?;
-    Server::builder()
+    let (draining, drain_started) = oneshot::channel::<()>();
+    let server = Server::builder()
+        .http2_keepalive_interval(Some(options.keepalive))
+        .http2_keepalive_timeout(Some(options.keepalive))
+        .tcp_keepalive(Some(options.keepalive))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(DynamicsServer::new(service))
         // Without TCP_NODELAY every unary call waits out the peer's delayed ACK (~40 ms).
-        .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), shutdown)
-        .await?;
+        .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), async move {
+            shutdown.await;
+            let _ = draining.send(());
+        });
+    tokio::pin!(server);
+    tokio::select! {
+        result = &mut server => return Ok(result?),
+        Ok(()) = drain_started => {}
+    }
+    tokio::select! {
+        result = &mut server => result?,
+        () = tokio::time::sleep(options.shutdown_grace) => {
+            tracing::warn!(grace = ?options.shutdown_grace, "calls still in flight at the end of the shutdown grace; cutting them");
+        }
+        () = shutdown_signal() => tracing::warn!("second shutdown signal; cutting in-flight calls"),
+    }
     Ok(())
 }
 
@@ -56,5 +93,5 @@ pub async fn shutdown_signal() {
         _ = interrupt => {},
         _ = terminate => {},
     }
-    tracing::info!("shutdown signal received; finishing in-flight requests");
+    tracing::info!("shutdown signal received; finishing in-flight calls (a second signal cuts them)");
 }

@@ -9,15 +9,19 @@ use std::{
     path::{Path, PathBuf},
     process::Command,
     sync::{Arc, OnceLock},
+    time::Duration,
 };
 
 use equiserve::{
     onnx::ExecutionDevice,
     proto::v1::dynamics_client::DynamicsClient,
-    serve::{DynamicsService, Limits, ModelRegistry, PoolConfig, RolloutCounter, serve},
+    serve::{DynamicsService, Limits, ModelRegistry, PoolConfig, RolloutCounter, ServerOptions, serve},
 };
 use tokio::{net::TcpListener, sync::oneshot};
 use tonic::transport::Channel;
+
+/// A short grace, so that a test leaving a stream open ends quickly.
+pub const TEST_SERVER_OPTIONS: ServerOptions = ServerOptions { shutdown_grace: Duration::from_secs(1), keepalive: Duration::from_secs(20) };
 
 pub const LIMITS: Limits = Limits { max_batch: 64, max_rollout_steps: 1000, max_rollouts: 40 };
 
@@ -118,7 +122,7 @@ impl TestServer {
         let task = tokio::spawn(async move {
             serve(service, listener, async {
                 let _ = stopped.await;
-            })
+            }, TEST_SERVER_OPTIONS)
             .await
             .expect("server runs");
         });
