@@ -116,6 +116,9 @@ async fn bad_requests_get_clear_statuses() {
         ("NaN", predict_request(nan_frame.clone()), Code::InvalidArgument, "must be finite"),
         ("infinity", predict_request(vec![f32::INFINITY; FRAME_LEN]), Code::InvalidArgument, "must be finite"),
         ("batch over limit", predict_request(too_big), Code::InvalidArgument, "exceeds the limit of 64"),
+        ("model name of a megabyte", PredictRequest { model: "m".repeat(1 << 20), positions: frame.clone(), previous: Vec::new() }, Code::InvalidArgument, "names are at most 256"),
+        ("message over 4 MiB", predict_request(vec![0.5; (4 << 20) / 4 + FRAME_LEN]), Code::ResourceExhausted, "message length too large"),
+        ("finite input, non-finite output", predict_request([vec![0.5; FRAME_LEN], vec![f32::MAX; FRAME_LEN]].concat()), Code::OutOfRange, "the answer for frame 1 is not finite"),
     ];
     for (case, request, code, message) in cases {
         let status = server.client.predict(request).await.expect_err(case);
@@ -392,4 +395,23 @@ async fn calls_are_cut_to_fit_the_memory_budget() {
     assert_eq!(tight.model("mlp").expect("served").workers.max_batch_frames(), 1);
     let answer = tight.predict("mlp", frames, Vec::new()).await.expect("a request over the budget completes in parts");
     assert!(relative_gap(answer.dx.as_slice().expect("standard layout"), expected.dx.as_slice().expect("standard layout")) <= BATCHING_TOLERANCE);
+}
+
+#[tokio::test]
+async fn tokens_guard_the_api_and_leave_health_open() {
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    let tokens = equiserve::serve::access::AccessTokens::parse("inference inference-token-0123").expect("tokens");
+    let options = equiserve::serve::ServerOptions { tokens: Some(tokens), ..common::TEST_SERVER_OPTIONS };
+    let mut server = TestServer::start_with_options(trained_models_dir(), PoolConfig { workers: Some(1), ..PoolConfig::default() }, options).await;
+    let status = server.client.predict(predict_request(random_frames(1, 30))).await.expect_err("no token");
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    let mut request = tonic::Request::new(predict_request(random_frames(1, 30)));
+    request.metadata_mut().insert("authorization", "Bearer not-the-token-at-all".parse().expect("ascii"));
+    assert_eq!(server.client.predict(request).await.expect_err("wrong token").code(), Code::Unauthenticated);
+    let mut request = tonic::Request::new(predict_request(random_frames(1, 30)));
+    request.metadata_mut().insert("authorization", "Bearer inference-token-0123".parse().expect("ascii"));
+    assert_eq!(server.client.predict(request).await.expect("the right token").into_inner().batch, 1);
+    let health = HealthClient::new(server.channel.clone()).check(HealthCheckRequest { service: String::new() }).await;
+    assert!(health.is_ok(), "probes need no token: {health:?}");
+    server.shutdown().await;
 }

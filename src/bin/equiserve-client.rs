@@ -80,11 +80,11 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
             };
             let scenarios = if scenarios.is_empty() { DEFAULT_SCENARIOS.to_vec() } else { scenarios };
             let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-            println!(
-                "{model} at {addr}; frames from {source}; {seconds} s per scenario; raw ONNX Runtime: {} with {cores} threads in this process",
-                if models_dir.is_some() { format!("{device:?}") } else { "not measured (no --models-dir)".into() },
-                addr = args.addr,
-            );
+            let raw = match &models_dir {
+                Some(_) => format!("on {device:?} with {cores} threads in this process"),
+                None => "not measured (no --models-dir)".into(),
+            };
+            println!("{model} at {addr}; frames from {source}; {seconds} s per scenario; raw ONNX Runtime {raw}", addr = args.addr);
             let config = LoadConfig { addr: endpoint_uri(&args.addr), model, models_dir, device, frames, seconds, rollout_steps, scenarios };
             let results = load::run(&config, |result| eprintln!("{} done: {:.0}/s", result.scenario, result.rate)).await?;
             print!("{}", load::table(&results));

@@ -5,7 +5,7 @@ use std::{path::PathBuf, process::ExitCode, sync::Arc};
 use clap::Parser;
 use equiserve::{
     onnx::{ExecutionDevice, init_runtime},
-    serve::{DynamicsService, Limits, ModelRegistry, PoolConfig, ServerOptions, serve, shutdown_signal},
+    serve::{DynamicsService, Limits, ModelRegistry, PoolConfig, ServerOptions, access::AccessTokens, serve, shutdown_signal},
 };
 use tokio::net::TcpListener;
 
@@ -50,6 +50,10 @@ struct Args {
     /// its calls are cut to fit and wait for room beside running ones.
     #[arg(long, env = "EQUISERVE_MEMORY_BUDGET", value_parser = equiserve::serve::memory::parse_bytes)]
     memory_budget: Option<u64>,
+    /// Memory one model call may hold (e.g. 256MiB): larger batches of heavy models run
+    /// as several calls.
+    #[arg(long, env = "EQUISERVE_MAX_CALL_BYTES", value_parser = equiserve::serve::memory::parse_bytes, default_value = "256MiB")]
+    max_call_bytes: u64,
     /// Largest batch of frames one Predict may send, and of systems one ensemble Rollout.
     #[arg(long, env = "EQUISERVE_MAX_BATCH", default_value_t = 4096)]
     max_batch: usize,
@@ -66,6 +70,10 @@ struct Args {
     /// Seconds between HTTP/2 and TCP keepalive pings; a peer silent for as long is dropped.
     #[arg(long, env = "EQUISERVE_KEEPALIVE", default_value_t = ServerOptions::default().keepalive.as_secs_f64())]
     keepalive: f64,
+    /// File of `ROLE TOKEN` lines (role: inference or admin): every call but health must
+    /// then carry `authorization: Bearer TOKEN`.
+    #[arg(long, env = "EQUISERVE_AUTH_TOKEN_FILE")]
+    auth_token_file: Option<PathBuf>,
     /// Serve Prometheus metrics over HTTP on this address (e.g. 127.0.0.1:9464); off when absent.
     #[arg(long, env = "EQUISERVE_METRICS_ADDR")]
     metrics_addr: Option<std::net::SocketAddr>,
@@ -105,6 +113,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
         max_batch_frames: args.max_batch_frames,
         max_queue_delay: std::time::Duration::from_micros(args.max_queue_delay_us),
         memory_budget: args.memory_budget.unwrap_or_else(|| PoolConfig::default().memory_budget),
+        max_call_bytes: args.max_call_bytes,
     };
     tracing::info!(memory_budget = pool.memory_budget, "memory budget of all model calls (bytes)");
     let models_dir = args.models_dir.clone();
@@ -118,6 +127,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
     let options = ServerOptions {
         shutdown_grace: seconds("--shutdown-grace", args.shutdown_grace)?,
         keepalive: seconds("--keepalive", args.keepalive)?,
+        tokens: args.auth_token_file.as_deref().map(AccessTokens::from_file).transpose()?,
     };
     serve(DynamicsService::new(Arc::new(registry), limits), listener, shutdown_signal(), options).await
 }

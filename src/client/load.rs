@@ -123,6 +123,8 @@ const MAX_SAMPLES: usize = 1_000_000;
 #[derive(Default)]
 struct Tally {
     done: usize,
+    /// From the start of the load to the end of its last call.
+    seconds: f64,
     latencies: Vec<f64>,
     errors: BTreeMap<String, usize>,
     cut: usize,
@@ -212,7 +214,7 @@ pub async fn run(config: &LoadConfig, mut progress: impl FnMut(&LoadResult)) -> 
     let mut results = Vec::new();
     for &scenario in &config.scenarios {
         let tally = if scenario.rollout { rollouts(config, scenario, &windows).await? } else { predicts(config, scenario, &windows).await? };
-        let result = summarise(scenario, tally, config.seconds, raw_rates.get(&scenario.total_batch()).copied());
+        let result = summarise(scenario, tally, raw_rates.get(&scenario.total_batch()).copied());
         progress(&result);
         results.push(result);
     }
@@ -242,20 +244,27 @@ fn raw_rates(file: &std::path::Path, card: &CardSummary, config: &LoadConfig, wi
     Ok(rates)
 }
 
+/// One connection per client, all opened before the clock starts.
+async fn connections(config: &LoadConfig, scenario: Scenario) -> Result<Vec<DynamicsClient<Channel>>, LoadError> {
+    let mut clients = Vec::with_capacity(scenario.clients);
+    for _ in 0..scenario.clients {
+        clients.push(connect(&config.addr).await?);
+    }
+    Ok(clients)
+}
+
 async fn predicts(config: &LoadConfig, scenario: Scenario, windows: &Windows) -> Result<Tally, LoadError> {
+    let connections = connections(config, scenario).await?;
     let deadline = Instant::now() + Duration::from_secs_f64(config.seconds);
     let mut clients = tokio::task::JoinSet::new();
-    for index in 0..scenario.clients {
-        let mut client = connect(&config.addr).await?;
+    for (index, mut client) in connections.into_iter().enumerate() {
         let model = config.model.clone();
         // Each client cycles through its own few requests, cut from different frames.
         let requests: Vec<(Vec<f32>, Vec<f32>)> = (0..8).map(|i| windows.batch((index * 8 + i) * scenario.batch, scenario.batch)).collect();
         clients.spawn(async move {
             let mut tally = Tally::default();
+            // Every client sends at least one request, however short the time.
             for (positions, previous) in requests.iter().cycle() {
-                if Instant::now() >= deadline {
-                    break;
-                }
                 let request = PredictRequest { model: model.clone(), positions: positions.clone(), previous: previous.clone() };
                 let sent = Instant::now();
                 match client.predict(request).await {
@@ -265,18 +274,21 @@ async fn predicts(config: &LoadConfig, scenario: Scenario, windows: &Windows) ->
                     }
                     Err(status) => tally.error(&status),
                 }
+                if Instant::now() >= deadline {
+                    break;
+                }
             }
             tally
         });
     }
-    gather(clients).await
+    gather(clients, deadline - Duration::from_secs_f64(config.seconds)).await
 }
 
 async fn rollouts(config: &LoadConfig, scenario: Scenario, windows: &Windows) -> Result<Tally, LoadError> {
+    let connections = connections(config, scenario).await?;
     let deadline = Instant::now() + Duration::from_secs_f64(config.seconds);
     let mut clients = tokio::task::JoinSet::new();
-    for index in 0..scenario.clients {
-        let mut client = connect(&config.addr).await?;
+    for (index, mut client) in connections.into_iter().enumerate() {
         let (positions, previous) = windows.batch(index * 97, scenario.batch);
         let request = RolloutRequest { model: config.model.clone(), positions, steps: config.rollout_steps, emit_every: 1, previous };
         clients.spawn(async move {
@@ -313,18 +325,19 @@ async fn rollouts(config: &LoadConfig, scenario: Scenario, windows: &Windows) ->
             tally
         });
     }
-    gather(clients).await
+    gather(clients, deadline - Duration::from_secs_f64(config.seconds)).await
 }
 
-async fn gather(mut clients: tokio::task::JoinSet<Tally>) -> Result<Tally, LoadError> {
+async fn gather(mut clients: tokio::task::JoinSet<Tally>, started: Instant) -> Result<Tally, LoadError> {
     let mut all = Tally::default();
     while let Some(tally) = clients.join_next().await {
         all.merge(tally.map_err(|e| LoadError::Server(format!("a client task failed: {e}")))?);
     }
+    all.seconds = started.elapsed().as_secs_f64();
     Ok(all)
 }
 
-fn summarise(scenario: Scenario, mut tally: Tally, seconds: f64, raw: Option<f64>) -> LoadResult {
+fn summarise(scenario: Scenario, mut tally: Tally, raw: Option<f64>) -> LoadResult {
     tally.latencies.sort_by(f64::total_cmp);
     let quantile = |q: f64| match tally.latencies.len() {
         0 => f64::NAN,
@@ -332,7 +345,7 @@ fn summarise(scenario: Scenario, mut tally: Tally, seconds: f64, raw: Option<f64
     };
     LoadResult {
         scenario,
-        rate: tally.done as f64 / seconds,
+        rate: tally.done as f64 / tally.seconds,
         p50: quantile(0.5),
         p99: quantile(0.99),
         errors: tally.errors,

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use ndarray::Array3;
+use ndarray::{Array3, Axis};
 
 use super::{
     LoadedModel, ModelRegistry, ServeError,
@@ -86,10 +86,11 @@ impl DynamicsCore {
         let positions = validate::frames(positions, self.limits.max_batch)?;
         let previous = validate::previous(previous, positions.dim().0, model.history_frames())?;
         let dx = model.dx(positions.clone(), previous).await?;
-        if let Some(frame) = dx.outer_iter().position(|frame| frame.iter().any(|v| !v.is_finite())) {
+        let next_positions = &positions + &dx;
+        let finite = |frame: usize| dx.index_axis(Axis(0), frame).iter().chain(next_positions.index_axis(Axis(0), frame)).all(|v| v.is_finite());
+        if let Some(frame) = (0..dx.dim().0).find(|&frame| !finite(frame)) {
             return Err(ServeError::NotFinite { model: model.name().to_string(), frame });
         }
-        let next_positions = &positions + &dx;
         Ok(Prediction { batch: positions.dim().0, dx, next_positions })
     }
 

@@ -51,6 +51,9 @@ pub struct PoolConfig {
     pub max_queue_delay: Duration,
     /// Bytes all models' calls may hold at once (see [`MemoryBudget`]).
     pub memory_budget: u64,
+    /// Bytes one call may hold: a heavy model's large batch runs as smaller calls, which
+    /// are faster (the working set stays smaller) and let the others share the budget.
+    pub max_call_bytes: u64,
 }
 
 impl Default for PoolConfig {
@@ -63,6 +66,7 @@ impl Default for PoolConfig {
             max_batch_frames: 1024,
             max_queue_delay: Duration::ZERO,
             memory_budget: MemoryBudget::default_limit(),
+            max_call_bytes: 256 << 20,
         }
     }
 }
@@ -75,6 +79,9 @@ const MIN_PART_FRAMES: usize = 4;
 
 /// Frames of the call whose memory is measured when a model loads.
 const PROBE_FRAMES: usize = 32;
+
+/// A call that held this much gives freed memory back to the system after it.
+const RETURN_MEMORY_AFTER: u64 = 64 << 20;
 
 /// Bytes per frame assumed where the process's peak memory cannot be measured.
 const UNMEASURED_FRAME_COST: u64 = 1 << 20;
@@ -151,8 +158,8 @@ impl ModelWorkers {
         let (requests, request_queue) = crossbeam_channel::unbounded::<Job>();
         let (rollout_steps, rollout_queue) = crossbeam_channel::unbounded::<Job>();
         let (parts, part_queue) = crossbeam_channel::unbounded::<Job>();
-        // A call fits the budget alone: larger work is cut into parts of at most this.
-        let affordable = usize::try_from(budget.limit() / frame_cost).unwrap_or(usize::MAX);
+        // A call fits the budget and the call limit: larger work is cut into parts.
+        let affordable = usize::try_from(budget.limit().min(config.max_call_bytes) / frame_cost).unwrap_or(usize::MAX);
         let batching = Batching { max_frames: config.max_batch_frames.min(affordable).max(1), max_delay: config.max_queue_delay, frame_cost };
         let mut threads = Vec::with_capacity(workers);
         let mut sessions = Some(first);
@@ -370,8 +377,13 @@ fn work(model: &str, mut session: OnnxModel, queues: &Queues, batching: Batching
                 Next::Nothing | Next::Closed => break,
             }
         }
-        let _reservation = budget.reserve(frames as u64 * batching.frame_cost);
+        let bytes = frames as u64 * batching.frame_cost;
+        let reservation = budget.reserve(bytes);
         run_batch(model, &mut session, batch);
+        drop(reservation);
+        if bytes >= RETURN_MEMORY_AFTER {
+            memory::return_freed_memory();
+        }
     }
 }
 /// Runs the jobs of `batch` as one call and answers each with its own rows.

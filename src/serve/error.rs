@@ -18,7 +18,7 @@ pub enum ServeError {
     Diverged { model: String, step: u32 },
     /// The model's answer for a frame of finite input is not finite (input far outside
     /// what it was trained on).
-    #[error("{model}: dx of frame {frame} is not finite (is the input far outside the model's training data?)")]
+    #[error("{model}: the answer for frame {frame} is not finite (is the input far outside the model's training data?)")]
     NotFinite { model: String, frame: usize },
     /// A fault of the server or the model, not of the request.
     #[error("{model}: {message}")]

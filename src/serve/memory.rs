@@ -89,6 +89,17 @@ fn kib_field(text: &str, field: &str) -> Option<u64> {
     text.lines().find_map(|line| line.strip_prefix(field)).and_then(|rest| rest.split_whitespace().next()).and_then(|kib| kib.parse().ok())
 }
 
+/// Hands memory ONNX Runtime freed back to the system. Its kernels allocate through the
+/// C library, whose allocator keeps freed blocks for reuse: after one large batch the
+/// process would stay at its peak.
+pub fn return_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks the allocator's own free lists.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// The process's resident memory and its peak since the last [`reset_peak`], bytes
 /// (Linux; `None` elsewhere).
 pub fn resident_and_peak() -> Option<(u64, u64)> {
@@ -105,6 +116,8 @@ pub fn reset_peak() -> bool {
 /// the peak it reaches above the memory resident before, divided by the frames. `None`
 /// where the peak cannot be read or reset.
 pub fn peak_per_frame(frames: usize, run: impl FnOnce()) -> Option<u64> {
+    // Freed blocks the allocator kept would be reused unseen by the peak.
+    return_freed_memory();
     if !reset_peak() {
         return None;
     }

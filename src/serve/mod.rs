@@ -13,6 +13,8 @@ mod rollout;
 mod validate;
 
 #[cfg(feature = "serve")]
+pub mod access;
+#[cfg(feature = "serve")]
 mod grpc;
 #[cfg(feature = "serve")]
 mod server;

@@ -6,11 +6,14 @@ use std::{future::Future, time::Duration};
 use tokio::{net::TcpListener, sync::oneshot};
 use tonic::transport::{Server, server::TcpIncoming};
 
-use super::DynamicsService;
+use super::{
+    DynamicsService,
+    access::{AccessLayer, AccessTokens},
+};
 use crate::proto::{FILE_DESCRIPTOR_SET, v1::dynamics_server::DynamicsServer};
 
-/// How the server treats connections and its own shutdown.
-#[derive(Debug, Clone, Copy)]
+/// How the server treats connections, callers and its own shutdown.
+#[derive(Debug, Clone)]
 pub struct ServerOptions {
     /// After the shutdown signal, how long in-flight calls (rollouts above all) may take
     /// to finish before they are cut and the server returns.
@@ -18,11 +21,13 @@ pub struct ServerOptions {
     /// HTTP/2 and TCP keepalive: a peer that does not answer a ping within this is
     /// disconnected, so that dead connections do not hold streams and file descriptors.
     pub keepalive: Duration,
+    /// Bearer tokens every call but health must carry; `None`: calls are open.
+    pub tokens: Option<AccessTokens>,
 }
 
 impl Default for ServerOptions {
     fn default() -> Self {
-        Self { shutdown_grace: Duration::from_secs(30), keepalive: Duration::from_secs(60) }
+        Self { shutdown_grace: Duration::from_secs(30), keepalive: Duration::from_secs(60), tokens: None }
     }
 }
 
@@ -44,6 +49,7 @@ pub async fn serve(
         .http2_keepalive_interval(Some(options.keepalive))
         .http2_keepalive_timeout(Some(options.keepalive))
         .tcp_keepalive(Some(options.keepalive))
+        .layer(AccessLayer::new(options.tokens))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(DynamicsServer::new(service))

@@ -17,6 +17,7 @@ use super::{
     metrics::{EquivarianceReport, evaluate},
     plot::{plot_correlations, plot_rollout_chains, plot_rollout_errors, plot_trajectory},
     plot_losses,
+    staged::{Staged, commit_all},
 };
 use crate::{
     card::{CARD_FILE, DataInfo, MODEL_FILE, Metrics, ModelCard, OnnxInfo, SplitInfo, TrainingInfo, Versions},
@@ -229,7 +230,7 @@ pub fn export_model(model: &impl ExportableModel, request: ExportRequest) -> Res
         metrics: Some(Metrics { target, train, test }),
         imported_from: None,
         equivariance,
-        inference: measure_inference(&staged_model, &signature, request.split.test.inputs.view())
+        inference: measure_inference(staged_model.path(), &signature, request.split.test.inputs.view())
             .inspect_err(|e| tracing::warn!(error = %e, "inference speed not measured"))
             .ok(),
         onnx: OnnxInfo::exported(signature, parity_relative_error, precision),
@@ -238,34 +239,44 @@ pub fn export_model(model: &impl ExportableModel, request: ExportRequest) -> Res
         forecast: Some(forecast.clone()),
         command: request.command,
     };
-    commit_model(&dir, &staged_model, &card)?;
     let predicted_next = &test_inputs + &test_dx;
     let truth = request.split.test.next.view();
     let history = card.training.as_ref().map(|t| t.history.as_slice()).unwrap_or_default();
+    let staged = |file: &str| Staged::new(dir.join(file));
+    let (losses, correlations, trajectory, rollout_error, rollout) =
+        (staged(LOSS_PLOT_FILE), staged(CORRELATION_PLOT_FILE), staged(TRAJECTORY_PLOT_FILE), staged(ROLLOUT_ERROR_PLOT_FILE), staged(ROLLOUT_PLOT_FILE));
     let figures = [
-        plot_losses(history, &format!("{name}: MSE of dx"), &dir.join(LOSS_PLOT_FILE)),
-        plot_correlations(predicted_next.view(), truth, &test.r2, &format!("{name}: test set, next positions"), &dir.join(CORRELATION_PLOT_FILE)),
-        plot_trajectory(predicted_next.view(), truth, 25, &format!("{name}: true (dots) and predicted (crosses) next positions, every 25th test frame"), &dir.join(TRAJECTORY_PLOT_FILE)),
-        plot_rollout_errors(&forecast.baselines, &forecast.models, &format!("{name}: rollout error beside the baselines (test part)"), &dir.join(ROLLOUT_ERROR_PLOT_FILE)),
-        plot_rollout_chains(
-            &rollout_truth,
-            &rollout_predicted,
-            &REPORTED_HORIZONS,
-            &format!("{name}: rollout from test frame {} (black: true, red: predicted)", forecast.rollout_starts[0]),
-            &dir.join(ROLLOUT_PLOT_FILE),
+        (plot_losses(history, &format!("{name}: MSE of dx"), losses.path()), losses),
+        (plot_correlations(predicted_next.view(), truth, &test.r2, &format!("{name}: test set, next positions"), correlations.path()), correlations),
+        (plot_trajectory(predicted_next.view(), truth, 25, &format!("{name}: true (dots) and predicted (crosses) next positions, every 25th test frame"), trajectory.path()), trajectory),
+        (plot_rollout_errors(&forecast.baselines, &forecast.models, &format!("{name}: rollout error beside the baselines (test part)"), rollout_error.path()), rollout_error),
+        (
+            plot_rollout_chains(
+                &rollout_truth,
+                &rollout_predicted,
+                &REPORTED_HORIZONS,
+                &format!("{name}: rollout from test frame {} (black: true, red: predicted)", forecast.rollout_starts[0]),
+                rollout.path(),
+            ),
+            rollout,
         ),
     ];
-    for message in figures.into_iter().filter_map(Result::err) {
-        tracing::warn!(%message, "figure not drawn");
+    let mut drawn = Vec::new();
+    for (outcome, figure) in figures {
+        match outcome {
+            Ok(()) => drawn.push(figure),
+            Err(message) => tracing::warn!(%message, figure = %figure.target().display(), "figure not drawn; the earlier one, if any, stays"),
+        }
     }
+    commit_model(&dir, staged_model, &card, drawn)?;
     Ok(ExportOutcome { dir, card })
 }
 
 /// Writes `proto` beside the final model file, to be checked before it replaces it.
-fn stage_model(dir: &Path, proto: &ModelProto) -> Result<PathBuf, ExportError> {
+fn stage_model(dir: &Path, proto: &ModelProto) -> Result<Staged, ExportError> {
     fs::create_dir_all(dir).map_err(io_error(dir))?;
-    let staged = dir.join(format!("{MODEL_FILE}.partial"));
-    fs::write(&staged, proto.encode_to_vec()).map_err(io_error(&staged))?;
+    let staged = Staged::new(dir.join(MODEL_FILE));
+    fs::write(staged.path(), proto.encode_to_vec()).map_err(io_error(staged.path()))?;
     Ok(staged)
 }
 
@@ -280,14 +291,14 @@ pub(crate) fn stage_checked<T>(
     name: &str,
     emit: impl Fn(Precision) -> ModelProto,
     mut parity: impl FnMut(&Path) -> Result<(f64, T), ExportError>,
-) -> Result<(PathBuf, Precision, f64, T), ExportError> {
+) -> Result<(Staged, Precision, f64, T), ExportError> {
     let mut failure = None;
     for precision in [Precision::F32, Precision::F64] {
         let staged = stage_model(dir, &emit(precision))?;
-        match parity(&staged) {
+        match parity(staged.path()) {
             Ok((error, made)) if error <= PARITY_TOLERANCE => return Ok((staged, precision, error, made)),
             outcome => {
-                let _ = fs::remove_file(&staged);
+                drop(staged);
                 let error = match outcome {
                     Ok((error, _)) => ExportError::Parity { name: name.to_string(), error },
                     Err(e) => e,
@@ -309,18 +320,18 @@ fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> ExportError {
 
 /// Writes `card` beside its final place in `dir`, to be renamed into it: a card is
 /// replaced whole, never left half-written.
-fn stage_card(dir: &Path, card: &ModelCard) -> Result<PathBuf, ExportError> {
-    let staged_card = dir.join(format!("{CARD_FILE}.partial"));
+fn stage_card(dir: &Path, card: &ModelCard) -> Result<Staged, ExportError> {
+    let staged = Staged::new(dir.join(CARD_FILE));
     let json = serde_json::to_string_pretty(card).expect("model cards serialize");
-    fs::write(&staged_card, json).map_err(io_error(&staged_card))?;
-    Ok(staged_card)
+    fs::write(staged.path(), json).map_err(io_error(staged.path()))?;
+    Ok(staged)
 }
 
-/// Moves the checked model and its card into place, replacing any earlier ones.
-pub(crate) fn commit_model(dir: &Path, staged_model: &Path, card: &ModelCard) -> Result<(), ExportError> {
+/// Moves the checked model, its card and its figures into place, replacing earlier
+/// ones; until every one of them is written whole, the earlier ones stay untouched.
+pub(crate) fn commit_model(dir: &Path, staged_model: Staged, card: &ModelCard, figures: Vec<Staged>) -> Result<(), ExportError> {
     let staged_card = stage_card(dir, card)?;
-    fs::rename(staged_model, dir.join(MODEL_FILE)).map_err(io_error(dir))?;
-    fs::rename(&staged_card, dir.join(CARD_FILE)).map_err(io_error(dir))
+    commit_all([staged_model, staged_card].into_iter().chain(figures)).map_err(io_error(dir))
 }
 
 /// Measures the model in `dir` again, on this machine, on `trajectory` (its data) split as
@@ -355,8 +366,7 @@ pub fn remeasure_card(dir: &Path, card: &mut ModelCard, trajectories: &[Trajecto
         return Err(e.into());
     }
     card.forecast = Some(forecast);
-    let staged_card = stage_card(dir, card)?;
-    fs::rename(&staged_card, dir.join(CARD_FILE)).map_err(io_error(dir))
+    commit_all([stage_card(dir, card)?]).map_err(io_error(dir))
 }
 
 /// max |actual − expected| / max |expected|.

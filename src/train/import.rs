@@ -129,13 +129,8 @@ pub fn import_e3nn(kwargs_path: &Path, weights_path: &Path, out_dir: &Path, name
         let actual = session.run_window(frames.view(), previous.view())?;
         Ok((relative_error(&actual, &expected), session))
     })?;
-    let equivariance = match measure_equivariance(&mut session, frames.view(), previous.view()) {
-        Ok(equivariance) => equivariance,
-        Err(e) => {
-            let _ = fs::remove_file(&staged);
-            return Err(e);
-        }
-    };
+    // On failure the staged model is removed as it drops.
+    let equivariance = measure_equivariance(&mut session, frames.view(), previous.view())?;
     let card = ModelCard {
         name: name.to_string(),
         architecture: "gate_points_2101.Network".into(),
@@ -164,7 +159,7 @@ pub fn import_e3nn(kwargs_path: &Path, weights_path: &Path, out_dir: &Path, name
         forecast: None,
         command: None,
     };
-    commit_model(out_dir, &staged, &card)?;
+    commit_model(out_dir, staged, &card, Vec::new())?;
     Ok(ExportOutcome { dir: PathBuf::from(out_dir), card })
 }
 

@@ -8,6 +8,7 @@ pub mod metrics;
 mod ops_fit;
 mod plot;
 mod report;
+mod staged;
 
 pub use export::{ExportError, ExportOutcome, ExportRequest, ExportableModel, OpsTrained, PARITY_TOLERANCE, export_model, relative_error, remeasure_card};
 pub use ops_fit::{fit_ops, predict_dx_ops, reference_dx};

@@ -7,6 +7,7 @@ use super::{
     forecast::{ForecastRow, REPORTED_HORIZONS},
     kept_epoch,
     plot::plot_rollout_errors,
+    staged::{Staged, commit_all},
 };
 use crate::{card::ModelCard, onnx::Precision};
 
@@ -117,15 +118,23 @@ fn epochs_column(history: &[EpochStats]) -> String {
 }
 
 /// Writes the report, and beside it the rollout errors of every model with a forecast
-/// and of the baselines on one chart.
+/// and of the baselines on one chart; both whole or not at all.
 pub fn write_report(cards: &[ModelCard], path: &Path) -> Result<(), ExportError> {
+    let io_error = |path: &Path| {
+        let path = path.display().to_string();
+        move |source| ExportError::Io { path, source }
+    };
+    let report = Staged::new(path.to_path_buf());
+    std::fs::write(report.path(), render_report(cards)).map_err(io_error(report.path()))?;
+    let mut staged = vec![report];
     if let Some((baselines, models)) = forecast_rows(cards) {
-        let chart = path.with_file_name(ROLLOUT_ERRORS_FILE);
-        if let Err(message) = plot_rollout_errors(&baselines, &models, "Rollout error against steps, test part (log–log)", &chart) {
-            tracing::warn!(%message, "figure not drawn");
+        let chart = Staged::new(path.with_file_name(ROLLOUT_ERRORS_FILE));
+        match plot_rollout_errors(&baselines, &models, "Rollout error against steps, test part (log–log)", chart.path()) {
+            Ok(()) => staged.push(chart),
+            Err(message) => tracing::warn!(%message, "figure not drawn; the earlier one, if any, stays"),
         }
     }
-    std::fs::write(path, render_report(cards)).map_err(|source| ExportError::Io { path: path.display().to_string(), source })
+    commit_all(staged).map_err(io_error(path))
 }
 
 /// The chart of every model's rollout error beside the baselines, next to REPORT.md.

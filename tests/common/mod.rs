@@ -21,7 +21,7 @@ use tokio::{net::TcpListener, sync::oneshot};
 use tonic::transport::Channel;
 
 /// A short grace, so that a test leaving a stream open ends quickly.
-pub const TEST_SERVER_OPTIONS: ServerOptions = ServerOptions { shutdown_grace: Duration::from_secs(1), keepalive: Duration::from_secs(20) };
+pub const TEST_SERVER_OPTIONS: ServerOptions = ServerOptions { shutdown_grace: Duration::from_secs(1), keepalive: Duration::from_secs(20), tokens: None };
 
 pub const LIMITS: Limits = Limits { max_batch: 64, max_rollout_steps: 1000, max_rollouts: 40 };
 
@@ -113,6 +113,10 @@ impl TestServer {
     }
 
     pub async fn start_with(models_dir: &Path, pool: PoolConfig) -> Self {
+        Self::start_with_options(models_dir, pool, TEST_SERVER_OPTIONS).await
+    }
+
+    pub async fn start_with_options(models_dir: &Path, pool: PoolConfig, options: ServerOptions) -> Self {
         let registry = ModelRegistry::load(models_dir, ExecutionDevice::Cpu, pool).expect("models load");
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let address = listener.local_addr().expect("address");
@@ -122,7 +126,7 @@ impl TestServer {
         let task = tokio::spawn(async move {
             serve(service, listener, async {
                 let _ = stopped.await;
-            }, TEST_SERVER_OPTIONS)
+            }, options)
             .await
             .expect("server runs");
         });

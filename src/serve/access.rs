@@ -1,0 +1,195 @@
+//! What every call passes through before and after its service: bearer tokens (health
+//! stays open for probes), and the status code of a request too large to read.
+
+use std::{
+    collections::HashMap,
+    fs,
+    path::Path,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+};
+
+use tonic::{
+    Code, Status,
+    codegen::http::{HeaderValue, Request, Response},
+};
+use tower_layer::Layer;
+use tower_service::Service;
+
+/// What a token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Predict, Rollout, and reading models and cards.
+    Inference,
+    /// Everything, including managing models.
+    Admin,
+}
+
+/// Tokens and their roles, from a file of `ROLE TOKEN` lines (`inference` or `admin`;
+/// blank lines and `#` comments ignored).
+#[derive(Clone)]
+pub struct AccessTokens(Arc<HashMap<String, Role>>);
+
+impl std::fmt::Debug for AccessTokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "AccessTokens({} tokens)", self.0.len())
+    }
+}
+
+/// Shortest token accepted: a guessable one protects nothing.
+const MIN_TOKEN_LEN: usize = 16;
+
+impl AccessTokens {
+    pub fn from_file(path: &Path) -> Result<Self, String> {
+        let text = fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        Self::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let mut tokens = HashMap::new();
+        for (number, line) in text.lines().enumerate().map(|(i, l)| (i + 1, l.trim())) {
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let (role, token) = line.split_once(char::is_whitespace).ok_or_else(|| format!("line {number}: expected ROLE TOKEN"))?;
+            let role = match role {
+                "inference" => Role::Inference,
+                "admin" => Role::Admin,
+                other => return Err(format!("line {number}: unknown role '{other}' (inference or admin)")),
+            };
+            let token = token.trim();
+            if token.len() < MIN_TOKEN_LEN {
+                return Err(format!("line {number}: a token must have at least {MIN_TOKEN_LEN} characters"));
+            }
+            tokens.insert(token.to_string(), role);
+        }
+        if tokens.is_empty() {
+            return Err("no tokens".into());
+        }
+        Ok(Self(Arc::new(tokens)))
+    }
+
+    /// The role of the bearer token in an `authorization` header, if it is one of ours.
+    fn role(&self, header: Option<&HeaderValue>) -> Option<Role> {
+        let token = header?.to_str().ok()?.strip_prefix("Bearer ")?;
+        // Every known token is compared in full, so that timing does not tell how much of one matched.
+        self.0.iter().fold(None, |found, (known, role)| if constant_time_eq(known.as_bytes(), token.as_bytes()) { Some(*role) } else { found })
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
+}
+
+/// The role a call needs, by its gRPC path; `None` for calls open to all (health).
+fn required_role(path: &str) -> Option<Role> {
+    match path.split('/').nth(1) {
+        Some("grpc.health.v1.Health") => None,
+        Some("equiserve.v1.Dynamics") => Some(Role::Inference),
+        // Reflection and anything added later: inference tokens may read, admin do all.
+        Some(service) if service.starts_with("grpc.reflection.") => Some(Role::Inference),
+        _ => Some(Role::Admin),
+    }
+}
+
+/// The layer around every service of the server.
+#[derive(Debug, Clone, Default)]
+pub struct AccessLayer {
+    tokens: Option<AccessTokens>,
+}
+
+impl AccessLayer {
+    pub fn new(tokens: Option<AccessTokens>) -> Self {
+        Self { tokens }
+    }
+}
+
+impl<S> Layer<S> for AccessLayer {
+    type Service = Access<S>;
+
+    fn layer(&self, inner: S) -> Access<S> {
+        Access { inner, tokens: self.tokens.clone() }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Access<S> {
+    inner: S,
+    tokens: Option<AccessTokens>,
+}
+
+impl<S, RequestBody, ResponseBody> Service<Request<RequestBody>> for Access<S>
+where
+    S: Service<Request<RequestBody>, Response = Response<ResponseBody>>,
+    S::Future: Send + 'static,
+    ResponseBody: Default + Send + 'static,
+{
+    type Response = Response<ResponseBody>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<ResponseBody>, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<RequestBody>) -> Self::Future {
+        if let (Some(tokens), Some(needed)) = (&self.tokens, required_role(request.uri().path())) {
+            let refusal = match tokens.role(request.headers().get("authorization")) {
+                None => Some(Status::unauthenticated("send a valid token as 'authorization: Bearer TOKEN'")),
+                Some(Role::Inference) if needed == Role::Admin => Some(Status::permission_denied("this call needs an admin token")),
+                Some(_) => None,
+            };
+            if let Some(status) = refusal {
+                let (parts, ()) = status.into_http::<()>().into_parts();
+                return Box::pin(async move { Ok(Response::from_parts(parts, ResponseBody::default())) });
+            }
+        }
+        let answer = self.inner.call(request);
+        Box::pin(async move {
+            let mut response = answer.await?;
+            resource_exhausted_for_oversize(&mut response);
+            Ok(response)
+        })
+    }
+}
+
+/// tonic answers a request over the size limit with OUT_OF_RANGE; gRPC's status code
+/// conventions say RESOURCE_EXHAUSTED (a limit of the server, not a range of the API).
+fn resource_exhausted_for_oversize<B>(response: &mut Response<B>) {
+    let headers = response.headers();
+    let out_of_range = headers.get("grpc-status").is_some_and(|code| code.as_bytes() == (Code::OutOfRange as i32).to_string().as_bytes());
+    let oversize = headers
+        .get("grpc-message")
+        .and_then(|message| message.to_str().ok())
+        .is_some_and(|message| message.starts_with("Error,%20decoded%20message%20length%20too%20large"));
+    if out_of_range && oversize {
+        response.headers_mut().insert("grpc-status", HeaderValue::from(Code::ResourceExhausted as i32));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_files_name_roles_and_refuse_weak_tokens() {
+        let tokens = AccessTokens::parse("# who may call\ninference 0123456789abcdef\n\nadmin fedcba9876543210\n").expect("parses");
+        let bearer = |token: &str| HeaderValue::from_str(&format!("Bearer {token}")).ok();
+        assert_eq!(tokens.role(bearer("0123456789abcdef").as_ref()), Some(Role::Inference));
+        assert_eq!(tokens.role(bearer("fedcba9876543210").as_ref()), Some(Role::Admin));
+        assert_eq!(tokens.role(bearer("0123456789abcdeX").as_ref()), None);
+        assert_eq!(tokens.role(None), None);
+        assert!(AccessTokens::parse("inference short").expect_err("weak").contains("at least 16"));
+        assert!(AccessTokens::parse("root 0123456789abcdef").expect_err("role").contains("unknown role 'root'"));
+        assert!(AccessTokens::parse("# nothing\n").expect_err("empty").contains("no tokens"));
+    }
+
+    #[test]
+    fn health_is_open_and_the_api_needs_a_token() {
+        assert_eq!(required_role("/grpc.health.v1.Health/Check"), None);
+        assert_eq!(required_role("/equiserve.v1.Dynamics/Predict"), Some(Role::Inference));
+        assert_eq!(required_role("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"), Some(Role::Inference));
+        assert_eq!(required_role("/something.Else/Call"), Some(Role::Admin));
+    }
+}
