@@ -105,6 +105,24 @@ fn training_writes_model_card_and_plot_and_keeps_them_on_failure() {
     let output = run(&["--data", "/nonexistent/paths.npz"]);
     assert_clean_failure(&output, &["/nonexistent/paths.npz"]);
     assert_eq!(std::fs::read(model_dir.join("model.onnx")).expect("model"), before);
+
+    // A write that fails half-way (as on a full disk: here the card's staged file cannot
+    // be written) leaves every earlier file as it was, and nothing staged behind.
+    let files = ["model.onnx", "card.json", "loss.svg", "rollout.svg"];
+    let read_all = || files.map(|file| std::fs::read(model_dir.join(file)).unwrap_or_else(|e| panic!("{file}: {e}")));
+    let (earlier, earlier_report) = (read_all(), std::fs::read(out.path().join("REPORT.md")).expect("report"));
+    let blocker = model_dir.join("card.json.partial");
+    std::fs::create_dir(&blocker).expect("block the card's staged file");
+    assert_clean_failure(&run(&["--seed", "9"]), &["card.json.partial"]);
+    assert!(read_all() == earlier, "an earlier file changed");
+    assert_eq!(std::fs::read(out.path().join("REPORT.md")).expect("report"), earlier_report);
+    std::fs::remove_dir(&blocker).expect("unblock");
+    let staged: Vec<_> = std::fs::read_dir(&model_dir)
+        .expect("list")
+        .map(|entry| entry.expect("entry").file_name().to_string_lossy().into_owned())
+        .filter(|name| name.ends_with(".partial"))
+        .collect();
+    assert!(staged.is_empty(), "left behind: {staged:?}");
 }
 
 #[test]

@@ -1,4 +1,5 @@
-//! Reading the study's .npz format, and clear errors for files that are not it.
+//! Reading the study's .npz format, and clear errors for files that are not it; every
+//! loader of outside files (npz, safetensors, ONNX) given arbitrary bytes.
 
 mod common;
 
@@ -109,4 +110,53 @@ fn integer_and_compressed_arrays_load_as_floats() {
     let (trajectory, dtype) = load_npz_described(&path).expect("a compressed npz loads");
     assert_eq!(dtype, "float32");
     assert_eq!(trajectory.positions()[[3, 4, 1]], 341.0 / 8.0);
+}
+
+mod arbitrary_bytes {
+    use equiserve::{
+        data::load_npz,
+        onnx::{ExecutionDevice, OnnxModel, Signature},
+        train::read_safetensors,
+    };
+    use proptest::prelude::*;
+
+    /// Bytes that start like the real thing more often than chance would.
+    fn file_bytes(magic: &'static [u8]) -> impl Strategy<Value = Vec<u8>> {
+        (any::<bool>(), proptest::collection::vec(any::<u8>(), 0..2048))
+            .prop_map(move |(with_magic, tail)| if with_magic { [magic, &tail].concat() } else { tail })
+    }
+
+    fn written(bytes: &[u8], name: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join(name);
+        std::fs::write(&path, bytes).expect("write");
+        (dir, path)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+
+        #[test]
+        fn npz_files_of_arbitrary_bytes_are_refused_with_the_file_named(bytes in file_bytes(b"PK\x03\x04")) {
+            let (_dir, path) = written(&bytes, "fuzz.npz");
+            if let Err(e) = load_npz(&path) {
+                prop_assert!(e.to_string().contains("fuzz.npz"), "{e}");
+            }
+        }
+
+        #[test]
+        fn safetensors_of_arbitrary_bytes_are_refused(bytes in file_bytes(b"\x40\x00\x00\x00\x00\x00\x00\x00{")) {
+            let (_dir, path) = written(&bytes, "weights.safetensors");
+            let _ = read_safetensors(&path);
+        }
+
+        #[test]
+        fn onnx_files_of_arbitrary_bytes_are_refused(bytes in file_bytes(b"\x08\x0a\x12")) {
+            if equiserve::onnx::init_runtime(None).is_err() {
+                return Ok(());
+            }
+            let (_dir, path) = written(&bytes, "model.onnx");
+            prop_assert!(OnnxModel::load(&path, &Signature::dynamics(1), ExecutionDevice::Cpu, 1).is_err());
+        }
+    }
 }

@@ -415,3 +415,66 @@ async fn tokens_guard_the_api_and_leave_health_open() {
     assert!(health.is_ok(), "probes need no token: {health:?}");
     server.shutdown().await;
 }
+
+#[test]
+fn decoded_requests_of_arbitrary_bytes_are_answered_or_refused() {
+    use proptest::prelude::*;
+    use prost::Message;
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let core = runtime.block_on(async { core(PoolConfig { workers: Some(1), ..PoolConfig::default() }, LIMITS) });
+    let config = proptest::test_runner::Config { cases: 64, ..Default::default() };
+    proptest::proptest!(config, |(bytes in proptest::collection::vec(any::<u8>(), 0..600), model_is_served in any::<bool>())| {
+        runtime.block_on(async {
+            if let Ok(request) = PredictRequest::decode(bytes.as_slice()) {
+                let model = if model_is_served { "mlp" } else { request.model.as_str() };
+                let _ = core.predict(model, request.positions, request.previous).await;
+            }
+            if let Ok(request) = RolloutRequest::decode(bytes.as_slice()) {
+                let start = RolloutStart { positions: request.positions, previous: request.previous, steps: request.steps.min(5), emit_every: request.emit_every };
+                let model = if model_is_served { "mlp" } else { request.model.as_str() };
+                if let Ok(mut frames) = core.rollout(model, start) {
+                    while frames.next().await.is_some() {}
+                }
+            }
+        });
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mixed_load_on_shipped_models_runs_without_errors_or_cut_rollouts() {
+    use equiserve::client::load::{LoadConfig, Scenario, run};
+    let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
+    let dir = tempfile::tempdir().expect("temp dir");
+    for model in ["mlp", "pairforce-h4"] {
+        std::os::unix::fs::symlink(shipped.join(model), dir.path().join(model)).expect("link a shipped model");
+    }
+    let pool = PoolConfig { workers: Some(2), queue_per_worker: 64, ..PoolConfig::default() };
+    let server = TestServer::start_with(dir.path(), pool).await;
+    let (_, peak_before) = equiserve::serve::memory::resident_and_peak().unwrap_or_default();
+    let frames = equiserve::data::simulate(&equiserve::data::SimulationConfig { frames: 256, ..Default::default() }).positions().clone();
+    let load = |model: &str, scenario: Scenario| LoadConfig {
+        addr: server.uri.clone(),
+        model: model.into(),
+        models_dir: None,
+        device: ExecutionDevice::Cpu,
+        frames: frames.clone(),
+        seconds: 6.0,
+        rollout_steps: 200,
+        scenarios: vec![scenario],
+    };
+    let (predicts, rollouts, history_rollouts) = (
+        load("mlp", Scenario { rollout: false, clients: 96, batch: 1 }),
+        load("mlp", Scenario { rollout: true, clients: 16, batch: 1 }),
+        load("pairforce-h4", Scenario { rollout: true, clients: 16, batch: 4 }),
+    );
+    let (predicts, rollouts, history_rollouts) = tokio::join!(run(&predicts, |_| {}), run(&rollouts, |_| {}), run(&history_rollouts, |_| {}));
+    let (_, peak) = equiserve::serve::memory::resident_and_peak().unwrap_or_default();
+    for result in [predicts, rollouts, history_rollouts].into_iter().flat_map(|r| r.expect("load runs")) {
+        eprintln!("{}: {:.0}/s, p50 {:.2} ms, p99 {:.2} ms", result.scenario, result.rate, result.p50 * 1e3, result.p99 * 1e3);
+        assert!(result.errors.is_empty() && result.rollouts_cut == 0, "{}: {:?}, {} rollouts cut", result.scenario, result.errors, result.rollouts_cut);
+        assert!(result.rate > 0.0, "{} made no progress", result.scenario);
+    }
+    eprintln!("peak RSS of the test process (server and clients): {} MiB (before the load: {} MiB)", peak >> 20, peak_before >> 20);
+    assert!(peak < 4 << 30, "peak RSS {} MiB", peak >> 20);
+    server.shutdown().await;
+}

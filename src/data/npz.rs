@@ -46,7 +46,8 @@ fn read_numeric_array(npz: &mut NpzReader<File>) -> Result<(ArrayD<f64>, &'stati
     fn read<T: ndarray_npy::ReadableElement + Copy>(npz: &mut NpzReader<File>, to_f64: fn(T) -> f64) -> Result<ArrayD<f64>, ReadNpzError> {
         Ok(npz.by_name::<ndarray::OwnedRepr<T>, ndarray::IxDyn>(ARRAY_NAME)?.mapv(to_f64))
     }
-    let readers: [(&'static str, fn(&mut NpzReader<File>) -> Result<ArrayD<f64>, ReadNpzError>); 5] = [
+    type Reader = fn(&mut NpzReader<File>) -> Result<ArrayD<f64>, ReadNpzError>;
+    let readers: [(&'static str, Reader); 5] = [
         ("float64", |npz| read::<f64>(npz, |v| v)),
         ("float32", |npz| read::<f32>(npz, f64::from)),
         ("int64", |npz| read::<i64>(npz, |v| v as f64)),

@@ -81,7 +81,7 @@ const MIN_PART_FRAMES: usize = 4;
 const PROBE_FRAMES: usize = 32;
 
 /// A call that held this much gives freed memory back to the system after it.
-const RETURN_MEMORY_AFTER: u64 = 64 << 20;
+const RETURN_MEMORY_AFTER: u64 = 16 << 20;
 
 /// Bytes per frame assumed where the process's peak memory cannot be measured.
 const UNMEASURED_FRAME_COST: u64 = 1 << 20;

@@ -177,10 +177,18 @@ mod tests {
 
     #[test]
     fn a_large_allocation_shows_in_the_peak() {
-        let Some(per_frame) = peak_per_frame(4, || {
-            let block = vec![1u8; 64 << 20];
-            std::hint::black_box(&block);
-        }) else {
+        // Fresh pages from the system (an allocator could hand out memory it already holds).
+        let touch_fresh_pages = || {
+            let size = 64 << 20;
+            // SAFETY: an anonymous private mapping of `size` bytes, written within its bounds, then unmapped.
+            unsafe {
+                let block = libc::mmap(std::ptr::null_mut(), size, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0);
+                assert_ne!(block, libc::MAP_FAILED);
+                std::ptr::write_bytes(block.cast::<u8>(), 1, size);
+                libc::munmap(block, size);
+            }
+        };
+        let Some(per_frame) = peak_per_frame(4, touch_fresh_pages) else {
             eprintln!("SKIPPED: this system does not let a process reset its peak RSS");
             return;
         };

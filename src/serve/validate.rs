@@ -88,7 +88,37 @@ pub fn rollout_start(
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
+
+    /// Floats as a client may send them: ordinary, huge, or not numbers at all.
+    fn floats(max_len: usize) -> impl Strategy<Value = Vec<f32>> {
+        let value = prop_oneof![4 => -10.0f32..10.0, 1 => any::<f32>(), 1 => Just(f32::NAN), 1 => Just(f32::INFINITY)];
+        proptest::collection::vec(value, 0..max_len)
+    }
+
+    proptest! {
+        #[test]
+        fn any_request_is_accepted_whole_or_refused_with_a_reason(
+            positions in floats(4 * FRAME_LEN + 3),
+            earlier in floats(4 * FRAME_LEN + 3),
+            history_frames in 1usize..4,
+            steps in 0u32..40,
+        ) {
+            match frames(positions.clone(), 3) {
+                Ok(x) => prop_assert!(x.len() == positions.len() && x.iter().all(|v| v.is_finite())),
+                Err(e) => prop_assert!(!e.to_string().is_empty()),
+            }
+            if let Ok(window) = previous(earlier.clone(), 2, history_frames) {
+                prop_assert_eq!(window.map_or(0, |w| w.len()), earlier.len());
+            }
+            if let Ok((start, window)) = rollout_start(positions, earlier, history_frames, steps, (3, 30)) {
+                prop_assert!(start.dim().0 as u64 * u64::from(steps) <= 30);
+                prop_assert_eq!(window.is_some(), history_frames > 1);
+            }
+        }
+    }
 
     #[test]
     fn frames_must_be_whole_bounded_and_finite() {

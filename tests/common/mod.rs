@@ -100,6 +100,8 @@ pub fn prometheus() -> metrics_exporter_prometheus::PrometheusHandle {
 }
 
 pub struct TestServer {
+    /// `http://127.0.0.1:PORT`.
+    pub uri: String,
     pub client: DynamicsClient<Channel>,
     pub channel: Channel,
     pub rollouts_in_progress: RolloutCounter,
@@ -130,8 +132,9 @@ impl TestServer {
             .await
             .expect("server runs");
         });
-        let channel = Channel::from_shared(format!("http://{address}")).expect("uri").connect().await.expect("connect");
-        Self { client: DynamicsClient::new(channel.clone()), channel, rollouts_in_progress, stop: Some(stop), task }
+        let uri = format!("http://{address}");
+        let channel = Channel::from_shared(uri.clone()).expect("uri").connect().await.expect("connect");
+        Self { uri, client: DynamicsClient::new(channel.clone()), channel, rollouts_in_progress, stop: Some(stop), task }
     }
 
     /// Asks the server to shut down gracefully and waits until it has.
