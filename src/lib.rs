@@ -15,7 +15,8 @@
 //! - [`card`]: the model card, the record export writes and the server reads.
 //! - [`train`]: training, evaluation and export with a model card.
 //! - [`serve`]: the transport-free serving core, and the gRPC server around it.
-//! - [`client`]: clients of a running server (the load generator).
+//! - [`client`]: clients of a running server (files in and out, the load generator).
+//! - [`logging`]: the binaries' log format.
 //!
 //! Features: `serve` (the gRPC server) and `train` (everything that defines, trains
 //! and exports models: Burn, plotters); both by default.
@@ -24,6 +25,7 @@ pub mod card;
 #[cfg(feature = "serve")]
 pub mod client;
 pub mod data;
+pub mod logging;
 #[cfg(feature = "train")]
 pub mod e3;
 #[cfg(feature = "train")]

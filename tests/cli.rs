@@ -192,3 +192,105 @@ fn the_server_explains_what_it_cannot_serve() {
     let output = server().env("EQUISERVE_ORT_LIB", "/nowhere/libonnxruntime.so").output().expect("runs");
     assert_clean_failure(&output, &["/nowhere/libonnxruntime.so"]);
 }
+
+/// The server binary on an ephemeral port, logging JSON to a pipe; stopped with SIGTERM.
+struct ServerProcess {
+    child: std::process::Child,
+    address: String,
+    log_lines: Vec<String>,
+}
+
+impl ServerProcess {
+    fn start(models_dir: &std::path::Path) -> Self {
+        use std::io::BufRead;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_equiserve"))
+            .arg("--models-dir")
+            .arg(models_dir)
+            .args(["--addr", "127.0.0.1:0", "--log-format", "json", "--device", "cpu"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("the server starts");
+        let mut lines = std::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let mut log_lines = Vec::new();
+        let address = loop {
+            let line = lines.next().expect("the server prints its address").expect("a line");
+            match line.strip_prefix("equiserve listening on ") {
+                Some(address) => break address.to_string(),
+                None => log_lines.push(line),
+            }
+        };
+        // Keep the pipe drained so that logging never blocks the server.
+        std::thread::spawn(move || lines.for_each(drop));
+        Self { child, address, log_lines }
+    }
+
+    /// SIGTERM, then the exit it must make within its grace.
+    fn stop(mut self) -> std::process::ExitStatus {
+        // SAFETY: signals our own child process.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(std::time::Instant::now() < deadline, "the server did not exit after SIGTERM");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+}
+
+#[test]
+fn the_client_cli_predicts_and_rolls_out_files_on_a_live_server() {
+    use equiserve::{
+        data::{load_npz, save_npz},
+        onnx::{ExecutionDevice, OnnxModel, Signature},
+    };
+    let models = common::trained_models_dir();
+    let server = ServerProcess::start(models);
+    for line in &server.log_lines {
+        assert!(!line.contains('\u{1b}'), "escape codes in a redirected log: {line:?}");
+        let record: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
+        assert!(record["level"].is_string() && record["fields"].is_object(), "{record}");
+    }
+    let client = |args: &[&str]| Command::new(env!("CARGO_BIN_EXE_equiserve-client")).args(["--addr", &server.address]).args(args).output().expect("runs");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = |name: &str| dir.path().join(name).to_string_lossy().into_owned();
+
+    let listed = client(&["list"]);
+    assert!(listed.status.success() && String::from_utf8_lossy(&listed.stdout).contains("mlp"), "{}", stderr(&listed));
+
+    let trajectory = simulate(&SimulationConfig { frames: 12, seed: 5, ..Default::default() });
+    save_npz(&trajectory, std::path::Path::new(&path("frames.npz")), false).expect("save");
+    let output = client(&["predict", "--model", "mlp", "--in", &path("frames.npz"), "--out", &path("dx.npz")]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let mut npz = ndarray_npy::NpzReader::new(std::fs::File::open(path("dx.npz")).expect("dx.npz")).expect("an npz");
+    let dx: ndarray::Array3<f32> = npz.by_name("dx").expect("dx");
+    let mut direct = OnnxModel::load(&models.join("mlp/model.onnx"), &Signature::dynamics(1), ExecutionDevice::Cpu, 1).expect("loads");
+    let expected = direct.run(trajectory.positions().view()).expect("runs");
+    assert!(dx.iter().zip(&expected).all(|(a, b)| (a - b).abs() <= 1e-6 * b.abs().max(1.0)), "dx differs from ONNX Runtime's");
+
+    // A rollout as .npz is a trajectory: the start frame, then each step, as chaining the model gives.
+    let output = client(&["rollout", "--model", "mlp", "--from", &path("frames.npz"), "--frame", "3", "--steps", "5", "--out", &path("rollout.npz")]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let rolled = load_npz(std::path::Path::new(&path("rollout.npz"))).expect("a trajectory");
+    assert_eq!(rolled.frames(), 6);
+    let mut x = trajectory.positions().slice(ndarray::s![3..4, .., ..]).to_owned();
+    for step in 0..=5 {
+        let gap = rolled.positions().slice(ndarray::s![step..step + 1, .., ..]).iter().zip(&x).fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(gap <= 1e-5, "step {step}: {gap}");
+        x = &x + &direct.run(x.view()).expect("runs");
+    }
+    let output = client(&["rollout", "--model", "mlp", "--from", &path("frames.npz"), "--steps", "4", "--emit-every", "2", "--out", &path("rollout.xyz")]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let xyz = std::fs::read_to_string(path("rollout.xyz")).expect("xyz");
+    let comments: Vec<&str> = xyz.lines().filter(|l| l.starts_with("Properties=")).collect();
+    assert_eq!(comments.len(), 3, "start, step 2, step 4: {comments:?}");
+    assert!(comments[2].contains("step=4"));
+
+    let output = client(&["predict", "--model", "nope", "--in", &path("frames.npz"), "--out", &path("x.npz")]);
+    assert_clean_failure(&output, &["NotFound", "unknown model 'nope'"]);
+    assert_eq!(stderr(&output).trim().lines().count(), 1, "one line: {}", stderr(&output));
+    let output = client(&["rollout", "--model", "mlp", "--from", &path("frames.npz"), "--steps", "2", "--out", &path("r.txt")]);
+    assert_clean_failure(&output, &["r.txt", ".xyz", ".npz"]);
+    assert!(server.stop().success(), "the server exits cleanly on SIGTERM");
+}

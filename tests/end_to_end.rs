@@ -334,6 +334,29 @@ async fn a_client_that_stops_reading_holds_no_one_back() {
 }
 
 #[tokio::test]
+async fn a_rollout_whose_client_never_reads_ends_after_the_stall_timeout() {
+    let limits = Limits { rollout_stall_timeout: Duration::from_millis(200), ..LIMITS };
+    let core = core(PoolConfig { workers: Some(1), ..PoolConfig::default() }, limits);
+    let start = RolloutStart { positions: random_frames(1, 13).into_iter().map(|v| v * 0.1).collect(), previous: Vec::new(), steps: 1000, emit_every: 1 };
+    let mut stalled = core.rollout("mlp", start).expect("admitted");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while core.rollouts_in_progress().get() != 0 {
+        assert!(tokio::time::Instant::now() < deadline, "a stalled rollout kept its place");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // What it computed, then why it ended.
+    let mut frames = 0;
+    let ending = loop {
+        match stalled.next().await.expect("the stream ends with an error") {
+            Ok(_) => frames += 1,
+            Err(error) => break error,
+        }
+    };
+    assert!(matches!(ending, ServeError::Stalled { .. }) && ending.to_string().contains("took no frame for 0.2 s"), "{ending}");
+    assert!((1..=16).contains(&frames), "{frames} frames before the end");
+}
+
+#[tokio::test]
 async fn admission_is_bounded_for_requests_and_rollouts() {
     let core = core(PoolConfig { workers: Some(1), queue_per_worker: 2, ..PoolConfig::default() }, Limits { max_rollouts: 2, ..LIMITS });
     // Twenty requests at once on a model that admits two: the rest are turned away at
@@ -477,4 +500,35 @@ async fn mixed_load_on_shipped_models_runs_without_errors_or_cut_rollouts() {
     eprintln!("peak RSS of the test process (server and clients): {} MiB (before the load: {} MiB)", peak >> 20, peak_before >> 20);
     assert!(peak < 4 << 30, "peak RSS {} MiB", peak >> 20);
     server.shutdown().await;
+}
+
+#[tokio::test]
+async fn tls_and_mutual_tls_with_a_rustls_client() {
+    use equiserve::serve::{DynamicsService, ServerOptions, serve};
+    use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
+    let fixture = |name: &str| std::fs::read(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls").join(name)).expect("a TLS fixture");
+    let ca = Certificate::from_pem(fixture("ca.pem"));
+    // Mutual TLS: clients must show a certificate the test CA signed.
+    let tls = ServerTlsConfig::new().identity(Identity::from_pem(fixture("server.pem"), fixture("server.key"))).client_ca_root(ca.clone());
+    let registry = ModelRegistry::load(trained_models_dir(), ExecutionDevice::Cpu, PoolConfig { workers: Some(1), ..PoolConfig::default() }).expect("models load");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("address").port();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let options = ServerOptions { tls: Some(tls), ..common::TEST_SERVER_OPTIONS };
+    let server = tokio::spawn(serve(DynamicsService::new(Arc::new(registry), LIMITS), listener, async { let _ = stopped.await; }, options));
+    let list = |scheme: &'static str, tls: Option<ClientTlsConfig>| async move {
+        let mut endpoint = Channel::from_shared(format!("{scheme}://127.0.0.1:{port}")).expect("uri");
+        if let Some(tls) = tls {
+            endpoint = endpoint.tls_config(tls).expect("client TLS");
+        }
+        let channel = endpoint.connect().await.map_err(|e| e.to_string())?;
+        DynamicsClient::new(channel).list_models(ListModelsRequest {}).await.map(|r| r.into_inner().models.len()).map_err(|e| e.to_string())
+    };
+    let trusted = ClientTlsConfig::new().ca_certificate(ca.clone()).domain_name("localhost");
+    let with_certificate = trusted.clone().identity(Identity::from_pem(fixture("client.pem"), fixture("client.key")));
+    assert_eq!(list("https", Some(with_certificate)).await, Ok(1), "a client with the CA and its own certificate is served");
+    assert!(list("https", Some(trusted)).await.is_err(), "a client without a certificate is refused");
+    assert!(list("http", None).await.is_err(), "plaintext is refused");
+    let _ = stop.send(());
+    server.await.expect("server task").expect("server ends cleanly");
 }

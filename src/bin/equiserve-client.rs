@@ -5,7 +5,7 @@ use std::{path::PathBuf, process::ExitCode};
 use clap::{Parser, Subcommand};
 use equiserve::{
     client::{
-        endpoint_uri,
+        endpoint_uri, files,
         load::{self, DEFAULT_SCENARIOS, LoadConfig, Scenario},
     },
     data::{SimulationConfig, load_npz, simulate},
@@ -25,6 +25,40 @@ struct Args {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// The served models: name, architecture, parameters, frames read, where they run.
+    List,
+    /// A model's card, as JSON.
+    Card { model: String },
+    /// dx and next positions for every frame of a file (a history model's first K − 1
+    /// frames are its first window), written as `dx` and `next` to an .npz.
+    Predict {
+        #[arg(long)]
+        model: String,
+        /// .npz with `arr` [frames, 12, 2|3].
+        #[arg(long = "in")]
+        input: PathBuf,
+        #[arg(long = "out")]
+        output: PathBuf,
+    },
+    /// Roll a model out from a frame of a trajectory; writes the start frame and every
+    /// emitted one as extended XYZ (.xyz, for ASE, OVITO, VMD) or as `arr` in an .npz.
+    Rollout {
+        #[arg(long)]
+        model: String,
+        /// .npz with `arr` [frames, 12, 2|3].
+        #[arg(long = "from")]
+        trajectory: PathBuf,
+        /// The frame to start from (a history model's window is the frames before it).
+        #[arg(long, default_value_t = 0)]
+        frame: usize,
+        #[arg(long)]
+        steps: u32,
+        /// Keep every n-th step (the last is always kept).
+        #[arg(long, default_value_t = 1)]
+        emit_every: u32,
+        #[arg(long = "out")]
+        output: PathBuf,
+    },
     /// Load the server for a while and print throughput, latency and errors per
     /// scenario, beside raw ONNX Runtime on the same model file at the same batch.
     Bench {
@@ -69,7 +103,35 @@ async fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let addr = endpoint_uri(&args.addr);
     match args.command {
+        Command::List => {
+            let models = files::list(&mut files::connect(&addr).await?).await?;
+            println!("{:<18} {:<24} {:>9} {:>7}  runs on", "model", "architecture", "params", "frames");
+            for model in models {
+                println!("{:<18} {:<24} {:>9} {:>7}  {}", model.name, model.architecture, model.params, model.history_frames, model.execution_provider);
+            }
+            Ok(())
+        }
+        Command::Card { model } => {
+            println!("{}", files::card(&mut files::connect(&addr).await?, &model).await?);
+            Ok(())
+        }
+        Command::Predict { model, input, output } => {
+            let done = files::predict(&mut files::connect(&addr).await?, &model, &input, &output).await?;
+            eprintln!("{}: dx of frames {}..{} written", output.display(), done.first_frame, done.first_frame + done.frames);
+            Ok(())
+        }
+        Command::Rollout { model, trajectory, frame, steps, emit_every, output } => {
+            let plan = files::RolloutPlan { model, trajectory, frame, steps, emit_every, output };
+            let bar = indicatif::ProgressBar::new(u64::from(steps))
+                .with_style(indicatif::ProgressStyle::with_template("{msg} {bar:40} {pos}/{len} steps ({per_sec}, {eta} left)").expect("a valid template"))
+                .with_message(plan.model.clone());
+            let written = files::rollout(&mut files::connect(&addr).await?, &plan, |step| bar.set_position(u64::from(step))).await;
+            bar.finish_and_clear();
+            eprintln!("{}: {} frames written", plan.output.display(), written?);
+            Ok(())
+        }
         Command::Bench { model, models_dir, data, seconds, rollout_steps, scenarios, device, ort_lib } => {
             if models_dir.is_some() {
                 init_runtime(ort_lib.as_deref())?;
@@ -85,7 +147,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
                 None => "not measured (no --models-dir)".into(),
             };
             println!("{model} at {addr}; frames from {source}; {seconds} s per scenario; raw ONNX Runtime {raw}", addr = args.addr);
-            let config = LoadConfig { addr: endpoint_uri(&args.addr), model, models_dir, device, frames, seconds, rollout_steps, scenarios };
+            let config = LoadConfig { addr, model, models_dir, device, frames, seconds, rollout_steps, scenarios };
             let results = load::run(&config, |result| eprintln!("{} done: {:.0}/s", result.scenario, result.rate)).await?;
             print!("{}", load::table(&results));
             Ok(())

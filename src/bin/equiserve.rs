@@ -1,13 +1,19 @@
 //! The equiserve gRPC server.
 
-use std::{path::PathBuf, process::ExitCode, sync::Arc};
+use std::{
+    path::{Path, PathBuf},
+    process::ExitCode,
+    sync::Arc,
+};
 
 use clap::Parser;
 use equiserve::{
+    logging::{LogFormat, init_logging},
     onnx::{ExecutionDevice, init_runtime},
     serve::{DynamicsService, Limits, ModelRegistry, PoolConfig, ServerOptions, access::AccessTokens, serve, shutdown_signal},
 };
 use tokio::net::TcpListener;
+use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 
 /// Serves the ONNX models of a models directory over gRPC (equiserve.v1.Dynamics,
 /// grpc.health.v1, server reflection).
@@ -63,6 +69,10 @@ struct Args {
     /// Rollouts running at once; once admitted, a rollout is never ended by other traffic.
     #[arg(long, env = "EQUISERVE_MAX_ROLLOUTS", default_value_t = 256)]
     max_rollouts: usize,
+    /// Seconds a rollout may wait for its client to take a frame before it is ended
+    /// (DEADLINE_EXCEEDED) and its place freed.
+    #[arg(long, env = "EQUISERVE_ROLLOUT_STALL_TIMEOUT", default_value_t = 60.0)]
+    rollout_stall_timeout: f64,
     /// After SIGTERM or Ctrl-C, seconds in-flight calls may take to finish before they
     /// are cut and the server exits (a second signal cuts them at once).
     #[arg(long, env = "EQUISERVE_SHUTDOWN_GRACE", default_value_t = ServerOptions::default().shutdown_grace.as_secs_f64())]
@@ -70,10 +80,22 @@ struct Args {
     /// Seconds between HTTP/2 and TCP keepalive pings; a peer silent for as long is dropped.
     #[arg(long, env = "EQUISERVE_KEEPALIVE", default_value_t = ServerOptions::default().keepalive.as_secs_f64())]
     keepalive: f64,
+    /// PEM certificate chain of the server: serve over TLS (with --tls-key).
+    #[arg(long, env = "EQUISERVE_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "EQUISERVE_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// PEM CA certificate(s): clients must then show a certificate it signed (mutual TLS).
+    #[arg(long, env = "EQUISERVE_TLS_CLIENT_CA", requires = "tls_cert")]
+    tls_client_ca: Option<PathBuf>,
     /// File of `ROLE TOKEN` lines (role: inference or admin): every call but health must
     /// then carry `authorization: Bearer TOKEN`.
     #[arg(long, env = "EQUISERVE_AUTH_TOKEN_FILE")]
     auth_token_file: Option<PathBuf>,
+    /// Log lines as text (coloured only on a terminal) or as JSON objects.
+    #[arg(long, env = "EQUISERVE_LOG_FORMAT", value_enum, default_value = "text")]
+    log_format: LogFormat,
     /// Serve Prometheus metrics over HTTP on this address (e.g. 127.0.0.1:9464); off when absent.
     #[arg(long, env = "EQUISERVE_METRICS_ADDR")]
     metrics_addr: Option<std::net::SocketAddr>,
@@ -81,12 +103,8 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,ort=warn".into()),
-        )
-        .init();
     let args = Args::parse();
+    init_logging(args.log_format, "info,ort=warn", false);
     match run(args).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -119,7 +137,12 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
     let models_dir = args.models_dir.clone();
     let device = args.device;
     let registry = tokio::task::spawn_blocking(move || ModelRegistry::load(&models_dir, device, pool)).await??;
-    let limits = Limits { max_batch: args.max_batch, max_rollout_steps: args.max_rollout_steps, max_rollouts: args.max_rollouts };
+    let limits = Limits {
+        max_batch: args.max_batch,
+        max_rollout_steps: args.max_rollout_steps,
+        max_rollouts: args.max_rollouts,
+        rollout_stall_timeout: seconds("--rollout-stall-timeout", args.rollout_stall_timeout)?,
+    };
     let listener = TcpListener::bind(&args.addr).await.map_err(|e| format!("cannot listen on {}: {e}", args.addr))?;
     let address = listener.local_addr()?;
     tracing::info!(%address, models = ?registry.names(), "serving");
@@ -128,8 +151,20 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
         shutdown_grace: seconds("--shutdown-grace", args.shutdown_grace)?,
         keepalive: seconds("--keepalive", args.keepalive)?,
         tokens: args.auth_token_file.as_deref().map(AccessTokens::from_file).transpose()?,
+        tls: tls_config(args.tls_cert.as_deref(), args.tls_key.as_deref(), args.tls_client_ca.as_deref())?,
     };
     serve(DynamicsService::new(Arc::new(registry), limits), listener, shutdown_signal(), options).await
+}
+
+/// The TLS set-up the flags ask for, its files read now so that a bad path fails at start.
+fn tls_config(cert: Option<&Path>, key: Option<&Path>, client_ca: Option<&Path>) -> Result<Option<ServerTlsConfig>, String> {
+    let read = |path: &Path| std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()));
+    let (Some(cert), Some(key)) = (cert, key) else { return Ok(None) };
+    let mut tls = ServerTlsConfig::new().identity(Identity::from_pem(read(cert)?, read(key)?));
+    if let Some(ca) = client_ca {
+        tls = tls.client_ca_root(Certificate::from_pem(read(ca)?));
+    }
+    Ok(Some(tls))
 }
 
 fn seconds(flag: &str, value: f64) -> Result<std::time::Duration, String> {

@@ -163,12 +163,7 @@ struct TrainArgs {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    equiserve::logging::init_logging(equiserve::logging::LogFormat::Text, "warn", true);
     let cli = Cli::parse();
     let result = match cli.command {
         Some(Command::Simulate { out, frames, seed, three_d, temperature, friction, bond_stiffness }) => {

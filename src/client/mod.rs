@@ -1,6 +1,7 @@
-//! Clients of a running server (the `serve` feature's gRPC API): the load generator
-//! behind `equiserve-client bench`.
+//! Clients of a running server (the `serve` feature's gRPC API): what
+//! `equiserve-client` does with files, and its load generator (`bench`).
 
+pub mod files;
 pub mod load;
 
 /// A server address as typed (`host:port`, as the server's `--addr` takes it) or as a URI.

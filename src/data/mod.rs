@@ -1,10 +1,12 @@
 //! Trajectories of the 12-particle system: loading, simulating and splitting them.
 
 mod npz;
+mod xyz;
 mod simulate;
 mod split;
 
-pub use npz::{load_npz, load_npz_described, save_npz};
+pub use npz::{load_frames, load_npz, load_npz_described, save_arrays, save_npz};
+pub use xyz::write_xyz;
 pub use simulate::{SimulationConfig, simulate};
 pub use split::{Pairs, Split, SplitConfig, Target};
 
@@ -70,6 +72,14 @@ impl DataError {
     }
 }
 
+/// The first non-finite value of `positions`, as an error naming where it is.
+pub(crate) fn check_finite(positions: &Array3<f32>) -> Result<(), TrajectoryError> {
+    match positions.indexed_iter().find(|(_, v)| !v.is_finite()) {
+        Some(((frame, particle, coordinate), value)) => Err(TrajectoryError::NonFinite { value: *value, frame, particle, coordinate }),
+        None => Ok(()),
+    }
+}
+
 impl Trajectory {
     /// Checks shape `[frames, 12, 3]`, at least two frames and finite values.
     pub fn new(positions: Array3<f32>) -> Result<Self, TrajectoryError> {
@@ -80,9 +90,7 @@ impl Trajectory {
         if frames < 2 {
             return Err(TrajectoryError::TooFewFrames(frames));
         }
-        if let Some(((frame, particle, coordinate), value)) = positions.indexed_iter().find(|(_, v)| !v.is_finite()) {
-            return Err(TrajectoryError::NonFinite { value: *value, frame, particle, coordinate });
-        }
+        check_finite(&positions)?;
         Ok(Self { positions })
     }
 

@@ -5,7 +5,7 @@ use std::{fs::File, io::BufWriter, path::Path};
 use ndarray::{Array3, ArrayD, Axis, Ix3, s};
 use ndarray_npy::{NpzReader, NpzWriter, ReadNpzError};
 
-use super::{DIMS, DataError, PARTICLES, Trajectory};
+use super::{DIMS, DataError, PARTICLES, Trajectory, check_finite};
 
 const ARRAY_NAME: &str = "arr";
 
@@ -18,6 +18,24 @@ pub fn load_npz(path: &Path) -> Result<Trajectory, DataError> {
 /// [`load_npz`], and the element type the array was stored as (`float64`, `int32`, …),
 /// which a model card records when it was not float.
 pub fn load_npz_described(path: &Path) -> Result<(Trajectory, &'static str), DataError> {
+    let (positions, dtype) = read_positions(path)?;
+    let trajectory = Trajectory::new(positions).map_err(|e| DataError::invalid(path, format!("array '{ARRAY_NAME}': {e}")))?;
+    Ok((trajectory, dtype))
+}
+
+/// The frames of `arr` as float32 `[frames, 12, 3]`, however few (one is enough to
+/// predict from), all finite.
+pub fn load_frames(path: &Path) -> Result<Array3<f32>, DataError> {
+    let (positions, _) = read_positions(path)?;
+    if positions.is_empty() {
+        return Err(DataError::invalid(path, format!("array '{ARRAY_NAME}' holds no frames")));
+    }
+    check_finite(&positions).map_err(|e| DataError::invalid(path, format!("array '{ARRAY_NAME}': {e}")))?;
+    Ok(positions)
+}
+
+/// `arr` checked for its shape and lifted to 3-D.
+fn read_positions(path: &Path) -> Result<(Array3<f32>, &'static str), DataError> {
     let file = File::open(path).map_err(|source| DataError::Io { path: path.display().to_string(), source })?;
     let mut npz = NpzReader::new(file).map_err(|e| DataError::invalid(path, format!("not a readable .npz archive ({e})")))?;
     let names = npz.names().map_err(|e| DataError::invalid(path, e.to_string()))?;
@@ -37,8 +55,7 @@ pub fn load_npz_described(path: &Path) -> Result<(Trajectory, &'static str), Dat
     }
     let mut positions = Array3::<f32>::zeros((frames, PARTICLES, DIMS));
     positions.slice_mut(s![.., .., ..dims]).assign(&raw.mapv(|v| v as f32));
-    let trajectory = Trajectory::new(positions).map_err(|e| DataError::invalid(path, format!("array '{ARRAY_NAME}': {e}")))?;
-    Ok((trajectory, dtype))
+    Ok((positions, dtype))
 }
 
 /// `arr` as float64, whichever of the usual numeric types it was stored as.
@@ -76,4 +93,15 @@ pub fn save_npz(trajectory: &Trajectory, path: &Path, planar: bool) -> Result<()
     npz.add_array(ARRAY_NAME, &array)
         .and_then(|_| npz.finish().map(drop))
         .map_err(|e| DataError::invalid(path, format!("writing '{ARRAY_NAME}': {e}")))
+}
+
+/// Writes float32 arrays by name (e.g. `dx` and `next` of a prediction) as an `.npz`
+/// numpy reads with `np.load`.
+pub fn save_arrays(path: &Path, arrays: &[(&str, &Array3<f32>)]) -> Result<(), DataError> {
+    let io = |source| DataError::Io { path: path.display().to_string(), source };
+    let mut npz = NpzWriter::new(BufWriter::new(File::create(path).map_err(io)?));
+    for (name, array) in arrays {
+        npz.add_array(*name, *array).map_err(|e| DataError::invalid(path, format!("writing '{name}': {e}")))?;
+    }
+    npz.finish().map(drop).map_err(|e| DataError::invalid(path, format!("finishing the archive: {e}")))
 }

@@ -2,7 +2,7 @@
 //! Requests come in as plain values, answers and failures go out as domain types
 //! ([`ServeError`]); each protocol is a thin mapping onto this.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use ndarray::{Array3, Axis};
 
@@ -24,6 +24,8 @@ pub struct Limits {
     pub max_rollout_steps: u64,
     /// Rollouts running at once; admitted ones are never ended by other traffic.
     pub max_rollouts: usize,
+    /// A rollout whose client takes no frame for this long is ended (its place freed).
+    pub rollout_stall_timeout: Duration,
 }
 
 /// A model's answer to a batch of frames.
@@ -101,7 +103,7 @@ impl DynamicsCore {
         let RolloutStart { positions, previous, steps, emit_every } = start;
         let limits = (self.limits.max_batch, self.limits.max_rollout_steps);
         let (start, previous) = validate::rollout_start(positions, previous, model.history_frames(), steps, limits)?;
-        let plan = RolloutPlan { model, start, previous, steps, emit_every: emit_every.max(1) };
+        let plan = RolloutPlan { model, start, previous, steps, emit_every: emit_every.max(1), stall_timeout: self.limits.rollout_stall_timeout };
         rollout::start(plan, &self.rollouts, self.limits.max_rollouts)
     }
 }

@@ -13,6 +13,10 @@ pub enum ServeError {
     /// The model (or the server) is at capacity: worth retrying later.
     #[error("{model}: busy: {reason}; retry later")]
     Busy { model: String, reason: String },
+    /// A rollout's client took no frame for the stall timeout: the rollout was ended so
+    /// that it holds no place.
+    #[error("{model}: rollout ended: the client took no frame for {seconds} s")]
+    Stalled { model: String, seconds: f64 },
     /// A rollout's positions stopped being finite.
     #[error("{model}: rollout diverged at step {step} (non-finite positions)")]
     Diverged { model: String, step: u32 },

@@ -33,6 +33,7 @@ fn status(error: ServeError) -> Status {
         ServeError::InvalidArgument(_) => Status::invalid_argument(message),
         ServeError::Busy { .. } => Status::resource_exhausted(message),
         ServeError::Diverged { .. } | ServeError::NotFinite { .. } => Status::out_of_range(message),
+        ServeError::Stalled { .. } => Status::deadline_exceeded(message),
         ServeError::Internal { .. } => Status::internal(message),
     }
 }

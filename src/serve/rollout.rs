@@ -13,6 +13,7 @@ use std::{
         atomic::{AtomicUsize, Ordering},
     },
     task::{Context, Poll},
+    time::{Duration, Instant},
 };
 
 use ndarray::{Array3, Array4, Axis, concatenate, s};
@@ -48,6 +49,8 @@ enum Ended {
     Finished,
     Diverged,
     Failed,
+    /// Its client took no frame for the stall timeout.
+    Stalled,
 }
 
 /// Holds a rollout's place until it ends, however it ends (`ended` still `None` when it
@@ -66,6 +69,7 @@ impl Drop for RolloutGuard {
             Some(Ended::Finished) => "finished",
             Some(Ended::Diverged) => "diverged",
             Some(Ended::Failed) => "failed",
+            Some(Ended::Stalled) => "stalled",
         };
         metrics::rollout_ended(&self.model, how);
     }
@@ -92,6 +96,8 @@ pub struct RolloutPlan {
     pub steps: u32,
     /// Emit every n-th frame (at least 1); the last one is always emitted.
     pub emit_every: u32,
+    /// How long the rollout may wait for its client to take a frame before it is ended.
+    pub stall_timeout: Duration,
 }
 
 type FrameResult = Result<RolloutStep, ServeError>;
@@ -140,16 +146,28 @@ impl RolloutStepper {
 
 /// Admits `plan` (unless `max_rollouts` are running) and hands it to its model's stepper.
 pub fn start(plan: RolloutPlan, counter: &RolloutCounter, max_rollouts: usize) -> Result<RolloutFrames, ServeError> {
-    let RolloutPlan { model, start, previous, steps, emit_every } = plan;
+    let RolloutPlan { model, start, previous, steps, emit_every, stall_timeout } = plan;
     let place = counter.try_enter(model.name(), max_rollouts).ok_or_else(|| ServeError::Busy {
         model: model.name().to_string(),
         reason: format!("{max_rollouts} rollouts are running, the most this server admits"),
     })?;
+    // One more slot than frames ahead: the error that ends a stalled rollout always fits.
     let ahead = (SYSTEMS_AHEAD / start.dim().0).clamp(2, 16);
-    let (frames_out, frames) = mpsc::channel(ahead);
+    let (frames_out, frames) = mpsc::channel(ahead + 1);
     let stepper = model.rollout_stepper();
     let wake = Arc::clone(&stepper.wake);
-    let member = Member { model: Arc::clone(&model), positions: start, previous, step: 0, steps, emit_every, frames: frames_out, place };
+    let member = Member {
+        model: Arc::clone(&model),
+        positions: start,
+        previous,
+        step: 0,
+        steps,
+        emit_every,
+        frames: frames_out,
+        place,
+        stall_timeout,
+        waiting_since: None,
+    };
     stepper.joining.send(member).map_err(|_| ServeError::Internal {
         model: model.name().to_string(),
         message: "the model's rollout stepper has stopped".into(),
@@ -170,11 +188,36 @@ struct Member {
     emit_every: u32,
     frames: mpsc::Sender<FrameResult>,
     place: RolloutGuard,
+    stall_timeout: Duration,
+    /// Since when its client has had no room for another frame.
+    waiting_since: Option<Instant>,
 }
 
 impl Member {
     fn systems(&self) -> usize {
         self.positions.dim().0
+    }
+
+    /// A place for the next frame, keeping the last slot for an ending error.
+    fn room(&self) -> Option<mpsc::OwnedPermit<FrameResult>> {
+        if self.frames.capacity() < 2 {
+            return None;
+        }
+        self.frames.clone().try_reserve_owned().ok()
+    }
+
+    /// Ends the rollout if its client has taken no frame for its stall timeout; when
+    /// it may still come to, the instant to look again.
+    fn check_stall(&mut self, now: Instant) -> Option<Instant> {
+        let since = *self.waiting_since.get_or_insert(now);
+        let deadline = since + self.stall_timeout;
+        if now < deadline {
+            return Some(deadline);
+        }
+        self.place.ended = Some(Ended::Stalled);
+        let model = self.model.name().to_string();
+        let _ = self.frames.try_send(Err(ServeError::Stalled { model, seconds: self.stall_timeout.as_secs_f64() }));
+        None
     }
 }
 
@@ -188,22 +231,42 @@ async fn step_all(mut arrivals: mpsc::UnboundedReceiver<Member>, wake: Arc<Notif
             members.push(member);
         }
         members.retain(|member| !member.frames.is_closed());
-        let mut ready = Vec::new();
-        for (index, member) in members.iter().enumerate() {
-            if let Ok(permit) = member.frames.clone().try_reserve_owned() {
-                ready.push((index, permit));
+        let (mut ready, mut look_again) = (Vec::new(), None::<Instant>);
+        let now = Instant::now();
+        for (index, member) in members.iter_mut().enumerate() {
+            match member.room() {
+                Some(permit) => {
+                    member.waiting_since = None;
+                    ready.push((index, permit));
+                }
+                None => {
+                    if let Some(deadline) = member.check_stall(now) {
+                        look_again = Some(look_again.map_or(deadline, |earliest| earliest.min(deadline)));
+                    }
+                }
             }
         }
         if !ready.is_empty() {
             step(&mut members, ready).await;
-            members.retain(|member| member.place.ended.is_none());
-            continue;
         }
+        members.retain(|member| member.place.ended.is_none());
         if !open && members.is_empty() {
             return;
         }
+        if members.iter().any(|member| member.waiting_since.is_none()) {
+            continue;
+        }
+        // Every rollout waits for its client (or there are none): sleep until one has
+        // room, one arrives, or a stall deadline passes.
+        let stall = async {
+            match look_again {
+                Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             () = wake.notified() => {}
+            () = stall => {}
             arrival = arrivals.recv(), if open => match arrival {
                 Some(member) => members.push(member),
                 None => open = false,

@@ -4,7 +4,7 @@
 use std::{future::Future, time::Duration};
 
 use tokio::{net::TcpListener, sync::oneshot};
-use tonic::transport::{Server, server::TcpIncoming};
+use tonic::transport::{Server, ServerTlsConfig, server::TcpIncoming};
 
 use super::{
     DynamicsService,
@@ -23,11 +23,14 @@ pub struct ServerOptions {
     pub keepalive: Duration,
     /// Bearer tokens every call but health must carry; `None`: calls are open.
     pub tokens: Option<AccessTokens>,
+    /// TLS (rustls): the server's certificate and key, and a client CA when clients must
+    /// show certificates too; `None`: plaintext.
+    pub tls: Option<ServerTlsConfig>,
 }
 
 impl Default for ServerOptions {
     fn default() -> Self {
-        Self { shutdown_grace: Duration::from_secs(30), keepalive: Duration::from_secs(60), tokens: None }
+        Self { shutdown_grace: Duration::from_secs(30), keepalive: Duration::from_secs(60), tokens: None, tls: None }
     }
 }
 
@@ -45,7 +48,11 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
         .build_v1()?;
     let (draining, drain_started) = oneshot::channel::<()>();
-    let server = Server::builder()
+    let mut builder = Server::builder();
+    if let Some(tls) = options.tls {
+        builder = builder.tls_config(tls)?;
+    }
+    let server = builder
         .http2_keepalive_interval(Some(options.keepalive))
         .http2_keepalive_timeout(Some(options.keepalive))
         .tcp_keepalive(Some(options.keepalive))

@@ -21,9 +21,9 @@ use tokio::{net::TcpListener, sync::oneshot};
 use tonic::transport::Channel;
 
 /// A short grace, so that a test leaving a stream open ends quickly.
-pub const TEST_SERVER_OPTIONS: ServerOptions = ServerOptions { shutdown_grace: Duration::from_secs(1), keepalive: Duration::from_secs(20), tokens: None };
+pub const TEST_SERVER_OPTIONS: ServerOptions = ServerOptions { shutdown_grace: Duration::from_secs(1), keepalive: Duration::from_secs(20), tokens: None, tls: None };
 
-pub const LIMITS: Limits = Limits { max_batch: 64, max_rollout_steps: 1000, max_rollouts: 40 };
+pub const LIMITS: Limits = Limits { max_batch: 64, max_rollout_steps: 1000, max_rollouts: 40, rollout_stall_timeout: Duration::from_secs(60) };
 
 /// The shared fixtures of the study, when `../shared` exists beside the project;
 /// otherwise `what` is reported skipped (see [`skip`]).

@@ -1,0 +1,157 @@
+//! What `equiserve-client` does for people: list the models, show a card, predict the
+//! frames of a file, roll out from a frame of a trajectory into a file.
+
+use std::path::{Path, PathBuf};
+
+use ndarray::{Array3, Axis, concatenate, s};
+use tokio_stream::StreamExt;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::{
+    data::{DIMS, DataError, FRAME_LEN, PARTICLES, load_frames, save_arrays, write_xyz},
+    proto::v1::{GetModelRequest, ListModelsRequest, ModelSummary, PredictRequest, RolloutRequest, dynamics_client::DynamicsClient},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot reach the server at {addr}: {message}")]
+    Connect { addr: String, message: String },
+    /// The server's answer, as one line: the code and its message.
+    #[error("the server said {code:?}: {message}")]
+    Server { code: tonic::Code, message: String },
+    #[error(transparent)]
+    Data(#[from] DataError),
+    #[error("{0}")]
+    Usage(String),
+}
+
+impl From<tonic::Status> for ClientError {
+    fn from(status: tonic::Status) -> Self {
+        ClientError::Server { code: status.code(), message: status.message().to_string() }
+    }
+}
+
+/// Frames per Predict call when a file holds more (the server's default limit is 4,096).
+const FRAMES_PER_CALL: usize = 1024;
+
+pub async fn connect(addr: &str) -> Result<DynamicsClient<Channel>, ClientError> {
+    let failed = |e: &dyn std::fmt::Display| ClientError::Connect { addr: addr.to_string(), message: e.to_string() };
+    let channel = Endpoint::from_shared(addr.to_string()).map_err(|e| failed(&e))?.connect().await.map_err(|e| failed(&e))?;
+    Ok(DynamicsClient::new(channel).max_decoding_message_size(64 << 20))
+}
+
+pub async fn list(client: &mut DynamicsClient<Channel>) -> Result<Vec<ModelSummary>, ClientError> {
+    Ok(client.list_models(ListModelsRequest {}).await?.into_inner().models)
+}
+
+/// The model's card as the server holds it (JSON).
+pub async fn card(client: &mut DynamicsClient<Channel>, model: &str) -> Result<String, ClientError> {
+    Ok(client.get_model(GetModelRequest { name: model.to_string() }).await?.into_inner().card_json)
+}
+
+async fn history_frames(client: &mut DynamicsClient<Channel>, model: &str) -> Result<usize, ClientError> {
+    let info = client.get_model(GetModelRequest { name: model.to_string() }).await?.into_inner();
+    Ok(info.summary.map_or(1, |summary| summary.history_frames.max(1) as usize))
+}
+
+/// What [`predict`] wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Predicted {
+    /// The first frame of the file predicted from (K − 1 for a model of K frames: the
+    /// frames before it are its first window).
+    pub first_frame: usize,
+    pub frames: usize,
+}
+
+/// dx and x + dx for every frame of `input` (`arr` [frames, 12, 2|3]) that has the
+/// model's window before it, written to `output` as `dx` and `next` [frames, 12, 3].
+pub async fn predict(client: &mut DynamicsClient<Channel>, model: &str, input: &Path, output: &Path) -> Result<Predicted, ClientError> {
+    let frames = load_frames(input)?;
+    let held = history_frames(client, model).await? - 1;
+    let count = frames.dim().0;
+    if count <= held {
+        return Err(ClientError::Usage(format!(
+            "{}: {count} frame(s); {model} reads {} frames, so it needs at least that many",
+            input.display(),
+            held + 1
+        )));
+    }
+    let (mut dx, mut next) = (Vec::new(), Vec::new());
+    for start in (held..count).step_by(FRAMES_PER_CALL) {
+        let end = (start + FRAMES_PER_CALL).min(count);
+        let positions = frames.slice(s![start..end, .., ..]).iter().copied().collect();
+        let previous = (start..end).flat_map(|t| frames.slice(s![t - held..t, .., ..]).into_iter().copied().collect::<Vec<_>>()).collect();
+        let answer = client.predict(PredictRequest { model: model.to_string(), positions, previous }).await?.into_inner();
+        dx.push(packed(answer.dx, end - start)?);
+        next.push(packed(answer.next_positions, end - start)?);
+    }
+    let stacked = |parts: Vec<Array3<f32>>| concatenate(Axis(0), &parts.iter().map(|p| p.view()).collect::<Vec<_>>()).expect("frames of one shape");
+    save_arrays(output, &[("dx", &stacked(dx)), ("next", &stacked(next))])?;
+    Ok(Predicted { first_frame: held, frames: count - held })
+}
+
+fn packed(values: Vec<f32>, frames: usize) -> Result<Array3<f32>, ClientError> {
+    Array3::from_shape_vec((frames, PARTICLES, DIMS), values)
+        .map_err(|_| ClientError::Usage(format!("the server answered {frames} frame(s) with the wrong number of floats")))
+}
+
+/// Where a rollout goes: `.xyz` (extended XYZ) or `.npz` (`arr`, the trajectory format).
+#[derive(Debug, Clone)]
+pub struct RolloutPlan {
+    pub model: String,
+    pub trajectory: PathBuf,
+    /// The frame of `trajectory` to start from (the frames before it fill the window).
+    pub frame: usize,
+    pub steps: u32,
+    pub emit_every: u32,
+    pub output: PathBuf,
+}
+
+/// Rolls `plan` out on the server, calling `progress(step)` for every frame that
+/// arrives; writes the start frame and every emitted frame. Gives the frames written.
+pub async fn rollout(client: &mut DynamicsClient<Channel>, plan: &RolloutPlan, mut progress: impl FnMut(u32)) -> Result<usize, ClientError> {
+    let writes_xyz = match plan.output.extension().and_then(|e| e.to_str()) {
+        Some("xyz") => true,
+        Some("npz") => false,
+        _ => return Err(ClientError::Usage(format!("{}: write .xyz (extended XYZ) or .npz", plan.output.display()))),
+    };
+    let frames = load_frames(&plan.trajectory)?;
+    let held = history_frames(client, &plan.model).await? - 1;
+    let count = frames.dim().0;
+    if plan.frame >= count || plan.frame < held {
+        return Err(ClientError::Usage(format!(
+            "{}: frame {} is not one to start from: the file has frames 0..{}, and {} needs the {held} before the start",
+            plan.trajectory.display(),
+            plan.frame,
+            count.saturating_sub(1),
+            plan.model
+        )));
+    }
+    let start = frames.slice(s![plan.frame, .., ..]);
+    let request = RolloutRequest {
+        model: plan.model.clone(),
+        positions: start.iter().copied().collect(),
+        steps: plan.steps,
+        emit_every: plan.emit_every,
+        previous: frames.slice(s![plan.frame - held..plan.frame, .., ..]).iter().copied().collect(),
+    };
+    let mut stream = client.rollout(request).await?.into_inner();
+    let mut positions: Vec<f32> = start.iter().copied().collect();
+    let mut steps = vec![0u32];
+    while let Some(frame) = stream.next().await {
+        let frame = frame?;
+        if frame.positions.len() != FRAME_LEN {
+            return Err(ClientError::Usage(format!("step {}: the server sent {} floats for one system", frame.step, frame.positions.len())));
+        }
+        positions.extend(frame.positions);
+        steps.push(frame.step);
+        progress(frame.step);
+    }
+    let written = Array3::from_shape_vec((steps.len(), PARTICLES, DIMS), positions).expect("whole frames");
+    if writes_xyz {
+        write_xyz(&plan.output, written.view(), &steps)?;
+    } else {
+        save_arrays(&plan.output, &[("arr", &written)])?;
+    }
+    Ok(steps.len())
+}
