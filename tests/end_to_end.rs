@@ -436,6 +436,10 @@ async fn tokens_guard_the_api_and_leave_health_open() {
     assert_eq!(server.client.predict(request).await.expect("the right token").into_inner().batch, 1);
     let health = HealthClient::new(server.channel.clone()).check(HealthCheckRequest { service: String::new() }).await;
     assert!(health.is_ok(), "probes need no token: {health:?}");
+    // The project's own client carries the token to every call.
+    let connection = equiserve::client::Connection { uri: server.uri.clone(), token: Some("inference-token-0123".into()), ..Default::default() };
+    let mut client = equiserve::client::connect(&connection).await.expect("connects");
+    assert_eq!(client.list_models(ListModelsRequest {}).await.expect("listed with the token").into_inner().models.len(), 1);
     server.shutdown().await;
 }
 
@@ -476,7 +480,7 @@ async fn mixed_load_on_shipped_models_runs_without_errors_or_cut_rollouts() {
     let (_, peak_before) = equiserve::serve::memory::resident_and_peak().unwrap_or_default();
     let frames = equiserve::data::simulate(&equiserve::data::SimulationConfig { frames: 256, ..Default::default() }).positions().clone();
     let load = |model: &str, scenario: Scenario| LoadConfig {
-        addr: server.uri.clone(),
+        connection: equiserve::client::Connection { uri: server.uri.clone(), ..Default::default() },
         model: model.into(),
         models_dir: None,
         device: ExecutionDevice::Cpu,

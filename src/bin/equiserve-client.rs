@@ -5,7 +5,7 @@ use std::{path::PathBuf, process::ExitCode};
 use clap::{Parser, Subcommand};
 use equiserve::{
     client::{
-        endpoint_uri, files,
+        Connection, connect, endpoint_uri, files,
         load::{self, DEFAULT_SCENARIOS, LoadConfig, Scenario},
     },
     data::{SimulationConfig, load_npz, simulate},
@@ -19,6 +19,13 @@ struct Args {
     /// The server: host:port as its --addr takes it, or a URI.
     #[arg(long, env = "EQUISERVE_ADDR", default_value = "127.0.0.1:50051", global = true)]
     addr: String,
+    /// PEM CA certificate that signed the server's (for an https:// address; no system
+    /// roots are built in).
+    #[arg(long, env = "EQUISERVE_TLS_CA", global = true)]
+    tls_ca: Option<PathBuf>,
+    /// Bearer token, for a server started with --auth-token-file.
+    #[arg(long, env = "EQUISERVE_TOKEN", global = true, hide_env_values = true)]
+    token: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -103,10 +110,14 @@ async fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let addr = endpoint_uri(&args.addr);
+    let tls_ca = match &args.tls_ca {
+        Some(path) => Some(std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?),
+        None => None,
+    };
+    let connection = Connection { uri: endpoint_uri(&args.addr), tls_ca, token: args.token.clone() };
     match args.command {
         Command::List => {
-            let models = files::list(&mut files::connect(&addr).await?).await?;
+            let models = files::list(&mut connect(&connection).await?).await?;
             println!("{:<18} {:<24} {:>9} {:>7}  runs on", "model", "architecture", "params", "frames");
             for model in models {
                 println!("{:<18} {:<24} {:>9} {:>7}  {}", model.name, model.architecture, model.params, model.history_frames, model.execution_provider);
@@ -114,11 +125,11 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
             Ok(())
         }
         Command::Card { model } => {
-            println!("{}", files::card(&mut files::connect(&addr).await?, &model).await?);
+            println!("{}", files::card(&mut connect(&connection).await?, &model).await?);
             Ok(())
         }
         Command::Predict { model, input, output } => {
-            let done = files::predict(&mut files::connect(&addr).await?, &model, &input, &output).await?;
+            let done = files::predict(&mut connect(&connection).await?, &model, &input, &output).await?;
             eprintln!("{}: dx of frames {}..{} written", output.display(), done.first_frame, done.first_frame + done.frames);
             Ok(())
         }
@@ -127,7 +138,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
             let bar = indicatif::ProgressBar::new(u64::from(steps))
                 .with_style(indicatif::ProgressStyle::with_template("{msg} {bar:40} {pos}/{len} steps ({per_sec}, {eta} left)").expect("a valid template"))
                 .with_message(plan.model.clone());
-            let written = files::rollout(&mut files::connect(&addr).await?, &plan, |step| bar.set_position(u64::from(step))).await;
+            let written = files::rollout(&mut connect(&connection).await?, &plan, |step| bar.set_position(u64::from(step))).await;
             bar.finish_and_clear();
             eprintln!("{}: {} frames written", plan.output.display(), written?);
             Ok(())
@@ -147,7 +158,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
                 None => "not measured (no --models-dir)".into(),
             };
             println!("{model} at {addr}; frames from {source}; {seconds} s per scenario; raw ONNX Runtime {raw}", addr = args.addr);
-            let config = LoadConfig { addr, model, models_dir, device, frames, seconds, rollout_steps, scenarios };
+            let config = LoadConfig { connection, model, models_dir, device, frames, seconds, rollout_steps, scenarios };
             let results = load::run(&config, |result| eprintln!("{} done: {:.0}/s", result.scenario, result.rate)).await?;
             print!("{}", load::table(&results));
             Ok(())

@@ -5,17 +5,17 @@ use std::path::{Path, PathBuf};
 
 use ndarray::{Array3, Axis, concatenate, s};
 use tokio_stream::StreamExt;
-use tonic::transport::{Channel, Endpoint};
 
+use super::{Client, ConnectError};
 use crate::{
     data::{DIMS, DataError, FRAME_LEN, PARTICLES, load_frames, save_arrays, write_xyz},
-    proto::v1::{GetModelRequest, ListModelsRequest, ModelSummary, PredictRequest, RolloutRequest, dynamics_client::DynamicsClient},
+    proto::v1::{GetModelRequest, ListModelsRequest, ModelSummary, PredictRequest, RolloutRequest},
 };
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("cannot reach the server at {addr}: {message}")]
-    Connect { addr: String, message: String },
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
     /// The server's answer, as one line: the code and its message.
     #[error("the server said {code:?}: {message}")]
     Server { code: tonic::Code, message: String },
@@ -34,22 +34,16 @@ impl From<tonic::Status> for ClientError {
 /// Frames per Predict call when a file holds more (the server's default limit is 4,096).
 const FRAMES_PER_CALL: usize = 1024;
 
-pub async fn connect(addr: &str) -> Result<DynamicsClient<Channel>, ClientError> {
-    let failed = |e: &dyn std::fmt::Display| ClientError::Connect { addr: addr.to_string(), message: e.to_string() };
-    let channel = Endpoint::from_shared(addr.to_string()).map_err(|e| failed(&e))?.connect().await.map_err(|e| failed(&e))?;
-    Ok(DynamicsClient::new(channel).max_decoding_message_size(64 << 20))
-}
-
-pub async fn list(client: &mut DynamicsClient<Channel>) -> Result<Vec<ModelSummary>, ClientError> {
+pub async fn list(client: &mut Client) -> Result<Vec<ModelSummary>, ClientError> {
     Ok(client.list_models(ListModelsRequest {}).await?.into_inner().models)
 }
 
 /// The model's card as the server holds it (JSON).
-pub async fn card(client: &mut DynamicsClient<Channel>, model: &str) -> Result<String, ClientError> {
+pub async fn card(client: &mut Client, model: &str) -> Result<String, ClientError> {
     Ok(client.get_model(GetModelRequest { name: model.to_string() }).await?.into_inner().card_json)
 }
 
-async fn history_frames(client: &mut DynamicsClient<Channel>, model: &str) -> Result<usize, ClientError> {
+async fn history_frames(client: &mut Client, model: &str) -> Result<usize, ClientError> {
     let info = client.get_model(GetModelRequest { name: model.to_string() }).await?.into_inner();
     Ok(info.summary.map_or(1, |summary| summary.history_frames.max(1) as usize))
 }
@@ -65,7 +59,7 @@ pub struct Predicted {
 
 /// dx and x + dx for every frame of `input` (`arr` [frames, 12, 2|3]) that has the
 /// model's window before it, written to `output` as `dx` and `next` [frames, 12, 3].
-pub async fn predict(client: &mut DynamicsClient<Channel>, model: &str, input: &Path, output: &Path) -> Result<Predicted, ClientError> {
+pub async fn predict(client: &mut Client, model: &str, input: &Path, output: &Path) -> Result<Predicted, ClientError> {
     let frames = load_frames(input)?;
     let held = history_frames(client, model).await? - 1;
     let count = frames.dim().0;
@@ -109,7 +103,7 @@ pub struct RolloutPlan {
 
 /// Rolls `plan` out on the server, calling `progress(step)` for every frame that
 /// arrives; writes the start frame and every emitted frame. Gives the frames written.
-pub async fn rollout(client: &mut DynamicsClient<Channel>, plan: &RolloutPlan, mut progress: impl FnMut(u32)) -> Result<usize, ClientError> {
+pub async fn rollout(client: &mut Client, plan: &RolloutPlan, mut progress: impl FnMut(u32)) -> Result<usize, ClientError> {
     let writes_xyz = match plan.output.extension().and_then(|e| e.to_str()) {
         Some("xyz") => true,
         Some("npz") => false,

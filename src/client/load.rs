@@ -12,13 +12,14 @@ use std::{
 
 use ndarray::{Array3, Array4, Axis, s};
 use tokio_stream::StreamExt;
-use tonic::transport::{Channel, Endpoint};
 
 use crate::{
     card::{CardSummary, MODEL_FILE},
     onnx::{ExecutionDevice, NamedTensors, OnnxModel, RuntimeError},
-    proto::v1::{GetModelRequest, PredictRequest, RolloutRequest, dynamics_client::DynamicsClient},
+    proto::v1::{GetModelRequest, PredictRequest, RolloutRequest},
 };
+
+use super::{Client, ConnectError, Connection, connect};
 
 /// One load: `clients` loops of Predict with `batch` frames each, or `clients` Rollouts
 /// of `batch` systems each (an ensemble when above 1).
@@ -73,7 +74,7 @@ pub const DEFAULT_SCENARIOS: [Scenario; 6] = [
 ];
 
 pub struct LoadConfig {
-    pub addr: String,
+    pub connection: Connection,
     pub model: String,
     /// The models directory the server reads, for the raw ONNX Runtime figures; none: no raw column.
     pub models_dir: Option<PathBuf>,
@@ -106,8 +107,8 @@ pub struct LoadResult {
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
-    #[error("cannot reach the server at {addr}: {message}")]
-    Connect { addr: String, message: String },
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
     #[error("{0}")]
     Server(String),
     #[error("raw ONNX Runtime: {0}")]
@@ -191,15 +192,9 @@ impl Windows {
     }
 }
 
-async fn connect(addr: &str) -> Result<DynamicsClient<Channel>, LoadError> {
-    let failed = |e: &dyn fmt::Display| LoadError::Connect { addr: addr.to_string(), message: e.to_string() };
-    let channel = Endpoint::from_shared(addr.to_string()).map_err(|e| failed(&e))?.connect().await.map_err(|e| failed(&e))?;
-    Ok(DynamicsClient::new(channel).max_decoding_message_size(usize::MAX).max_encoding_message_size(usize::MAX))
-}
-
 /// Runs every scenario of `config` in turn and returns their figures.
 pub async fn run(config: &LoadConfig, mut progress: impl FnMut(&LoadResult)) -> Result<Vec<LoadResult>, LoadError> {
-    let mut client = connect(&config.addr).await?;
+    let mut client = connect(&config.connection).await?;
     let info = client
         .get_model(GetModelRequest { name: config.model.clone() })
         .await
@@ -245,10 +240,10 @@ fn raw_rates(file: &std::path::Path, card: &CardSummary, config: &LoadConfig, wi
 }
 
 /// One connection per client, all opened before the clock starts.
-async fn connections(config: &LoadConfig, scenario: Scenario) -> Result<Vec<DynamicsClient<Channel>>, LoadError> {
+async fn connections(config: &LoadConfig, scenario: Scenario) -> Result<Vec<Client>, LoadError> {
     let mut clients = Vec::with_capacity(scenario.clients);
     for _ in 0..scenario.clients {
-        clients.push(connect(&config.addr).await?);
+        clients.push(connect(&config.connection).await?);
     }
     Ok(clients)
 }
