@@ -536,3 +536,30 @@ async fn tls_and_mutual_tls_with_a_rustls_client() {
     let _ = stop.send(());
     server.await.expect("server task").expect("server ends cleanly");
 }
+
+#[tokio::test]
+async fn metrics_are_served_at_their_path_only_and_behind_the_token() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let handle = common::prometheus();
+    metrics::counter!("equiserve_metrics_endpoint_test_total").increment(1);
+    let tokens = equiserve::serve::access::AccessTokens::parse("admin metrics-reader-token-42").expect("tokens");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = listener.local_addr().expect("address");
+    let server = tokio::spawn(equiserve::serve::metrics::serve_metrics(listener, handle, Some(tokens)));
+    let ask = |request: String| async move {
+        let mut stream = tokio::net::TcpStream::connect(address).await.expect("connect");
+        stream.write_all(request.as_bytes()).await.expect("send");
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).await.expect("read");
+        answer
+    };
+    let get = |path: &str, token: &str| format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n{token}\r\n");
+    let bearer = "Authorization: Bearer metrics-reader-token-42\r\n";
+    assert!(ask(get("/metrics", "")).await.starts_with("HTTP/1.1 401"));
+    let answer = ask(get("/metrics", bearer)).await;
+    assert!(answer.starts_with("HTTP/1.1 200") && answer.contains("equiserve_metrics_endpoint_test_total 1"), "{answer}");
+    assert!(ask(get("/anything", bearer)).await.starts_with("HTTP/1.1 404"));
+    let post = format!("POST /metrics HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Length: 0\r\n{bearer}\r\n");
+    assert!(ask(post).await.starts_with("HTTP/1.1 405"));
+    server.abort();
+}

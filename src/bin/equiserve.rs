@@ -10,7 +10,7 @@ use clap::Parser;
 use equiserve::{
     logging::{LogFormat, init_logging},
     onnx::{ExecutionDevice, init_runtime},
-    serve::{DynamicsService, Limits, ModelRegistry, PoolConfig, ServerOptions, access::AccessTokens, serve, shutdown_signal},
+    serve::{DynamicsService, Limits, ModelRegistry, PoolConfig, ServerOptions, access::AccessTokens, metrics, serve, shutdown_signal},
 };
 use tokio::net::TcpListener;
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
@@ -96,7 +96,8 @@ struct Args {
     /// Log lines as text (coloured only on a terminal) or as JSON objects.
     #[arg(long, env = "EQUISERVE_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
-    /// Serve Prometheus metrics over HTTP on this address (e.g. 127.0.0.1:9464); off when absent.
+    /// Serve Prometheus metrics over HTTP at http://ADDR/metrics (e.g. 127.0.0.1:9464),
+    /// behind the same tokens as the API when --auth-token-file is given; off when absent.
     #[arg(long, env = "EQUISERVE_METRICS_ADDR")]
     metrics_addr: Option<std::net::SocketAddr>,
 }
@@ -116,12 +117,13 @@ async fn main() -> ExitCode {
 
 async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     init_runtime(args.ort_lib.as_deref())?;
+    let tokens = args.auth_token_file.as_deref().map(AccessTokens::from_file).transpose()?;
     if let Some(address) = args.metrics_addr {
-        equiserve::serve::metrics::prometheus_builder()
-            .with_http_listener(address)
-            .install()
-            .map_err(|e| format!("cannot serve metrics on {address}: {e}"))?;
-        equiserve::serve::metrics::describe();
+        let handle = metrics::prometheus_builder().install_recorder().map_err(|e| format!("cannot record metrics: {e}"))?;
+        metrics::describe();
+        let listener = TcpListener::bind(address).await.map_err(|e| format!("cannot serve metrics on {address}: {e}"))?;
+        let address = listener.local_addr()?;
+        tokio::spawn(metrics::serve_metrics(listener, handle, tokens.clone()));
         tracing::info!(%address, "Prometheus metrics at http://{address}/metrics");
     }
     let pool = PoolConfig {
@@ -150,7 +152,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
     let options = ServerOptions {
         shutdown_grace: seconds("--shutdown-grace", args.shutdown_grace)?,
         keepalive: seconds("--keepalive", args.keepalive)?,
-        tokens: args.auth_token_file.as_deref().map(AccessTokens::from_file).transpose()?,
+        tokens,
         tls: tls_config(args.tls_cert.as_deref(), args.tls_key.as_deref(), args.tls_client_ca.as_deref())?,
     };
     serve(DynamicsService::new(Arc::new(registry), limits), listener, shutdown_signal(), options).await

@@ -70,6 +70,11 @@ impl AccessTokens {
         Ok(Self(Arc::new(tokens)))
     }
 
+    /// Whether an `authorization` header carries one of our tokens, of any role.
+    pub fn admits(&self, header: Option<&HeaderValue>) -> bool {
+        self.role(header).is_some()
+    }
+
     /// The role of the bearer token in an `authorization` header, if it is one of ours.
     fn role(&self, header: Option<&HeaderValue>) -> Option<Role> {
         let token = header?.to_str().ok()?.strip_prefix("Bearer ")?;

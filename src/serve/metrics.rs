@@ -83,3 +83,50 @@ pub(crate) fn rollout_ended(model: &str, how: &'static str) {
 pub(crate) fn rollout_step(model: &str, systems: usize) {
     histogram!(ROLLOUT_BATCH, "model" => model.to_string()).record(systems as f64);
 }
+
+/// Serves the Prometheus text of `handle` at `GET /metrics` on `listener` (404 for any
+/// other path, 405 for another method), asking for a bearer token when `tokens` are
+/// given; until the process ends. Each connection is its own task.
+#[cfg(feature = "serve")]
+pub async fn serve_metrics(
+    listener: tokio::net::TcpListener,
+    handle: metrics_exporter_prometheus::PrometheusHandle,
+    tokens: Option<super::access::AccessTokens>,
+) {
+    use http_body_util::Full;
+    use hyper::{Method, Request, Response, StatusCode, body::Bytes, server::conn::http1, service::service_fn};
+    use hyper_util::rt::TokioIo;
+
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of file descriptors, say: wait a moment rather than spin.
+                tracing::warn!(error = %e, "metrics: cannot accept a connection");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let (handle, tokens) = (handle.clone(), tokens.clone());
+        let answer = service_fn(move |request: Request<hyper::body::Incoming>| {
+            let reply = |status: StatusCode, body: String| {
+                let mut response = Response::new(Full::new(Bytes::from(body)));
+                *response.status_mut() = status;
+                response
+            };
+            let allowed = tokens.as_ref().is_none_or(|tokens| tokens.admits(request.headers().get("authorization")));
+            let response = match (request.method(), request.uri().path()) {
+                (_, path) if path != "/metrics" => reply(StatusCode::NOT_FOUND, "metrics are at /metrics\n".into()),
+                (&Method::GET, _) if !allowed => reply(StatusCode::UNAUTHORIZED, "send a valid token as 'authorization: Bearer TOKEN'\n".into()),
+                (&Method::GET, _) => reply(StatusCode::OK, handle.render()),
+                _ => reply(StatusCode::METHOD_NOT_ALLOWED, "GET /metrics\n".into()),
+            };
+            std::future::ready(Ok::<_, std::convert::Infallible>(response))
+        });
+        tokio::spawn(async move {
+            if let Err(e) = http1::Builder::new().serve_connection(TokioIo::new(stream), answer).await {
+                tracing::debug!(error = %e, "metrics connection ended");
+            }
+        });
+    }
+}
