@@ -563,3 +563,24 @@ async fn metrics_are_served_at_their_path_only_and_behind_the_token() {
     assert!(ask(post).await.starts_with("HTTP/1.1 405"));
     server.abort();
 }
+
+#[tokio::test]
+async fn rollouts_ended_by_shutdown_say_unavailable() {
+    let core = core(PoolConfig { workers: Some(1), ..PoolConfig::default() }, LIMITS);
+    let start = RolloutStart { positions: random_frames(1, 14).into_iter().map(|v| v * 0.1).collect(), previous: Vec::new(), steps: 1000, emit_every: 1 };
+    let mut frames = core.rollout("mlp", start).expect("admitted");
+    frames.next().await.expect("a frame").expect("ok");
+    core.rollout_ender().end_all();
+    let ending = loop {
+        match frames.next().await.expect("the stream ends with an error") {
+            Ok(_) => continue,
+            Err(error) => break error,
+        }
+    };
+    assert!(matches!(ending, ServeError::ShuttingDown { .. }), "{ending}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while core.rollouts_in_progress().get() != 0 {
+        assert!(tokio::time::Instant::now() < deadline, "an ended rollout kept its place");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

@@ -50,6 +50,18 @@ pub struct RolloutStart {
     pub emit_every: u32,
 }
 
+/// Ends every model's rollouts with UNAVAILABLE, for a server whose shutdown grace ran out.
+#[derive(Clone)]
+pub struct RolloutEnder(Arc<ModelRegistry>);
+
+impl RolloutEnder {
+    pub fn end_all(&self) {
+        for model in self.0.iter() {
+            model.end_rollouts();
+        }
+    }
+}
+
 pub struct DynamicsCore {
     registry: Arc<ModelRegistry>,
     limits: Limits,
@@ -59,6 +71,10 @@ pub struct DynamicsCore {
 impl DynamicsCore {
     pub fn new(registry: Arc<ModelRegistry>, limits: Limits) -> Self {
         Self { registry, limits, rollouts: RolloutCounter::default() }
+    }
+
+    pub fn rollout_ender(&self) -> RolloutEnder {
+        RolloutEnder(Arc::clone(&self.registry))
     }
 
     pub fn rollouts_in_progress(&self) -> RolloutCounter {

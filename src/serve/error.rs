@@ -17,6 +17,9 @@ pub enum ServeError {
     /// that it holds no place.
     #[error("{model}: rollout ended: the client took no frame for {seconds} s")]
     Stalled { model: String, seconds: f64 },
+    /// The server is shutting down and ended the call.
+    #[error("{model}: the server is shutting down; try again on another instance")]
+    ShuttingDown { model: String },
     /// A rollout's positions stopped being finite.
     #[error("{model}: rollout diverged at step {step} (non-finite positions)")]
     Diverged { model: String, step: u32 },

@@ -6,7 +6,7 @@ use std::{sync::Arc, time::Instant};
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status};
 
-use super::{DynamicsCore, LoadedModel, Limits, ModelRegistry, RolloutCounter, RolloutStart, ServeError, metrics};
+use super::{DynamicsCore, LoadedModel, Limits, ModelRegistry, RolloutCounter, RolloutEnder, RolloutStart, ServeError, metrics};
 use crate::proto::v1::{
     GetModelRequest, ListModelsRequest, ListModelsResponse, ModelInfo, ModelSummary, PredictRequest, PredictResponse,
     RolloutFrame, RolloutRequest, dynamics_server::Dynamics,
@@ -24,6 +24,11 @@ impl DynamicsService {
     pub fn rollouts_in_progress(&self) -> RolloutCounter {
         self.core.rollouts_in_progress()
     }
+
+    /// What ends the running rollouts when the server's grace runs out.
+    pub fn rollout_ender(&self) -> RolloutEnder {
+        self.core.rollout_ender()
+    }
 }
 
 fn status(error: ServeError) -> Status {
@@ -34,6 +39,7 @@ fn status(error: ServeError) -> Status {
         ServeError::Busy { .. } => Status::resource_exhausted(message),
         ServeError::Diverged { .. } | ServeError::NotFinite { .. } => Status::out_of_range(message),
         ServeError::Stalled { .. } => Status::deadline_exceeded(message),
+        ServeError::ShuttingDown { .. } => Status::unavailable(message),
         ServeError::Internal { .. } => Status::internal(message),
     }
 }

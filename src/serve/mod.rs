@@ -19,7 +19,7 @@ mod grpc;
 #[cfg(feature = "serve")]
 mod server;
 
-pub use dynamics::{DynamicsCore, Limits, Prediction, RolloutStart};
+pub use dynamics::{DynamicsCore, Limits, Prediction, RolloutEnder, RolloutStart};
 pub use engine::{EngineError, ModelWorkers, PoolConfig};
 pub use error::ServeError;
 pub use measure::measure_inference;

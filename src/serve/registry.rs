@@ -62,6 +62,13 @@ impl LoadedModel {
         self.rollouts.get_or_init(RolloutStepper::spawn)
     }
 
+    /// Ends the model's rollouts, if it has a stepper, with UNAVAILABLE.
+    pub(crate) fn end_rollouts(&self) {
+        if let Some(stepper) = self.rollouts.get() {
+            stepper.end_all();
+        }
+    }
+
     fn take_dx(&self, outputs: Result<NamedTensors, EngineError>) -> Result<Array3<f32>, ServeError> {
         let mut outputs = outputs.map_err(|e| ServeError::from_engine(self.name(), e))?;
         outputs.take_dx().ok_or_else(|| ServeError::Internal {

@@ -10,7 +10,7 @@ use std::{
     pin::Pin,
     sync::{
         Arc,
-        atomic::{AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
     },
     task::{Context, Poll},
     time::{Duration, Instant},
@@ -51,6 +51,8 @@ enum Ended {
     Failed,
     /// Its client took no frame for the stall timeout.
     Stalled,
+    /// The server shut down before it finished.
+    ShutDown,
 }
 
 /// Holds a rollout's place until it ends, however it ends (`ended` still `None` when it
@@ -70,6 +72,7 @@ impl Drop for RolloutGuard {
             Some(Ended::Diverged) => "diverged",
             Some(Ended::Failed) => "failed",
             Some(Ended::Stalled) => "stalled",
+            Some(Ended::ShutDown) => "shut down",
         };
         metrics::rollout_ended(&self.model, how);
     }
@@ -133,14 +136,22 @@ impl Drop for RolloutFrames {
 pub(crate) struct RolloutStepper {
     joining: mpsc::UnboundedSender<Member>,
     wake: Arc<Notify>,
+    /// Set when the server shuts down: every rollout, running or arriving, is ended.
+    ending: Arc<AtomicBool>,
 }
 
 impl RolloutStepper {
     pub(crate) fn spawn() -> Self {
         let (joining, arrivals) = mpsc::unbounded_channel();
-        let wake = Arc::new(Notify::new());
-        tokio::spawn(step_all(arrivals, Arc::clone(&wake)));
-        Self { joining, wake }
+        let (wake, ending) = (Arc::new(Notify::new()), Arc::new(AtomicBool::new(false)));
+        tokio::spawn(step_all(arrivals, Arc::clone(&wake), Arc::clone(&ending)));
+        Self { joining, wake, ending }
+    }
+
+    /// Ends every rollout of the model with UNAVAILABLE (the server is going away).
+    pub(crate) fn end_all(&self) {
+        self.ending.store(true, Ordering::SeqCst);
+        self.wake.notify_one();
     }
 }
 
@@ -223,12 +234,20 @@ impl Member {
 
 /// The stepper's loop: take in new rollouts, drop cancelled ones, advance every one
 /// whose client has room for a frame, in one call; wait when none has.
-async fn step_all(mut arrivals: mpsc::UnboundedReceiver<Member>, wake: Arc<Notify>) {
+async fn step_all(mut arrivals: mpsc::UnboundedReceiver<Member>, wake: Arc<Notify>, ending: Arc<AtomicBool>) {
     let mut members: Vec<Member> = Vec::new();
     let mut open = true;
     loop {
         while let Ok(member) = arrivals.try_recv() {
             members.push(member);
+        }
+        if ending.load(Ordering::SeqCst) {
+            for member in &mut members {
+                member.place.ended = Some(Ended::ShutDown);
+                // The slot kept for an ending error takes it.
+                let _ = member.frames.try_send(Err(ServeError::ShuttingDown { model: member.model.name().to_string() }));
+            }
+            members.clear();
         }
         members.retain(|member| !member.frames.is_closed());
         let (mut ready, mut look_again) = (Vec::new(), None::<Instant>);

@@ -12,6 +12,9 @@ use super::{
 };
 use crate::proto::{FILE_DESCRIPTOR_SET, v1::dynamics_server::DynamicsServer};
 
+/// How long ended rollouts get to send their UNAVAILABLE before connections are cut.
+const UNAVAILABLE_FLUSH: Duration = Duration::from_millis(500);
+
 /// How the server treats connections, callers and its own shutdown.
 #[derive(Debug, Clone)]
 pub struct ServerOptions {
@@ -47,6 +50,7 @@ pub async fn serve(
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
         .build_v1()?;
+    let rollouts = service.rollout_ender();
     let (draining, drain_started) = oneshot::channel::<()>();
     let mut builder = Server::builder();
     if let Some(tls) = options.tls {
@@ -71,11 +75,17 @@ pub async fn serve(
         Ok(()) = drain_started => {}
     }
     tokio::select! {
-        result = &mut server => result?,
+        result = &mut server => return Ok(result?),
         () = tokio::time::sleep(options.shutdown_grace) => {
-            tracing::warn!(grace = ?options.shutdown_grace, "calls still in flight at the end of the shutdown grace; cutting them");
+            tracing::warn!(grace = ?options.shutdown_grace, "calls still in flight at the end of the shutdown grace; ending them");
         }
-        () = shutdown_signal() => tracing::warn!("second shutdown signal; cutting in-flight calls"),
+        () = shutdown_signal() => tracing::warn!("second shutdown signal; ending in-flight calls"),
+    }
+    // Rollouts end with UNAVAILABLE, which clients that read get in a moment; what is
+    // still open after it (a client that does not read) is cut with its connection.
+    rollouts.end_all();
+    if let Ok(result) = tokio::time::timeout(UNAVAILABLE_FLUSH, &mut server).await {
+        result?;
     }
     Ok(())
 }
