@@ -3,10 +3,10 @@
 
 use std::path::{Path, PathBuf};
 
-use ndarray::{Array3, Axis, concatenate, s};
+use ndarray::{Array3, Axis, concatenate};
 use tokio_stream::StreamExt;
 
-use super::{Client, ConnectError};
+use super::{Client, ConnectError, Windows};
 use crate::{
     data::{DIMS, DataError, FRAME_LEN, PARTICLES, load_frames, save_arrays, write_xyz},
     proto::v1::{GetModelRequest, ListModelsRequest, ModelSummary, PredictRequest, RolloutRequest},
@@ -61,27 +61,25 @@ pub struct Predicted {
 /// model's window before it, written to `output` as `dx` and `next` [frames, 12, 3].
 pub async fn predict(client: &mut Client, model: &str, input: &Path, output: &Path) -> Result<Predicted, ClientError> {
     let frames = load_frames(input)?;
-    let held = history_frames(client, model).await? - 1;
-    let count = frames.dim().0;
-    if count <= held {
-        return Err(ClientError::Usage(format!(
-            "{}: {count} frame(s); {model} reads {} frames, so it needs at least that many",
+    let history_frames = history_frames(client, model).await?;
+    let windows = Windows::new(&frames, history_frames).ok_or_else(|| {
+        ClientError::Usage(format!(
+            "{}: {} frame(s); {model} reads {history_frames} frames, so it needs at least that many",
             input.display(),
-            held + 1
-        )));
-    }
+            frames.dim().0
+        ))
+    })?;
     let (mut dx, mut next) = (Vec::new(), Vec::new());
-    for start in (held..count).step_by(FRAMES_PER_CALL) {
-        let end = (start + FRAMES_PER_CALL).min(count);
-        let positions = frames.slice(s![start..end, .., ..]).iter().copied().collect();
-        let previous = (start..end).flat_map(|t| frames.slice(s![t - held..t, .., ..]).into_iter().copied().collect::<Vec<_>>()).collect();
+    for start in (0..windows.len()).step_by(FRAMES_PER_CALL) {
+        let count = FRAMES_PER_CALL.min(windows.len() - start);
+        let (positions, previous) = windows.batch(start, count);
         let answer = client.predict(PredictRequest { model: model.to_string(), positions, previous }).await?.into_inner();
-        dx.push(packed(answer.dx, end - start)?);
-        next.push(packed(answer.next_positions, end - start)?);
+        dx.push(packed(answer.dx, count)?);
+        next.push(packed(answer.next_positions, count)?);
     }
     let stacked = |parts: Vec<Array3<f32>>| concatenate(Axis(0), &parts.iter().map(|p| p.view()).collect::<Vec<_>>()).expect("frames of one shape");
     save_arrays(output, &[("dx", &stacked(dx)), ("next", &stacked(next))])?;
-    Ok(Predicted { first_frame: held, frames: count - held })
+    Ok(Predicted { first_frame: history_frames - 1, frames: windows.len() })
 }
 
 fn packed(values: Vec<f32>, frames: usize) -> Result<Array3<f32>, ClientError> {
@@ -121,16 +119,11 @@ pub async fn rollout(client: &mut Client, plan: &RolloutPlan, mut progress: impl
             plan.model
         )));
     }
-    let start = frames.slice(s![plan.frame, .., ..]);
-    let request = RolloutRequest {
-        model: plan.model.clone(),
-        positions: start.iter().copied().collect(),
-        steps: plan.steps,
-        emit_every: plan.emit_every,
-        previous: frames.slice(s![plan.frame - held..plan.frame, .., ..]).iter().copied().collect(),
-    };
+    let windows = Windows::new(&frames, held + 1).expect("the start frame has its window, checked above");
+    let (start, previous) = windows.batch(plan.frame - held, 1);
+    let request = RolloutRequest { model: plan.model.clone(), positions: start.clone(), steps: plan.steps, emit_every: plan.emit_every, previous };
     let mut stream = client.rollout(request).await?.into_inner();
-    let mut positions: Vec<f32> = start.iter().copied().collect();
+    let mut positions = start;
     let mut steps = vec![0u32];
     while let Some(frame) = stream.next().await {
         let frame = frame?;

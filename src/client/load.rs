@@ -10,16 +10,16 @@ use std::{
     time::{Duration, Instant},
 };
 
-use ndarray::{Array3, Array4, Axis, s};
+use ndarray::Array3;
 use tokio_stream::StreamExt;
 
 use crate::{
     card::{CardSummary, MODEL_FILE},
-    onnx::{ExecutionDevice, NamedTensors, OnnxModel, RuntimeError},
+    onnx::{ExecutionDevice, OnnxModel, RuntimeError},
     proto::v1::{GetModelRequest, PredictRequest, RolloutRequest},
 };
 
-use super::{Client, ConnectError, Connection, connect};
+use super::{Client, ConnectError, Connection, Windows, connect};
 
 /// One load: `clients` loops of Predict with `batch` frames each, or `clients` Rollouts
 /// of `batch` systems each (an ensemble when above 1).
@@ -152,46 +152,6 @@ impl Tally {
     }
 }
 
-/// Windows cut from consecutive frames: `positions` [n, 12, 3] and, for a model of K
-/// frames, the K − 1 frames before each, [n, K − 1, 12, 3].
-struct Windows {
-    positions: Array3<f32>,
-    previous: Option<Array4<f32>>,
-}
-
-impl Windows {
-    fn new(frames: &Array3<f32>, history_frames: usize) -> Result<Self, LoadError> {
-        let held = history_frames - 1;
-        let count = frames.dim().0;
-        if count <= held {
-            return Err(LoadError::TooFewFrames { have: count, need: history_frames });
-        }
-        let positions = frames.slice(s![held.., .., ..]).to_owned();
-        let previous = (held > 0).then(|| {
-            let windows: Vec<_> = (held..count).map(|t| frames.slice(s![t - held..t, .., ..])).collect();
-            ndarray::stack(Axis(0), &windows).expect("windows of one shape")
-        });
-        Ok(Self { positions, previous })
-    }
-
-    fn len(&self) -> usize {
-        self.positions.dim().0
-    }
-
-    /// `batch` consecutive windows from `start` (wrapping), packed as the API sends them.
-    fn batch(&self, start: usize, batch: usize) -> (Vec<f32>, Vec<f32>) {
-        let rows: Vec<usize> = (0..batch).map(|i| (start + i) % self.len()).collect();
-        let positions = self.positions.select(Axis(0), &rows).into_iter().collect();
-        let previous = self.previous.as_ref().map_or_else(Vec::new, |p| p.select(Axis(0), &rows).into_iter().collect());
-        (positions, previous)
-    }
-
-    fn tensors(&self, batch: usize) -> NamedTensors {
-        let rows: Vec<usize> = (0..batch).map(|i| i % self.len()).collect();
-        NamedTensors::dynamics(self.positions.select(Axis(0), &rows), self.previous.as_ref().map(|p| p.select(Axis(0), &rows)))
-    }
-}
-
 /// Runs every scenario of `config` in turn and returns their figures.
 pub async fn run(config: &LoadConfig, mut progress: impl FnMut(&LoadResult)) -> Result<Vec<LoadResult>, LoadError> {
     let mut client = connect(&config.connection).await?;
@@ -201,7 +161,8 @@ pub async fn run(config: &LoadConfig, mut progress: impl FnMut(&LoadResult)) -> 
         .map_err(|e| LoadError::Server(format!("{}: {}", config.model, e.message())))?
         .into_inner();
     let card: CardSummary = serde_json::from_str(&info.card_json).map_err(|e| LoadError::Server(format!("the model's card does not parse: {e}")))?;
-    let windows = Windows::new(&config.frames, card.onnx.signature.history_frames())?;
+    let history_frames = card.onnx.signature.history_frames();
+    let windows = Windows::new(&config.frames, history_frames).ok_or(LoadError::TooFewFrames { have: config.frames.dim().0, need: history_frames })?;
     let raw_rates = match &config.models_dir {
         Some(dir) => raw_rates(&dir.join(&config.model).join(MODEL_FILE), &card, config, &windows)?,
         None => BTreeMap::new(),
@@ -391,16 +352,5 @@ mod tests {
         for bad in ["predict:64", "stream:1x1", "predict:0x1", "predict:ax1"] {
             assert!(bad.parse::<Scenario>().expect_err("refused").contains("predict:CLIENTSxBATCH"), "{bad}");
         }
-    }
-
-    #[test]
-    fn windows_hold_the_frames_before_each() {
-        let frames = Array3::from_shape_fn((6, 12, 3), |(t, _, _)| t as f32);
-        let windows = Windows::new(&frames, 3).expect("enough frames");
-        assert_eq!(windows.len(), 4);
-        let (positions, previous) = windows.batch(3, 2);
-        assert_eq!((positions[0], positions[36]), (5.0, 2.0));
-        assert_eq!((previous[0], previous[36], previous[72]), (3.0, 4.0, 0.0));
-        assert!(matches!(Windows::new(&frames.slice(s![..2, .., ..]).to_owned(), 3), Err(LoadError::TooFewFrames { .. })));
     }
 }

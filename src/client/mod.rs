@@ -11,7 +11,9 @@ use tonic::{
     transport::{Certificate, Channel, ClientTlsConfig, Endpoint},
 };
 
-use crate::proto::v1::dynamics_client::DynamicsClient;
+use ndarray::{Array3, Array4, Axis, s};
+
+use crate::{onnx::NamedTensors, proto::v1::dynamics_client::DynamicsClient};
 
 /// A server address as typed (`host:port`, as the server's `--addr` takes it) or as a URI.
 pub fn endpoint_uri(addr: &str) -> String {
@@ -68,4 +70,63 @@ pub async fn connect(connection: &Connection) -> Result<Client, ConnectError> {
     };
     let channel = endpoint.connect().await.map_err(|e| failed(e.to_string()))?;
     Ok(DynamicsClient::with_interceptor(channel, BearerToken(token)).max_decoding_message_size(64 << 20))
+}
+
+/// Windows cut from consecutive frames: `positions` [n, 12, 3] and, for a model of K
+/// frames, the K − 1 frames before each, [n, K − 1, 12, 3]; window i ends at frame
+/// K − 1 + i.
+pub(crate) struct Windows {
+    positions: Array3<f32>,
+    previous: Option<Array4<f32>>,
+}
+
+impl Windows {
+    /// `None` when `frames` holds no whole window.
+    pub(crate) fn new(frames: &Array3<f32>, history_frames: usize) -> Option<Self> {
+        let held = history_frames - 1;
+        let count = frames.dim().0;
+        if count <= held {
+            return None;
+        }
+        let positions = frames.slice(s![held.., .., ..]).to_owned();
+        let previous = (held > 0).then(|| {
+            let windows: Vec<_> = (held..count).map(|t| frames.slice(s![t - held..t, .., ..])).collect();
+            ndarray::stack(Axis(0), &windows).expect("windows of one shape")
+        });
+        Some(Self { positions, previous })
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.positions.dim().0
+    }
+
+    /// `batch` consecutive windows from `start` (wrapping), packed as the API sends them.
+    pub(crate) fn batch(&self, start: usize, batch: usize) -> (Vec<f32>, Vec<f32>) {
+        let rows: Vec<usize> = (0..batch).map(|i| (start + i) % self.len()).collect();
+        let positions = self.positions.select(Axis(0), &rows).into_iter().collect();
+        let previous = self.previous.as_ref().map_or_else(Vec::new, |p| p.select(Axis(0), &rows).into_iter().collect());
+        (positions, previous)
+    }
+
+    /// The first `batch` windows (wrapping) as a model's inputs.
+    pub(crate) fn tensors(&self, batch: usize) -> NamedTensors {
+        let rows: Vec<usize> = (0..batch).map(|i| i % self.len()).collect();
+        NamedTensors::dynamics(self.positions.select(Axis(0), &rows), self.previous.as_ref().map(|p| p.select(Axis(0), &rows)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows_hold_the_frames_before_each() {
+        let frames = Array3::from_shape_fn((6, 12, 3), |(t, _, _)| t as f32);
+        let windows = Windows::new(&frames, 3).expect("enough frames");
+        assert_eq!(windows.len(), 4);
+        let (positions, previous) = windows.batch(3, 2);
+        assert_eq!((positions[0], positions[36]), (5.0, 2.0));
+        assert_eq!((previous[0], previous[36], previous[72]), (3.0, 4.0, 0.0));
+        assert!(Windows::new(&frames.slice(s![..2, .., ..]).to_owned(), 3).is_none());
+    }
 }

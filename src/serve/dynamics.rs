@@ -85,6 +85,11 @@ impl DynamicsCore {
         self.registry.iter()
     }
 
+    /// Whether `name` is a served model.
+    pub fn serves(&self, name: &str) -> bool {
+        self.registry.get(name).is_some()
+    }
+
     pub fn model(&self, name: &str) -> Result<Arc<LoadedModel>, ServeError> {
         if name.len() > MAX_MODEL_NAME {
             return Err(ServeError::InvalidArgument(format!(

@@ -23,13 +23,17 @@ use std::{
 use crossbeam_channel::{Receiver, Sender, select_biased};
 use tokio::sync::oneshot;
 
-use ndarray::ArrayD;
+use ndarray::Array3;
 
 use super::{
+    measure::model_inputs,
     memory::{self, MemoryBudget},
     metrics,
 };
-use crate::onnx::{Dim, ExecutionDevice, NamedTensors, OnnxModel, RuntimeError, Signature};
+use crate::{
+    data::{DIMS, PARTICLES},
+    onnx::{ExecutionDevice, NamedTensors, OnnxModel, RuntimeError, Signature},
+};
 
 /// How many sessions run one model, how they batch, and how much work may wait.
 #[derive(Debug, Clone, Copy)]
@@ -291,16 +295,8 @@ struct Batching {
 /// Peak bytes per frame of a call of `session`, on zeros of its signature's shapes (the
 /// memory a call needs depends on the shapes, not the values), after a warm-up call.
 fn frame_cost(session: &mut OnnxModel) -> Result<u64, RuntimeError> {
-    let zeros = |frames: usize| -> Result<NamedTensors, RuntimeError> {
-        let mut inputs = NamedTensors::new();
-        for spec in &session.signature().inputs {
-            let dims = spec.dims().ok_or_else(|| RuntimeError::Inference(format!("input '{}' has an unreadable shape", spec.name)))?;
-            let shape: Vec<usize> = dims.iter().map(|dim| if let Dim::Fixed(n) = dim { *n } else { frames }).collect();
-            inputs.insert(&spec.name, ArrayD::zeros(shape));
-        }
-        Ok(inputs)
-    };
-    let (one, probe) = (zeros(1)?, zeros(PROBE_FRAMES)?);
+    let zeros = |frames: usize| model_inputs(session.signature(), Array3::zeros((frames, PARTICLES, DIMS)).view());
+    let (one, probe) = (zeros(1), zeros(PROBE_FRAMES));
     session.infer(&one)?;
     let mut outcome = Ok(());
     let measured = memory::peak_per_frame(PROBE_FRAMES, || outcome = session.infer(&probe).map(drop));
@@ -386,6 +382,7 @@ fn work(model: &str, mut session: OnnxModel, queues: &Queues, batching: Batching
         }
     }
 }
+
 /// Runs the jobs of `batch` as one call and answers each with its own rows.
 fn run_batch(model: &str, session: &mut OnnxModel, mut batch: Vec<Job>) {
     let start = Instant::now();

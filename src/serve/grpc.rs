@@ -58,7 +58,7 @@ impl DynamicsService {
     /// Counts a finished call, under the model's name only when it is served.
     fn finished<T>(&self, rpc: &'static str, model: &str, started: Instant, result: &Result<T, Status>) {
         let code = result.as_ref().map_or_else(Status::code, |_| tonic::Code::Ok);
-        let label = if self.core.model(model).is_ok() { model } else { metrics::UNKNOWN_MODEL };
+        let label = if self.core.serves(model) { model } else { metrics::UNKNOWN_MODEL };
         metrics::request_finished(rpc, label, format!("{code:?}"), started.elapsed().as_secs_f64());
     }
 }

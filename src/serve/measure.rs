@@ -17,9 +17,9 @@ use crate::{
 };
 
 /// Inputs of `signature` for `frames`: the frames as positions and, for a history
-/// model, each frame repeated as the window before it (what a rate depends on is the
-/// shapes, not the values).
-fn model_inputs(signature: &Signature, frames: ArrayView3<f32>) -> NamedTensors {
+/// model, each frame repeated as the window before it (what a rate or a memory peak
+/// depends on is the shapes, not the values).
+pub(super) fn model_inputs(signature: &Signature, frames: ArrayView3<f32>) -> NamedTensors {
     let held = signature.history_frames() - 1;
     let (batch, particles, dims) = frames.dim();
     let window = (held > 0).then(|| frames.insert_axis(Axis(1)).broadcast((batch, held, particles, dims)).expect("broadcasts").to_owned());
