@@ -1,11 +1,12 @@
 //! Generates, from `proto/` with protox (so no `protoc` binary is needed), the gRPC
-//! service for the `serve` feature and the ONNX message subset for the `train` feature.
+//! services for the `serve` feature (ours and the Open Inference Protocol's) and the ONNX message subset for the `train` feature.
 
 use std::{env, fs, path::PathBuf};
 
 use protox::prost::Message;
 
 const SERVICE: &str = "equiserve/v1/dynamics.proto";
+const INFERENCE: &str = "inference/grpc_service.proto";
 const ONNX: &str = "onnx/onnx_subset.proto";
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -14,7 +15,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let feature = |name: &str| env::var_os(format!("CARGO_FEATURE_{}", name.to_uppercase())).is_some();
     let mut protos = Vec::new();
     if feature("serve") {
-        protos.push(SERVICE);
+        protos.extend([SERVICE, INFERENCE]);
     }
     if feature("train") {
         protos.push(ONNX);
@@ -29,7 +30,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out_dir = PathBuf::from(env::var("OUT_DIR")?);
     if feature("serve") {
         // Served by grpc.reflection so grpcurl works without the .proto files.
-        let service = protox::compile([SERVICE], ["proto"])?;
+        let service = protox::compile([SERVICE, INFERENCE], ["proto"])?;
         fs::write(out_dir.join("equiserve_descriptor.bin"), service.encode_to_vec())?;
     }
     tonic_prost_build::configure()

@@ -17,6 +17,9 @@ use crate::{
 
 pub const CARD_FILE: &str = "card.json";
 pub const MODEL_FILE: &str = "model.onnx";
+/// Above this, the exported graph does not compute the trained model's function (the
+/// exporter refuses to write it, the server to load a card that records more).
+pub const PARITY_TOLERANCE: f64 = 1e-5;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ModelCard {

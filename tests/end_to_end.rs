@@ -10,7 +10,7 @@ use equiserve::{
     data::{FRAME_LEN, PARTICLES},
     onnx::{ExecutionDevice, OnnxModel, Signature},
     proto::v1::{GetModelRequest, ListModelsRequest, PredictRequest, RolloutFrame, RolloutRequest, dynamics_client::DynamicsClient},
-    serve::{DynamicsCore, Limits, ModelRegistry, PoolConfig, RolloutFrames, RolloutStart, RolloutStep, ServeError},
+    serve::{DynamicsCore, Limits, ModelControl, ModelRegistry, PoolConfig, RolloutFrames, RolloutStart, RolloutStep, ServeError},
 };
 use ndarray::Array3;
 use rand::{Rng, SeedableRng, rngs::StdRng};
@@ -23,7 +23,7 @@ fn random_frames(batch: usize, seed: u64) -> Vec<f32> {
 }
 
 fn predict_request(positions: Vec<f32>) -> PredictRequest {
-    PredictRequest { model: "mlp".into(), positions, previous: Vec::new() }
+    PredictRequest { model: "mlp".into(), positions, previous: Vec::new(), ..Default::default() }
 }
 
 #[tokio::test]
@@ -61,7 +61,7 @@ async fn rollout_equals_chained_predicts() {
     let mut server = TestServer::start(trained_models_dir()).await;
     let start = random_frames(1, 2);
     let steps = 7;
-    let request = RolloutRequest { model: "mlp".into(), positions: start.clone(), steps, emit_every: 1, previous: Vec::new() };
+    let request = RolloutRequest { model: "mlp".into(), positions: start.clone(), steps, emit_every: 1, previous: Vec::new(), ..Default::default() };
     let frames: Vec<_> = server.client.rollout(request).await.expect("rollout").into_inner().collect::<Vec<_>>().await;
     let frames: Vec<_> = frames.into_iter().collect::<Result<_, _>>().expect("every frame arrives");
     assert_eq!(frames.iter().map(|f| f.step).collect::<Vec<_>>(), (1..=steps).collect::<Vec<_>>());
@@ -73,7 +73,7 @@ async fn rollout_equals_chained_predicts() {
     }
 
     // Every 3rd frame, and always the last one.
-    let request = RolloutRequest { model: "mlp".into(), positions: start, steps, emit_every: 3, previous: Vec::new() };
+    let request = RolloutRequest { model: "mlp".into(), positions: start, steps, emit_every: 3, previous: Vec::new(), ..Default::default() };
     let sparse: Vec<_> = server.client.rollout(request).await.expect("rollout").into_inner().collect::<Vec<_>>().await;
     let sparse: Vec<_> = sparse.into_iter().map(|f| f.expect("frame")).collect();
     assert_eq!(sparse.iter().map(|f| f.step).collect::<Vec<_>>(), vec![3, 6, 7]);
@@ -90,7 +90,7 @@ async fn models_are_listed_with_their_cards() {
     assert_eq!(models[0].params, 8_868);
     assert_eq!(models[0].execution_provider, "CPUExecutionProvider");
 
-    let info = server.client.get_model(GetModelRequest { name: "mlp".into() }).await.expect("get").into_inner();
+    let info = server.client.get_model(GetModelRequest { name: "mlp".into(), ..Default::default() }).await.expect("get").into_inner();
     let card: serde_json::Value = serde_json::from_str(&info.card_json).expect("card is JSON");
     assert_eq!(card["name"], "mlp");
     assert_eq!(card["params"], 8_868);
@@ -110,13 +110,13 @@ async fn bad_requests_get_clear_statuses() {
     nan_frame[40 % FRAME_LEN] = f32::NAN;
     let too_big = random_frames(LIMITS.max_batch + 1, 4);
     let cases: Vec<(&str, PredictRequest, Code, &str)> = vec![
-        ("unknown model", PredictRequest { model: "nope".into(), positions: frame.clone(), previous: Vec::new() }, Code::NotFound, "unknown model 'nope'"),
+        ("unknown model", PredictRequest { model: "nope".into(), positions: frame.clone(), previous: Vec::new(), ..Default::default() }, Code::NotFound, "unknown model 'nope'"),
         ("empty batch", predict_request(vec![]), Code::InvalidArgument, "empty"),
         ("partial frame", predict_request(frame[..35].to_vec()), Code::InvalidArgument, "not a multiple of 36"),
         ("NaN", predict_request(nan_frame.clone()), Code::InvalidArgument, "must be finite"),
         ("infinity", predict_request(vec![f32::INFINITY; FRAME_LEN]), Code::InvalidArgument, "must be finite"),
         ("batch over limit", predict_request(too_big), Code::InvalidArgument, "exceeds the limit of 64"),
-        ("model name of a megabyte", PredictRequest { model: "m".repeat(1 << 20), positions: frame.clone(), previous: Vec::new() }, Code::InvalidArgument, "names are at most 256"),
+        ("model name of a megabyte", PredictRequest { model: "m".repeat(1 << 20), positions: frame.clone(), previous: Vec::new(), ..Default::default() }, Code::InvalidArgument, "names are at most 256"),
         ("message over 4 MiB", predict_request(vec![0.5; (4 << 20) / 4 + FRAME_LEN]), Code::ResourceExhausted, "message length too large"),
         ("finite input, non-finite output", predict_request([vec![0.5; FRAME_LEN], vec![f32::MAX; FRAME_LEN]].concat()), Code::OutOfRange, "the answer for frame 1 is not finite"),
     ];
@@ -126,7 +126,7 @@ async fn bad_requests_get_clear_statuses() {
         assert!(status.message().contains(message), "{case}: {:?} lacks {message:?}", status.message());
     }
 
-    let rollout = |positions: Vec<f32>, steps: u32| RolloutRequest { model: "mlp".into(), positions, steps, emit_every: 1, previous: Vec::new() };
+    let rollout = |positions: Vec<f32>, steps: u32| RolloutRequest { model: "mlp".into(), positions, steps, emit_every: 1, previous: Vec::new(), ..Default::default() };
     let cases: Vec<(&str, RolloutRequest, Code, &str)> = vec![
         ("unknown model", RolloutRequest { model: "nope".into(), ..rollout(frame.clone(), 1) }, Code::NotFound, "unknown model"),
         ("zero steps", rollout(frame.clone(), 0), Code::InvalidArgument, "steps must be between 1 and 1000"),
@@ -141,7 +141,7 @@ async fn bad_requests_get_clear_statuses() {
         assert_eq!(status.code(), code, "{case}: {status:?}");
         assert!(status.message().contains(message), "{case}: {:?} lacks {message:?}", status.message());
     }
-    let status = server.client.get_model(GetModelRequest { name: "nope".into() }).await.expect_err("unknown");
+    let status = server.client.get_model(GetModelRequest { name: "nope".into(), ..Default::default() }).await.expect_err("unknown");
     assert_eq!(status.code(), Code::NotFound);
     assert!(status.message().contains("served models: mlp"));
     server.shutdown().await;
@@ -151,7 +151,7 @@ async fn bad_requests_get_clear_statuses() {
 async fn a_cancelled_rollout_stops_computing() {
     let mut server = TestServer::start(trained_models_dir()).await;
     let activity = server.rollouts_in_progress.clone();
-    let request = RolloutRequest { model: "mlp".into(), positions: random_frames(1, 6), steps: 1000, emit_every: 1, previous: Vec::new() };
+    let request = RolloutRequest { model: "mlp".into(), positions: random_frames(1, 6), steps: 1000, emit_every: 1, previous: Vec::new(), ..Default::default() };
     let mut stream = server.client.rollout(request).await.expect("rollout").into_inner();
     stream.next().await.expect("a frame").expect("ok frame");
     assert_eq!(activity.get(), 1);
@@ -202,7 +202,7 @@ async fn calls_and_inference_are_counted_for_prometheus() {
     let handle = common::prometheus();
     let mut server = TestServer::start(trained_models_dir()).await;
     server.client.predict(predict_request(random_frames(3, 7))).await.expect("predict");
-    let status = server.client.predict(PredictRequest { model: "nope".into(), positions: random_frames(1, 8), previous: Vec::new() }).await.expect_err("unknown");
+    let status = server.client.predict(PredictRequest { model: "nope".into(), positions: random_frames(1, 8), previous: Vec::new(), ..Default::default() }).await.expect_err("unknown");
     assert_eq!(status.code(), Code::NotFound);
     let text = handle.render();
     assert!(text.contains(r#"equiserve_requests_total{rpc="Predict",model="mlp",code="Ok"}"#), "{text}");
@@ -257,7 +257,7 @@ async fn rollouts_stepped_together_equal_each_alone_and_ensembles_their_members(
     let mut server = TestServer::start(trained_models_dir()).await;
     // Small starts stay bounded under the briefly trained MLP.
     let start = |seed: u64| random_frames(1, seed).into_iter().map(|v| v * 0.1).collect::<Vec<f32>>();
-    let request = |positions: Vec<f32>| RolloutRequest { model: "mlp".into(), positions, steps: 40, emit_every: 1, previous: Vec::new() };
+    let request = |positions: Vec<f32>| RolloutRequest { model: "mlp".into(), positions, steps: 40, emit_every: 1, previous: Vec::new(), ..Default::default() };
     let alone = rollout_frames(&mut server.client, request(start(1))).await;
 
     let mut crowd = tokio::task::JoinSet::new();
@@ -304,14 +304,14 @@ async fn ready_now(frames: &mut RolloutFrames) -> Poll<Option<Result<RolloutStep
 /// The serving core without the transport (whose HTTP/2 flow-control window buffers a
 /// few hundred more frames of a client that does not read).
 fn core(pool: PoolConfig, limits: Limits) -> Arc<DynamicsCore> {
-    let registry = ModelRegistry::load(trained_models_dir(), ExecutionDevice::Cpu, pool).expect("models load");
+    let registry = ModelRegistry::open(trained_models_dir(), ExecutionDevice::Cpu, pool, ModelControl::None).expect("models load");
     Arc::new(DynamicsCore::new(Arc::new(registry), limits))
 }
 
 #[tokio::test]
 async fn a_client_that_stops_reading_holds_no_one_back() {
     let core = core(PoolConfig { workers: Some(2), ..PoolConfig::default() }, LIMITS);
-    let start = || RolloutStart { positions: random_frames(1, 11).into_iter().map(|v| v * 0.1).collect(), previous: Vec::new(), steps: 1000, emit_every: 1 };
+    let start = || RolloutStart { positions: random_frames(1, 11).into_iter().map(|v| v * 0.1).collect(), previous: Vec::new(), steps: 1000, emit_every: 1, ..Default::default() };
     let mut stalled = core.rollout("mlp", start()).expect("admitted");
     stalled.next().await.expect("a frame").expect("ok");
     // The other rollout runs all its 1000 steps while the first is not read.
@@ -337,7 +337,7 @@ async fn a_client_that_stops_reading_holds_no_one_back() {
 async fn a_rollout_whose_client_never_reads_ends_after_the_stall_timeout() {
     let limits = Limits { rollout_stall_timeout: Duration::from_millis(200), ..LIMITS };
     let core = core(PoolConfig { workers: Some(1), ..PoolConfig::default() }, limits);
-    let start = RolloutStart { positions: random_frames(1, 13).into_iter().map(|v| v * 0.1).collect(), previous: Vec::new(), steps: 1000, emit_every: 1 };
+    let start = RolloutStart { positions: random_frames(1, 13).into_iter().map(|v| v * 0.1).collect(), previous: Vec::new(), steps: 1000, emit_every: 1, ..Default::default() };
     let mut stalled = core.rollout("mlp", start).expect("admitted");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while core.rollouts_in_progress().get() != 0 {
@@ -364,7 +364,7 @@ async fn admission_is_bounded_for_requests_and_rollouts() {
     let mut requests = tokio::task::JoinSet::new();
     for seed in 0..20 {
         let core = Arc::clone(&core);
-        requests.spawn(async move { core.predict("mlp", random_frames(64, seed), Vec::new()).await });
+        requests.spawn(async move { core.predict("mlp", "", random_frames(64, seed), Vec::new()).await });
     }
     let (mut answered, mut busy) = (0, 0);
     while let Some(result) = requests.join_next().await {
@@ -379,7 +379,7 @@ async fn admission_is_bounded_for_requests_and_rollouts() {
     }
     assert!(answered >= 2 && busy >= 1 && answered + busy == 20, "{answered} answered, {busy} busy");
 
-    let start = || RolloutStart { positions: random_frames(1, 1), previous: Vec::new(), steps: 1000, emit_every: 1 };
+    let start = || RolloutStart { positions: random_frames(1, 1), previous: Vec::new(), steps: 1000, emit_every: 1, ..Default::default() };
     let (first, second) = (core.rollout("mlp", start()).expect("admitted"), core.rollout("mlp", start()).expect("admitted"));
     let Err(ServeError::Busy { reason, .. }) = core.rollout("mlp", start()) else { panic!("a third rollout was admitted") };
     assert!(reason.contains("2 rollouts are running"), "{reason}");
@@ -395,7 +395,7 @@ async fn admission_is_bounded_for_requests_and_rollouts() {
 #[tokio::test]
 async fn shutdown_ends_within_the_grace_even_with_a_client_that_never_reads() {
     let mut server = TestServer::start(trained_models_dir()).await;
-    let request = RolloutRequest { model: "mlp".into(), positions: random_frames(1, 12).into_iter().map(|v| v * 0.1).collect(), steps: 1000, emit_every: 1, previous: Vec::new() };
+    let request = RolloutRequest { model: "mlp".into(), positions: random_frames(1, 12).into_iter().map(|v| v * 0.1).collect(), steps: 1000, emit_every: 1, previous: Vec::new(), ..Default::default() };
     let mut never_read = server.client.rollout(request).await.expect("rollout").into_inner();
     never_read.next().await.expect("a frame").expect("ok");
     let started = std::time::Instant::now();
@@ -409,14 +409,14 @@ async fn shutdown_ends_within_the_grace_even_with_a_client_that_never_reads() {
 async fn calls_are_cut_to_fit_the_memory_budget() {
     let roomy = core(PoolConfig { workers: Some(2), ..PoolConfig::default() }, LIMITS);
     let frames = random_frames(20, 21);
-    let expected = roomy.predict("mlp", frames.clone(), Vec::new()).await.expect("predict");
-    let cost = roomy.model("mlp").expect("served").workers.frame_cost();
+    let expected = roomy.predict("mlp", "", frames.clone(), Vec::new()).await.expect("predict");
+    let cost = roomy.model("mlp", "").expect("served").workers.frame_cost();
     eprintln!("mlp: {cost} bytes per frame at its peak");
     // A budget smaller than one frame's cost: every call holds one frame, and waits for
     // room beside the others.
     let tight = core(PoolConfig { workers: Some(2), memory_budget: 1, ..PoolConfig::default() }, LIMITS);
-    assert_eq!(tight.model("mlp").expect("served").workers.max_batch_frames(), 1);
-    let answer = tight.predict("mlp", frames, Vec::new()).await.expect("a request over the budget completes in parts");
+    assert_eq!(tight.model("mlp", "").expect("served").workers.max_batch_frames(), 1);
+    let answer = tight.predict("mlp", "", frames, Vec::new()).await.expect("a request over the budget completes in parts");
     assert!(relative_gap(answer.dx.as_slice().expect("standard layout"), expected.dx.as_slice().expect("standard layout")) <= BATCHING_TOLERANCE);
 }
 
@@ -454,10 +454,10 @@ fn decoded_requests_of_arbitrary_bytes_are_answered_or_refused() {
         runtime.block_on(async {
             if let Ok(request) = PredictRequest::decode(bytes.as_slice()) {
                 let model = if model_is_served { "mlp" } else { request.model.as_str() };
-                let _ = core.predict(model, request.positions, request.previous).await;
+                let _ = core.predict(model, "", request.positions, request.previous).await;
             }
             if let Ok(request) = RolloutRequest::decode(bytes.as_slice()) {
-                let start = RolloutStart { positions: request.positions, previous: request.previous, steps: request.steps.min(5), emit_every: request.emit_every };
+                let start = RolloutStart { positions: request.positions, previous: request.previous, steps: request.steps.min(5), emit_every: request.emit_every, ..Default::default() };
                 let model = if model_is_served { "mlp" } else { request.model.as_str() };
                 if let Ok(mut frames) = core.rollout(model, start) {
                     while frames.next().await.is_some() {}
@@ -508,18 +508,18 @@ async fn mixed_load_on_shipped_models_runs_without_errors_or_cut_rollouts() {
 
 #[tokio::test]
 async fn tls_and_mutual_tls_with_a_rustls_client() {
-    use equiserve::serve::{DynamicsService, ServerOptions, serve};
+    use equiserve::serve::{ServerOptions, serve};
     use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
     let fixture = |name: &str| std::fs::read(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls").join(name)).expect("a TLS fixture");
     let ca = Certificate::from_pem(fixture("ca.pem"));
     // Mutual TLS: clients must show a certificate the test CA signed.
     let tls = ServerTlsConfig::new().identity(Identity::from_pem(fixture("server.pem"), fixture("server.key"))).client_ca_root(ca.clone());
-    let registry = ModelRegistry::load(trained_models_dir(), ExecutionDevice::Cpu, PoolConfig { workers: Some(1), ..PoolConfig::default() }).expect("models load");
+    let registry = ModelRegistry::open(trained_models_dir(), ExecutionDevice::Cpu, PoolConfig { workers: Some(1), ..PoolConfig::default() }, ModelControl::None).expect("models load");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let port = listener.local_addr().expect("address").port();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let options = ServerOptions { tls: Some(tls), ..common::TEST_SERVER_OPTIONS };
-    let server = tokio::spawn(serve(DynamicsService::new(Arc::new(registry), LIMITS), listener, async { let _ = stopped.await; }, options));
+    let server = tokio::spawn(serve(Arc::new(DynamicsCore::new(Arc::new(registry), LIMITS)), listener, async { let _ = stopped.await; }, options));
     let list = |scheme: &'static str, tls: Option<ClientTlsConfig>| async move {
         let mut endpoint = Channel::from_shared(format!("{scheme}://127.0.0.1:{port}")).expect("uri");
         if let Some(tls) = tls {
@@ -567,7 +567,7 @@ async fn metrics_are_served_at_their_path_only_and_behind_the_token() {
 #[tokio::test]
 async fn rollouts_ended_by_shutdown_say_unavailable() {
     let core = core(PoolConfig { workers: Some(1), ..PoolConfig::default() }, LIMITS);
-    let start = RolloutStart { positions: random_frames(1, 14).into_iter().map(|v| v * 0.1).collect(), previous: Vec::new(), steps: 1000, emit_every: 1 };
+    let start = RolloutStart { positions: random_frames(1, 14).into_iter().map(|v| v * 0.1).collect(), previous: Vec::new(), steps: 1000, emit_every: 1, ..Default::default() };
     let mut frames = core.rollout("mlp", start).expect("admitted");
     frames.next().await.expect("a frame").expect("ok");
     core.rollout_ender().end_all();

@@ -208,7 +208,7 @@ fn a_served_rollout_keeps_the_window_as_chained_predicts_would() {
         let mut server = TestServer::start(served_history_models()).await;
         let models = server.client.list_models(ListModelsRequest {}).await.expect("list").into_inner().models;
         assert_eq!(models.iter().find(|m| m.name == "pairforce-h3").map(|m| m.history_frames), Some(3));
-        let card = server.client.get_model(GetModelRequest { name: "pairforce-h3".into() }).await.expect("card").into_inner();
+        let card = server.client.get_model(GetModelRequest { name: "pairforce-h3".into(), ..Default::default() }).await.expect("card").into_inner();
         assert_eq!(card.summary.expect("summary").history_frames, 3);
 
         let (older, old, now) = (frame(1), frame(2), frame(3));
@@ -219,6 +219,7 @@ fn a_served_rollout_keeps_the_window_as_chained_predicts_would() {
             previous: [older.clone(), old.clone()].concat(),
             steps,
             emit_every: 1,
+            ..Default::default()
         };
         let mut stream = server.client.rollout(request).await.expect("rollout").into_inner();
         let mut streamed = Vec::new();
@@ -232,6 +233,7 @@ fn a_served_rollout_keeps_the_window_as_chained_predicts_would() {
                 model: "pairforce-h3".into(),
                 positions: window[2].clone(),
                 previous: [window[0].clone(), window[1].clone()].concat(),
+                ..Default::default()
             };
             let next = server.client.predict(request).await.expect("predict").into_inner().next_positions;
             assert_eq!(&next, served, "step {}", step + 1);
@@ -247,7 +249,7 @@ fn bad_windows_are_refused_naming_the_models_history() {
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     runtime.block_on(async {
         let mut server = TestServer::start(served_history_models()).await;
-        let predict = |positions: Vec<f32>, previous: Vec<f32>| PredictRequest { model: "pairforce-h3".into(), positions, previous };
+        let predict = |positions: Vec<f32>, previous: Vec<f32>| PredictRequest { model: "pairforce-h3".into(), positions, previous, ..Default::default() };
         let mut nan = frame(2).repeat(2);
         nan[7] = f32::NAN;
         let cases = [
@@ -261,7 +263,7 @@ fn bad_windows_are_refused_naming_the_models_history() {
             assert_eq!(status.code(), Code::InvalidArgument, "{name}: {status:?}");
             assert!(status.message().contains(expected), "{name}: {}", status.message());
         }
-        let rollout = RolloutRequest { model: "pairforce-h3".into(), positions: frame(1), previous: Vec::new(), steps: 3, emit_every: 1 };
+        let rollout = RolloutRequest { model: "pairforce-h3".into(), positions: frame(1), previous: Vec::new(), steps: 3, emit_every: 1, ..Default::default() };
         let status = server.client.rollout(rollout).await.expect_err("no window");
         assert_eq!(status.code(), Code::InvalidArgument);
         assert!(status.message().contains("history_frames 3"), "{}", status.message());
@@ -274,7 +276,7 @@ fn previous_frames_sent_to_a_one_frame_model_are_refused() {
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     runtime.block_on(async {
         let mut server = TestServer::start(common::trained_models_dir()).await;
-        let request = PredictRequest { model: "mlp".into(), positions: frame(1), previous: frame(2) };
+        let request = PredictRequest { model: "mlp".into(), positions: frame(1), previous: frame(2), ..Default::default() };
         let status = server.client.predict(request).await.expect_err("previous for K = 1");
         assert_eq!(status.code(), Code::InvalidArgument);
         assert!(status.message().contains("history_frames 1"), "{}", status.message());
@@ -329,6 +331,7 @@ fn the_e3nn_history_fixture_imports_and_reproduces_its_outputs() {
             model: "e3large-h3".into(),
             positions: positions.iter().copied().collect(),
             previous: previous.iter().copied().collect(),
+            ..Default::default()
         };
         let response = server.client.predict(request).await.expect("predict").into_inner();
         let error = response.dx.iter().zip(&expected).fold(0.0_f32, |m, (a, e)| m.max((a - e).abs()));

@@ -57,7 +57,7 @@ fn imported_network_reproduces_e3nn_through_onnx_runtime() {
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     runtime.block_on(async {
         let mut server = TestServer::start(out.path()).await;
-        let request = PredictRequest { model: "e3large".into(), positions: positions.iter().copied().collect(), previous: Vec::new() };
+        let request = PredictRequest { model: "e3large".into(), positions: positions.iter().copied().collect(), previous: Vec::new(), ..Default::default() };
         let response = server.client.predict(request).await.expect("predict").into_inner();
         let error = response.dx.iter().zip(&expected).fold(0.0_f32, |m, (a, e)| m.max((a - e).abs()));
         assert!(error / scale < 1e-5, "served relative error {}", error / scale);

@@ -228,12 +228,12 @@ async fn attention_and_graph_models_are_trained_exported_and_served() {
     let frames = chains(3, 0.6, &mut rng);
     let positions: Vec<f32> = frames.iter().map(|&v| v as f32).collect();
     for (name, params) in models {
-        let info = server.client.get_model(GetModelRequest { name: name.into() }).await.expect("get").into_inner();
+        let info = server.client.get_model(GetModelRequest { name: name.into(), ..Default::default() }).await.expect("get").into_inner();
         assert_eq!(info.summary.expect("summary").params, params);
         let card: serde_json::Value = serde_json::from_str(&info.card_json).expect("card json");
         assert!(card["onnx"]["parity_relative_error"].as_f64().expect("parity") < 1e-5, "{name}");
 
-        let request = |positions: Vec<f32>| PredictRequest { model: name.into(), positions, previous: Vec::new() };
+        let request = |positions: Vec<f32>| PredictRequest { model: name.into(), positions, previous: Vec::new(), ..Default::default() };
         let batch = server.client.predict(request(positions.clone())).await.expect("predict").into_inner();
         assert!(batch.dx.iter().all(|v| v.is_finite()), "{name}");
         // Equal up to f32 rounding: the runtime sums in a different order for other shapes.
@@ -247,7 +247,7 @@ async fn attention_and_graph_models_are_trained_exported_and_served() {
         }
 
         let start = positions[..FRAME_LEN].to_vec();
-        let rollout = RolloutRequest { model: name.into(), positions: start.clone(), steps: 3, emit_every: 1, previous: Vec::new() };
+        let rollout = RolloutRequest { model: name.into(), positions: start.clone(), steps: 3, emit_every: 1, previous: Vec::new(), ..Default::default() };
         let streamed: Vec<_> = server.client.rollout(rollout).await.expect("rollout").into_inner().collect::<Vec<_>>().await;
         assert_eq!(streamed.len(), 3, "{name}");
         let mut x = start;

@@ -10,19 +10,28 @@ use clap::Parser;
 use equiserve::{
     logging::{LogFormat, init_logging},
     onnx::{ExecutionDevice, init_runtime},
-    serve::{DynamicsService, Limits, ModelRegistry, PoolConfig, ServerOptions, access::AccessTokens, metrics, serve, shutdown_signal},
+    serve::{DynamicsCore, Limits, ModelControl, ModelRegistry, PoolConfig, ServerOptions, access::AccessTokens, metrics, serve, shutdown_signal},
 };
 use tokio::net::TcpListener;
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 
-/// Serves the ONNX models of a models directory over gRPC (equiserve.v1.Dynamics,
-/// grpc.health.v1, server reflection).
+/// Serves the ONNX models of a model repository over gRPC (equiserve.v1.Dynamics, the
+/// Open Inference Protocol / KServe v2 with Triton's streaming and repository
+/// extensions, grpc.health.v1, server reflection).
 #[derive(Parser, Debug)]
 #[command(version, about)]
 struct Args {
-    /// Directory with one folder per model, each holding model.onnx and card.json.
+    /// The model repository: <name>/<version>/ folders (Triton's layout) or <name>/
+    /// folders (version 1), each holding model.onnx and card.json.
     #[arg(long, env = "EQUISERVE_MODELS_DIR", default_value = "models")]
     models_dir: PathBuf,
+    /// When models are (re)loaded: once at start (none), also when their files change
+    /// (poll), or also on RepositoryModelLoad/Unload calls with an admin token (explicit).
+    #[arg(long, env = "EQUISERVE_MODEL_CONTROL", value_enum, default_value = "none")]
+    model_control: ModelControl,
+    /// Seconds between reads of the repository with --model-control poll.
+    #[arg(long, env = "EQUISERVE_REPOSITORY_POLL", default_value_t = 15.0)]
+    repository_poll: f64,
     /// Address to listen on (port 0 picks a free port).
     #[arg(long, env = "EQUISERVE_ADDR", default_value = "127.0.0.1:50051")]
     addr: String,
@@ -138,7 +147,8 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
     tracing::info!(memory_budget = pool.memory_budget, "memory budget of all model calls (bytes)");
     let models_dir = args.models_dir.clone();
     let device = args.device;
-    let registry = tokio::task::spawn_blocking(move || ModelRegistry::load(&models_dir, device, pool)).await??;
+    let control = args.model_control;
+    let registry = tokio::task::spawn_blocking(move || ModelRegistry::open(&models_dir, device, pool, control)).await??;
     let limits = Limits {
         max_batch: args.max_batch,
         max_rollout_steps: args.max_rollout_steps,
@@ -154,8 +164,9 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
         keepalive: seconds("--keepalive", args.keepalive)?,
         tokens,
         tls: tls_config(args.tls_cert.as_deref(), args.tls_key.as_deref(), args.tls_client_ca.as_deref())?,
+        repository_poll: seconds("--repository-poll", args.repository_poll)?,
     };
-    serve(DynamicsService::new(Arc::new(registry), limits), listener, shutdown_signal(), options).await
+    serve(Arc::new(DynamicsCore::new(Arc::new(registry), limits)), listener, shutdown_signal(), options).await
 }
 
 /// The TLS set-up the flags ask for, its files read now so that a bad path fails at start.

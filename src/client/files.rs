@@ -40,11 +40,11 @@ pub async fn list(client: &mut Client) -> Result<Vec<ModelSummary>, ClientError>
 
 /// The model's card as the server holds it (JSON).
 pub async fn card(client: &mut Client, model: &str) -> Result<String, ClientError> {
-    Ok(client.get_model(GetModelRequest { name: model.to_string() }).await?.into_inner().card_json)
+    Ok(client.get_model(GetModelRequest { name: model.to_string(), ..Default::default() }).await?.into_inner().card_json)
 }
 
 async fn history_frames(client: &mut Client, model: &str) -> Result<usize, ClientError> {
-    let info = client.get_model(GetModelRequest { name: model.to_string() }).await?.into_inner();
+    let info = client.get_model(GetModelRequest { name: model.to_string(), ..Default::default() }).await?.into_inner();
     Ok(info.summary.map_or(1, |summary| summary.history_frames.max(1) as usize))
 }
 
@@ -73,7 +73,7 @@ pub async fn predict(client: &mut Client, model: &str, input: &Path, output: &Pa
     for start in (0..windows.len()).step_by(FRAMES_PER_CALL) {
         let count = FRAMES_PER_CALL.min(windows.len() - start);
         let (positions, previous) = windows.batch(start, count);
-        let answer = client.predict(PredictRequest { model: model.to_string(), positions, previous }).await?.into_inner();
+        let answer = client.predict(PredictRequest { model: model.to_string(), positions, previous, ..Default::default() }).await?.into_inner();
         dx.push(packed(answer.dx, count)?);
         next.push(packed(answer.next_positions, count)?);
     }
@@ -121,7 +121,7 @@ pub async fn rollout(client: &mut Client, plan: &RolloutPlan, mut progress: impl
     }
     let windows = Windows::new(&frames, held + 1).expect("the start frame has its window, checked above");
     let (start, previous) = windows.batch(plan.frame - held, 1);
-    let request = RolloutRequest { model: plan.model.clone(), positions: start.clone(), steps: plan.steps, emit_every: plan.emit_every, previous };
+    let request = RolloutRequest { model: plan.model.clone(), positions: start.clone(), steps: plan.steps, emit_every: plan.emit_every, previous, ..Default::default() };
     let mut stream = client.rollout(request).await?.into_inner();
     let mut positions = start;
     let mut steps = vec![0u32];

@@ -156,7 +156,7 @@ impl Tally {
 pub async fn run(config: &LoadConfig, mut progress: impl FnMut(&LoadResult)) -> Result<Vec<LoadResult>, LoadError> {
     let mut client = connect(&config.connection).await?;
     let info = client
-        .get_model(GetModelRequest { name: config.model.clone() })
+        .get_model(GetModelRequest { name: config.model.clone(), ..Default::default() })
         .await
         .map_err(|e| LoadError::Server(format!("{}: {}", config.model, e.message())))?
         .into_inner();
@@ -221,7 +221,7 @@ async fn predicts(config: &LoadConfig, scenario: Scenario, windows: &Windows) ->
             let mut tally = Tally::default();
             // Every client sends at least one request, however short the time.
             for (positions, previous) in requests.iter().cycle() {
-                let request = PredictRequest { model: model.clone(), positions: positions.clone(), previous: previous.clone() };
+                let request = PredictRequest { model: model.clone(), positions: positions.clone(), previous: previous.clone(), ..Default::default() };
                 let sent = Instant::now();
                 match client.predict(request).await {
                     Ok(_) => {
@@ -246,7 +246,7 @@ async fn rollouts(config: &LoadConfig, scenario: Scenario, windows: &Windows) ->
     let mut clients = tokio::task::JoinSet::new();
     for (index, mut client) in connections.into_iter().enumerate() {
         let (positions, previous) = windows.batch(index * 97, scenario.batch);
-        let request = RolloutRequest { model: config.model.clone(), positions, steps: config.rollout_steps, emit_every: 1, previous };
+        let request = RolloutRequest { model: config.model.clone(), positions, steps: config.rollout_steps, emit_every: 1, previous, ..Default::default() };
         clients.spawn(async move {
             let mut tally = Tally::default();
             'rollouts: while Instant::now() < deadline {

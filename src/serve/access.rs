@@ -89,11 +89,15 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 /// The role a call needs, by its gRPC path; `None` for calls open to all (health).
 fn required_role(path: &str) -> Option<Role> {
-    match path.split('/').nth(1) {
-        Some("grpc.health.v1.Health") => None,
-        Some("equiserve.v1.Dynamics") => Some(Role::Inference),
+    let mut parts = path.split('/').skip(1);
+    match (parts.next(), parts.next()) {
+        (Some("grpc.health.v1.Health"), _) => None,
+        (Some("equiserve.v1.Dynamics"), _) => Some(Role::Inference),
+        // The Open Inference Protocol: changing the repository is for admins.
+        (Some("inference.GRPCInferenceService"), Some(method)) if method.starts_with("Repository") && method != "RepositoryIndex" => Some(Role::Admin),
+        (Some("inference.GRPCInferenceService"), _) => Some(Role::Inference),
         // Reflection and anything added later: inference tokens may read, admin do all.
-        Some(service) if service.starts_with("grpc.reflection.") => Some(Role::Inference),
+        (Some(service), _) if service.starts_with("grpc.reflection.") => Some(Role::Inference),
         _ => Some(Role::Admin),
     }
 }
@@ -196,5 +200,9 @@ mod tests {
         assert_eq!(required_role("/equiserve.v1.Dynamics/Predict"), Some(Role::Inference));
         assert_eq!(required_role("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"), Some(Role::Inference));
         assert_eq!(required_role("/something.Else/Call"), Some(Role::Admin));
+        assert_eq!(required_role("/inference.GRPCInferenceService/ModelInfer"), Some(Role::Inference));
+        assert_eq!(required_role("/inference.GRPCInferenceService/RepositoryIndex"), Some(Role::Inference));
+        assert_eq!(required_role("/inference.GRPCInferenceService/RepositoryModelLoad"), Some(Role::Admin));
+        assert_eq!(required_role("/inference.GRPCInferenceService/RepositoryModelUnload"), Some(Role::Admin));
     }
 }

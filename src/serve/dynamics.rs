@@ -32,6 +32,8 @@ pub struct Limits {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Prediction {
     pub batch: usize,
+    /// The model version that answered.
+    pub version: u64,
     /// [batch, 12, 3].
     pub dx: Array3<f32>,
     /// positions + dx.
@@ -48,6 +50,8 @@ pub struct RolloutStart {
     pub steps: u32,
     /// Emit every n-th frame (0 or 1: every frame); the last one is always emitted.
     pub emit_every: u32,
+    /// Empty: the newest ready version.
+    pub version: String,
 }
 
 /// Ends every model's rollouts with UNAVAILABLE, for a server whose shutdown grace ran out.
@@ -56,7 +60,7 @@ pub struct RolloutEnder(Arc<ModelRegistry>);
 
 impl RolloutEnder {
     pub fn end_all(&self) {
-        for model in self.0.iter() {
+        for model in self.0.all_loaded() {
             model.end_rollouts();
         }
     }
@@ -81,31 +85,35 @@ impl DynamicsCore {
         self.rollouts.clone()
     }
 
-    pub fn models(&self) -> impl Iterator<Item = &LoadedModel> {
-        self.registry.iter()
+    pub fn registry(&self) -> &Arc<ModelRegistry> {
+        &self.registry
+    }
+
+    /// The version every model serves by default.
+    pub fn models(&self) -> Vec<Arc<LoadedModel>> {
+        self.registry.ready()
     }
 
     /// Whether `name` is a served model.
     pub fn serves(&self, name: &str) -> bool {
-        self.registry.get(name).is_some()
+        self.registry.serves(name)
     }
 
-    pub fn model(&self, name: &str) -> Result<Arc<LoadedModel>, ServeError> {
+    /// `version` of `name` (empty: the newest ready one), as requests name them.
+    pub fn model(&self, name: &str, version: &str) -> Result<Arc<LoadedModel>, ServeError> {
         if name.len() > MAX_MODEL_NAME {
             return Err(ServeError::InvalidArgument(format!(
                 "model name of {} bytes; names are at most {MAX_MODEL_NAME}",
                 name.len()
             )));
         }
-        self.registry
-            .get(name)
-            .ok_or_else(|| ServeError::UnknownModel { name: name.to_string(), served: self.registry.names().join(", ") })
+        self.registry.get(name, validate::version(version)?)
     }
 
     /// dx and x + dx for `positions`, packed float32 [batch, 12, 3], and for a history
     /// model of K frames `previous`, packed [batch, K − 1, 12, 3].
-    pub async fn predict(&self, model: &str, positions: Vec<f32>, previous: Vec<f32>) -> Result<Prediction, ServeError> {
-        let model = self.model(model)?;
+    pub async fn predict(&self, model: &str, version: &str, positions: Vec<f32>, previous: Vec<f32>) -> Result<Prediction, ServeError> {
+        let model = self.model(model, version)?;
         let positions = validate::frames(positions, self.limits.max_batch)?;
         let previous = validate::previous(previous, positions.dim().0, model.history_frames())?;
         let dx = model.dx(positions.clone(), previous).await?;
@@ -114,14 +122,14 @@ impl DynamicsCore {
         if let Some(frame) = (0..dx.dim().0).find(|&frame| !finite(frame)) {
             return Err(ServeError::NotFinite { model: model.name().to_string(), frame });
         }
-        Ok(Prediction { batch: positions.dim().0, dx, next_positions })
+        Ok(Prediction { batch: positions.dim().0, version: model.version, dx, next_positions })
     }
 
     /// Starts a rollout of `steps` steps from B frames (and the K − 1 frames before
     /// each, oldest first, for a history model); frames arrive on the returned stream.
     pub fn rollout(&self, model: &str, start: RolloutStart) -> Result<RolloutFrames, ServeError> {
-        let model = self.model(model)?;
-        let RolloutStart { positions, previous, steps, emit_every } = start;
+        let RolloutStart { positions, previous, steps, emit_every, version } = start;
+        let model = self.model(model, &version)?;
         let limits = (self.limits.max_batch, self.limits.max_rollout_steps);
         let (start, previous) = validate::rollout_start(positions, previous, model.history_frames(), steps, limits)?;
         let plan = RolloutPlan { model, start, previous, steps, emit_every: emit_every.max(1), stall_timeout: self.limits.rollout_stall_timeout };

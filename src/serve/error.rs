@@ -7,6 +7,8 @@ use super::engine::EngineError;
 pub enum ServeError {
     #[error("unknown model '{name}'; served models: {served}")]
     UnknownModel { name: String, served: String },
+    #[error("model '{name}' has no {version} ready; ready versions: [{ready}]")]
+    VersionNotReady { name: String, version: String, ready: String },
     /// The request is malformed or out of the limits: the client's to fix.
     #[error("{0}")]
     InvalidArgument(String),

@@ -6,35 +6,26 @@ use std::{sync::Arc, time::Instant};
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status};
 
-use super::{DynamicsCore, LoadedModel, Limits, ModelRegistry, RolloutCounter, RolloutEnder, RolloutStart, ServeError, metrics};
+use super::{DynamicsCore, LoadedModel, RolloutStart, ServeError, metrics};
 use crate::proto::v1::{
     GetModelRequest, ListModelsRequest, ListModelsResponse, ModelInfo, ModelSummary, PredictRequest, PredictResponse,
     RolloutFrame, RolloutRequest, dynamics_server::Dynamics,
 };
 
 pub struct DynamicsService {
-    core: DynamicsCore,
+    core: Arc<DynamicsCore>,
 }
 
 impl DynamicsService {
-    pub fn new(registry: Arc<ModelRegistry>, limits: Limits) -> Self {
-        Self { core: DynamicsCore::new(registry, limits) }
-    }
-
-    pub fn rollouts_in_progress(&self) -> RolloutCounter {
-        self.core.rollouts_in_progress()
-    }
-
-    /// What ends the running rollouts when the server's grace runs out.
-    pub fn rollout_ender(&self) -> RolloutEnder {
-        self.core.rollout_ender()
+    pub fn new(core: Arc<DynamicsCore>) -> Self {
+        Self { core }
     }
 }
 
-fn status(error: ServeError) -> Status {
+pub(super) fn status(error: ServeError) -> Status {
     let message = error.to_string();
     match error {
-        ServeError::UnknownModel { .. } => Status::not_found(message),
+        ServeError::UnknownModel { .. } | ServeError::VersionNotReady { .. } => Status::not_found(message),
         ServeError::InvalidArgument(_) => Status::invalid_argument(message),
         ServeError::Busy { .. } => Status::resource_exhausted(message),
         ServeError::Diverged { .. } | ServeError::NotFinite { .. } => Status::out_of_range(message),
@@ -51,16 +42,21 @@ fn summary(model: &LoadedModel) -> ModelSummary {
         params: model.summary.params,
         execution_provider: model.workers.execution_provider().to_string(),
         history_frames: model.history_frames() as u32,
+        version: model.version.to_string(),
     }
 }
 
 impl DynamicsService {
-    /// Counts a finished call, under the model's name only when it is served.
     fn finished<T>(&self, rpc: &'static str, model: &str, started: Instant, result: &Result<T, Status>) {
-        let code = result.as_ref().map_or_else(Status::code, |_| tonic::Code::Ok);
-        let label = if self.core.serves(model) { model } else { metrics::UNKNOWN_MODEL };
-        metrics::request_finished(rpc, label, format!("{code:?}"), started.elapsed().as_secs_f64());
+        finished(&self.core, rpc, model, started, result);
     }
+}
+
+/// Counts a finished call, under the model's name only when it is served.
+pub(super) fn finished<T>(core: &DynamicsCore, rpc: &'static str, model: &str, started: Instant, result: &Result<T, Status>) {
+    let code = result.as_ref().map_or_else(Status::code, |_| tonic::Code::Ok);
+    let label = if core.serves(model) { model } else { metrics::UNKNOWN_MODEL };
+    metrics::request_finished(rpc, label, format!("{code:?}"), started.elapsed().as_secs_f64());
 }
 
 type RolloutStream = std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<RolloutFrame, Status>> + Send>>;
@@ -68,20 +64,22 @@ type RolloutStream = std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<Ro
 #[tonic::async_trait]
 impl Dynamics for DynamicsService {
     async fn list_models(&self, _: Request<ListModelsRequest>) -> Result<Response<ListModelsResponse>, Status> {
-        Ok(Response::new(ListModelsResponse { models: self.core.models().map(summary).collect() }))
+        Ok(Response::new(ListModelsResponse { models: self.core.models().iter().map(|model| summary(model)).collect() }))
     }
 
     async fn get_model(&self, request: Request<GetModelRequest>) -> Result<Response<ModelInfo>, Status> {
-        let model = self.core.model(&request.get_ref().name).map_err(status)?;
+        let GetModelRequest { name, version } = request.get_ref();
+        let model = self.core.model(name, version).map_err(status)?;
         Ok(Response::new(ModelInfo { summary: Some(summary(&model)), card_json: model.card_json.clone() }))
     }
 
     async fn predict(&self, request: Request<PredictRequest>) -> Result<Response<PredictResponse>, Status> {
         let started = Instant::now();
-        let PredictRequest { model, positions, previous } = request.into_inner();
-        let result = self.core.predict(&model, positions, previous).await.map_err(status).map(|prediction| {
+        let PredictRequest { model, positions, previous, version } = request.into_inner();
+        let result = self.core.predict(&model, &version, positions, previous).await.map_err(status).map(|prediction| {
             Response::new(PredictResponse {
                 model: model.clone(),
+                version: prediction.version.to_string(),
                 batch: prediction.batch as u32,
                 dx: prediction.dx.into_iter().collect(),
                 next_positions: prediction.next_positions.into_iter().collect(),
@@ -95,8 +93,8 @@ impl Dynamics for DynamicsService {
 
     async fn rollout(&self, request: Request<RolloutRequest>) -> Result<Response<Self::RolloutStream>, Status> {
         let started = Instant::now();
-        let RolloutRequest { model, positions, steps, emit_every, previous } = request.into_inner();
-        let start = RolloutStart { positions, previous, steps, emit_every };
+        let RolloutRequest { model, positions, steps, emit_every, previous, version } = request.into_inner();
+        let start = RolloutStart { positions, previous, steps, emit_every, version };
         let result = self.core.rollout(&model, start).map_err(status).map(|frames| {
             let frames = frames.map(|frame| {
                 frame.map(|f| RolloutFrame { step: f.step, positions: f.positions, batch: f.batch as u32 }).map_err(status)

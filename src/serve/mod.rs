@@ -17,16 +17,20 @@ pub mod access;
 #[cfg(feature = "serve")]
 mod grpc;
 #[cfg(feature = "serve")]
+mod inference;
+#[cfg(feature = "serve")]
 mod server;
 
 pub use dynamics::{DynamicsCore, Limits, Prediction, RolloutEnder, RolloutStart};
 pub use engine::{EngineError, ModelWorkers, PoolConfig};
 pub use error::ServeError;
 pub use measure::measure_inference;
-pub use registry::{LoadedModel, ModelRegistry, RegistryError};
+pub use registry::{LoadedModel, ModelControl, ModelRegistry, RegistryError, VersionState};
 pub use rollout::{RolloutCounter, RolloutFrames, RolloutStep};
 
 #[cfg(feature = "serve")]
 pub use grpc::DynamicsService;
+#[cfg(feature = "serve")]
+pub use inference::{InferenceService, NEXT_POSITIONS};
 #[cfg(feature = "serve")]
 pub use server::{ServerOptions, serve, shutdown_signal};

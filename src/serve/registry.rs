@@ -1,11 +1,20 @@
-//! The models being served: every `<dir>/<name>/{model.onnx, card.json}` under the
-//! models directory, each with its own worker pool.
+//! The model repository being served, laid out as Triton's: `<dir>/<name>/<version>/`
+//! holding `model.onnx` and `card.json` (versions are positive integers), or today's flat
+//! `<dir>/<name>/{model.onnx, card.json}`, read as version 1 of the card's model. Every
+//! version found is loaded with its own worker pool; a request names a version or gets
+//! the newest ready one.
+//!
+//! Versions are (re)loaded at start, then on request (`explicit`) or when their files
+//! change (`poll`). A version that fails to load leaves the one it would replace serving,
+//! and the reason is kept for the index. Swapping is replacing an `Arc`: requests and
+//! rollouts hold the version they started on until they end.
 
 use std::{
     collections::BTreeMap,
     fs,
     path::{Path, PathBuf},
-    sync::{Arc, OnceLock},
+    sync::{Arc, Mutex, OnceLock, RwLock, Weak},
+    time::SystemTime,
 };
 
 use ndarray::{Array3, Array4};
@@ -17,7 +26,7 @@ use super::{
     rollout::RolloutStepper,
 };
 use crate::{
-    card::{CARD_FILE, CardSummary, MODEL_FILE, model_folders},
+    card::{CARD_FILE, CardSummary, MODEL_FILE, PARITY_TOLERANCE},
     onnx::{DX, ExecutionDevice, NamedTensors, Signature},
 };
 
@@ -25,6 +34,7 @@ pub struct LoadedModel {
     pub summary: CardSummary,
     /// The card as written by train-export, passed through to clients.
     pub card_json: String,
+    pub version: u64,
     pub workers: ModelWorkers,
     /// Started with the first rollout (it needs the async runtime).
     rollouts: OnceLock<RolloutStepper>,
@@ -78,94 +88,377 @@ impl LoadedModel {
     }
 }
 
+/// When the repository's models are (re)loaded, as Triton's `--model-control-mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum ModelControl {
+    /// Loaded once at start.
+    #[default]
+    None,
+    /// Re-read every poll interval: new or changed versions load, removed ones unload.
+    Poll,
+    /// Loaded at start, then (re)loaded and unloaded by RepositoryModelLoad/Unload.
+    Explicit,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
     #[error("{path}: {message}")]
     Unreadable { path: PathBuf, message: String },
-    #[error("{path}: a model named '{name}' is already served from {first}")]
-    DuplicateName { path: PathBuf, name: String, first: PathBuf },
     #[error("no servable models in {dir}: {reasons}")]
     Empty { dir: PathBuf, reasons: String },
+    #[error("no model '{name}' in the repository {dir}")]
+    NotInRepository { name: String, dir: PathBuf },
+    #[error("'{name}' could not be (re)loaded, {kept}: {reasons}")]
+    LoadFailed { name: String, kept: String, reasons: String },
+    #[error("models are {control:?}-controlled: the repository cannot be changed by request (start with --model-control explicit)")]
+    NotExplicit { control: ModelControl },
 }
 
-/// Models by name, sorted. Each is shared (`Arc`) so that a rollout keeps the model it
-/// started on for as long as it runs.
+/// One version as the index shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VersionState {
+    pub name: String,
+    pub version: u64,
+    pub ready: bool,
+    /// Why the last (re)load failed, if it did (a ready version may have been kept).
+    pub failure: Option<String>,
+}
+
+/// Sizes and times of a version's files: when they change, poll reloads it.
+type FileStamp = [(u64, Option<SystemTime>); 2];
+/// The stamp of an unloaded version: any files differ from it.
+const NEVER_LOADED: FileStamp = [(u64::MAX, None); 2];
+const UNLOADED: &str = "unloaded";
+
+struct VersionSlot {
+    folder: PathBuf,
+    stamp: FileStamp,
+    serving: Option<Arc<LoadedModel>>,
+    failure: Option<String>,
+}
+
+/// A version folder found in the repository.
+struct Found {
+    name: String,
+    version: u64,
+    folder: PathBuf,
+}
+
+/// Models by name, then versions, sorted.
 pub struct ModelRegistry {
-    models: BTreeMap<String, (PathBuf, Arc<LoadedModel>)>,
+    dir: PathBuf,
+    device: ExecutionDevice,
+    pool: PoolConfig,
+    /// One budget for every model's calls.
+    budget: Arc<MemoryBudget>,
+    control: ModelControl,
+    models: RwLock<BTreeMap<String, BTreeMap<u64, VersionSlot>>>,
+    /// Versions swapped out or unloaded: rollouts may still run on them until they end,
+    /// and a shutdown ends those too.
+    retired: Mutex<Vec<Weak<LoadedModel>>>,
+    /// One (re)load at a time; loading happens outside the map's lock.
+    loading: Mutex<()>,
 }
 
 impl ModelRegistry {
-    /// Loads every model folder; one that cannot load is logged and skipped, and
-    /// loading fails only when nothing at all can be served.
-    pub fn load(dir: &Path, device: ExecutionDevice, pool: PoolConfig) -> Result<Self, RegistryError> {
-        let folders = model_folders(dir).map_err(|e| RegistryError::Unreadable { path: dir.to_path_buf(), message: e.to_string() })?;
-        let mut models: BTreeMap<String, (PathBuf, Arc<LoadedModel>)> = BTreeMap::new();
-        let mut failures = Vec::new();
-        // One budget for every model's calls.
-        let budget = Arc::new(MemoryBudget::new(pool.memory_budget));
-        for folder in folders {
-            let loaded = load_one(&folder, device, pool, &budget).and_then(|model| match models.get(model.name()) {
-                Some((first, _)) => Err(RegistryError::DuplicateName {
-                    path: folder.clone(),
-                    name: model.name().to_string(),
-                    first: first.clone(),
-                }),
-                None => Ok(model),
-            });
-            match loaded {
-                Ok(model) => {
-                    tracing::info!(
-                        model = %model.summary.name,
-                        architecture = %model.summary.architecture,
-                        params = model.summary.params,
-                        execution_provider = model.workers.execution_provider(),
-                        workers = model.workers.workers(),
-                        bytes_per_frame = model.workers.frame_cost(),
-                        max_batch_frames = model.workers.max_batch_frames(),
-                        "model loaded"
-                    );
-                    models.insert(model.summary.name.clone(), (folder, Arc::new(model)));
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "model skipped");
-                    failures.push(e.to_string());
-                }
-            }
-        }
-        if models.is_empty() {
+    /// Loads every version in `dir`; one that cannot load is logged and skipped, and
+    /// opening fails only when nothing at all can be served.
+    pub fn open(dir: &Path, device: ExecutionDevice, pool: PoolConfig, control: ModelControl) -> Result<Self, RegistryError> {
+        let registry = Self {
+            dir: dir.to_path_buf(),
+            device,
+            pool,
+            budget: Arc::new(MemoryBudget::new(pool.memory_budget)),
+            control,
+            models: RwLock::default(),
+            retired: Mutex::default(),
+            loading: Mutex::default(),
+        };
+        let failures = registry.sync(None)?;
+        if registry.ready().is_empty() {
             let reasons = if failures.is_empty() {
-                format!("no <name>/{{{MODEL_FILE}, {CARD_FILE}}} folders found")
+                format!("no <name>/[<version>/]{{{MODEL_FILE}, {CARD_FILE}}} folders found")
             } else {
                 failures.join("; ")
             };
             return Err(RegistryError::Empty { dir: dir.to_path_buf(), reasons });
         }
-        Ok(Self { models })
+        Ok(registry)
     }
 
-    pub fn get(&self, name: &str) -> Option<Arc<LoadedModel>> {
-        self.models.get(name).map(|(_, model)| Arc::clone(model))
+    pub fn control(&self) -> ModelControl {
+        self.control
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = &LoadedModel> {
-        self.models.values().map(|(_, model)| model.as_ref())
+    /// `version`, or the newest ready one when `None`.
+    pub fn get(&self, name: &str, version: Option<u64>) -> Result<Arc<LoadedModel>, ServeError> {
+        let models = self.models.read().unwrap_or_else(|e| e.into_inner());
+        let Some(versions) = models.get(name) else {
+            return Err(ServeError::UnknownModel { name: name.to_string(), served: ready_names(&models).join(", ") });
+        };
+        let ready = |slot: &VersionSlot| slot.serving.clone();
+        let found = match version {
+            None => versions.values().rev().find_map(ready),
+            Some(version) => versions.get(&version).and_then(ready),
+        };
+        found.ok_or_else(|| ServeError::VersionNotReady {
+            name: name.to_string(),
+            version: version.map_or_else(|| "any version".to_string(), |v| format!("version {v}")),
+            ready: versions.iter().filter(|(_, slot)| slot.serving.is_some()).map(|(v, _)| v.to_string()).collect::<Vec<_>>().join(", "),
+        })
     }
 
-    pub fn names(&self) -> Vec<&str> {
-        self.models.keys().map(String::as_str).collect()
+    /// Whether `name` has a ready version.
+    pub fn serves(&self, name: &str) -> bool {
+        self.get(name, None).is_ok()
+    }
+
+    /// The default version of every model that has a ready one.
+    pub fn ready(&self) -> Vec<Arc<LoadedModel>> {
+        let models = self.models.read().unwrap_or_else(|e| e.into_inner());
+        models.values().filter_map(|versions| versions.values().rev().find_map(|slot| slot.serving.clone())).collect()
+    }
+
+    /// The ready versions of `name`, oldest first.
+    pub fn ready_versions(&self, name: &str) -> Vec<u64> {
+        let models = self.models.read().unwrap_or_else(|e| e.into_inner());
+        models.get(name).map(|versions| versions.iter().filter(|(_, slot)| slot.serving.is_some()).map(|(v, _)| *v).collect()).unwrap_or_default()
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        ready_names(&self.models.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Every version known, ready or not, with the reason of its last failure.
+    pub fn index(&self) -> Vec<VersionState> {
+        let models = self.models.read().unwrap_or_else(|e| e.into_inner());
+        models
+            .iter()
+            .flat_map(|(name, versions)| {
+                versions.iter().map(|(version, slot)| VersionState {
+                    name: name.clone(),
+                    version: *version,
+                    ready: slot.serving.is_some(),
+                    failure: slot.failure.clone(),
+                })
+            })
+            .collect()
+    }
+
+    /// Every version that may still run rollouts: served ones and retired ones alive.
+    pub(crate) fn all_loaded(&self) -> Vec<Arc<LoadedModel>> {
+        let models = self.models.read().unwrap_or_else(|e| e.into_inner());
+        let serving = models.values().flat_map(|versions| versions.values().filter_map(|slot| slot.serving.clone()));
+        let retired = self.retired.lock().unwrap_or_else(|e| e.into_inner());
+        serving.chain(retired.iter().filter_map(Weak::upgrade)).collect()
+    }
+
+    /// (Re)loads `name` from the repository, for RepositoryModelLoad. Fails, keeping what
+    /// served before, when a version could not load.
+    pub fn load(&self, name: &str) -> Result<(), RegistryError> {
+        self.explicit()?;
+        let failures = self.sync(Some(name))?;
+        if failures.is_empty() {
+            return Ok(());
+        }
+        let kept = match self.ready_versions(name).as_slice() {
+            [] => "nothing of it is served".to_string(),
+            ready => format!("still serving version(s) {}", ready.iter().map(u64::to_string).collect::<Vec<_>>().join(", ")),
+        };
+        Err(RegistryError::LoadFailed { name: name.to_string(), kept, reasons: failures.join("; ") })
+    }
+
+    /// Stops serving every version of `name`; calls and rollouts in flight finish.
+    pub fn unload(&self, name: &str) -> Result<(), RegistryError> {
+        self.explicit()?;
+        let mut models = self.models.write().unwrap_or_else(|e| e.into_inner());
+        let Some(versions) = models.get_mut(name) else {
+            return Err(RegistryError::NotInRepository { name: name.to_string(), dir: self.dir.clone() });
+        };
+        // Kept in the index as unavailable; the next load reads the files again.
+        let unloaded: Vec<_> = versions
+            .values_mut()
+            .filter_map(|slot| {
+                slot.stamp = NEVER_LOADED;
+                slot.failure = Some(UNLOADED.to_string());
+                slot.serving.take()
+            })
+            .collect();
+        drop(models);
+        self.retire(unloaded);
+        tracing::info!(model = name, "model unloaded");
+        Ok(())
+    }
+
+    /// Brings the served versions in line with the files, for every model or one;
+    /// returns why versions failed to load.
+    pub fn sync(&self, only: Option<&str>) -> Result<Vec<String>, RegistryError> {
+        let _one_at_a_time = self.loading.lock().unwrap_or_else(|e| e.into_inner());
+        let found: Vec<Found> = scan(&self.dir)?.into_iter().filter(|f| only.is_none_or(|name| f.name == name)).collect();
+        if let Some(name) = only
+            && found.is_empty()
+        {
+            return Err(RegistryError::NotInRepository { name: name.to_string(), dir: self.dir.clone() });
+        }
+        let mut failures = Vec::new();
+        let mut seen: BTreeMap<(String, u64), PathBuf> = BTreeMap::new();
+        for Found { name, version, folder } in found {
+            if let Some(first) = seen.get(&(name.clone(), version)) {
+                let reason = format!("{}: version {version} of '{name}' is already served from {}", folder.display(), first.display());
+                tracing::error!(model = %name, version, error = %reason, "model version skipped");
+                failures.push(reason);
+                continue;
+            }
+            seen.insert((name.clone(), version), folder.clone());
+            let stamp = stamp(&folder);
+            let unchanged = {
+                let models = self.models.read().unwrap_or_else(|e| e.into_inner());
+                models.get(&name).and_then(|versions| versions.get(&version)).is_some_and(|slot| slot.folder == folder && slot.stamp == stamp)
+            };
+            if unchanged {
+                continue;
+            }
+            let loaded = load_version(&folder, &name, version, self.device, self.pool, &self.budget);
+            let mut models = self.models.write().unwrap_or_else(|e| e.into_inner());
+            let slot = models.entry(name.clone()).or_default().entry(version).or_insert_with(|| VersionSlot {
+                folder: folder.clone(),
+                stamp,
+                serving: None,
+                failure: None,
+            });
+            slot.folder = folder;
+            slot.stamp = stamp;
+            match loaded {
+                Ok(model) => {
+                    log_loaded(&model, slot.serving.is_some());
+                    slot.failure = None;
+                    let replaced = slot.serving.replace(Arc::new(model));
+                    drop(models);
+                    self.retire(replaced);
+                }
+                Err(e) => {
+                    let reason = e.to_string();
+                    let kept = slot.serving.is_some();
+                    tracing::error!(model = %name, version, error = %reason, kept_serving = kept, "model version failed to load");
+                    slot.failure = Some(reason.clone());
+                    failures.push(reason);
+                }
+            }
+        }
+        // Versions whose folders are gone stop serving.
+        let mut models = self.models.write().unwrap_or_else(|e| e.into_inner());
+        let mut removed = Vec::new();
+        for (name, versions) in models.iter_mut().filter(|(name, _)| only.is_none_or(|only| only == name.as_str())) {
+            versions.retain(|version, slot| {
+                let keep = seen.contains_key(&(name.clone(), *version));
+                if !keep {
+                    tracing::info!(model = %name, version, "model version removed from the repository; unloaded");
+                    removed.extend(slot.serving.take());
+                }
+                keep
+            });
+        }
+        models.retain(|_, versions| !versions.is_empty());
+        drop(models);
+        self.retire(removed);
+        Ok(failures)
+    }
+
+    fn explicit(&self) -> Result<(), RegistryError> {
+        match self.control {
+            ModelControl::Explicit => Ok(()),
+            control => Err(RegistryError::NotExplicit { control }),
+        }
+    }
+
+    fn retire(&self, models: impl IntoIterator<Item = Arc<LoadedModel>>) {
+        let mut retired = self.retired.lock().unwrap_or_else(|e| e.into_inner());
+        retired.retain(|model| model.strong_count() > 0);
+        retired.extend(models.into_iter().map(|model| Arc::downgrade(&model)));
     }
 }
 
-fn load_one(dir: &Path, device: ExecutionDevice, pool: PoolConfig, budget: &Arc<MemoryBudget>) -> Result<LoadedModel, RegistryError> {
+fn ready_names(models: &BTreeMap<String, BTreeMap<u64, VersionSlot>>) -> Vec<String> {
+    models.iter().filter(|(_, versions)| versions.values().any(|slot| slot.serving.is_some())).map(|(name, _)| name.clone()).collect()
+}
+
+fn log_loaded(model: &LoadedModel, replacing: bool) {
+    tracing::info!(
+        model = %model.summary.name,
+        version = model.version,
+        architecture = %model.summary.architecture,
+        params = model.summary.params,
+        execution_provider = model.workers.execution_provider(),
+        workers = model.workers.workers(),
+        bytes_per_frame = model.workers.frame_cost(),
+        max_batch_frames = model.workers.max_batch_frames(),
+        "{}",
+        if replacing { "model version reloaded" } else { "model version loaded" }
+    );
+}
+
+fn holds_model(folder: &Path) -> bool {
+    folder.join(CARD_FILE).is_file() || folder.join(MODEL_FILE).is_file()
+}
+
+/// Every version folder: `<name>/<version>/` named by the folder, or a flat `<name>/`
+/// as version 1 named by its card (by the folder when the card cannot be read; its load
+/// then says why).
+fn scan(dir: &Path) -> Result<Vec<Found>, RegistryError> {
+    let unreadable = |path: &Path, e: std::io::Error| RegistryError::Unreadable { path: path.to_path_buf(), message: e.to_string() };
+    let mut found = Vec::new();
+    let mut folders: Vec<PathBuf> = fs::read_dir(dir).map_err(|e| unreadable(dir, e))?.filter_map(|entry| entry.ok().map(|e| e.path())).collect();
+    folders.sort();
+    for folder in folders.into_iter().filter(|f| f.is_dir()) {
+        let folder_name = folder.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        if holds_model(&folder) {
+            let card_name = fs::read_to_string(folder.join(CARD_FILE)).ok().and_then(|json| serde_json::from_str::<CardSummary>(&json).ok()).map(|card| card.name);
+            found.push(Found { name: card_name.unwrap_or(folder_name), version: 1, folder });
+            continue;
+        }
+        let Ok(entries) = fs::read_dir(&folder) else { continue };
+        for entry in entries.filter_map(Result::ok) {
+            let path = entry.path();
+            let version = entry.file_name().to_str().and_then(|v| v.parse::<u64>().ok()).filter(|&v| v > 0);
+            if let Some(version) = version
+                && holds_model(&path)
+            {
+                found.push(Found { name: folder_name.clone(), version, folder: path });
+            }
+        }
+    }
+    found.sort_by(|a, b| (&a.name, a.version).cmp(&(&b.name, b.version)));
+    Ok(found)
+}
+
+fn stamp(folder: &Path) -> FileStamp {
+    let of = |file: &str| fs::metadata(folder.join(file)).map(|m| (m.len(), m.modified().ok())).unwrap_or((0, None));
+    [of(CARD_FILE), of(MODEL_FILE)]
+}
+
+fn load_version(
+    dir: &Path,
+    name: &str,
+    version: u64,
+    device: ExecutionDevice,
+    pool: PoolConfig,
+    budget: &Arc<MemoryBudget>,
+) -> Result<LoadedModel, RegistryError> {
     let card_path = dir.join(CARD_FILE);
     let unreadable = |path: &Path, e: &dyn std::fmt::Display| RegistryError::Unreadable { path: path.to_path_buf(), message: e.to_string() };
     let card_json = fs::read_to_string(&card_path).map_err(|e| unreadable(&card_path, &e))?;
-    let summary: CardSummary = serde_json::from_str(&card_json).map_err(|e| unreadable(&card_path, &e))?;
+    let mut summary: CardSummary = serde_json::from_str(&card_json).map_err(|e| unreadable(&card_path, &e))?;
+    let parity = summary.onnx.parity_relative_error;
+    if !(parity <= PARITY_TOLERANCE) {
+        return Err(unreadable(&card_path, &format_args!("the card records an ONNX parity error of {parity:.3e} (> {PARITY_TOLERANCE:e}): the graph does not compute the trained model")));
+    }
+    // In the versioned layout the folder names the model, as in Triton's.
+    summary.name = name.to_string();
     let onnx_file = dir.join(MODEL_FILE);
     if !onnx_file.is_file() {
         return Err(unreadable(&onnx_file, &"the card's model file is missing"));
     }
-    let workers = ModelWorkers::start(&summary.name, &onnx_file, &summary.onnx.signature, device, pool, Arc::clone(budget))
+    let workers = ModelWorkers::start(name, &onnx_file, &summary.onnx.signature, device, pool, Arc::clone(budget))
         .map_err(|e| unreadable(&onnx_file, &e))?;
-    Ok(LoadedModel { summary, card_json, workers, rollouts: OnceLock::new() })
+    Ok(LoadedModel { summary, card_json, version, workers, rollouts: OnceLock::new() })
 }

@@ -1,16 +1,16 @@
-//! The gRPC server: the Dynamics service beside health and reflection, and graceful
-//! shutdown.
+//! The gRPC server: the Dynamics service and the Open Inference Protocol beside health
+//! and reflection, the repository poll, and graceful shutdown.
 
-use std::{future::Future, time::Duration};
+use std::{future::Future, sync::Arc, time::Duration};
 
 use tokio::{net::TcpListener, sync::oneshot};
 use tonic::transport::{Server, ServerTlsConfig, server::TcpIncoming};
 
 use super::{
-    DynamicsService,
+    DynamicsCore, DynamicsService, InferenceService, ModelControl, ModelRegistry,
     access::{AccessLayer, AccessTokens},
 };
-use crate::proto::{FILE_DESCRIPTOR_SET, v1::dynamics_server::DynamicsServer};
+use crate::proto::{FILE_DESCRIPTOR_SET, inference::grpc_inference_service_server::GrpcInferenceServiceServer, v1::dynamics_server::DynamicsServer};
 
 /// How long ended rollouts get to send their UNAVAILABLE before connections are cut.
 const UNAVAILABLE_FLUSH: Duration = Duration::from_millis(500);
@@ -29,28 +29,39 @@ pub struct ServerOptions {
     /// TLS (rustls): the server's certificate and key, and a client CA when clients must
     /// show certificates too; `None`: plaintext.
     pub tls: Option<ServerTlsConfig>,
+    /// How often a `poll`-controlled repository is re-read.
+    pub repository_poll: Duration,
 }
 
 impl Default for ServerOptions {
     fn default() -> Self {
-        Self { shutdown_grace: Duration::from_secs(30), keepalive: Duration::from_secs(60), tokens: None, tls: None }
+        Self {
+            shutdown_grace: Duration::from_secs(30),
+            keepalive: Duration::from_secs(60),
+            tokens: None,
+            tls: None,
+            repository_poll: Duration::from_secs(15),
+        }
     }
 }
 
-/// Serves `service` on `listener` until `shutdown` completes, then drains in-flight
+/// Serves `core` on `listener` until `shutdown` completes, then drains in-flight
 /// calls for at most the grace (a second Ctrl-C or SIGTERM ends them at once).
 pub async fn serve(
-    service: DynamicsService,
+    core: Arc<DynamicsCore>,
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
     options: ServerOptions,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter.set_serving::<DynamicsServer<DynamicsService>>().await;
+    health_reporter.set_serving::<GrpcInferenceServiceServer<InferenceService>>().await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
         .build_v1()?;
-    let rollouts = service.rollout_ender();
+    let rollouts = core.rollout_ender();
+    let poll = (core.registry().control() == ModelControl::Poll).then(|| tokio::spawn(poll_repository(Arc::clone(core.registry()), options.repository_poll)));
+    let _stop_polling = poll.map(AbortOnDrop);
     let (draining, drain_started) = oneshot::channel::<()>();
     let mut builder = Server::builder();
     if let Some(tls) = options.tls {
@@ -63,7 +74,8 @@ pub async fn serve(
         .layer(AccessLayer::new(options.tokens))
         .add_service(health_service)
         .add_service(reflection)
-        .add_service(DynamicsServer::new(service))
+        .add_service(DynamicsServer::new(DynamicsService::new(Arc::clone(&core))))
+        .add_service(GrpcInferenceServiceServer::new(InferenceService::new(core)))
         // Without TCP_NODELAY every unary call waits out the peer's delayed ACK (~40 ms).
         .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), async move {
             shutdown.await;
@@ -88,6 +100,31 @@ pub async fn serve(
         result?;
     }
     Ok(())
+}
+
+/// Re-reads the repository every `every`: new and changed versions load (a failed one
+/// leaves the version it would replace serving), removed ones unload.
+async fn poll_repository(registry: Arc<ModelRegistry>, every: Duration) {
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticks.tick().await;
+    loop {
+        ticks.tick().await;
+        let registry = Arc::clone(&registry);
+        match tokio::task::spawn_blocking(move || registry.sync(None)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "cannot read the model repository"),
+            Err(e) => tracing::error!(error = %e, "the repository poll stopped"),
+        }
+    }
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Completes on Ctrl-C or SIGTERM.

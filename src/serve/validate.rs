@@ -6,6 +6,20 @@ use super::ServeError;
 use crate::data::{DIMS, FRAME_LEN, PARTICLES};
 
 /// Checks a packed [batch, 12, 3] array: whole frames, 1..=max_batch of them, all finite.
+/// A request's model version: empty for the newest ready one, else a positive integer.
+pub fn version(version: &str) -> Result<Option<u64>, ServeError> {
+    if version.is_empty() {
+        return Ok(None);
+    }
+    match version.parse::<u64>() {
+        Ok(number) if number > 0 => Ok(Some(number)),
+        _ => Err(ServeError::InvalidArgument(format!(
+            "model version '{}': expected a positive integer, or empty for the newest",
+            version.chars().take(32).collect::<String>()
+        ))),
+    }
+}
+
 pub fn frames(positions: Vec<f32>, max_batch: usize) -> Result<Array3<f32>, ServeError> {
     let invalid = |message: String| Err(ServeError::InvalidArgument(message));
     if positions.is_empty() {

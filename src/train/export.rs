@@ -27,8 +27,7 @@ use crate::{
     serve::measure_inference,
 };
 
-/// Above this, the exported graph does not compute the trained model's function.
-pub const PARITY_TOLERANCE: f64 = 1e-5;
+pub use crate::card::PARITY_TOLERANCE;
 pub const LOSS_PLOT_FILE: &str = "loss.svg";
 pub const CORRELATION_PLOT_FILE: &str = "correlation.svg";
 pub const TRAJECTORY_PLOT_FILE: &str = "trajectory.svg";

@@ -15,13 +15,19 @@ use std::{
 use equiserve::{
     onnx::ExecutionDevice,
     proto::v1::dynamics_client::DynamicsClient,
-    serve::{DynamicsService, Limits, ModelRegistry, PoolConfig, RolloutCounter, ServerOptions, serve},
+    serve::{DynamicsCore, Limits, ModelControl, ModelRegistry, PoolConfig, RolloutCounter, ServerOptions, serve},
 };
 use tokio::{net::TcpListener, sync::oneshot};
 use tonic::transport::Channel;
 
-/// A short grace, so that a test leaving a stream open ends quickly.
-pub const TEST_SERVER_OPTIONS: ServerOptions = ServerOptions { shutdown_grace: Duration::from_secs(1), keepalive: Duration::from_secs(20), tokens: None, tls: None };
+/// A short grace, so that a test leaving a stream open ends quickly; a quick repository poll.
+pub const TEST_SERVER_OPTIONS: ServerOptions = ServerOptions {
+    shutdown_grace: Duration::from_secs(1),
+    keepalive: Duration::from_secs(20),
+    tokens: None,
+    tls: None,
+    repository_poll: Duration::from_millis(200),
+};
 
 pub const LIMITS: Limits = Limits { max_batch: 64, max_rollout_steps: 1000, max_rollouts: 40, rollout_stall_timeout: Duration::from_secs(60) };
 
@@ -105,6 +111,7 @@ pub struct TestServer {
     pub client: DynamicsClient<Channel>,
     pub channel: Channel,
     pub rollouts_in_progress: RolloutCounter,
+    pub core: Arc<DynamicsCore>,
     stop: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -119,14 +126,19 @@ impl TestServer {
     }
 
     pub async fn start_with_options(models_dir: &Path, pool: PoolConfig, options: ServerOptions) -> Self {
-        let registry = ModelRegistry::load(models_dir, ExecutionDevice::Cpu, pool).expect("models load");
+        Self::start_repository(models_dir, pool, ModelControl::None, options).await
+    }
+
+    pub async fn start_repository(models_dir: &Path, pool: PoolConfig, control: ModelControl, options: ServerOptions) -> Self {
+        let registry = ModelRegistry::open(models_dir, ExecutionDevice::Cpu, pool, control).expect("models load");
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let address = listener.local_addr().expect("address");
         let (stop, stopped) = oneshot::channel::<()>();
-        let service = DynamicsService::new(Arc::new(registry), LIMITS);
-        let rollouts_in_progress = service.rollouts_in_progress();
+        let core = Arc::new(DynamicsCore::new(Arc::new(registry), LIMITS));
+        let rollouts_in_progress = core.rollouts_in_progress();
+        let served = Arc::clone(&core);
         let task = tokio::spawn(async move {
-            serve(service, listener, async {
+            serve(served, listener, async {
                 let _ = stopped.await;
             }, options)
             .await
@@ -134,7 +146,7 @@ impl TestServer {
         });
         let uri = format!("http://{address}");
         let channel = Channel::from_shared(uri.clone()).expect("uri").connect().await.expect("connect");
-        Self { uri, client: DynamicsClient::new(channel.clone()), channel, rollouts_in_progress, stop: Some(stop), task }
+        Self { uri, client: DynamicsClient::new(channel.clone()), channel, rollouts_in_progress, core, stop: Some(stop), task }
     }
 
     /// Asks the server to shut down gracefully and waits until it has.
@@ -144,4 +156,28 @@ impl TestServer {
         }
         (&mut self.task).await.expect("server task ends cleanly");
     }
+}
+
+/// The shipped model folder `models/<name>` of the project.
+pub fn shipped_model(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("models").join(name)
+}
+
+/// Copies a model folder's card and ONNX file into `to` (created), as a user deploys one.
+pub fn copy_model(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("model folder");
+    for file in ["card.json", "model.onnx"] {
+        std::fs::copy(from.join(file), to.join(file)).unwrap_or_else(|e| panic!("{}: {e}", from.join(file).display()));
+    }
+}
+
+/// The Python of the project-local virtual environment with tritonclient that
+/// scripts/test installs (scripts/setup-tritonclient), if it is there.
+pub fn tritonclient_python(what: &str) -> Option<PathBuf> {
+    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv-tritonclient/bin/python");
+    if python.is_file() {
+        return Some(python);
+    }
+    skip(what, "no .venv-tritonclient (scripts/setup-tritonclient installs it; scripts/test runs it)");
+    None
 }

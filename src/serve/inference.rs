@@ -1,0 +1,393 @@
+//! The Open Inference Protocol (KServe v2) over gRPC, with Triton's streaming and model
+//! repository extensions, mapped onto the serving core as `equiserve.v1.Dynamics` is:
+//! ModelInfer is Predict, a ModelStreamInfer request with a `steps` parameter is a
+//! Rollout answered as a decoupled model (one response per emitted frame).
+//!
+//! Tensors: inputs `positions` FP32 [B, 12, 3] and, for a model of K ≥ 2 frames,
+//! `previous` FP32 [B, K − 1, 12, 3]; outputs `dx` and `next_positions` FP32 [B, 12, 3]
+//! (a rollout's responses: `positions`). Inputs come as typed `fp32_contents` or as
+//! `raw_input_contents`; outputs always go as `raw_output_contents`, as Triton answers
+//! (tritonclient reads numeric outputs from there only).
+
+use std::{collections::HashMap, sync::Arc, time::Instant};
+
+use tokio::sync::{Semaphore, mpsc};
+use tokio_stream::{Stream, StreamExt, wrappers::ReceiverStream};
+use tonic::{Request, Response, Status, Streaming};
+
+use super::{
+    DynamicsCore, RegistryError, RolloutStart,
+    grpc::{finished, status},
+};
+use crate::{
+    onnx::{DX, POSITIONS, PREVIOUS},
+    proto::inference::{
+        InferParameter, ModelInferRequest, ModelInferResponse, ModelMetadataRequest, ModelMetadataResponse, ModelReadyRequest,
+        ModelReadyResponse, ModelStreamInferResponse, RepositoryIndexRequest, RepositoryIndexResponse, RepositoryModelLoadRequest,
+        RepositoryModelLoadResponse, RepositoryModelUnloadRequest, RepositoryModelUnloadResponse, ServerLiveRequest, ServerLiveResponse,
+        ServerMetadataRequest, ServerMetadataResponse, ServerReadyRequest, ServerReadyResponse, grpc_inference_service_server::GrpcInferenceService,
+        infer_parameter::ParameterChoice, model_infer_request::InferInputTensor, model_infer_response::InferOutputTensor,
+        model_metadata_response::TensorMetadata, repository_index_response::ModelIndex,
+    },
+};
+
+/// Output of ModelInfer beside `dx`: positions + dx.
+pub const NEXT_POSITIONS: &str = "next_positions";
+const FP32: &str = "FP32";
+/// The platform Triton names ONNX Runtime models by.
+const PLATFORM: &str = "onnxruntime_onnx";
+/// Request parameters of a streamed rollout.
+const STEPS: &str = "steps";
+const EMIT_EVERY: &str = "emit_every";
+/// Response parameter: the rollout step of the frame.
+const STEP: &str = "step";
+/// Triton's decoupled-model flags: the last response of a request, and the request's
+/// wish to get that flag in a response of its own with no outputs.
+const FINAL_RESPONSE: &str = "triton_final_response";
+const EMPTY_FINAL_RESPONSE: &str = "triton_enable_empty_final_response";
+/// Responses waiting for a stream's client; a rollout whose client stops reading then
+/// stops taking frames and ends at the stall timeout.
+const STREAM_RESPONSES: usize = 16;
+/// ModelInfer requests of one stream computed at once (rollouts are bounded by the
+/// server's rollout limit).
+const STREAM_INFERS: usize = 16;
+
+pub struct InferenceService {
+    core: Arc<DynamicsCore>,
+}
+
+impl InferenceService {
+    pub fn new(core: Arc<DynamicsCore>) -> Self {
+        Self { core }
+    }
+}
+
+/// A request's tensors, checked against the model's window.
+struct Inputs {
+    positions: Vec<f32>,
+    previous: Vec<f32>,
+}
+
+fn invalid(message: String) -> Status {
+    Status::invalid_argument(message)
+}
+
+/// Reads `positions` (and `previous`) from typed or raw contents, checking names,
+/// datatypes and shapes: [B, 12, 3] and [B, K − 1, 12, 3].
+fn inputs(request: &mut ModelInferRequest, history_frames: usize) -> Result<Inputs, Status> {
+    let raw = std::mem::take(&mut request.raw_input_contents);
+    if !raw.is_empty() && raw.len() != request.inputs.len() {
+        return Err(invalid(format!("{} raw_input_contents for {} inputs; give one per input", raw.len(), request.inputs.len())));
+    }
+    let expected = if history_frames > 1 { format!("{POSITIONS} and {PREVIOUS}") } else { POSITIONS.to_string() };
+    let mut positions = None;
+    let mut previous = None;
+    let mut raw = raw.into_iter();
+    for input in &mut request.inputs {
+        let InferInputTensor { name, datatype, shape, contents, .. } = input;
+        let slot = match name.as_str() {
+            POSITIONS => &mut positions,
+            PREVIOUS if history_frames > 1 => &mut previous,
+            _ => return Err(invalid(format!("unknown input '{}'; the model takes {expected}", name.chars().take(64).collect::<String>()))),
+        };
+        if slot.is_some() {
+            return Err(invalid(format!("input '{name}' given twice")));
+        }
+        if datatype != FP32 {
+            return Err(invalid(format!("input '{name}' has datatype {}; the model takes {FP32}", datatype.chars().take(16).collect::<String>())));
+        }
+        let dims = if name == POSITIONS { vec![12, 3] } else { vec![history_frames as i64 - 1, 12, 3] };
+        if shape.len() != dims.len() + 1 || shape[1..] != dims[..] || shape[0] < 1 {
+            return Err(invalid(format!("input '{name}' has shape {shape:?}; expected [batch, {}]", dims.iter().map(i64::to_string).collect::<Vec<_>>().join(", "))));
+        }
+        let elements = shape.iter().product::<i64>() as usize;
+        let values = match (raw.next(), contents.take()) {
+            (Some(bytes), None) => {
+                if bytes.len() != elements * 4 {
+                    return Err(invalid(format!("input '{name}' of shape {shape:?} needs {} bytes of raw contents, got {}", elements * 4, bytes.len())));
+                }
+                bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
+            }
+            (None, Some(contents)) => {
+                if contents.fp32_contents.len() != elements {
+                    return Err(invalid(format!("input '{name}' of shape {shape:?} needs {elements} fp32_contents, got {}", contents.fp32_contents.len())));
+                }
+                contents.fp32_contents
+            }
+            (Some(_), Some(_)) => return Err(invalid(format!("input '{name}' has both contents and raw_input_contents; give one"))),
+            (None, None) => return Err(invalid(format!("input '{name}' has no data"))),
+        };
+        *slot = Some((shape[0], values));
+    }
+    let Some((batch, positions)) = positions else {
+        return Err(invalid(format!("no input '{POSITIONS}'; the model takes {expected}")));
+    };
+    let previous = match previous {
+        Some((previous_batch, _)) if previous_batch != batch => {
+            return Err(invalid(format!("'{PREVIOUS}' has batch {previous_batch} but '{POSITIONS}' has {batch}")));
+        }
+        Some((_, values)) => values,
+        None if history_frames > 1 => return Err(invalid(format!("no input '{PREVIOUS}'; the model takes {expected}"))),
+        None => Vec::new(),
+    };
+    Ok(Inputs { positions, previous })
+}
+
+fn frames_tensor(name: &str, batch: usize) -> InferOutputTensor {
+    InferOutputTensor { name: name.to_string(), datatype: FP32.to_string(), shape: vec![batch as i64, 12, 3], ..Default::default() }
+}
+
+fn raw(values: impl IntoIterator<Item = f32>) -> Vec<u8> {
+    values.into_iter().flat_map(f32::to_le_bytes).collect()
+}
+
+fn parameter(value: ParameterChoice) -> InferParameter {
+    InferParameter { parameter_choice: Some(value) }
+}
+
+/// A non-negative integer request parameter, if present.
+fn integer(parameters: &HashMap<String, InferParameter>, name: &str) -> Result<Option<u32>, Status> {
+    let Some(value) = parameters.get(name) else { return Ok(None) };
+    let number = match value.parameter_choice {
+        Some(ParameterChoice::Int64Param(v)) => i128::from(v),
+        Some(ParameterChoice::Uint64Param(v)) => i128::from(v),
+        _ => return Err(invalid(format!("parameter '{name}' must be an integer"))),
+    };
+    u32::try_from(number).map(Some).map_err(|_| invalid(format!("parameter '{name}' = {number} is out of range (0..={})", u32::MAX)))
+}
+
+impl InferenceService {
+    /// ModelInfer: Predict for the request's tensors.
+    async fn infer(&self, mut request: ModelInferRequest) -> Result<ModelInferResponse, Status> {
+        let model = self.core.model(&request.model_name, &request.model_version).map_err(status)?;
+        let Inputs { positions, previous } = inputs(&mut request, model.history_frames())?;
+        let wanted: Vec<String> = request.outputs.iter().map(|o| o.name.clone()).collect();
+        if let Some(unknown) = wanted.iter().find(|name| *name != DX && *name != NEXT_POSITIONS) {
+            return Err(invalid(format!("unknown output '{}'; the model gives {DX} and {NEXT_POSITIONS}", unknown.chars().take(64).collect::<String>())));
+        }
+        let prediction = self.core.predict(&request.model_name, &model.version.to_string(), positions, previous).await.map_err(status)?;
+        let mut response = ModelInferResponse {
+            model_name: request.model_name,
+            model_version: prediction.version.to_string(),
+            id: request.id,
+            ..Default::default()
+        };
+        let mut add = |name: &str, values: ndarray::Array3<f32>| {
+            if wanted.is_empty() || wanted.iter().any(|w| w == name) {
+                response.outputs.push(frames_tensor(name, prediction.batch));
+                response.raw_output_contents.push(raw(values));
+            }
+        };
+        add(DX, prediction.dx);
+        add(NEXT_POSITIONS, prediction.next_positions);
+        Ok(response)
+    }
+
+    /// A streamed rollout: every emitted frame as a response on `out`, the last flagged final.
+    fn rollout(&self, mut request: ModelInferRequest, steps: u32, out: mpsc::Sender<Result<ModelStreamInferResponse, Status>>) -> Result<(), Status> {
+        let model = self.core.model(&request.model_name, &request.model_version).map_err(status)?;
+        let Inputs { positions, previous } = inputs(&mut request, model.history_frames())?;
+        let emit_every = integer(&request.parameters, EMIT_EVERY)?.unwrap_or(1);
+        let empty_final = matches!(request.parameters.get(EMPTY_FINAL_RESPONSE).and_then(|p| p.parameter_choice.as_ref()), Some(ParameterChoice::BoolParam(true)));
+        let version = model.version.to_string();
+        let start = RolloutStart { positions, previous, steps, emit_every, version: version.clone() };
+        let mut frames = self.core.rollout(&request.model_name, start).map_err(status)?;
+        let (name, id) = (request.model_name, request.id);
+        tokio::spawn(async move {
+            let response = |outputs: Vec<InferOutputTensor>, raw_output_contents: Vec<Vec<u8>>, parameters: HashMap<String, InferParameter>| ModelStreamInferResponse {
+                error_message: String::new(),
+                infer_response: Some(ModelInferResponse {
+                    model_name: name.clone(),
+                    model_version: version.clone(),
+                    id: id.clone(),
+                    parameters,
+                    outputs,
+                    raw_output_contents,
+                }),
+            };
+            while let Some(frame) = frames.next().await {
+                let answers = match frame {
+                    Ok(frame) => {
+                        let last = frame.step == steps;
+                        let parameters = HashMap::from([
+                            (STEP.to_string(), parameter(ParameterChoice::Int64Param(i64::from(frame.step)))),
+                            (FINAL_RESPONSE.to_string(), parameter(ParameterChoice::BoolParam(last && !empty_final))),
+                        ]);
+                        let mut answers = vec![response(vec![frames_tensor(POSITIONS, frame.batch)], vec![raw(frame.positions)], parameters)];
+                        if last && empty_final {
+                            answers.push(response(Vec::new(), Vec::new(), HashMap::from([(FINAL_RESPONSE.to_string(), parameter(ParameterChoice::BoolParam(true)))])));
+                        }
+                        answers
+                    }
+                    Err(error) => vec![ModelStreamInferResponse { error_message: error.to_string(), infer_response: None }],
+                };
+                for answer in answers {
+                    // A client gone: dropping `frames` ends the rollout.
+                    if out.send(Ok(answer)).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(())
+    }
+}
+
+type InferStream = std::pin::Pin<Box<dyn Stream<Item = Result<ModelStreamInferResponse, Status>> + Send>>;
+
+fn stream_error(status: Status) -> ModelStreamInferResponse {
+    ModelStreamInferResponse { error_message: status.message().to_string(), infer_response: None }
+}
+
+fn repository_status(error: RegistryError) -> Status {
+    let message = error.to_string();
+    match error {
+        RegistryError::NotInRepository { .. } => Status::not_found(message),
+        // Triton answers a repository call its control mode does not allow as unsupported.
+        RegistryError::NotExplicit { .. } => Status::unimplemented(message),
+        RegistryError::LoadFailed { .. } | RegistryError::Unreadable { .. } | RegistryError::Empty { .. } => Status::failed_precondition(message),
+    }
+}
+
+/// Repository calls take a model name and no parameters but `accepted` (Triton's file
+/// and config overrides are not supported).
+fn repository_target<V>(model_name: &str, parameters: &HashMap<String, V>, accepted: &[&str]) -> Result<(), Status> {
+    if model_name.is_empty() || model_name.len() > super::dynamics::MAX_MODEL_NAME {
+        return Err(invalid(format!("model_name must have 1 to {} bytes", super::dynamics::MAX_MODEL_NAME)));
+    }
+    if let Some(name) = parameters.keys().find(|name| !accepted.contains(&name.as_str())) {
+        return Err(invalid(format!("parameter '{}' is not supported: models load from their files in the repository", name.chars().take(64).collect::<String>())));
+    }
+    Ok(())
+}
+
+#[tonic::async_trait]
+impl GrpcInferenceService for InferenceService {
+    async fn server_live(&self, _: Request<ServerLiveRequest>) -> Result<Response<ServerLiveResponse>, Status> {
+        Ok(Response::new(ServerLiveResponse { live: true }))
+    }
+
+    async fn server_ready(&self, _: Request<ServerReadyRequest>) -> Result<Response<ServerReadyResponse>, Status> {
+        Ok(Response::new(ServerReadyResponse { ready: !self.core.models().is_empty() }))
+    }
+
+    async fn model_ready(&self, request: Request<ModelReadyRequest>) -> Result<Response<ModelReadyResponse>, Status> {
+        let ModelReadyRequest { name, version } = request.get_ref();
+        Ok(Response::new(ModelReadyResponse { ready: self.core.model(name, version).is_ok() }))
+    }
+
+    async fn server_metadata(&self, _: Request<ServerMetadataRequest>) -> Result<Response<ServerMetadataResponse>, Status> {
+        Ok(Response::new(ServerMetadataResponse {
+            name: env!("CARGO_PKG_NAME").to_string(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            extensions: vec!["model_repository".to_string(), "parameters".to_string()],
+        }))
+    }
+
+    async fn model_metadata(&self, request: Request<ModelMetadataRequest>) -> Result<Response<ModelMetadataResponse>, Status> {
+        let ModelMetadataRequest { name, version } = request.get_ref();
+        let model = self.core.model(name, version).map_err(status)?;
+        let tensor = |name: &str, shape: &[i64]| TensorMetadata { name: name.to_string(), datatype: FP32.to_string(), shape: shape.to_vec() };
+        let mut inputs = vec![tensor(POSITIONS, &[-1, 12, 3])];
+        if model.history_frames() > 1 {
+            inputs.push(tensor(PREVIOUS, &[-1, model.history_frames() as i64 - 1, 12, 3]));
+        }
+        let versions = if version.is_empty() { self.core.registry().ready_versions(name) } else { vec![model.version] };
+        Ok(Response::new(ModelMetadataResponse {
+            name: name.clone(),
+            versions: versions.iter().map(u64::to_string).collect(),
+            platform: PLATFORM.to_string(),
+            inputs,
+            outputs: vec![tensor(DX, &[-1, 12, 3]), tensor(NEXT_POSITIONS, &[-1, 12, 3])],
+        }))
+    }
+
+    async fn model_infer(&self, request: Request<ModelInferRequest>) -> Result<Response<ModelInferResponse>, Status> {
+        let started = Instant::now();
+        let request = request.into_inner();
+        let model = request.model_name.clone();
+        let result = self.infer(request).await.map(Response::new);
+        finished(&self.core, "ModelInfer", &model, started, &result);
+        result
+    }
+
+    type ModelStreamInferStream = InferStream;
+
+    async fn model_stream_infer(&self, request: Request<Streaming<ModelInferRequest>>) -> Result<Response<Self::ModelStreamInferStream>, Status> {
+        let mut requests = request.into_inner();
+        let (out, responses) = mpsc::channel(STREAM_RESPONSES);
+        let service = InferenceService { core: Arc::clone(&self.core) };
+        tokio::spawn(async move {
+            let infers = Arc::new(Semaphore::new(STREAM_INFERS));
+            while let Some(Ok(request)) = requests.next().await {
+                let started = Instant::now();
+                let model = request.model_name.clone();
+                let result = match integer(&request.parameters, STEPS) {
+                    Ok(Some(steps)) => service.rollout(request, steps, out.clone()),
+                    Ok(None) => {
+                        let Ok(permit) = Arc::clone(&infers).acquire_owned().await else { return };
+                        let (service, out) = (InferenceService { core: Arc::clone(&service.core) }, out.clone());
+                        tokio::spawn(async move {
+                            let answer = match service.infer(request).await {
+                                Ok(response) => ModelStreamInferResponse { error_message: String::new(), infer_response: Some(response) },
+                                Err(status) => stream_error(status),
+                            };
+                            let _ = out.send(Ok(answer)).await;
+                            drop(permit);
+                        });
+                        Ok(())
+                    }
+                    Err(status) => Err(status),
+                };
+                finished(&service.core, "ModelStreamInfer", &model, started, &result);
+                if let Err(status) = result
+                    && out.send(Ok(stream_error(status))).await.is_err()
+                {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(responses)) as InferStream))
+    }
+
+    async fn repository_index(&self, request: Request<RepositoryIndexRequest>) -> Result<Response<RepositoryIndexResponse>, Status> {
+        let ready_only = request.get_ref().ready;
+        let models = self
+            .core
+            .registry()
+            .index()
+            .into_iter()
+            .filter(|state| state.ready || !ready_only)
+            .map(|state| ModelIndex {
+                name: state.name,
+                version: state.version.to_string(),
+                state: if state.ready { "READY" } else { "UNAVAILABLE" }.to_string(),
+                reason: state.failure.unwrap_or_default(),
+            })
+            .collect();
+        Ok(Response::new(RepositoryIndexResponse { models }))
+    }
+
+    async fn repository_model_load(&self, request: Request<RepositoryModelLoadRequest>) -> Result<Response<RepositoryModelLoadResponse>, Status> {
+        let RepositoryModelLoadRequest { model_name, parameters, .. } = request.into_inner();
+        repository_target(&model_name, &parameters, &[])?;
+        let registry = Arc::clone(self.core.registry());
+        tokio::task::spawn_blocking(move || registry.load(&model_name))
+            .await
+            .map_err(|e| Status::internal(format!("the load stopped: {e}")))?
+            .map_err(repository_status)?;
+        Ok(Response::new(RepositoryModelLoadResponse {}))
+    }
+
+    async fn repository_model_unload(&self, request: Request<RepositoryModelUnloadRequest>) -> Result<Response<RepositoryModelUnloadResponse>, Status> {
+        let RepositoryModelUnloadRequest { model_name, parameters, .. } = request.into_inner();
+        // Models here have no dependents (no ensembles): the flag changes nothing.
+        repository_target(&model_name, &parameters, &["unload_dependents"])?;
+        let registry = Arc::clone(self.core.registry());
+        tokio::task::spawn_blocking(move || registry.unload(&model_name))
+            .await
+            .map_err(|e| Status::internal(format!("the unload stopped: {e}")))?
+            .map_err(repository_status)?;
+        Ok(Response::new(RepositoryModelUnloadResponse {}))
+    }
+}

@@ -1,0 +1,79 @@
+//! The Open Inference Protocol (KServe v2) as its official client sees it: the
+//! unmodified `tritonclient[grpc]` package runs tests/tritonclient/check.py against the
+//! server; its tensors are then compared with ONNX Runtime and with the server's own Rollout.
+
+mod common;
+
+use std::{path::Path, process::Command};
+
+use common::{TEST_SERVER_OPTIONS, TestServer, copy_model, shipped_model, trained_models_dir, tritonclient_python};
+use equiserve::{
+    onnx::{ExecutionDevice, OnnxModel, Signature},
+    proto::v1::RolloutRequest,
+    serve::{ModelControl, PoolConfig},
+};
+use ndarray::{Array, Array3, Array4, ArrayD, Axis, Ix3, Ix4};
+
+fn read(npz: &mut ndarray_npy::NpzReader<std::fs::File>, name: &str) -> ArrayD<f32> {
+    npz.by_name(&format!("{name}.npy")).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+fn max_difference<D: ndarray::Dimension>(a: &Array<f32, D>, b: &Array<f32, D>) -> f32 {
+    assert_eq!(a.shape(), b.shape());
+    a.iter().zip(b).fold(0.0, |m, (x, y)| m.max((x - y).abs()))
+}
+
+fn direct(model_dir: &Path, history_frames: usize) -> OnnxModel {
+    OnnxModel::load(&model_dir.join("model.onnx"), &Signature::dynamics(history_frames), ExecutionDevice::Cpu, 1).expect("loads")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tritonclient_works_unmodified() {
+    let Some(python) = tritonclient_python("the tritonclient test") else { return };
+    // mlp: version 1 trained here, version 2 the shipped one; pairforce-h4 in the flat layout.
+    let repository = tempfile::tempdir().expect("temp dir");
+    copy_model(&trained_models_dir().join("mlp"), &repository.path().join("mlp/1"));
+    copy_model(&shipped_model("mlp"), &repository.path().join("mlp/2"));
+    copy_model(&shipped_model("pairforce-h4"), &repository.path().join("pairforce-h4"));
+    let pool = PoolConfig { workers: Some(2), queue_per_worker: 16, ..PoolConfig::default() };
+    let mut server = TestServer::start_repository(repository.path(), pool, ModelControl::Explicit, TEST_SERVER_OPTIONS).await;
+
+    let results = repository.path().join("results.npz");
+    let address = server.uri.trim_start_matches("http://").to_string();
+    let (script, out) = (Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tritonclient/check.py"), results.clone());
+    let output = tokio::task::spawn_blocking(move || Command::new(python).arg(script).arg(address).arg(out).output().expect("python runs"))
+        .await
+        .expect("joins");
+    let log = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success(), "check.py failed:\n{log}");
+    assert!(log.contains("every check passed"), "{log}");
+
+    let mut npz = ndarray_npy::NpzReader::new(std::fs::File::open(&results).expect("results")).expect("npz");
+    let batch = read(&mut npz, "batch").into_dimensionality::<Ix3>().expect("[B, 12, 3]");
+    // ModelInfer's dx is what ONNX Runtime computes from the same tensors, per version.
+    for (name, dir) in [("dx", shipped_model("mlp")), ("dx_v1", trained_models_dir().join("mlp"))] {
+        let served = read(&mut npz, name).into_dimensionality::<Ix3>().expect("[B, 12, 3]");
+        let expected = direct(&dir, 1).run(batch.view()).expect("runs");
+        assert!(max_difference(&served, &expected) <= 1e-6, "{name}: {}", max_difference(&served, &expected));
+    }
+    let now = read(&mut npz, "now").into_dimensionality::<Ix3>().expect("[B, 12, 3]");
+    let previous: Array4<f32> = read(&mut npz, "previous").into_dimensionality::<Ix4>().expect("[B, 3, 12, 3]");
+    let served = read(&mut npz, "history_dx").into_dimensionality::<Ix3>().expect("[B, 12, 3]");
+    let expected = direct(&shipped_model("pairforce-h4"), 4).run_window(now.view(), previous.view()).expect("runs");
+    assert!(max_difference(&served, &expected) <= 1e-6, "history dx: {}", max_difference(&served, &expected));
+
+    // The streamed rollout equals the server's own Rollout of the same start (steps 3, 6, 7).
+    let start = read(&mut npz, "start").into_dimensionality::<Ix3>().expect("[B, 12, 3]");
+    let rolled = read(&mut npz, "rolled").into_dimensionality::<Ix4>().expect("[frames, B, 12, 3]");
+    let request = RolloutRequest { model: "mlp".into(), positions: start.iter().copied().collect(), steps: 7, emit_every: 3, ..Default::default() };
+    let mut stream = server.client.rollout(request).await.expect("rollout").into_inner();
+    let mut own = Vec::new();
+    while let Some(frame) = stream.message().await.expect("frame") {
+        own.push(Array3::from_shape_vec((frame.batch as usize, 12, 3), frame.positions).expect("[B, 12, 3]"));
+    }
+    assert_eq!(own.len(), rolled.len_of(Axis(0)));
+    for (index, frame) in own.iter().enumerate() {
+        assert_eq!(&rolled.index_axis(Axis(0), index), frame, "frame {index}");
+    }
+    server.shutdown().await;
+}

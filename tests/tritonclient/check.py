@@ -1,0 +1,151 @@
+"""Drives an equiserve server with the official tritonclient (gRPC), unchanged: the same
+calls would run against a Triton server serving these models.
+
+Usage: check.py HOST:PORT OUT.npz
+The server serves, in explicit model control, `mlp` (versions 1 and 2; K = 1) and
+`pairforce-h4` (K = 4). Asserts the protocol's answers here; writes the tensors it sent
+and got to OUT.npz for the Rust test to compare with ONNX Runtime and with the server's
+own Rollout.
+"""
+
+import queue
+import sys
+
+import numpy as np
+import tritonclient.grpc as grpcclient
+from tritonclient.grpc import service_pb2
+from tritonclient.utils import InferenceServerException
+
+url, out = sys.argv[1], sys.argv[2]
+client = grpcclient.InferenceServerClient(url)
+rng = np.random.default_rng(7)
+frames = lambda *shape: rng.normal(scale=0.5, size=shape).astype(np.float32)
+
+
+def expect_error(call, status, fragment):
+    try:
+        call()
+    except InferenceServerException as e:
+        assert e.status() == status, f"{e.status()} != {status}: {e.message()}"
+        assert fragment in e.message(), f"'{fragment}' not in '{e.message()}'"
+        return e
+    raise AssertionError(f"no error; expected {status}")
+
+
+def positions_input(values):
+    tensor = grpcclient.InferInput("positions", list(values.shape), "FP32")
+    tensor.set_data_from_numpy(values)
+    return tensor
+
+
+# Health and metadata.
+assert client.is_server_live()
+assert client.is_server_ready()
+assert client.is_model_ready("mlp")
+assert client.is_model_ready("mlp", "1") and client.is_model_ready("mlp", "2")
+assert not client.is_model_ready("mlp", "3")
+assert not client.is_model_ready("nope")
+server = client.get_server_metadata()
+assert server.name == "equiserve" and "model_repository" in server.extensions, server
+meta = client.get_model_metadata("mlp")
+assert list(meta.versions) == ["1", "2"], meta.versions
+assert [(t.name, t.datatype, list(t.shape)) for t in meta.inputs] == [("positions", "FP32", [-1, 12, 3])]
+assert {t.name for t in meta.outputs} == {"dx", "next_positions"}
+history = client.get_model_metadata("pairforce-h4")
+assert [(t.name, list(t.shape)) for t in history.inputs] == [("positions", [-1, 12, 3]), ("previous", [-1, 3, 12, 3])]
+
+# Infer a batch (raw contents, as tritonclient sends), the newest version by default.
+batch = frames(5, 12, 3)
+result = client.infer("mlp", [positions_input(batch)], request_id="batch-1")
+assert result.get_response().id == "batch-1"
+assert result.get_response().model_version == "2"
+dx = result.as_numpy("dx")
+assert dx.shape == (5, 12, 3) and dx.dtype == np.float32
+np.testing.assert_allclose(result.as_numpy("next_positions"), batch + dx, rtol=0, atol=1e-6)
+dx_v1 = client.infer("mlp", [positions_input(batch)], model_version="1").as_numpy("dx")
+assert not np.allclose(dx_v1, dx), "versions 1 and 2 are different models"
+
+# Only the outputs asked for.
+only_dx = client.infer("mlp", [positions_input(batch)], outputs=[grpcclient.InferRequestedOutput("dx")])
+assert only_dx.as_numpy("next_positions") is None and only_dx.as_numpy("dx") is not None
+
+# Typed contents (fp32_contents) give the same answer as raw bytes.
+request = service_pb2.ModelInferRequest(model_name="mlp")
+typed = request.inputs.add(name="positions", datatype="FP32", shape=[5, 12, 3])
+typed.contents.fp32_contents.extend(batch.ravel().tolist())
+typed_result = grpcclient.InferResult(client._client_stub.ModelInfer(request))
+np.testing.assert_array_equal(typed_result.as_numpy("dx"), dx)
+
+# A history model takes its window as a second input.
+now, previous = frames(3, 12, 3), frames(3, 3, 12, 3)
+window = grpcclient.InferInput("previous", [3, 3, 12, 3], "FP32")
+window.set_data_from_numpy(previous)
+history_dx = client.infer("pairforce-h4", [positions_input(now), window]).as_numpy("dx")
+
+# Errors, with the protocol's status codes and what was wrong.
+expect_error(lambda: client.infer("nope", [positions_input(batch)]), "StatusCode.NOT_FOUND", "unknown model 'nope'")
+expect_error(lambda: client.infer("mlp", [positions_input(batch)], model_version="7"), "StatusCode.NOT_FOUND", "version 7")
+expect_error(lambda: client.infer("mlp", [positions_input(frames(2, 36))]), "StatusCode.INVALID_ARGUMENT", "expected [batch, 12, 3]")
+expect_error(lambda: client.infer("pairforce-h4", [positions_input(now)]), "StatusCode.INVALID_ARGUMENT", "no input 'previous'")
+wrong_type = grpcclient.InferInput("positions", [1, 12, 3], "FP64")
+wrong_type.set_data_from_numpy(frames(1, 12, 3).astype(np.float64))
+expect_error(lambda: client.infer("mlp", [wrong_type]), "StatusCode.INVALID_ARGUMENT", "datatype FP64")
+
+# A streamed rollout: a decoupled model answering one request with one response per frame.
+steps, emit_every = 7, 3
+start = frames(2, 12, 3)
+responses = queue.Queue()
+client.start_stream(callback=lambda result, error: responses.put((result, error)))
+client.async_stream_infer(
+    "mlp",
+    [positions_input(start)],
+    request_id="rollout-1",
+    parameters={"steps": steps, "emit_every": emit_every},
+    enable_empty_final_response=True,
+)
+rolled, rolled_steps = [], []
+while True:
+    result, error = responses.get(timeout=60)
+    assert error is None, error
+    response = result.get_response()
+    assert response.id == "rollout-1"
+    if response.parameters["triton_final_response"].bool_param:
+        assert len(response.outputs) == 0
+        break
+    rolled.append(result.as_numpy("positions"))
+    rolled_steps.append(response.parameters["step"].int64_param)
+assert rolled_steps == [3, 6, 7], rolled_steps
+# An error in a stream comes back as a response; the stream stays open.
+client.async_stream_infer("nope", [positions_input(start)], parameters={"steps": 2})
+result, error = responses.get(timeout=60)
+assert error is not None and "unknown model 'nope'" in error.message(), error
+client.async_stream_infer("mlp", [positions_input(start)], request_id="after-error")
+result, error = responses.get(timeout=60)
+assert error is None and result.get_response().id == "after-error"
+client.stop_stream()
+
+# The repository: index, unload, load.
+index = {(m.name, m.version): m.state for m in client.get_model_repository_index().models}
+assert index == {("mlp", "1"): "READY", ("mlp", "2"): "READY", ("pairforce-h4", "1"): "READY"}, index
+client.unload_model("pairforce-h4")
+assert not client.is_model_ready("pairforce-h4")
+expect_error(lambda: client.infer("pairforce-h4", [positions_input(now), window]), "StatusCode.NOT_FOUND", "pairforce-h4")
+states = {(m.name, m.version): (m.state, m.reason) for m in client.get_model_repository_index().models}
+assert states[("pairforce-h4", "1")] == ("UNAVAILABLE", "unloaded"), states
+client.load_model("pairforce-h4")
+assert client.is_model_ready("pairforce-h4")
+np.testing.assert_array_equal(client.infer("pairforce-h4", [positions_input(now), window]).as_numpy("dx"), history_dx)
+expect_error(lambda: client.load_model("absent"), "StatusCode.NOT_FOUND", "no model 'absent'")
+
+np.savez(
+    out,
+    batch=batch,
+    dx=dx,
+    dx_v1=dx_v1,
+    now=now,
+    previous=previous,
+    history_dx=history_dx,
+    start=start,
+    rolled=np.stack(rolled),
+)
+print("tritonclient: every check passed")
