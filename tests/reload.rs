@@ -1,0 +1,208 @@
+//! Hot reload of the model repository under a running client loop: a good new version
+//! swaps in with no failed request, broken ones are refused while the old version keeps
+//! answering, and a rollout finishes on the version it started on.
+
+mod common;
+
+use std::{
+    path::Path,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use common::{TEST_SERVER_OPTIONS, TestServer, copy_model, shipped_model, trained_models_dir};
+use equiserve::{
+    proto::{
+        inference::{RepositoryIndexRequest, RepositoryModelLoadRequest, grpc_inference_service_client::GrpcInferenceServiceClient},
+        v1::{PredictRequest, RolloutRequest, dynamics_client::DynamicsClient},
+    },
+    serve::{ModelControl, PoolConfig, VersionState},
+};
+use tokio_stream::StreamExt;
+use tonic::{Code, transport::Channel};
+
+fn pool() -> PoolConfig {
+    PoolConfig { workers: Some(1), queue_per_worker: 64, ..PoolConfig::default() }
+}
+
+fn frame(seed: u64) -> Vec<f32> {
+    (0..36).map(|i| ((i as u64 * 7 + seed * 13) % 17) as f32 * 0.05 - 0.4).collect()
+}
+
+/// Predicts in a loop until stopped; counts answers by version and failures.
+struct ClientLoop {
+    stop: Arc<AtomicBool>,
+    answered: Arc<[AtomicUsize; 4]>,
+    task: tokio::task::JoinHandle<Vec<String>>,
+}
+
+impl ClientLoop {
+    fn start(channel: Channel) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let answered: Arc<[AtomicUsize; 4]> = Arc::new(Default::default());
+        let (stopped, counts) = (Arc::clone(&stop), Arc::clone(&answered));
+        let task = tokio::spawn(async move {
+            let mut client = DynamicsClient::new(channel);
+            let mut failures = Vec::new();
+            let mut seed = 0;
+            while !stopped.load(Ordering::SeqCst) {
+                seed += 1;
+                match client.predict(PredictRequest { model: "mlp".into(), positions: frame(seed), ..Default::default() }).await {
+                    Ok(answer) => {
+                        let version: usize = answer.into_inner().version.parse().expect("a version number");
+                        counts[version.min(3)].fetch_add(1, Ordering::SeqCst);
+                    }
+                    Err(status) => failures.push(format!("{:?}: {}", status.code(), status.message())),
+                }
+            }
+            failures
+        });
+        Self { stop, answered, task }
+    }
+
+    fn answered_by(&self, version: usize) -> usize {
+        self.answered[version].load(Ordering::SeqCst)
+    }
+
+    async fn failures(self) -> Vec<String> {
+        self.stop.store(true, Ordering::SeqCst);
+        self.task.await.expect("the loop ends")
+    }
+}
+
+async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn state(server: &TestServer, version: u64) -> Option<VersionState> {
+    server.core.registry().index().into_iter().find(|state| state.name == "mlp" && state.version == version)
+}
+
+/// A version appears whole: written beside the repository's versions, then renamed in.
+fn deploy(from: &Path, repository: &Path, version: u64) {
+    let staging = repository.join("mlp").join(format!(".staging-{version}"));
+    copy_model(from, &staging);
+    std::fs::rename(&staging, repository.join("mlp").join(version.to_string())).expect("rename");
+}
+
+async fn rollout_frames(client: &mut DynamicsClient<Channel>, version: &str, steps: u32) -> Vec<Vec<f32>> {
+    let request = RolloutRequest { model: "mlp".into(), positions: frame(99), steps, emit_every: 1, version: version.into(), ..Default::default() };
+    let stream = client.rollout(request).await.expect("rollout").into_inner();
+    stream.map(|frame| frame.expect("frame").positions).collect().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn polled_repository_swaps_versions_under_load_and_keeps_serving_through_broken_ones() {
+    let repository = tempfile::tempdir().expect("temp dir");
+    copy_model(&trained_models_dir().join("mlp"), &repository.path().join("mlp/1"));
+    let mut server = TestServer::start_repository(repository.path(), pool(), ModelControl::Poll, TEST_SERVER_OPTIONS).await;
+    let looping = ClientLoop::start(server.channel.clone());
+    wait_for("answers of version 1", || looping.answered_by(1) > 20).await;
+
+    // A rollout on version 1, read one frame at a time across the swaps below.
+    let steps = 40;
+    let request = RolloutRequest { model: "mlp".into(), positions: frame(99), steps, emit_every: 1, ..Default::default() };
+    let mut across_swaps = server.client.rollout(request).await.expect("rollout").into_inner();
+    let mut first_frames = Vec::new();
+    for _ in 0..3 {
+        first_frames.push(across_swaps.message().await.expect("frame").expect("a frame").positions);
+    }
+
+    // A good new version swaps in: the loop's answers move to it with no failure.
+    deploy(&shipped_model("mlp"), repository.path(), 2);
+    let before = looping.answered_by(2);
+    wait_for("answers of version 2", || looping.answered_by(2) > before + 20).await;
+
+    // A corrupt new version is refused with its reason; version 2 stays the default.
+    let broken = repository.path().join("mlp/.broken");
+    copy_model(&shipped_model("mlp"), &broken);
+    std::fs::write(broken.join("model.onnx"), b"not an onnx model").expect("write");
+    std::fs::rename(&broken, repository.path().join("mlp/3")).expect("rename");
+    wait_for("version 3 refused", || state(&server, 3).is_some_and(|s| s.failure.is_some())).await;
+    let refused = state(&server, 3).expect("listed");
+    assert!(!refused.ready && refused.failure.as_deref().is_some_and(|f| f.contains("model.onnx")), "{refused:?}");
+
+    // Version 2 rewritten in place with a broken file: the loaded version keeps serving.
+    std::fs::write(repository.path().join("mlp/2/model.onnx"), b"truncated").expect("write");
+    wait_for("version 2's reload refused", || state(&server, 2).is_some_and(|s| s.failure.is_some())).await;
+    assert!(state(&server, 2).expect("listed").ready, "the old version 2 stays ready");
+    let before = looping.answered_by(2);
+    wait_for("version 2 still answering", || looping.answered_by(2) > before + 20).await;
+
+    // A card whose graph does not match its model (parity error over tolerance) is refused.
+    let card_path = repository.path().join("mlp/3/card.json");
+    let card = std::fs::read_to_string(&card_path).expect("card");
+    let mut card: serde_json::Value = serde_json::from_str(&card).expect("json");
+    card["onnx"]["parity_relative_error"] = serde_json::json!(1e-3);
+    std::fs::copy(shipped_model("mlp").join("model.onnx"), repository.path().join("mlp/3/model.onnx")).expect("copy");
+    std::fs::write(&card_path, serde_json::to_string(&card).expect("json")).expect("write");
+    wait_for("version 3's parity refused", || state(&server, 3).is_some_and(|s| s.failure.as_deref().is_some_and(|f| f.contains("parity")))).await;
+
+    // Version 1 is removed from the repository while the rollout on it runs: the rollout
+    // finishes on version 1, frame for frame as a rollout of version 1 alone.
+    let expected = rollout_frames(&mut server.client, "1", steps).await;
+    std::fs::remove_dir_all(repository.path().join("mlp/1")).expect("remove");
+    wait_for("version 1 unloaded", || state(&server, 1).is_none()).await;
+    let mut streamed = first_frames;
+    while let Some(frame) = across_swaps.message().await.expect("the rollout goes on") {
+        streamed.push(frame.positions);
+    }
+    assert_eq!(streamed, expected, "the rollout ran on the version it started on");
+    assert_ne!(streamed, rollout_frames(&mut server.client, "2", steps).await, "versions 1 and 2 differ");
+
+    let status = server.client.predict(PredictRequest { model: "mlp".into(), positions: frame(1), version: "1".into(), ..Default::default() }).await.expect_err("gone");
+    assert_eq!(status.code(), Code::NotFound, "{status:?}");
+    let failures = looping.failures().await;
+    assert!(failures.is_empty(), "{} failed requests: {:?}", failures.len(), &failures[..failures.len().min(5)]);
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explicit_loads_say_why_they_failed_and_keep_the_old_version() {
+    let repository = tempfile::tempdir().expect("temp dir");
+    copy_model(&trained_models_dir().join("mlp"), &repository.path().join("mlp/1"));
+    let server = TestServer::start_repository(repository.path(), pool(), ModelControl::Explicit, TEST_SERVER_OPTIONS).await;
+    let mut repository_client = GrpcInferenceServiceClient::new(server.channel.clone());
+    let load = |name: &str| RepositoryModelLoadRequest { model_name: name.into(), ..Default::default() };
+    let looping = ClientLoop::start(server.channel.clone());
+
+    // Files changed on disk are not read until a load asks.
+    deploy(&shipped_model("mlp"), repository.path(), 2);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(state(&server, 2).is_none(), "explicit control does not poll");
+    repository_client.repository_model_load(load("mlp")).await.expect("loads");
+    assert!(state(&server, 2).expect("listed").ready);
+
+    // A broken version 2: the load fails with the reason, version 2 as loaded keeps serving.
+    std::fs::write(repository.path().join("mlp/2/model.onnx"), b"garbage").expect("write");
+    let status = repository_client.repository_model_load(load("mlp")).await.expect_err("broken");
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+    assert!(status.message().contains("still serving version(s) 1, 2") && status.message().contains("model.onnx"), "{}", status.message());
+    let before = looping.answered_by(2);
+    wait_for("version 2 still answering", || looping.answered_by(2) > before + 20).await;
+
+    let status = repository_client.repository_model_load(load("absent")).await.expect_err("absent");
+    assert_eq!(status.code(), Code::NotFound, "{status:?}");
+    let index = repository_client.repository_index(RepositoryIndexRequest { ready: true, ..Default::default() }).await.expect("index").into_inner();
+    assert_eq!(index.models.iter().map(|m| (m.name.as_str(), m.version.as_str(), m.state.as_str())).collect::<Vec<_>>(), [("mlp", "1", "READY"), ("mlp", "2", "READY")]);
+    let failures = looping.failures().await;
+    assert!(failures.is_empty(), "{} failed requests: {:?}", failures.len(), &failures[..failures.len().min(5)]);
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repository_changes_need_explicit_control() {
+    let server = TestServer::start(trained_models_dir()).await;
+    let mut client = GrpcInferenceServiceClient::new(server.channel.clone());
+    let status = client.repository_model_load(RepositoryModelLoadRequest { model_name: "mlp".into(), ..Default::default() }).await.expect_err("none");
+    assert_eq!(status.code(), Code::Unimplemented, "{status:?}");
+    assert!(status.message().contains("--model-control explicit"), "{}", status.message());
+    server.shutdown().await;
+}
