@@ -19,4 +19,6 @@ COPY --from=build /src/.ort/lib /app/.ort/lib
 COPY models /app/models
 ENV EQUISERVE_ADDR=0.0.0.0:50051 EQUISERVE_MODELS_DIR=/app/models EQUISERVE_DEVICE=auto EQUISERVE_LOG_FORMAT=json
 EXPOSE 50051
+# Nothing here needs root.
+USER 65532:65532
 ENTRYPOINT ["/app/equiserve"]

@@ -533,6 +533,14 @@ async fn tls_and_mutual_tls_with_a_rustls_client() {
     assert_eq!(list("https", Some(with_certificate)).await, Ok(1), "a client with the CA and its own certificate is served");
     assert!(list("https", Some(trusted)).await.is_err(), "a client without a certificate is refused");
     assert!(list("http", None).await.is_err(), "plaintext is refused");
+    // equiserve-client's connection shows its certificate when given one.
+    let connection = |identity| equiserve::client::Connection { uri: format!("https://localhost:{port}"), tls_ca: Some(fixture("ca.pem")), tls_identity: identity, token: None };
+    let list_with = |connection: equiserve::client::Connection| async move {
+        let mut client = equiserve::client::connect(&connection).await.map_err(|e| e.to_string())?;
+        client.list_models(ListModelsRequest {}).await.map(|r| r.into_inner().models.len()).map_err(|e| e.to_string())
+    };
+    assert_eq!(list_with(connection(Some((fixture("client.pem"), fixture("client.key"))))).await, Ok(1));
+    assert!(list_with(connection(None)).await.is_err(), "without its certificate the client is refused");
     let _ = stop.send(());
     server.await.expect("server task").expect("server ends cleanly");
 }

@@ -6,7 +6,7 @@ mod common;
 
 use std::{path::Path, process::Command};
 
-use common::{TEST_SERVER_OPTIONS, TestServer, copy_model, shipped_model, trained_models_dir, tritonclient_python};
+use common::{TEST_SERVER_OPTIONS, TestServer, copy_model, shipped_model, trained_models_dir, test_python};
 use equiserve::{
     onnx::{ExecutionDevice, OnnxModel, Signature},
     proto::v1::RolloutRequest,
@@ -29,7 +29,7 @@ fn direct(model_dir: &Path, history_frames: usize) -> OnnxModel {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tritonclient_works_unmodified() {
-    let Some(python) = tritonclient_python("the tritonclient test") else { return };
+    let Some(python) = test_python("the tritonclient test") else { return };
     // mlp: version 1 trained here, version 2 the shipped one; pairforce-h4 in the flat layout.
     let repository = tempfile::tempdir().expect("temp dir");
     copy_model(&trained_models_dir().join("mlp"), &repository.path().join("mlp/1"));

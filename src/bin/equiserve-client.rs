@@ -23,6 +23,12 @@ struct Args {
     /// roots are built in).
     #[arg(long, env = "EQUISERVE_TLS_CA", global = true)]
     tls_ca: Option<PathBuf>,
+    /// PEM certificate of this client, for a server that asks for one (--tls-client-ca).
+    #[arg(long, env = "EQUISERVE_TLS_CERT", global = true, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "EQUISERVE_TLS_KEY", global = true, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// Bearer token, for a server started with --auth-token-file.
     #[arg(long, env = "EQUISERVE_TOKEN", global = true, hide_env_values = true)]
     token: Option<String>,
@@ -110,11 +116,13 @@ async fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let tls_ca = match &args.tls_ca {
-        Some(path) => Some(std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?),
-        None => None,
+    let read = |path: &PathBuf| std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()));
+    let tls_ca = args.tls_ca.as_ref().map(read).transpose()?;
+    let tls_identity = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some((read(cert)?, read(key)?)),
+        _ => None,
     };
-    let connection = Connection { uri: endpoint_uri(&args.addr), tls_ca, token: args.token.clone() };
+    let connection = Connection { uri: endpoint_uri(&args.addr), tls_ca, tls_identity, token: args.token.clone() };
     match args.command {
         Command::List => {
             let models = files::list(&mut connect(&connection).await?).await?;

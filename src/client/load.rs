@@ -1,5 +1,5 @@
-//! A load generator for a running server: concurrent Predict clients or Rollouts for a
-//! fixed time, each scenario measured beside raw ONNX Runtime on the same model file at
+//! A load generator for a running server: concurrent Predict clients, Open Inference
+//! Protocol ModelInfer clients, or Rollouts for a fixed time, each scenario measured beside raw ONNX Runtime on the same model file at
 //! the same total batch, in the same run, so that every figure reads as a ratio.
 
 use std::{
@@ -15,17 +15,41 @@ use tokio_stream::StreamExt;
 
 use crate::{
     card::{CardSummary, MODEL_FILE},
-    onnx::{ExecutionDevice, OnnxModel, RuntimeError},
-    proto::v1::{GetModelRequest, PredictRequest, RolloutRequest},
+    onnx::{ExecutionDevice, OnnxModel, POSITIONS, PREVIOUS, RuntimeError},
+    proto::{
+        inference::{ModelInferRequest, model_infer_request::InferInputTensor},
+        v1::{GetModelRequest, PredictRequest, RolloutRequest},
+    },
 };
 
-use super::{Client, ConnectError, Connection, Windows, connect};
+use super::{Client, ConnectError, Connection, Windows, connect, connect_inference};
 
-/// One load: `clients` loops of Predict with `batch` frames each, or `clients` Rollouts
-/// of `batch` systems each (an ensemble when above 1).
+/// What the clients of a load call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoadKind {
+    /// `equiserve.v1.Dynamics/Predict`.
+    Predict,
+    /// The Open Inference Protocol's ModelInfer, tensors as raw contents (as tritonclient sends).
+    Infer,
+    /// `equiserve.v1.Dynamics/Rollout`.
+    Rollout,
+}
+
+impl LoadKind {
+    fn name(self) -> &'static str {
+        match self {
+            LoadKind::Predict => "predict",
+            LoadKind::Infer => "infer",
+            LoadKind::Rollout => "rollout",
+        }
+    }
+}
+
+/// One load: `clients` loops of Predict (or ModelInfer) with `batch` frames each, or
+/// `clients` Rollouts of `batch` systems each (an ensemble when above 1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Scenario {
-    pub rollout: bool,
+    pub kind: LoadKind,
     pub clients: usize,
     pub batch: usize,
 }
@@ -40,37 +64,33 @@ impl Scenario {
 
 impl fmt::Display for Scenario {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let kind = if self.rollout { "rollout" } else { "predict" };
-        write!(f, "{kind}:{}x{}", self.clients, self.batch)
+        write!(f, "{}:{}x{}", self.kind.name(), self.clients, self.batch)
     }
 }
 
 impl FromStr for Scenario {
     type Err = String;
 
-    /// `predict:CLIENTSxBATCH` or `rollout:ROLLOUTSxSYSTEMS`, e.g. `predict:64x1`.
+    /// `predict:CLIENTSxBATCH`, `infer:CLIENTSxBATCH` or `rollout:ROLLOUTSxSYSTEMS`, e.g. `predict:64x1`.
     fn from_str(text: &str) -> Result<Self, String> {
-        let wrong = || format!("'{text}': expected predict:CLIENTSxBATCH or rollout:ROLLOUTSxSYSTEMS, e.g. predict:64x1");
+        let wrong = || format!("'{text}': expected predict:CLIENTSxBATCH, infer:CLIENTSxBATCH or rollout:ROLLOUTSxSYSTEMS, e.g. predict:64x1");
         let (kind, counts) = text.split_once(':').ok_or_else(wrong)?;
-        let rollout = match kind {
-            "predict" => false,
-            "rollout" => true,
-            _ => return Err(wrong()),
-        };
+        let kind = [LoadKind::Predict, LoadKind::Infer, LoadKind::Rollout].into_iter().find(|k| k.name() == kind).ok_or_else(wrong)?;
         let (clients, batch) = counts.split_once('x').ok_or_else(wrong)?;
         let parse = |n: &str| n.parse::<usize>().ok().filter(|&n| n > 0).ok_or_else(wrong);
-        Ok(Self { rollout, clients: parse(clients)?, batch: parse(batch)? })
+        Ok(Self { kind, clients: parse(clients)?, batch: parse(batch)? })
     }
 }
 
 /// The goals, in the order the README's table lists them.
-pub const DEFAULT_SCENARIOS: [Scenario; 6] = [
-    Scenario { rollout: false, clients: 1, batch: 32 },
-    Scenario { rollout: false, clients: 1, batch: 64 },
-    Scenario { rollout: false, clients: 64, batch: 1 },
-    Scenario { rollout: true, clients: 1, batch: 1 },
-    Scenario { rollout: true, clients: 64, batch: 1 },
-    Scenario { rollout: true, clients: 1, batch: 256 },
+pub const DEFAULT_SCENARIOS: [Scenario; 7] = [
+    Scenario { kind: LoadKind::Predict, clients: 1, batch: 32 },
+    Scenario { kind: LoadKind::Infer, clients: 1, batch: 32 },
+    Scenario { kind: LoadKind::Predict, clients: 1, batch: 64 },
+    Scenario { kind: LoadKind::Predict, clients: 64, batch: 1 },
+    Scenario { kind: LoadKind::Rollout, clients: 1, batch: 1 },
+    Scenario { kind: LoadKind::Rollout, clients: 64, batch: 1 },
+    Scenario { kind: LoadKind::Rollout, clients: 1, batch: 256 },
 ];
 
 pub struct LoadConfig {
@@ -169,7 +189,11 @@ pub async fn run(config: &LoadConfig, mut progress: impl FnMut(&LoadResult)) -> 
     };
     let mut results = Vec::new();
     for &scenario in &config.scenarios {
-        let tally = if scenario.rollout { rollouts(config, scenario, &windows).await? } else { predicts(config, scenario, &windows).await? };
+        let tally = match scenario.kind {
+            LoadKind::Predict => predicts(config, scenario, &windows).await?,
+            LoadKind::Infer => infers(config, scenario, &windows, history_frames).await?,
+            LoadKind::Rollout => rollouts(config, scenario, &windows).await?,
+        };
         let result = summarise(scenario, tally, raw_rates.get(&scenario.total_batch()).copied());
         progress(&result);
         results.push(result);
@@ -238,6 +262,55 @@ async fn predicts(config: &LoadConfig, scenario: Scenario, windows: &Windows) ->
         });
     }
     gather(clients, deadline - Duration::from_secs_f64(config.seconds)).await
+}
+
+/// ModelInfer with the same tensors as `predicts` sends, as raw little-endian contents.
+async fn infers(config: &LoadConfig, scenario: Scenario, windows: &Windows, history_frames: usize) -> Result<Tally, LoadError> {
+    let mut connections = Vec::with_capacity(scenario.clients);
+    for _ in 0..scenario.clients {
+        connections.push(connect_inference(&config.connection).await?);
+    }
+    let deadline = Instant::now() + Duration::from_secs_f64(config.seconds);
+    let mut clients = tokio::task::JoinSet::new();
+    for (index, mut client) in connections.into_iter().enumerate() {
+        let requests: Vec<ModelInferRequest> = (0..8)
+            .map(|i| {
+                let (positions, previous) = windows.batch((index * 8 + i) * scenario.batch, scenario.batch);
+                infer_request(&config.model, scenario.batch, history_frames, &positions, &previous)
+            })
+            .collect();
+        clients.spawn(async move {
+            let mut tally = Tally::default();
+            for request in requests.iter().cycle() {
+                let sent = Instant::now();
+                match client.model_infer(request.clone()).await {
+                    Ok(_) => {
+                        tally.latency(sent.elapsed().as_secs_f64());
+                        tally.done += scenario.batch;
+                    }
+                    Err(status) => tally.error(&status),
+                }
+                if Instant::now() >= deadline {
+                    break;
+                }
+            }
+            tally
+        });
+    }
+    gather(clients, deadline - Duration::from_secs_f64(config.seconds)).await
+}
+
+fn infer_request(model: &str, batch: usize, history_frames: usize, positions: &[f32], previous: &[f32]) -> ModelInferRequest {
+    let tensor = |name: &str, shape: Vec<i64>| InferInputTensor { name: name.to_string(), datatype: "FP32".to_string(), shape, ..Default::default() };
+    let raw = |values: &[f32]| values.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>();
+    let mut request = ModelInferRequest { model_name: model.to_string(), ..Default::default() };
+    request.inputs.push(tensor(POSITIONS, vec![batch as i64, 12, 3]));
+    request.raw_input_contents.push(raw(positions));
+    if history_frames > 1 {
+        request.inputs.push(tensor(PREVIOUS, vec![batch as i64, history_frames as i64 - 1, 12, 3]));
+        request.raw_input_contents.push(raw(previous));
+    }
+    request
 }
 
 async fn rollouts(config: &LoadConfig, scenario: Scenario, windows: &Windows) -> Result<Tally, LoadError> {
@@ -345,7 +418,7 @@ mod tests {
 
     #[test]
     fn scenarios_parse_and_print_alike() {
-        for text in ["predict:64x1", "rollout:1x256"] {
+        for text in ["predict:64x1", "infer:1x32", "rollout:1x256"] {
             assert_eq!(text.parse::<Scenario>().expect("parses").to_string(), text);
         }
         assert_eq!("rollout:4x8".parse::<Scenario>().expect("parses").total_batch(), 32);

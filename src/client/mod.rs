@@ -8,12 +8,15 @@ use tonic::{
     Request, Status,
     metadata::{Ascii, MetadataValue},
     service::{Interceptor, interceptor::InterceptedService},
-    transport::{Certificate, Channel, ClientTlsConfig, Endpoint},
+    transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity},
 };
 
 use ndarray::{Array3, Array4, Axis, s};
 
-use crate::{onnx::NamedTensors, proto::v1::dynamics_client::DynamicsClient};
+use crate::{
+    onnx::NamedTensors,
+    proto::{inference::grpc_inference_service_client::GrpcInferenceServiceClient, v1::dynamics_client::DynamicsClient},
+};
 
 /// A server address as typed (`host:port`, as the server's `--addr` takes it) or as a URI.
 pub fn endpoint_uri(addr: &str) -> String {
@@ -27,6 +30,8 @@ pub struct Connection {
     pub uri: String,
     /// PEM.
     pub tls_ca: Option<Vec<u8>>,
+    /// The client's certificate and key (PEM), for a server that asks for one (mutual TLS).
+    pub tls_identity: Option<(Vec<u8>, Vec<u8>)>,
     pub token: Option<String>,
 }
 
@@ -44,6 +49,8 @@ impl Interceptor for BearerToken {
 }
 
 pub type Client = DynamicsClient<InterceptedService<Channel, BearerToken>>;
+/// The Open Inference Protocol's client, on the same kind of connection.
+pub type InferenceClient = GrpcInferenceServiceClient<InterceptedService<Channel, BearerToken>>;
 
 #[derive(Debug, thiserror::Error)]
 #[error("cannot reach the server at {uri}: {message}")]
@@ -54,6 +61,19 @@ pub struct ConnectError {
 
 /// One connection to the server, answers of up to 64 MiB.
 pub async fn connect(connection: &Connection) -> Result<Client, ConnectError> {
+    let (channel, token) = channel(connection).await?;
+    Ok(DynamicsClient::with_interceptor(channel, token).max_decoding_message_size(ANSWER_LIMIT))
+}
+
+/// One connection to the server's Open Inference Protocol service.
+pub async fn connect_inference(connection: &Connection) -> Result<InferenceClient, ConnectError> {
+    let (channel, token) = channel(connection).await?;
+    Ok(GrpcInferenceServiceClient::with_interceptor(channel, token).max_decoding_message_size(ANSWER_LIMIT))
+}
+
+const ANSWER_LIMIT: usize = 64 << 20;
+
+async fn channel(connection: &Connection) -> Result<(Channel, BearerToken), ConnectError> {
     let failed = |message: String| ConnectError { uri: connection.uri.clone(), message };
     let mut endpoint = Endpoint::from_shared(connection.uri.clone()).map_err(|e| failed(e.to_string()))?;
     if connection.uri.starts_with("https://") {
@@ -62,6 +82,9 @@ pub async fn connect(connection: &Connection) -> Result<Client, ConnectError> {
         if let Some(ca) = &connection.tls_ca {
             tls = tls.ca_certificate(Certificate::from_pem(ca));
         }
+        if let Some((cert, key)) = &connection.tls_identity {
+            tls = tls.identity(Identity::from_pem(cert, key));
+        }
         endpoint = endpoint.tls_config(tls).map_err(|e| failed(e.to_string()))?;
     }
     let token = match &connection.token {
@@ -69,7 +92,7 @@ pub async fn connect(connection: &Connection) -> Result<Client, ConnectError> {
         None => None,
     };
     let channel = endpoint.connect().await.map_err(|e| failed(e.to_string()))?;
-    Ok(DynamicsClient::with_interceptor(channel, BearerToken(token)).max_decoding_message_size(64 << 20))
+    Ok((channel, BearerToken(token)))
 }
 
 /// Windows cut from consecutive frames: `positions` [n, 12, 3] and, for a model of K

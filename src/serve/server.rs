@@ -79,6 +79,11 @@ pub async fn serve(
         // Without TCP_NODELAY every unary call waits out the peer's delayed ACK (~40 ms).
         .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), async move {
             shutdown.await;
+            // Readiness probes ("" is the whole server) see the drain and stop sending work.
+            let reporter = &health_reporter;
+            reporter.set_service_status("", tonic_health::ServingStatus::NotServing).await;
+            reporter.set_not_serving::<DynamicsServer<DynamicsService>>().await;
+            reporter.set_not_serving::<GrpcInferenceServiceServer<InferenceService>>().await;
             let _ = draining.send(());
         });
     tokio::pin!(server);

@@ -171,13 +171,13 @@ pub fn copy_model(from: &Path, to: &Path) {
     }
 }
 
-/// The Python of the project-local virtual environment with tritonclient that
-/// scripts/test installs (scripts/setup-tritonclient), if it is there.
-pub fn tritonclient_python(what: &str) -> Option<PathBuf> {
-    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv-tritonclient/bin/python");
+/// The Python of the project-local virtual environment that scripts/test installs
+/// (scripts/setup-test-python: tritonclient, kubernetes-validate), if it is there.
+pub fn test_python(what: &str) -> Option<PathBuf> {
+    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv-test/bin/python");
     if python.is_file() {
         return Some(python);
     }
-    skip(what, "no .venv-tritonclient (scripts/setup-tritonclient installs it; scripts/test runs it)");
+    skip(what, "no .venv-test (scripts/setup-test-python installs it; scripts/test runs it)");
     None
 }

@@ -1,0 +1,23 @@
+//! deploy/ and the Dockerfiles, checked with what runs without a cluster or Docker:
+//! tests/deploy/validate.py (Kubernetes schemas, KServe's CRD schemas, and every flag
+//! and variable they set against `equiserve --help`).
+
+mod common;
+
+use std::{path::Path, process::Command};
+
+#[test]
+fn manifests_and_dockerfiles_are_valid_and_use_real_flags() {
+    let Some(python) = common::test_python("the deploy/ validation") else { return };
+    let help = Command::new(env!("CARGO_BIN_EXE_equiserve")).arg("--help").output().expect("equiserve --help");
+    assert!(help.status.success());
+    let help_file = tempfile::NamedTempFile::new().expect("temp file");
+    std::fs::write(help_file.path(), &help.stdout).expect("write");
+    let project = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let output = Command::new(python).arg(project.join("tests/deploy/validate.py")).arg(project).arg(help_file.path()).output().expect("python runs");
+    let log = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success(), "deploy/ is not valid:\n{log}");
+    for manifest in ["Deployment", "Service", "HorizontalPodAutoscaler", "ServingRuntime", "InferenceService", "Dockerfile.cpu"] {
+        assert!(log.contains(manifest), "{manifest} was not checked:\n{log}");
+    }
+}
