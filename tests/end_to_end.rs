@@ -469,7 +469,7 @@ fn decoded_requests_of_arbitrary_bytes_are_answered_or_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mixed_load_on_shipped_models_runs_without_errors_or_cut_rollouts() {
-    use equiserve::client::load::{LoadConfig, Scenario, run};
+    use equiserve::client::load::{LoadConfig, LoadKind, Scenario, run};
     let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
     let dir = tempfile::tempdir().expect("temp dir");
     for model in ["mlp", "pairforce-h4"] {
@@ -489,14 +489,16 @@ async fn mixed_load_on_shipped_models_runs_without_errors_or_cut_rollouts() {
         rollout_steps: 200,
         scenarios: vec![scenario],
     };
-    let (predicts, rollouts, history_rollouts) = (
-        load("mlp", Scenario { rollout: false, clients: 96, batch: 1 }),
-        load("mlp", Scenario { rollout: true, clients: 16, batch: 1 }),
-        load("pairforce-h4", Scenario { rollout: true, clients: 16, batch: 4 }),
+    let (predicts, infers, rollouts, history_rollouts) = (
+        load("mlp", Scenario { kind: LoadKind::Predict, clients: 96, batch: 1 }),
+        load("pairforce-h4", Scenario { kind: LoadKind::Infer, clients: 16, batch: 2 }),
+        load("mlp", Scenario { kind: LoadKind::Rollout, clients: 16, batch: 1 }),
+        load("pairforce-h4", Scenario { kind: LoadKind::Rollout, clients: 16, batch: 4 }),
     );
-    let (predicts, rollouts, history_rollouts) = tokio::join!(run(&predicts, |_| {}), run(&rollouts, |_| {}), run(&history_rollouts, |_| {}));
+    let (predicts, infers, rollouts, history_rollouts) =
+        tokio::join!(run(&predicts, |_| {}), run(&infers, |_| {}), run(&rollouts, |_| {}), run(&history_rollouts, |_| {}));
     let (_, peak) = equiserve::serve::memory::resident_and_peak().unwrap_or_default();
-    for result in [predicts, rollouts, history_rollouts].into_iter().flat_map(|r| r.expect("load runs")) {
+    for result in [predicts, infers, rollouts, history_rollouts].into_iter().flat_map(|r| r.expect("load runs")) {
         eprintln!("{}: {:.0}/s, p50 {:.2} ms, p99 {:.2} ms", result.scenario, result.rate, result.p50 * 1e3, result.p99 * 1e3);
         assert!(result.errors.is_empty() && result.rollouts_cut == 0, "{}: {:?}, {} rollouts cut", result.scenario, result.errors, result.rollouts_cut);
         assert!(result.rate > 0.0, "{} made no progress", result.scenario);
