@@ -287,6 +287,28 @@ fn the_client_cli_predicts_and_rolls_out_files_on_a_live_server() {
     assert_eq!(comments.len(), 3, "start, step 2, step 4: {comments:?}");
     assert!(comments[2].contains("step=4"));
 
+    // An ensemble: member 0 is frame 3 itself, the others perturbed; member 0 rolls out
+    // as the single rollout above, and each member as chaining the model from it gives.
+    let start = trajectory.positions().slice(ndarray::s![3..4, .., ..]).to_owned();
+    let members = ndarray::concatenate![ndarray::Axis(0), start, &start + 0.01, &start - 0.02];
+    equiserve::data::save_arrays(std::path::Path::new(&path("ensemble.npz")), &[("arr", &members)]).expect("save");
+    let output = client(&["rollout", "--model", "mlp", "--from", &path("frames.npz"), "--frame", "3", "--steps", "5", "--ensemble", &path("ensemble.npz"), "--out", &path("ensemble-out.npz")]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let mut npz = ndarray_npy::NpzReader::new(std::fs::File::open(path("ensemble-out.npz")).expect("out")).expect("an npz");
+    let ensemble: ndarray::Array4<f32> = npz.by_name("arr").expect("arr [frames, B, 12, 3]");
+    assert_eq!(ensemble.dim(), (6, 3, 12, 3));
+    assert_eq!(ensemble.index_axis(ndarray::Axis(1), 0), rolled.positions().view(), "member 0 is the single rollout");
+    let mut x = members.clone();
+    for step in 0..=5 {
+        let gap = ensemble.index_axis(ndarray::Axis(0), step).iter().zip(&x).fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(gap <= 1e-5, "ensemble step {step}: {gap}");
+        x = &x + &direct.run(x.view()).expect("runs");
+    }
+    let output = client(&["rollout", "--model", "mlp", "--from", &path("frames.npz"), "--steps", "2", "--ensemble", &path("ensemble.npz"), "--out", &path("ensemble.xyz")]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let xyz = std::fs::read_to_string(path("ensemble.xyz")).expect("xyz");
+    assert!(xyz.starts_with("36\nProperties=species:S:1:pos:R:3:member:I:1 step=0"), "{}", &xyz[..80]);
+
     let output = client(&["predict", "--model", "nope", "--in", &path("frames.npz"), "--out", &path("x.npz")]);
     assert_clean_failure(&output, &["NotFound", "unknown model 'nope'"]);
     assert_eq!(stderr(&output).trim().lines().count(), 1, "one line: {}", stderr(&output));

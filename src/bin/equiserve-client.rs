@@ -69,6 +69,11 @@ enum Command {
         /// Keep every n-th step (the last is always kept).
         #[arg(long, default_value_t = 1)]
         emit_every: u32,
+        /// .npz `arr` [B, 12, 2|3]: B start snapshots rolled out together in place of
+        /// --frame (a history model's members keep the trajectory's recent displacements);
+        /// written as [frames, B, 12, 3], or every member in each .xyz frame.
+        #[arg(long)]
+        ensemble: Option<PathBuf>,
         #[arg(long = "out")]
         output: PathBuf,
     },
@@ -91,7 +96,8 @@ enum Command {
         #[arg(long, default_value_t = 2000)]
         rollout_steps: u32,
         /// Scenarios, e.g. predict:64x1 (64 clients, 1 frame each) or rollout:1x256
-        /// (one ensemble rollout of 256 systems); default: the serving table's six.
+        /// (one ensemble rollout of 256 systems), infer:1x32 (ModelInfer of the Open Inference
+        /// Protocol); default: the serving table's seven.
         #[arg(long = "scenario")]
         scenarios: Vec<Scenario>,
         /// Where raw ONNX Runtime runs.
@@ -141,8 +147,8 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
             eprintln!("{}: dx of frames {}..{} written", output.display(), done.first_frame, done.first_frame + done.frames);
             Ok(())
         }
-        Command::Rollout { model, trajectory, frame, steps, emit_every, output } => {
-            let plan = files::RolloutPlan { model, trajectory, frame, steps, emit_every, output };
+        Command::Rollout { model, trajectory, frame, steps, emit_every, ensemble, output } => {
+            let plan = files::RolloutPlan { model, trajectory, frame, steps, emit_every, ensemble, output };
             let bar = indicatif::ProgressBar::new(u64::from(steps))
                 .with_style(indicatif::ProgressStyle::with_template("{msg} {bar:40} {pos}/{len} steps ({per_sec}, {eta} left)").expect("a valid template"))
                 .with_message(plan.model.clone());

@@ -3,12 +3,12 @@
 
 use std::path::{Path, PathBuf};
 
-use ndarray::{Array3, Axis, concatenate};
+use ndarray::{Array3, Array4, Axis, concatenate};
 use tokio_stream::StreamExt;
 
 use super::{Client, ConnectError, Windows};
 use crate::{
-    data::{DIMS, DataError, FRAME_LEN, PARTICLES, load_frames, save_arrays, write_xyz},
+    data::{DIMS, DataError, FRAME_LEN, PARTICLES, load_frames, save_arrays, write_ensemble_xyz},
     proto::v1::{GetModelRequest, ListModelsRequest, ModelSummary, PredictRequest, RolloutRequest},
 };
 
@@ -87,6 +87,21 @@ fn packed(values: Vec<f32>, frames: usize) -> Result<Array3<f32>, ClientError> {
         .map_err(|_| ClientError::Usage(format!("the server answered {frames} frame(s) with the wrong number of floats")))
 }
 
+/// The start snapshots and windows of an ensemble: each member's window is the
+/// trajectory's (`start` and `previous`, one system) shifted by member − start.
+fn ensemble_windows(members: &Array3<f32>, start: &[f32], previous: &[f32]) -> (Vec<f32>, Vec<f32>, usize) {
+    let mut positions = Vec::with_capacity(members.len());
+    let mut windows = Vec::with_capacity(members.dim().0 * previous.len());
+    for member in members.outer_iter() {
+        let shift: Vec<f32> = member.iter().zip(start).map(|(m, s)| m - s).collect();
+        positions.extend(member.iter());
+        for frame in previous.chunks(FRAME_LEN) {
+            windows.extend(frame.iter().zip(&shift).map(|(p, d)| p + d));
+        }
+    }
+    (positions, windows, members.dim().0)
+}
+
 /// Where a rollout goes: `.xyz` (extended XYZ) or `.npz` (`arr`, the trajectory format).
 #[derive(Debug, Clone)]
 pub struct RolloutPlan {
@@ -96,11 +111,17 @@ pub struct RolloutPlan {
     pub frame: usize,
     pub steps: u32,
     pub emit_every: u32,
+    /// .npz `arr` [B, 12, 2|3]: B start snapshots rolled out together in place of the
+    /// start frame; for a history model each keeps the trajectory's recent displacements
+    /// (its window is the trajectory's, shifted by member − start frame).
+    pub ensemble: Option<PathBuf>,
     pub output: PathBuf,
 }
 
 /// Rolls `plan` out on the server, calling `progress(step)` for every frame that
-/// arrives; writes the start frame and every emitted frame. Gives the frames written.
+/// arrives; writes the start frame and every emitted frame (an ensemble as [frames, B,
+/// 12, 3] in `arr`, or every member's particles in each .xyz block). Gives the frames
+/// written.
 pub async fn rollout(client: &mut Client, plan: &RolloutPlan, mut progress: impl FnMut(u32)) -> Result<usize, ClientError> {
     let writes_xyz = match plan.output.extension().and_then(|e| e.to_str()) {
         Some("xyz") => true,
@@ -121,24 +142,47 @@ pub async fn rollout(client: &mut Client, plan: &RolloutPlan, mut progress: impl
     }
     let windows = Windows::new(&frames, held + 1).expect("the start frame has its window, checked above");
     let (start, previous) = windows.batch(plan.frame - held, 1);
+    let (start, previous, members) = match &plan.ensemble {
+        None => (start, previous, 1),
+        Some(path) => ensemble_windows(&load_frames(path)?, &start, &previous),
+    };
     let request = RolloutRequest { model: plan.model.clone(), positions: start.clone(), steps: plan.steps, emit_every: plan.emit_every, previous, ..Default::default() };
     let mut stream = client.rollout(request).await?.into_inner();
     let mut positions = start;
     let mut steps = vec![0u32];
     while let Some(frame) = stream.next().await {
         let frame = frame?;
-        if frame.positions.len() != FRAME_LEN {
-            return Err(ClientError::Usage(format!("step {}: the server sent {} floats for one system", frame.step, frame.positions.len())));
+        if frame.positions.len() != members * FRAME_LEN {
+            return Err(ClientError::Usage(format!("step {}: the server sent {} floats for {members} system(s)", frame.step, frame.positions.len())));
         }
         positions.extend(frame.positions);
         steps.push(frame.step);
         progress(frame.step);
     }
-    let written = Array3::from_shape_vec((steps.len(), PARTICLES, DIMS), positions).expect("whole frames");
-    if writes_xyz {
-        write_xyz(&plan.output, written.view(), &steps)?;
-    } else {
-        save_arrays(&plan.output, &[("arr", &written)])?;
+    let written = Array4::from_shape_vec((steps.len(), members, PARTICLES, DIMS), positions).expect("whole frames");
+    match (writes_xyz, members) {
+        (true, _) => write_ensemble_xyz(&plan.output, written.view(), &steps)?,
+        (false, 1) => save_arrays(&plan.output, &[("arr", &written.index_axis_move(Axis(1), 0))])?,
+        (false, _) => save_arrays(&plan.output, &[("arr", &written)])?,
     }
     Ok(steps.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ensemble_members_keep_the_trajectorys_recent_displacements() {
+        let start: Vec<f32> = (0..FRAME_LEN).map(|i| i as f32).collect();
+        // Two earlier frames of the window, oldest first.
+        let previous: Vec<f32> = (0..2 * FRAME_LEN).map(|i| 100.0 + i as f32).collect();
+        let members = Array3::from_shape_fn((2, PARTICLES, DIMS), |(m, p, d)| start[p * DIMS + d] + m as f32 * 0.5);
+        let (positions, windows, count) = ensemble_windows(&members, &start, &previous);
+        assert_eq!(count, 2);
+        assert_eq!(positions, members.iter().copied().collect::<Vec<_>>());
+        assert_eq!(windows.len(), 2 * previous.len());
+        assert_eq!(&windows[..previous.len()], &previous[..], "member 0 is the start frame: its window is the trajectory's");
+        assert!(windows[previous.len()..].iter().zip(&previous).all(|(w, p)| (w - (p + 0.5)).abs() < 1e-6), "member 1's window is shifted with it");
+    }
 }

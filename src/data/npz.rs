@@ -97,7 +97,7 @@ pub fn save_npz(trajectory: &Trajectory, path: &Path, planar: bool) -> Result<()
 
 /// Writes float32 arrays by name (e.g. `dx` and `next` of a prediction) as an `.npz`
 /// numpy reads with `np.load`.
-pub fn save_arrays(path: &Path, arrays: &[(&str, &Array3<f32>)]) -> Result<(), DataError> {
+pub fn save_arrays<D: ndarray::Dimension>(path: &Path, arrays: &[(&str, &ndarray::Array<f32, D>)]) -> Result<(), DataError> {
     let io = |source| DataError::Io { path: path.display().to_string(), source };
     let mut npz = NpzWriter::new(BufWriter::new(File::create(path).map_err(io)?));
     for (name, array) in arrays {
