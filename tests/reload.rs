@@ -187,6 +187,8 @@ async fn explicit_loads_say_why_they_failed_and_keep_the_old_version() {
     assert!(status.message().contains("still serving version(s) 1, 2") && status.message().contains("model.onnx"), "{}", status.message());
     let before = looping.answered_by(2);
     wait_for("version 2 still answering", || looping.answered_by(2) > before + 20).await;
+    let again = repository_client.repository_model_load(load("mlp")).await.expect_err("still broken");
+    assert_eq!(again.code(), Code::FailedPrecondition, "a second load of the same broken files fails again: {again:?}");
 
     let status = repository_client.repository_model_load(load("absent")).await.expect_err("absent");
     assert_eq!(status.code(), Code::NotFound, "{status:?}");

@@ -32,7 +32,7 @@ use crate::{
 };
 
 /// Output of ModelInfer beside `dx`: positions + dx.
-pub const NEXT_POSITIONS: &str = "next_positions";
+const NEXT_POSITIONS: &str = "next_positions";
 const FP32: &str = "FP32";
 /// The platform Triton names ONNX Runtime models by.
 const PLATFORM: &str = "onnxruntime_onnx";
@@ -100,7 +100,12 @@ fn inputs(request: &mut ModelInferRequest, history_frames: usize) -> Result<Inpu
         if shape.len() != dims.len() + 1 || shape[1..] != dims[..] || shape[0] < 1 {
             return Err(invalid(format!("input '{name}' has shape {shape:?}; expected [batch, {}]", dims.iter().map(i64::to_string).collect::<Vec<_>>().join(", "))));
         }
-        let elements = shape.iter().product::<i64>() as usize;
+        // Checked: the batch is the client's number, and may be absurd.
+        let elements = usize::try_from(shape[0])
+            .ok()
+            .and_then(|batch| batch.checked_mul(dims.iter().product::<i64>() as usize))
+            .filter(|&n| n <= isize::MAX as usize / 4)
+            .ok_or_else(|| invalid(format!("input '{name}' has shape {shape:?}: far more elements than any request can carry")))?;
         let values = match (raw.next(), contents.take()) {
             (Some(bytes), None) => {
                 if bytes.len() != elements * 4 {

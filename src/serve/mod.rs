@@ -31,6 +31,6 @@ pub use rollout::{RolloutCounter, RolloutFrames, RolloutStep};
 #[cfg(feature = "serve")]
 pub use grpc::DynamicsService;
 #[cfg(feature = "serve")]
-pub use inference::{InferenceService, NEXT_POSITIONS};
+pub use inference::InferenceService;
 #[cfg(feature = "serve")]
 pub use server::{ServerOptions, serve, shutdown_signal};

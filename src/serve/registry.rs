@@ -313,7 +313,12 @@ impl ModelRegistry {
             let stamp = stamp(&folder);
             let unchanged = {
                 let models = self.models.read().unwrap_or_else(|e| e.into_inner());
-                models.get(&name).and_then(|versions| versions.get(&version)).is_some_and(|slot| slot.folder == folder && slot.stamp == stamp)
+                // An explicit load retries a version that failed; a poll waits for its files to change.
+                let retry_failed = only.is_some();
+                models
+                    .get(&name)
+                    .and_then(|versions| versions.get(&version))
+                    .is_some_and(|slot| slot.folder == folder && slot.stamp == stamp && !(retry_failed && slot.failure.is_some()))
             };
             if unchanged {
                 continue;
@@ -449,7 +454,8 @@ fn load_version(
     let card_json = fs::read_to_string(&card_path).map_err(|e| unreadable(&card_path, &e))?;
     let mut summary: CardSummary = serde_json::from_str(&card_json).map_err(|e| unreadable(&card_path, &e))?;
     let parity = summary.onnx.parity_relative_error;
-    if !(parity <= PARITY_TOLERANCE) {
+    // NaN fails too.
+    if parity.is_nan() || parity > PARITY_TOLERANCE {
         return Err(unreadable(&card_path, &format_args!("the card records an ONNX parity error of {parity:.3e} (> {PARITY_TOLERANCE:e}): the graph does not compute the trained model")));
     }
     // In the versioned layout the folder names the model, as in Triton's.
