@@ -408,7 +408,7 @@ fn holds_model(folder: &Path) -> bool {
 
 /// Every version folder: `<name>/<version>/` named by the folder, or a flat `<name>/`
 /// as version 1 named by its card (by the folder when the card cannot be read; its load
-/// then says why).
+/// then says why). Hidden folders are skipped.
 fn scan(dir: &Path) -> Result<Vec<Found>, RegistryError> {
     let unreadable = |path: &Path, e: std::io::Error| RegistryError::Unreadable { path: path.to_path_buf(), message: e.to_string() };
     let mut found = Vec::new();
@@ -416,6 +416,10 @@ fn scan(dir: &Path) -> Result<Vec<Found>, RegistryError> {
     folders.sort();
     for folder in folders.into_iter().filter(|f| f.is_dir()) {
         let folder_name = folder.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        // Hidden folders are where versions are staged before they are renamed in.
+        if folder_name.starts_with('.') {
+            continue;
+        }
         if holds_model(&folder) {
             let card_name = fs::read_to_string(folder.join(CARD_FILE)).ok().and_then(|json| serde_json::from_str::<CardSummary>(&json).ok()).map(|card| card.name);
             found.push(Found { name: card_name.unwrap_or(folder_name), version: 1, folder });

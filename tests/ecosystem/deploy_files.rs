@@ -2,13 +2,12 @@
 //! tests/deploy/validate.py (Kubernetes schemas, KServe's CRD schemas, and every flag
 //! and variable they set against `equiserve --help`).
 
-mod common;
 
 use std::{path::Path, process::Command};
 
 #[test]
 fn manifests_and_dockerfiles_are_valid_and_use_real_flags() {
-    let Some(python) = common::test_python("the deploy/ validation") else { return };
+    let Some(python) = crate::common::test_python("the deploy/ validation") else { return };
     let help = Command::new(env!("CARGO_BIN_EXE_equiserve")).arg("--help").output().expect("equiserve --help");
     assert!(help.status.success());
     let help_file = tempfile::NamedTempFile::new().expect("temp file");

@@ -2,11 +2,10 @@
 //! unmodified `tritonclient[grpc]` package runs tests/tritonclient/check.py against the
 //! server; its tensors are then compared with ONNX Runtime and with the server's own Rollout.
 
-mod common;
 
 use std::{path::Path, process::Command};
 
-use common::{TEST_SERVER_OPTIONS, TestServer, copy_model, shipped_model, trained_models_dir, test_python};
+use crate::common::{TEST_SERVER_OPTIONS, TestServer, copy_model, shipped_model, trained_models_dir, test_python};
 use equiserve::{
     onnx::{ExecutionDevice, OnnxModel, Signature},
     proto::v1::RolloutRequest,

@@ -2,7 +2,6 @@
 //! swaps in with no failed request, broken ones are refused while the old version keeps
 //! answering, and a rollout finishes on the version it started on.
 
-mod common;
 
 use std::{
     path::Path,
@@ -13,7 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{TEST_SERVER_OPTIONS, TestServer, copy_model, shipped_model, trained_models_dir};
+use crate::common::{TEST_SERVER_OPTIONS, TestServer, copy_model, shipped_model, trained_models_dir};
 use equiserve::{
     proto::{
         inference::{RepositoryIndexRequest, RepositoryModelLoadRequest, grpc_inference_service_client::GrpcInferenceServiceClient},
@@ -85,9 +84,10 @@ fn state(server: &TestServer, version: u64) -> Option<VersionState> {
     server.core.registry().index().into_iter().find(|state| state.name == "mlp" && state.version == version)
 }
 
-/// A version appears whole: written beside the repository's versions, then renamed in.
+/// A version appears whole: written into a hidden folder of the repository (which the
+/// server skips), then renamed in.
 fn deploy(from: &Path, repository: &Path, version: u64) {
-    let staging = repository.join("mlp").join(format!(".staging-{version}"));
+    let staging = repository.join(format!(".staging-{version}"));
     copy_model(from, &staging);
     std::fs::rename(&staging, repository.join("mlp").join(version.to_string())).expect("rename");
 }
