@@ -22,7 +22,7 @@ use crate::{
     },
 };
 
-use super::{Client, ConnectError, Connection, Windows, connect, connect_inference};
+use super::{Client, ConnectError, Connection, InferenceClient, Windows, connect, connect_inference};
 
 /// What the clients of a load call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -190,8 +190,7 @@ pub async fn run(config: &LoadConfig, mut progress: impl FnMut(&LoadResult)) -> 
     let mut results = Vec::new();
     for &scenario in &config.scenarios {
         let tally = match scenario.kind {
-            LoadKind::Predict => predicts(config, scenario, &windows).await?,
-            LoadKind::Infer => infers(config, scenario, &windows, history_frames).await?,
+            LoadKind::Predict | LoadKind::Infer => unary(config, scenario, &windows, history_frames).await?,
             LoadKind::Rollout => rollouts(config, scenario, &windows).await?,
         };
         let result = summarise(scenario, tally, raw_rates.get(&scenario.total_batch()).copied());
@@ -233,58 +232,50 @@ async fn connections(config: &LoadConfig, scenario: Scenario) -> Result<Vec<Clie
     Ok(clients)
 }
 
-async fn predicts(config: &LoadConfig, scenario: Scenario, windows: &Windows) -> Result<Tally, LoadError> {
-    let connections = connections(config, scenario).await?;
+/// A unary load's client: its connection and the requests it cycles through.
+enum UnaryClient {
+    Predict(Client, Vec<PredictRequest>),
+    Infer(InferenceClient, Vec<ModelInferRequest>),
+}
+
+impl UnaryClient {
+    /// Sends request `turn` (cycling), answering whether it succeeded.
+    async fn call(&mut self, turn: usize) -> Result<(), tonic::Status> {
+        match self {
+            UnaryClient::Predict(client, requests) => client.predict(requests[turn % requests.len()].clone()).await.map(drop),
+            UnaryClient::Infer(client, requests) => client.model_infer(requests[turn % requests.len()].clone()).await.map(drop),
+        }
+    }
+}
+
+/// Predict (or ModelInfer, the same tensors as raw little-endian contents) in a loop per client.
+async fn unary(config: &LoadConfig, scenario: Scenario, windows: &Windows, history_frames: usize) -> Result<Tally, LoadError> {
+    let mut unary_clients = Vec::with_capacity(scenario.clients);
+    for index in 0..scenario.clients {
+        // Each client cycles through its own few requests, cut from different frames.
+        let windows = (0..8).map(|i| windows.batch((index * 8 + i) * scenario.batch, scenario.batch));
+        let client = match scenario.kind {
+            LoadKind::Infer => UnaryClient::Infer(
+                connect_inference(&config.connection).await?,
+                windows.map(|(positions, previous)| infer_request(&config.model, scenario.batch, history_frames, &positions, &previous)).collect(),
+            ),
+            _ => UnaryClient::Predict(
+                connect(&config.connection).await?,
+                windows.map(|(positions, previous)| PredictRequest { model: config.model.clone(), positions, previous, ..Default::default() }).collect(),
+            ),
+        };
+        unary_clients.push(client);
+    }
     let deadline = Instant::now() + Duration::from_secs_f64(config.seconds);
     let mut clients = tokio::task::JoinSet::new();
-    for (index, mut client) in connections.into_iter().enumerate() {
-        let model = config.model.clone();
-        // Each client cycles through its own few requests, cut from different frames.
-        let requests: Vec<(Vec<f32>, Vec<f32>)> = (0..8).map(|i| windows.batch((index * 8 + i) * scenario.batch, scenario.batch)).collect();
+    for mut client in unary_clients {
         clients.spawn(async move {
             let mut tally = Tally::default();
             // Every client sends at least one request, however short the time.
-            for (positions, previous) in requests.iter().cycle() {
-                let request = PredictRequest { model: model.clone(), positions: positions.clone(), previous: previous.clone(), ..Default::default() };
+            for turn in 0.. {
                 let sent = Instant::now();
-                match client.predict(request).await {
-                    Ok(_) => {
-                        tally.latency(sent.elapsed().as_secs_f64());
-                        tally.done += scenario.batch;
-                    }
-                    Err(status) => tally.error(&status),
-                }
-                if Instant::now() >= deadline {
-                    break;
-                }
-            }
-            tally
-        });
-    }
-    gather(clients, deadline - Duration::from_secs_f64(config.seconds)).await
-}
-
-/// ModelInfer with the same tensors as `predicts` sends, as raw little-endian contents.
-async fn infers(config: &LoadConfig, scenario: Scenario, windows: &Windows, history_frames: usize) -> Result<Tally, LoadError> {
-    let mut connections = Vec::with_capacity(scenario.clients);
-    for _ in 0..scenario.clients {
-        connections.push(connect_inference(&config.connection).await?);
-    }
-    let deadline = Instant::now() + Duration::from_secs_f64(config.seconds);
-    let mut clients = tokio::task::JoinSet::new();
-    for (index, mut client) in connections.into_iter().enumerate() {
-        let requests: Vec<ModelInferRequest> = (0..8)
-            .map(|i| {
-                let (positions, previous) = windows.batch((index * 8 + i) * scenario.batch, scenario.batch);
-                infer_request(&config.model, scenario.batch, history_frames, &positions, &previous)
-            })
-            .collect();
-        clients.spawn(async move {
-            let mut tally = Tally::default();
-            for request in requests.iter().cycle() {
-                let sent = Instant::now();
-                match client.model_infer(request.clone()).await {
-                    Ok(_) => {
+                match client.call(turn).await {
+                    Ok(()) => {
                         tally.latency(sent.elapsed().as_secs_f64());
                         tally.done += scenario.batch;
                     }
