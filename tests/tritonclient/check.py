@@ -115,6 +115,18 @@ while True:
     rolled.append(result.as_numpy("positions"))
     rolled_steps.append(response.parameters["step"].int64_param)
 assert rolled_steps == [3, 6, 7], rolled_steps
+# A history model rolls out from its window (two inputs), every frame streamed.
+client.async_stream_infer("pairforce-h4", [positions_input(now), window], request_id="history", parameters={"steps": 4})
+history_steps = []
+while True:
+    result, error = responses.get(timeout=60)
+    assert error is None, error
+    response = result.get_response()
+    assert response.id == "history" and result.as_numpy("positions").shape == (3, 12, 3)
+    history_steps.append(response.parameters["step"].int64_param)
+    if response.parameters["triton_final_response"].bool_param:
+        break
+assert history_steps == [1, 2, 3, 4], history_steps
 # An error in a stream comes back as a response; the stream stays open.
 client.async_stream_infer("nope", [positions_input(start)], parameters={"steps": 2})
 result, error = responses.get(timeout=60)
