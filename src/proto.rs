@@ -8,6 +8,14 @@ pub mod v1 {
 /// `proto/inference/grpc_service.proto`.
 pub mod inference {
     tonic::include_proto!("inference");
+
+    /// The protocol's name for float32 tensors.
+    pub const FP32: &str = "FP32";
+
+    /// float32 values as a tensor's raw contents (little-endian, as the protocol sends them).
+    pub fn fp32_bytes(values: impl IntoIterator<Item = f32>) -> Vec<u8> {
+        values.into_iter().flat_map(f32::to_le_bytes).collect()
+    }
 }
 
 /// Encoded descriptors of our protos, served by grpc.reflection.

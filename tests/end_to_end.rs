@@ -311,11 +311,11 @@ fn core(pool: PoolConfig, limits: Limits) -> Arc<DynamicsCore> {
 #[tokio::test]
 async fn a_client_that_stops_reading_holds_no_one_back() {
     let core = core(PoolConfig { workers: Some(2), ..PoolConfig::default() }, LIMITS);
-    let start = || RolloutStart { positions: random_frames(1, 11).into_iter().map(|v| v * 0.1).collect(), previous: Vec::new(), steps: 1000, emit_every: 1, ..Default::default() };
-    let mut stalled = core.rollout("mlp", start()).expect("admitted");
+    let start = || RolloutStart { positions: random_frames(1, 11).into_iter().map(|v| v * 0.1).collect(), previous: Vec::new(), steps: 1000, emit_every: 1 };
+    let mut stalled = core.rollout("mlp", "", start()).expect("admitted");
     stalled.next().await.expect("a frame").expect("ok");
     // The other rollout runs all its 1000 steps while the first is not read.
-    let mut reader = core.rollout("mlp", start()).expect("admitted");
+    let mut reader = core.rollout("mlp", "", start()).expect("admitted");
     let mut read = 0;
     while let Some(frame) = reader.next().await {
         frame.expect("ok");
@@ -337,8 +337,8 @@ async fn a_client_that_stops_reading_holds_no_one_back() {
 async fn a_rollout_whose_client_never_reads_ends_after_the_stall_timeout() {
     let limits = Limits { rollout_stall_timeout: Duration::from_millis(200), ..LIMITS };
     let core = core(PoolConfig { workers: Some(1), ..PoolConfig::default() }, limits);
-    let start = RolloutStart { positions: random_frames(1, 13).into_iter().map(|v| v * 0.1).collect(), previous: Vec::new(), steps: 1000, emit_every: 1, ..Default::default() };
-    let mut stalled = core.rollout("mlp", start).expect("admitted");
+    let start = RolloutStart { positions: random_frames(1, 13).into_iter().map(|v| v * 0.1).collect(), previous: Vec::new(), steps: 1000, emit_every: 1 };
+    let mut stalled = core.rollout("mlp", "", start).expect("admitted");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while core.rollouts_in_progress().get() != 0 {
         assert!(tokio::time::Instant::now() < deadline, "a stalled rollout kept its place");
@@ -379,9 +379,9 @@ async fn admission_is_bounded_for_requests_and_rollouts() {
     }
     assert!(answered >= 2 && busy >= 1 && answered + busy == 20, "{answered} answered, {busy} busy");
 
-    let start = || RolloutStart { positions: random_frames(1, 1), previous: Vec::new(), steps: 1000, emit_every: 1, ..Default::default() };
-    let (first, second) = (core.rollout("mlp", start()).expect("admitted"), core.rollout("mlp", start()).expect("admitted"));
-    let Err(ServeError::Busy { reason, .. }) = core.rollout("mlp", start()) else { panic!("a third rollout was admitted") };
+    let start = || RolloutStart { positions: random_frames(1, 1), previous: Vec::new(), steps: 1000, emit_every: 1 };
+    let (first, second) = (core.rollout("mlp", "", start()).expect("admitted"), core.rollout("mlp", "", start()).expect("admitted"));
+    let Err(ServeError::Busy { reason, .. }) = core.rollout("mlp", "", start()) else { panic!("a third rollout was admitted") };
     assert!(reason.contains("2 rollouts are running"), "{reason}");
     drop((first, second));
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
@@ -389,7 +389,7 @@ async fn admission_is_bounded_for_requests_and_rollouts() {
         assert!(tokio::time::Instant::now() < deadline, "cancelled rollouts kept their places");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    core.rollout("mlp", start()).expect("places are given back");
+    core.rollout("mlp", "", start()).expect("places are given back");
 }
 
 #[tokio::test]
@@ -457,9 +457,9 @@ fn decoded_requests_of_arbitrary_bytes_are_answered_or_refused() {
                 let _ = core.predict(model, "", request.positions, request.previous).await;
             }
             if let Ok(request) = RolloutRequest::decode(bytes.as_slice()) {
-                let start = RolloutStart { positions: request.positions, previous: request.previous, steps: request.steps.min(5), emit_every: request.emit_every, ..Default::default() };
+                let start = RolloutStart { positions: request.positions, previous: request.previous, steps: request.steps.min(5), emit_every: request.emit_every };
                 let model = if model_is_served { "mlp" } else { request.model.as_str() };
-                if let Ok(mut frames) = core.rollout(model, start) {
+                if let Ok(mut frames) = core.rollout(model, "", start) {
                     while frames.next().await.is_some() {}
                 }
             }
@@ -577,8 +577,8 @@ async fn metrics_are_served_at_their_path_only_and_behind_the_token() {
 #[tokio::test]
 async fn rollouts_ended_by_shutdown_say_unavailable() {
     let core = core(PoolConfig { workers: Some(1), ..PoolConfig::default() }, LIMITS);
-    let start = RolloutStart { positions: random_frames(1, 14).into_iter().map(|v| v * 0.1).collect(), previous: Vec::new(), steps: 1000, emit_every: 1, ..Default::default() };
-    let mut frames = core.rollout("mlp", start).expect("admitted");
+    let start = RolloutStart { positions: random_frames(1, 14).into_iter().map(|v| v * 0.1).collect(), previous: Vec::new(), steps: 1000, emit_every: 1 };
+    let mut frames = core.rollout("mlp", "", start).expect("admitted");
     frames.next().await.expect("a frame").expect("ok");
     core.rollout_ender().end_all();
     let ending = loop {

@@ -17,7 +17,7 @@ use crate::{
     card::{CardSummary, MODEL_FILE},
     onnx::{ExecutionDevice, OnnxModel, POSITIONS, PREVIOUS, RuntimeError},
     proto::{
-        inference::{ModelInferRequest, model_infer_request::InferInputTensor},
+        inference::{FP32, ModelInferRequest, fp32_bytes, model_infer_request::InferInputTensor},
         v1::{GetModelRequest, PredictRequest, RolloutRequest},
     },
 };
@@ -292,14 +292,13 @@ async fn unary(config: &LoadConfig, scenario: Scenario, windows: &Windows, histo
 }
 
 fn infer_request(model: &str, batch: usize, history_frames: usize, positions: &[f32], previous: &[f32]) -> ModelInferRequest {
-    let tensor = |name: &str, shape: Vec<i64>| InferInputTensor { name: name.to_string(), datatype: "FP32".to_string(), shape, ..Default::default() };
-    let raw = |values: &[f32]| values.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>();
+    let tensor = |name: &str, shape: Vec<i64>| InferInputTensor { name: name.to_string(), datatype: FP32.to_string(), shape, ..Default::default() };
     let mut request = ModelInferRequest { model_name: model.to_string(), ..Default::default() };
     request.inputs.push(tensor(POSITIONS, vec![batch as i64, 12, 3]));
-    request.raw_input_contents.push(raw(positions));
+    request.raw_input_contents.push(fp32_bytes(positions.iter().copied()));
     if history_frames > 1 {
         request.inputs.push(tensor(PREVIOUS, vec![batch as i64, history_frames as i64 - 1, 12, 3]));
-        request.raw_input_contents.push(raw(previous));
+        request.raw_input_contents.push(fp32_bytes(previous.iter().copied()));
     }
     request
 }

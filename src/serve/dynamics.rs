@@ -50,8 +50,6 @@ pub struct RolloutStart {
     pub steps: u32,
     /// Emit every n-th frame (0 or 1: every frame); the last one is always emitted.
     pub emit_every: u32,
-    /// Empty: the newest ready version.
-    pub version: String,
 }
 
 /// Ends every model's rollouts with UNAVAILABLE, for a server whose shutdown grace ran out.
@@ -111,9 +109,13 @@ impl DynamicsCore {
     }
 
     /// dx and x + dx for `positions`, packed float32 [batch, 12, 3], and for a history
-    /// model of K frames `previous`, packed [batch, K − 1, 12, 3].
+    /// model of K frames `previous`, packed [batch, K − 1, 12, 3], on `version` of `model`.
     pub async fn predict(&self, model: &str, version: &str, positions: Vec<f32>, previous: Vec<f32>) -> Result<Prediction, ServeError> {
-        let model = self.model(model, version)?;
+        self.predict_on(self.model(model, version)?, positions, previous).await
+    }
+
+    /// [`Self::predict`] on a model already looked up (a protocol that needed its window first).
+    pub async fn predict_on(&self, model: Arc<LoadedModel>, positions: Vec<f32>, previous: Vec<f32>) -> Result<Prediction, ServeError> {
         let positions = validate::frames(positions, self.limits.max_batch)?;
         let previous = validate::previous(previous, positions.dim().0, model.history_frames())?;
         let dx = model.dx(positions.clone(), previous).await?;
@@ -125,11 +127,16 @@ impl DynamicsCore {
         Ok(Prediction { batch: positions.dim().0, version: model.version, dx, next_positions })
     }
 
-    /// Starts a rollout of `steps` steps from B frames (and the K − 1 frames before
-    /// each, oldest first, for a history model); frames arrive on the returned stream.
-    pub fn rollout(&self, model: &str, start: RolloutStart) -> Result<RolloutFrames, ServeError> {
-        let RolloutStart { positions, previous, steps, emit_every, version } = start;
-        let model = self.model(model, &version)?;
+    /// Starts a rollout on `version` of `model` of `steps` steps from B frames (and the
+    /// K − 1 frames before each, oldest first, for a history model); frames arrive on the
+    /// returned stream.
+    pub fn rollout(&self, model: &str, version: &str, start: RolloutStart) -> Result<RolloutFrames, ServeError> {
+        self.rollout_on(self.model(model, version)?, start)
+    }
+
+    /// [`Self::rollout`] on a model already looked up.
+    pub fn rollout_on(&self, model: Arc<LoadedModel>, start: RolloutStart) -> Result<RolloutFrames, ServeError> {
+        let RolloutStart { positions, previous, steps, emit_every } = start;
         let limits = (self.limits.max_batch, self.limits.max_rollout_steps);
         let (start, previous) = validate::rollout_start(positions, previous, model.history_frames(), steps, limits)?;
         let plan = RolloutPlan { model, start, previous, steps, emit_every: emit_every.max(1), stall_timeout: self.limits.rollout_stall_timeout };

@@ -46,12 +46,6 @@ fn summary(model: &LoadedModel) -> ModelSummary {
     }
 }
 
-impl DynamicsService {
-    fn finished<T>(&self, rpc: &'static str, model: &str, started: Instant, result: &Result<T, Status>) {
-        finished(&self.core, rpc, model, started, result);
-    }
-}
-
 /// Counts a finished call, under the model's name only when it is served.
 pub(super) fn finished<T>(core: &DynamicsCore, rpc: &'static str, model: &str, started: Instant, result: &Result<T, Status>) {
     let code = result.as_ref().map_or_else(Status::code, |_| tonic::Code::Ok);
@@ -85,7 +79,7 @@ impl Dynamics for DynamicsService {
                 next_positions: prediction.next_positions.into_iter().collect(),
             })
         });
-        self.finished("Predict", &model, started, &result);
+        finished(&self.core, "Predict", &model, started, &result);
         result
     }
 
@@ -94,8 +88,8 @@ impl Dynamics for DynamicsService {
     async fn rollout(&self, request: Request<RolloutRequest>) -> Result<Response<Self::RolloutStream>, Status> {
         let started = Instant::now();
         let RolloutRequest { model, positions, steps, emit_every, previous, version } = request.into_inner();
-        let start = RolloutStart { positions, previous, steps, emit_every, version };
-        let result = self.core.rollout(&model, start).map_err(status).map(|frames| {
+        let start = RolloutStart { positions, previous, steps, emit_every };
+        let result = self.core.rollout(&model, &version, start).map_err(status).map(|frames| {
             let frames = frames.map(|frame| {
                 frame.map(|f| RolloutFrame { step: f.step, positions: f.positions, batch: f.batch as u32 }).map_err(status)
             });
@@ -103,7 +97,7 @@ impl Dynamics for DynamicsService {
         });
         // Counts whether the rollout was admitted; how admitted ones end is counted in
         // equiserve_rollouts_ended_total.
-        self.finished("Rollout", &model, started, &result);
+        finished(&self.core, "Rollout", &model, started, &result);
         result
     }
 }

@@ -16,24 +16,23 @@ use tokio_stream::{Stream, StreamExt, wrappers::ReceiverStream};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::{
-    DynamicsCore, RegistryError, RolloutStart,
+    DynamicsCore, ModelRegistry, RegistryError, RolloutStart,
     grpc::{finished, status},
 };
 use crate::{
     onnx::{DX, POSITIONS, PREVIOUS},
     proto::inference::{
-        InferParameter, ModelInferRequest, ModelInferResponse, ModelMetadataRequest, ModelMetadataResponse, ModelReadyRequest,
+        FP32, InferParameter, ModelInferRequest, ModelInferResponse, ModelMetadataRequest, ModelMetadataResponse, ModelReadyRequest,
         ModelReadyResponse, ModelStreamInferResponse, RepositoryIndexRequest, RepositoryIndexResponse, RepositoryModelLoadRequest,
         RepositoryModelLoadResponse, RepositoryModelUnloadRequest, RepositoryModelUnloadResponse, ServerLiveRequest, ServerLiveResponse,
         ServerMetadataRequest, ServerMetadataResponse, ServerReadyRequest, ServerReadyResponse, grpc_inference_service_server::GrpcInferenceService,
-        infer_parameter::ParameterChoice, model_infer_request::InferInputTensor, model_infer_response::InferOutputTensor,
+        fp32_bytes, infer_parameter::ParameterChoice, model_infer_request::InferInputTensor, model_infer_response::InferOutputTensor,
         model_metadata_response::TensorMetadata, repository_index_response::ModelIndex,
     },
 };
 
 /// Output of ModelInfer beside `dx`: positions + dx.
 const NEXT_POSITIONS: &str = "next_positions";
-const FP32: &str = "FP32";
 /// The platform Triton names ONNX Runtime models by.
 const PLATFORM: &str = "onnxruntime_onnx";
 /// Request parameters of a streamed rollout.
@@ -52,6 +51,7 @@ const STREAM_RESPONSES: usize = 16;
 /// server's rollout limit).
 const STREAM_INFERS: usize = 16;
 
+#[derive(Clone)]
 pub struct InferenceService {
     core: Arc<DynamicsCore>,
 }
@@ -142,10 +142,6 @@ fn frames_tensor(name: &str, batch: usize) -> InferOutputTensor {
     InferOutputTensor { name: name.to_string(), datatype: FP32.to_string(), shape: vec![batch as i64, 12, 3], ..Default::default() }
 }
 
-fn raw(values: impl IntoIterator<Item = f32>) -> Vec<u8> {
-    values.into_iter().flat_map(f32::to_le_bytes).collect()
-}
-
 fn parameter(value: ParameterChoice) -> InferParameter {
     InferParameter { parameter_choice: Some(value) }
 }
@@ -170,7 +166,7 @@ impl InferenceService {
         if let Some(unknown) = wanted.iter().find(|name| *name != DX && *name != NEXT_POSITIONS) {
             return Err(invalid(format!("unknown output '{}'; the model gives {DX} and {NEXT_POSITIONS}", unknown.chars().take(64).collect::<String>())));
         }
-        let prediction = self.core.predict(&request.model_name, &model.version.to_string(), positions, previous).await.map_err(status)?;
+        let prediction = self.core.predict_on(model, positions, previous).await.map_err(status)?;
         let mut response = ModelInferResponse {
             model_name: request.model_name,
             model_version: prediction.version.to_string(),
@@ -180,7 +176,7 @@ impl InferenceService {
         let mut add = |name: &str, values: ndarray::Array3<f32>| {
             if wanted.is_empty() || wanted.iter().any(|w| w == name) {
                 response.outputs.push(frames_tensor(name, prediction.batch));
-                response.raw_output_contents.push(raw(values));
+                response.raw_output_contents.push(fp32_bytes(values));
             }
         };
         add(DX, prediction.dx);
@@ -195,8 +191,7 @@ impl InferenceService {
         let emit_every = integer(&request.parameters, EMIT_EVERY)?.unwrap_or(1);
         let empty_final = matches!(request.parameters.get(EMPTY_FINAL_RESPONSE).and_then(|p| p.parameter_choice.as_ref()), Some(ParameterChoice::BoolParam(true)));
         let version = model.version.to_string();
-        let start = RolloutStart { positions, previous, steps, emit_every, version: version.clone() };
-        let mut frames = self.core.rollout(&request.model_name, start).map_err(status)?;
+        let mut frames = self.core.rollout_on(model, RolloutStart { positions, previous, steps, emit_every }).map_err(status)?;
         let (name, id) = (request.model_name, request.id);
         tokio::spawn(async move {
             let response = |outputs: Vec<InferOutputTensor>, raw_output_contents: Vec<Vec<u8>>, parameters: HashMap<String, InferParameter>| ModelStreamInferResponse {
@@ -218,7 +213,7 @@ impl InferenceService {
                             (STEP.to_string(), parameter(ParameterChoice::Int64Param(i64::from(frame.step)))),
                             (FINAL_RESPONSE.to_string(), parameter(ParameterChoice::BoolParam(last && !empty_final))),
                         ]);
-                        let mut answers = vec![response(vec![frames_tensor(POSITIONS, frame.batch)], vec![raw(frame.positions)], parameters)];
+                        let mut answers = vec![response(vec![frames_tensor(POSITIONS, frame.batch)], vec![fp32_bytes(frame.positions)], parameters)];
                         if last && empty_final {
                             answers.push(response(Vec::new(), Vec::new(), HashMap::from([(FINAL_RESPONSE.to_string(), parameter(ParameterChoice::BoolParam(true)))])));
                         }
@@ -235,6 +230,18 @@ impl InferenceService {
             }
         });
         Ok(())
+    }
+}
+
+impl InferenceService {
+    /// Runs a repository change off the async runtime: loading builds sessions, and an
+    /// unload may join the last holder's worker threads.
+    async fn change_repository(&self, change: impl FnOnce(&ModelRegistry) -> Result<(), RegistryError> + Send + 'static) -> Result<(), Status> {
+        let registry = Arc::clone(self.core.registry());
+        tokio::task::spawn_blocking(move || change(&registry))
+            .await
+            .map_err(|e| Status::internal(format!("the repository change stopped: {e}")))?
+            .map_err(repository_status)
     }
 }
 
@@ -321,7 +328,7 @@ impl GrpcInferenceService for InferenceService {
     async fn model_stream_infer(&self, request: Request<Streaming<ModelInferRequest>>) -> Result<Response<Self::ModelStreamInferStream>, Status> {
         let mut requests = request.into_inner();
         let (out, responses) = mpsc::channel(STREAM_RESPONSES);
-        let service = InferenceService { core: Arc::clone(&self.core) };
+        let service = self.clone();
         tokio::spawn(async move {
             let infers = Arc::new(Semaphore::new(STREAM_INFERS));
             while let Some(Ok(request)) = requests.next().await {
@@ -331,7 +338,7 @@ impl GrpcInferenceService for InferenceService {
                     Ok(Some(steps)) => service.rollout(request, steps, out.clone()),
                     Ok(None) => {
                         let Ok(permit) = Arc::clone(&infers).acquire_owned().await else { return };
-                        let (service, out) = (InferenceService { core: Arc::clone(&service.core) }, out.clone());
+                        let (service, out) = (service.clone(), out.clone());
                         tokio::spawn(async move {
                             let answer = match service.infer(request).await {
                                 Ok(response) => ModelStreamInferResponse { error_message: String::new(), infer_response: Some(response) },
@@ -376,11 +383,7 @@ impl GrpcInferenceService for InferenceService {
     async fn repository_model_load(&self, request: Request<RepositoryModelLoadRequest>) -> Result<Response<RepositoryModelLoadResponse>, Status> {
         let RepositoryModelLoadRequest { model_name, parameters, .. } = request.into_inner();
         repository_target(&model_name, &parameters, &[])?;
-        let registry = Arc::clone(self.core.registry());
-        tokio::task::spawn_blocking(move || registry.load(&model_name))
-            .await
-            .map_err(|e| Status::internal(format!("the load stopped: {e}")))?
-            .map_err(repository_status)?;
+        self.change_repository(move |registry| registry.load(&model_name)).await?;
         Ok(Response::new(RepositoryModelLoadResponse {}))
     }
 
@@ -388,11 +391,7 @@ impl GrpcInferenceService for InferenceService {
         let RepositoryModelUnloadRequest { model_name, parameters, .. } = request.into_inner();
         // Models here have no dependents (no ensembles): the flag changes nothing.
         repository_target(&model_name, &parameters, &["unload_dependents"])?;
-        let registry = Arc::clone(self.core.registry());
-        tokio::task::spawn_blocking(move || registry.unload(&model_name))
-            .await
-            .map_err(|e| Status::internal(format!("the unload stopped: {e}")))?
-            .map_err(repository_status)?;
+        self.change_repository(move |registry| registry.unload(&model_name)).await?;
         Ok(Response::new(RepositoryModelUnloadResponse {}))
     }
 }

@@ -126,9 +126,10 @@ pub struct VersionState {
 
 /// Sizes and times of a version's files: when they change, poll reloads it.
 type FileStamp = [(u64, Option<SystemTime>); 2];
-/// The stamp of an unloaded version: any files differ from it.
-const NEVER_LOADED: FileStamp = [(u64::MAX, None); 2];
+/// The failure an unloaded version shows (and which makes the next load read it again).
 const UNLOADED: &str = "unloaded";
+
+type Versions = BTreeMap<u64, VersionSlot>;
 
 struct VersionSlot {
     folder: PathBuf,
@@ -152,7 +153,7 @@ pub struct ModelRegistry {
     /// One budget for every model's calls.
     budget: Arc<MemoryBudget>,
     control: ModelControl,
-    models: RwLock<BTreeMap<String, BTreeMap<u64, VersionSlot>>>,
+    models: RwLock<BTreeMap<String, Versions>>,
     /// Versions swapped out or unloaded: rollouts may still run on them until they end,
     /// and a shutdown ends those too.
     retired: Mutex<Vec<Weak<LoadedModel>>>,
@@ -192,47 +193,43 @@ impl ModelRegistry {
 
     /// `version`, or the newest ready one when `None`.
     pub fn get(&self, name: &str, version: Option<u64>) -> Result<Arc<LoadedModel>, ServeError> {
-        let models = self.models.read().unwrap_or_else(|e| e.into_inner());
+        let models = self.read();
         let Some(versions) = models.get(name) else {
             return Err(ServeError::UnknownModel { name: name.to_string(), served: ready_names(&models).join(", ") });
         };
-        let ready = |slot: &VersionSlot| slot.serving.clone();
         let found = match version {
-            None => versions.values().rev().find_map(ready),
-            Some(version) => versions.get(&version).and_then(ready),
+            None => newest_ready(versions),
+            Some(version) => versions.get(&version).and_then(|slot| slot.serving.clone()),
         };
         found.ok_or_else(|| ServeError::VersionNotReady {
             name: name.to_string(),
             version: version.map_or_else(|| "any version".to_string(), |v| format!("version {v}")),
-            ready: versions.iter().filter(|(_, slot)| slot.serving.is_some()).map(|(v, _)| v.to_string()).collect::<Vec<_>>().join(", "),
+            ready: ready_versions(versions).iter().map(u64::to_string).collect::<Vec<_>>().join(", "),
         })
     }
 
     /// Whether `name` has a ready version.
     pub fn serves(&self, name: &str) -> bool {
-        self.get(name, None).is_ok()
+        self.read().get(name).is_some_and(|versions| newest_ready(versions).is_some())
     }
 
     /// The default version of every model that has a ready one.
     pub fn ready(&self) -> Vec<Arc<LoadedModel>> {
-        let models = self.models.read().unwrap_or_else(|e| e.into_inner());
-        models.values().filter_map(|versions| versions.values().rev().find_map(|slot| slot.serving.clone())).collect()
+        self.read().values().filter_map(newest_ready).collect()
     }
 
     /// The ready versions of `name`, oldest first.
     pub fn ready_versions(&self, name: &str) -> Vec<u64> {
-        let models = self.models.read().unwrap_or_else(|e| e.into_inner());
-        models.get(name).map(|versions| versions.iter().filter(|(_, slot)| slot.serving.is_some()).map(|(v, _)| *v).collect()).unwrap_or_default()
+        self.read().get(name).map(ready_versions).unwrap_or_default()
     }
 
     pub fn names(&self) -> Vec<String> {
-        ready_names(&self.models.read().unwrap_or_else(|e| e.into_inner()))
+        ready_names(&self.read())
     }
 
     /// Every version known, ready or not, with the reason of its last failure.
     pub fn index(&self) -> Vec<VersionState> {
-        let models = self.models.read().unwrap_or_else(|e| e.into_inner());
-        models
+        self.read()
             .iter()
             .flat_map(|(name, versions)| {
                 versions.iter().map(|(version, slot)| VersionState {
@@ -247,7 +244,7 @@ impl ModelRegistry {
 
     /// Every version that may still run rollouts: served ones and retired ones alive.
     pub(crate) fn all_loaded(&self) -> Vec<Arc<LoadedModel>> {
-        let models = self.models.read().unwrap_or_else(|e| e.into_inner());
+        let models = self.read();
         let serving = models.values().flat_map(|versions| versions.values().filter_map(|slot| slot.serving.clone()));
         let retired = self.retired.lock().unwrap_or_else(|e| e.into_inner());
         serving.chain(retired.iter().filter_map(Weak::upgrade)).collect()
@@ -271,15 +268,14 @@ impl ModelRegistry {
     /// Stops serving every version of `name`; calls and rollouts in flight finish.
     pub fn unload(&self, name: &str) -> Result<(), RegistryError> {
         self.explicit()?;
-        let mut models = self.models.write().unwrap_or_else(|e| e.into_inner());
+        let mut models = self.write();
         let Some(versions) = models.get_mut(name) else {
             return Err(RegistryError::NotInRepository { name: name.to_string(), dir: self.dir.clone() });
         };
-        // Kept in the index as unavailable; the next load reads the files again.
+        // Kept in the index as unavailable; the next load retries it as a failed version.
         let unloaded: Vec<_> = versions
             .values_mut()
             .filter_map(|slot| {
-                slot.stamp = NEVER_LOADED;
                 slot.failure = Some(UNLOADED.to_string());
                 slot.serving.take()
             })
@@ -312,10 +308,10 @@ impl ModelRegistry {
             seen.insert((name.clone(), version), folder.clone());
             let stamp = stamp(&folder);
             let unchanged = {
-                let models = self.models.read().unwrap_or_else(|e| e.into_inner());
-                // An explicit load retries a version that failed; a poll waits for its files to change.
+                // An explicit load retries a version that failed (or was unloaded); a poll
+                // waits for its files to change.
                 let retry_failed = only.is_some();
-                models
+                self.read()
                     .get(&name)
                     .and_then(|versions| versions.get(&version))
                     .is_some_and(|slot| slot.folder == folder && slot.stamp == stamp && !(retry_failed && slot.failure.is_some()))
@@ -324,7 +320,7 @@ impl ModelRegistry {
                 continue;
             }
             let loaded = load_version(&folder, &name, version, self.device, self.pool, &self.budget);
-            let mut models = self.models.write().unwrap_or_else(|e| e.into_inner());
+            let mut models = self.write();
             let slot = models.entry(name.clone()).or_default().entry(version).or_insert_with(|| VersionSlot {
                 folder: folder.clone(),
                 stamp,
@@ -351,7 +347,7 @@ impl ModelRegistry {
             }
         }
         // Versions whose folders are gone stop serving.
-        let mut models = self.models.write().unwrap_or_else(|e| e.into_inner());
+        let mut models = self.write();
         let mut removed = Vec::new();
         for (name, versions) in models.iter_mut().filter(|(name, _)| only.is_none_or(|only| only == name.as_str())) {
             versions.retain(|version, slot| {
@@ -369,6 +365,16 @@ impl ModelRegistry {
         Ok(failures)
     }
 
+    // The map's guards. A poisoned lock is taken as it is: serving on with the map as a
+    // panicking holder left it beats refusing every request after one panic.
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Versions>> {
+        self.models.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, Versions>> {
+        self.models.write().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn explicit(&self) -> Result<(), RegistryError> {
         match self.control {
             ModelControl::Explicit => Ok(()),
@@ -383,8 +389,16 @@ impl ModelRegistry {
     }
 }
 
-fn ready_names(models: &BTreeMap<String, BTreeMap<u64, VersionSlot>>) -> Vec<String> {
-    models.iter().filter(|(_, versions)| versions.values().any(|slot| slot.serving.is_some())).map(|(name, _)| name.clone()).collect()
+fn newest_ready(versions: &Versions) -> Option<Arc<LoadedModel>> {
+    versions.values().rev().find_map(|slot| slot.serving.clone())
+}
+
+fn ready_versions(versions: &Versions) -> Vec<u64> {
+    versions.iter().filter(|(_, slot)| slot.serving.is_some()).map(|(version, _)| *version).collect()
+}
+
+fn ready_names(models: &BTreeMap<String, Versions>) -> Vec<String> {
+    models.iter().filter(|(_, versions)| newest_ready(versions).is_some()).map(|(name, _)| name.clone()).collect()
 }
 
 fn log_loaded(model: &LoadedModel, replacing: bool) {

@@ -5,7 +5,6 @@ use ndarray::{Array3, Array4};
 use super::ServeError;
 use crate::data::{DIMS, FRAME_LEN, PARTICLES};
 
-/// Checks a packed [batch, 12, 3] array: whole frames, 1..=max_batch of them, all finite.
 /// A request's model version: empty for the newest ready one, else a positive integer.
 pub fn version(version: &str) -> Result<Option<u64>, ServeError> {
     if version.is_empty() {
@@ -20,6 +19,7 @@ pub fn version(version: &str) -> Result<Option<u64>, ServeError> {
     }
 }
 
+/// Checks a packed [batch, 12, 3] array: whole frames, 1..=max_batch of them, all finite.
 pub fn frames(positions: Vec<f32>, max_batch: usize) -> Result<Array3<f32>, ServeError> {
     let invalid = |message: String| Err(ServeError::InvalidArgument(message));
     if positions.is_empty() {

@@ -34,11 +34,17 @@ pub const LIMITS: Limits = Limits { max_batch: 64, max_rollout_steps: 1000, max_
 /// The shared fixtures of the study, when `../shared` exists beside the project;
 /// otherwise `what` is reported skipped (see [`skip`]).
 pub fn shared_dir(what: &str) -> Option<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared");
-    if dir.is_dir() {
-        return Some(dir);
+    beside_the_project("../shared", Path::is_dir, what, "../shared is absent")
+}
+
+/// `path` (relative to the project), when it is there as `present` says; otherwise
+/// `what` is reported skipped because of `why` (see [`skip`]).
+fn beside_the_project(path: &str, present: fn(&Path) -> bool, what: &str, why: &str) -> Option<PathBuf> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
+    if present(&path) {
+        return Some(path);
     }
-    skip(what, "../shared is absent");
+    skip(what, why);
     None
 }
 
@@ -174,10 +180,5 @@ pub fn copy_model(from: &Path, to: &Path) {
 /// The Python of the project-local virtual environment that scripts/test installs
 /// (scripts/setup-test-python: tritonclient, kubernetes-validate), if it is there.
 pub fn test_python(what: &str) -> Option<PathBuf> {
-    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv-test/bin/python");
-    if python.is_file() {
-        return Some(python);
-    }
-    skip(what, "no .venv-test (scripts/setup-test-python installs it; scripts/test runs it)");
-    None
+    beside_the_project(".venv-test/bin/python", Path::is_file, what, "no .venv-test (scripts/setup-test-python installs it; scripts/test runs it)")
 }
