@@ -296,6 +296,11 @@ async fn rollouts_stepped_together_equal_each_alone_and_ensembles_their_members(
     server.shutdown().await;
 }
 
+/// `future` polled once, without yielding to what would complete it.
+async fn poll_once<F: Future + Unpin>(future: &mut F) -> Poll<F::Output> {
+    std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut *future).poll(cx))).await
+}
+
 /// A frame if one is ready now, without yielding to the tasks computing more.
 async fn ready_now(frames: &mut RolloutFrames) -> Poll<Option<Result<RolloutStep, ServeError>>> {
     std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut *frames).poll_next(cx))).await
@@ -359,25 +364,33 @@ async fn a_rollout_whose_client_never_reads_ends_after_the_stall_timeout() {
 #[tokio::test]
 async fn admission_is_bounded_for_requests_and_rollouts() {
     let core = core(PoolConfig { workers: Some(1), queue_per_worker: 2, ..PoolConfig::default() }, Limits { max_rollouts: 2, ..LIMITS });
-    // Twenty requests at once on a model that admits two: the rest are turned away at
-    // once (each task's first poll comes before any answer is taken).
-    let mut requests = tokio::task::JoinSet::new();
-    for seed in 0..20 {
-        let core = Arc::clone(&core);
-        requests.spawn(async move { core.predict("mlp", "", random_frames(64, seed), Vec::new()).await });
-    }
-    let (mut answered, mut busy) = (0, 0);
-    while let Some(result) = requests.join_next().await {
-        match result.expect("task") {
-            Ok(_) => answered += 1,
-            Err(ServeError::Busy { reason, .. }) => {
-                assert!(reason.contains("2 requests already admitted"), "{reason}");
-                busy += 1;
-            }
-            Err(other) => panic!("unexpected {other}"),
+    // A request holds its place from its first poll until it is answered and polled
+    // again, so two that wait hold both places however quickly the worker answers them
+    // (one answered on its first poll held nothing: try another).
+    let request = |seed| Box::pin(core.predict("mlp", "", random_frames(64, seed), Vec::new()));
+    let mut waiting = Vec::new();
+    for seed in 0..100 {
+        let mut pending = request(seed);
+        match poll_once(&mut pending).await {
+            Poll::Pending => waiting.push(pending),
+            Poll::Ready(answer) => drop(answer.expect("admitted")),
+        }
+        if waiting.len() == 2 {
+            break;
         }
     }
-    assert!(answered >= 2 && busy >= 1 && answered + busy == 20, "{answered} answered, {busy} busy");
+    assert_eq!(waiting.len(), 2, "no two requests waited at once in 100 tries");
+    for seed in 100..118 {
+        match poll_once(&mut request(seed)).await {
+            Poll::Ready(Err(ServeError::Busy { reason, .. })) => assert!(reason.contains("2 requests already admitted"), "{reason}"),
+            Poll::Ready(other) => panic!("a third request was not turned away: {:?}", other.map(|p| p.batch)),
+            Poll::Pending => panic!("a third request was admitted"),
+        }
+    }
+    for pending in waiting {
+        pending.await.expect("the admitted requests are answered");
+    }
+    core.predict("mlp", "", random_frames(64, 118), Vec::new()).await.expect("places are given back");
 
     let start = || RolloutStart { positions: random_frames(1, 1), previous: Vec::new(), steps: 1000, emit_every: 1 };
     let (first, second) = (core.rollout("mlp", "", start()).expect("admitted"), core.rollout("mlp", "", start()).expect("admitted"));
