@@ -369,7 +369,9 @@ async fn admission_is_bounded_for_requests_and_rollouts() {
     // (one answered on its first poll held nothing: try another).
     let request = |seed| Box::pin(core.predict("mlp", "", random_frames(64, seed), Vec::new()));
     let mut waiting = Vec::new();
+    let mut tries = 0;
     for seed in 0..100 {
+        tries += 1;
         let mut pending = request(seed);
         match poll_once(&mut pending).await {
             Poll::Pending => waiting.push(pending),
@@ -391,6 +393,10 @@ async fn admission_is_bounded_for_requests_and_rollouts() {
         pending.await.expect("the admitted requests are answered");
     }
     core.predict("mlp", "", random_frames(64, 118), Vec::new()).await.expect("places are given back");
+    // The model's statistics count what was answered and what was turned away.
+    let statistics = core.model("mlp", "").expect("served").workers.statistics();
+    assert_eq!((statistics.succeeded.count, statistics.failed.count), (tries + 1, 18), "{statistics:?}");
+    assert_eq!(statistics.frames_answered, 64 * (tries + 1), "{statistics:?}");
 
     let start = || RolloutStart { positions: random_frames(1, 1), previous: Vec::new(), steps: 1000, emit_every: 1 };
     let (first, second) = (core.rollout("mlp", "", start()).expect("admitted"), core.rollout("mlp", "", start()).expect("admitted"));

@@ -87,6 +87,10 @@ impl DynamicsCore {
         &self.registry
     }
 
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
     /// The version every model serves by default.
     pub fn models(&self) -> Vec<Arc<LoadedModel>> {
         self.registry.ready()

@@ -29,6 +29,7 @@ use super::{
     measure::model_inputs,
     memory::{self, MemoryBudget},
     metrics,
+    statistics::{CallTimes, Statistics, StatisticsSnapshot},
 };
 use crate::{
     data::{DIMS, PARTICLES},
@@ -94,7 +95,13 @@ const UNMEASURED_FRAME_COST: u64 = 1 << 20;
 struct Job {
     inputs: NamedTensors,
     enqueued: Instant,
-    reply: oneshot::Sender<Result<NamedTensors, RuntimeError>>,
+    reply: oneshot::Sender<Result<Answer, RuntimeError>>,
+}
+
+/// A job's outputs and how long it waited and ran.
+struct Answer {
+    outputs: NamedTensors,
+    times: CallTimes,
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -123,9 +130,11 @@ pub struct ModelWorkers {
     admitted: Arc<AtomicUsize>,
     capacity: usize,
     max_batch_frames: usize,
+    max_queue_delay: Duration,
     /// Peak bytes one frame adds to a call, measured at load.
     frame_cost: u64,
     execution_provider: &'static str,
+    statistics: Arc<Statistics>,
 }
 
 /// Holds one admitted request's place until it is answered or abandoned.
@@ -165,6 +174,7 @@ impl ModelWorkers {
         // A call fits the budget and the call limit: larger work is cut into parts.
         let affordable = usize::try_from(budget.limit().min(config.max_call_bytes) / frame_cost).unwrap_or(usize::MAX);
         let batching = Batching { max_frames: config.max_batch_frames.min(affordable).max(1), max_delay: config.max_queue_delay, frame_cost };
+        let statistics = Arc::new(Statistics::new(batching.max_frames));
         let mut threads = Vec::with_capacity(workers);
         let mut sessions = Some(first);
         for index in 0..workers {
@@ -174,10 +184,10 @@ impl ModelWorkers {
             };
             let queues = Queues { rollout_steps: rollout_queue.clone(), parts: part_queue.clone(), requests: request_queue.clone() };
             let name = model.to_string();
-            let budget = Arc::clone(&budget);
+            let (budget, statistics) = (Arc::clone(&budget), Arc::clone(&statistics));
             let thread = thread::Builder::new()
                 .name(format!("onnx-{model}-{index}"))
-                .spawn(move || work(&name, session, &queues, batching, &budget))
+                .spawn(move || work(&name, session, &queues, batching, &budget, &statistics))
                 .map_err(|e| RuntimeError::Inference(format!("cannot start a worker thread: {e}")))?;
             threads.push(thread);
         }
@@ -190,8 +200,10 @@ impl ModelWorkers {
             admitted: Arc::default(),
             capacity: workers * config.queue_per_worker.max(1),
             max_batch_frames: batching.max_frames,
+            max_queue_delay: batching.max_delay,
             frame_cost,
             execution_provider,
+            statistics,
         })
     }
 
@@ -214,16 +226,35 @@ impl ModelWorkers {
         self.max_batch_frames
     }
 
+    /// How long a free session waits for more work to fill a batch.
+    pub fn max_queue_delay(&self) -> Duration {
+        self.max_queue_delay
+    }
+
+    /// What the model has answered and run since it loaded.
+    pub fn statistics(&self) -> StatisticsSnapshot {
+        self.statistics.snapshot()
+    }
+
     /// The model's outputs for `inputs`, batched with whatever else is waiting; turned
     /// away at once (`Busy`) when the model has as many requests as it admits.
     pub async fn infer(&self, inputs: NamedTensors) -> Result<NamedTensors, EngineError> {
-        let _admission = self.admit()?;
-        self.run(inputs, &self.requests).await
+        let arrived = Instant::now();
+        let frames = inputs.batch();
+        let answer = match self.admit() {
+            Ok(_admission) => self.run(inputs, &self.requests).await,
+            Err(busy) => Err(busy),
+        };
+        match &answer {
+            Ok(answer) => self.statistics.answered(frames, arrived.elapsed(), answer.times),
+            Err(_) => self.statistics.failed(arrived.elapsed()),
+        }
+        answer.map(|answer| answer.outputs)
     }
 
     /// One step of the model's rollouts: never turned away, and taken before requests.
     pub async fn step_rollouts(&self, inputs: NamedTensors) -> Result<NamedTensors, EngineError> {
-        self.run(inputs, &self.rollout_steps).await
+        self.run(inputs, &self.rollout_steps).await.map(|answer| answer.outputs)
     }
 
     fn admit(&self) -> Result<Admission<'_>, EngineError> {
@@ -237,7 +268,7 @@ impl ModelWorkers {
     }
 
     /// Queues `inputs` (in parts, when worth it) and gathers the answer.
-    async fn run(&self, inputs: NamedTensors, queue: &Sender<Job>) -> Result<NamedTensors, EngineError> {
+    async fn run(&self, inputs: NamedTensors, queue: &Sender<Job>) -> Result<Answer, EngineError> {
         let sizes = self.part_sizes(inputs.batch());
         let (parts, queue) = if sizes.len() == 1 { (vec![inputs], queue) } else { (inputs.split(&sizes), &self.parts) };
         let mut answers = Vec::with_capacity(parts.len());
@@ -247,13 +278,17 @@ impl ModelWorkers {
             answers.push(answer);
         }
         let mut outputs = Vec::with_capacity(answers.len());
+        let mut times = CallTimes::default();
         for answer in answers {
-            outputs.push(answer.await.map_err(|_| EngineError::Stopped)??);
+            let answer = answer.await.map_err(|_| EngineError::Stopped)??;
+            times = times.longest(answer.times);
+            outputs.push(answer.outputs);
         }
         if outputs.len() == 1 {
-            return Ok(outputs.pop().expect("one part"));
+            return Ok(Answer { outputs: outputs.pop().expect("one part"), times });
         }
         NamedTensors::concatenate(&outputs)
+            .map(|outputs| Answer { outputs, times })
             .ok_or_else(|| EngineError::Runtime(RuntimeError::Inference("the parts' outputs do not stack".into())))
     }
 
@@ -346,7 +381,7 @@ impl Queues {
 
 /// A worker: forms batches from the queues until they close, and runs each once its
 /// memory is reserved.
-fn work(model: &str, mut session: OnnxModel, queues: &Queues, batching: Batching, budget: &MemoryBudget) {
+fn work(model: &str, mut session: OnnxModel, queues: &Queues, batching: Batching, budget: &MemoryBudget, statistics: &Statistics) {
     // A job that did not fit the last batch opens the next one.
     let mut carried: Option<Job> = None;
     loop {
@@ -375,7 +410,7 @@ fn work(model: &str, mut session: OnnxModel, queues: &Queues, batching: Batching
         }
         let bytes = frames as u64 * batching.frame_cost;
         let reservation = budget.reserve(bytes);
-        run_batch(model, &mut session, batch);
+        run_batch(model, &mut session, batch, statistics);
         drop(reservation);
         if bytes >= RETURN_MEMORY_AFTER {
             memory::return_freed_memory();
@@ -384,7 +419,7 @@ fn work(model: &str, mut session: OnnxModel, queues: &Queues, batching: Batching
 }
 
 /// Runs the jobs of `batch` as one call and answers each with its own rows.
-fn run_batch(model: &str, session: &mut OnnxModel, mut batch: Vec<Job>) {
+fn run_batch(model: &str, session: &mut OnnxModel, mut batch: Vec<Job>, statistics: &Statistics) {
     let start = Instant::now();
     for job in &batch {
         metrics::job_waited(model, start.duration_since(job.enqueued).as_secs_f64());
@@ -399,12 +434,15 @@ fn run_batch(model: &str, session: &mut OnnxModel, mut batch: Vec<Job>) {
             None => Err(RuntimeError::Inference("requests in one batch do not stack".into())),
         }
     };
-    metrics::batch_ran(model, sizes.iter().sum(), start.elapsed().as_secs_f64());
+    let computed = start.elapsed();
+    metrics::batch_ran(model, sizes.iter().sum(), computed.as_secs_f64());
+    statistics.call(sizes.iter().sum(), computed);
     match result {
         Ok(outputs) => {
             for (job, outputs) in batch.into_iter().zip(outputs) {
+                let times = CallTimes { queued: start.duration_since(job.enqueued), computed };
                 // The caller may have gone (a cancelled request); nothing to do then.
-                let _ = job.reply.send(Ok(outputs));
+                let _ = job.reply.send(Ok(Answer { outputs, times }));
             }
         }
         Err(error) => {

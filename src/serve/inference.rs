@@ -16,25 +16,29 @@ use tokio_stream::{Stream, StreamExt, wrappers::ReceiverStream};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::{
-    DynamicsCore, ModelRegistry, RegistryError, RolloutStart,
+    DynamicsCore, LoadedModel, ModelRegistry, RegistryError, RolloutStart, StatisticsSnapshot, Tally,
     grpc::{finished, status},
 };
 use crate::{
     onnx::{DX, POSITIONS, PREVIOUS},
     proto::inference::{
-        FP32, InferParameter, ModelInferRequest, ModelInferResponse, ModelMetadataRequest, ModelMetadataResponse, ModelReadyRequest,
+        DataType, FP32, InferBatchStatistics, InferParameter, InferStatistics, ModelConfig, ModelConfigRequest, ModelConfigResponse,
+        ModelDynamicBatching, ModelInferRequest, ModelInferResponse, ModelInput, ModelInstanceGroup, ModelMetadataRequest, ModelMetadataResponse,
+        ModelOutput, ModelReadyRequest, ModelStatistics, ModelStatisticsRequest, ModelStatisticsResponse, StatisticDuration,
         ModelReadyResponse, ModelStreamInferResponse, RepositoryIndexRequest, RepositoryIndexResponse, RepositoryModelLoadRequest,
         RepositoryModelLoadResponse, RepositoryModelUnloadRequest, RepositoryModelUnloadResponse, ServerLiveRequest, ServerLiveResponse,
         ServerMetadataRequest, ServerMetadataResponse, ServerReadyRequest, ServerReadyResponse, grpc_inference_service_server::GrpcInferenceService,
         fp32_bytes, infer_parameter::ParameterChoice, model_infer_request::InferInputTensor, model_infer_response::InferOutputTensor,
-        model_metadata_response::TensorMetadata, repository_index_response::ModelIndex,
+        model_instance_group::Kind, model_metadata_response::TensorMetadata,
+        repository_index_response::ModelIndex,
     },
 };
 
 /// Output of ModelInfer beside `dx`: positions + dx.
 const NEXT_POSITIONS: &str = "next_positions";
-/// The platform Triton names ONNX Runtime models by.
+/// The platform and backend Triton names ONNX Runtime models by.
 const PLATFORM: &str = "onnxruntime_onnx";
+const BACKEND: &str = "onnxruntime";
 /// Request parameters of a streamed rollout.
 const STEPS: &str = "steps";
 const EMIT_EVERY: &str = "emit_every";
@@ -245,6 +249,62 @@ impl InferenceService {
     }
 }
 
+/// A tensor's name and its dimensions after the batch.
+type TensorDims = (&'static str, Vec<i64>);
+
+/// The model's inputs and outputs.
+fn tensor_dims(model: &LoadedModel) -> (Vec<TensorDims>, Vec<TensorDims>) {
+    let frame = vec![12, 3];
+    let mut inputs = vec![(POSITIONS, frame.clone())];
+    if model.history_frames() > 1 {
+        inputs.push((PREVIOUS, vec![model.history_frames() as i64 - 1, 12, 3]));
+    }
+    (inputs, vec![(DX, frame.clone()), (NEXT_POSITIONS, frame)])
+}
+
+/// Triton's configuration of `model`: tensors, the batch limit, the session pool and
+/// its batching delay.
+fn model_config(model: &LoadedModel, max_batch: usize) -> ModelConfig {
+    let (inputs, outputs) = tensor_dims(model);
+    let kind = if model.workers.execution_provider() == "CPUExecutionProvider" { Kind::Cpu } else { Kind::Gpu };
+    ModelConfig {
+        name: model.name().to_string(),
+        platform: PLATFORM.to_string(),
+        backend: BACKEND.to_string(),
+        max_batch_size: i32::try_from(max_batch).unwrap_or(i32::MAX),
+        input: inputs.into_iter().map(|(name, dims)| ModelInput { name: name.to_string(), data_type: DataType::TypeFp32.into(), dims }).collect(),
+        output: outputs.into_iter().map(|(name, dims)| ModelOutput { name: name.to_string(), data_type: DataType::TypeFp32.into(), dims }).collect(),
+        instance_group: vec![ModelInstanceGroup {
+            name: model.name().to_string(),
+            count: i32::try_from(model.workers.workers()).unwrap_or(i32::MAX),
+            kind: kind.into(),
+        }],
+        dynamic_batching: Some(ModelDynamicBatching {
+            max_queue_delay_microseconds: u64::try_from(model.workers.max_queue_delay().as_micros()).unwrap_or(u64::MAX),
+        }),
+    }
+}
+
+fn duration(tally: Tally) -> Option<StatisticDuration> {
+    Some(StatisticDuration { count: tally.count, ns: tally.nanos })
+}
+
+fn model_statistics(model: &LoadedModel) -> ModelStatistics {
+    let StatisticsSnapshot { succeeded, failed, queued, computed, frames_answered, calls, last_call_ms, calls_by_frames } = model.workers.statistics();
+    ModelStatistics {
+        name: model.name().to_string(),
+        version: model.version.to_string(),
+        last_inference: last_call_ms,
+        inference_count: frames_answered,
+        execution_count: calls,
+        inference_stats: Some(InferStatistics { success: duration(succeeded), fail: duration(failed), queue: duration(queued), compute_infer: duration(computed) }),
+        batch_stats: calls_by_frames
+            .into_iter()
+            .map(|(frames, tally)| InferBatchStatistics { batch_size: frames as u64, compute_infer: duration(tally) })
+            .collect(),
+    }
+}
+
 type InferStream = std::pin::Pin<Box<dyn Stream<Item = Result<ModelStreamInferResponse, Status>> + Send>>;
 
 fn stream_error(status: Status) -> ModelStreamInferResponse {
@@ -292,26 +352,45 @@ impl GrpcInferenceService for InferenceService {
         Ok(Response::new(ServerMetadataResponse {
             name: env!("CARGO_PKG_NAME").to_string(),
             version: env!("CARGO_PKG_VERSION").to_string(),
-            extensions: vec!["model_repository".to_string(), "parameters".to_string()],
+            extensions: ["model_repository", "model_configuration", "statistics", "parameters"].map(String::from).to_vec(),
         }))
     }
 
     async fn model_metadata(&self, request: Request<ModelMetadataRequest>) -> Result<Response<ModelMetadataResponse>, Status> {
         let ModelMetadataRequest { name, version } = request.get_ref();
         let model = self.core.model(name, version).map_err(status)?;
-        let tensor = |name: &str, shape: &[i64]| TensorMetadata { name: name.to_string(), datatype: FP32.to_string(), shape: shape.to_vec() };
-        let mut inputs = vec![tensor(POSITIONS, &[-1, 12, 3])];
-        if model.history_frames() > 1 {
-            inputs.push(tensor(PREVIOUS, &[-1, model.history_frames() as i64 - 1, 12, 3]));
-        }
+        // The batch is the first dimension, of any size.
+        let tensor = |(name, dims): (&str, Vec<i64>)| TensorMetadata { name: name.to_string(), datatype: FP32.to_string(), shape: [vec![-1], dims].concat() };
+        let (inputs, outputs) = tensor_dims(&model);
         let versions = if version.is_empty() { self.core.registry().ready_versions(name) } else { vec![model.version] };
         Ok(Response::new(ModelMetadataResponse {
             name: name.clone(),
             versions: versions.iter().map(u64::to_string).collect(),
             platform: PLATFORM.to_string(),
-            inputs,
-            outputs: vec![tensor(DX, &[-1, 12, 3]), tensor(NEXT_POSITIONS, &[-1, 12, 3])],
+            inputs: inputs.into_iter().map(tensor).collect(),
+            outputs: outputs.into_iter().map(tensor).collect(),
         }))
+    }
+
+    async fn model_config(&self, request: Request<ModelConfigRequest>) -> Result<Response<ModelConfigResponse>, Status> {
+        let ModelConfigRequest { name, version } = request.get_ref();
+        let model = self.core.model(name, version).map_err(status)?;
+        Ok(Response::new(ModelConfigResponse { config: Some(model_config(&model, self.core.limits().max_batch)) }))
+    }
+
+    async fn model_statistics(&self, request: Request<ModelStatisticsRequest>) -> Result<Response<ModelStatisticsResponse>, Status> {
+        let ModelStatisticsRequest { name, version } = request.get_ref();
+        let models = match (name.is_empty(), version.is_empty()) {
+            (true, true) => self.core.registry().ready_all(None),
+            (true, false) => return Err(invalid("a version without a model name; name the model".to_string())),
+            (false, true) => match self.core.registry().ready_all(Some(name)) {
+                // Not served: the lookup says why.
+                none if none.is_empty() => vec![self.core.model(name, "").map_err(status)?],
+                versions => versions,
+            },
+            (false, false) => vec![self.core.model(name, version).map_err(status)?],
+        };
+        Ok(Response::new(ModelStatisticsResponse { model_stats: models.iter().map(|model| model_statistics(model)).collect() }))
     }
 
     async fn model_infer(&self, request: Request<ModelInferRequest>) -> Result<Response<ModelInferResponse>, Status> {

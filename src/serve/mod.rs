@@ -10,6 +10,7 @@ pub mod memory;
 pub mod metrics;
 mod registry;
 mod rollout;
+mod statistics;
 mod validate;
 
 #[cfg(feature = "serve")]
@@ -27,6 +28,7 @@ pub use error::ServeError;
 pub use measure::measure_inference;
 pub use registry::{LoadedModel, ModelControl, ModelRegistry, RegistryError, VersionState};
 pub use rollout::{RolloutCounter, RolloutFrames, RolloutStep};
+pub use statistics::{StatisticsSnapshot, Tally};
 
 #[cfg(feature = "serve")]
 pub use grpc::DynamicsService;

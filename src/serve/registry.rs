@@ -223,6 +223,16 @@ impl ModelRegistry {
         self.read().get(name).map(ready_versions).unwrap_or_default()
     }
 
+    /// Every ready version of `name`, or of every model when `None`, by name then version.
+    pub fn ready_all(&self, name: Option<&str>) -> Vec<Arc<LoadedModel>> {
+        let models = self.read();
+        let serving = |versions: &Versions| versions.values().filter_map(|slot| slot.serving.clone()).collect::<Vec<_>>();
+        match name {
+            Some(name) => models.get(name).map(serving).unwrap_or_default(),
+            None => models.values().flat_map(serving).collect(),
+        }
+    }
+
     pub fn names(&self) -> Vec<String> {
         ready_names(&self.read())
     }

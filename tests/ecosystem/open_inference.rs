@@ -5,7 +5,7 @@
 
 use std::{path::Path, process::Command};
 
-use crate::common::{TEST_SERVER_OPTIONS, TestServer, copy_model, shipped_model, trained_models_dir, test_python};
+use crate::common::{LIMITS, TEST_SERVER_OPTIONS, TestServer, copy_model, shipped_model, trained_models_dir, test_python};
 use equiserve::{
     onnx::{ExecutionDevice, OnnxModel, Signature},
     proto::v1::RolloutRequest,
@@ -40,7 +40,7 @@ async fn tritonclient_works_unmodified() {
     let results = repository.path().join("results.npz");
     let address = server.uri.trim_start_matches("http://").to_string();
     let (script, out) = (Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tritonclient/check.py"), results.clone());
-    let output = tokio::task::spawn_blocking(move || Command::new(python).arg(script).arg(address).arg(out).output().expect("python runs"))
+    let output = tokio::task::spawn_blocking(move || Command::new(python).arg(script).arg(address).arg(out).arg(LIMITS.max_batch.to_string()).output().expect("python runs"))
         .await
         .expect("joins");
     let log = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));

@@ -1,9 +1,9 @@
 """Drives an equiserve server with the official tritonclient (gRPC), unchanged: the same
 calls would run against a Triton server serving these models.
 
-Usage: check.py HOST:PORT OUT.npz
+Usage: check.py HOST:PORT OUT.npz MAX_BATCH
 The server serves, in explicit model control, `mlp` (versions 1 and 2; K = 1) and
-`pairforce-h4` (K = 4). Asserts the protocol's answers here; writes the tensors it sent
+`pairforce-h4` (K = 4), on two CPU sessions each, at most MAX_BATCH frames a request. Asserts the protocol's answers here; writes the tensors it sent
 and got to OUT.npz for the Rust test to compare with ONNX Runtime and with the server's
 own Rollout.
 """
@@ -13,10 +13,10 @@ import sys
 
 import numpy as np
 import tritonclient.grpc as grpcclient
-from tritonclient.grpc import service_pb2
+from tritonclient.grpc import model_config_pb2, service_pb2
 from tritonclient.utils import InferenceServerException
 
-url, out = sys.argv[1], sys.argv[2]
+url, out, max_batch = sys.argv[1], sys.argv[2], int(sys.argv[3])
 client = grpcclient.InferenceServerClient(url)
 rng = np.random.default_rng(7)
 frames = lambda *shape: rng.normal(scale=0.5, size=shape).astype(np.float32)
@@ -46,7 +46,8 @@ assert client.is_model_ready("mlp", "1") and client.is_model_ready("mlp", "2")
 assert not client.is_model_ready("mlp", "3")
 assert not client.is_model_ready("nope")
 server = client.get_server_metadata()
-assert server.name == "equiserve" and "model_repository" in server.extensions, server
+assert server.name == "equiserve", server
+assert {"model_repository", "model_configuration", "statistics"} <= set(server.extensions), server
 meta = client.get_model_metadata("mlp")
 assert list(meta.versions) == ["1", "2"], meta.versions
 assert [(t.name, t.datatype, list(t.shape)) for t in meta.inputs] == [("positions", "FP32", [-1, 12, 3])]
@@ -90,6 +91,34 @@ expect_error(lambda: client.infer("pairforce-h4", [positions_input(now)]), "Stat
 wrong_type = grpcclient.InferInput("positions", [1, 12, 3], "FP64")
 wrong_type.set_data_from_numpy(frames(1, 12, 3).astype(np.float64))
 expect_error(lambda: client.infer("mlp", [wrong_type]), "StatusCode.INVALID_ARGUMENT", "datatype FP64")
+
+expect_error(lambda: client.get_model_config("nope"), "StatusCode.NOT_FOUND", "unknown model 'nope'")
+expect_error(lambda: client.get_inference_statistics("mlp", "7"), "StatusCode.NOT_FOUND", "version 7")
+
+# The configuration, read with Triton's own model_config.proto.
+config = client.get_model_config("pairforce-h4").config
+assert (config.name, config.platform, config.backend) == ("pairforce-h4", "onnxruntime_onnx", "onnxruntime"), config
+assert config.max_batch_size == max_batch, config.max_batch_size
+fp32 = model_config_pb2.TYPE_FP32
+assert [(t.name, t.data_type, list(t.dims)) for t in config.input] == [("positions", fp32, [12, 3]), ("previous", fp32, [3, 12, 3])], config.input
+assert [(t.name, t.data_type, list(t.dims)) for t in config.output] == [("dx", fp32, [12, 3]), ("next_positions", fp32, [12, 3])], config.output
+assert [(g.count, g.kind) for g in config.instance_group] == [(2, model_config_pb2.ModelInstanceGroup.KIND_CPU)], config.instance_group
+assert config.dynamic_batching.max_queue_delay_microseconds == 0, config.dynamic_batching
+
+# Statistics: version 1 of mlp has answered one request of 5 frames, in one call; the
+# requests refused before reaching the model (bad shape, unknown version) count nowhere.
+stats = client.get_inference_statistics("mlp", "1").model_stats
+assert [(s.name, s.version) for s in stats] == [("mlp", "1")], stats
+v1 = stats[0]
+assert (v1.inference_count, v1.execution_count) == (5, 1), v1
+assert (v1.inference_stats.success.count, v1.inference_stats.fail.count) == (1, 0), v1
+assert v1.inference_stats.queue.count == 1 and v1.inference_stats.compute_infer.count == 1, v1
+assert 0 < v1.inference_stats.compute_infer.ns <= v1.inference_stats.success.ns, v1
+assert [(b.batch_size, b.compute_infer.count) for b in v1.batch_stats] == [(5, 1)], v1.batch_stats
+assert v1.last_inference > 1_700_000_000_000, v1.last_inference
+everything = {(s.name, s.version) for s in client.get_inference_statistics().model_stats}
+assert everything == {("mlp", "1"), ("mlp", "2"), ("pairforce-h4", "1")}, everything
+before_stream = client.get_inference_statistics("mlp", "2").model_stats[0]
 
 # A streamed rollout: a decoupled model answering one request with one response per frame.
 steps, emit_every = 7, 3
@@ -135,6 +164,12 @@ client.async_stream_infer("mlp", [positions_input(start)], request_id="after-err
 result, error = responses.get(timeout=60)
 assert error is None and result.get_response().id == "after-error"
 client.stop_stream()
+# Rollout steps are model calls, not requests: 7 steps and one request more on version 2.
+after_stream = client.get_inference_statistics("mlp").model_stats
+assert [s.version for s in after_stream] == ["1", "2"], after_stream
+after_stream = after_stream[1]
+assert after_stream.inference_stats.success.count == before_stream.inference_stats.success.count + 1, after_stream
+assert after_stream.execution_count >= before_stream.execution_count + 7 + 1, (before_stream, after_stream)
 
 # The repository: index, unload, load.
 index = {(m.name, m.version): m.state for m in client.get_model_repository_index().models}
