@@ -191,6 +191,12 @@ fn the_server_explains_what_it_cannot_serve() {
 
     let output = server().env("EQUISERVE_ORT_LIB", "/nowhere/libonnxruntime.so").output().expect("runs");
     assert_clean_failure(&output, &["/nowhere/libonnxruntime.so"]);
+    // Models to load at start: only under explicit control, and each must be there.
+    let models = common::trained_models_dir();
+    let output = server().arg("--models-dir").arg(models).args(["--load-model", "mlp"]).output().expect("runs");
+    assert_clean_failure(&output, &["--load-model needs --model-control explicit"]);
+    let output = server().arg("--models-dir").arg(models).args(["--model-control", "explicit", "--load-model", "mlp,nope", "--addr", "127.0.0.1:0"]).output().expect("runs");
+    assert_clean_failure(&output, &["no model 'nope' in the repository"]);
 }
 
 /// The server binary on an ephemeral port, logging JSON to a pipe; stopped with SIGTERM.

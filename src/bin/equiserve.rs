@@ -29,6 +29,11 @@ struct Args {
     /// (poll), or also on RepositoryModelLoad/Unload calls with an admin token (explicit).
     #[arg(long, env = "EQUISERVE_MODEL_CONTROL", value_enum, default_value = "none")]
     model_control: ModelControl,
+    /// With --model-control explicit: the models to load at start (repeat, or separate
+    /// with commas), as Triton's --load-model; others wait for a RepositoryModelLoad.
+    /// Default: every model in the repository.
+    #[arg(long, env = "EQUISERVE_LOAD_MODEL", value_delimiter = ',')]
+    load_model: Vec<String>,
     /// Seconds between reads of the repository with --model-control poll.
     #[arg(long, env = "EQUISERVE_REPOSITORY_POLL", default_value_t = 15.0)]
     repository_poll: f64,
@@ -147,8 +152,15 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
     tracing::info!(memory_budget = pool.memory_budget, "memory budget of all model calls (bytes)");
     let models_dir = args.models_dir.clone();
     let device = args.device;
-    let control = args.model_control;
-    let registry = tokio::task::spawn_blocking(move || ModelRegistry::open(&models_dir, device, pool, control)).await??;
+    let (control, load_models) = (args.model_control, args.load_model);
+    if !load_models.is_empty() && control != ModelControl::Explicit {
+        return Err("--load-model needs --model-control explicit (the other modes load every model in the repository)".into());
+    }
+    let registry = tokio::task::spawn_blocking(move || match load_models.as_slice() {
+        [] => ModelRegistry::open(&models_dir, device, pool, control),
+        names => ModelRegistry::open_explicit(&models_dir, device, pool, names),
+    })
+    .await??;
     let limits = Limits {
         max_batch: args.max_batch,
         max_rollout_steps: args.max_rollout_steps,

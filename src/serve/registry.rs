@@ -165,16 +165,7 @@ impl ModelRegistry {
     /// Loads every version in `dir`; one that cannot load is logged and skipped, and
     /// opening fails only when nothing at all can be served.
     pub fn open(dir: &Path, device: ExecutionDevice, pool: PoolConfig, control: ModelControl) -> Result<Self, RegistryError> {
-        let registry = Self {
-            dir: dir.to_path_buf(),
-            device,
-            pool,
-            budget: Arc::new(MemoryBudget::new(pool.memory_budget)),
-            control,
-            models: RwLock::default(),
-            retired: Mutex::default(),
-            loading: Mutex::default(),
-        };
+        let registry = Self::empty(dir, device, pool, control);
         let failures = registry.sync(None)?;
         if registry.ready().is_empty() {
             let reasons = if failures.is_empty() {
@@ -185,6 +176,32 @@ impl ModelRegistry {
             return Err(RegistryError::Empty { dir: dir.to_path_buf(), reasons });
         }
         Ok(registry)
+    }
+
+    /// Explicit control starting with `models` only (Triton's `--load-model`); fails
+    /// when one of them cannot load.
+    pub fn open_explicit(dir: &Path, device: ExecutionDevice, pool: PoolConfig, models: &[String]) -> Result<Self, RegistryError> {
+        let registry = Self::empty(dir, device, pool, ModelControl::Explicit);
+        for name in models {
+            registry.load(name)?;
+        }
+        if registry.ready().is_empty() {
+            return Err(RegistryError::Empty { dir: dir.to_path_buf(), reasons: "no model to load at start was named".to_string() });
+        }
+        Ok(registry)
+    }
+
+    fn empty(dir: &Path, device: ExecutionDevice, pool: PoolConfig, control: ModelControl) -> Self {
+        Self {
+            dir: dir.to_path_buf(),
+            device,
+            pool,
+            budget: Arc::new(MemoryBudget::new(pool.memory_budget)),
+            control,
+            models: RwLock::default(),
+            retired: Mutex::default(),
+            loading: Mutex::default(),
+        }
     }
 
     pub fn control(&self) -> ModelControl {

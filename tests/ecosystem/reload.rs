@@ -18,7 +18,8 @@ use equiserve::{
         inference::{RepositoryIndexRequest, RepositoryModelLoadRequest, grpc_inference_service_client::GrpcInferenceServiceClient},
         v1::{PredictRequest, RolloutRequest, dynamics_client::DynamicsClient},
     },
-    serve::{ModelControl, PoolConfig, VersionState},
+    onnx::ExecutionDevice,
+    serve::{ModelControl, ModelRegistry, PoolConfig, RegistryError, VersionState},
 };
 use tokio_stream::StreamExt;
 use tonic::{Code, transport::Channel};
@@ -207,4 +208,28 @@ async fn repository_changes_need_explicit_control() {
     assert_eq!(status.code(), Code::Unimplemented, "{status:?}");
     assert!(status.message().contains("--model-control explicit"), "{}", status.message());
     server.shutdown().await;
+}
+
+#[test]
+fn explicit_control_can_start_with_some_models_only() {
+    let repository = tempfile::tempdir().expect("temp dir");
+    copy_model(&shipped_model("mlp"), &repository.path().join("mlp"));
+    copy_model(&shipped_model("pairforce-h4"), &repository.path().join("pairforce-h4"));
+    let open = |names: &[&str]| {
+        let names: Vec<String> = names.iter().map(|name| name.to_string()).collect();
+        ModelRegistry::open_explicit(repository.path(), ExecutionDevice::Cpu, pool(), &names)
+    };
+
+    let registry = open(&["mlp"]).expect("opens");
+    assert_eq!(registry.names(), ["mlp"]);
+    registry.load("pairforce-h4").expect("loads on request");
+    assert_eq!(registry.names(), ["mlp", "pairforce-h4"]);
+
+    let error = open(&["mlp", "nope"]).err().expect("an absent model");
+    assert!(error.to_string().contains("no model 'nope'"), "{error}");
+    std::fs::write(repository.path().join("pairforce-h4/model.onnx"), b"garbage").expect("write");
+    let error = open(&["pairforce-h4"]).err().expect("a broken model");
+    assert!(matches!(error, RegistryError::LoadFailed { .. }) && error.to_string().contains("model.onnx"), "{error}");
+    let error = open(&[]).err().expect("nothing named");
+    assert!(error.to_string().contains("no model to load at start"), "{error}");
 }
