@@ -251,8 +251,12 @@ fn the_client_cli_predicts_and_rolls_out_files_on_a_live_server() {
         data::{load_npz, save_npz},
         onnx::{ExecutionDevice, OnnxModel, Signature},
     };
+    // mlp in two versions: 1 the shipped model, 2 (served by default) one trained here.
     let models = common::trained_models_dir();
-    let server = ServerProcess::start(models);
+    let repository = tempfile::tempdir().expect("temp dir");
+    common::copy_model(&common::shipped_model("mlp"), &repository.path().join("mlp/1"));
+    common::copy_model(&models.join("mlp"), &repository.path().join("mlp/2"));
+    let server = ServerProcess::start(repository.path());
     for line in &server.log_lines {
         assert!(!line.contains('\u{1b}'), "escape codes in a redirected log: {line:?}");
         let record: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
@@ -263,7 +267,12 @@ fn the_client_cli_predicts_and_rolls_out_files_on_a_live_server() {
     let path = |name: &str| dir.path().join(name).to_string_lossy().into_owned();
 
     let listed = client(&["list"]);
-    assert!(listed.status.success() && String::from_utf8_lossy(&listed.stdout).contains("mlp"), "{}", stderr(&listed));
+    let table = String::from_utf8_lossy(&listed.stdout);
+    assert!(listed.status.success() && table.lines().any(|l| l.starts_with("mlp") && l.contains("2 (of 1,2)")), "{table}{}", stderr(&listed));
+    let card = client(&["card", "mlp", "--model-version", "1"]);
+    let shipped_card = std::fs::read_to_string(common::shipped_model("mlp").join("card.json")).expect("card");
+    let as_json = |text: &str| serde_json::from_str::<serde_json::Value>(text).expect("JSON");
+    assert_eq!(as_json(&String::from_utf8_lossy(&card.stdout)), as_json(&shipped_card), "{}", stderr(&card));
 
     let trajectory = simulate(&SimulationConfig { frames: 12, seed: 5, ..Default::default() });
     save_npz(&trajectory, std::path::Path::new(&path("frames.npz")), false).expect("save");
@@ -274,6 +283,12 @@ fn the_client_cli_predicts_and_rolls_out_files_on_a_live_server() {
     let mut direct = OnnxModel::load(&models.join("mlp/model.onnx"), &Signature::dynamics(1), ExecutionDevice::Cpu, 1).expect("loads");
     let expected = direct.run(trajectory.positions().view()).expect("runs");
     assert!(dx.iter().zip(&expected).all(|(a, b)| (a - b).abs() <= 1e-6 * b.abs().max(1.0)), "dx differs from ONNX Runtime's");
+    let output = client(&["predict", "--model", "mlp", "--model-version", "1", "--in", &path("frames.npz"), "--out", &path("dx-v1.npz")]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let dx_v1: ndarray::Array3<f32> = ndarray_npy::NpzReader::new(std::fs::File::open(path("dx-v1.npz")).expect("dx-v1.npz")).expect("an npz").by_name("dx").expect("dx");
+    let mut shipped = OnnxModel::load(&common::shipped_model("mlp").join("model.onnx"), &Signature::dynamics(1), ExecutionDevice::Cpu, 1).expect("loads");
+    let expected_v1 = shipped.run(trajectory.positions().view()).expect("runs");
+    assert!(dx_v1.iter().zip(&expected_v1).all(|(a, b)| (a - b).abs() <= 1e-6 * b.abs().max(1.0)), "version 1's dx differs from the shipped model's");
 
     // A rollout as .npz is a trajectory: the start frame, then each step, as chaining the model gives.
     let output = client(&["rollout", "--model", "mlp", "--from", &path("frames.npz"), "--frame", "3", "--steps", "5", "--out", &path("rollout.npz")]);
@@ -286,6 +301,13 @@ fn the_client_cli_predicts_and_rolls_out_files_on_a_live_server() {
         assert!(gap <= 1e-5, "step {step}: {gap}");
         x = &x + &direct.run(x.view()).expect("runs");
     }
+    let output = client(&["rollout", "--model", "mlp", "--model-version", "1", "--from", &path("frames.npz"), "--frame", "3", "--steps", "2", "--out", &path("rollout-v1.npz")]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let rolled_v1 = load_npz(std::path::Path::new(&path("rollout-v1.npz"))).expect("a trajectory");
+    let start = trajectory.positions().slice(ndarray::s![3..4, .., ..]).to_owned();
+    let two_steps = { let once = &start + &shipped.run(start.view()).expect("runs"); &once + &shipped.run(once.view()).expect("runs") };
+    let gap = rolled_v1.positions().slice(ndarray::s![2..3, .., ..]).iter().zip(&two_steps).fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(gap <= 1e-5, "version 1's rollout: {gap}");
     let output = client(&["rollout", "--model", "mlp", "--from", &path("frames.npz"), "--steps", "4", "--emit-every", "2", "--out", &path("rollout.xyz")]);
     assert!(output.status.success(), "{}", stderr(&output));
     let xyz = std::fs::read_to_string(path("rollout.xyz")).expect("xyz");
@@ -318,6 +340,8 @@ fn the_client_cli_predicts_and_rolls_out_files_on_a_live_server() {
     let output = client(&["predict", "--model", "nope", "--in", &path("frames.npz"), "--out", &path("x.npz")]);
     assert_clean_failure(&output, &["NotFound", "unknown model 'nope'"]);
     assert_eq!(stderr(&output).trim().lines().count(), 1, "one line: {}", stderr(&output));
+    let output = client(&["rollout", "--model", "mlp", "--model-version", "7", "--from", &path("frames.npz"), "--steps", "2", "--out", &path("r.npz")]);
+    assert_clean_failure(&output, &["NotFound", "version 7", "1, 2"]);
     let output = client(&["rollout", "--model", "mlp", "--from", &path("frames.npz"), "--steps", "2", "--out", &path("r.txt")]);
     assert_clean_failure(&output, &["r.txt", ".xyz", ".npz"]);
     assert!(server.stop().success(), "the server exits cleanly on SIGTERM");

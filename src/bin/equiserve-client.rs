@@ -5,7 +5,8 @@ use std::{path::PathBuf, process::ExitCode};
 use clap::{Parser, Subcommand};
 use equiserve::{
     client::{
-        Connection, connect, endpoint_uri, files,
+        Connection, connect, endpoint_uri,
+        files::{self, ModelChoice},
         load::{self, DEFAULT_SCENARIOS, LoadConfig, Scenario},
     },
     data::{SimulationConfig, load_npz, simulate},
@@ -38,15 +39,23 @@ struct Args {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// The served models: name, architecture, parameters, frames read, where they run.
+    /// The served models: name, versions, architecture, parameters, frames read, where they run.
     List,
     /// A model's card, as JSON.
-    Card { model: String },
+    Card {
+        model: String,
+        /// The version; default: the newest ready one.
+        #[arg(long)]
+        model_version: Option<u64>,
+    },
     /// dx and next positions for every frame of a file (a history model's first K − 1
     /// frames are its first window), written as `dx` and `next` to an .npz.
     Predict {
         #[arg(long)]
         model: String,
+        /// The version; default: the newest ready one.
+        #[arg(long)]
+        model_version: Option<u64>,
         /// .npz with `arr` [frames, 12, 2|3].
         #[arg(long = "in")]
         input: PathBuf,
@@ -58,6 +67,9 @@ enum Command {
     Rollout {
         #[arg(long)]
         model: String,
+        /// The version; default: the newest ready one.
+        #[arg(long)]
+        model_version: Option<u64>,
         /// .npz with `arr` [frames, 12, 2|3].
         #[arg(long = "from")]
         trajectory: PathBuf,
@@ -132,26 +144,37 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
     match args.command {
         Command::List => {
             let models = files::list(&mut connect(&connection).await?).await?;
-            println!("{:<18} {:<24} {:>9} {:>7}  runs on", "model", "architecture", "params", "frames");
+            println!("{:<18} {:<14} {:<24} {:>9} {:>7}  runs on", "model", "version", "architecture", "params", "frames");
             for model in models {
-                println!("{:<18} {:<24} {:>9} {:>7}  {}", model.name, model.architecture, model.params, model.history_frames, model.execution_provider);
+                // The default version, and the others a request may name.
+                let version = match model.versions.as_slice() {
+                    [] | [_] => model.version.clone(),
+                    all => format!("{} (of {})", model.version, all.join(",")),
+                };
+                println!(
+                    "{:<18} {:<14} {:<24} {:>9} {:>7}  {}",
+                    model.name, version, model.architecture, model.params, model.history_frames, model.execution_provider
+                );
             }
             Ok(())
         }
-        Command::Card { model } => {
+        Command::Card { model, model_version } => {
+            let model = ModelChoice { name: model, version: model_version };
             println!("{}", files::card(&mut connect(&connection).await?, &model).await?);
             Ok(())
         }
-        Command::Predict { model, input, output } => {
+        Command::Predict { model, model_version, input, output } => {
+            let model = ModelChoice { name: model, version: model_version };
             let done = files::predict(&mut connect(&connection).await?, &model, &input, &output).await?;
             eprintln!("{}: dx of frames {}..{} written", output.display(), done.first_frame, done.first_frame + done.frames);
             Ok(())
         }
-        Command::Rollout { model, trajectory, frame, steps, emit_every, ensemble, output } => {
+        Command::Rollout { model, model_version, trajectory, frame, steps, emit_every, ensemble, output } => {
+            let model = ModelChoice { name: model, version: model_version };
             let plan = files::RolloutPlan { model, trajectory, frame, steps, emit_every, ensemble, output };
             let bar = indicatif::ProgressBar::new(u64::from(steps))
                 .with_style(indicatif::ProgressStyle::with_template("{msg} {bar:40} {pos}/{len} steps ({per_sec}, {eta} left)").expect("a valid template"))
-                .with_message(plan.model.clone());
+                .with_message(plan.model.to_string());
             let written = files::rollout(&mut connect(&connection).await?, &plan, |step| bar.set_position(u64::from(step))).await;
             bar.finish_and_clear();
             eprintln!("{}: {} frames written", plan.output.display(), written?);

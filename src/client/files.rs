@@ -31,6 +31,33 @@ impl From<tonic::Status> for ClientError {
     }
 }
 
+/// A served model and the version asked for (`None`: the newest ready one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelChoice {
+    pub name: String,
+    pub version: Option<u64>,
+}
+
+impl ModelChoice {
+    /// The version as requests carry it (empty: the newest ready one).
+    fn version_field(&self) -> String {
+        self.version.map(|v| v.to_string()).unwrap_or_default()
+    }
+
+    fn info_request(&self) -> GetModelRequest {
+        GetModelRequest { name: self.name.clone(), version: self.version_field() }
+    }
+}
+
+impl std::fmt::Display for ModelChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.version {
+            Some(version) => write!(f, "{} version {version}", self.name),
+            None => f.write_str(&self.name),
+        }
+    }
+}
+
 /// Frames per Predict call when a file holds more (the server's default limit is 4,096).
 const FRAMES_PER_CALL: usize = 1024;
 
@@ -39,12 +66,12 @@ pub async fn list(client: &mut Client) -> Result<Vec<ModelSummary>, ClientError>
 }
 
 /// The model's card as the server holds it (JSON).
-pub async fn card(client: &mut Client, model: &str) -> Result<String, ClientError> {
-    Ok(client.get_model(GetModelRequest { name: model.to_string(), ..Default::default() }).await?.into_inner().card_json)
+pub async fn card(client: &mut Client, model: &ModelChoice) -> Result<String, ClientError> {
+    Ok(client.get_model(model.info_request()).await?.into_inner().card_json)
 }
 
-async fn history_frames(client: &mut Client, model: &str) -> Result<usize, ClientError> {
-    let info = client.get_model(GetModelRequest { name: model.to_string(), ..Default::default() }).await?.into_inner();
+async fn history_frames(client: &mut Client, model: &ModelChoice) -> Result<usize, ClientError> {
+    let info = client.get_model(model.info_request()).await?.into_inner();
     Ok(info.summary.map_or(1, |summary| summary.history_frames.max(1) as usize))
 }
 
@@ -59,7 +86,7 @@ pub struct Predicted {
 
 /// dx and x + dx for every frame of `input` (`arr` [frames, 12, 2|3]) that has the
 /// model's window before it, written to `output` as `dx` and `next` [frames, 12, 3].
-pub async fn predict(client: &mut Client, model: &str, input: &Path, output: &Path) -> Result<Predicted, ClientError> {
+pub async fn predict(client: &mut Client, model: &ModelChoice, input: &Path, output: &Path) -> Result<Predicted, ClientError> {
     let frames = load_frames(input)?;
     let history_frames = history_frames(client, model).await?;
     let windows = Windows::new(&frames, history_frames).ok_or_else(|| {
@@ -73,7 +100,8 @@ pub async fn predict(client: &mut Client, model: &str, input: &Path, output: &Pa
     for start in (0..windows.len()).step_by(FRAMES_PER_CALL) {
         let count = FRAMES_PER_CALL.min(windows.len() - start);
         let (positions, previous) = windows.batch(start, count);
-        let answer = client.predict(PredictRequest { model: model.to_string(), positions, previous, ..Default::default() }).await?.into_inner();
+        let request = PredictRequest { model: model.name.clone(), version: model.version_field(), positions, previous };
+        let answer = client.predict(request).await?.into_inner();
         dx.push(packed(answer.dx, count)?);
         next.push(packed(answer.next_positions, count)?);
     }
@@ -105,7 +133,7 @@ fn ensemble_windows(members: &Array3<f32>, start: &[f32], previous: &[f32]) -> (
 /// Where a rollout goes: `.xyz` (extended XYZ) or `.npz` (`arr`, the trajectory format).
 #[derive(Debug, Clone)]
 pub struct RolloutPlan {
-    pub model: String,
+    pub model: ModelChoice,
     pub trajectory: PathBuf,
     /// The frame of `trajectory` to start from (the frames before it fill the window).
     pub frame: usize,
@@ -146,7 +174,14 @@ pub async fn rollout(client: &mut Client, plan: &RolloutPlan, mut progress: impl
         None => (start, previous, 1),
         Some(path) => ensemble_windows(&load_frames(path)?, &start, &previous),
     };
-    let request = RolloutRequest { model: plan.model.clone(), positions: start.clone(), steps: plan.steps, emit_every: plan.emit_every, previous, ..Default::default() };
+    let request = RolloutRequest {
+        model: plan.model.name.clone(),
+        version: plan.model.version_field(),
+        positions: start.clone(),
+        steps: plan.steps,
+        emit_every: plan.emit_every,
+        previous,
+    };
     let mut stream = client.rollout(request).await?.into_inner();
     let mut positions = start;
     let mut steps = vec![0u32];

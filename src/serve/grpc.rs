@@ -35,7 +35,7 @@ pub(super) fn status(error: ServeError) -> Status {
     }
 }
 
-fn summary(model: &LoadedModel) -> ModelSummary {
+fn summary(model: &LoadedModel, versions: &[u64]) -> ModelSummary {
     ModelSummary {
         name: model.summary.name.clone(),
         architecture: model.summary.architecture.clone(),
@@ -43,6 +43,7 @@ fn summary(model: &LoadedModel) -> ModelSummary {
         execution_provider: model.workers.execution_provider().to_string(),
         history_frames: model.history_frames() as u32,
         version: model.version.to_string(),
+        versions: versions.iter().map(u64::to_string).collect(),
     }
 }
 
@@ -58,13 +59,16 @@ type RolloutStream = std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<Ro
 #[tonic::async_trait]
 impl Dynamics for DynamicsService {
     async fn list_models(&self, _: Request<ListModelsRequest>) -> Result<Response<ListModelsResponse>, Status> {
-        Ok(Response::new(ListModelsResponse { models: self.core.models().iter().map(|model| summary(model)).collect() }))
+        let registry = self.core.registry();
+        let models = self.core.models().iter().map(|model| summary(model, &registry.ready_versions(model.name()))).collect();
+        Ok(Response::new(ListModelsResponse { models }))
     }
 
     async fn get_model(&self, request: Request<GetModelRequest>) -> Result<Response<ModelInfo>, Status> {
         let GetModelRequest { name, version } = request.get_ref();
         let model = self.core.model(name, version).map_err(status)?;
-        Ok(Response::new(ModelInfo { summary: Some(summary(&model)), card_json: model.card_json.clone() }))
+        let versions = self.core.registry().ready_versions(name);
+        Ok(Response::new(ModelInfo { summary: Some(summary(&model, &versions)), card_json: model.card_json.clone() }))
     }
 
     async fn predict(&self, request: Request<PredictRequest>) -> Result<Response<PredictResponse>, Status> {
