@@ -174,7 +174,7 @@ impl ModelWorkers {
         // A call fits the budget and the call limit: larger work is cut into parts.
         let affordable = usize::try_from(budget.limit().min(config.max_call_bytes) / frame_cost).unwrap_or(usize::MAX);
         let batching = Batching { max_frames: config.max_batch_frames.min(affordable).max(1), max_delay: config.max_queue_delay, frame_cost };
-        let statistics = Arc::new(Statistics::new(batching.max_frames));
+        let statistics = Arc::new(Statistics::default());
         let mut threads = Vec::with_capacity(workers);
         let mut sessions = Some(first);
         for index in 0..workers {

@@ -1,9 +1,13 @@
 //! What one model version has done since it loaded, for the Open Inference Protocol's
-//! ModelStatistics: counts and summed durations in atomics, so that recording takes no
-//! lock on the request path.
+//! ModelStatistics: counts and summed durations in atomics, so that recording a request
+//! takes no lock (a model call takes one, to count its size).
 
 use std::{
-    sync::atomic::{AtomicU64, Ordering},
+    collections::BTreeMap,
+    sync::{
+        Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, SystemTime},
 };
 
@@ -20,10 +24,14 @@ struct Counter {
     nanos: AtomicU64,
 }
 
+fn nanos(took: Duration) -> u64 {
+    u64::try_from(took.as_nanos()).unwrap_or(u64::MAX)
+}
+
 impl Counter {
     fn add(&self, took: Duration) {
         self.count.fetch_add(1, Ordering::Relaxed);
-        self.nanos.fetch_add(u64::try_from(took.as_nanos()).unwrap_or(u64::MAX), Ordering::Relaxed);
+        self.nanos.fetch_add(nanos(took), Ordering::Relaxed);
     }
 
     fn read(&self) -> Tally {
@@ -45,6 +53,7 @@ impl CallTimes {
     }
 }
 
+#[derive(Default)]
 pub struct Statistics {
     succeeded: Counter,
     failed: Counter,
@@ -53,8 +62,9 @@ pub struct Statistics {
     frames_answered: AtomicU64,
     calls: AtomicU64,
     last_call_ms: AtomicU64,
-    /// Calls by their frames, index = frames: bounded by the model's largest call.
-    calls_by_frames: Box<[Counter]>,
+    /// Calls by their frames: as many entries as sizes that ran, at most the model's
+    /// largest call.
+    calls_by_frames: Mutex<BTreeMap<usize, Tally>>,
 }
 
 /// A copy of [`Statistics`] at one moment.
@@ -75,28 +85,15 @@ pub struct StatisticsSnapshot {
 }
 
 impl Statistics {
-    /// Statistics of a model whose calls hold at most `max_call_frames` frames.
-    pub fn new(max_call_frames: usize) -> Self {
-        Self {
-            succeeded: Counter::default(),
-            failed: Counter::default(),
-            queued: Counter::default(),
-            computed: Counter::default(),
-            frames_answered: AtomicU64::default(),
-            calls: AtomicU64::default(),
-            last_call_ms: AtomicU64::default(),
-            calls_by_frames: (0..=max_call_frames).map(|_| Counter::default()).collect(),
-        }
-    }
-
     /// One model call of `frames` frames that took `took`.
     pub fn call(&self, frames: usize, took: Duration) {
         self.calls.fetch_add(1, Ordering::Relaxed);
         let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
         self.last_call_ms.fetch_max(u64::try_from(now.as_millis()).unwrap_or(u64::MAX), Ordering::Relaxed);
-        if let Some(counter) = self.calls_by_frames.get(frames) {
-            counter.add(took);
-        }
+        let mut by_frames = self.calls_by_frames.lock().unwrap_or_else(|e| e.into_inner());
+        let tally = by_frames.entry(frames).or_default();
+        tally.count += 1;
+        tally.nanos = tally.nanos.saturating_add(nanos(took));
     }
 
     /// A request of `frames` frames answered `took` after it arrived.
@@ -121,13 +118,7 @@ impl Statistics {
             frames_answered: self.frames_answered.load(Ordering::Relaxed),
             calls: self.calls.load(Ordering::Relaxed),
             last_call_ms: self.last_call_ms.load(Ordering::Relaxed),
-            calls_by_frames: self
-                .calls_by_frames
-                .iter()
-                .enumerate()
-                .map(|(frames, counter)| (frames, counter.read()))
-                .filter(|(_, tally)| tally.count > 0)
-                .collect(),
+            calls_by_frames: self.calls_by_frames.lock().unwrap_or_else(|e| e.into_inner()).iter().map(|(frames, tally)| (*frames, *tally)).collect(),
         }
     }
 }
@@ -138,18 +129,16 @@ mod tests {
 
     #[test]
     fn requests_and_calls_add_up() {
-        let statistics = Statistics::new(8);
+        let statistics = Statistics::default();
         let ms = Duration::from_millis;
         statistics.call(3, ms(2));
         statistics.call(3, ms(4));
         statistics.call(8, ms(1));
-        // Larger than the model's calls can be: counted, not tallied by size.
-        statistics.call(9, ms(1));
         statistics.answered(3, ms(10), CallTimes { queued: ms(1), computed: ms(2) }.longest(CallTimes { queued: ms(3), computed: ms(1) }));
         statistics.answered(5, ms(20), CallTimes { queued: ms(0), computed: ms(4) });
         statistics.failed(ms(7));
         let snapshot = statistics.snapshot();
-        assert_eq!(snapshot.calls, 4);
+        assert_eq!(snapshot.calls, 3);
         assert_eq!(snapshot.calls_by_frames, vec![(3, Tally { count: 2, nanos: 6_000_000 }), (8, Tally { count: 1, nanos: 1_000_000 })]);
         assert_eq!(snapshot.succeeded, Tally { count: 2, nanos: 30_000_000 });
         assert_eq!(snapshot.queued, Tally { count: 2, nanos: 3_000_000 });
