@@ -1,7 +1,7 @@
 //! Importing an e3nn gate network trained in PyTorch: fixture → ONNX → ONNX Runtime
 //! → the outputs e3nn computed, and clear errors for bad files.
 
-mod common;
+use crate::common;
 
 use std::{fs, path::PathBuf};
 

@@ -1,7 +1,7 @@
 //! The equivariant models of the study's zoo: sizes, E(3) equivariance, training in
 //! Burn, and export with parity.
 
-mod common;
+use crate::common;
 
 use common::{fixtures::load, train_export};
 use equiserve::{

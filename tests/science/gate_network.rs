@@ -1,7 +1,7 @@
 //! e3nn's gate_points_2101.Network: parameter count, the seeded network's outputs,
 //! and E(3) equivariance, computed in f64 and through the exported ONNX graph.
 
-mod common;
+use crate::common;
 
 use common::fixtures::{array, load, state_dict};
 use equiserve::{

@@ -1,7 +1,7 @@
 //! The models shipped in `models/` are the whole zoo and the default history model,
 //! each one loads and serves.
 
-mod common;
+use crate::common;
 
 use std::{collections::BTreeMap, path::Path};
 

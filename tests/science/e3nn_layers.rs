@@ -1,6 +1,6 @@
 //! The equivariant layers against e3nn 0.6.0's own outputs, and as properties.
 
-mod common;
+use crate::common;
 
 use common::fixtures::{array, load};
 use equiserve::{

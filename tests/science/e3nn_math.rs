@@ -1,6 +1,6 @@
 //! The pure E(3) mathematics against e3nn 0.6.0's own values, and as properties.
 
-mod common;
+use crate::common;
 
 use common::fixtures::{array, load, max_abs_diff};
 use equiserve::e3::{

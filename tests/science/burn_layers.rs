@@ -1,7 +1,7 @@
 //! The layers inside the training framework: Burn computes what the f64 reference
 //! computes, and its gradients are those of the layer.
 
-mod common;
+use crate::common;
 
 use burn::tensor::{Device, Tensor, TensorData};
 use common::fixtures::{array, load, state_dict};

@@ -1,7 +1,7 @@
 //! Reading the study's .npz format, and clear errors for files that are not it; every
 //! loader of outside files (npz, safetensors, ONNX) given arbitrary bytes.
 
-mod common;
+use crate::common;
 
 use std::{fs::File, io::Write, path::Path};
 

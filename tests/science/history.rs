@@ -2,7 +2,7 @@
 //! equivariance with the whole window moved, the e3nn history fixture, serving
 //! (windows kept by the server, bad windows refused), and a learning check.
 
-mod common;
+use crate::common;
 
 use std::{fs, path::PathBuf, sync::OnceLock};
 
