@@ -212,6 +212,8 @@ impl ServerProcess {
         let mut child = Command::new(env!("CARGO_BIN_EXE_equiserve"))
             .arg("--models-dir")
             .arg(models_dir)
+            // Every model loaded at start under explicit control, as Triton writes it.
+            .args(["--model-control", "explicit", "--load-model", "*"])
             .args(["--addr", "127.0.0.1:0", "--log-format", "json", "--device", "cpu"])
             .stdout(std::process::Stdio::piped())
             .spawn()

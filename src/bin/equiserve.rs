@@ -31,7 +31,7 @@ struct Args {
     model_control: ModelControl,
     /// With --model-control explicit: the models to load at start (repeat, or separate
     /// with commas), as Triton's --load-model; others wait for a RepositoryModelLoad.
-    /// Default: every model in the repository.
+    /// Default, or `*`: every model in the repository.
     #[arg(long, env = "EQUISERVE_LOAD_MODEL", value_delimiter = ',')]
     load_model: Vec<String>,
     /// Seconds between reads of the repository with --model-control poll.
@@ -156,9 +156,13 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
     if !load_models.is_empty() && control != ModelControl::Explicit {
         return Err("--load-model needs --model-control explicit (the other modes load every model in the repository)".into());
     }
-    let registry = tokio::task::spawn_blocking(move || match load_models.as_slice() {
-        [] => ModelRegistry::open(&models_dir, device, pool, control),
-        names => ModelRegistry::open_explicit(&models_dir, device, pool, names),
+    let every_model = load_models.is_empty() || load_models.iter().any(|name| name == "*");
+    let registry = tokio::task::spawn_blocking(move || {
+        if every_model {
+            ModelRegistry::open(&models_dir, device, pool, control)
+        } else {
+            ModelRegistry::open_explicit(&models_dir, device, pool, &load_models)
+        }
     })
     .await??;
     let limits = Limits {
