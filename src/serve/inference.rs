@@ -20,6 +20,7 @@ use super::{
     grpc::{finished, status},
 };
 use crate::{
+    data::{DIMS, PARTICLES},
     onnx::{DX, POSITIONS, PREVIOUS},
     proto::inference::{
         DataType, FP32, InferBatchStatistics, InferParameter, InferStatistics, ModelConfig, ModelConfigRequest, ModelConfigResponse,
@@ -39,6 +40,8 @@ const NEXT_POSITIONS: &str = "next_positions";
 /// The platform and backend Triton names ONNX Runtime models by.
 const PLATFORM: &str = "onnxruntime_onnx";
 const BACKEND: &str = "onnxruntime";
+/// Dimensions of one frame (after the batch): `positions`, `dx`, `next_positions`.
+const FRAME_DIMS: [i64; 2] = [PARTICLES as i64, DIMS as i64];
 /// Request parameters of a streamed rollout.
 const STEPS: &str = "steps";
 const EMIT_EVERY: &str = "emit_every";
@@ -72,6 +75,11 @@ struct Inputs {
     previous: Vec<f32>,
 }
 
+/// Dimensions of a model of K frames' `previous` (after the batch): [K − 1, 12, 3].
+fn window_dims(history_frames: usize) -> Vec<i64> {
+    [&[history_frames as i64 - 1][..], &FRAME_DIMS].concat()
+}
+
 fn invalid(message: String) -> Status {
     Status::invalid_argument(message)
 }
@@ -100,7 +108,7 @@ fn inputs(request: &mut ModelInferRequest, history_frames: usize) -> Result<Inpu
         if datatype != FP32 {
             return Err(invalid(format!("input '{name}' has datatype {}; the model takes {FP32}", datatype.chars().take(16).collect::<String>())));
         }
-        let dims = if name == POSITIONS { vec![12, 3] } else { vec![history_frames as i64 - 1, 12, 3] };
+        let dims = if name == POSITIONS { FRAME_DIMS.to_vec() } else { window_dims(history_frames) };
         if shape.len() != dims.len() + 1 || shape[1..] != dims[..] || shape[0] < 1 {
             return Err(invalid(format!("input '{name}' has shape {shape:?}; expected [batch, {}]", dims.iter().map(i64::to_string).collect::<Vec<_>>().join(", "))));
         }
@@ -143,7 +151,7 @@ fn inputs(request: &mut ModelInferRequest, history_frames: usize) -> Result<Inpu
 }
 
 fn frames_tensor(name: &str, batch: usize) -> InferOutputTensor {
-    InferOutputTensor { name: name.to_string(), datatype: FP32.to_string(), shape: vec![batch as i64, 12, 3], ..Default::default() }
+    InferOutputTensor { name: name.to_string(), datatype: FP32.to_string(), shape: [&[batch as i64][..], &FRAME_DIMS].concat(), ..Default::default() }
 }
 
 fn parameter(value: ParameterChoice) -> InferParameter {
@@ -254,12 +262,11 @@ type TensorDims = (&'static str, Vec<i64>);
 
 /// The model's inputs and outputs.
 fn tensor_dims(model: &LoadedModel) -> (Vec<TensorDims>, Vec<TensorDims>) {
-    let frame = vec![12, 3];
-    let mut inputs = vec![(POSITIONS, frame.clone())];
+    let mut inputs = vec![(POSITIONS, FRAME_DIMS.to_vec())];
     if model.history_frames() > 1 {
-        inputs.push((PREVIOUS, vec![model.history_frames() as i64 - 1, 12, 3]));
+        inputs.push((PREVIOUS, window_dims(model.history_frames())));
     }
-    (inputs, vec![(DX, frame.clone()), (NEXT_POSITIONS, frame)])
+    (inputs, vec![(DX, FRAME_DIMS.to_vec()), (NEXT_POSITIONS, FRAME_DIMS.to_vec())])
 }
 
 /// Triton's configuration of `model`: tensors, the batch limit, the session pool and

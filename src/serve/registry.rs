@@ -271,10 +271,10 @@ impl ModelRegistry {
 
     /// Every version that may still run rollouts: served ones and retired ones alive.
     pub(crate) fn all_loaded(&self) -> Vec<Arc<LoadedModel>> {
-        let models = self.read();
-        let serving = models.values().flat_map(|versions| versions.values().filter_map(|slot| slot.serving.clone()));
+        let mut loaded = self.ready_all(None);
         let retired = self.retired.lock().unwrap_or_else(|e| e.into_inner());
-        serving.chain(retired.iter().filter_map(Weak::upgrade)).collect()
+        loaded.extend(retired.iter().filter_map(Weak::upgrade));
+        loaded
     }
 
     /// (Re)loads `name` from the repository, for RepositoryModelLoad. Fails, keeping what
