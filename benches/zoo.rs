@@ -95,6 +95,8 @@ fn main() {
             data: vec![DataInfo { source: source.into(), sha256: String::new(), frames: trajectory.frames(), converted_from: None, simulation: None }],
             config: &config,
             history: Vec::new(),
+            noise: None,
+            long_steps: equiserve::train::forecast::LONG_ROLLOUT_STEPS,
             command: None,
         };
         let card = match train_and_export(kind, 1, request, |_| {}) {

@@ -58,6 +58,12 @@ pub struct ModelCard {
     /// One-step and rollout errors beside the physics-free baselines, on the test part.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub forecast: Option<ForecastReport>,
+    /// Whether the model gives dx_std beside dx (its next displacement's spread).
+    #[serde(default)]
+    pub stochastic: bool,
+    /// How a stochastic model's dx_std was fitted and how its samples are drawn.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub noise: Option<NoiseInfo>,
     /// The `train-export` arguments that made this model (retrain it on other data by
     /// changing `--data` and `--out`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -98,6 +104,102 @@ pub struct ForecastReport {
     pub rollout_starts: Vec<usize>,
     pub baselines: Vec<ForecastRow>,
     pub models: Vec<ForecastRow>,
+    /// Long sampled rollouts and ensembles: do trajectories stay physical, and do
+    /// ensembles spread as far as they err?
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sampled: Option<SampledReport>,
+}
+
+/// A figure that may be undefined (no rollout survived, an ensemble went non-finite):
+/// written as null, read back as NaN (JSON has no NaN or infinity).
+mod finite_or_null {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(value: &f64, serializer: S) -> Result<S::Ok, S::Error> {
+        if value.is_finite() { serializer.serialize_f64(*value) } else { serializer.serialize_none() }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<f64, D::Error> {
+        Ok(Option::<f64>::deserialize(deserializer)?.unwrap_or(f64::NAN))
+    }
+}
+
+/// A stochastic model's noise.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct NoiseInfo {
+    /// How a next frame is drawn from dx and dx_std.
+    pub sampling: String,
+    /// How dx_std was fitted.
+    pub fit: String,
+    /// Coordinates the training data spans (2: planar).
+    pub dims: usize,
+    pub pairs: usize,
+    /// Mean Gaussian negative log-likelihood per particle and step (up to a constant)
+    /// of the training residuals, with the starting and the fitted dx_std.
+    pub initial_nll: f64,
+    pub fitted_nll: f64,
+    /// dx_std is bounded at the largest value the training frames needed.
+    pub largest_std: f64,
+    /// The factor dx_std was then scaled by so that sampled rollouts from training
+    /// windows keep the training data's RMS step (1: the likelihood fit alone).
+    pub motion_factor: f64,
+}
+
+/// Long rollouts from the test part and ensembles from its rollout starts, the same
+/// frames and noise keys for every row.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SampledReport {
+    pub long_steps: usize,
+    pub long_starts: Vec<usize>,
+    /// Statistics cover the last `1 − skipped_share` of each long rollout.
+    pub skipped_share: f64,
+    pub members: usize,
+    pub horizons: Vec<usize>,
+    pub seed: u64,
+    pub rows: Vec<SampledRow>,
+}
+
+/// One forecaster, deterministic or sampled.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SampledRow {
+    pub name: String,
+    /// Whether noise was drawn (false: the mean alone, one member).
+    pub sampled: bool,
+    pub long: LongRolloutStats,
+    /// At each of the report's horizons.
+    pub ensemble: Vec<EnsembleScore>,
+}
+
+/// How a long rollout's statistics compare with the data's (1 = as the data).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct LongRolloutStats {
+    /// Rollouts that went non-finite or grew past 3× the data's largest extent.
+    pub flew_apart: usize,
+    /// RMS step over the data's.
+    #[serde(with = "finite_or_null")]
+    pub motion_ratio: f64,
+    /// Mean over the 66 pairs of the Wasserstein-1 distance between the pair's distance
+    /// distribution in the rollouts and in the data, over the same between the data's
+    /// two halves (1: as close as the data is to itself).
+    #[serde(with = "finite_or_null")]
+    pub pair_distance_w1_ratio: f64,
+    /// Mean radius of gyration over the data's.
+    #[serde(with = "finite_or_null")]
+    pub rg_ratio: f64,
+}
+
+/// An ensemble's error and spread at one horizon, over starts and coordinates.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct EnsembleScore {
+    pub horizon: usize,
+    /// √(mean ensemble variance) / RMSE of the ensemble mean (1: calibrated; 0 for one member).
+    #[serde(with = "finite_or_null")]
+    pub spread_skill: f64,
+    /// Fair ensemble CRPS per coordinate (the mean absolute error for one member).
+    #[serde(with = "finite_or_null")]
+    pub crps: f64,
+    #[serde(with = "finite_or_null")]
+    pub rmse_of_mean: f64,
 }
 
 impl ForecastReport {

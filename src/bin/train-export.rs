@@ -151,6 +151,10 @@ struct TrainArgs {
     /// mean square (the target corrected to pull back): trains for rollouts. 0: none.
     #[arg(long, default_value_t = 0.0)]
     input_noise: f64,
+    /// Steps of the long sampled rollouts a stochastic model's card reports (16 of them,
+    /// from the test part, beside linear-3 with and without noise).
+    #[arg(long, default_value_t = equiserve::train::forecast::LONG_ROLLOUT_STEPS)]
+    long_steps: usize,
     /// Training pairs, counted from the start (default: floor(fraction · pairs)).
     #[arg(long)]
     train_pairs: Option<usize>,
@@ -439,6 +443,8 @@ fn train(args: TrainArgs) -> Result<(), String> {
             data: data.clone(),
             config: &config,
             history: Vec::new(),
+            noise: None,
+            long_steps: args.long_steps,
             command: Some(command.clone()),
         };
         let outcome = train_and_export(kind, args.history, request, |stats| {

@@ -1,6 +1,7 @@
 //! Trajectories of the 12-particle system: loading, simulating and splitting them.
 
 mod npz;
+pub mod sampling;
 mod xyz;
 mod simulate;
 mod split;

@@ -51,9 +51,30 @@ pub trait OpsModel {
     fn fitted_settings(&self) -> Option<serde_json::Value> {
         None
     }
-    /// Every trainable weight, as the layers store them.
+    /// Every weight of the mean (`forward`), as the layers store them.
     fn weights_mut(&mut self) -> Vec<&mut Vec<f64>>;
+    /// Every parameter, the noise model's included.
     fn num_params(&self) -> usize;
+
+    /// Whether the model also gives the spread of its next displacement ([`forward_std`](Self::forward_std)).
+    fn stochastic(&self) -> bool {
+        false
+    }
+    /// dx_std [batch, 12]: the standard deviation of each coordinate of each particle's
+    /// next displacement (isotropic per particle, so the distribution is as equivariant
+    /// as the mean), for stochastic models.
+    fn forward_std<O: Ops>(&self, _ops: &mut O, _inputs: &ModelInputs<O::Tensor>) -> Option<O::Tensor> {
+        None
+    }
+    /// The weights of the noise model, fitted after the mean (by Gaussian likelihood).
+    fn noise_weights_mut(&mut self) -> Vec<&mut Vec<f64>> {
+        Vec::new()
+    }
+    /// Multiplies dx_std by `factor` everywhere (its calibration to the data's motion).
+    fn scale_noise(&mut self, _factor: f64) {}
+    /// Bounds dx_std at `largest` (what the training frames needed at most), so that a
+    /// configuration the data never showed cannot draw a larger kick.
+    fn bound_noise(&mut self, _largest: f64) {}
 
     /// Standard-normal weights, as e3nn initialises its tensor products and radial networks.
     fn init_weights(&mut self, rng: &mut impl rand::Rng) {
@@ -92,6 +113,27 @@ impl<M: OpsModel> OpsModel for OutputScaled<M> {
 
     fn num_params(&self) -> usize {
         self.model.num_params()
+    }
+
+    fn stochastic(&self) -> bool {
+        self.model.stochastic()
+    }
+
+    fn forward_std<O: Ops>(&self, ops: &mut O, inputs: &ModelInputs<O::Tensor>) -> Option<O::Tensor> {
+        let std = self.model.forward_std(ops, inputs)?;
+        Some(ops.scale(&std, self.scale.abs()))
+    }
+
+    fn noise_weights_mut(&mut self) -> Vec<&mut Vec<f64>> {
+        self.model.noise_weights_mut()
+    }
+
+    fn scale_noise(&mut self, factor: f64) {
+        self.model.scale_noise(factor);
+    }
+
+    fn bound_noise(&mut self, largest: f64) {
+        self.model.bound_noise(largest / self.scale.abs());
     }
 
     fn init_weights(&mut self, rng: &mut impl rand::Rng) {

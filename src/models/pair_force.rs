@@ -10,6 +10,11 @@
 //! is E(3)-equivariant; it is not invariant to relabelling the particles, on purpose.
 //! It starts from a filter of past displacements (persistence, or one fitted to the
 //! training data) and no force, and learns from there.
+//!
+//! The model is stochastic: the next displacement is Gaussian about dx with a standard
+//! deviation per particle (isotropic), log σ_i = s + b_i + Σ_m w_m Σ_j φ_m(|r_ij|), a
+//! function of how crowded the particle's surroundings are (collisions are where the
+//! data's steps are least predictable), fitted after the mean by Gaussian likelihood.
 
 use super::{
     ModelInputs, OpsModel,
@@ -25,6 +30,8 @@ use crate::{
 pub const BASIS: usize = 16;
 const N: i64 = PARTICLES as i64;
 const DISTINCT_PAIRS: usize = PARTICLES * (PARTICLES - 1) / 2;
+/// No bound on ln σ until the fit sets one: finite in f32.
+const UNREACHED: f64 = 1e30;
 
 #[derive(Debug, Clone)]
 pub struct PairForce {
@@ -40,6 +47,14 @@ pub struct PairForce {
     initial_filter: Vec<f64>,
     /// Radial weights [pair (i < j), basis].
     radial: Vec<f64>,
+    /// s: the typical size of the noise, so that the fitted weights are of order one.
+    noise_scale: f64,
+    /// b_i, per particle.
+    noise_bias: Vec<f64>,
+    /// w_m, on the particle's summed basis over its partners.
+    noise_radial: Vec<f64>,
+    /// The largest σ / s: ln σ is clipped there.
+    noise_bound: f64,
 }
 
 impl PairForce {
@@ -51,8 +66,27 @@ impl PairForce {
         let mut filter = vec![0.0; history_frames - 1];
         filter[0] = 1.0;
         let initial_filter = filter.clone();
-        Self { history_frames, max_distance, acceleration_scale, filter, initial_filter, radial: vec![0.0; DISTINCT_PAIRS * BASIS] }
+        Self {
+            history_frames,
+            max_distance,
+            acceleration_scale,
+            filter,
+            initial_filter,
+            radial: vec![0.0; DISTINCT_PAIRS * BASIS],
+            noise_scale: 1.0,
+            noise_bias: vec![0.0; PARTICLES],
+            noise_radial: vec![0.0; BASIS],
+            noise_bound: UNREACHED,
+        }
     }
+
+    /// The noise starts at `scale` for every particle (e.g. the residual of the starting
+    /// filter) before its fit.
+    pub fn with_noise_scale(mut self, scale: f64) -> Self {
+        self.noise_scale = scale;
+        self
+    }
+
 
     /// Starts training from `coefficients` (c_1 … c_{K−1}, e.g. least squares on the
     /// training data) instead of persistence: the forces then learn what the filter leaves.
@@ -74,6 +108,20 @@ impl PairForce {
             })
             .collect()
     }
+
+    /// Pair vectors [B, 3, 144] and the Gaussian basis on their lengths [B, 144, BASIS].
+    fn pair_basis<O: Ops>(&self, ops: &mut O, positions: &O::Tensor) -> (O::Tensor, O::Tensor) {
+        let (vec, length) = pairwise(ops, positions);
+        let step = self.max_distance / (BASIS - 1) as f64;
+        let centres: Vec<f64> = (0..BASIS).map(|m| m as f64 * step).collect();
+        let centres = ops.constant(&[BASIS], &centres);
+        let length = ops.reshape(&length, &[-1, N * N, 1]);
+        let diff = ops.sub(&length, &centres);
+        let diff = ops.scale(&diff, 1.0 / step);
+        let diff = ops.mul(&diff, &diff);
+        let diff = ops.unary(&diff, Unary::Neg);
+        (vec, ops.unary(&diff, Unary::Exp))
+    }
 }
 
 impl OpsModel for PairForce {
@@ -91,16 +139,7 @@ impl OpsModel for PairForce {
         let inertia = ops.reshape(&inertia, &[-1, N, DIMS as i64]);
 
         // Pair forces: vec[(src, dst)] = x_src − x_dst, components first [B, 3, 144].
-        let (vec, length) = pairwise(ops, positions);
-        let step = self.max_distance / (BASIS - 1) as f64;
-        let centres: Vec<f64> = (0..BASIS).map(|m| m as f64 * step).collect();
-        let centres = ops.constant(&[BASIS], &centres);
-        let length = ops.reshape(&length, &[-1, N * N, 1]);
-        let diff = ops.sub(&length, &centres);
-        let diff = ops.scale(&diff, 1.0 / step);
-        let diff = ops.mul(&diff, &diff);
-        let diff = ops.unary(&diff, Unary::Neg);
-        let basis = ops.unary(&diff, Unary::Exp);
+        let (vec, basis) = self.pair_basis(ops, positions);
         let radial = ops.weight(&[DISTINCT_PAIRS, BASIS], &self.radial);
         let radial = ops.gather(&radial, 0, &Self::pair_rows());
         let strength = ops.mul(&basis, &radial);
@@ -115,7 +154,12 @@ impl OpsModel for PairForce {
     }
 
     fn fitted_settings(&self) -> Option<serde_json::Value> {
-        Some(serde_json::json!({ "max_distance": self.max_distance, "acceleration_scale": self.acceleration_scale }))
+        Some(serde_json::json!({
+            "max_distance": self.max_distance,
+            "acceleration_scale": self.acceleration_scale,
+            "noise_scale": self.noise_scale,
+            "noise_bound": self.noise_bound,
+        }))
     }
 
     fn weights_mut(&mut self) -> Vec<&mut Vec<f64>> {
@@ -123,13 +167,49 @@ impl OpsModel for PairForce {
     }
 
     fn num_params(&self) -> usize {
-        self.filter.len() + self.radial.len()
+        self.filter.len() + self.radial.len() + self.noise_bias.len() + self.noise_radial.len()
     }
 
-    /// The starting filter and no force: training starts from a guess without physics.
+    fn stochastic(&self) -> bool {
+        true
+    }
+
+    /// σ_i = s · exp(b_i + Σ_m w_m Σ_j φ_m(|r_ij|)): only distances, so invariant.
+    fn forward_std<O: Ops>(&self, ops: &mut O, inputs: &ModelInputs<O::Tensor>) -> Option<O::Tensor> {
+        let (_, basis) = self.pair_basis(ops, inputs.positions);
+        // Every particle's own pair (length 0) adds the same φ(0): part of b_i.
+        let crowding = ops.reshape(&basis, &[-1, N, N, BASIS as i64]);
+        let crowding = ops.reduce_sum(&crowding, 2, false);
+        let crowding = ops.reshape(&crowding, &[-1, BASIS as i64]);
+        let weights = ops.weight(&[BASIS, 1], &self.noise_radial);
+        let log_std = ops.matmul(&crowding, &weights);
+        let log_std = ops.reshape(&log_std, &[-1, N]);
+        let bias = ops.weight(&[PARTICLES], &self.noise_bias);
+        let log_std = ops.add(&log_std, &bias);
+        let log_std = ops.clip(&log_std, -UNREACHED, self.noise_bound.ln());
+        let std = ops.unary(&log_std, Unary::Exp);
+        Some(ops.scale(&std, self.noise_scale))
+    }
+
+    fn noise_weights_mut(&mut self) -> Vec<&mut Vec<f64>> {
+        vec![&mut self.noise_bias, &mut self.noise_radial]
+    }
+
+    fn scale_noise(&mut self, factor: f64) {
+        self.noise_scale *= factor;
+    }
+
+    fn bound_noise(&mut self, largest: f64) {
+        self.noise_bound = largest / self.noise_scale;
+    }
+
+    /// The starting filter, no force and the noise at its scale: training starts from a
+    /// guess without physics.
     fn init_weights(&mut self, _rng: &mut impl rand::Rng) {
         self.filter.clone_from(&self.initial_filter);
         self.radial.iter_mut().for_each(|w| *w = 0.0);
+        self.noise_bias.iter_mut().for_each(|w| *w = 0.0);
+        self.noise_radial.iter_mut().for_each(|w| *w = 0.0);
     }
 }
 

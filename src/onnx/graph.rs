@@ -33,6 +33,12 @@ pub struct GraphBuilder {
     inputs: Vec<String>,
 }
 
+/// The dynamics signature of `model`: its window, and `dx_std` when it is stochastic.
+pub fn signature_of<M: OpsModel>(model: &M) -> Signature {
+    let signature = Signature::dynamics(model.history_frames());
+    if model.stochastic() { signature.with_dx_std() } else { signature }
+}
+
 impl GraphBuilder {
     /// A graph of `signature` computing in `precision`.
     pub fn new(signature: Signature, precision: Precision) -> Self {
@@ -47,8 +53,9 @@ impl GraphBuilder {
     }
 
     /// A graph of the dynamics signature of `model` (it reads `model.history_frames()` frames).
+    /// (With `dx_std` when the model is stochastic.)
     pub fn for_model<M: OpsModel>(model: &M, precision: Precision) -> Self {
-        Self::new(Signature::dynamics(model.history_frames()), precision)
+        Self::new(signature_of(model), precision)
     }
 
     /// Appends `model`'s forward pass on this graph's inputs and gives its output.
@@ -56,6 +63,19 @@ impl GraphBuilder {
         let positions = self.input(POSITIONS).expect("dynamics signatures read positions");
         let previous = self.input(PREVIOUS);
         model.forward(self, &ModelInputs { positions: &positions, previous: previous.as_ref() })
+    }
+
+    /// Appends a stochastic model's dx_std and gives it; `None` for other models.
+    pub fn emit_std<M: OpsModel>(&mut self, model: &M) -> Option<String> {
+        let positions = self.input(POSITIONS).expect("dynamics signatures read positions");
+        let previous = self.input(PREVIOUS);
+        model.forward_std(self, &ModelInputs { positions: &positions, previous: previous.as_ref() })
+    }
+
+    /// Every output of `model`, in its signature's order: dx, then dx_std if it has one.
+    pub fn emit_outputs<M: OpsModel>(&mut self, model: &M) -> Vec<String> {
+        let dx = self.emit(model);
+        std::iter::once(dx).chain(self.emit_std(model)).collect()
     }
 
     pub fn precision(&self) -> Precision {

@@ -9,9 +9,9 @@ mod runtime;
 mod signature;
 
 #[cfg(feature = "train")]
-pub use graph::GraphBuilder;
+pub use graph::{GraphBuilder, signature_of};
 pub use runtime::{ExecutionDevice, OnnxModel, RuntimeError, init_runtime, library_candidates};
-pub use signature::{BATCH, DX, Dim, FLOAT32, NamedTensors, POSITIONS, PREVIOUS, Signature, TensorSpec};
+pub use signature::{BATCH, DX, DX_STD, Dim, FLOAT32, NamedTensors, POSITIONS, PREVIOUS, Signature, TensorSpec};
 
 /// The subset of onnx.proto that we write, generated from `proto/onnx/onnx_subset.proto`.
 #[cfg(feature = "train")]

@@ -5,7 +5,7 @@ use std::{
     sync::OnceLock,
 };
 
-use ndarray::{Array3, ArrayD, ArrayView3, ArrayView4};
+use ndarray::{Array2, Array3, ArrayD, ArrayView3, ArrayView4, Ix2};
 use ort::{
     environment::Environment,
     ep::{self, ExecutionProvider},
@@ -14,7 +14,7 @@ use ort::{
 };
 
 use super::{
-    DX, NamedTensors, PREVIOUS, Signature,
+    DX, DX_STD, NamedTensors, PREVIOUS, Signature,
     signature::{Dim, FLOAT32, TensorSpec},
 };
 
@@ -226,6 +226,19 @@ impl OnnxModel {
     pub fn run_window(&mut self, positions: ArrayView3<f32>, previous: ArrayView4<f32>) -> Result<Array3<f32>, RuntimeError> {
         let previous = self.signature.input(PREVIOUS).is_some().then(|| previous.to_owned());
         self.dx(NamedTensors::dynamics(positions.to_owned(), previous))
+    }
+
+    /// dx and, for a stochastic model, dx_std [batch, 12], for a window as
+    /// [`run_window`](Self::run_window) takes it.
+    pub fn run_window_with_std(&mut self, positions: ArrayView3<f32>, previous: ArrayView4<f32>) -> Result<(Array3<f32>, Option<Array2<f32>>), RuntimeError> {
+        let previous = self.signature.input(PREVIOUS).is_some().then(|| previous.to_owned());
+        let mut outputs = self.infer(&NamedTensors::dynamics(positions.to_owned(), previous))?;
+        let dx = outputs.take_dx().ok_or_else(|| RuntimeError::Inference(format!("the model gave no '{DX}' [batch, 12, 3]")))?;
+        let dx_std = match outputs.remove(DX_STD) {
+            Some(std) => Some(std.into_dimensionality::<Ix2>().map_err(|_| RuntimeError::Inference(format!("'{DX_STD}' is not [batch, 12]")))?),
+            None => None,
+        };
+        Ok((dx, dx_std))
     }
 
     fn dx(&mut self, inputs: NamedTensors) -> Result<Array3<f32>, RuntimeError> {

@@ -15,6 +15,9 @@ pub const POSITIONS: &str = "positions";
 pub const PREVIOUS: &str = "previous";
 /// x(t+1) − x(t): float32 [batch, 12, 3].
 pub const DX: &str = "dx";
+/// The standard deviation of each coordinate of each particle's next displacement
+/// (isotropic per particle): float32 [batch, 12], from stochastic models only.
+pub const DX_STD: &str = "dx_std";
 /// The symbolic leading dimension every input and output shares.
 pub const BATCH: &str = "batch";
 pub const FLOAT32: &str = "float32";
@@ -81,6 +84,18 @@ impl Signature {
             inputs.push(TensorSpec::float32(PREVIOUS, &window));
         }
         Self { inputs, outputs: vec![TensorSpec::float32(DX, &frame)] }
+    }
+
+    /// The same interface with the output of a stochastic model beside `dx`: `dx_std`
+    /// [batch, 12].
+    pub fn with_dx_std(mut self) -> Self {
+        self.outputs.push(TensorSpec::float32(DX_STD, &[Dim::Batch, Dim::Fixed(PARTICLES)]));
+        self
+    }
+
+    /// Whether the model gives `dx_std`, the spread of its next displacement.
+    pub fn is_stochastic(&self) -> bool {
+        self.output(DX_STD).is_some()
     }
 
     /// Frames a dynamics model reads (K): 1 + the fixed length of its `previous` input.
@@ -201,6 +216,11 @@ mod tests {
         assert_eq!(previous.dims().expect("parses"), [Dim::Batch, Dim::Fixed(3), Dim::Fixed(12), Dim::Fixed(3)]);
         assert_eq!(window.output(DX), snapshot.output(DX));
         assert_eq!((snapshot.history_frames(), window.history_frames()), (1, 4));
+        assert!(!window.is_stochastic());
+        let stochastic = window.clone().with_dx_std();
+        assert!(stochastic.is_stochastic());
+        assert_eq!(stochastic.output(DX_STD).and_then(TensorSpec::dims), Some(vec![Dim::Batch, Dim::Fixed(12)]));
+        assert_eq!(stochastic.inputs, window.inputs);
     }
 
     #[test]

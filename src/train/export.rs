@@ -6,21 +6,22 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use ndarray::{Array3, Array4, ArrayView3, ArrayView4, s};
+use ndarray::{Array2, Array3, Array4, ArrayView3, ArrayView4, s};
 use prost::Message;
 use rand::{SeedableRng, rngs::StdRng};
 use rand_distr::{Distribution, StandardNormal};
 
 use super::{
     EpochStats, TrainConfig,
-    forecast::{ForecastFrames, ModelForecaster, REPORTED_HORIZONS, Segment},
+    forecast::{ForecastFrames, ModelForecaster, REPORTED_HORIZONS, SampledReport, Segment, StochasticForecaster},
+    ops_fit::NoiseFit,
     metrics::{EquivarianceReport, evaluate},
     plot::{plot_correlations, plot_rollout_chains, plot_rollout_errors, plot_trajectory},
     plot_losses,
     staged::{Staged, commit_all},
 };
 use crate::{
-    card::{CARD_FILE, DataInfo, MODEL_FILE, Metrics, ModelCard, OnnxInfo, SplitInfo, TrainingInfo, Versions},
+    card::{CARD_FILE, DataInfo, MODEL_FILE, Metrics, ModelCard, NoiseInfo, OnnxInfo, SplitInfo, TrainingInfo, Versions},
     data::{DIMS, PARTICLES, Pairs, Split, SplitConfig, Target, Trajectory},
     models::{ModelKind, OpsModel},
     onnx::{ExecutionDevice, GraphBuilder, OnnxModel, POSITIONS, Precision, Signature, proto::ModelProto},
@@ -67,6 +68,10 @@ pub struct ExportRequest<'a> {
     pub data: Vec<DataInfo>,
     pub config: &'a TrainConfig,
     pub history: Vec<EpochStats>,
+    /// How a stochastic model's dx_std was fitted.
+    pub noise: Option<NoiseFit>,
+    /// Steps of the long sampled rollouts the card reports.
+    pub long_steps: usize,
     /// The command line that trained the model, recorded in the card.
     pub command: Option<Vec<String>>,
 }
@@ -115,6 +120,18 @@ pub trait ExportableModel {
     fn fitted_settings(&self) -> Option<serde_json::Value> {
         None
     }
+    /// Whether the model gives dx_std beside dx.
+    fn stochastic(&self) -> bool {
+        false
+    }
+    /// Appends nodes computing dx_std, for a stochastic model.
+    fn emit_onnx_std(&self, _graph: &mut GraphBuilder) -> Option<String> {
+        None
+    }
+    /// The most exact dx_std [batch, 12] of a stochastic model.
+    fn reference_std(&self, _positions: ArrayView3<f32>, _previous: ArrayView4<f32>) -> Option<Array2<f32>> {
+        None
+    }
 }
 
 /// A model written against [`crate::nn::Ops`]: run in Burn, emitted by the graph builder.
@@ -145,6 +162,18 @@ impl<M: OpsModel> ExportableModel for OpsTrained<'_, M> {
     fn fitted_settings(&self) -> Option<serde_json::Value> {
         self.0.fitted_settings()
     }
+
+    fn stochastic(&self) -> bool {
+        self.0.stochastic()
+    }
+
+    fn emit_onnx_std(&self, graph: &mut GraphBuilder) -> Option<String> {
+        graph.emit_std(self.0)
+    }
+
+    fn reference_std(&self, positions: ArrayView3<f32>, previous: ArrayView4<f32>) -> Option<Array2<f32>> {
+        super::ops_fit::reference_std(self.0, positions, previous)
+    }
 }
 
 /// Exports, checks parity through ONNX Runtime, evaluates, and only then replaces
@@ -163,7 +192,7 @@ pub fn export_model(model: &impl ExportableModel, request: ExportRequest) -> Res
 
     let architecture = description["architecture"].as_str().unwrap_or(name).to_string();
     let metadata = [("equiserve.model", name.to_string()), ("equiserve.architecture", architecture.clone())];
-    let signature = Signature::dynamics(history_frames);
+    let signature = if model.stochastic() { Signature::dynamics(history_frames).with_dx_std() } else { Signature::dynamics(history_frames) };
     let emit = |precision| {
         let mut graph = GraphBuilder::new(signature.clone(), precision);
         let mut output = model.emit_onnx(&mut graph);
@@ -172,7 +201,9 @@ pub fn export_model(model: &impl ExportableModel, request: ExportRequest) -> Res
             let positions = graph.input(POSITIONS).expect("dynamics signatures read positions");
             output = graph.sub(&output, &positions);
         }
-        graph.finish(&[output], &format!("equiserve {name}: positions [batch, 12, 3] -> dx [batch, 12, 3]"), &metadata)
+        let outputs: Vec<String> = std::iter::once(output).chain(model.emit_onnx_std(&mut graph)).collect();
+        let doc = if outputs.len() > 1 { "dx [batch, 12, 3], dx_std [batch, 12]" } else { "dx [batch, 12, 3]" };
+        graph.finish(&outputs, &format!("equiserve {name}: positions [batch, 12, 3] -> {doc}"), &metadata)
     };
 
     // The reference test predictions serve the parity check, the metrics and the figures.
@@ -203,8 +234,12 @@ pub fn export_model(model: &impl ExportableModel, request: ExportRequest) -> Res
         history_frames,
         predict: |x: ArrayView3<f32>, previous: ArrayView4<f32>| model.predict_dx(x, previous, target),
     };
-    let forecast = forecast_frames.report(&mut [&mut forecaster]);
+    let mut forecast = forecast_frames.report(&mut [&mut forecaster]);
     let (rollout_truth, rollout_predicted) = forecast_frames.first_rollout(&mut forecaster);
+    if model.stochastic() {
+        // Thousands of steps: through the exported graph (what is served, checked above).
+        forecast.sampled = Some(sampled_report(staged_model.path(), &signature, name, &forecast_frames, request.long_steps)?);
+    }
 
     let history = request.history;
     let card = ModelCard {
@@ -236,6 +271,19 @@ pub fn export_model(model: &impl ExportableModel, request: ExportRequest) -> Res
         versions: Versions::current(),
         history_frames,
         forecast: Some(forecast.clone()),
+        stochastic: model.stochastic(),
+        noise: request.noise.as_ref().map(|fit| NoiseInfo {
+            sampling: SAMPLING.into(),
+            fit: "maximum Gaussian likelihood of the trained mean's residuals on the training pairs (the mean fixed), bounded at the \
+                  largest value on the training frames, then scaled so that sampled rollouts from training windows keep the data's RMS step"
+                .into(),
+            dims: fit.dims,
+            pairs: fit.pairs,
+            initial_nll: fit.initial_nll,
+            fitted_nll: fit.fitted_nll,
+            largest_std: fit.largest_std,
+            motion_factor: fit.motion_factor,
+        }),
         command: request.command,
     };
     let predicted_next = &test_inputs + &test_dx;
@@ -269,6 +317,33 @@ pub fn export_model(model: &impl ExportableModel, request: ExportRequest) -> Res
     }
     commit_model(&dir, staged_model, &card, drawn)?;
     Ok(ExportOutcome { dir, card })
+}
+
+/// How a stochastic model's next frame is drawn (as `data::sampling` draws it).
+const SAMPLING: &str = "x(t+1) = x(t) + dx + dx_std * xi, xi standard normal per particle in the space the frame spans \
+                        (its plane for a planar system), keyed by (seed, member, step)";
+
+/// The sampled report of a stochastic model, run through its ONNX file.
+fn sampled_report(file: &Path, signature: &Signature, name: &str, frames: &ForecastFrames, long_steps: usize) -> Result<SampledReport, ExportError> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut session = OnnxModel::load(file, signature, ExecutionDevice::Cpu, threads)?;
+    let mut failure = None;
+    let mut forecaster = StochasticForecaster {
+        name: name.to_string(),
+        history_frames: signature.history_frames(),
+        predict: |x: ArrayView3<f32>, previous: ArrayView4<f32>| match session.run_window_with_std(x, previous) {
+            Ok(answer) => answer,
+            Err(e) => {
+                failure.get_or_insert(e);
+                (Array3::from_elem(x.raw_dim(), f32::NAN), None)
+            }
+        },
+    };
+    let report = frames.sampled_report(&mut [&mut forecaster], long_steps);
+    match failure {
+        Some(e) => Err(e.into()),
+        None => Ok(report),
+    }
 }
 
 /// Writes `proto` beside the final model file, to be checked before it replaces it.
@@ -360,9 +435,14 @@ pub fn remeasure_card(dir: &Path, card: &mut ModelCard, trajectories: &[Trajecto
             }
         },
     };
-    let forecast = ForecastFrames::new(&segments(trajectories, &split_config), history_frames).report(&mut [&mut forecaster]);
+    let frames = ForecastFrames::new(&segments(trajectories, &split_config), history_frames);
+    let mut forecast = frames.report(&mut [&mut forecaster]);
     if let Some(e) = failure {
         return Err(e.into());
+    }
+    if card.onnx.signature.is_stochastic() {
+        let long_steps = card.forecast.as_ref().and_then(|f| f.sampled.as_ref()).map_or(super::forecast::LONG_ROLLOUT_STEPS, |s| s.long_steps);
+        forecast.sampled = Some(sampled_report(&file, &card.onnx.signature, &card.name, &frames, long_steps)?);
     }
     card.forecast = Some(forecast);
     commit_all([stage_card(dir, card)?]).map_err(io_error(dir))
@@ -399,8 +479,14 @@ fn check_parity(
     let test_previous = test.previous_frames(held);
     let mut worst = 0.0_f64;
     for (inputs, previous, expected) in [(test.inputs.view(), test_previous.view(), test_dx), (random.view(), random_previous.view(), &random_dx)] {
-        let actual = session.run_window(inputs, previous)?;
+        let (actual, actual_std) = session.run_window_with_std(inputs, previous)?;
         worst = worst.max(relative_error(&actual, expected));
+        match (model.reference_std(inputs, previous), actual_std) {
+            (Some(expected), Some(actual)) => worst = worst.max(relative_error(&actual, &expected)),
+            (None, None) => {}
+            // A graph without the model's dx_std (or with one it has not) is not its function.
+            _ => worst = f64::INFINITY,
+        }
     }
     Ok(worst)
 }

@@ -6,10 +6,13 @@
 //! R² of next positions hides what matters here: x(t+1) ≈ x(t), so predicting no
 //! motion scores R² ≈ 1. The skill below compares with exactly that guess.
 
-use ndarray::{Array1, Array2, Array3, Array4, ArrayView3, ArrayView4, Axis, s};
+use ndarray::{Array1, Array2, Array3, Array4, ArrayView2, ArrayView3, ArrayView4, Axis, s};
 
-pub use crate::card::{ForecastReport, ForecastRow};
-use crate::data::{Trajectory, advance_window};
+pub use crate::card::{EnsembleScore, ForecastReport, ForecastRow, LongRolloutStats, SampledReport, SampledRow};
+use crate::data::{
+    DIMS, PARTICLES, Trajectory, advance_window,
+    sampling::{add_noise, spanned_dims},
+};
 
 /// Rollout horizons reported in tables (the curves keep every step up to the last).
 pub const REPORTED_HORIZONS: [usize; 4] = [1, 10, 50, 100];
@@ -17,6 +20,20 @@ pub const REPORTED_HORIZONS: [usize; 4] = [1, 10, 50, 100];
 pub const ROLLOUT_STARTS: usize = 20;
 /// Frames the linear baseline reads: three past displacements.
 const LINEAR_HISTORY: usize = 4;
+/// Steps of the long sampled rollouts (`train-export --long-steps` changes it).
+pub const LONG_ROLLOUT_STEPS: usize = 10_000;
+/// Long rollouts start from this many frames spread over the test part.
+pub const LONG_ROLLOUT_STARTS: usize = 16;
+/// The first quarter of a long rollout is its way from the start into the model's own
+/// statistics, left out of them.
+const LONG_ROLLOUT_SKIPPED_SHARE: f64 = 0.25;
+/// A rollout whose largest pair distance passes this many times the data's flew apart.
+const FLEW_APART_EXTENT: f64 = 3.0;
+/// Ensemble members drawn from each rollout start, and the horizons they are scored at.
+pub const ENSEMBLE_MEMBERS: usize = 32;
+pub const ENSEMBLE_HORIZONS: [usize; 3] = [10, 50, 100];
+const SAMPLING_SEED: u64 = 0;
+const PAIRS: usize = PARTICLES * (PARTICLES - 1) / 2;
 
 /// A one-step predictor of dx from a window of frames.
 pub trait Forecaster {
@@ -25,6 +42,10 @@ pub trait Forecaster {
     fn history_frames(&self) -> usize;
     /// dx [B, 12, 3] for positions [B, 12, 3] and previous [B, K − 1, 12, 3] (oldest first).
     fn dx(&mut self, positions: ArrayView3<f32>, previous: ArrayView4<f32>) -> Array3<f32>;
+    /// dx and, for a stochastic forecaster, dx_std [B, 12].
+    fn dx_and_std(&mut self, positions: ArrayView3<f32>, previous: ArrayView4<f32>) -> (Array3<f32>, Option<Array2<f32>>) {
+        (self.dx(positions, previous), None)
+    }
 }
 
 /// The displacements a window holds, newest first: [B, K − 1, 12, 3] with entry k − 1
@@ -45,19 +66,21 @@ fn displacements(positions: ArrayView3<f32>, previous: ArrayView4<f32>) -> Array
 pub struct LinearFilter {
     pub name: String,
     pub coefficients: Vec<f64>,
+    /// Per particle, the standard deviation of Gaussian noise on each step (none: deterministic).
+    pub noise: Option<Vec<f32>>,
 }
 
 impl LinearFilter {
     pub fn zero() -> Self {
-        Self { name: "zero: nothing moves".into(), coefficients: Vec::new() }
+        Self { name: "zero: nothing moves".into(), coefficients: Vec::new(), noise: None }
     }
 
     pub fn persistence() -> Self {
-        Self { name: "persistence: dx(t) = dx(t−1)".into(), coefficients: vec![1.0] }
+        Self { name: "persistence: dx(t) = dx(t−1)".into(), coefficients: vec![1.0], noise: None }
     }
 
     pub fn second_order() -> Self {
-        Self { name: "2nd-order: dx(t) = 2dx(t−1) − dx(t−2)".into(), coefficients: vec![2.0, -1.0] }
+        Self { name: "2nd-order: dx(t) = 2dx(t−1) − dx(t−2)".into(), coefficients: vec![2.0, -1.0], noise: None }
     }
 
     /// Least squares of dx(t) on dx(t−1..t−3) over the training pairs of every
@@ -68,7 +91,33 @@ impl LinearFilter {
             "linear-3: dx(t) = {:.3}dx(t−1) {:+.3}dx(t−2) {:+.3}dx(t−3), fitted",
             coefficients[0], coefficients[1], coefficients[2]
         );
-        Self { name, coefficients }
+        Self { name, coefficients, noise: None }
+    }
+
+    /// The fitted filter with Gaussian noise of its residual's standard deviation per
+    /// particle on the training pairs (over the coordinates the data spans).
+    pub fn fitted_with_noise(data: &[Segment]) -> Self {
+        let fitted = Self::fitted(data);
+        let order = fitted.coefficients.len();
+        let (mut squared, mut count) = (vec![0.0_f64; PARTICLES], 0usize);
+        let mut dims = 1;
+        for segment in data {
+            let x = segment.trajectory.positions();
+            dims = dims.max(spanned_dims(x.slice(s![..segment.train_pairs.min(x.dim().0), .., ..])));
+            let dx = |t: usize| &x.index_axis(Axis(0), t + 1) - &x.index_axis(Axis(0), t);
+            for t in order..segment.train_pairs {
+                let mut residual = dx(t);
+                for (k, c) in fitted.coefficients.iter().enumerate() {
+                    residual.scaled_add(-*c as f32, &dx(t - k - 1));
+                }
+                for (p, row) in residual.outer_iter().enumerate() {
+                    squared[p] += row.iter().map(|v| f64::from(*v).powi(2)).sum::<f64>();
+                }
+                count += 1;
+            }
+        }
+        let noise = squared.iter().map(|s| (s / (dims * count.max(1)) as f64).sqrt() as f32).collect();
+        Self { name: "linear-3 + noise of its residual".into(), noise: Some(noise), ..fitted }
     }
 
     /// The least-squares coefficients of dx(t) on dx(t−1..t−order) over the training
@@ -139,6 +188,36 @@ impl Forecaster for LinearFilter {
             out.scaled_add(*c as f32, &past.index_axis(Axis(1), k));
         }
         out
+    }
+
+    fn dx_and_std(&mut self, positions: ArrayView3<f32>, previous: ArrayView4<f32>) -> (Array3<f32>, Option<Array2<f32>>) {
+        let std = self.noise.as_ref().map(|noise| Array2::from_shape_fn((positions.dim().0, PARTICLES), |(_, p)| noise[p]));
+        (self.dx(positions, previous), std)
+    }
+}
+
+/// A stochastic model's dx and dx_std, through any function of the window.
+pub struct StochasticForecaster<F> {
+    pub name: String,
+    pub history_frames: usize,
+    pub predict: F,
+}
+
+impl<F: FnMut(ArrayView3<f32>, ArrayView4<f32>) -> (Array3<f32>, Option<Array2<f32>>)> Forecaster for StochasticForecaster<F> {
+    fn name(&self) -> String {
+        self.name.clone()
+    }
+
+    fn history_frames(&self) -> usize {
+        self.history_frames
+    }
+
+    fn dx(&mut self, positions: ArrayView3<f32>, previous: ArrayView4<f32>) -> Array3<f32> {
+        (self.predict)(positions, previous).0
+    }
+
+    fn dx_and_std(&mut self, positions: ArrayView3<f32>, previous: ArrayView4<f32>) -> (Array3<f32>, Option<Array2<f32>>) {
+        (self.predict)(positions, previous)
     }
 }
 
@@ -316,14 +395,311 @@ impl<'a> ForecastFrames<'a> {
             rollout_starts: self.parts.iter().flat_map(|p| p.starts.iter().copied()).collect(),
             baselines: rows.drain(..baseline_rows).collect(),
             models: rows,
+            sampled: None,
         }
     }
+
+    /// Long rollouts (`long_steps` steps from [`LONG_ROLLOUT_STARTS`] frames spread over the
+    /// test parts) and ensembles ([`ENSEMBLE_MEMBERS`] members from each rollout start,
+    /// scored at [`ENSEMBLE_HORIZONS`] within reach) of linear-3 alone, linear-3 with its
+    /// residual's noise, and each model's mean, then each stochastic model sampled; the
+    /// same starts and noise keys for all.
+    pub fn sampled_report(&self, models: &mut [&mut dyn Forecaster], long_steps: usize) -> SampledReport {
+        let reference = DataStatistics::new(&self.parts);
+        let long_starts: Vec<(usize, usize)> = spread_starts(&self.parts, LONG_ROLLOUT_STARTS);
+        let horizons: Vec<usize> = ENSEMBLE_HORIZONS.iter().copied().filter(|&h| h <= self.steps).collect();
+        let mut rows = Vec::new();
+        let mut score = |forecaster: &mut dyn Forecaster, sampled: bool| {
+            let name = if sampled { format!("{}, sampled", forecaster.name()) } else { forecaster.name() };
+            let long = self.long_rollouts(forecaster, &long_starts, long_steps, sampled, &reference);
+            let ensemble = self.ensembles(forecaster, &horizons, sampled);
+            rows.push(SampledRow { name, sampled, long, ensemble });
+        };
+        score(&mut LinearFilter::fitted(&self.train), false);
+        score(&mut LinearFilter::fitted_with_noise(&self.train), true);
+        for model in models.iter_mut() {
+            score(&mut **model, false);
+            let probe = Self::windows(&self.parts[0], &self.parts[0].starts[..1], model.history_frames());
+            if model.dx_and_std(probe.0.view(), probe.1.view()).1.is_some() {
+                score(&mut **model, true);
+            }
+        }
+        SampledReport {
+            long_steps,
+            long_starts: long_starts.iter().map(|&(_, t)| t).collect(),
+            skipped_share: LONG_ROLLOUT_SKIPPED_SHARE,
+            members: ENSEMBLE_MEMBERS,
+            horizons,
+            seed: SAMPLING_SEED,
+            rows,
+        }
+    }
+
+    /// Statistics of `long_steps`-step rollouts from `starts` (part, frame) beside the data's.
+    fn long_rollouts(&self, forecaster: &mut dyn Forecaster, starts: &[(usize, usize)], long_steps: usize, sampled: bool, reference: &DataStatistics) -> LongRolloutStats {
+        let history_frames = forecaster.history_frames();
+        let (mut positions, mut previous) = self.start_windows(starts, history_frames);
+        let skipped = (long_steps as f64 * LONG_ROLLOUT_SKIPPED_SHARE) as usize;
+        let members = starts.len();
+        let mut alive = vec![true; members];
+        let mut pair_distances: Vec<Vec<Vec<f32>>> = vec![vec![Vec::with_capacity(long_steps - skipped); PAIRS]; members];
+        let (mut step_squared, mut rg_sum, mut kept) = (vec![0.0_f64; members], vec![0.0_f64; members], vec![0usize; members]);
+        for step in 0..long_steps {
+            let next = self.step(forecaster, &positions, &previous, sampled, 0, step);
+            for member in 0..members {
+                if !alive[member] {
+                    continue;
+                }
+                let frame = next.index_axis(Axis(0), member);
+                let distances = pair_distances_of(frame);
+                let extent = distances.iter().fold(0.0_f32, |m, d| if d.is_finite() && m.is_finite() { m.max(*d) } else { f32::NAN });
+                if !extent.is_finite() || f64::from(extent) > FLEW_APART_EXTENT * reference.largest_distance {
+                    alive[member] = false;
+                    continue;
+                }
+                if step >= skipped {
+                    let moved = &frame - &positions.index_axis(Axis(0), member);
+                    step_squared[member] += moved.iter().map(|v| f64::from(*v).powi(2)).sum::<f64>() / PARTICLES as f64;
+                    rg_sum[member] += radius_of_gyration(frame);
+                    kept[member] += 1;
+                    for (pair, distance) in distances.into_iter().enumerate() {
+                        pair_distances[member][pair].push(distance);
+                    }
+                }
+            }
+            // A member that flew apart keeps its last sound frame, so that it poisons nothing.
+            let mut next = next;
+            for member in (0..members).filter(|&m| !alive[m]) {
+                next.index_axis_mut(Axis(0), member).assign(&positions.index_axis(Axis(0), member));
+            }
+            previous = advance_window(&previous, positions.view());
+            positions = next;
+        }
+        let survivors: Vec<usize> = (0..members).filter(|&m| alive[m] && kept[m] > 0).collect();
+        let flew_apart = members - survivors.len();
+        if survivors.is_empty() {
+            return LongRolloutStats { flew_apart, motion_ratio: f64::NAN, pair_distance_w1_ratio: f64::NAN, rg_ratio: f64::NAN };
+        }
+        let frames: usize = survivors.iter().map(|&m| kept[m]).sum();
+        let motion = (survivors.iter().map(|&m| step_squared[m]).sum::<f64>() / frames as f64).sqrt();
+        let rg = survivors.iter().map(|&m| rg_sum[m]).sum::<f64>() / frames as f64;
+        let w1: f64 = (0..PAIRS)
+            .map(|pair| {
+                let mut pooled: Vec<f32> = survivors.iter().flat_map(|&m| pair_distances[m][pair].iter().copied()).collect();
+                wasserstein1(&mut pooled, &reference.pair_distances[pair])
+            })
+            .sum::<f64>()
+            / PAIRS as f64;
+        LongRolloutStats {
+            flew_apart,
+            motion_ratio: motion / reference.motion,
+            pair_distance_w1_ratio: w1 / reference.self_w1,
+            rg_ratio: rg / reference.radius_of_gyration,
+        }
+    }
+
+    /// Spread, CRPS and error of ensembles from every rollout start at `horizons`.
+    fn ensembles(&self, forecaster: &mut dyn Forecaster, horizons: &[usize], sampled: bool) -> Vec<EnsembleScore> {
+        let members = if sampled { ENSEMBLE_MEMBERS } else { 1 };
+        let starts: Vec<(usize, usize)> = self.parts.iter().enumerate().flat_map(|(i, part)| part.starts.iter().map(move |&t| (i, t))).collect();
+        let copies: Vec<(usize, usize)> = starts.iter().flat_map(|&start| std::iter::repeat_n(start, members)).collect();
+        let (mut positions, mut previous) = self.start_windows(&copies, forecaster.history_frames());
+        let last = horizons.iter().copied().max().unwrap_or(0);
+        let mut scores = Vec::new();
+        for step in 0..last {
+            let next = self.step(forecaster, &positions, &previous, sampled, 1, step);
+            previous = advance_window(&previous, positions.view());
+            positions = next;
+            let horizon = step + 1;
+            if !horizons.contains(&horizon) {
+                continue;
+            }
+            let (mut squared_error, mut variance, mut crps, mut count) = (0.0, 0.0, 0.0, 0usize);
+            for (s, &(part, t)) in starts.iter().enumerate() {
+                let truth = self.parts[part].trajectory.positions().index_axis(Axis(0), t + horizon).to_owned();
+                let ensemble = positions.slice(s![s * members..(s + 1) * members, .., ..]);
+                for ((p, d), &observed) in truth.indexed_iter() {
+                    let mut values: Vec<f64> = ensemble.index_axis(Axis(2), d).index_axis(Axis(1), p).iter().map(|v| f64::from(*v)).collect();
+                    let observed = f64::from(observed);
+                    let mean = values.iter().sum::<f64>() / members as f64;
+                    squared_error += (mean - observed).powi(2);
+                    if members > 1 {
+                        variance += values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (members - 1) as f64;
+                    }
+                    crps += fair_crps(&mut values, observed);
+                    count += 1;
+                }
+            }
+            let rmse = (squared_error / count as f64).sqrt();
+            scores.push(EnsembleScore {
+                horizon,
+                spread_skill: (variance / count as f64).sqrt() / rmse,
+                crps: crps / count as f64,
+                rmse_of_mean: if rmse.is_finite() { rmse } else { f64::INFINITY },
+            });
+        }
+        scores
+    }
+
+    /// The true windows at `starts` (part, frame), stacked.
+    fn start_windows(&self, starts: &[(usize, usize)], history_frames: usize) -> (Array3<f32>, Array4<f32>) {
+        let mut positions = Array3::zeros((starts.len(), PARTICLES, DIMS));
+        let mut previous = Array4::zeros((starts.len(), history_frames - 1, PARTICLES, DIMS));
+        for (row, &(part, t)) in starts.iter().enumerate() {
+            let (p, w) = Self::windows(&self.parts[part], &[t], history_frames);
+            positions.index_axis_mut(Axis(0), row).assign(&p.index_axis(Axis(0), 0));
+            previous.index_axis_mut(Axis(0), row).assign(&w.index_axis(Axis(0), 0));
+        }
+        (positions, previous)
+    }
+
+    /// One step of every member: x + dx, plus dx_std · ξ when `sampled` (ξ keyed by
+    /// (seed, stream · 2³² + member, step), so that each evaluation draws its own noise).
+    fn step(&self, forecaster: &mut dyn Forecaster, positions: &Array3<f32>, previous: &Array4<f32>, sampled: bool, stream: u64, step: usize) -> Array3<f32> {
+        let (dx, std) = forecaster.dx_and_std(positions.view(), previous.view());
+        let mut next = positions + &dx;
+        if let (true, Some(std)) = (sampled, std) {
+            for member in 0..next.dim().0 {
+                let key = (stream << 32) | member as u64;
+                add_noise(next.index_axis_mut(Axis(0), member), positions.index_axis(Axis(0), member), std.index_axis(Axis(0), member), SAMPLING_SEED, key, step as u64);
+            }
+        }
+        next
+    }
+}
+
+/// What long rollouts are compared with: the whole of every trajectory.
+struct DataStatistics {
+    /// RMS step per particle.
+    motion: f64,
+    radius_of_gyration: f64,
+    largest_distance: f64,
+    /// Per pair (i < j), every frame's distance, sorted.
+    pair_distances: Vec<Vec<f32>>,
+    /// Mean over pairs of W1 between the first and second halves of the data.
+    self_w1: f64,
+}
+
+impl DataStatistics {
+    fn new(parts: &[TestPart]) -> Self {
+        let (mut first, mut second) = (vec![Vec::new(); PAIRS], vec![Vec::new(); PAIRS]);
+        let (mut step_squared, mut steps, mut rg, mut frames) = (0.0, 0usize, 0.0, 0usize);
+        for part in parts {
+            let x = part.trajectory.positions();
+            let half = x.dim().0 / 2;
+            for (t, frame) in x.outer_iter().enumerate() {
+                let halves = if t < half { &mut first } else { &mut second };
+                for (pair, distance) in pair_distances_of(frame).into_iter().enumerate() {
+                    halves[pair].push(distance);
+                }
+                rg += radius_of_gyration(frame);
+                frames += 1;
+                if t > 0 {
+                    let moved = &frame - &x.index_axis(Axis(0), t - 1);
+                    step_squared += moved.iter().map(|v| f64::from(*v).powi(2)).sum::<f64>() / PARTICLES as f64;
+                    steps += 1;
+                }
+            }
+        }
+        let self_w1 = (0..PAIRS)
+            .map(|pair| {
+                let mut second = second[pair].clone();
+                second.sort_by(f32::total_cmp);
+                wasserstein1(&mut first[pair].clone(), &second)
+            })
+            .sum::<f64>()
+            / PAIRS as f64;
+        let pair_distances: Vec<Vec<f32>> = first
+            .into_iter()
+            .zip(second)
+            .map(|(mut a, b)| {
+                a.extend(b);
+                a.sort_by(f32::total_cmp);
+                a
+            })
+            .collect();
+        let largest_distance = pair_distances.iter().filter_map(|d| d.last()).fold(0.0_f32, |m, d| m.max(*d));
+        Self {
+            motion: (step_squared / steps.max(1) as f64).sqrt(),
+            radius_of_gyration: rg / frames.max(1) as f64,
+            largest_distance: f64::from(largest_distance),
+            pair_distances,
+            self_w1,
+        }
+    }
+}
+
+/// `count` (part, frame) starts spread evenly over the test parts (as many from each).
+fn spread_starts(parts: &[TestPart], count: usize) -> Vec<(usize, usize)> {
+    let per_part = count.div_ceil(parts.len().max(1));
+    parts
+        .iter()
+        .enumerate()
+        .flat_map(|(i, part)| {
+            let (first, last) = (part.test.start, part.test.end.saturating_sub(1).max(part.test.start));
+            let n = per_part.min(last - first + 1);
+            (0..n).map(move |k| (i, if n == 1 { first } else { first + k * (last - first) / (n - 1) }))
+        })
+        .take(count)
+        .collect()
+}
+
+/// The 66 distances of a frame's pairs (i < j).
+fn pair_distances_of(frame: ArrayView2<f32>) -> Vec<f32> {
+    let mut out = Vec::with_capacity(PAIRS);
+    for i in 0..PARTICLES {
+        for j in i + 1..PARTICLES {
+            let squared: f32 = (0..DIMS).map(|d| (frame[[i, d]] - frame[[j, d]]).powi(2)).sum();
+            out.push(squared.sqrt());
+        }
+    }
+    out
+}
+
+fn radius_of_gyration(frame: ArrayView2<f32>) -> f64 {
+    let centre = frame.mean_axis(Axis(0)).expect("12 particles");
+    let squared: f64 = frame.outer_iter().map(|p| (&p - &centre).iter().map(|v| f64::from(*v).powi(2)).sum::<f64>()).sum();
+    (squared / PARTICLES as f64).sqrt()
+}
+
+/// The Wasserstein-1 distance between the empirical distributions of `samples` (sorted
+/// here) and `reference` (sorted): ∫ |F(x) − G(x)| dx.
+fn wasserstein1(samples: &mut [f32], reference: &[f32]) -> f64 {
+    samples.sort_by(f32::total_cmp);
+    let (n, m) = (samples.len(), reference.len());
+    if n == 0 || m == 0 {
+        return f64::NAN;
+    }
+    let (mut i, mut j, mut total) = (0, 0, 0.0);
+    let mut previous = f64::from(samples[0].min(reference[0]));
+    while i < n || j < m {
+        let take_sample = j == m || (i < n && samples[i] <= reference[j]);
+        let value = f64::from(if take_sample { samples[i] } else { reference[j] });
+        total += (i as f64 / n as f64 - j as f64 / m as f64).abs() * (value - previous);
+        previous = value;
+        if take_sample { i += 1 } else { j += 1 }
+    }
+    total
+}
+
+/// The fair (unbiased for the ensemble size) CRPS of `values` (sorted here) for the
+/// observation: mean |x − y| − Σ_{i<j} |x_i − x_j| / (M (M − 1)); the absolute error
+/// for one member.
+fn fair_crps(values: &mut [f64], observed: f64) -> f64 {
+    let m = values.len();
+    let error = values.iter().map(|v| (v - observed).abs()).sum::<f64>() / m as f64;
+    if m < 2 {
+        return error;
+    }
+    values.sort_by(f64::total_cmp);
+    // Σ_{i<j} (x_(j) − x_(i)) = Σ_k x_(k) (2k − M + 1), k from 0.
+    let spread: f64 = values.iter().enumerate().map(|(k, v)| v * (2.0 * k as f64 - m as f64 + 1.0)).sum();
+    error - spread / (m * (m - 1)) as f64
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::data::{DIMS, PARTICLES};
 
     /// Particles moving with constant acceleration: the 2nd-order guess is exact and
     /// the fitted filter finds it.
@@ -350,6 +726,64 @@ mod tests {
         assert_eq!(report.rollout_starts.len(), ROLLOUT_STARTS);
         assert_eq!((report.rollout_starts[0], report.rollout_starts[ROLLOUT_STARTS - 1]), (200, 500 - 1 - 100));
         assert_eq!(zero.rollout_rmse.len(), 100);
+    }
+
+    #[test]
+    fn wasserstein_distance_of_a_shift_is_the_shift() {
+        let reference: Vec<f32> = (0..100).map(|i| i as f32 * 0.01).collect();
+        let mut shifted: Vec<f32> = reference.iter().rev().map(|v| v + 0.25).collect();
+        assert!((wasserstein1(&mut shifted, &reference) - 0.25).abs() < 1e-5);
+        let mut same = reference.clone();
+        assert!(wasserstein1(&mut same, &reference).abs() < 1e-9);
+    }
+
+    #[test]
+    fn fair_crps_is_the_absolute_error_for_one_member_and_rewards_spread_that_covers() {
+        assert!((fair_crps(&mut [1.0], 0.25) - 0.75).abs() < 1e-12);
+        // Two members ±1 about the truth: mean |x − y| = 1, less |x1 − x2| / 2 = 1.
+        let crps = fair_crps(&mut [1.0, -1.0], 0.0);
+        assert!((crps - 0.0).abs() < 1e-12, "{crps}");
+        // A wide ensemble centred on the truth scores better than one member off by its spread.
+        let wide: Vec<f64> = (0..32).map(|i| (i as f64 - 15.5) / 10.0).collect();
+        assert!(fair_crps(&mut wide.clone(), 0.0) < fair_crps(&mut [0.8], 0.0));
+    }
+
+    /// Linear-3 with its residual's noise on a noisy linear chain: ensembles spread about
+    /// as far as they err, its long rollouts keep the data's motion, and linear-3 alone
+    /// (which freezes) does not.
+    #[test]
+    fn sampled_report_scores_noise_that_matches_the_data() {
+        let mut x = Array3::<f32>::zeros((3000, PARTICLES, DIMS));
+        let mut v = Array2::<f32>::zeros((PARTICLES, DIMS));
+        for t in 1..3000 {
+            let noise = crate::data::sampling::standard_normal_frame(9, 0, t as u64);
+            for p in 0..PARTICLES {
+                for d in 0..2 {
+                    // A damped velocity and a weak pull to the particle's home (p · 0.3, 0).
+                    let home = if d == 0 { p as f32 * 0.3 } else { 0.0 };
+                    v[[p, d]] = 0.9 * v[[p, d]] - 0.0005 * (x[[t - 1, p, d]] - home) + 0.001 * noise[p][d] as f32;
+                    x[[t, p, d]] = x[[t - 1, p, d]] + v[[p, d]];
+                }
+            }
+            if t == 1 {
+                for p in 0..PARTICLES {
+                    x[[0, p, 0]] = p as f32 * 0.3;
+                    x[[1, p, 0]] = p as f32 * 0.3;
+                }
+            }
+        }
+        let trajectory = Trajectory::new(x).expect("finite");
+        let frames = ForecastFrames::new(&[Segment { trajectory: &trajectory, train_pairs: 2400 }], 4);
+        let report = frames.sampled_report(&mut [], 2000);
+        let [deterministic, noisy] = &report.rows[..] else { panic!("two baseline rows: {report:?}") };
+        assert!(!deterministic.sampled && noisy.sampled);
+        assert_eq!(report.long_starts.len(), LONG_ROLLOUT_STARTS);
+        assert!(deterministic.long.motion_ratio < 0.3, "{deterministic:?}");
+        assert!((noisy.long.motion_ratio - 1.0).abs() < 0.3, "{noisy:?}");
+        for score in &noisy.ensemble {
+            assert!(score.spread_skill > 0.6 && score.spread_skill < 1.6, "{noisy:?}");
+        }
+        assert!(noisy.ensemble[0].crps < deterministic.ensemble[0].crps, "{noisy:?} vs {deterministic:?}");
     }
 
     #[test]

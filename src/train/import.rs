@@ -157,6 +157,8 @@ pub fn import_e3nn(kwargs_path: &Path, weights_path: &Path, out_dir: &Path, name
         versions: Versions::current(),
         history_frames: network.history_frames(),
         forecast: None,
+        stochastic: false,
+        noise: None,
         command: None,
     };
     commit_model(out_dir, staged, &card, Vec::new())?;

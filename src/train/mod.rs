@@ -11,7 +11,7 @@ mod report;
 mod staged;
 
 pub use export::{ExportError, ExportOutcome, ExportRequest, ExportableModel, OpsTrained, PARITY_TOLERANCE, export_model, relative_error, remeasure_card};
-pub use ops_fit::{fit_ops, predict_dx_ops, reference_dx};
+pub use ops_fit::{NoiseFit, fit_noise, fit_ops, predict_dx_ops, reference_dx};
 
 pub use import::{ImportError, import_e3nn, load_gate_network, read_safetensors};
 pub use plot::{PlotError, plot_losses};
@@ -60,7 +60,14 @@ pub fn train_and_export(
         ModelKind::Pairforce => {
             let (max_distance, acceleration_scale) = pair_force_scales(&request.split.train);
             let filter = forecast::LinearFilter::least_squares(&request.segments(), history_frames - 1);
-            let model = PairForce::new(history_frames, max_distance, acceleration_scale).starting_from(filter);
+            let noise_scale = forecast::LinearFilter::fitted_with_noise(&request.segments())
+                .noise
+                .map(|noise| (noise.iter().map(|s| f64::from(*s).powi(2)).sum::<f64>() / noise.len() as f64).sqrt())
+                .filter(|s| s.is_finite() && *s > 0.0)
+                .unwrap_or(acceleration_scale);
+            let model = PairForce::new(history_frames, max_distance, acceleration_scale)
+                .starting_from(filter)
+                .with_noise_scale(noise_scale);
             // The model scales its own terms; an output scale would scale its inertia too.
             let config = TrainConfig { output_scale: 1.0, ..request.config.clone() };
             train_ops_model(model, ExportRequest { config: &config, ..request }, on_epoch)
@@ -100,9 +107,11 @@ fn train_ops_model<M: crate::models::OpsModel>(
     let scale = request.config.output_scale;
     if scale == 1.0 {
         let history = fit_ops(&mut model, request.split, request.config, on_epoch);
-        return export_model(&OpsTrained(&model), ExportRequest { history, ..request });
+        let noise = fit_noise(&mut model, request.split, request.config.target);
+        return export_model(&OpsTrained(&model), ExportRequest { history, noise, ..request });
     }
     let mut model = crate::models::OutputScaled { model, scale };
     let history = fit_ops(&mut model, request.split, request.config, on_epoch);
-    export_model(&OpsTrained(&model), ExportRequest { history, ..request })
+    let noise = fit_noise(&mut model, request.split, request.config.target);
+    export_model(&OpsTrained(&model), ExportRequest { history, noise, ..request })
 }

@@ -6,7 +6,7 @@
 use std::{collections::HashMap, time::Instant};
 
 use burn::tensor::{Device, Tensor, TensorData};
-use ndarray::{Array3, Array4, ArrayView3, ArrayView4, Axis, s};
+use ndarray::{Array2, Array3, Array4, ArrayView3, ArrayView4, Axis, s};
 use rand::{SeedableRng, rngs::StdRng, seq::SliceRandom};
 use rand_distr::{Distribution, Normal};
 
@@ -90,6 +90,21 @@ pub fn reference_dx<M: OpsModel>(model: &M, positions: ArrayView3<f32>, previous
         let window = (model.history_frames() > 1).then(|| window.mapv(f64::from).into_dyn());
         model.forward(&mut Eager, &ModelInputs { positions: &input, previous: window.as_ref() }).iter().map(|&v| v as f32).collect()
     })
+}
+
+/// A stochastic model's dx_std [batch, 12] evaluated in f64 by [`Eager`].
+pub fn reference_std<M: OpsModel>(model: &M, positions: ArrayView3<f32>, previous: ArrayView4<f32>) -> Option<Array2<f32>> {
+    let previous = window_of(model, previous);
+    let mut out = Array2::<f32>::zeros((positions.dim().0, PARTICLES));
+    for start in (0..positions.dim().0).step_by(16) {
+        let end = (start + 16).min(positions.dim().0);
+        let input = positions.slice(s![start..end, .., ..]).mapv(f64::from).into_dyn();
+        let window = (model.history_frames() > 1).then(|| previous.slice(s![start..end, .., .., ..]).mapv(f64::from).into_dyn());
+        let std = model.forward_std(&mut Eager, &ModelInputs { positions: &input, previous: window.as_ref() })?;
+        let std = Array2::from_shape_vec((end - start, PARTICLES), std.iter().map(|&v| v as f32).collect()).expect("dx_std is [batch, 12]");
+        out.slice_mut(s![start..end, ..]).assign(&std);
+    }
+    Some(out)
 }
 
 /// dx for `positions`, `chunk_size` frames at a time: `evaluate` gives the model's
@@ -281,4 +296,120 @@ pub fn fit_ops<M: OpsModel>(model: &mut M, split: &Split, config: &TrainConfig, 
         }
     }
     history
+}
+
+/// Full-batch Adam steps of the noise fit (a convex problem for the pair-force model's
+/// log-linear σ, which starts near its answer).
+const NOISE_FIT_STEPS: usize = 300;
+const NOISE_FIT_LEARNING_RATE: f64 = 0.02;
+
+/// How a stochastic model's dx_std was fitted, for its card.
+#[derive(Debug, Clone)]
+pub struct NoiseFit {
+    /// Coordinates the training data spans (2 for planar data lifted to 3-D).
+    pub dims: usize,
+    /// Mean Gaussian negative log-likelihood per particle and step, before and after.
+    pub initial_nll: f64,
+    pub fitted_nll: f64,
+    /// Pairs the noise was fitted on.
+    pub pairs: usize,
+    /// The largest dx_std on the training frames: its bound.
+    pub largest_std: f64,
+    /// The factor that made sampled rollouts keep the data's motion.
+    pub motion_factor: f64,
+}
+
+/// Fits a stochastic model's dx_std, with its mean fixed, by maximum Gaussian
+/// likelihood of the mean's residuals on the training pairs: per particle and step,
+/// d·ln σ + |r|² / (2σ²), d the coordinates the data spans (a planar system's residual
+/// has no third component to explain).
+pub fn fit_noise<M: OpsModel>(model: &mut M, split: &Split, target: Target) -> Option<NoiseFit> {
+    if !model.stochastic() {
+        return None;
+    }
+    let train = &split.train;
+    let previous = window_of(model, train.previous.view());
+    let residual = &train.dx() - &predict_dx_ops(model, train.inputs.view(), previous, target);
+    let squared: Vec<f32> = residual.outer_iter().flat_map(|frame| frame.outer_iter().map(|p| p.iter().map(|v| v * v).sum::<f32>()).collect::<Vec<_>>()).collect();
+    let dims = crate::data::sampling::spanned_dims(train.inputs.view());
+    let device = Device::flex().autodiff();
+    let pairs = train.len();
+    let squared = Tensor::<2>::from_data(TensorData::new(squared, [pairs, PARTICLES]), &device);
+    let mut adam = Adam::new(NOISE_FIT_LEARNING_RATE);
+    let nll = |model: &mut M, adam: Option<&mut Adam>| {
+        let mut ops = BurnOps::new(device.clone());
+        let input = array_tensor(&mut ops, train.inputs.view().into_dyn());
+        let std = model.forward_std(&mut ops, &ModelInputs { positions: &input, previous: None }).expect("a stochastic model gives dx_std");
+        let std: Tensor<2> = std.value().clone().reshape([pairs, PARTICLES]);
+        let variance = std.clone().powi_scalar(2);
+        let loss = (std.log().mul_scalar(dims as f64) + (squared.clone() / variance).mul_scalar(0.5)).mean();
+        let value = f64::from(loss.clone().into_data().convert::<f32>().try_to_vec::<f32>().expect("float")[0]);
+        if let Some(adam) = adam {
+            let gradients = ops.weight_gradients(&loss.backward());
+            adam.update(model.noise_weights_mut(), &gradients);
+        }
+        value
+    };
+    let initial_nll = nll(model, None);
+    for _ in 0..NOISE_FIT_STEPS {
+        nll(model, Some(&mut adam));
+    }
+    let fitted_nll = nll(model, None);
+    let largest = reference_std(model, train.inputs.view(), previous).map_or(f64::INFINITY, |std| std.iter().fold(0.0_f64, |m, v| m.max(f64::from(*v))));
+    model.bound_noise(largest);
+    let motion_factor = calibrate_motion(model, split, target);
+    Some(NoiseFit { dims, initial_nll, fitted_nll, pairs, largest_std: largest, motion_factor })
+}
+
+/// Sampled rollouts of the calibration: from this many training windows, this long, in
+/// this many rounds.
+const CALIBRATION_STARTS: usize = 8;
+const CALIBRATION_STEPS: usize = 2000;
+const CALIBRATION_ROUNDS: usize = 3;
+
+/// Scales dx_std so that sampled rollouts from training windows keep the training
+/// data's RMS step over their last three quarters: the noise that balances the model's
+/// own friction (a Gaussian fitted to one-step residuals is too cold for it where the
+/// residuals are heavy-tailed). Gives the factor applied.
+fn calibrate_motion<M: OpsModel>(model: &mut M, split: &Split, target: Target) -> f64 {
+    let train = &split.train;
+    let dx = train.dx();
+    let data_motion = (dx.iter().map(|v| f64::from(*v).powi(2)).sum::<f64>() / (dx.len() / DIMS).max(1) as f64).sqrt();
+    let pairs = train.len();
+    let count = CALIBRATION_STARTS.min(pairs);
+    let starts: Vec<usize> = (0..count).map(|i| if count == 1 { 0 } else { i * (pairs - 1) / (count - 1) }).collect();
+    let mut factor = 1.0;
+    for round in 0..CALIBRATION_ROUNDS {
+        let motion = sampled_motion(model, train.inputs.select(Axis(0), &starts), window_of(model, train.previous.view()).select(Axis(0), &starts), target, round as u64);
+        // Linear systems' motion is proportional to their noise; a blown-up rollout halves it.
+        let step = if motion.is_finite() && motion > 0.0 { (data_motion / motion).clamp(0.25, 4.0) } else { 0.5 };
+        model.scale_noise(step);
+        factor *= step;
+    }
+    factor
+}
+
+/// The RMS step over the last three quarters of sampled rollouts from `positions` and
+/// their windows (drawn as served: `data::sampling`).
+fn sampled_motion<M: OpsModel>(model: &M, mut positions: Array3<f32>, mut previous: Array4<f32>, target: Target, seed: u64) -> f64 {
+    let skipped = CALIBRATION_STEPS / 4;
+    let (mut squared, mut steps) = (0.0_f64, 0usize);
+    for step in 0..CALIBRATION_STEPS {
+        let dx = reference_dx(model, positions.view(), previous.view(), target);
+        let std = reference_std(model, positions.view(), previous.view()).expect("a stochastic model");
+        let mut next = &positions + &dx;
+        for member in 0..next.dim().0 {
+            crate::data::sampling::add_noise(next.index_axis_mut(Axis(0), member), positions.index_axis(Axis(0), member), std.index_axis(Axis(0), member), seed, member as u64, step as u64);
+        }
+        if !next.iter().all(|v| v.is_finite()) {
+            return f64::INFINITY;
+        }
+        if step >= skipped {
+            squared += (&next - &positions).iter().map(|v| f64::from(*v).powi(2)).sum::<f64>() / PARTICLES as f64;
+            steps += next.dim().0;
+        }
+        previous = crate::data::advance_window(&previous, positions.view());
+        positions = next;
+    }
+    (squared / steps.max(1) as f64).sqrt()
 }

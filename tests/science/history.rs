@@ -11,7 +11,7 @@ use equiserve::{
     e3::rotation::{Isometry, equivariance_deviation, random_reflection, random_rotation},
     models::{GateNetwork, GateNetworkConfig, Mlp, ModelInputs, OpsModel, PairForce},
     nn::Eager,
-    onnx::{DX, ExecutionDevice, GraphBuilder, NamedTensors, OnnxModel, POSITIONS, PREVIOUS, Precision, Signature},
+    onnx::{DX, DX_STD, ExecutionDevice, GraphBuilder, NamedTensors, OnnxModel, POSITIONS, PREVIOUS, Precision, signature_of},
     proto::v1::{GetModelRequest, ListModelsRequest, PredictRequest, RolloutRequest},
     train::relative_error,
 };
@@ -53,12 +53,16 @@ fn seeded<M: OpsModel>(mut model: M, seed: u64) -> M {
     model
 }
 
-/// A pair-force model with every weight set (its own initialisation is persistence).
+/// A pair-force model with every weight set (its own initialisation is persistence),
+/// its noise model's included.
 fn pair_force(history_frames: usize, seed: u64) -> PairForce {
-    let mut model = PairForce::new(history_frames, 4.0, 0.3);
+    let mut model = PairForce::new(history_frames, 4.0, 0.3).with_noise_scale(0.01);
     let mut rng = StdRng::seed_from_u64(seed);
     for weights in model.weights_mut() {
-        weights.iter_mut().for_each(|w| *w = rng.sample::<f64, _>(StandardNormal));
+        weights.iter_mut().for_each(|w| *w = 0.3 * rng.sample::<f64, _>(StandardNormal));
+    }
+    for weights in model.noise_weights_mut() {
+        weights.iter_mut().for_each(|w| *w = 0.3 * rng.sample::<f64, _>(StandardNormal));
     }
     model
 }
@@ -75,15 +79,50 @@ fn history_gate_network(history_frames: usize, seed: u64) -> GateNetwork {
 
 /// The model's dx through ONNX Runtime, both inputs fed.
 fn onnx_dx(model: &impl OpsModel, positions: &ArrayD<f64>, previous: &ArrayD<f64>) -> Vec<f32> {
+    onnx_outputs(model, positions, previous).get(DX).expect("dx").iter().copied().collect()
+}
+
+/// Every output of the model's graph through ONNX Runtime, both inputs fed.
+fn onnx_outputs(model: &impl OpsModel, positions: &ArrayD<f64>, previous: &ArrayD<f64>) -> NamedTensors {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("model.onnx");
     let mut graph = GraphBuilder::for_model(model, Precision::F32);
-    let output = graph.emit(model);
-    fs::write(&path, graph.finish(&[output], "test", &[]).encode_to_vec()).expect("writes");
-    let signature = Signature::dynamics(model.history_frames());
-    let mut session = OnnxModel::load(&path, &signature, ExecutionDevice::Cpu, 1).expect("loads with its signature");
+    let outputs = graph.emit_outputs(model);
+    fs::write(&path, graph.finish(&outputs, "test", &[]).encode_to_vec()).expect("writes");
+    let mut session = OnnxModel::load(&path, &signature_of(model), ExecutionDevice::Cpu, 1).expect("loads with its signature");
     let inputs = NamedTensors::new().with(POSITIONS, positions.mapv(|v| v as f32)).with(PREVIOUS, previous.mapv(|v| v as f32));
-    session.infer(&inputs).expect("runs").get(DX).expect("dx").iter().copied().collect()
+    session.infer(&inputs).expect("runs")
+}
+
+/// The pair-force model's noise: its graph computes the trained dx_std, which is
+/// invariant when the whole window is rotated, reflected or translated, and depends on
+/// how crowded each particle is.
+#[test]
+fn pair_force_noise_exports_with_parity_and_is_invariant() {
+    let mut rng = StdRng::seed_from_u64(21);
+    let (positions, previous) = windows(6, 3, &mut rng);
+    let model = pair_force(4, 22);
+    let inputs = ModelInputs { positions: &positions, previous: Some(&previous) };
+    let std = model.forward_std(&mut Eager, &inputs).expect("stochastic");
+    assert_eq!(std.shape(), [6, 12]);
+    assert!(std.iter().all(|s| *s > 0.0));
+    let exported = onnx_outputs(&model, &positions, &previous);
+    let onnx_std: Vec<f32> = exported.get(DX_STD).expect("dx_std").iter().copied().collect();
+    let expected: Vec<f32> = std.iter().map(|&v| v as f32).collect();
+    let error = relative_error(&onnx_std, &expected);
+    assert!(error < 1e-5, "dx_std parity {error:e}");
+    let spread = std.iter().fold(0.0_f64, |m, v| m.max(*v)) / std.iter().fold(f64::INFINITY, |m, v| m.min(*v));
+    assert!(spread > 1.01, "dx_std depends on the surroundings: {spread}");
+    for _ in 0..3 {
+        for matrix in [random_rotation(&mut rng), random_reflection(&mut rng)] {
+            let translation: [f64; 3] = std::array::from_fn(|_| 3.0 * rng.sample::<f64, _>(StandardNormal));
+            let isometry = Isometry { matrix, translation };
+            let (x, p) = (isometry.apply(&positions), isometry.apply(&previous));
+            let after = model.forward_std(&mut Eager, &ModelInputs { positions: &x, previous: Some(&p) }).expect("stochastic");
+            let change = after.iter().zip(std.iter()).fold(0.0_f64, |m, (a, b)| m.max((a - b).abs() / b));
+            assert!(change < 1e-10, "dx_std moved with the frame: {change:e}");
+        }
+    }
 }
 
 #[test]
@@ -168,7 +207,7 @@ fn served_history_models() -> &'static PathBuf {
     &DIR.get_or_init(|| {
         let dir = tempfile::tempdir().expect("temp dir");
         let output = train_export()
-            .args(["--model", "pairforce", "--history", "3", "--frames", "600", "--epochs", "30", "--lr", "0.01", "--seed", "2", "--out"])
+            .args(["--model", "pairforce", "--history", "3", "--frames", "600", "--epochs", "30", "--lr", "0.01", "--seed", "2", "--long-steps", "1500", "--out"])
             .arg(dir.path())
             .output()
             .expect("train-export runs");
@@ -194,6 +233,33 @@ fn a_trained_history_model_beats_persistence() {
     assert!(model < persistence, "model dx MSE {model:e} vs persistence {persistence:e}");
     assert!(card["equivariance"]["random_reflections"].as_f64().expect("measured") < 1e-5, "{}", card["equivariance"]);
     assert!(card["command"].as_array().expect("command").iter().any(|a| a == "--history"));
+
+    // Stochastic: dx_std in the signature, fitted by likelihood, and sampled rollouts
+    // and ensembles scored beside linear-3 with and without its residual's noise.
+    assert_eq!(card["stochastic"], true);
+    assert_eq!(card["onnx"]["outputs"][1]["name"], "dx_std");
+    let noise = &card["noise"];
+    assert_eq!(noise["dims"], 2, "the simulator's default chain is planar");
+    assert!(noise["fitted_nll"].as_f64().expect("fitted") < noise["initial_nll"].as_f64().expect("initial"), "{noise}");
+    let sampled = &forecast["sampled"];
+    assert_eq!(sampled["long_steps"], 1500);
+    let rows = sampled["rows"].as_array().expect("rows");
+    let names: Vec<&str> = rows.iter().map(|r| r["name"].as_str().expect("name")).collect();
+    assert_eq!(names.len(), 4, "{names:?}");
+    assert!(names[1].starts_with("linear-3 + noise") && names[3].starts_with("pairforce-h3") && names[3].ends_with("sampled"), "{names:?}");
+    for row in rows {
+        let sampled_row = row["sampled"].as_bool().expect("sampled");
+        for score in row["ensemble"].as_array().expect("ensemble") {
+            let spread_skill = score["spread_skill"].as_f64().expect("spread/skill");
+            assert_eq!(spread_skill > 0.0, sampled_row, "{row}");
+            assert!(score["crps"].as_f64().expect("crps") > 0.0, "{row}");
+        }
+        let long = &row["long"];
+        assert_eq!(long["flew_apart"], 0, "{row}");
+        assert!(long["rg_ratio"].as_f64().expect("rg") > 0.5, "{row}");
+    }
+    // Sampled, the chain keeps moving.
+    assert!(rows[3]["long"]["motion_ratio"].as_f64().expect("motion") > 0.1, "{}", rows[3]);
 }
 
 fn frame(seed: u64) -> Vec<f32> {
@@ -312,7 +378,7 @@ fn the_e3nn_history_fixture_imports_and_reproduces_its_outputs() {
     let expected: ndarray::Array3<f32> = read_f32(&mut io, "outputs");
     let scale = expected.iter().fold(0.0_f32, |m, v| m.max(v.abs()));
 
-    let mut session = OnnxModel::load(&model_dir.join("model.onnx"), &Signature::dynamics(3), ExecutionDevice::Cpu, 1).expect("loads");
+    let mut session = OnnxModel::load(&model_dir.join("model.onnx"), &equiserve::onnx::Signature::dynamics(3), ExecutionDevice::Cpu, 1).expect("loads");
     let inputs = NamedTensors::new().with(POSITIONS, positions.clone().into_dyn()).with(PREVIOUS, previous.clone().into_dyn());
     let actual = session.infer(&inputs).expect("runs").remove(DX).expect("dx");
     let error = relative_error(&actual, &expected);

@@ -45,6 +45,8 @@ fn request<'a>(out_dir: &'a std::path::Path, split: &'a Split, config: &'a Train
         data: vec![DataInfo { source: "test".into(), sha256: String::new(), frames: 60, converted_from: None, simulation: None }],
         config,
         history: Vec::new(),
+        noise: None,
+        long_steps: 200,
         command: None,
     }
 }
