@@ -13,10 +13,10 @@ use rand_distr::{Distribution, StandardNormal};
 
 use super::{
     EpochStats, TrainConfig,
-    forecast::{ForecastFrames, ModelForecaster, REPORTED_HORIZONS, SampledReport, Segment, StochasticForecaster},
+    forecast::{ForecastFrames, ModelForecaster, REPORTED_HORIZONS, SampledFigures, SampledReport, Segment, StochasticForecaster},
     ops_fit::NoiseFit,
     metrics::{EquivarianceReport, evaluate},
-    plot::{plot_correlations, plot_rollout_chains, plot_rollout_errors, plot_trajectory},
+    plot::{plot_calibration, plot_correlations, plot_pair_distances, plot_rollout_chains, plot_rollout_errors, plot_sampled_chain, plot_trajectory},
     plot_losses,
     staged::{Staged, commit_all},
 };
@@ -34,6 +34,9 @@ pub const CORRELATION_PLOT_FILE: &str = "correlation.svg";
 pub const TRAJECTORY_PLOT_FILE: &str = "trajectory.svg";
 pub const ROLLOUT_ERROR_PLOT_FILE: &str = "rollout_error.svg";
 pub const ROLLOUT_PLOT_FILE: &str = "rollout.svg";
+pub const PAIR_DISTANCES_PLOT_FILE: &str = "pair_distances.svg";
+pub const CALIBRATION_PLOT_FILE: &str = "calibration.svg";
+pub const SAMPLED_ROLLOUT_PLOT_FILE: &str = "sampled_rollout.svg";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
@@ -236,10 +239,14 @@ pub fn export_model(model: &impl ExportableModel, request: ExportRequest) -> Res
     };
     let mut forecast = forecast_frames.report(&mut [&mut forecaster]);
     let (rollout_truth, rollout_predicted) = forecast_frames.first_rollout(&mut forecaster);
-    if model.stochastic() {
+    let sampled_figures = if model.stochastic() {
         // Thousands of steps: through the exported graph (what is served, checked above).
-        forecast.sampled = Some(sampled_report(staged_model.path(), &signature, name, &forecast_frames, request.long_steps)?);
-    }
+        let (report, figures) = sampled_report(staged_model.path(), &signature, name, &forecast_frames, request.long_steps)?;
+        forecast.sampled = Some(report);
+        Some(figures)
+    } else {
+        None
+    };
 
     let history = request.history;
     let card = ModelCard {
@@ -308,6 +315,16 @@ pub fn export_model(model: &impl ExportableModel, request: ExportRequest) -> Res
             rollout,
         ),
     ];
+    let mut figures = Vec::from(figures);
+    if let (Some(sampled), Some(report)) = (&sampled_figures, forecast.sampled.as_ref()) {
+        let (pairs, calibration, chain) = (staged(PAIR_DISTANCES_PLOT_FILE), staged(CALIBRATION_PLOT_FILE), staged(SAMPLED_ROLLOUT_PLOT_FILE));
+        let steps = report.long_steps;
+        figures.push((plot_pair_distances(sampled, &format!("{name}: pair distances over {steps}-step rollouts and in the data"), pairs.path()), pairs));
+        figures.push((plot_calibration(report, &format!("{name}: ensemble spread / skill ({} members)", report.members), calibration.path()), calibration));
+        if let Some(snapshots) = &sampled.chain {
+            figures.push((plot_sampled_chain(snapshots, &format!("{name}: one sampled rollout from test frame {}", report.long_starts[0]), chain.path()), chain));
+        }
+    }
     let mut drawn = Vec::new();
     for (outcome, figure) in figures {
         match outcome {
@@ -324,7 +341,7 @@ const SAMPLING: &str = "x(t+1) = x(t) + dx + dx_std * xi, xi standard normal per
                         (its plane for a planar system), keyed by (seed, member, step)";
 
 /// The sampled report of a stochastic model, run through its ONNX file.
-fn sampled_report(file: &Path, signature: &Signature, name: &str, frames: &ForecastFrames, long_steps: usize) -> Result<SampledReport, ExportError> {
+fn sampled_report(file: &Path, signature: &Signature, name: &str, frames: &ForecastFrames, long_steps: usize) -> Result<(SampledReport, SampledFigures), ExportError> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut session = OnnxModel::load(file, signature, ExecutionDevice::Cpu, threads)?;
     let mut failure = None;
@@ -442,7 +459,7 @@ pub fn remeasure_card(dir: &Path, card: &mut ModelCard, trajectories: &[Trajecto
     }
     if card.onnx.signature.is_stochastic() {
         let long_steps = card.forecast.as_ref().and_then(|f| f.sampled.as_ref()).map_or(super::forecast::LONG_ROLLOUT_STEPS, |s| s.long_steps);
-        forecast.sampled = Some(sampled_report(&file, &card.onnx.signature, &card.name, &frames, long_steps)?);
+        forecast.sampled = Some(sampled_report(&file, &card.onnx.signature, &card.name, &frames, long_steps)?.0);
     }
     card.forecast = Some(forecast);
     commit_all([stage_card(dir, card)?]).map_err(io_error(dir))

@@ -33,6 +33,10 @@ const FLEW_APART_EXTENT: f64 = 3.0;
 pub const ENSEMBLE_MEMBERS: usize = 32;
 pub const ENSEMBLE_HORIZONS: [usize; 3] = [10, 50, 100];
 const SAMPLING_SEED: u64 = 0;
+/// Pair-distance histograms' bins.
+const HISTOGRAM_BINS: usize = 60;
+/// Where along a long rollout its chain is drawn (shares of its steps).
+const CHAIN_SNAPSHOTS: [f64; 4] = [0.01, 0.1, 0.5, 1.0];
 const PAIRS: usize = PARTICLES * (PARTICLES - 1) / 2;
 
 /// A one-step predictor of dx from a window of frames.
@@ -404,15 +408,26 @@ impl<'a> ForecastFrames<'a> {
     /// scored at [`ENSEMBLE_HORIZONS`] within reach) of linear-3 alone, linear-3 with its
     /// residual's noise, and each model's mean, then each stochastic model sampled; the
     /// same starts and noise keys for all.
-    pub fn sampled_report(&self, models: &mut [&mut dyn Forecaster], long_steps: usize) -> SampledReport {
+    /// Also gives what its figures draw.
+    pub fn sampled_report(&self, models: &mut [&mut dyn Forecaster], long_steps: usize) -> (SampledReport, SampledFigures) {
         let reference = DataStatistics::new(&self.parts);
         let long_starts: Vec<(usize, usize)> = spread_starts(&self.parts, LONG_ROLLOUT_STARTS);
         let horizons: Vec<usize> = ENSEMBLE_HORIZONS.iter().copied().filter(|&h| h <= self.steps).collect();
+        let mut figures = SampledFigures {
+            bin_edges: reference.bin_edges(),
+            data_density: reference.density(&reference.pair_distances.iter().flatten().copied().collect::<Vec<_>>()),
+            densities: Vec::new(),
+            chain: None,
+        };
         let mut rows = Vec::new();
         let mut score = |forecaster: &mut dyn Forecaster, sampled: bool| {
             let name = if sampled { format!("{}, sampled", forecaster.name()) } else { forecaster.name() };
-            let long = self.long_rollouts(forecaster, &long_starts, long_steps, sampled, &reference);
+            let (long, density, chain) = self.long_rollouts(forecaster, &long_starts, long_steps, sampled, &reference);
             let ensemble = self.ensembles(forecaster, &horizons, sampled);
+            figures.densities.push((name.clone(), density));
+            if sampled {
+                figures.chain = Some(chain);
+            }
             rows.push(SampledRow { name, sampled, long, ensemble });
         };
         score(&mut LinearFilter::fitted(&self.train), false);
@@ -424,7 +439,7 @@ impl<'a> ForecastFrames<'a> {
                 score(&mut **model, true);
             }
         }
-        SampledReport {
+        let report = SampledReport {
             long_steps,
             long_starts: long_starts.iter().map(|&(_, t)| t).collect(),
             skipped_share: LONG_ROLLOUT_SKIPPED_SHARE,
@@ -432,11 +447,23 @@ impl<'a> ForecastFrames<'a> {
             horizons,
             seed: SAMPLING_SEED,
             rows,
-        }
+        };
+        (report, figures)
     }
 
     /// Statistics of `long_steps`-step rollouts from `starts` (part, frame) beside the data's.
-    fn long_rollouts(&self, forecaster: &mut dyn Forecaster, starts: &[(usize, usize)], long_steps: usize, sampled: bool, reference: &DataStatistics) -> LongRolloutStats {
+    /// Also the density of every pair distance over the rollouts' kept frames (on the
+    /// reference's bins) and the first rollout's frames at [`CHAIN_SNAPSHOTS`] of its way.
+    fn long_rollouts(
+        &self,
+        forecaster: &mut dyn Forecaster,
+        starts: &[(usize, usize)],
+        long_steps: usize,
+        sampled: bool,
+        reference: &DataStatistics,
+    ) -> (LongRolloutStats, Vec<f64>, Vec<(usize, Array2<f32>)>) {
+        let snapshot_steps: Vec<usize> = CHAIN_SNAPSHOTS.iter().map(|share| ((share * long_steps as f64) as usize).clamp(1, long_steps)).collect();
+        let mut chain = Vec::new();
         let history_frames = forecaster.history_frames();
         let (mut positions, mut previous) = self.start_windows(starts, history_frames);
         let skipped = (long_steps as f64 * LONG_ROLLOUT_SKIPPED_SHARE) as usize;
@@ -467,6 +494,9 @@ impl<'a> ForecastFrames<'a> {
                     }
                 }
             }
+            if snapshot_steps.contains(&(step + 1)) && alive[0] {
+                chain.push((step + 1, next.index_axis(Axis(0), 0).to_owned()));
+            }
             // A member that flew apart keeps its last sound frame, so that it poisons nothing.
             let mut next = next;
             for member in (0..members).filter(|&m| !alive[m]) {
@@ -478,7 +508,8 @@ impl<'a> ForecastFrames<'a> {
         let survivors: Vec<usize> = (0..members).filter(|&m| alive[m] && kept[m] > 0).collect();
         let flew_apart = members - survivors.len();
         if survivors.is_empty() {
-            return LongRolloutStats { flew_apart, motion_ratio: f64::NAN, pair_distance_w1_ratio: f64::NAN, rg_ratio: f64::NAN };
+            let stats = LongRolloutStats { flew_apart, motion_ratio: f64::NAN, pair_distance_w1_ratio: f64::NAN, rg_ratio: f64::NAN };
+            return (stats, vec![0.0; reference.bin_edges().len() - 1], chain);
         }
         let frames: usize = survivors.iter().map(|&m| kept[m]).sum();
         let motion = (survivors.iter().map(|&m| step_squared[m]).sum::<f64>() / frames as f64).sqrt();
@@ -490,12 +521,14 @@ impl<'a> ForecastFrames<'a> {
             })
             .sum::<f64>()
             / PAIRS as f64;
-        LongRolloutStats {
+        let pooled: Vec<f32> = survivors.iter().flat_map(|&m| pair_distances[m].iter().flatten().copied()).collect();
+        let stats = LongRolloutStats {
             flew_apart,
             motion_ratio: motion / reference.motion,
             pair_distance_w1_ratio: w1 / reference.self_w1,
             rg_ratio: rg / reference.radius_of_gyration,
-        }
+        };
+        (stats, reference.density(&pooled), chain)
     }
 
     /// Spread, CRPS and error of ensembles from every rollout start at `horizons`.
@@ -627,6 +660,39 @@ impl DataStatistics {
             self_w1,
         }
     }
+}
+
+impl DataStatistics {
+    /// Histogram bins of pair distances: 0 to 1.5× the data's largest.
+    fn bin_edges(&self) -> Vec<f64> {
+        (0..=HISTOGRAM_BINS).map(|i| 1.5 * self.largest_distance * i as f64 / HISTOGRAM_BINS as f64).collect()
+    }
+
+    /// The density of `distances` on [`bin_edges`](Self::bin_edges) (beyond the last bin: left out).
+    fn density(&self, distances: &[f32]) -> Vec<f64> {
+        let edges = self.bin_edges();
+        let width = edges[1] - edges[0];
+        let mut counts = vec![0.0; HISTOGRAM_BINS];
+        for &d in distances {
+            let bin = (f64::from(d) / width) as usize;
+            if let Some(count) = counts.get_mut(bin) {
+                *count += 1.0;
+            }
+        }
+        let total = distances.len().max(1) as f64 * width;
+        counts.iter().map(|c| c / total).collect()
+    }
+}
+
+/// What the sampled report's figures draw: pair-distance densities and a sampled chain.
+#[derive(Debug, Clone)]
+pub struct SampledFigures {
+    pub bin_edges: Vec<f64>,
+    pub data_density: Vec<f64>,
+    /// Per row of the report, in its order.
+    pub densities: Vec<(String, Vec<f64>)>,
+    /// The last sampled row's first long rollout: (step, frame [12, 3]).
+    pub chain: Option<Vec<(usize, Array2<f32>)>>,
 }
 
 /// `count` (part, frame) starts spread evenly over the test parts (as many from each).
@@ -774,7 +840,11 @@ mod tests {
         }
         let trajectory = Trajectory::new(x).expect("finite");
         let frames = ForecastFrames::new(&[Segment { trajectory: &trajectory, train_pairs: 2400 }], 4);
-        let report = frames.sampled_report(&mut [], 2000);
+        let (report, figures) = frames.sampled_report(&mut [], 2000);
+        assert_eq!(figures.densities.len(), 2);
+        let integral = |density: &[f64]| density.iter().sum::<f64>() * (figures.bin_edges[1] - figures.bin_edges[0]);
+        assert!((integral(&figures.data_density) - 1.0).abs() < 1e-9 && integral(&figures.densities[1].1) > 0.9);
+        assert_eq!(figures.chain.as_ref().map(|c| c.iter().map(|(step, _)| *step).collect::<Vec<_>>()), Some(vec![20, 200, 1000, 2000]));
         let [deterministic, noisy] = &report.rows[..] else { panic!("two baseline rows: {report:?}") };
         assert!(!deterministic.sampled && noisy.sampled);
         assert_eq!(report.long_starts.len(), LONG_ROLLOUT_STARTS);

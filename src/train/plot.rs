@@ -6,7 +6,11 @@ use plotters::prelude::*;
 
 use ndarray::Array2;
 
-use super::{EpochStats, forecast::ForecastRow, kept_epoch};
+use super::{
+    EpochStats,
+    forecast::{ForecastRow, SampledFigures, SampledReport},
+    kept_epoch,
+};
 
 /// A figure that could not be drawn or written.
 #[derive(Debug, thiserror::Error)]
@@ -210,35 +214,127 @@ pub fn plot_rollout_errors(baselines: &[ForecastRow], models: &[ForecastRow], ti
 /// draws them, x–y, after each of `horizons` rollout steps from one start frame.
 /// `truth` and `predicted` hold the frames after steps 1, 2, …
 pub fn plot_rollout_chains(truth: &[Array2<f32>], predicted: &[Array2<f32>], horizons: &[usize], title: &str, path: &Path) -> Result<(), PlotError> {
+    let panels: Vec<Panel> = horizons
+        .iter()
+        .copied()
+        .filter(|h| *h >= 1 && *h <= truth.len().min(predicted.len()))
+        .map(|step| (format!("after {step} step{}", if step == 1 { "" } else { "s" }), vec![("true", &truth[step - 1], BLACK), ("predicted", &predicted[step - 1], RED)]))
+        .collect();
+    plot_chains(&panels, title, path)
+}
+
+/// A sampled rollout's chain at some of its steps, x–y.
+pub fn plot_sampled_chain(snapshots: &[(usize, Array2<f32>)], title: &str, path: &Path) -> Result<(), PlotError> {
+    let panels: Vec<Panel> = snapshots.iter().map(|(step, frame)| (format!("after {step} steps"), vec![("sampled", frame, RED)])).collect();
+    plot_chains(&panels, title, path)
+}
+
+/// One panel of chains: its caption, and each chain's label, frame [12, 3] and colour.
+type Panel<'a> = (String, Vec<(&'a str, &'a Array2<f32>, RGBColor)>);
+
+/// Panels side by side, each chain's beads joined in particle order.
+fn plot_chains(panels: &[Panel], title: &str, path: &Path) -> Result<(), PlotError> {
     let draw = |e: &dyn std::fmt::Display| PlotError { path: path.display().to_string(), message: e.to_string() };
-    let shown: Vec<usize> = horizons.iter().copied().filter(|h| *h >= 1 && *h <= truth.len().min(predicted.len())).collect();
-    if shown.is_empty() {
-        return Err(draw(&"no rollout frames to draw"));
+    if panels.is_empty() {
+        return Err(draw(&"no frames to draw"));
     }
-    let root = SVGBackend::new(path, (440 * shown.len() as u32, 480)).into_drawing_area();
+    let root = SVGBackend::new(path, (440 * panels.len() as u32, 480)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| draw(&e))?;
     let root = root.titled(title, ("sans-serif", 20)).map_err(|e| draw(&e))?;
-    for (panel, &step) in root.split_evenly((1, shown.len())).iter().zip(&shown) {
-        let (t, p) = (&truth[step - 1], &predicted[step - 1]);
-        let finite = t.rows().into_iter().chain(p.rows()).filter(|r| r[0].is_finite() && r[1].is_finite()).map(|r| (f64::from(r[0]), f64::from(r[1]))).collect::<Vec<_>>();
+    for (area, (caption, chains)) in root.split_evenly((1, panels.len())).iter().zip(panels) {
+        let finite = chains
+            .iter()
+            .flat_map(|(_, frame, _)| frame.rows().into_iter())
+            .filter(|r| r[0].is_finite() && r[1].is_finite())
+            .map(|r| (f64::from(r[0]), f64::from(r[1])))
+            .collect::<Vec<_>>();
         let (x_lo, x_hi) = finite_range(finite.iter().map(|v| v.0)).ok_or_else(|| draw(&"no finite positions"))?;
         let (y_lo, y_hi) = finite_range(finite.iter().map(|v| v.1)).ok_or_else(|| draw(&"no finite positions"))?;
         let half = 0.55 * (x_hi - x_lo).max(y_hi - y_lo).max(1e-6);
         let (cx, cy) = ((x_lo + x_hi) / 2.0, (y_lo + y_hi) / 2.0);
-        let mut chart = ChartBuilder::on(panel)
-            .caption(format!("after {step} step{}", if step == 1 { "" } else { "s" }), ("sans-serif", 16))
+        let mut chart = ChartBuilder::on(area)
+            .caption(caption, ("sans-serif", 16))
             .margin(10)
             .x_label_area_size(30)
             .y_label_area_size(45)
             .build_cartesian_2d(cx - half..cx + half, cy - half..cy + half)
             .map_err(|e| draw(&e))?;
         chart.configure_mesh().x_desc("x").y_desc("y").draw().map_err(|e| draw(&e))?;
-        for (label, frame, color) in [("true", t, BLACK), ("predicted", p, RED)] {
+        for &(label, frame, color) in chains {
             let beads: Vec<(f64, f64)> = frame.rows().into_iter().map(|r| (f64::from(r[0]), f64::from(r[1]))).filter(|(x, y)| x.is_finite() && y.is_finite()).collect();
             chart.draw_series(LineSeries::new(beads.clone(), color.stroke_width(2))).map_err(|e| draw(&e))?.label(label).legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], color.stroke_width(2)));
             chart.draw_series(beads.into_iter().map(|b| Circle::new(b, 4, color.filled()))).map_err(|e| draw(&e))?;
         }
         chart.configure_series_labels().border_style(BLACK).background_style(WHITE).draw().map_err(|e| draw(&e))?;
     }
+    root.present().map_err(|e| draw(&e))
+}
+
+/// The density of all pair distances in the data (thick black) and in each row's long
+/// rollouts.
+pub fn plot_pair_distances(figures: &SampledFigures, title: &str, path: &Path) -> Result<(), PlotError> {
+    let draw = |e: &dyn std::fmt::Display| PlotError { path: path.display().to_string(), message: e.to_string() };
+    let centres: Vec<f64> = figures.bin_edges.windows(2).map(|w| 0.5 * (w[0] + w[1])).collect();
+    let high = figures.densities.iter().flat_map(|(_, d)| d.iter()).chain(&figures.data_density).fold(0.0_f64, |m, v| if v.is_finite() { m.max(*v) } else { m });
+    let (Some(&first), Some(&last)) = (figures.bin_edges.first(), figures.bin_edges.last()) else { return Err(draw(&"no bins")) };
+    if high <= 0.0 {
+        return Err(draw(&"no distances to plot"));
+    }
+    let root = SVGBackend::new(path, (900, 520)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| draw(&e))?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 20))
+        .margin(15)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d(first..last, 0.0..high * 1.1)
+        .map_err(|e| draw(&e))?;
+    chart.configure_mesh().x_desc("distance between two particles").y_desc("density (all 66 pairs)").draw().map_err(|e| draw(&e))?;
+    let data = std::iter::once(("data".to_string(), &figures.data_density, BLACK.stroke_width(3)));
+    let rows = figures.densities.iter().enumerate().map(|(i, (name, density))| {
+        let (r, g, b) = Palette99::pick(i).to_rgba().rgb();
+        (name.split(':').next().unwrap_or(name).to_string(), density, RGBColor(r, g, b).stroke_width(2))
+    });
+    for (label, density, style) in data.chain(rows) {
+        chart
+            .draw_series(LineSeries::new(centres.iter().copied().zip(density.iter().copied()), style))
+            .map_err(|e| draw(&e))?
+            .label(label)
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], style));
+    }
+    chart.configure_series_labels().border_style(BLACK).background_style(WHITE).draw().map_err(|e| draw(&e))?;
+    root.present().map_err(|e| draw(&e))
+}
+
+/// Spread/skill of each sampled row's ensembles against the horizon (1: calibrated,
+/// the goal band 0.8–1.25 shaded).
+pub fn plot_calibration(report: &SampledReport, title: &str, path: &Path) -> Result<(), PlotError> {
+    let draw = |e: &dyn std::fmt::Display| PlotError { path: path.display().to_string(), message: e.to_string() };
+    let sampled: Vec<_> = report.rows.iter().filter(|r| r.sampled).collect();
+    let last = report.horizons.iter().copied().max().ok_or_else(|| draw(&"no horizons"))?;
+    let high = sampled.iter().flat_map(|r| r.ensemble.iter().map(|e| e.spread_skill)).filter(|v| v.is_finite()).fold(1.5_f64, f64::max);
+    let root = SVGBackend::new(path, (800, 480)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| draw(&e))?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 20))
+        .margin(15)
+        .x_label_area_size(40)
+        .y_label_area_size(50)
+        .build_cartesian_2d(0.0..last as f64 * 1.05, 0.0..high * 1.1)
+        .map_err(|e| draw(&e))?;
+    chart.configure_mesh().x_desc("ensemble horizon (steps)").y_desc("spread / skill").draw().map_err(|e| draw(&e))?;
+    chart.draw_series(std::iter::once(Rectangle::new([(0.0, 0.8), (last as f64 * 1.05, 1.25)], RGBColor(220, 235, 220).filled()))).map_err(|e| draw(&e))?;
+    for (i, row) in sampled.iter().enumerate() {
+        let (r, g, b) = Palette99::pick(i).to_rgba().rgb();
+        let style = RGBColor(r, g, b).stroke_width(3);
+        let points: Vec<(f64, f64)> = row.ensemble.iter().filter(|e| e.spread_skill.is_finite()).map(|e| (e.horizon as f64, e.spread_skill)).collect();
+        chart
+            .draw_series(LineSeries::new(points.clone(), style))
+            .map_err(|e| draw(&e))?
+            .label(row.name.split(':').next().unwrap_or(&row.name).to_string())
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], style));
+        chart.draw_series(points.into_iter().map(|p| Circle::new(p, 4, style.filled()))).map_err(|e| draw(&e))?;
+    }
+    chart.configure_series_labels().position(SeriesLabelPosition::UpperRight).border_style(BLACK).background_style(WHITE).draw().map_err(|e| draw(&e))?;
     root.present().map_err(|e| draw(&e))
 }

@@ -4,6 +4,7 @@ use std::{fmt::Write, path::Path};
 
 use super::{
     EpochStats, ExportError,
+    export::{CALIBRATION_PLOT_FILE, PAIR_DISTANCES_PLOT_FILE, SAMPLED_ROLLOUT_PLOT_FILE},
     forecast::{ForecastRow, REPORTED_HORIZONS},
     kept_epoch,
     plot::plot_rollout_errors,
@@ -202,13 +203,16 @@ fn render_sampled(cards: &[ModelCard], out: &mut String) {
              between the data's two halves; Rg = mean radius of gyration; flew apart = non-finite or larger than 3× the data's extent. \
              Ensembles: {} members from each of the forecast's rollout starts (one for a deterministic row); spread/skill = √(mean \
              ensemble variance) / RMSE of the ensemble mean (1: calibrated); CRPS: the fair ensemble estimator per coordinate. Noise \
-             seed {}. Goals: motion 0.85–1.15, pair distances ≤ 1.5, Rg 0.95–1.05, none flew apart, spread/skill 0.8–1.25.\n",
+             seed {}. Goals: motion 0.85–1.15, pair distances ≤ 1.5, Rg 0.95–1.05, none flew apart, spread/skill 0.8–1.25.\n\n\
+             ![pair distances]({name}/{PAIR_DISTANCES_PLOT_FILE}) ![spread/skill]({name}/{CALIBRATION_PLOT_FILE}) \
+             ![a sampled rollout]({name}/{SAMPLED_ROLLOUT_PLOT_FILE})\n",
             card.name,
             report.long_starts.len(),
             report.long_steps,
             100.0 * (1.0 - report.skipped_share),
             report.members,
             report.seed,
+            name = card.name,
         );
         let horizon_columns: Vec<String> = report.horizons.iter().map(|h| format!("spread/skill @{h} | CRPS @{h} | RMSE of mean @{h}")).collect();
         let _ = writeln!(out, "| forecaster | flew apart | motion | pair distances | Rg | {} |", horizon_columns.join(" | "));
