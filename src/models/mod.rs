@@ -66,6 +66,11 @@ pub trait OpsModel {
     fn forward_std<O: Ops>(&self, _ops: &mut O, _inputs: &ModelInputs<O::Tensor>) -> Option<O::Tensor> {
         None
     }
+    /// Both outputs from one pass (what the exported graph computes): a model may share
+    /// work between them.
+    fn forward_with_std<O: Ops>(&self, ops: &mut O, inputs: &ModelInputs<O::Tensor>) -> (O::Tensor, Option<O::Tensor>) {
+        (self.forward(ops, inputs), self.forward_std(ops, inputs))
+    }
     /// The weights of the noise model, fitted after the mean (by Gaussian likelihood).
     fn noise_weights_mut(&mut self) -> Vec<&mut Vec<f64>> {
         Vec::new()
@@ -122,6 +127,11 @@ impl<M: OpsModel> OpsModel for OutputScaled<M> {
     fn forward_std<O: Ops>(&self, ops: &mut O, inputs: &ModelInputs<O::Tensor>) -> Option<O::Tensor> {
         let std = self.model.forward_std(ops, inputs)?;
         Some(ops.scale(&std, self.scale.abs()))
+    }
+
+    fn forward_with_std<O: Ops>(&self, ops: &mut O, inputs: &ModelInputs<O::Tensor>) -> (O::Tensor, Option<O::Tensor>) {
+        let (dx, std) = self.model.forward_with_std(ops, inputs);
+        (ops.scale(&dx, self.scale), std.map(|std| ops.scale(&std, self.scale.abs())))
     }
 
     fn noise_weights_mut(&mut self) -> Vec<&mut Vec<f64>> {

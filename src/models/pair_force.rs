@@ -109,6 +109,47 @@ impl PairForce {
             .collect()
     }
 
+    /// dx: the filter of the window's displacements plus the pair forces, from the pair
+    /// vectors and basis.
+    fn mean<O: Ops>(&self, ops: &mut O, inputs: &ModelInputs<O::Tensor>, vec: &O::Tensor, basis: &O::Tensor) -> O::Tensor {
+        let previous = inputs.previous.expect("a history model reads previous frames");
+        // Inertia: Σ c_k d_k as one matmul of the window's displacements.
+        let displacements = window_displacements(ops, inputs.positions, previous, self.history_frames);
+        let filter = ops.weight(&[self.history_frames - 1, 1], &self.filter);
+        let inertia = ops.matmul(&displacements, &filter);
+        let inertia = ops.reshape(&inertia, &[-1, N, DIMS as i64]);
+
+        // Pair forces: vec[(src, dst)] = x_src − x_dst, components first [B, 3, 144].
+        let radial = ops.weight(&[DISTINCT_PAIRS, BASIS], &self.radial);
+        let radial = ops.gather(&radial, 0, &Self::pair_rows());
+        let strength = ops.mul(basis, &radial);
+        let strength = ops.reduce_sum(&strength, 2, false);
+        let strength = ops.reshape(&strength, &[-1, 1, N * N]);
+        let force = ops.mul(vec, &strength);
+        let force = ops.reshape(&force, &[-1, DIMS as i64, N, N]);
+        let force = ops.reduce_sum(&force, 2, false);
+        let force = ops.transpose(&force, &[0, 2, 1]);
+        let force = ops.scale(&force, self.acceleration_scale);
+        ops.add(&inertia, &force)
+    }
+
+    /// σ_i = s · exp(b_i + Σ_m w_m Σ_j φ_m(|r_ij|)), clipped at the bound: only
+    /// distances, so invariant.
+    fn std<O: Ops>(&self, ops: &mut O, basis: &O::Tensor) -> O::Tensor {
+        // Every particle's own pair (length 0) adds the same φ(0): part of b_i.
+        let crowding = ops.reshape(basis, &[-1, N, N, BASIS as i64]);
+        let crowding = ops.reduce_sum(&crowding, 2, false);
+        let crowding = ops.reshape(&crowding, &[-1, BASIS as i64]);
+        let weights = ops.weight(&[BASIS, 1], &self.noise_radial);
+        let log_std = ops.matmul(&crowding, &weights);
+        let log_std = ops.reshape(&log_std, &[-1, N]);
+        let bias = ops.weight(&[PARTICLES], &self.noise_bias);
+        let log_std = ops.add(&log_std, &bias);
+        let log_std = ops.clip(&log_std, -UNREACHED, self.noise_bound.ln());
+        let std = ops.unary(&log_std, Unary::Exp);
+        ops.scale(&std, self.noise_scale)
+    }
+
     /// Pair vectors [B, 3, 144] and the Gaussian basis on their lengths [B, 144, BASIS].
     fn pair_basis<O: Ops>(&self, ops: &mut O, positions: &O::Tensor) -> (O::Tensor, O::Tensor) {
         let (vec, length) = pairwise(ops, positions);
@@ -130,27 +171,14 @@ impl OpsModel for PairForce {
     }
 
     fn forward<O: Ops>(&self, ops: &mut O, inputs: &ModelInputs<O::Tensor>) -> O::Tensor {
-        let positions = inputs.positions;
-        let previous = inputs.previous.expect("a history model reads previous frames");
-        // Inertia: Σ c_k d_k as one matmul of the window's displacements.
-        let displacements = window_displacements(ops, positions, previous, self.history_frames);
-        let filter = ops.weight(&[self.history_frames - 1, 1], &self.filter);
-        let inertia = ops.matmul(&displacements, &filter);
-        let inertia = ops.reshape(&inertia, &[-1, N, DIMS as i64]);
+        let (vec, basis) = self.pair_basis(ops, inputs.positions);
+        self.mean(ops, inputs, &vec, &basis)
+    }
 
-        // Pair forces: vec[(src, dst)] = x_src − x_dst, components first [B, 3, 144].
-        let (vec, basis) = self.pair_basis(ops, positions);
-        let radial = ops.weight(&[DISTINCT_PAIRS, BASIS], &self.radial);
-        let radial = ops.gather(&radial, 0, &Self::pair_rows());
-        let strength = ops.mul(&basis, &radial);
-        let strength = ops.reduce_sum(&strength, 2, false);
-        let strength = ops.reshape(&strength, &[-1, 1, N * N]);
-        let force = ops.mul(&vec, &strength);
-        let force = ops.reshape(&force, &[-1, DIMS as i64, N, N]);
-        let force = ops.reduce_sum(&force, 2, false);
-        let force = ops.transpose(&force, &[0, 2, 1]);
-        let force = ops.scale(&force, self.acceleration_scale);
-        ops.add(&inertia, &force)
+    /// One pair basis for both outputs: it is most of the graph's work.
+    fn forward_with_std<O: Ops>(&self, ops: &mut O, inputs: &ModelInputs<O::Tensor>) -> (O::Tensor, Option<O::Tensor>) {
+        let (vec, basis) = self.pair_basis(ops, inputs.positions);
+        (self.mean(ops, inputs, &vec, &basis), Some(self.std(ops, &basis)))
     }
 
     fn fitted_settings(&self) -> Option<serde_json::Value> {
@@ -174,21 +202,9 @@ impl OpsModel for PairForce {
         true
     }
 
-    /// σ_i = s · exp(b_i + Σ_m w_m Σ_j φ_m(|r_ij|)): only distances, so invariant.
     fn forward_std<O: Ops>(&self, ops: &mut O, inputs: &ModelInputs<O::Tensor>) -> Option<O::Tensor> {
         let (_, basis) = self.pair_basis(ops, inputs.positions);
-        // Every particle's own pair (length 0) adds the same φ(0): part of b_i.
-        let crowding = ops.reshape(&basis, &[-1, N, N, BASIS as i64]);
-        let crowding = ops.reduce_sum(&crowding, 2, false);
-        let crowding = ops.reshape(&crowding, &[-1, BASIS as i64]);
-        let weights = ops.weight(&[BASIS, 1], &self.noise_radial);
-        let log_std = ops.matmul(&crowding, &weights);
-        let log_std = ops.reshape(&log_std, &[-1, N]);
-        let bias = ops.weight(&[PARTICLES], &self.noise_bias);
-        let log_std = ops.add(&log_std, &bias);
-        let log_std = ops.clip(&log_std, -UNREACHED, self.noise_bound.ln());
-        let std = ops.unary(&log_std, Unary::Exp);
-        Some(ops.scale(&std, self.noise_scale))
+        Some(self.std(ops, &basis))
     }
 
     fn noise_weights_mut(&mut self) -> Vec<&mut Vec<f64>> {

@@ -65,17 +65,17 @@ impl GraphBuilder {
         model.forward(self, &ModelInputs { positions: &positions, previous: previous.as_ref() })
     }
 
-    /// Appends a stochastic model's dx_std and gives it; `None` for other models.
-    pub fn emit_std<M: OpsModel>(&mut self, model: &M) -> Option<String> {
+    /// Appends `model`'s dx and, for a stochastic model, dx_std, from one pass.
+    pub fn emit_with_std<M: OpsModel>(&mut self, model: &M) -> (String, Option<String>) {
         let positions = self.input(POSITIONS).expect("dynamics signatures read positions");
         let previous = self.input(PREVIOUS);
-        model.forward_std(self, &ModelInputs { positions: &positions, previous: previous.as_ref() })
+        model.forward_with_std(self, &ModelInputs { positions: &positions, previous: previous.as_ref() })
     }
 
     /// Every output of `model`, in its signature's order: dx, then dx_std if it has one.
     pub fn emit_outputs<M: OpsModel>(&mut self, model: &M) -> Vec<String> {
-        let dx = self.emit(model);
-        std::iter::once(dx).chain(self.emit_std(model)).collect()
+        let (dx, std) = self.emit_with_std(model);
+        std::iter::once(dx).chain(std).collect()
     }
 
     pub fn precision(&self) -> Precision {

@@ -127,9 +127,9 @@ pub trait ExportableModel {
     fn stochastic(&self) -> bool {
         false
     }
-    /// Appends nodes computing dx_std, for a stochastic model.
-    fn emit_onnx_std(&self, _graph: &mut GraphBuilder) -> Option<String> {
-        None
+    /// Appends nodes computing the training target and, for a stochastic model, dx_std.
+    fn emit_onnx_with_std(&self, graph: &mut GraphBuilder) -> (String, Option<String>) {
+        (self.emit_onnx(graph), None)
     }
     /// The most exact dx_std [batch, 12] of a stochastic model.
     fn reference_std(&self, _positions: ArrayView3<f32>, _previous: ArrayView4<f32>) -> Option<Array2<f32>> {
@@ -170,8 +170,8 @@ impl<M: OpsModel> ExportableModel for OpsTrained<'_, M> {
         self.0.stochastic()
     }
 
-    fn emit_onnx_std(&self, graph: &mut GraphBuilder) -> Option<String> {
-        graph.emit_std(self.0)
+    fn emit_onnx_with_std(&self, graph: &mut GraphBuilder) -> (String, Option<String>) {
+        graph.emit_with_std(self.0)
     }
 
     fn reference_std(&self, positions: ArrayView3<f32>, previous: ArrayView4<f32>) -> Option<Array2<f32>> {
@@ -198,13 +198,13 @@ pub fn export_model(model: &impl ExportableModel, request: ExportRequest) -> Res
     let signature = if model.stochastic() { Signature::dynamics(history_frames).with_dx_std() } else { Signature::dynamics(history_frames) };
     let emit = |precision| {
         let mut graph = GraphBuilder::new(signature.clone(), precision);
-        let mut output = model.emit_onnx(&mut graph);
+        let (mut output, std) = model.emit_onnx_with_std(&mut graph);
         if target == Target::X {
             // The served interface is always dx.
             let positions = graph.input(POSITIONS).expect("dynamics signatures read positions");
             output = graph.sub(&output, &positions);
         }
-        let outputs: Vec<String> = std::iter::once(output).chain(model.emit_onnx_std(&mut graph)).collect();
+        let outputs: Vec<String> = std::iter::once(output).chain(std).collect();
         let doc = if outputs.len() > 1 { "dx [batch, 12, 3], dx_std [batch, 12]" } else { "dx [batch, 12, 3]" };
         graph.finish(&outputs, &format!("equiserve {name}: positions [batch, 12, 3] -> {doc}"), &metadata)
     };

@@ -62,3 +62,36 @@ async fn every_model_of_the_zoo_is_shipped_with_parity_and_served() {
     assert!(predicted.dx.iter().all(|v| v.is_finite()), "{name}");
     server.shutdown().await;
 }
+
+/// The shipped default is stochastic: its graph gives a positive dx_std per particle, and
+/// its card holds the long sampled rollouts and ensembles it was judged by, beside
+/// linear-3 with and without noise, computed in the same run.
+#[test]
+fn the_shipped_default_is_stochastic_and_judged_by_its_samples() {
+    use equiserve::{
+        card::ModelCard,
+        onnx::{ExecutionDevice, OnnxModel},
+    };
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/pairforce-h4");
+    let card: ModelCard = serde_json::from_str(&std::fs::read_to_string(dir.join("card.json")).expect("card")).expect("a card");
+    assert!(card.stochastic && card.onnx.signature.is_stochastic());
+    let mut session = OnnxModel::load(&dir.join("model.onnx"), &card.onnx.signature, ExecutionDevice::Cpu, 1).expect("loads with its signature");
+    let positions = ndarray::Array3::from_shape_vec((2, 12, 3), frames()).expect("two frames");
+    let previous = ndarray::Array4::from_shape_fn((2, 3, 12, 3), |(f, k, p, d)| positions[[f, p, d]] - if d == 0 { 0.01 * (3 - k) as f32 } else { 0.0 });
+    let (dx, dx_std) = session.run_window_with_std(positions.view(), previous.view()).expect("runs");
+    let dx_std = dx_std.expect("dx_std");
+    assert_eq!((dx.dim(), dx_std.dim()), ((2, 12, 3), (2, 12)));
+    assert!(dx_std.iter().all(|s| s.is_finite() && *s > 0.0), "{dx_std:?}");
+
+    let sampled = card.forecast.and_then(|f| f.sampled).expect("the sampled report");
+    assert_eq!((sampled.long_steps, sampled.long_starts.len(), sampled.members), (10_000, 16, 32));
+    let names: Vec<&str> = sampled.rows.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names.len(), 4, "{names:?}");
+    let (noisy_linear, model) = (&sampled.rows[1], &sampled.rows[3]);
+    assert!(model.sampled && model.name.starts_with("pairforce-h4"), "{names:?}");
+    assert_eq!(model.long.flew_apart, 0, "{model:?}");
+    // Its ensembles beat linear-3's with noise at every horizon.
+    for (ours, theirs) in model.ensemble.iter().zip(&noisy_linear.ensemble) {
+        assert!(ours.crps < theirs.crps, "{ours:?} vs {theirs:?}");
+    }
+}
