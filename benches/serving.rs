@@ -4,7 +4,7 @@
 //! Run quiet: `cargo bench --bench serving [MODELS_DIR] [--window=SECONDS]` (default
 //! `models/`, each cell timed for 1 s).
 //!
-//! Frames come from `../shared/data/paths.npz` when present (the shipped models were
+//! Frames come from `data/paths.npz` when present (the shipped models were
 //! trained on it), else from the built-in simulator.
 
 use std::{
@@ -46,7 +46,7 @@ fn relative_gap(cuda: &mut OnnxModel, cpu: &mut OnnxModel, frames: &Array3<f32>)
 }
 
 fn frames() -> (Array3<f32>, &'static str) {
-    let paths = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/paths.npz");
+    let paths = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/paths.npz");
     let trajectory = match load_npz(&paths) {
         Ok(trajectory) => return (trajectory.positions().clone(), "paths.npz"),
         Err(_) => simulate(&SimulationConfig { frames: 2048, ..Default::default() }),

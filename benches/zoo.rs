@@ -8,7 +8,7 @@
 //! `../shared/reference/seed_reference.py` (PyTorch + e3nn, 2 threads) runs each model
 //! right after ours, on the same machine and data, and its figures are used instead.
 //!
-//! Reads `../shared/data/paths.npz` when present, else the built-in simulator's data.
+//! Reads `data/paths.npz` when present, else the built-in simulator's data.
 
 use std::{path::Path, process::Command};
 
@@ -61,7 +61,7 @@ fn main() {
     // Export logs why a speed could not be measured.
     tracing_subscriber::fmt().with_max_level(tracing::Level::WARN).init();
     init_runtime(None).unwrap_or_else(|e| panic!("{e}"));
-    let paths = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/paths.npz");
+    let paths = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/paths.npz");
     let (trajectory, source) = match load_npz(&paths) {
         Ok(trajectory) => (trajectory, "paths.npz"),
         Err(_) => (simulate(&SimulationConfig { frames: 2048, ..Default::default() }), "simulator (paths.npz absent)"),
@@ -70,7 +70,7 @@ fn main() {
     let study_code = std::env::args().any(|a| a == "--study-code");
     let mut measured_here: Vec<&str> = Vec::new();
     if study_code && source != "paths.npz" {
-        panic!("--study-code needs ../shared/data/paths.npz");
+        panic!("--study-code needs data/paths.npz");
     }
     let out = tempfile::tempdir().expect("temp dir");
     println!("data: {source}; each model trains 3 epochs on its timed batches (the median is timed), then exports");

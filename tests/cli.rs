@@ -337,7 +337,32 @@ fn the_client_cli_predicts_and_rolls_out_files_on_a_live_server() {
     let output = client(&["rollout", "--model", "mlp", "--from", &path("frames.npz"), "--steps", "2", "--ensemble", &path("ensemble.npz"), "--out", &path("ensemble.xyz")]);
     assert!(output.status.success(), "{}", stderr(&output));
     let xyz = std::fs::read_to_string(path("ensemble.xyz")).expect("xyz");
-    assert!(xyz.starts_with("36\nProperties=species:S:1:pos:R:3:member:I:1 step=0"), "{}", &xyz[..80]);
+    assert!(xyz.starts_with("36\nProperties=species:S:1:pos:R:3:particle:I:1:member:I:1 step=0"), "{}", &xyz[..80]);
+
+    // Every .xyz opens in ASE with the positions written: the same rollouts as .npz, a
+    // single system and an ensemble, with the default species and another.
+    let same = |out: &str, extra: &[&str]| {
+        let (from, out) = (path("frames.npz"), path(out));
+        let mut args = vec!["rollout", "--model", "mlp", "--from", from.as_str(), "--steps", "2", "--out", out.as_str()];
+        args.extend_from_slice(extra);
+        let output = client(&args);
+        assert!(output.status.success(), "{}", stderr(&output));
+    };
+    let ensemble_file = path("ensemble.npz");
+    let ensemble_args = ["--ensemble", ensemble_file.as_str()];
+    for (out, extra) in [("single.xyz", &[][..]), ("single.npz", &[][..]), ("members.xyz", &ensemble_args[..]), ("members.npz", &ensemble_args[..])] {
+        same(out, extra);
+    }
+    same("argon.xyz", &["--species", "Ar"]);
+    if let Some(python) = common::test_python("reading .xyz with ASE") {
+        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/ase/check.py");
+        for (species, files) in [("X", vec!["single.xyz", "single.npz", "members.xyz", "members.npz"]), ("Ar", vec!["argon.xyz", "single.npz"])] {
+            let output = std::process::Command::new(&python).arg(&script).arg(species).args(files.iter().map(|f| path(f))).output().expect("python runs");
+            assert!(output.status.success(), "ASE: {}{}", String::from_utf8_lossy(&output.stdout), stderr(&output));
+        }
+    }
+    let output = client(&["rollout", "--model", "mlp", "--from", &path("frames.npz"), "--steps", "2", "--species", "P 0", "--out", &path("bad.xyz")]);
+    assert_clean_failure(&output, &["species 'P 0'", "letters and digits"]);
 
     let output = client(&["predict", "--model", "nope", "--in", &path("frames.npz"), "--out", &path("x.npz")]);
     assert_clean_failure(&output, &["NotFound", "unknown model 'nope'"]);

@@ -86,8 +86,13 @@ enum Command {
         /// written as [frames, B, 12, 3], or every member in each .xyz frame.
         #[arg(long)]
         ensemble: Option<PathBuf>,
+        /// The rollout's frames: .xyz (extended XYZ) or .npz (`arr`).
         #[arg(long = "out")]
         output: PathBuf,
+        /// The chemical symbol every particle is written as in .xyz (its index is the
+        /// `particle` column); X is ASE's dummy atom.
+        #[arg(long, default_value = equiserve::data::DEFAULT_SPECIES)]
+        species: String,
     },
     /// Load the server for a while and print throughput, latency and errors per
     /// scenario, beside raw ONNX Runtime on the same model file at the same batch.
@@ -169,9 +174,9 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
             eprintln!("{}: dx of frames {}..{} written", output.display(), done.first_frame, done.first_frame + done.frames);
             Ok(())
         }
-        Command::Rollout { model, model_version, trajectory, frame, steps, emit_every, ensemble, output } => {
+        Command::Rollout { model, model_version, trajectory, frame, steps, emit_every, ensemble, output, species } => {
             let model = ModelChoice { name: model, version: model_version };
-            let plan = files::RolloutPlan { model, trajectory, frame, steps, emit_every, ensemble, output };
+            let plan = files::RolloutPlan { model, trajectory, frame, steps, emit_every, ensemble, output, species };
             let bar = indicatif::ProgressBar::new(u64::from(steps))
                 .with_style(indicatif::ProgressStyle::with_template("{msg} {bar:40} {pos}/{len} steps ({per_sec}, {eta} left)").expect("a valid template"))
                 .with_message(plan.model.to_string());

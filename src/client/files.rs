@@ -8,7 +8,7 @@ use tokio_stream::StreamExt;
 
 use super::{Client, ConnectError, Windows};
 use crate::{
-    data::{DIMS, DataError, FRAME_LEN, PARTICLES, load_frames, save_arrays, write_ensemble_xyz},
+    data::{DIMS, DataError, FRAME_LEN, PARTICLES, check_species, load_frames, save_arrays, write_ensemble_xyz},
     proto::v1::{GetModelRequest, ListModelsRequest, ModelSummary, PredictRequest, RolloutRequest},
 };
 
@@ -144,6 +144,8 @@ pub struct RolloutPlan {
     /// (its window is the trajectory's, shifted by member − start frame).
     pub ensemble: Option<PathBuf>,
     pub output: PathBuf,
+    /// The species every particle is written as in .xyz.
+    pub species: String,
 }
 
 /// Rolls `plan` out on the server, calling `progress(step)` for every frame that
@@ -156,6 +158,9 @@ pub async fn rollout(client: &mut Client, plan: &RolloutPlan, mut progress: impl
         Some("npz") => false,
         _ => return Err(ClientError::Usage(format!("{}: write .xyz (extended XYZ) or .npz", plan.output.display()))),
     };
+    if writes_xyz {
+        check_species(&plan.species).map_err(ClientError::Usage)?;
+    }
     let frames = load_frames(&plan.trajectory)?;
     let held = history_frames(client, &plan.model).await? - 1;
     let count = frames.dim().0;
@@ -196,7 +201,7 @@ pub async fn rollout(client: &mut Client, plan: &RolloutPlan, mut progress: impl
     }
     let written = Array4::from_shape_vec((steps.len(), members, PARTICLES, DIMS), positions).expect("whole frames");
     match (writes_xyz, members) {
-        (true, _) => write_ensemble_xyz(&plan.output, written.view(), &steps)?,
+        (true, _) => write_ensemble_xyz(&plan.output, written.view(), &steps, &plan.species)?,
         (false, 1) => save_arrays(&plan.output, &[("arr", &written.index_axis_move(Axis(1), 0))])?,
         (false, _) => save_arrays(&plan.output, &[("arr", &written)])?,
     }

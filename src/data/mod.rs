@@ -7,7 +7,7 @@ mod simulate;
 mod split;
 
 pub use npz::{load_frames, load_npz, load_npz_described, save_arrays, save_npz};
-pub use xyz::{write_ensemble_xyz, write_xyz};
+pub use xyz::{DEFAULT_SPECIES, check_species, write_ensemble_xyz, write_xyz};
 pub use simulate::{SimulationConfig, simulate};
 pub use split::{Pairs, Split, SplitConfig, Target};
 

@@ -200,7 +200,7 @@ fn render_sampled(cards: &[ModelCard], out: &mut String) {
             "\n## Trajectories that stay physical: {}\n\n{} rollouts of {} steps from frames spread over the test part, statistics over \
              their last {:.0}%, each compared with the whole data (1 = as the data): motion = RMS step; pair distances = mean over the 66 \
              pairs of the Wasserstein-1 distance between the pair's distance distribution in the rollouts and in the data, over the same \
-             between the data's two halves; Rg = mean radius of gyration; flew apart = non-finite or larger than 3× the data's extent. \
+             between the data's two halves; Rg = mean radius of gyration; flew apart = non-finite or larger than 3× the data's extent (the statistics are those of the rollouts that did not). \
              Ensembles: {} members from each of the forecast's rollout starts (one for a deterministic row); spread/skill = √(mean \
              ensemble variance) / RMSE of the ensemble mean (1: calibrated); CRPS: the fair ensemble estimator per coordinate. Noise \
              seed {}. Goals: motion 0.85–1.15, pair distances ≤ 1.5, Rg 0.95–1.05, none flew apart, spread/skill 0.8–1.25.\n\n\

@@ -1,15 +1,15 @@
-//! Reading the e3nn reference values in `../shared/fixtures/e3nn/*.json`: every array
-//! is `{"shape": [...], "data": [row-major f64]}`.
+//! Reading the e3nn reference values in `tests/fixtures/e3nn/*.json` (e3nn 0.6.0's
+//! outputs, copied from the study's shared fixtures): every array is `{"shape": [...],
+//! "data": [row-major f64]}`.
 
 use ndarray::ArrayD;
 use serde_json::Value;
 
-/// The parsed fixture, or `None` (with a printed reason) when `../shared` is absent.
-pub fn load(name: &str) -> Option<Value> {
-    let shared = super::shared_dir(&format!("the checks against fixture {name}"))?;
-    let path = shared.join("fixtures/e3nn").join(name);
+/// The parsed fixture.
+pub fn load(name: &str) -> Value {
+    let path = super::fixtures_dir().join("e3nn").join(name);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    Some(serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 pub fn array(value: &Value) -> ArrayD<f64> {

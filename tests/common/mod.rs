@@ -31,10 +31,15 @@ pub const TEST_SERVER_OPTIONS: ServerOptions = ServerOptions {
 
 pub const LIMITS: Limits = Limits { max_batch: 64, max_rollout_steps: 1000, max_rollouts: 40, rollout_stall_timeout: Duration::from_secs(60) };
 
-/// The shared fixtures of the study, when `../shared` exists beside the project;
-/// otherwise `what` is reported skipped (see [`skip`]).
-pub fn shared_dir(what: &str) -> Option<PathBuf> {
-    beside_the_project("../shared", Path::is_dir, what, "../shared is absent")
+/// The reference values the tests check against (e3nn 0.6.0's, and networks saved by
+/// e3nn as a user would), copied into the repository from the study's shared fixtures.
+pub fn fixtures_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+/// The study's trajectory, shipped in the repository.
+pub fn study_data() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("data/paths.npz")
 }
 
 /// `path` (relative to the project), when it is there as `present` says; otherwise

@@ -22,8 +22,12 @@ fn max_difference<D: ndarray::Dimension>(a: &Array<f32, D>, b: &Array<f32, D>) -
     a.iter().zip(b).fold(0.0, |m, (x, y)| m.max((x - y).abs()))
 }
 
+/// The model's own ONNX Runtime session, with the signature its card gives (a
+/// stochastic model's graph also gives dx_std).
 fn direct(model_dir: &Path, history_frames: usize) -> OnnxModel {
-    OnnxModel::load(&model_dir.join("model.onnx"), &Signature::dynamics(history_frames), ExecutionDevice::Cpu, 1).expect("loads")
+    let card: equiserve::card::ModelCard = serde_json::from_str(&std::fs::read_to_string(model_dir.join("card.json")).expect("card")).expect("a card");
+    assert_eq!(card.onnx.signature.inputs, Signature::dynamics(history_frames).inputs);
+    OnnxModel::load(&model_dir.join("model.onnx"), &card.onnx.signature, ExecutionDevice::Cpu, 1).expect("loads")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

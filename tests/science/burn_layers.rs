@@ -20,7 +20,7 @@ fn to_burn(ops: &mut BurnOps, x: &ArrayD<f64>) -> BurnTensor {
 
 #[test]
 fn burn_runs_the_seeded_gate_network_as_e3nn_does() {
-    let Some(fixture) = load("network_seed_e3large.json") else { return };
+    let fixture = load("network_seed_e3large.json");
     let config: GateNetworkConfig = serde_json::from_value(fixture["kwargs"].clone()).expect("kwargs");
     let mut network = GateNetwork::new(config).expect("builds");
     network.load_state_dict(&state_dict(&fixture["state_dict"])).expect("weights load");

@@ -21,8 +21,7 @@ fn error_of(path: &Path) -> String {
 
 #[test]
 fn the_studys_trajectory_loads_lifted_to_3d() {
-    let Some(shared) = common::shared_dir("loading the study's paths.npz") else { return };
-    let trajectory = load_npz(&shared.join("data/paths.npz")).expect("paths.npz loads");
+    let trajectory = load_npz(&common::study_data()).expect("paths.npz loads");
     let x = trajectory.positions();
     assert_eq!(x.shape(), &[2048, 12, 3]);
     // First frame, first particles, as stored (float64 in the file).

@@ -13,8 +13,8 @@ use ndarray::{ArrayD, Axis};
 use rand::{SeedableRng, rngs::StdRng};
 use rand_distr::{Distribution, Normal};
 
-fn seeded_network() -> Option<(GateNetwork, ArrayD<f64>, ArrayD<f64>)> {
-    let fixture = load("network_seed_e3large.json")?;
+fn seeded_network() -> (GateNetwork, ArrayD<f64>, ArrayD<f64>) {
+    let fixture = load("network_seed_e3large.json");
     let config: GateNetworkConfig = serde_json::from_value(fixture["kwargs"].clone()).expect("kwargs parse");
     let mut network = GateNetwork::new(config).expect("builds");
     network.load_state_dict(&state_dict(&fixture["state_dict"])).expect("weights load");
@@ -23,21 +23,20 @@ fn seeded_network() -> Option<(GateNetwork, ArrayD<f64>, ArrayD<f64>)> {
         let views: Vec<_> = frames.iter().map(|f| f.view()).collect();
         ndarray::stack(Axis(0), &views).expect("same shapes")
     };
-    Some((network, stack("positions"), stack("outputs")))
+    (network, stack("positions"), stack("outputs"))
 }
 
 #[test]
 fn the_studys_kwargs_give_the_studys_parameter_count() {
     let network = GateNetwork::new(GateNetworkConfig::study()).expect("builds");
     assert_eq!(network.num_params(), 102_905);
-    if let Some(counts) = load("seed_model_param_counts.json") {
-        assert_eq!(network.num_params() as u64, counts["e3large"].as_u64().expect("count"));
-    }
+    let counts = load("seed_model_param_counts.json");
+    assert_eq!(network.num_params() as u64, counts["e3large"].as_u64().expect("count"));
 }
 
 #[test]
 fn seeded_network_reproduces_e3nn() {
-    let Some((network, positions, outputs)) = seeded_network() else { return };
+    let (network, positions, outputs) = seeded_network();
     let ours = network.forward(&mut Eager, &ModelInputs::snapshot(&positions));
     assert_eq!(ours.shape(), outputs.shape());
     let scale = outputs.iter().fold(0.0_f64, |m, v| m.max(v.abs()));
@@ -48,7 +47,7 @@ fn seeded_network_reproduces_e3nn() {
 
 #[test]
 fn network_is_e3_equivariant() {
-    let Some((network, positions, _)) = seeded_network() else { return };
+    let (network, positions, _) = seeded_network();
     let mut rng = StdRng::seed_from_u64(9);
     let shift = Normal::new(0.0, 5.0).expect("normal");
     let mut elements = vec![rotation_about_x(37.0)];

@@ -6,7 +6,7 @@ use crate::common;
 
 use std::{fs, path::PathBuf, sync::OnceLock};
 
-use common::{TestServer, import_fixture, shared_dir, skip, train_export};
+use common::{TestServer, fixtures_dir, import_fixture, train_export};
 use equiserve::{
     e3::rotation::{Isometry, equivariance_deviation, random_reflection, random_rotation},
     models::{GateNetwork, GateNetworkConfig, Mlp, ModelInputs, OpsModel, PairForce},
@@ -361,13 +361,7 @@ fn read_f32<D: ndarray::Dimension>(reader: &mut NpzReader<fs::File>, name: &str)
 /// gives e3nn's outputs through ONNX Runtime and through the server.
 #[test]
 fn the_e3nn_history_fixture_imports_and_reproduces_its_outputs() {
-    let what = "the e3nn history import";
-    let Some(shared) = shared_dir(what) else { return };
-    let fixture = shared.join("fixtures/e3nn_import_history");
-    if !fixture.is_dir() {
-        skip(what, &format!("{} is absent", fixture.display()));
-        return;
-    }
+    let fixture = fixtures_dir().join("e3nn_import_history");
     let out = tempfile::tempdir().expect("temp dir");
     let model_dir = out.path().join("e3large-h3");
     import_fixture(&fixture, &model_dir);

@@ -5,7 +5,7 @@ use crate::common;
 
 use std::{fs, path::PathBuf};
 
-use common::{TestServer, import_fixture, shared_dir, skip, train_export};
+use common::{TestServer, fixtures_dir, import_fixture, train_export};
 use equiserve::{
     onnx::{ExecutionDevice, OnnxModel, Signature},
     proto::v1::PredictRequest,
@@ -13,13 +13,8 @@ use equiserve::{
 use ndarray::{Array3, Ix3};
 use ndarray_npy::NpzReader;
 
-fn fixture_dir() -> Option<PathBuf> {
-    let dir = shared_dir("the e3nn import checks")?.join("fixtures/e3nn_import_seed");
-    if !dir.is_dir() {
-        skip("the e3nn import checks", &format!("{} is absent", dir.display()));
-        return None;
-    }
-    Some(dir)
+fn fixture_dir() -> PathBuf {
+    fixtures_dir().join("e3nn_import_seed")
 }
 
 fn read_f32(reader: &mut NpzReader<fs::File>, name: &str) -> Array3<f32> {
@@ -31,7 +26,7 @@ fn read_f32(reader: &mut NpzReader<fs::File>, name: &str) -> Array3<f32> {
 
 #[test]
 fn imported_network_reproduces_e3nn_through_onnx_runtime() {
-    let Some(fixture) = fixture_dir() else { return };
+    let fixture = fixture_dir();
     let out = tempfile::tempdir().expect("temp dir");
     let model_dir = out.path().join("e3large");
     import_fixture(&fixture, &model_dir);
@@ -67,7 +62,7 @@ fn imported_network_reproduces_e3nn_through_onnx_runtime() {
 
 #[test]
 fn bad_import_files_are_named_with_the_problem() {
-    let Some(fixture) = fixture_dir() else { return };
+    let fixture = fixture_dir();
     let scratch = tempfile::tempdir().expect("temp dir");
     let kwargs: serde_json::Value = serde_json::from_str(&fs::read_to_string(fixture.join("kwargs.json")).expect("kwargs")).expect("json");
     let write_kwargs = |name: &str, edit: &dyn Fn(&mut serde_json::Value)| {
