@@ -373,3 +373,27 @@ fn the_client_cli_predicts_and_rolls_out_files_on_a_live_server() {
     assert_clean_failure(&output, &["r.txt", ".xyz", ".npz"]);
     assert!(server.stop().success(), "the server exits cleanly on SIGTERM");
 }
+
+/// Every script in examples/ runs green with the test environment's tritonclient against
+/// the server binary serving the shipped mlp and pairforce-h4, from the repository root as
+/// the README runs them.
+#[test]
+fn the_examples_run_against_the_server_binary() {
+    let Some(python) = common::test_python("the examples") else { return };
+    let repository = tempfile::tempdir().expect("temp dir");
+    for name in ["mlp", "pairforce-h4"] {
+        common::copy_model(&common::shipped_model(name), &repository.path().join(name));
+    }
+    let server = ServerProcess::start(repository.path());
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut examples: Vec<_> = std::fs::read_dir(root.join("examples")).expect("examples/").map(|e| e.expect("entry").path()).filter(|p| p.extension().is_some_and(|e| e == "py")).collect();
+    examples.sort();
+    assert!(examples.len() >= 3, "{examples:?}");
+    for example in &examples {
+        let output = Command::new(&python).arg(example).args(["--addr", &server.address]).current_dir(root).output().expect("python runs");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(output.status.success(), "{}: {stdout}{}", example.display(), stderr(&output));
+        assert!(!stdout.trim().is_empty(), "{} says what it did", example.display());
+    }
+    assert!(server.stop().success());
+}
