@@ -365,6 +365,9 @@ pub struct CardSummary {
     pub architecture: String,
     pub params: u64,
     pub onnx: OnnxInfo,
+    /// The frames the card says the model reads; checked against its signature's inputs.
+    #[serde(default)]
+    pub history_frames: Option<usize>,
 }
 
 /// The model folders of a models directory: every `<dir>/<name>/` holding a card or a

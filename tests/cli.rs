@@ -167,6 +167,11 @@ fn bad_arguments_fail_with_a_clear_message() {
 
     let output = train_export().env("EQUISERVE_ORT_LIB", "/nowhere/libonnxruntime.so").output().expect("runs");
     assert_clean_failure(&output, &["/nowhere/libonnxruntime.so"]);
+
+    // Nothing listens on port 1: the client says where it went and what happened, not
+    // just "transport error".
+    let output = Command::new(env!("CARGO_BIN_EXE_equiserve-client")).args(["--addr", "127.0.0.1:1", "list"]).output().expect("runs");
+    assert_clean_failure(&output, &["127.0.0.1:1", "refused"]);
 }
 
 #[test]
@@ -213,7 +218,7 @@ impl ServerProcess {
             .arg("--models-dir")
             .arg(models_dir)
             // Every model loaded at start under explicit control, as Triton writes it.
-            .args(["--model-control", "explicit", "--load-model", "*"])
+            .args(["--model-control", "explicit", "--load-model", "*", "--allow-unauthenticated-admin"])
             .args(["--addr", "127.0.0.1:0", "--log-format", "json", "--device", "cpu"])
             .stdout(std::process::Stdio::piped())
             .spawn()
@@ -259,6 +264,7 @@ fn the_client_cli_predicts_and_rolls_out_files_on_a_live_server() {
     common::copy_model(&common::shipped_model("mlp"), &repository.path().join("mlp/1"));
     common::copy_model(&models.join("mlp"), &repository.path().join("mlp/2"));
     let server = ServerProcess::start(repository.path());
+    assert!(server.log_lines.iter().any(|line| line.contains("allow-unauthenticated-admin")), "the open repository is warned about: {:?}", server.log_lines);
     for line in &server.log_lines {
         assert!(!line.contains('\u{1b}'), "escape codes in a redirected log: {line:?}");
         let record: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));

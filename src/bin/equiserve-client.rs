@@ -43,6 +43,7 @@ enum Command {
     List,
     /// A model's card, as JSON.
     Card {
+        /// The served model's name (see `list`).
         model: String,
         /// The version; default: the newest ready one.
         #[arg(long)]
@@ -51,6 +52,7 @@ enum Command {
     /// dx and next positions for every frame of a file (a history model's first K − 1
     /// frames are its first window), written as `dx` and `next` to an .npz.
     Predict {
+        /// The served model's name (see `list`).
         #[arg(long)]
         model: String,
         /// The version; default: the newest ready one.
@@ -59,12 +61,15 @@ enum Command {
         /// .npz with `arr` [frames, 12, 2|3].
         #[arg(long = "in")]
         input: PathBuf,
+        /// The .npz written: `dx` and `next` [frames, 12, 3], for the input's frames from
+        /// K − 1 on (a model of K frames reads the K − 1 before each).
         #[arg(long = "out")]
         output: PathBuf,
     },
     /// Roll a model out from a frame of a trajectory; writes the start frame and every
     /// emitted one as extended XYZ (.xyz, for ASE, OVITO, VMD) or as `arr` in an .npz.
     Rollout {
+        /// The served model's name (see `list`).
         #[arg(long)]
         model: String,
         /// The version; default: the newest ready one.
@@ -76,6 +81,7 @@ enum Command {
         /// The frame to start from (a history model's window is the frames before it).
         #[arg(long, default_value_t = 0)]
         frame: usize,
+        /// Steps to roll out.
         #[arg(long)]
         steps: u32,
         /// Keep every n-th step (the last is always kept).

@@ -107,6 +107,11 @@ struct Args {
     /// then carry `authorization: Bearer TOKEN`.
     #[arg(long, env = "EQUISERVE_AUTH_TOKEN_FILE")]
     auth_token_file: Option<PathBuf>,
+    /// Without --auth-token-file, let anyone who reaches the server load and unload
+    /// models under --model-control explicit (otherwise those calls are refused); for a
+    /// network you trust.
+    #[arg(long, env = "EQUISERVE_ALLOW_UNAUTHENTICATED_ADMIN")]
+    allow_unauthenticated_admin: bool,
     /// Log lines as text (coloured only on a terminal) or as JSON objects.
     #[arg(long, env = "EQUISERVE_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -173,6 +178,13 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
     };
     let listener = TcpListener::bind(&args.addr).await.map_err(|e| format!("cannot listen on {}: {e}", args.addr))?;
     let address = listener.local_addr()?;
+    if control == ModelControl::Explicit && tokens.is_none() {
+        if args.allow_unauthenticated_admin {
+            tracing::warn!(%address, "--allow-unauthenticated-admin: anyone who reaches the server can load and unload models");
+        } else {
+            tracing::info!("no --auth-token-file: RepositoryModelLoad and RepositoryModelUnload are refused (see --allow-unauthenticated-admin)");
+        }
+    }
     tracing::info!(%address, models = ?registry.names(), "serving");
     println!("equiserve listening on {address}");
     let options = ServerOptions {
@@ -181,6 +193,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
         tokens,
         tls: tls_config(args.tls_cert.as_deref(), args.tls_key.as_deref(), args.tls_client_ca.as_deref())?,
         repository_poll: seconds("--repository-poll", args.repository_poll)?,
+        allow_unauthenticated_admin: args.allow_unauthenticated_admin,
     };
     serve(Arc::new(DynamicsCore::new(Arc::new(registry), limits)), listener, shutdown_signal(), options).await
 }

@@ -91,8 +91,24 @@ async fn channel(connection: &Connection) -> Result<(Channel, BearerToken), Conn
         Some(token) => Some(format!("Bearer {token}").parse().map_err(|_| failed("the token holds characters a header cannot".into()))?),
         None => None,
     };
-    let channel = endpoint.connect().await.map_err(|e| failed(e.to_string()))?;
+    let channel = endpoint.connect_timeout(CONNECT_TIMEOUT).connect().await.map_err(|e| failed(causes(&e)))?;
     Ok((channel, BearerToken(token)))
+}
+
+/// How long reaching the server may take before the client gives up.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// An error and every cause under it ("transport error: tcp connect error: Connection
+/// refused"): tonic's own message alone says only "transport error".
+fn causes(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in std::iter::successors(Some(error), |e| e.source()) {
+        let text = cause.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+    }
+    parts.join(": ")
 }
 
 /// Windows cut from consecutive frames: `positions` [n, 12, 3] and, for a model of K

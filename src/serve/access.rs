@@ -1,5 +1,7 @@
 //! What every call passes through before and after its service: bearer tokens (health
-//! stays open for probes), and the status code of a request too large to read.
+//! and the protocol's liveness and readiness stay open for probes), repository changes
+//! refused to callers nobody authenticated unless the operator allowed it, and the
+//! status code of a request too large to read.
 
 use std::{
     collections::HashMap,
@@ -41,9 +43,14 @@ impl std::fmt::Debug for AccessTokens {
 const MIN_TOKEN_LEN: usize = 16;
 
 impl AccessTokens {
+    /// Warns when others than its owner may read the file: its tokens are secrets.
     pub fn from_file(path: &Path) -> Result<Self, String> {
         let text = fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        Self::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
+        let tokens = Self::parse(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        if let Some(mode) = others_may_read(path) {
+            tracing::warn!(file = %path.display(), mode = format!("{mode:o}"), "the token file can be read by others than its owner (chmod 600 it)");
+        }
+        Ok(tokens)
     }
 
     pub fn parse(text: &str) -> Result<Self, String> {
@@ -83,6 +90,13 @@ impl AccessTokens {
     }
 }
 
+/// The file's permission bits when its group or others may read it.
+fn others_may_read(path: &Path) -> Option<u32> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = fs::metadata(path).ok()?.permissions().mode() & 0o777;
+    (mode & 0o044 != 0).then_some(mode)
+}
+
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
 }
@@ -92,6 +106,8 @@ fn required_role(path: &str) -> Option<Role> {
     let mut parts = path.split('/').skip(1);
     match (parts.next(), parts.next()) {
         (Some("grpc.health.v1.Health"), _) => None,
+        // The protocol's own probes, as KServe's and Triton's deployments call them.
+        (Some("inference.GRPCInferenceService"), Some("ServerLive" | "ServerReady" | "ModelReady")) => None,
         (Some("equiserve.v1.Dynamics"), _) => Some(Role::Inference),
         // The Open Inference Protocol: changing the repository is for admins.
         (Some("inference.GRPCInferenceService"), Some(method)) if method.starts_with("Repository") && method != "RepositoryIndex" => Some(Role::Admin),
@@ -102,15 +118,23 @@ fn required_role(path: &str) -> Option<Role> {
     }
 }
 
+/// Whether a call loads or unloads models.
+fn changes_repository(path: &str) -> bool {
+    matches!(path, "/inference.GRPCInferenceService/RepositoryModelLoad" | "/inference.GRPCInferenceService/RepositoryModelUnload")
+}
+
 /// The layer around every service of the server.
 #[derive(Debug, Clone, Default)]
 pub struct AccessLayer {
     tokens: Option<AccessTokens>,
+    unauthenticated_admin: bool,
 }
 
 impl AccessLayer {
-    pub fn new(tokens: Option<AccessTokens>) -> Self {
-        Self { tokens }
+    /// With no tokens, repository changes are refused unless `unauthenticated_admin`
+    /// (the operator's --allow-unauthenticated-admin, or a repository that cannot change).
+    pub fn new(tokens: Option<AccessTokens>, unauthenticated_admin: bool) -> Self {
+        Self { tokens, unauthenticated_admin }
     }
 }
 
@@ -118,7 +142,7 @@ impl<S> Layer<S> for AccessLayer {
     type Service = Access<S>;
 
     fn layer(&self, inner: S) -> Access<S> {
-        Access { inner, tokens: self.tokens.clone() }
+        Access { inner, tokens: self.tokens.clone(), unauthenticated_admin: self.unauthenticated_admin }
     }
 }
 
@@ -126,6 +150,26 @@ impl<S> Layer<S> for AccessLayer {
 pub struct Access<S> {
     inner: S,
     tokens: Option<AccessTokens>,
+    unauthenticated_admin: bool,
+}
+
+impl<S> Access<S> {
+    /// Why the call may not go on, if it may not.
+    fn refusal(&self, path: &str, authorization: Option<&HeaderValue>) -> Option<Status> {
+        let Some(tokens) = &self.tokens else {
+            return (changes_repository(path) && !self.unauthenticated_admin).then(|| {
+                Status::permission_denied(
+                    "loading and unloading models needs an admin token: start the server with --auth-token-file \
+                     (or, on a network you trust, --allow-unauthenticated-admin)",
+                )
+            });
+        };
+        match (required_role(path)?, tokens.role(authorization)) {
+            (_, None) => Some(Status::unauthenticated("send a valid token as 'authorization: Bearer TOKEN'")),
+            (Role::Admin, Some(Role::Inference)) => Some(Status::permission_denied("this call needs an admin token")),
+            _ => None,
+        }
+    }
 }
 
 impl<S, RequestBody, ResponseBody> Service<Request<RequestBody>> for Access<S>
@@ -143,16 +187,9 @@ where
     }
 
     fn call(&mut self, request: Request<RequestBody>) -> Self::Future {
-        if let (Some(tokens), Some(needed)) = (&self.tokens, required_role(request.uri().path())) {
-            let refusal = match tokens.role(request.headers().get("authorization")) {
-                None => Some(Status::unauthenticated("send a valid token as 'authorization: Bearer TOKEN'")),
-                Some(Role::Inference) if needed == Role::Admin => Some(Status::permission_denied("this call needs an admin token")),
-                Some(_) => None,
-            };
-            if let Some(status) = refusal {
-                let (parts, ()) = status.into_http::<()>().into_parts();
-                return Box::pin(async move { Ok(Response::from_parts(parts, ResponseBody::default())) });
-            }
+        if let Some(status) = self.refusal(request.uri().path(), request.headers().get("authorization")) {
+            let (parts, ()) = status.into_http::<()>().into_parts();
+            return Box::pin(async move { Ok(Response::from_parts(parts, ResponseBody::default())) });
         }
         let answer = self.inner.call(request);
         Box::pin(async move {
@@ -204,5 +241,43 @@ mod tests {
         assert_eq!(required_role("/inference.GRPCInferenceService/RepositoryIndex"), Some(Role::Inference));
         assert_eq!(required_role("/inference.GRPCInferenceService/RepositoryModelLoad"), Some(Role::Admin));
         assert_eq!(required_role("/inference.GRPCInferenceService/RepositoryModelUnload"), Some(Role::Admin));
+        for probe in ["ServerLive", "ServerReady", "ModelReady"] {
+            assert_eq!(required_role(&format!("/inference.GRPCInferenceService/{probe}")), None, "{probe}");
+        }
+        assert_eq!(required_role("/inference.GRPCInferenceService/ModelMetadata"), Some(Role::Inference));
+    }
+
+    #[test]
+    fn without_tokens_only_an_allowed_operator_opens_the_repository_to_all() {
+        let load = "/inference.GRPCInferenceService/RepositoryModelLoad";
+        let guarded = Access { inner: (), tokens: None, unauthenticated_admin: false };
+        let refusal = guarded.refusal(load, None).expect("refused");
+        assert_eq!(refusal.code(), Code::PermissionDenied);
+        assert!(refusal.message().contains("--auth-token-file") && refusal.message().contains("--allow-unauthenticated-admin"), "{}", refusal.message());
+        assert!(guarded.refusal("/inference.GRPCInferenceService/RepositoryModelUnload", None).is_some());
+        for open in ["/inference.GRPCInferenceService/ModelInfer", "/inference.GRPCInferenceService/RepositoryIndex", "/equiserve.v1.Dynamics/Predict"] {
+            assert!(guarded.refusal(open, None).is_none(), "{open}");
+        }
+        let allowed = Access { inner: (), tokens: None, unauthenticated_admin: true };
+        assert!(allowed.refusal(load, None).is_none());
+        let tokens = AccessTokens::parse("admin fedcba9876543210\ninference 0123456789abcdef").expect("parses");
+        let with_tokens = Access { inner: (), tokens: Some(tokens), unauthenticated_admin: false };
+        let bearer = |token: &str| HeaderValue::from_str(&format!("Bearer {token}")).expect("header");
+        assert!(with_tokens.refusal(load, Some(&bearer("fedcba9876543210"))).is_none());
+        assert_eq!(with_tokens.refusal(load, Some(&bearer("0123456789abcdef"))).map(|s| s.code()), Some(Code::PermissionDenied));
+        assert_eq!(with_tokens.refusal("/inference.GRPCInferenceService/ServerReady", None).map(|s| s.code()), None, "probes need no token");
+    }
+
+    #[test]
+    fn a_token_file_others_can_read_is_noticed() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("tokens");
+        fs::write(&path, "admin fedcba9876543210\n").expect("write");
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).expect("chmod");
+        assert_eq!(others_may_read(&path), Some(0o644));
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).expect("chmod");
+        assert_eq!(others_may_read(&path), None);
+        assert!(AccessTokens::from_file(&path).is_ok());
     }
 }

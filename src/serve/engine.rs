@@ -108,8 +108,12 @@ struct Answer {
 pub enum EngineError {
     #[error("{0} requests already admitted, the most this model takes")]
     Busy(usize),
+    /// The pool's queues are closed: it is stopping (the server shuts down).
     #[error("model workers have stopped")]
     Stopped,
+    /// The worker that took the job ended without answering it (it failed).
+    #[error("the model worker running this request failed")]
+    Lost,
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
 }
@@ -280,7 +284,7 @@ impl ModelWorkers {
         let mut outputs = Vec::with_capacity(answers.len());
         let mut times = CallTimes::default();
         for answer in answers {
-            let answer = answer.await.map_err(|_| EngineError::Stopped)??;
+            let answer = answer.await.map_err(|_| EngineError::Lost)??;
             times = times.longest(answer.times);
             outputs.push(answer.outputs);
         }

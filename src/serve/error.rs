@@ -38,7 +38,21 @@ impl ServeError {
     pub(crate) fn from_engine(model: &str, error: EngineError) -> Self {
         match error {
             EngineError::Busy(_) => ServeError::Busy { model: model.to_string(), reason: error.to_string() },
-            EngineError::Stopped | EngineError::Runtime(_) => ServeError::Internal { model: model.to_string(), message: error.to_string() },
+            // Retrying elsewhere helps; the server is not at fault.
+            EngineError::Stopped => ServeError::ShuttingDown { model: model.to_string() },
+            EngineError::Lost | EngineError::Runtime(_) => ServeError::Internal { model: model.to_string(), message: error.to_string() },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stopping_pool_is_worth_retrying_and_a_failed_worker_is_ours() {
+        assert!(matches!(ServeError::from_engine("m", EngineError::Stopped), ServeError::ShuttingDown { .. }));
+        assert!(matches!(ServeError::from_engine("m", EngineError::Lost), ServeError::Internal { .. }));
+        assert!(matches!(ServeError::from_engine("m", EngineError::Busy(3)), ServeError::Busy { .. }));
     }
 }

@@ -324,16 +324,36 @@ impl ModelRegistry {
             return Err(RegistryError::NotInRepository { name: name.to_string(), dir: self.dir.clone() });
         }
         let mut failures = Vec::new();
+        let mut folders_of: BTreeMap<(String, u64), Vec<PathBuf>> = BTreeMap::new();
+        for found in &found {
+            folders_of.entry((found.name.clone(), found.version)).or_default().push(found.folder.clone());
+        }
         let mut seen: BTreeMap<(String, u64), PathBuf> = BTreeMap::new();
         for Found { name, version, folder } in found {
-            if let Some(first) = seen.get(&(name.clone(), version)) {
-                let reason = format!("{}: version {version} of '{name}' is already served from {}", folder.display(), first.display());
-                tracing::error!(model = %name, version, error = %reason, "model version skipped");
-                failures.push(reason);
+            if seen.contains_key(&(name.clone(), version)) {
                 continue;
             }
             seen.insert((name.clone(), version), folder.clone());
             let stamp = stamp(&folder);
+            let claimants = &folders_of[&(name.clone(), version)];
+            if claimants.len() > 1 {
+                // No folder wins by the order of its name: both are refused, and a version
+                // already serving goes on until the clash is resolved.
+                let listed: Vec<String> = claimants.iter().map(|f| f.display().to_string()).collect();
+                let reason = format!(
+                    "version {version} of '{name}' is in {} folders ({}): none is loaded until one is renamed (a flat folder serves the name its card gives)",
+                    claimants.len(),
+                    listed.join(", ")
+                );
+                tracing::error!(model = %name, version, error = %reason, "model version refused");
+                let mut models = self.write();
+                let slot = models.entry(name.clone()).or_default().entry(version).or_insert_with(|| VersionSlot { folder: folder.clone(), stamp, serving: None, failure: None });
+                // No stamp: once the clash is resolved, the next sync loads whichever folder is left.
+                slot.stamp = FileStamp::default();
+                slot.failure = Some(reason.clone());
+                failures.push(reason);
+                continue;
+            }
             let unchanged = {
                 // An explicit load retries a version that failed (or was unloaded); a poll
                 // waits for its files to change.
@@ -505,6 +525,12 @@ fn load_version(
     }
     // In the versioned layout the folder names the model, as in Triton's.
     summary.name = name.to_string();
+    let window = summary.onnx.signature.history_frames();
+    if let Some(claimed) = summary.history_frames
+        && claimed != window
+    {
+        return Err(unreadable(&card_path, &format_args!("the card says the model reads {claimed} frames, its signature's inputs {window}")));
+    }
     let onnx_file = dir.join(MODEL_FILE);
     if !onnx_file.is_file() {
         return Err(unreadable(&onnx_file, &"the card's model file is missing"));

@@ -31,6 +31,9 @@ pub struct ServerOptions {
     pub tls: Option<ServerTlsConfig>,
     /// How often a `poll`-controlled repository is re-read.
     pub repository_poll: Duration,
+    /// Without tokens, let anyone load and unload models of an explicitly controlled
+    /// repository (otherwise those calls are refused).
+    pub allow_unauthenticated_admin: bool,
 }
 
 impl Default for ServerOptions {
@@ -41,6 +44,7 @@ impl Default for ServerOptions {
             tokens: None,
             tls: None,
             repository_poll: Duration::from_secs(15),
+            allow_unauthenticated_admin: false,
         }
     }
 }
@@ -71,7 +75,7 @@ pub async fn serve(
         .http2_keepalive_interval(Some(options.keepalive))
         .http2_keepalive_timeout(Some(options.keepalive))
         .tcp_keepalive(Some(options.keepalive))
-        .layer(AccessLayer::new(options.tokens))
+        .layer(AccessLayer::new(options.tokens, options.allow_unauthenticated_admin))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(DynamicsServer::new(DynamicsService::new(Arc::clone(&core))))

@@ -27,6 +27,8 @@ pub const TEST_SERVER_OPTIONS: ServerOptions = ServerOptions {
     tokens: None,
     tls: None,
     repository_poll: Duration::from_millis(200),
+    // The tests change repositories without tokens; the guard has its own tests.
+    allow_unauthenticated_admin: true,
 };
 
 pub const LIMITS: Limits = Limits { max_batch: 64, max_rollout_steps: 1000, max_rollouts: 40, rollout_stall_timeout: Duration::from_secs(60) };

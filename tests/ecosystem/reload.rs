@@ -210,6 +210,37 @@ async fn repository_changes_need_explicit_control() {
     server.shutdown().await;
 }
 
+/// Safe defaults: without tokens, models are loaded and unloaded on request only where
+/// the operator allowed anyone to; with tokens, the protocol's probes need none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nobody_unauthenticated_changes_the_repository_unless_allowed() {
+    use equiserve::{proto::inference::{ModelReadyRequest, RepositoryModelUnloadRequest, ServerLiveRequest, ServerReadyRequest}, serve::access::AccessTokens};
+    let repository = tempfile::tempdir().expect("temp dir");
+    copy_model(&trained_models_dir().join("mlp"), &repository.path().join("mlp/1"));
+    let guarded = equiserve::serve::ServerOptions { allow_unauthenticated_admin: false, ..TEST_SERVER_OPTIONS };
+    let server = TestServer::start_repository(repository.path(), pool(), ModelControl::Explicit, guarded).await;
+    let mut client = GrpcInferenceServiceClient::new(server.channel.clone());
+    let status = client.repository_model_unload(RepositoryModelUnloadRequest { model_name: "mlp".into(), ..Default::default() }).await.expect_err("refused");
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    assert!(status.message().contains("--auth-token-file"), "{}", status.message());
+    assert!(client.model_ready(ModelReadyRequest { name: "mlp".into(), version: String::new() }).await.expect("ready").into_inner().ready, "mlp still serves");
+    server.shutdown().await;
+
+    let tokens = AccessTokens::parse("inference 0123456789abcdef\nadmin fedcba9876543210").expect("tokens");
+    let with_tokens = equiserve::serve::ServerOptions { tokens: Some(tokens), allow_unauthenticated_admin: false, ..TEST_SERVER_OPTIONS };
+    let server = TestServer::start_repository(repository.path(), pool(), ModelControl::Explicit, with_tokens).await;
+    let mut client = GrpcInferenceServiceClient::new(server.channel.clone());
+    assert!(client.server_live(ServerLiveRequest {}).await.expect("open to probes").into_inner().live);
+    assert!(client.server_ready(ServerReadyRequest {}).await.expect("open to probes").into_inner().ready);
+    assert!(client.model_ready(ModelReadyRequest { name: "mlp".into(), version: String::new() }).await.expect("open to probes").into_inner().ready);
+    let status = client.repository_index(RepositoryIndexRequest::default()).await.expect_err("needs a token");
+    assert_eq!(status.code(), Code::Unauthenticated);
+    let mut unload = tonic::Request::new(RepositoryModelUnloadRequest { model_name: "mlp".into(), ..Default::default() });
+    unload.metadata_mut().insert("authorization", "Bearer fedcba9876543210".parse().expect("ascii"));
+    client.repository_model_unload(unload).await.expect("an admin unloads");
+    server.shutdown().await;
+}
+
 #[test]
 fn explicit_control_can_start_with_some_models_only() {
     let repository = tempfile::tempdir().expect("temp dir");
@@ -232,4 +263,36 @@ fn explicit_control_can_start_with_some_models_only() {
     assert!(matches!(error, RegistryError::LoadFailed { .. }) && error.to_string().contains("model.onnx"), "{error}");
     let error = open(&[]).err().expect("nothing named");
     assert!(error.to_string().contains("no model to load at start"), "{error}");
+}
+
+/// Two folders naming one model version are both refused, whichever sorts first, and a
+/// card whose window contradicts its ONNX inputs is refused; each with its reason.
+#[test]
+fn clashing_folders_and_contradicting_cards_are_refused_with_the_reason() {
+    let repository = tempfile::tempdir().expect("temp dir");
+    copy_model(&shipped_model("mlp"), &repository.path().join("mlp/1"));
+    // A flat folder whose card also names mlp: version 1 too.
+    copy_model(&shipped_model("mlp"), &repository.path().join("another-mlp"));
+    copy_model(&shipped_model("pairforce-h4"), &repository.path().join("pairforce-h4"));
+    let card_path = repository.path().join("pairforce-h4/card.json");
+    let mut card: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&card_path).expect("card")).expect("json");
+    card["history_frames"] = serde_json::json!(3);
+    std::fs::write(&card_path, card.to_string()).expect("write");
+
+    let error = ModelRegistry::open(repository.path(), ExecutionDevice::Cpu, pool(), ModelControl::None).err().expect("nothing to serve");
+    assert!(error.to_string().contains("2 folders") && error.to_string().contains("reads 3 frames"), "{error}");
+    copy_model(&shipped_model("e3small"), &repository.path().join("e3small"));
+    let registry = ModelRegistry::open(repository.path(), ExecutionDevice::Cpu, pool(), ModelControl::None).expect("opens");
+    assert_eq!(registry.names(), ["e3small"]);
+    let index = registry.index();
+    let failure = |name: &str| index.iter().find(|v| v.name == name).and_then(|v| v.failure.clone()).unwrap_or_else(|| panic!("{name}: {index:?}"));
+    let clash = failure("mlp");
+    assert!(clash.contains("2 folders") && clash.contains("another-mlp") && clash.contains("mlp/1"), "{clash}");
+    let window = failure("pairforce-h4");
+    assert!(window.contains("reads 3 frames") && window.contains("inputs 4"), "{window}");
+
+    // Hiding one clears the clash: the folder left loads, though its files did not change.
+    std::fs::rename(repository.path().join("mlp"), repository.path().join(".mlp")).expect("rename");
+    registry.sync(None).expect("syncs");
+    assert_eq!(registry.names(), ["e3small", "mlp"]);
 }
