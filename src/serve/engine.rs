@@ -98,6 +98,14 @@ struct Job {
     reply: oneshot::Sender<Result<Answer, RuntimeError>>,
 }
 
+impl Job {
+    /// Whoever asked is gone (a cancelled call, a passed deadline, a dropped rollout):
+    /// running it would only keep the cores from work someone waits for.
+    fn abandoned(&self) -> bool {
+        self.reply.is_closed()
+    }
+}
+
 /// A job's outputs and how long it waited and ran.
 struct Answer {
     outputs: NamedTensors,
@@ -396,11 +404,16 @@ fn work(model: &str, mut session: OnnxModel, queues: &Queues, batching: Batching
                 (Next::Nothing | Next::Closed, _) => return,
             },
         };
+        if first.abandoned() {
+            metrics::job_abandoned(model);
+            continue;
+        }
         let mut frames = first.inputs.batch();
         let mut batch = vec![first];
         let deadline = Instant::now() + batching.max_delay;
         while !alone && frames < batching.max_frames {
             match queues.more(deadline) {
+                Next::Job(job) if job.abandoned() => metrics::job_abandoned(model),
                 Next::Job(job) if frames + job.inputs.batch() > batching.max_frames => {
                     carried = Some(job);
                     break;

@@ -17,6 +17,7 @@ const ADMITTED: &str = "equiserve_requests_admitted";
 const ROLLOUTS: &str = "equiserve_rollouts_in_progress";
 const ROLLOUT_BATCH: &str = "equiserve_rollout_step_systems";
 const ROLLOUTS_ENDED: &str = "equiserve_rollouts_ended_total";
+const ABANDONED: &str = "equiserve_jobs_abandoned_total";
 
 /// Model label of calls naming no served model: one label, however many names clients
 /// invent, so that the label set stays bounded.
@@ -31,6 +32,7 @@ pub fn describe() {
     describe_histogram!(QUEUE_SECONDS, metrics::Unit::Seconds, "Time a request or rollout step waited for a session");
     describe_histogram!(BATCH_FRAMES, "Frames per ONNX Runtime call (requests batched together)");
     describe_gauge!(ADMITTED, "Requests admitted and not yet answered");
+    describe_counter!(ABANDONED, "Queued parts of requests dropped unrun because their caller had gone (cancelled, past its deadline)");
     describe_gauge!(ROLLOUTS, "Rollouts computing right now");
     describe_histogram!(ROLLOUT_BATCH, "Systems advanced together in one rollout step");
     describe_counter!(ROLLOUTS_ENDED, "Rollouts by how they ended (finished, cancelled, diverged, failed)");
@@ -63,6 +65,10 @@ pub(crate) fn requests_admitted(model: &str, now: usize) {
 
 pub(crate) fn job_waited(model: &str, seconds: f64) {
     histogram!(QUEUE_SECONDS, "model" => model.to_string()).record(seconds);
+}
+
+pub(crate) fn job_abandoned(model: &str) {
+    counter!(ABANDONED, "model" => model.to_string()).increment(1);
 }
 
 pub(crate) fn batch_ran(model: &str, frames: usize, seconds: f64) {
