@@ -33,9 +33,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let service = protox::compile([SERVICE, INFERENCE], ["proto"])?;
         fs::write(out_dir.join("equiserve_descriptor.bin"), service.encode_to_vec())?;
     }
-    tonic_prost_build::configure()
-        .build_client(true)
-        .build_server(true)
-        .compile_fds(descriptors)?;
+    tonic_prost_build::configure().build_client(true).build_server(true).compile_fds(descriptors)?;
     Ok(())
 }

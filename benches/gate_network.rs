@@ -6,10 +6,10 @@ use std::{collections::HashMap, time::Instant};
 
 use burn::tensor::Device;
 use equiserve::{
+    data::Target,
     models::{GateNetwork, GateNetworkConfig, ModelInputs, OpsModel},
     nn::{BurnOps, Ops},
     onnx::{ExecutionDevice, GraphBuilder, OnnxModel, Precision, Signature, init_runtime},
-    data::Target,
     train::reference_dx,
 };
 use ndarray::Array3;

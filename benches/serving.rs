@@ -68,21 +68,13 @@ fn model_files(dir: &Path) -> Vec<(String, PathBuf, Signature)> {
 
 fn main() {
     init_runtime(None).unwrap_or_else(|e| panic!("{e}"));
-    let window: f64 = std::env::args()
-        .find_map(|a| a.strip_prefix("--window=").map(|v| v.parse().expect("--window=SECONDS")))
-        .unwrap_or(1.0);
-    let dir = std::env::args().skip(1).find(|a| !a.starts_with('-')).map_or_else(
-        || Path::new(env!("CARGO_MANIFEST_DIR")).join("models"),
-        PathBuf::from,
-    );
+    let window: f64 = std::env::args().find_map(|a| a.strip_prefix("--window=").map(|v| v.parse().expect("--window=SECONDS"))).unwrap_or(1.0);
+    let dir = std::env::args().skip(1).find(|a| !a.starts_with('-')).map_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("models"), PathBuf::from);
     let (frames, source) = frames();
     assert!(frames.dim().0 >= BATCHES[2], "need {} frames", BATCHES[2]);
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!("models: {}; frames: {source}; CPU with {threads} threads; each cell timed {window} s", dir.display());
-    println!(
-        "{:<16} {:<5} {:>14} {:>14} {:>14} {:>12}",
-        "model", "on", "frames/s B=1", "frames/s B=32", "frames/s B=1024", "|cuda−cpu|"
-    );
+    println!("{:<16} {:<5} {:>14} {:>14} {:>14} {:>12}", "model", "on", "frames/s B=1", "frames/s B=32", "frames/s B=1024", "|cuda−cpu|");
     let mut cuda_missing_reported = false;
     for (name, file, signature) in model_files(&dir) {
         if signature.history_frames() > 1 {
@@ -112,10 +104,8 @@ fn main() {
         };
         for (device, model) in [("cpu", Some(&mut cpu)), ("cuda", cuda.as_mut())] {
             let Some(model) = model else { continue };
-            let rates: Vec<String> = BATCHES
-                .iter()
-                .map(|&batch| throughput(model, &frames, batch, window).map_or_else(|e| format!("failed: {e}"), |r| format!("{r:.0}")))
-                .collect();
+            let rates: Vec<String> =
+                BATCHES.iter().map(|&batch| throughput(model, &frames, batch, window).map_or_else(|e| format!("failed: {e}"), |r| format!("{r:.0}"))).collect();
             let gap = if device == "cuda" { gap.as_str() } else { "" };
             println!("{name:<16} {device:<5} {:>14} {:>14} {:>14} {gap:>12}", rates[0], rates[1], rates[2]);
         }

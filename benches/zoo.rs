@@ -142,5 +142,7 @@ fn main() {
     } else {
         format!("measured here just after ours for {}, else as issue 4 quotes them", measured_here.join(", "))
     };
-    println!("study figures {measured}. × study: the study's s/epoch over ours; our best frames/s (B=1 or B=32 on one session using every core, or B=32 through the server's default pool of one single-threaded session per core under concurrent requests) over the study's one-frame-at-a-time forward pass.");
+    println!(
+        "study figures {measured}. × study: the study's s/epoch over ours; our best frames/s (B=1 or B=32 on one session using every core, or B=32 through the server's default pool of one single-threaded session per core under concurrent requests) over the study's one-frame-at-a-time forward pass."
+    );
 }

@@ -347,14 +347,7 @@ impl Versions {
 impl OnnxInfo {
     /// An exported graph of `signature` in `MODEL_FILE`.
     pub fn exported(signature: Signature, parity_relative_error: f64, precision: Precision) -> Self {
-        Self {
-            file: MODEL_FILE.into(),
-            signature,
-            opset: OPSET,
-            ir_version: IR_VERSION,
-            parity_relative_error,
-            compute_dtype: precision.name().into(),
-        }
+        Self { file: MODEL_FILE.into(), signature, opset: OPSET, ir_version: IR_VERSION, parity_relative_error, compute_dtype: precision.name().into() }
     }
 }
 
@@ -384,7 +377,6 @@ pub fn model_folders(dir: &Path) -> io::Result<Vec<PathBuf>> {
     folders.sort();
     Ok(folders)
 }
-
 
 /// Hyper-parameters of a training run; the defaults are the study's.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -518,9 +510,7 @@ pub struct EquivarianceReport {
 impl EquivarianceReport {
     /// The largest of all the deviations.
     pub fn max(&self) -> f64 {
-        [self.rotation_37_x, self.random_rotations, self.random_reflections, self.random_translations]
-            .into_iter()
-            .fold(0.0, f64::max)
+        [self.rotation_37_x, self.random_rotations, self.random_reflections, self.random_translations].into_iter().fold(0.0, f64::max)
     }
 }
 

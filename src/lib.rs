@@ -25,9 +25,9 @@ pub mod card;
 #[cfg(feature = "serve")]
 pub mod client;
 pub mod data;
-pub mod logging;
 #[cfg(feature = "train")]
 pub mod e3;
+pub mod logging;
 #[cfg(feature = "train")]
 pub mod models;
 #[cfg(feature = "train")]

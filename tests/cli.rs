@@ -27,12 +27,7 @@ fn assert_clean_failure(output: &Output, expected: &[&str]) {
 fn training_writes_model_card_and_plot_and_keeps_them_on_failure() {
     let out = tempfile::tempdir().expect("temp dir");
     let run = |extra: &[&str]| -> Output {
-        train_export()
-            .args(["--frames", "200", "--epochs", "2", "--target", "x", "--shuffle", "--out"])
-            .arg(out.path())
-            .args(extra)
-            .output()
-            .expect("runs")
+        train_export().args(["--frames", "200", "--epochs", "2", "--target", "x", "--shuffle", "--out"]).arg(out.path()).args(extra).output().expect("runs")
     };
     let output = run(&[]);
     assert!(output.status.success(), "{}", stderr(&output));
@@ -43,9 +38,12 @@ fn training_writes_model_card_and_plot_and_keeps_them_on_failure() {
         assert!(model_dir.join(file).is_file(), "{file} missing");
     }
     let report = std::fs::read_to_string(out.path().join("REPORT.md")).expect("REPORT.md");
-    assert!(report.contains("| mlp | 8868 | simulator | 2 | yes |") && report.contains(&format!(" ({cores_in_report} sessions) |", cores_in_report = std::thread::available_parallelism().map_or(1, |n| n.get()))), "{report}");
-    let card: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(model_dir.join("card.json")).expect("card")).expect("json");
+    assert!(
+        report.contains("| mlp | 8868 | simulator | 2 | yes |")
+            && report.contains(&format!(" ({cores_in_report} sessions) |", cores_in_report = std::thread::available_parallelism().map_or(1, |n| n.get()))),
+        "{report}"
+    );
+    let card: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(model_dir.join("card.json")).expect("card")).expect("json");
     assert_eq!(card["metrics"]["target"], "x");
     assert_eq!(card["training"]["config"]["shuffle"], true);
     // --output-scale auto: the root mean square of the same run's training targets.
@@ -76,8 +74,7 @@ fn training_writes_model_card_and_plot_and_keeps_them_on_failure() {
     assert!(stderr(&output).contains("the last 40 training pairs held out for validation"), "{}", stderr(&output));
     let report = std::fs::read_to_string(out.path().join("REPORT.md")).expect("REPORT.md");
     assert!(report.contains("| e3small | 344 | simulator | 3 (kept ") && report.contains("| mlp | 8868 | simulator | 2 | yes |"), "{report}");
-    let card: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.path().join("e3small/card.json")).expect("card")).expect("json");
+    let card: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.path().join("e3small/card.json")).expect("card")).expect("json");
     let history = card["training"]["history"].as_array().expect("history");
     assert!(history.iter().all(|epoch| epoch["validation_mse"].as_f64().is_some_and(f64::is_finite)), "{history:?}");
     let loss_plot = std::fs::read_to_string(out.path().join("e3small/loss.svg")).expect("loss.svg");
@@ -200,7 +197,12 @@ fn the_server_explains_what_it_cannot_serve() {
     let models = common::trained_models_dir();
     let output = server().arg("--models-dir").arg(models).args(["--load-model", "mlp"]).output().expect("runs");
     assert_clean_failure(&output, &["--load-model needs --model-control explicit"]);
-    let output = server().arg("--models-dir").arg(models).args(["--model-control", "explicit", "--load-model", "mlp,nope", "--addr", "127.0.0.1:0"]).output().expect("runs");
+    let output = server()
+        .arg("--models-dir")
+        .arg(models)
+        .args(["--model-control", "explicit", "--load-model", "mlp,nope", "--addr", "127.0.0.1:0"])
+        .output()
+        .expect("runs");
     assert_clean_failure(&output, &["no model 'nope' in the repository"]);
 }
 
@@ -293,7 +295,8 @@ fn the_client_cli_predicts_and_rolls_out_files_on_a_live_server() {
     assert!(dx.iter().zip(&expected).all(|(a, b)| (a - b).abs() <= 1e-6 * b.abs().max(1.0)), "dx differs from ONNX Runtime's");
     let output = client(&["predict", "--model", "mlp", "--model-version", "1", "--in", &path("frames.npz"), "--out", &path("dx-v1.npz")]);
     assert!(output.status.success(), "{}", stderr(&output));
-    let dx_v1: ndarray::Array3<f32> = ndarray_npy::NpzReader::new(std::fs::File::open(path("dx-v1.npz")).expect("dx-v1.npz")).expect("an npz").by_name("dx").expect("dx");
+    let dx_v1: ndarray::Array3<f32> =
+        ndarray_npy::NpzReader::new(std::fs::File::open(path("dx-v1.npz")).expect("dx-v1.npz")).expect("an npz").by_name("dx").expect("dx");
     let mut shipped = OnnxModel::load(&common::shipped_model("mlp").join("model.onnx"), &Signature::dynamics(1), ExecutionDevice::Cpu, 1).expect("loads");
     let expected_v1 = shipped.run(trajectory.positions().view()).expect("runs");
     assert!(dx_v1.iter().zip(&expected_v1).all(|(a, b)| (a - b).abs() <= 1e-6 * b.abs().max(1.0)), "version 1's dx differs from the shipped model's");
@@ -309,11 +312,28 @@ fn the_client_cli_predicts_and_rolls_out_files_on_a_live_server() {
         assert!(gap <= 1e-5, "step {step}: {gap}");
         x = &x + &direct.run(x.view()).expect("runs");
     }
-    let output = client(&["rollout", "--model", "mlp", "--model-version", "1", "--from", &path("frames.npz"), "--frame", "3", "--steps", "2", "--out", &path("rollout-v1.npz")]);
+    let output = client(&[
+        "rollout",
+        "--model",
+        "mlp",
+        "--model-version",
+        "1",
+        "--from",
+        &path("frames.npz"),
+        "--frame",
+        "3",
+        "--steps",
+        "2",
+        "--out",
+        &path("rollout-v1.npz"),
+    ]);
     assert!(output.status.success(), "{}", stderr(&output));
     let rolled_v1 = load_npz(std::path::Path::new(&path("rollout-v1.npz"))).expect("a trajectory");
     let start = trajectory.positions().slice(ndarray::s![3..4, .., ..]).to_owned();
-    let two_steps = { let once = &start + &shipped.run(start.view()).expect("runs"); &once + &shipped.run(once.view()).expect("runs") };
+    let two_steps = {
+        let once = &start + &shipped.run(start.view()).expect("runs");
+        &once + &shipped.run(once.view()).expect("runs")
+    };
     let gap = rolled_v1.positions().slice(ndarray::s![2..3, .., ..]).iter().zip(&two_steps).fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
     assert!(gap <= 1e-5, "version 1's rollout: {gap}");
     let output = client(&["rollout", "--model", "mlp", "--from", &path("frames.npz"), "--steps", "4", "--emit-every", "2", "--out", &path("rollout.xyz")]);
@@ -328,7 +348,21 @@ fn the_client_cli_predicts_and_rolls_out_files_on_a_live_server() {
     let start = trajectory.positions().slice(ndarray::s![3..4, .., ..]).to_owned();
     let members = ndarray::concatenate![ndarray::Axis(0), start, &start + 0.01, &start - 0.02];
     equiserve::data::save_arrays(std::path::Path::new(&path("ensemble.npz")), &[("arr", &members)]).expect("save");
-    let output = client(&["rollout", "--model", "mlp", "--from", &path("frames.npz"), "--frame", "3", "--steps", "5", "--ensemble", &path("ensemble.npz"), "--out", &path("ensemble-out.npz")]);
+    let output = client(&[
+        "rollout",
+        "--model",
+        "mlp",
+        "--from",
+        &path("frames.npz"),
+        "--frame",
+        "3",
+        "--steps",
+        "5",
+        "--ensemble",
+        &path("ensemble.npz"),
+        "--out",
+        &path("ensemble-out.npz"),
+    ]);
     assert!(output.status.success(), "{}", stderr(&output));
     let mut npz = ndarray_npy::NpzReader::new(std::fs::File::open(path("ensemble-out.npz")).expect("out")).expect("an npz");
     let ensemble: ndarray::Array4<f32> = npz.by_name("arr").expect("arr [frames, B, 12, 3]");
@@ -340,7 +374,19 @@ fn the_client_cli_predicts_and_rolls_out_files_on_a_live_server() {
         assert!(gap <= 1e-5, "ensemble step {step}: {gap}");
         x = &x + &direct.run(x.view()).expect("runs");
     }
-    let output = client(&["rollout", "--model", "mlp", "--from", &path("frames.npz"), "--steps", "2", "--ensemble", &path("ensemble.npz"), "--out", &path("ensemble.xyz")]);
+    let output = client(&[
+        "rollout",
+        "--model",
+        "mlp",
+        "--from",
+        &path("frames.npz"),
+        "--steps",
+        "2",
+        "--ensemble",
+        &path("ensemble.npz"),
+        "--out",
+        &path("ensemble.xyz"),
+    ]);
     assert!(output.status.success(), "{}", stderr(&output));
     let xyz = std::fs::read_to_string(path("ensemble.xyz")).expect("xyz");
     assert!(xyz.starts_with("36\nProperties=species:S:1:pos:R:3:particle:I:1:member:I:1 step=0"), "{}", &xyz[..80]);
@@ -392,7 +438,11 @@ fn the_examples_run_against_the_server_binary() {
     }
     let server = ServerProcess::start(repository.path());
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let mut examples: Vec<_> = std::fs::read_dir(root.join("examples")).expect("examples/").map(|e| e.expect("entry").path()).filter(|p| p.extension().is_some_and(|e| e == "py")).collect();
+    let mut examples: Vec<_> = std::fs::read_dir(root.join("examples"))
+        .expect("examples/")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "py"))
+        .collect();
     examples.sort();
     assert!(examples.len() >= 3, "{examples:?}");
     for example in &examples {

@@ -110,15 +110,30 @@ async fn bad_requests_get_clear_statuses() {
     nan_frame[40 % FRAME_LEN] = f32::NAN;
     let too_big = random_frames(LIMITS.max_batch + 1, 4);
     let cases: Vec<(&str, PredictRequest, Code, &str)> = vec![
-        ("unknown model", PredictRequest { model: "nope".into(), positions: frame.clone(), previous: Vec::new(), ..Default::default() }, Code::NotFound, "unknown model 'nope'"),
+        (
+            "unknown model",
+            PredictRequest { model: "nope".into(), positions: frame.clone(), previous: Vec::new(), ..Default::default() },
+            Code::NotFound,
+            "unknown model 'nope'",
+        ),
         ("empty batch", predict_request(vec![]), Code::InvalidArgument, "empty"),
         ("partial frame", predict_request(frame[..35].to_vec()), Code::InvalidArgument, "not a multiple of 36"),
         ("NaN", predict_request(nan_frame.clone()), Code::InvalidArgument, "must be finite"),
         ("infinity", predict_request(vec![f32::INFINITY; FRAME_LEN]), Code::InvalidArgument, "must be finite"),
         ("batch over limit", predict_request(too_big), Code::InvalidArgument, "exceeds the limit of 64"),
-        ("model name of a megabyte", PredictRequest { model: "m".repeat(1 << 20), positions: frame.clone(), previous: Vec::new(), ..Default::default() }, Code::InvalidArgument, "names are at most 256"),
+        (
+            "model name of a megabyte",
+            PredictRequest { model: "m".repeat(1 << 20), positions: frame.clone(), previous: Vec::new(), ..Default::default() },
+            Code::InvalidArgument,
+            "names are at most 256",
+        ),
         ("message over 4 MiB", predict_request(vec![0.5; (4 << 20) / 4 + FRAME_LEN]), Code::ResourceExhausted, "message length too large"),
-        ("finite input, non-finite output", predict_request([vec![0.5; FRAME_LEN], vec![f32::MAX; FRAME_LEN]].concat()), Code::OutOfRange, "the answer for frame 1 is not finite"),
+        (
+            "finite input, non-finite output",
+            predict_request([vec![0.5; FRAME_LEN], vec![f32::MAX; FRAME_LEN]].concat()),
+            Code::OutOfRange,
+            "the answer for frame 1 is not finite",
+        ),
     ];
     for (case, request, code, message) in cases {
         let status = server.client.predict(request).await.expect_err(case);
@@ -126,7 +141,8 @@ async fn bad_requests_get_clear_statuses() {
         assert!(status.message().contains(message), "{case}: {:?} lacks {message:?}", status.message());
     }
 
-    let rollout = |positions: Vec<f32>, steps: u32| RolloutRequest { model: "mlp".into(), positions, steps, emit_every: 1, previous: Vec::new(), ..Default::default() };
+    let rollout =
+        |positions: Vec<f32>, steps: u32| RolloutRequest { model: "mlp".into(), positions, steps, emit_every: 1, previous: Vec::new(), ..Default::default() };
     let cases: Vec<(&str, RolloutRequest, Code, &str)> = vec![
         ("unknown model", RolloutRequest { model: "nope".into(), ..rollout(frame.clone(), 1) }, Code::NotFound, "unknown model"),
         ("zero steps", rollout(frame.clone(), 0), Code::InvalidArgument, "steps must be between 1 and 1000"),
@@ -151,7 +167,8 @@ async fn bad_requests_get_clear_statuses() {
 async fn a_cancelled_rollout_stops_computing() {
     let mut server = TestServer::start(trained_models_dir()).await;
     let activity = server.rollouts_in_progress.clone();
-    let request = RolloutRequest { model: "mlp".into(), positions: random_frames(1, 6), steps: 1000, emit_every: 1, previous: Vec::new(), ..Default::default() };
+    let request =
+        RolloutRequest { model: "mlp".into(), positions: random_frames(1, 6), steps: 1000, emit_every: 1, previous: Vec::new(), ..Default::default() };
     let mut stream = server.client.rollout(request).await.expect("rollout").into_inner();
     stream.next().await.expect("a frame").expect("ok frame");
     assert_eq!(activity.get(), 1);
@@ -168,25 +185,17 @@ async fn a_cancelled_rollout_stops_computing() {
 async fn health_and_reflection_are_served() {
     use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
     use tonic_reflection::pb::v1::{
-        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
-        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+        ServerReflectionRequest, server_reflection_client::ServerReflectionClient, server_reflection_request::MessageRequest,
+        server_reflection_response::MessageResponse,
     };
 
     let server = TestServer::start(trained_models_dir()).await;
     let mut health = HealthClient::new(server.channel.clone());
-    let status = health
-        .check(HealthCheckRequest { service: "equiserve.v1.Dynamics".into() })
-        .await
-        .expect("health check")
-        .into_inner()
-        .status;
+    let status = health.check(HealthCheckRequest { service: "equiserve.v1.Dynamics".into() }).await.expect("health check").into_inner().status;
     assert_eq!(status, ServingStatus::Serving as i32);
 
     let mut reflection = ServerReflectionClient::new(server.channel.clone());
-    let request = ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(MessageRequest::ListServices(String::new())),
-    };
+    let request = ServerReflectionRequest { host: String::new(), message_request: Some(MessageRequest::ListServices(String::new())) };
     let mut responses = reflection.server_reflection_info(tokio_stream::once(request)).await.expect("reflection").into_inner();
     let response = responses.next().await.expect("one answer").expect("ok");
     let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
@@ -202,7 +211,11 @@ async fn calls_and_inference_are_counted_for_prometheus() {
     let handle = common::prometheus();
     let mut server = TestServer::start(trained_models_dir()).await;
     server.client.predict(predict_request(random_frames(3, 7))).await.expect("predict");
-    let status = server.client.predict(PredictRequest { model: "nope".into(), positions: random_frames(1, 8), previous: Vec::new(), ..Default::default() }).await.expect_err("unknown");
+    let status = server
+        .client
+        .predict(PredictRequest { model: "nope".into(), positions: random_frames(1, 8), previous: Vec::new(), ..Default::default() })
+        .await
+        .expect_err("unknown");
     assert_eq!(status.code(), Code::NotFound);
     let text = handle.render();
     assert!(text.contains(r#"equiserve_requests_total{rpc="Predict",model="mlp",code="Ok"}"#), "{text}");
@@ -414,7 +427,14 @@ async fn admission_is_bounded_for_requests_and_rollouts() {
 #[tokio::test]
 async fn shutdown_ends_within_the_grace_even_with_a_client_that_never_reads() {
     let mut server = TestServer::start(trained_models_dir()).await;
-    let request = RolloutRequest { model: "mlp".into(), positions: random_frames(1, 12).into_iter().map(|v| v * 0.1).collect(), steps: 1000, emit_every: 1, previous: Vec::new(), ..Default::default() };
+    let request = RolloutRequest {
+        model: "mlp".into(),
+        positions: random_frames(1, 12).into_iter().map(|v| v * 0.1).collect(),
+        steps: 1000,
+        emit_every: 1,
+        previous: Vec::new(),
+        ..Default::default()
+    };
     let mut never_read = server.client.rollout(request).await.expect("rollout").into_inner();
     never_read.next().await.expect("a frame").expect("ok");
     let started = std::time::Instant::now();
@@ -535,12 +555,21 @@ async fn tls_and_mutual_tls_with_a_rustls_client() {
     let ca = Certificate::from_pem(fixture("ca.pem"));
     // Mutual TLS: clients must show a certificate the test CA signed.
     let tls = ServerTlsConfig::new().identity(Identity::from_pem(fixture("server.pem"), fixture("server.key"))).client_ca_root(ca.clone());
-    let registry = ModelRegistry::open(trained_models_dir(), ExecutionDevice::Cpu, PoolConfig { workers: Some(1), ..PoolConfig::default() }, ModelControl::None).expect("models load");
+    let registry =
+        ModelRegistry::open(trained_models_dir(), ExecutionDevice::Cpu, PoolConfig { workers: Some(1), ..PoolConfig::default() }, ModelControl::None)
+            .expect("models load");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let port = listener.local_addr().expect("address").port();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let options = ServerOptions { tls: Some(tls), ..common::TEST_SERVER_OPTIONS };
-    let server = tokio::spawn(serve(Arc::new(DynamicsCore::new(Arc::new(registry), LIMITS)), listener, async { let _ = stopped.await; }, options));
+    let server = tokio::spawn(serve(
+        Arc::new(DynamicsCore::new(Arc::new(registry), LIMITS)),
+        listener,
+        async {
+            let _ = stopped.await;
+        },
+        options,
+    ));
     let list = |scheme: &'static str, tls: Option<ClientTlsConfig>| async move {
         let mut endpoint = Channel::from_shared(format!("{scheme}://127.0.0.1:{port}")).expect("uri");
         if let Some(tls) = tls {
@@ -555,7 +584,12 @@ async fn tls_and_mutual_tls_with_a_rustls_client() {
     assert!(list("https", Some(trusted)).await.is_err(), "a client without a certificate is refused");
     assert!(list("http", None).await.is_err(), "plaintext is refused");
     // equiserve-client's connection shows its certificate when given one.
-    let connection = |identity| equiserve::client::Connection { uri: format!("https://localhost:{port}"), tls_ca: Some(fixture("ca.pem")), tls_identity: identity, token: None };
+    let connection = |identity| equiserve::client::Connection {
+        uri: format!("https://localhost:{port}"),
+        tls_ca: Some(fixture("ca.pem")),
+        tls_identity: identity,
+        token: None,
+    };
     let list_with = |connection: equiserve::client::Connection| async move {
         let mut client = equiserve::client::connect(&connection).await.map_err(|e| e.to_string())?;
         client.list_models(ListModelsRequest {}).await.map(|r| r.into_inner().models.len()).map_err(|e| e.to_string())

@@ -13,8 +13,8 @@ use equiserve::{
     models::ModelKind,
     onnx::init_runtime,
     train::{
-        EpochStats, ExportRequest, TrainConfig, forecast::REPORTED_HORIZONS, import_e3nn, kept_epoch, remeasure_card, target_rms,
-        train_and_export, write_report,
+        EpochStats, ExportRequest, TrainConfig, forecast::REPORTED_HORIZONS, import_e3nn, kept_epoch, remeasure_card, target_rms, train_and_export,
+        write_report,
     },
 };
 use indicatif::{ProgressBar, ProgressStyle};
@@ -298,13 +298,8 @@ fn load_data(args: &TrainArgs) -> Result<Vec<(Trajectory, DataInfo)>, String> {
                     eprintln!("{}: arr is {dtype}; converted to float32", path.display());
                     dtype.to_string()
                 });
-                let info = DataInfo {
-                    source: shareable(path),
-                    sha256: hex(&Sha256::digest(&bytes)),
-                    frames: trajectory.frames(),
-                    converted_from,
-                    simulation: None,
-                };
+                let info =
+                    DataInfo { source: shareable(path), sha256: hex(&Sha256::digest(&bytes)), frames: trajectory.frames(), converted_from, simulation: None };
                 Ok((trajectory, info))
             })
             .collect();
@@ -377,11 +372,8 @@ fn train(args: TrainArgs) -> Result<(), String> {
         args.models.clone()
     };
     if let Some(kind) = kinds.iter().find(|k| !k.supports_history(args.history)) {
-        let readers: Vec<&str> = <ModelKind as clap::ValueEnum>::value_variants()
-            .iter()
-            .filter(|k| k.supports_history(args.history))
-            .map(|k| k.name())
-            .collect();
+        let readers: Vec<&str> =
+            <ModelKind as clap::ValueEnum>::value_variants().iter().filter(|k| k.supports_history(args.history)).map(|k| k.name()).collect();
         let frames = if args.history == 1 { "one frame".to_string() } else { format!("windows of {} frames", args.history) };
         return Err(format!("--model {} does not read {frames} (--history {}); models that do: {}", kind.name(), args.history, readers.join(", ")));
     }
@@ -399,9 +391,8 @@ fn train(args: TrainArgs) -> Result<(), String> {
     let frames: usize = data.iter().map(|d| d.frames).sum();
     let output_scale = match args.output_scale {
         OutputScale::Fixed(scale) => scale,
-        OutputScale::Auto => target_rms(&split, args.target).ok_or_else(|| {
-            format!("{sources}: the training targets are all zero or not finite; pass --output-scale none or a number")
-        })?,
+        OutputScale::Auto => target_rms(&split, args.target)
+            .ok_or_else(|| format!("{sources}: the training targets are all zero or not finite; pass --output-scale none or a number"))?,
     };
     let config = TrainConfig {
         epochs: args.epochs,

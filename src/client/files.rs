@@ -90,11 +90,7 @@ pub async fn predict(client: &mut Client, model: &ModelChoice, input: &Path, out
     let frames = load_frames(input)?;
     let history_frames = history_frames(client, model).await?;
     let windows = Windows::new(&frames, history_frames).ok_or_else(|| {
-        ClientError::Usage(format!(
-            "{}: {} frame(s); {model} reads {history_frames} frames, so it needs at least that many",
-            input.display(),
-            frames.dim().0
-        ))
+        ClientError::Usage(format!("{}: {} frame(s); {model} reads {history_frames} frames, so it needs at least that many", input.display(), frames.dim().0))
     })?;
     let (mut dx, mut next) = (Vec::new(), Vec::new());
     for start in (0..windows.len()).step_by(FRAMES_PER_CALL) {

@@ -380,11 +380,8 @@ pub fn table(results: &[LoadResult]) -> String {
          |---|---:|---:|---:|---:|---|---:|---:|\n",
     );
     for result in results {
-        let errors = if result.errors.is_empty() {
-            "0".to_string()
-        } else {
-            result.errors.iter().map(|(code, n)| format!("{code} {n}")).collect::<Vec<_>>().join(", ")
-        };
+        let errors =
+            if result.errors.is_empty() { "0".to_string() } else { result.errors.iter().map(|(code, n)| format!("{code} {n}")).collect::<Vec<_>>().join(", ") };
         let errors = if result.rollouts_cut > 0 { format!("{errors} ({} rollouts cut)", result.rollouts_cut) } else { errors };
         let (raw, ratio) = match result.raw {
             Some(raw) => (format!("{raw:.0} (B={})", result.scenario.total_batch()), format!("{:.2}×", result.rate / raw)),

@@ -2,14 +2,14 @@
 
 mod npz;
 pub mod sampling;
-mod xyz;
 mod simulate;
 mod split;
+mod xyz;
 
 pub use npz::{load_frames, load_npz, load_npz_described, save_arrays, save_npz};
-pub use xyz::{DEFAULT_SPECIES, check_species, write_ensemble_xyz, write_xyz};
 pub use simulate::{SimulationConfig, simulate};
 pub use split::{Pairs, Split, SplitConfig, Target};
+pub use xyz::{DEFAULT_SPECIES, check_species, write_ensemble_xyz, write_xyz};
 
 use ndarray::{Array3, Array4, ArrayView3, Axis, concatenate, s};
 

@@ -43,15 +43,11 @@ fn read_positions(path: &Path) -> Result<(Array3<f32>, &'static str), DataError>
         return Err(DataError::invalid(path, format!("no array named '{ARRAY_NAME}' (found: {})", names.join(", "))));
     }
     let (raw, dtype) = read_numeric_array(&mut npz).map_err(|e| DataError::invalid(path, format!("array '{ARRAY_NAME}': {e}")))?;
-    let raw = raw
-        .into_dimensionality::<Ix3>()
-        .map_err(|_| DataError::invalid(path, format!("array '{ARRAY_NAME}' must have shape [frames, {PARTICLES}, 2|3]")))?;
+    let raw =
+        raw.into_dimensionality::<Ix3>().map_err(|_| DataError::invalid(path, format!("array '{ARRAY_NAME}' must have shape [frames, {PARTICLES}, 2|3]")))?;
     let (frames, particles, dims) = raw.dim();
     if particles != PARTICLES || !(dims == 2 || dims == 3) {
-        return Err(DataError::invalid(
-            path,
-            format!("array '{ARRAY_NAME}' has shape [{frames}, {particles}, {dims}], expected [frames, {PARTICLES}, 2|3]"),
-        ));
+        return Err(DataError::invalid(path, format!("array '{ARRAY_NAME}' has shape [{frames}, {particles}, {dims}], expected [frames, {PARTICLES}, 2|3]")));
     }
     let mut positions = Array3::<f32>::zeros((frames, PARTICLES, DIMS));
     positions.slice_mut(s![.., .., ..dims]).assign(&raw.mapv(|v| v as f32));
@@ -90,9 +86,7 @@ pub fn save_npz(trajectory: &Trajectory, path: &Path, planar: bool) -> Result<()
     let dims = if planar { 2 } else { DIMS };
     let array = trajectory.positions().slice_axis(Axis(2), (0..dims).into()).mapv(f64::from);
     let mut npz = NpzWriter::new(BufWriter::new(file));
-    npz.add_array(ARRAY_NAME, &array)
-        .and_then(|_| npz.finish().map(drop))
-        .map_err(|e| DataError::invalid(path, format!("writing '{ARRAY_NAME}': {e}")))
+    npz.add_array(ARRAY_NAME, &array).and_then(|_| npz.finish().map(drop)).map_err(|e| DataError::invalid(path, format!("writing '{ARRAY_NAME}': {e}")))
 }
 
 /// Writes float32 arrays by name (e.g. `dx` and `next` of a prediction) as an `.npz`

@@ -52,7 +52,13 @@ impl FromStr for Irrep {
         let p = match parity {
             "e" => 1,
             "o" => -1,
-            "y" => if l.is_multiple_of(2) { 1 } else { -1 },
+            "y" => {
+                if l.is_multiple_of(2) {
+                    1
+                } else {
+                    -1
+                }
+            }
             _ => return Err(error()),
         };
         Ok(Irrep::new(l, p))

@@ -71,9 +71,7 @@ impl SoftOneHotLinspace {
         match self.basis {
             Basis::Gaussian => diffs.map(|d| (-d * d).exp() / 1.12).collect(),
             Basis::Cosine => diffs.map(|d| if d > -1.0 && d < 1.0 { (pi / 2.0 * d).cos() } else { 0.0 }).collect(),
-            Basis::SmoothFinite => diffs
-                .map(|d| 1.14136 * std::f64::consts::E.powi(2) * soft_unit_step(d + 1.0) * soft_unit_step(1.0 - d))
-                .collect(),
+            Basis::SmoothFinite => diffs.map(|d| 1.14136 * std::f64::consts::E.powi(2) * soft_unit_step(d + 1.0) * soft_unit_step(1.0 - d)).collect(),
             Basis::Fourier => {
                 let t = (x - self.start) / (self.end - self.start);
                 let scale = (0.25 + self.number as f64 / 2.0).sqrt();
@@ -88,9 +86,7 @@ impl SoftOneHotLinspace {
                 let r = x - self.start;
                 let c = self.end - self.start;
                 let inside = if !self.cutoff || (r / c < 1.0 && r > 0.0) { 1.0 } else { 0.0 };
-                (1..=self.number)
-                    .map(|n| (2.0 / c).sqrt() * (n as f64 * pi * r / c).sin() / r * inside)
-                    .collect()
+                (1..=self.number).map(|n| (2.0 / c).sqrt() * (n as f64 * pi * r / c).sin() / r * inside).collect()
             }
         }
     }

@@ -32,8 +32,7 @@ pub fn random_reflection(rng: &mut impl Rng) -> Matrix3 {
 }
 
 pub fn determinant(m: &Matrix3) -> f64 {
-    m[0][0] * (m[1][1] * m[2][2] - m[1][2] * m[2][1]) - m[0][1] * (m[1][0] * m[2][2] - m[1][2] * m[2][0])
-        + m[0][2] * (m[1][0] * m[2][1] - m[1][1] * m[2][0])
+    m[0][0] * (m[1][1] * m[2][2] - m[1][2] * m[2][1]) - m[0][1] * (m[1][0] * m[2][2] - m[1][2] * m[2][0]) + m[0][2] * (m[1][0] * m[2][1] - m[1][1] * m[2][0])
 }
 
 /// A coordinate type frames are stored in.
@@ -111,11 +110,7 @@ impl Isometry {
 /// max |f(g·x) − g·f(x)| for a function `f` of point sets (a frame, or a frame with
 /// its past: every input is moved) to vectors (dx), which rotate with g and ignore
 /// its translation.
-pub fn equivariance_deviation<A: Coordinate>(
-    f: &mut dyn FnMut(&[ArrayD<A>]) -> ArrayD<A>,
-    inputs: &[ArrayD<A>],
-    g: &Isometry,
-) -> f64 {
+pub fn equivariance_deviation<A: Coordinate>(f: &mut dyn FnMut(&[ArrayD<A>]) -> ArrayD<A>, inputs: &[ArrayD<A>], g: &Isometry) -> f64 {
     let out = f(inputs);
     let moved: Vec<ArrayD<A>> = inputs.iter().map(|x| g.apply(x)).collect();
     let out_moved = f(&moved);
@@ -139,10 +134,10 @@ mod tests {
         for _ in 0..100 {
             for (m, det) in [(random_rotation(&mut rng), 1.0), (random_reflection(&mut rng), -1.0)] {
                 let mtm = transpose_times(&m);
-                for i in 0..3 {
-                    for j in 0..3 {
+                for (i, row) in mtm.iter().enumerate() {
+                    for (j, value) in row.iter().enumerate() {
                         let identity = if i == j { 1.0 } else { 0.0 };
-                        assert!((mtm[i][j] - identity).abs() < 1e-12);
+                        assert!((value - identity).abs() < 1e-12);
                     }
                 }
                 assert!((determinant(&m) - det).abs() < 1e-12);

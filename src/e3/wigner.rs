@@ -17,17 +17,9 @@ fn clebsch_gordan(l1: i64, m1: i64, l2: i64, m2: i64, l3: i64, m3: i64) -> f64 {
     if m3 != m1 + m2 {
         return 0.0;
     }
-    let prefactor = ((2 * l3 + 1) as f64
-        * factorial(l3 + l1 - l2)
-        * factorial(l3 - l1 + l2)
-        * factorial(l1 + l2 - l3)
-        * factorial(l3 + m3)
-        * factorial(l3 - m3)
-        / (factorial(l1 + l2 + l3 + 1)
-            * factorial(l1 - m1)
-            * factorial(l1 + m1)
-            * factorial(l2 - m2)
-            * factorial(l2 + m2)))
+    let prefactor =
+        ((2 * l3 + 1) as f64 * factorial(l3 + l1 - l2) * factorial(l3 - l1 + l2) * factorial(l1 + l2 - l3) * factorial(l3 + m3) * factorial(l3 - m3)
+            / (factorial(l1 + l2 + l3 + 1) * factorial(l1 - m1) * factorial(l1 + m1) * factorial(l2 - m2) * factorial(l2 + m2)))
         .sqrt();
     let v_min = (-l1 + l2 + m3).max(-l1 + m1).max(0);
     let v_max = (l2 + l3 + m1).min(l3 - l1 + l2).min(l3 + m3);

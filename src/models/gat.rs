@@ -372,9 +372,8 @@ mod tests {
         assert_eq!(alpha.shape(), &[frames, HEADS, PARTICLES, PARTICLES]);
 
         let (width, n) = (HEADS * conv.out_dim, PARTICLES);
-        let project = |row: &[f64], weights: &[f64], dim: usize| -> Vec<f64> {
-            (0..width).map(|o| (0..dim).map(|i| row[i] * weights[i * width + o]).sum()).collect()
-        };
+        let project =
+            |row: &[f64], weights: &[f64], dim: usize| -> Vec<f64> { (0..width).map(|o| (0..dim).map(|i| row[i] * weights[i * width + o]).sum()).collect() };
         let head_dot = |v: &[f64], att: &[f64], h: usize| -> f64 { (0..conv.out_dim).map(|c| v[h * conv.out_dim + c] * att[h * conv.out_dim + c]).sum() };
         let mut edges_seen = 0;
         for f in 0..frames {

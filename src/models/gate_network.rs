@@ -101,8 +101,8 @@ impl Convolution {
         }
         let (mid, perm) = Irreps::new(mid).sort();
         let instructions: Vec<_> = instructions.into_iter().map(|(i, j, k, mode, w)| (i, j, perm[k], mode, w)).collect();
-        let tp = TensorProduct::new(irreps_in.clone(), edge_attr.clone(), mid.clone(), &instructions, false)
-            .expect("convolution paths are valid by construction");
+        let tp =
+            TensorProduct::new(irreps_in.clone(), edge_attr.clone(), mid.clone(), &instructions, false).expect("convolution paths are valid by construction");
         let mut hs = vec![config.number_of_basis];
         hs.extend(std::iter::repeat_n(config.radial_neurons, config.radial_layers));
         hs.push(tp.weight_numel);
@@ -136,11 +136,7 @@ impl Convolution {
         }
         let group_columns: Vec<Vec<_>> = groups.iter().map(|group| group.iter().map(|&p| path_columns[p].clone()).collect()).collect();
         let weights = self.fc.forward_column_groups(ops, &edges.radial_basis, &group_columns);
-        let weights = weights
-            .into_iter()
-            .zip(&group_columns)
-            .map(|(w, columns)| edges.per_edge(ops, &w, columns.iter().map(|c| c.len()).sum()))
-            .collect();
+        let weights = weights.into_iter().zip(&group_columns).map(|(w, columns)| edges.per_edge(ops, &w, columns.iter().map(|c| c.len()).sum())).collect();
         let s = self.sc.forward(ops, nodes, node_attr, None);
         let x = self.lin1.forward_channels_last(ops, nodes, node_attr);
         let messages = self.messages_into_destinations(ops, &x, edges, harmonics, &groups, weights);
@@ -403,14 +399,9 @@ impl GateNetwork {
             let gates = Irreps::new(gated.iter().map(|m| (m.mul, gate_ir)));
             let act = |ir: Irrep| if ir.p == 1 { Activation::Silu } else { Activation::Tanh };
             let act_gate = |ir: Irrep| if ir.p == 1 { Activation::Sigmoid } else { Activation::Tanh };
-            let gate = Gate::new(
-                scalars.clone(),
-                scalars.iter().map(|m| act(m.ir)).collect(),
-                gates.clone(),
-                gates.iter().map(|m| act_gate(m.ir)).collect(),
-                gated,
-            )
-            .map_err(|e| GateNetworkError::Config(e.to_string()))?;
+            let gate =
+                Gate::new(scalars.clone(), scalars.iter().map(|m| act(m.ir)).collect(), gates.clone(), gates.iter().map(|m| act_gate(m.ir)).collect(), gated)
+                    .map_err(|e| GateNetworkError::Config(e.to_string()))?;
             let conv = Convolution::new(&irreps, &node_attr, &edge_attr, &gate.irreps_in, &config);
             irreps = gate.irreps_out.clone();
             layers.push((conv, Some(gate)));
@@ -453,9 +444,7 @@ impl GateNetwork {
             }
         }
         let take = |name: &str, shape: &[usize]| -> Result<Vec<f64>, GateNetworkError> {
-            let (found, values) = tensors
-                .get(name)
-                .ok_or_else(|| GateNetworkError::Weights(format!("missing tensor '{name}' (shape {shape:?})")))?;
+            let (found, values) = tensors.get(name).ok_or_else(|| GateNetworkError::Weights(format!("missing tensor '{name}' (shape {shape:?})")))?;
             if found.as_slice() != shape {
                 return Err(GateNetworkError::Weights(format!("tensor '{name}' has shape {found:?}, expected {shape:?}")));
             }

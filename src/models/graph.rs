@@ -161,7 +161,14 @@ pub struct HarmonicGraph<T> {
 }
 
 /// Edges within `radius` (no self-pairs), their harmonics l ≤ `lmax`, and the node sums.
-pub fn harmonic_graph<O: Ops>(ops: &mut O, positions: &O::Tensor, harmonics_of: &SphericalHarmonics, lmax: u32, radius: f64, num_neighbors: f64) -> HarmonicGraph<O::Tensor> {
+pub fn harmonic_graph<O: Ops>(
+    ops: &mut O,
+    positions: &O::Tensor,
+    harmonics_of: &SphericalHarmonics,
+    lmax: u32,
+    radius: f64,
+    num_neighbors: f64,
+) -> HarmonicGraph<O::Tensor> {
     let (vec, length) = pairwise(ops, positions);
     let on_graph = radius_graph(ops, &length, radius);
     let ones = ops.greater_than(&length, -1.0);
@@ -271,9 +278,7 @@ mod tests {
         for f in 0..frames {
             for dst in 0..PARTICLES {
                 for (a, b) in (0..d1).flat_map(|a| (0..d2).map(move |b| (a, b))) {
-                    let expected: f64 = (0..PARTICLES)
-                        .map(|src| nodes[[f * PARTICLES + src, a]] * edges[[(f * PARTICLES + src) * PARTICLES + dst, b]])
-                        .sum();
+                    let expected: f64 = (0..PARTICLES).map(|src| nodes[[f * PARTICLES + src, a]] * edges[[(f * PARTICLES + src) * PARTICLES + dst, b]]).sum();
                     let actual = sums[[f * PARTICLES + dst, a * d2 + b]];
                     assert!((actual - expected).abs() < 1e-12, "frame {f}, dst {dst}, ({a}, {b}): {actual} vs {expected}");
                 }

@@ -1,9 +1,6 @@
 //! What history models read from a window of frames, written against [`Ops`].
 
-use crate::{
-    data::FRAME_LEN,
-    nn::Ops,
-};
+use crate::{data::FRAME_LEN, nn::Ops};
 
 /// The window's displacements as [B, 36, K−1]: column k − 1 is x(t−k+1) − x(t−k),
 /// newest first, for positions [B, 12, 3] and previous [B, K−1, 12, 3] (oldest
@@ -52,7 +49,9 @@ mod tests {
         let out = window_displacements(&mut Eager, &positions, &previous, 4);
         assert_eq!(out.shape(), [1, FRAME_LEN, 3]);
         for k in 1..=3 {
-            for (i, expected) in (0..FRAME_LEN).map(|i| ((k - 1) * (k - 1)) as f64 * (i / 3 + i % 3 + 1) as f64 - (k * k) as f64 * (i / 3 + i % 3 + 1) as f64).enumerate() {
+            for (i, expected) in
+                (0..FRAME_LEN).map(|i| ((k - 1) * (k - 1)) as f64 * (i / 3 + i % 3 + 1) as f64 - (k * k) as f64 * (i / 3 + i % 3 + 1) as f64).enumerate()
+            {
                 assert_eq!(out[[0, i, k - 1]], expected, "d_{k} at {i}");
             }
         }

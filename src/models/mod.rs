@@ -17,7 +17,6 @@ pub use mlp::Mlp;
 pub use pair_force::PairForce;
 pub use se3_attention::Se3Transformer;
 
-
 use serde_json::json;
 
 use crate::nn::Ops;
@@ -299,5 +298,4 @@ impl ModelKind {
             }
         }
     }
-
 }

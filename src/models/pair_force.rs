@@ -16,11 +16,7 @@
 //! function of how crowded the particle's surroundings are (collisions are where the
 //! data's steps are least predictable), fitted after the mean by Gaussian likelihood.
 
-use super::{
-    ModelInputs, OpsModel,
-    graph::pairwise,
-    history::window_displacements,
-};
+use super::{ModelInputs, OpsModel, graph::pairwise, history::window_displacements};
 use crate::{
     data::{DIMS, PARTICLES},
     nn::{Ops, Unary},
@@ -86,7 +82,6 @@ impl PairForce {
         self.noise_scale = scale;
         self
     }
-
 
     /// Starts training from `coefficients` (c_1 … c_{K−1}, e.g. least squares on the
     /// training data) instead of persistence: the forces then learn what the filter leaves.

@@ -56,8 +56,7 @@ pub struct StackedRadialNet {
 
 impl StackedRadialNet {
     fn new(heads: usize, hidden: usize, tp: &TensorProduct) -> Self {
-        let path_widths: Vec<usize> =
-            tp.instructions.iter().filter(|i| i.has_weight).map(|i| i.path_shape.iter().product::<usize>() / heads).collect();
+        let path_widths: Vec<usize> = tp.instructions.iter().filter(|i| i.has_weight).map(|i| i.path_shape.iter().product::<usize>() / heads).collect();
         let outputs: usize = path_widths.iter().sum();
         Self { heads, hidden, path_widths, first: vec![0.0; NUM_BASES * heads * hidden], second: vec![0.0; heads * hidden * outputs] }
     }
@@ -143,8 +142,7 @@ impl Heads {
                 (ins.i_in1, ins.i_in2, out, ins.mode, ins.has_weight)
             })
             .collect();
-        let tp_k = TensorProduct::new(irreps_in.clone(), sh.clone(), used_out, &used_instructions, false)
-            .expect("a subset of valid paths is valid");
+        let tp_k = TensorProduct::new(irreps_in.clone(), sh.clone(), used_out, &used_instructions, false).expect("a subset of valid paths is valid");
         Self {
             count,
             to_q,
@@ -418,11 +416,7 @@ impl Se3Transformer {
     }
 
     pub fn new(blocks: usize, heads: usize, centered: bool) -> Self {
-        Self {
-            blocks: (0..blocks).map(|_| MultiHeadAttention::new(heads)).collect(),
-            centered,
-            harmonics: SphericalHarmonics::new(SH_ORDER),
-        }
+        Self { blocks: (0..blocks).map(|_| MultiHeadAttention::new(heads)).collect(), centered, harmonics: SphericalHarmonics::new(SH_ORDER) }
     }
 }
 
@@ -470,12 +464,8 @@ mod tests {
         let features = positions.clone().into_shape_with_order(IxDyn(&[2 * PARTICLES, DIMS])).expect("rows");
         let x_src = from_sources(&mut Eager, &features, DIMS, &graph.ones);
         let edges = 2 * PARTICLES * PARTICLES;
-        let weights: Vec<ArrayD<f64>> = heads
-            .fc_v
-            .path_widths
-            .iter()
-            .map(|&width| ArrayD::from_shape_fn(IxDyn(&[edges, heads.count * width]), |_| rng.random::<f64>() - 0.5))
-            .collect();
+        let weights: Vec<ArrayD<f64>> =
+            heads.fc_v.path_widths.iter().map(|&width| ArrayD::from_shape_fn(IxDyn(&[edges, heads.count * width]), |_| rng.random::<f64>() - 0.5)).collect();
         let messages = heads.tp_v.forward_per_path(&mut Eager, &x_src, &graph.sh, weights.clone());
         let expected = sum_into_destinations(&mut Eager, &messages, heads.stacked.dim());
         let actual = heads.values_into_destinations(&mut Eager, &features, &x_src, &graph.sh, weights);

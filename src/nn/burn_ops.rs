@@ -239,5 +239,4 @@ fn reduce(x: &BurnTensor, axis: usize, keep_dims: bool, f: impl FnOnce(Tensor<RA
     }
     let value = value.reshape(padded(&shape));
     BurnTensor::with(value, shape)
-
 }

@@ -14,7 +14,13 @@ fn broadcast_pair(a: &ArrayD<f64>, b: &ArrayD<f64>) -> (ArrayD<f64>, ArrayD<f64>
     let (sa, sb) = (pad(a), pad(b));
     let shape: Vec<usize> = sa.iter().zip(&sb).map(|(x, y)| if *x == 1 { *y } else { *x }).collect();
     let expand = |x: &ArrayD<f64>, padded: &[usize]| {
-        x.as_standard_layout().into_owned().into_shape_with_order(IxDyn(padded)).expect("padding keeps size").broadcast(IxDyn(&shape)).expect("broadcastable shapes").to_owned()
+        x.as_standard_layout()
+            .into_owned()
+            .into_shape_with_order(IxDyn(padded))
+            .expect("padding keeps size")
+            .broadcast(IxDyn(&shape))
+            .expect("broadcastable shapes")
+            .to_owned()
     };
     (expand(a, &sa), expand(b, &sb))
 }
@@ -38,8 +44,22 @@ impl Ops for Eager {
         let (pa, pb) = (pad(lead_a), pad(lead_b));
         let lead: Vec<usize> = pa.iter().zip(&pb).map(|(x, y)| if *x == 1 { *y } else { *x }).collect();
         let full = |p: &[usize], r: usize, c: usize| -> Vec<usize> { p.iter().copied().chain([r, c]).collect() };
-        let a3 = a.as_standard_layout().into_owned().into_shape_with_order(IxDyn(&full(&pa, n, k))).expect("pad").broadcast(IxDyn(&full(&lead, n, k))).expect("broadcast").to_owned();
-        let b3 = b.as_standard_layout().into_owned().into_shape_with_order(IxDyn(&full(&pb, k, m))).expect("pad").broadcast(IxDyn(&full(&lead, k, m))).expect("broadcast").to_owned();
+        let a3 = a
+            .as_standard_layout()
+            .into_owned()
+            .into_shape_with_order(IxDyn(&full(&pa, n, k)))
+            .expect("pad")
+            .broadcast(IxDyn(&full(&lead, n, k)))
+            .expect("broadcast")
+            .to_owned();
+        let b3 = b
+            .as_standard_layout()
+            .into_owned()
+            .into_shape_with_order(IxDyn(&full(&pb, k, m)))
+            .expect("pad")
+            .broadcast(IxDyn(&full(&lead, k, m)))
+            .expect("broadcast")
+            .to_owned();
         let batches: usize = lead.iter().product();
         let a3 = a3.into_shape_with_order((batches, n, k)).expect("flatten");
         let b3 = b3.into_shape_with_order((batches, k, m)).expect("flatten");

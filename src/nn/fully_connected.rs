@@ -106,7 +106,7 @@ mod tests {
         }
         let x = ArrayD::from_shape_fn(IxDyn(&[4, 3]), |ix| ((ix[0] * 3 + ix[1]) as f64 * 0.31).cos());
         let whole = net.forward(&mut Eager, &x);
-        let groups = [vec![5..7, 0..2], Vec::from([2..5])];
+        let groups = [vec![5..7, 0..2], std::iter::once(2..5).collect()];
         let parts = net.forward_column_groups(&mut Eager, &x, &groups);
         for (part, ranges) in parts.iter().zip(&groups) {
             let columns: Vec<usize> = ranges.iter().flat_map(|r| r.clone()).collect();

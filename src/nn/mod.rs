@@ -20,8 +20,8 @@ pub use fully_connected::{FullyConnectedNet, apply_activation};
 pub use gate::Gate;
 pub use linear::Linear;
 pub use ops::{Ops, Unary};
-pub use tensor_product::{Instruction, Mode, TensorProduct};
 pub(crate) use tensor_product::{BlockLayout, cg_columns_ki};
+pub use tensor_product::{Instruction, Mode, TensorProduct};
 
 use crate::e3::{Irrep, Irreps, radial::Activation};
 

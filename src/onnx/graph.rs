@@ -1,8 +1,9 @@
 //! A small builder for ONNX graphs: each layer appends its nodes and initializers.
 
 use super::proto::{
-    AttributeProto, attribute_proto::AttributeType, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, StringStringEntryProto, TensorProto,
-    TensorShapeProto, TypeProto, ValueInfoProto, tensor_proto::DataType,
+    AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, StringStringEntryProto, TensorProto, TensorShapeProto, TypeProto, ValueInfoProto,
+    attribute_proto::AttributeType,
+    tensor_proto::DataType,
     tensor_shape_proto::{Dimension, dimension::Value as DimValue},
     type_proto::{Tensor as TensorType, Value as TypeValue},
 };
@@ -192,10 +193,7 @@ impl GraphBuilder {
                 ..Default::default()
             }),
             opset_import: vec![OperatorSetIdProto { domain: String::new(), version: OPSET }],
-            metadata_props: metadata
-                .iter()
-                .map(|(key, value)| StringStringEntryProto { key: key.to_string(), value: value.clone() })
-                .collect(),
+            metadata_props: metadata.iter().map(|(key, value)| StringStringEntryProto { key: key.to_string(), value: value.clone() }).collect(),
             ..Default::default()
         }
     }
@@ -217,12 +215,7 @@ fn value_info(spec: &TensorSpec) -> ValueInfoProto {
         .collect();
     ValueInfoProto {
         name: spec.name.clone(),
-        r#type: Some(TypeProto {
-            value: Some(TypeValue::TensorType(TensorType {
-                elem_type: DataType::Float as i32,
-                shape: Some(TensorShapeProto { dim }),
-            })),
-        }),
+        r#type: Some(TypeProto { value: Some(TypeValue::TensorType(TensorType { elem_type: DataType::Float as i32, shape: Some(TensorShapeProto { dim }) })) }),
         doc_string: String::new(),
     }
 }

@@ -105,16 +105,13 @@ pub fn init_runtime(explicit: Option<&Path>) -> Result<&'static Environment, Run
                 continue;
             }
             Err(e) => {
-                return Err(RuntimeError::LibraryUnusable {
-                    path: candidate.display().to_string(),
-                    message: e.to_string(),
-                });
+                return Err(RuntimeError::LibraryUnusable { path: candidate.display().to_string(), message: e.to_string() });
             }
         };
-        let environment = builder.with_name("equiserve").build().map_err(|e| RuntimeError::LibraryUnusable {
-            path: candidate.display().to_string(),
-            message: e.to_string(),
-        })?;
+        let environment = builder
+            .with_name("equiserve")
+            .build()
+            .map_err(|e| RuntimeError::LibraryUnusable { path: candidate.display().to_string(), message: e.to_string() })?;
         tracing::debug!(library = %candidate.display(), "ONNX Runtime loaded");
         return Ok(ENVIRONMENT.get_or_init(|| environment));
     }
@@ -135,9 +132,8 @@ impl OnnxModel {
     pub fn load(path: &Path, signature: &Signature, device: ExecutionDevice, intra_threads: usize) -> Result<Self, RuntimeError> {
         let environment = init_runtime(None)?;
         let model_error = |message: String| RuntimeError::Model { path: path.display().to_string(), message };
-        let mut builder = Session::builder(environment)
-            .and_then(|b| b.with_intra_threads(intra_threads).map_err(Into::into))
-            .map_err(|e| model_error(e.to_string()))?;
+        let mut builder =
+            Session::builder(environment).and_then(|b| b.with_intra_threads(intra_threads).map_err(Into::into)).map_err(|e| model_error(e.to_string()))?;
         let mut execution_provider = "CPUExecutionProvider";
         if device != ExecutionDevice::Cpu {
             // ort silently falls back to the CPU unless told to fail, so ask it to fail and decide here.
@@ -145,12 +141,10 @@ impl OnnxModel {
             // then differs from the exported function by ~1e-3, far outside its parity.
             let cuda = ep::CUDA::default().with_tf32(false);
             let registered = match ep::CUDA::is_available() {
-                Ok(true) => builder
-                    .with_execution_providers([cuda.build().error_on_failure()])
-                    .map_err(|e| {
-                        let message = e.to_string();
-                        (e.recover(), message)
-                    }),
+                Ok(true) => builder.with_execution_providers([cuda.build().error_on_failure()]).map_err(|e| {
+                    let message = e.to_string();
+                    (e.recover(), message)
+                }),
                 Ok(false) => Err((builder, "this ONNX Runtime build has no CUDA execution provider".to_string())),
                 Err(e) => Err((builder, e.to_string())),
             };
@@ -172,9 +166,7 @@ impl OnnxModel {
         }
         // Without the arena, memory a large batch took goes back after it; with it, the
         // process would keep its peak for good.
-        let mut builder = builder
-            .with_execution_providers([ep::CPU::default().with_arena_allocator(false).build()])
-            .map_err(|e| model_error(e.to_string()))?;
+        let mut builder = builder.with_execution_providers([ep::CPU::default().with_arena_allocator(false).build()]).map_err(|e| model_error(e.to_string()))?;
         let session = builder.commit_from_file(path).map_err(|e| model_error(e.to_string()))?;
         check_outlets("input", session.inputs(), &signature.inputs)
             .and_then(|()| check_outlets("output", session.outputs(), &signature.outputs))
@@ -197,19 +189,28 @@ impl OnnxModel {
         let inference = |e: ort::Error| RuntimeError::Inference(e.to_string());
         let mut contiguous = Vec::with_capacity(self.signature.inputs.len());
         for spec in &self.signature.inputs {
-            let value = inputs
-                .get(&spec.name)
-                .ok_or_else(|| RuntimeError::Inference(format!("input '{}' was not given", spec.name)))?;
+            let value = inputs.get(&spec.name).ok_or_else(|| RuntimeError::Inference(format!("input '{}' was not given", spec.name)))?;
             contiguous.push((spec.name.as_str(), value.as_standard_layout()));
         }
         let mut feed: Vec<(&str, SessionInputValue<'_>)> = Vec::with_capacity(contiguous.len());
         for (name, value) in &contiguous {
             feed.push((*name, TensorRef::from_array_view(value.view()).map_err(inference)?.into()));
         }
+        let batch = inputs.batch();
         let outputs = self.session.run(feed).map_err(inference)?;
         let mut answers = NamedTensors::new();
         for spec in &self.signature.outputs {
             let value: ArrayD<f32> = outputs[spec.name.as_str()].try_extract_array::<f32>().map_err(inference)?.to_owned();
+            // A graph whose dynamic dimensions let an output lose or gain rows would have
+            // each request's answer cut from another's: refused, whatever it computed.
+            if !keeps_batch(value.shape(), spec, batch) {
+                return Err(RuntimeError::Inference(format!(
+                    "output '{}' came back {:?} for {batch} frames; the signature says [{}]",
+                    spec.name,
+                    value.shape(),
+                    spec.shape.join(", ")
+                )));
+            }
             answers.insert(&spec.name, value);
         }
         Ok(answers)
@@ -244,6 +245,16 @@ impl OnnxModel {
     fn dx(&mut self, inputs: NamedTensors) -> Result<Array3<f32>, RuntimeError> {
         self.infer(&inputs)?.take_dx().ok_or_else(|| RuntimeError::Inference(format!("the model gave no '{DX}' [batch, 12, 3]")))
     }
+}
+
+/// Whether an output's `shape` is the signature's with `batch` rows.
+fn keeps_batch(shape: &[usize], spec: &TensorSpec, batch: usize) -> bool {
+    let Some(dims) = spec.dims() else { return false };
+    shape.len() == dims.len()
+        && shape.iter().zip(&dims).all(|(&size, dim)| match dim {
+            Dim::Batch => size == batch,
+            Dim::Fixed(n) => size == *n,
+        })
 }
 
 /// Compares the graph's inputs or outputs with the signature's: the same names, float32,

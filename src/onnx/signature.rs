@@ -52,10 +52,7 @@ impl TensorSpec {
 
     /// The shape as dimensions; `None` for an entry that is neither a size nor "batch".
     pub fn dims(&self) -> Option<Vec<Dim>> {
-        self.shape
-            .iter()
-            .map(|d| if d == BATCH { Some(Dim::Batch) } else { d.parse().ok().map(Dim::Fixed) })
-            .collect()
+        self.shape.iter().map(|d| if d == BATCH { Some(Dim::Batch) } else { d.parse().ok().map(Dim::Fixed) }).collect()
     }
 }
 

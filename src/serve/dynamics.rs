@@ -104,10 +104,7 @@ impl DynamicsCore {
     /// `version` of `name` (empty: the newest ready one), as requests name them.
     pub fn model(&self, name: &str, version: &str) -> Result<Arc<LoadedModel>, ServeError> {
         if name.len() > MAX_MODEL_NAME {
-            return Err(ServeError::InvalidArgument(format!(
-                "model name of {} bytes; names are at most {MAX_MODEL_NAME}",
-                name.len()
-            )));
+            return Err(ServeError::InvalidArgument(format!("model name of {} bytes; names are at most {MAX_MODEL_NAME}", name.len())));
         }
         self.registry.get(name, validate::version(version)?)
     }

@@ -8,8 +8,8 @@ use tonic::{Request, Response, Status};
 
 use super::{DynamicsCore, LoadedModel, RolloutStart, ServeError, metrics};
 use crate::proto::v1::{
-    GetModelRequest, ListModelsRequest, ListModelsResponse, ModelInfo, ModelSummary, PredictRequest, PredictResponse,
-    RolloutFrame, RolloutRequest, dynamics_server::Dynamics,
+    GetModelRequest, ListModelsRequest, ListModelsResponse, ModelInfo, ModelSummary, PredictRequest, PredictResponse, RolloutFrame, RolloutRequest,
+    dynamics_server::Dynamics,
 };
 
 pub struct DynamicsService {
@@ -94,9 +94,7 @@ impl Dynamics for DynamicsService {
         let RolloutRequest { model, positions, steps, emit_every, previous, version } = request.into_inner();
         let start = RolloutStart { positions, previous, steps, emit_every };
         let result = self.core.rollout(&model, &version, start).map_err(status).map(|frames| {
-            let frames = frames.map(|frame| {
-                frame.map(|f| RolloutFrame { step: f.step, positions: f.positions, batch: f.batch as u32 }).map_err(status)
-            });
+            let frames = frames.map(|frame| frame.map(|f| RolloutFrame { step: f.step, positions: f.positions, batch: f.batch as u32 }).map_err(status));
             Response::new(Box::pin(frames) as RolloutStream)
         });
         // Counts whether the rollout was admitted; how admitted ones end is counted in

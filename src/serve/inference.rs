@@ -23,15 +23,13 @@ use crate::{
     data::{DIMS, PARTICLES},
     onnx::{DX, POSITIONS, PREVIOUS},
     proto::inference::{
-        DataType, FP32, InferBatchStatistics, InferParameter, InferStatistics, ModelConfig, ModelConfigRequest, ModelConfigResponse,
-        ModelDynamicBatching, ModelInferRequest, ModelInferResponse, ModelInput, ModelInstanceGroup, ModelMetadataRequest, ModelMetadataResponse,
-        ModelOutput, ModelReadyRequest, ModelStatistics, ModelStatisticsRequest, ModelStatisticsResponse, StatisticDuration,
-        ModelReadyResponse, ModelStreamInferResponse, RepositoryIndexRequest, RepositoryIndexResponse, RepositoryModelLoadRequest,
-        RepositoryModelLoadResponse, RepositoryModelUnloadRequest, RepositoryModelUnloadResponse, ServerLiveRequest, ServerLiveResponse,
-        ServerMetadataRequest, ServerMetadataResponse, ServerReadyRequest, ServerReadyResponse, grpc_inference_service_server::GrpcInferenceService,
-        fp32_bytes, infer_parameter::ParameterChoice, model_infer_request::InferInputTensor, model_infer_response::InferOutputTensor,
-        model_instance_group::Kind, model_metadata_response::TensorMetadata,
-        repository_index_response::ModelIndex,
+        DataType, FP32, InferBatchStatistics, InferParameter, InferStatistics, ModelConfig, ModelConfigRequest, ModelConfigResponse, ModelDynamicBatching,
+        ModelInferRequest, ModelInferResponse, ModelInput, ModelInstanceGroup, ModelMetadataRequest, ModelMetadataResponse, ModelOutput, ModelReadyRequest,
+        ModelReadyResponse, ModelStatistics, ModelStatisticsRequest, ModelStatisticsResponse, ModelStreamInferResponse, RepositoryIndexRequest,
+        RepositoryIndexResponse, RepositoryModelLoadRequest, RepositoryModelLoadResponse, RepositoryModelUnloadRequest, RepositoryModelUnloadResponse,
+        ServerLiveRequest, ServerLiveResponse, ServerMetadataRequest, ServerMetadataResponse, ServerReadyRequest, ServerReadyResponse, StatisticDuration,
+        fp32_bytes, grpc_inference_service_server::GrpcInferenceService, infer_parameter::ParameterChoice, model_infer_request::InferInputTensor,
+        model_infer_response::InferOutputTensor, model_instance_group::Kind, model_metadata_response::TensorMetadata, repository_index_response::ModelIndex,
     },
 };
 
@@ -110,7 +108,10 @@ fn inputs(request: &mut ModelInferRequest, history_frames: usize) -> Result<Inpu
         }
         let dims = if name == POSITIONS { FRAME_DIMS.to_vec() } else { window_dims(history_frames) };
         if shape.len() != dims.len() + 1 || shape[1..] != dims[..] || shape[0] < 1 {
-            return Err(invalid(format!("input '{name}' has shape {shape:?}; expected [batch, {}]", dims.iter().map(i64::to_string).collect::<Vec<_>>().join(", "))));
+            return Err(invalid(format!(
+                "input '{name}' has shape {shape:?}; expected [batch, {}]",
+                dims.iter().map(i64::to_string).collect::<Vec<_>>().join(", ")
+            )));
         }
         // Checked: the batch is the client's number, and may be absurd.
         let elements = usize::try_from(shape[0])
@@ -179,12 +180,8 @@ impl InferenceService {
             return Err(invalid(format!("unknown output '{}'; the model gives {DX} and {NEXT_POSITIONS}", unknown.chars().take(64).collect::<String>())));
         }
         let prediction = self.core.predict_on(model, positions, previous).await.map_err(status)?;
-        let mut response = ModelInferResponse {
-            model_name: request.model_name,
-            model_version: prediction.version.to_string(),
-            id: request.id,
-            ..Default::default()
-        };
+        let mut response =
+            ModelInferResponse { model_name: request.model_name, model_version: prediction.version.to_string(), id: request.id, ..Default::default() };
         let mut add = |name: &str, values: ndarray::Array3<f32>| {
             if wanted.is_empty() || wanted.iter().any(|w| w == name) {
                 response.outputs.push(frames_tensor(name, prediction.batch));
@@ -201,22 +198,24 @@ impl InferenceService {
         let model = self.core.model(&request.model_name, &request.model_version).map_err(status)?;
         let Inputs { positions, previous } = inputs(&mut request, model.history_frames())?;
         let emit_every = integer(&request.parameters, EMIT_EVERY)?.unwrap_or(1);
-        let empty_final = matches!(request.parameters.get(EMPTY_FINAL_RESPONSE).and_then(|p| p.parameter_choice.as_ref()), Some(ParameterChoice::BoolParam(true)));
+        let empty_final =
+            matches!(request.parameters.get(EMPTY_FINAL_RESPONSE).and_then(|p| p.parameter_choice.as_ref()), Some(ParameterChoice::BoolParam(true)));
         let version = model.version.to_string();
         let mut frames = self.core.rollout_on(model, RolloutStart { positions, previous, steps, emit_every }).map_err(status)?;
         let (name, id) = (request.model_name, request.id);
         tokio::spawn(async move {
-            let response = |outputs: Vec<InferOutputTensor>, raw_output_contents: Vec<Vec<u8>>, parameters: HashMap<String, InferParameter>| ModelStreamInferResponse {
-                error_message: String::new(),
-                infer_response: Some(ModelInferResponse {
-                    model_name: name.clone(),
-                    model_version: version.clone(),
-                    id: id.clone(),
-                    parameters,
-                    outputs,
-                    raw_output_contents,
-                }),
-            };
+            let response =
+                |outputs: Vec<InferOutputTensor>, raw_output_contents: Vec<Vec<u8>>, parameters: HashMap<String, InferParameter>| ModelStreamInferResponse {
+                    error_message: String::new(),
+                    infer_response: Some(ModelInferResponse {
+                        model_name: name.clone(),
+                        model_version: version.clone(),
+                        id: id.clone(),
+                        parameters,
+                        outputs,
+                        raw_output_contents,
+                    }),
+                };
             while let Some(frame) = frames.next().await {
                 let answers = match frame {
                     Ok(frame) => {
@@ -227,7 +226,11 @@ impl InferenceService {
                         ]);
                         let mut answers = vec![response(vec![frames_tensor(POSITIONS, frame.batch)], vec![fp32_bytes(frame.positions)], parameters)];
                         if last && empty_final {
-                            answers.push(response(Vec::new(), Vec::new(), HashMap::from([(FINAL_RESPONSE.to_string(), parameter(ParameterChoice::BoolParam(true)))])));
+                            answers.push(response(
+                                Vec::new(),
+                                Vec::new(),
+                                HashMap::from([(FINAL_RESPONSE.to_string(), parameter(ParameterChoice::BoolParam(true)))]),
+                            ));
                         }
                         answers
                     }
@@ -304,7 +307,12 @@ fn model_statistics(model: &LoadedModel) -> ModelStatistics {
         last_inference: last_call_ms,
         inference_count: frames_answered,
         execution_count: calls,
-        inference_stats: Some(InferStatistics { success: duration(succeeded), fail: duration(failed), queue: duration(queued), compute_infer: duration(computed) }),
+        inference_stats: Some(InferStatistics {
+            success: duration(succeeded),
+            fail: duration(failed),
+            queue: duration(queued),
+            compute_infer: duration(computed),
+        }),
         batch_stats: calls_by_frames
             .into_iter()
             .map(|(frames, tally)| InferBatchStatistics { batch_size: frames as u64, compute_infer: duration(tally) })
@@ -335,7 +343,10 @@ fn repository_target<V>(model_name: &str, parameters: &HashMap<String, V>, accep
         return Err(invalid(format!("model_name must have 1 to {} bytes", super::dynamics::MAX_MODEL_NAME)));
     }
     if let Some(name) = parameters.keys().find(|name| !accepted.contains(&name.as_str())) {
-        return Err(invalid(format!("parameter '{}' is not supported: models load from their files in the repository", name.chars().take(64).collect::<String>())));
+        return Err(invalid(format!(
+            "parameter '{}' is not supported: models load from their files in the repository",
+            name.chars().take(64).collect::<String>()
+        )));
     }
     Ok(())
 }

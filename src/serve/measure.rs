@@ -75,9 +75,8 @@ fn measure_pooled(onnx_file: &Path, signature: &Signature, batch: Array3<f32>) -
     let budget = Arc::new(MemoryBudget::new(pool.memory_budget));
     let workers = Arc::new(ModelWorkers::start("measure", onnx_file, signature, ExecutionDevice::Auto, pool, budget)?);
     let sessions = workers.workers();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .map_err(|e| RuntimeError::Inference(format!("cannot start a runtime to measure with: {e}")))?;
+    let runtime =
+        tokio::runtime::Builder::new_current_thread().build().map_err(|e| RuntimeError::Inference(format!("cannot start a runtime to measure with: {e}")))?;
     let frames_per_request = batch.dim().0;
     let rate = runtime.block_on(async {
         let window = |duration: Duration| {

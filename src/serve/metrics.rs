@@ -45,7 +45,13 @@ pub fn prometheus_builder() -> metrics_exporter_prometheus::PrometheusBuilder {
     let sizes = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 4096.0];
     let seconds = [1e-5, 5e-5, 1e-4, 5e-4, 1e-3, 5e-3, 1e-2, 5e-2, 0.1, 0.5, 1.0, 5.0];
     let mut builder = PrometheusBuilder::new();
-    for (name, buckets) in [(BATCH_FRAMES, &sizes[..]), (ROLLOUT_BATCH, &sizes[..]), (COMPUTE_SECONDS, &seconds[..]), (QUEUE_SECONDS, &seconds[..]), (REQUEST_SECONDS, &seconds[..])] {
+    for (name, buckets) in [
+        (BATCH_FRAMES, &sizes[..]),
+        (ROLLOUT_BATCH, &sizes[..]),
+        (COMPUTE_SECONDS, &seconds[..]),
+        (QUEUE_SECONDS, &seconds[..]),
+        (REQUEST_SECONDS, &seconds[..]),
+    ] {
         builder = builder.set_buckets_for_metric(Matcher::Full(name.to_string()), buckets).expect("buckets are not empty");
     }
     builder

@@ -81,10 +81,7 @@ impl LoadedModel {
 
     fn take_dx(&self, outputs: Result<NamedTensors, EngineError>) -> Result<Array3<f32>, ServeError> {
         let mut outputs = outputs.map_err(|e| ServeError::from_engine(self.name(), e))?;
-        outputs.take_dx().ok_or_else(|| ServeError::Internal {
-            model: self.name().to_string(),
-            message: format!("the model gave no {DX} [batch, 12, 3]"),
-        })
+        outputs.take_dx().ok_or_else(|| ServeError::Internal { model: self.name().to_string(), message: format!("the model gave no {DX} [batch, 12, 3]") })
     }
 }
 
@@ -168,11 +165,7 @@ impl ModelRegistry {
         let registry = Self::empty(dir, device, pool, control);
         let failures = registry.sync(None)?;
         if registry.ready().is_empty() {
-            let reasons = if failures.is_empty() {
-                format!("no <name>/[<version>/]{{{MODEL_FILE}, {CARD_FILE}}} folders found")
-            } else {
-                failures.join("; ")
-            };
+            let reasons = if failures.is_empty() { format!("no <name>/[<version>/]{{{MODEL_FILE}, {CARD_FILE}}} folders found") } else { failures.join("; ") };
             return Err(RegistryError::Empty { dir: dir.to_path_buf(), reasons });
         }
         Ok(registry)
@@ -347,7 +340,12 @@ impl ModelRegistry {
                 );
                 tracing::error!(model = %name, version, error = %reason, "model version refused");
                 let mut models = self.write();
-                let slot = models.entry(name.clone()).or_default().entry(version).or_insert_with(|| VersionSlot { folder: folder.clone(), stamp, serving: None, failure: None });
+                let slot = models.entry(name.clone()).or_default().entry(version).or_insert_with(|| VersionSlot {
+                    folder: folder.clone(),
+                    stamp,
+                    serving: None,
+                    failure: None,
+                });
                 // No stamp: once the clash is resolved, the next sync loads whichever folder is left.
                 slot.stamp = FileStamp::default();
                 slot.failure = Some(reason.clone());
@@ -482,7 +480,8 @@ fn scan(dir: &Path) -> Result<Vec<Found>, RegistryError> {
             continue;
         }
         if holds_model(&folder) {
-            let card_name = fs::read_to_string(folder.join(CARD_FILE)).ok().and_then(|json| serde_json::from_str::<CardSummary>(&json).ok()).map(|card| card.name);
+            let card_name =
+                fs::read_to_string(folder.join(CARD_FILE)).ok().and_then(|json| serde_json::from_str::<CardSummary>(&json).ok()).map(|card| card.name);
             found.push(Found { name: card_name.unwrap_or(folder_name), version: 1, folder });
             continue;
         }
@@ -521,7 +520,10 @@ fn load_version(
     let parity = summary.onnx.parity_relative_error;
     // NaN fails too.
     if parity.is_nan() || parity > PARITY_TOLERANCE {
-        return Err(unreadable(&card_path, &format_args!("the card records an ONNX parity error of {parity:.3e} (> {PARITY_TOLERANCE:e}): the graph does not compute the trained model")));
+        return Err(unreadable(
+            &card_path,
+            &format_args!("the card records an ONNX parity error of {parity:.3e} (> {PARITY_TOLERANCE:e}): the graph does not compute the trained model"),
+        ));
     }
     // In the versioned layout the folder names the model, as in Triton's.
     summary.name = name.to_string();
@@ -535,7 +537,6 @@ fn load_version(
     if !onnx_file.is_file() {
         return Err(unreadable(&onnx_file, &"the card's model file is missing"));
     }
-    let workers = ModelWorkers::start(name, &onnx_file, &summary.onnx.signature, device, pool, Arc::clone(budget))
-        .map_err(|e| unreadable(&onnx_file, &e))?;
+    let workers = ModelWorkers::start(name, &onnx_file, &summary.onnx.signature, device, pool, Arc::clone(budget)).map_err(|e| unreadable(&onnx_file, &e))?;
     Ok(LoadedModel { summary, card_json, version, workers, rollouts: OnceLock::new() })
 }

@@ -179,10 +179,10 @@ pub fn start(plan: RolloutPlan, counter: &RolloutCounter, max_rollouts: usize) -
         stall_timeout,
         waiting_since: None,
     };
-    stepper.joining.send(member).map_err(|_| ServeError::Internal {
-        model: model.name().to_string(),
-        message: "the model's rollout stepper has stopped".into(),
-    })?;
+    stepper
+        .joining
+        .send(member)
+        .map_err(|_| ServeError::Internal { model: model.name().to_string(), message: "the model's rollout stepper has stopped".into() })?;
     wake.notify_one();
     Ok(RolloutFrames { frames, wake })
 }

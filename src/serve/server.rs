@@ -60,9 +60,7 @@ pub async fn serve(
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter.set_serving::<DynamicsServer<DynamicsService>>().await;
     health_reporter.set_serving::<GrpcInferenceServiceServer<InferenceService>>().await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
-        .build_v1()?;
+    let reflection = tonic_reflection::server::Builder::configure().register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET).build_v1()?;
     let rollouts = core.rollout_ender();
     let poll = (core.registry().control() == ModelControl::Poll).then(|| tokio::spawn(poll_repository(Arc::clone(core.registry()), options.repository_poll)));
     let _stop_polling = poll.map(AbortOnDrop);

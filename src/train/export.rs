@@ -14,8 +14,8 @@ use rand_distr::{Distribution, StandardNormal};
 use super::{
     EpochStats, TrainConfig,
     forecast::{ForecastFrames, ModelForecaster, REPORTED_HORIZONS, SampledFigures, SampledReport, Segment, StochasticForecaster},
-    ops_fit::NoiseFit,
     metrics::{EquivarianceReport, evaluate},
+    ops_fit::NoiseFit,
     plot::{plot_calibration, plot_correlations, plot_pair_distances, plot_rollout_chains, plot_rollout_errors, plot_sampled_chain, plot_trajectory},
     plot_losses,
     staged::{Staged, commit_all},
@@ -216,9 +216,8 @@ pub fn export_model(model: &impl ExportableModel, request: ExportRequest) -> Res
     if !test_dx.iter().all(|v| v.is_finite()) {
         return Err(ExportError::NonFinite { name: name.to_string() });
     }
-    let (staged_model, precision, parity_relative_error, ()) = stage_checked(&dir, name, emit, |file| {
-        Ok((check_parity(model, file, &signature, test_pairs, &test_dx, target, request.config.seed)?, ()))
-    })?;
+    let (staged_model, precision, parity_relative_error, ()) =
+        stage_checked(&dir, name, emit, |file| Ok((check_parity(model, file, &signature, test_pairs, &test_dx, target, request.config.seed)?, ())))?;
 
     let mut trained_dx = |x: ArrayView3<f32>, previous: ArrayView4<f32>| model.predict_dx(x, previous, target);
     let train = evaluate(&trained_dx(train_pairs.inputs.view(), train_pairs.previous.view()), train_pairs);
@@ -258,16 +257,8 @@ pub fn export_model(model: &impl ExportableModel, request: ExportRequest) -> Res
         params: model.num_params(),
         data: request.data.first().cloned(),
         more_data: request.data.iter().skip(1).cloned().collect(),
-        split: Some(SplitInfo {
-            config: request.split_config,
-            train_pairs: request.split.train.len(),
-            test_pairs: request.split.test.len(),
-        }),
-        training: Some(TrainingInfo {
-            config: request.config.clone(),
-            seconds_per_epoch: median(history.iter().map(|s| s.seconds).collect()),
-            history,
-        }),
+        split: Some(SplitInfo { config: request.split_config, train_pairs: request.split.train.len(), test_pairs: request.split.test.len() }),
+        training: Some(TrainingInfo { config: request.config.clone(), seconds_per_epoch: median(history.iter().map(|s| s.seconds).collect()), history }),
         metrics: Some(Metrics { target, train, test }),
         imported_from: None,
         equivariance,
@@ -302,8 +293,25 @@ pub fn export_model(model: &impl ExportableModel, request: ExportRequest) -> Res
     let figures = [
         (plot_losses(history, &format!("{name}: MSE of dx"), losses.path()), losses),
         (plot_correlations(predicted_next.view(), truth, &test.r2, &format!("{name}: test set, next positions"), correlations.path()), correlations),
-        (plot_trajectory(predicted_next.view(), truth, 25, &format!("{name}: true (dots) and predicted (crosses) next positions, every 25th test frame"), trajectory.path()), trajectory),
-        (plot_rollout_errors(&forecast.baselines, &forecast.models, &format!("{name}: rollout error beside the baselines (test part)"), rollout_error.path()), rollout_error),
+        (
+            plot_trajectory(
+                predicted_next.view(),
+                truth,
+                25,
+                &format!("{name}: true (dots) and predicted (crosses) next positions, every 25th test frame"),
+                trajectory.path(),
+            ),
+            trajectory,
+        ),
+        (
+            plot_rollout_errors(
+                &forecast.baselines,
+                &forecast.models,
+                &format!("{name}: rollout error beside the baselines (test part)"),
+                rollout_error.path(),
+            ),
+            rollout_error,
+        ),
         (
             plot_rollout_chains(
                 &rollout_truth,
@@ -322,7 +330,8 @@ pub fn export_model(model: &impl ExportableModel, request: ExportRequest) -> Res
         figures.push((plot_pair_distances(sampled, &format!("{name}: pair distances over {steps}-step rollouts and in the data"), pairs.path()), pairs));
         figures.push((plot_calibration(report, &format!("{name}: ensemble spread / skill ({} members)", report.members), calibration.path()), calibration));
         if let Some(snapshots) = &sampled.chain {
-            figures.push((plot_sampled_chain(snapshots, &format!("{name}: one sampled rollout from test frame {}", report.long_starts[0]), chain.path()), chain));
+            figures
+                .push((plot_sampled_chain(snapshots, &format!("{name}: one sampled rollout from test frame {}", report.long_starts[0]), chain.path()), chain));
         }
     }
     let mut drawn = Vec::new();
@@ -341,7 +350,13 @@ const SAMPLING: &str = "x(t+1) = x(t) + dx + dx_std * xi, xi standard normal per
                         (its plane for a planar system), keyed by (seed, member, step)";
 
 /// The sampled report of a stochastic model, run through its ONNX file.
-fn sampled_report(file: &Path, signature: &Signature, name: &str, frames: &ForecastFrames, long_steps: usize) -> Result<(SampledReport, SampledFigures), ExportError> {
+fn sampled_report(
+    file: &Path,
+    signature: &Signature,
+    name: &str,
+    frames: &ForecastFrames,
+    long_steps: usize,
+) -> Result<(SampledReport, SampledFigures), ExportError> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut session = OnnxModel::load(file, signature, ExecutionDevice::Cpu, threads)?;
     let mut failure = None;

@@ -91,10 +91,7 @@ impl LinearFilter {
     /// trajectory, one set of three coefficients for every particle and coordinate.
     pub fn fitted(data: &[Segment]) -> Self {
         let coefficients = Self::least_squares(data, LINEAR_HISTORY - 1);
-        let name = format!(
-            "linear-3: dx(t) = {:.3}dx(t−1) {:+.3}dx(t−2) {:+.3}dx(t−3), fitted",
-            coefficients[0], coefficients[1], coefficients[2]
-        );
+        let name = format!("linear-3: dx(t) = {:.3}dx(t−1) {:+.3}dx(t−2) {:+.3}dx(t−3), fitted", coefficients[0], coefficients[1], coefficients[2]);
         Self { name, coefficients, noise: None }
     }
 
@@ -461,7 +458,7 @@ impl<'a> ForecastFrames<'a> {
         long_steps: usize,
         sampled: bool,
         reference: &DataStatistics,
-    ) -> (LongRolloutStats, Vec<f64>, Vec<(usize, Array2<f32>)>) {
+    ) -> LongRollouts {
         let snapshot_steps: Vec<usize> = CHAIN_SNAPSHOTS.iter().map(|share| ((share * long_steps as f64) as usize).clamp(1, long_steps)).collect();
         let mut chain = Vec::new();
         let history_frames = forecaster.history_frames();
@@ -469,7 +466,7 @@ impl<'a> ForecastFrames<'a> {
         let skipped = (long_steps as f64 * LONG_ROLLOUT_SKIPPED_SHARE) as usize;
         let members = starts.len();
         let mut alive = vec![true; members];
-        let mut pair_distances: Vec<Vec<Vec<f32>>> = vec![vec![Vec::with_capacity(long_steps - skipped); PAIRS]; members];
+        let mut pair_distances: Vec<Vec<Vec<f32>>> = (0..members).map(|_| (0..PAIRS).map(|_| Vec::with_capacity(long_steps - skipped)).collect()).collect();
         let (mut step_squared, mut rg_sum, mut kept) = (vec![0.0_f64; members], vec![0.0_f64; members], vec![0usize; members]);
         for step in 0..long_steps {
             let next = self.step(forecaster, &positions, &previous, sampled, 0, step);
@@ -594,12 +591,23 @@ impl<'a> ForecastFrames<'a> {
         if let (true, Some(std)) = (sampled, std) {
             for member in 0..next.dim().0 {
                 let key = (stream << 32) | member as u64;
-                add_noise(next.index_axis_mut(Axis(0), member), positions.index_axis(Axis(0), member), std.index_axis(Axis(0), member), SAMPLING_SEED, key, step as u64);
+                add_noise(
+                    next.index_axis_mut(Axis(0), member),
+                    positions.index_axis(Axis(0), member),
+                    std.index_axis(Axis(0), member),
+                    SAMPLING_SEED,
+                    key,
+                    step as u64,
+                );
             }
         }
         next
     }
 }
+
+/// Long rollouts' statistics, the density of their pair distances, and snapshots
+/// (step, frame) of the first one.
+type LongRollouts = (LongRolloutStats, Vec<f64>, Vec<(usize, Array2<f32>)>);
 
 /// What long rollouts are compared with: the whole of every trajectory.
 struct DataStatistics {

@@ -46,8 +46,11 @@ fn file_error(path: &Path, message: impl std::fmt::Display) -> ImportError {
     ImportError::File { path: path.display().to_string(), message: message.to_string() }
 }
 
+/// Tensors by name: (shape, values in f64).
+pub type Tensors = HashMap<String, (Vec<usize>, Vec<f64>)>;
+
 /// Every tensor of a safetensors file as (shape, values in f64); f32 and f64 only.
-pub fn read_safetensors(path: &Path) -> Result<(HashMap<String, (Vec<usize>, Vec<f64>)>, Vec<u8>), ImportError> {
+pub fn read_safetensors(path: &Path) -> Result<(Tensors, Vec<u8>), ImportError> {
     let bytes = fs::read(path).map_err(|e| file_error(path, e))?;
     let tensors = SafeTensors::deserialize(&bytes).map_err(|e| file_error(path, format!("not a safetensors file ({e})")))?;
     let mut out = HashMap::new();
@@ -67,12 +70,9 @@ pub fn read_safetensors(path: &Path) -> Result<(HashMap<String, (Vec<usize>, Vec
 pub fn load_gate_network(kwargs_path: &Path, weights_path: &Path) -> Result<(GateNetwork, Vec<u8>), ImportError> {
     let text = fs::read_to_string(kwargs_path).map_err(|e| file_error(kwargs_path, e))?;
     let config: GateNetworkConfig = serde_json::from_str(&text).map_err(|e| file_error(kwargs_path, e))?;
-    let mut network =
-        GateNetwork::new(config).map_err(|source| ImportError::Network { path: kwargs_path.display().to_string(), source })?;
+    let mut network = GateNetwork::new(config).map_err(|source| ImportError::Network { path: kwargs_path.display().to_string(), source })?;
     let (tensors, bytes) = read_safetensors(weights_path)?;
-    network
-        .load_state_dict(&tensors)
-        .map_err(|source| ImportError::Network { path: weights_path.display().to_string(), source })?;
+    network.load_state_dict(&tensors).map_err(|source| ImportError::Network { path: weights_path.display().to_string(), source })?;
     Ok((network, bytes))
 }
 

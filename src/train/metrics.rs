@@ -32,9 +32,7 @@ pub fn r2(truth: &[f64], prediction: &[f64]) -> f64 {
 impl StudyR2 {
     /// The four R² of `prediction` against `truth`, both next positions [frames, 12, 3].
     pub fn new(prediction: ArrayView3<f32>, truth: ArrayView3<f32>) -> Self {
-        let series = |a: ArrayView3<f32>, f: &dyn Fn(ndarray::ArrayView2<f32>) -> f64| -> Vec<f64> {
-            a.axis_iter(Axis(0)).map(&f).collect()
-        };
+        let series = |a: ArrayView3<f32>, f: &dyn Fn(ndarray::ArrayView2<f32>) -> f64| -> Vec<f64> { a.axis_iter(Axis(0)).map(&f).collect() };
         let cm = |frame: ndarray::ArrayView2<f32>| frame.iter().map(|v| f64::from(*v)).sum::<f64>() / frame.len() as f64;
         let p1 = |frame: ndarray::ArrayView2<f32>| frame.row(0).iter().map(|v| f64::from(*v)).sum::<f64>() / DIMS as f64;
         let p7_x = |frame: ndarray::ArrayView2<f32>| f64::from(frame[[6, 0]]);
@@ -64,8 +62,7 @@ impl EquivarianceReport {
         let gaussian_previous = Array4::from_shape_fn((1, previous.dim().1, PARTICLES, DIMS), |(_, k, p, d)| {
             gaussian[[0, p, d]] + 0.05 * (previous.dim().1 - k) as f32 * <StandardNormal as Distribution<f32>>::sample(&StandardNormal, &mut rng)
         });
-        let rotation_37_x =
-            deviation(predict, gaussian.view(), gaussian_previous.view(), &Isometry::linear(rotation::rotation_about_x(37.0)));
+        let rotation_37_x = deviation(predict, gaussian.view(), gaussian_previous.view(), &Isometry::linear(rotation::rotation_about_x(37.0)));
         let mut worst = |make: &mut dyn FnMut(&mut StdRng) -> Isometry| {
             (0..trials).fold(0.0_f64, |acc, _| {
                 let g = make(&mut rng);

@@ -65,9 +65,7 @@ pub fn train_and_export(
                 .map(|noise| (noise.iter().map(|s| f64::from(*s).powi(2)).sum::<f64>() / noise.len() as f64).sqrt())
                 .filter(|s| s.is_finite() && *s > 0.0)
                 .unwrap_or(acceleration_scale);
-            let model = PairForce::new(history_frames, max_distance, acceleration_scale)
-                .starting_from(filter)
-                .with_noise_scale(noise_scale);
+            let model = PairForce::new(history_frames, max_distance, acceleration_scale).starting_from(filter).with_noise_scale(noise_scale);
             // The model scales its own terms; an output scale would scale its inertia too.
             let config = TrainConfig { output_scale: 1.0, ..request.config.clone() };
             train_ops_model(model, ExportRequest { config: &config, ..request }, on_epoch)

@@ -265,8 +265,7 @@ pub fn fit_ops<M: OpsModel>(model: &mut M, split: &Split, config: &TrainConfig, 
         let seconds = start.elapsed().as_secs_f64();
         let model = &*trainer.model;
         let validation_mse = validation.as_ref().map(|v| metrics::mse(&predict_dx_ops(model, v.inputs, v.previous, config.target), &v.dx));
-        let validation_rollout_rmse =
-            validation.as_ref().filter(|_| model.history_frames() > 1).map(|v| v.rollout_rmse(model, config.target));
+        let validation_rollout_rmse = validation.as_ref().filter(|_| model.history_frames() > 1).map(|v| v.rollout_rmse(model, config.target));
         let stats = EpochStats {
             epoch,
             train_mse: losses.iter().sum::<f64>() / losses.len() as f64,
@@ -330,7 +329,8 @@ pub fn fit_noise<M: OpsModel>(model: &mut M, split: &Split, target: Target) -> O
     let train = &split.train;
     let previous = window_of(model, train.previous.view());
     let residual = &train.dx() - &predict_dx_ops(model, train.inputs.view(), previous, target);
-    let squared: Vec<f32> = residual.outer_iter().flat_map(|frame| frame.outer_iter().map(|p| p.iter().map(|v| v * v).sum::<f32>()).collect::<Vec<_>>()).collect();
+    let squared: Vec<f32> =
+        residual.outer_iter().flat_map(|frame| frame.outer_iter().map(|p| p.iter().map(|v| v * v).sum::<f32>()).collect::<Vec<_>>()).collect();
     let dims = crate::data::sampling::spanned_dims(train.inputs.view());
     let device = Device::flex().autodiff();
     let pairs = train.len();
@@ -380,7 +380,13 @@ fn calibrate_motion<M: OpsModel>(model: &mut M, split: &Split, target: Target) -
     let starts: Vec<usize> = (0..count).map(|i| if count == 1 { 0 } else { i * (pairs - 1) / (count - 1) }).collect();
     let mut factor = 1.0;
     for round in 0..CALIBRATION_ROUNDS {
-        let motion = sampled_motion(model, train.inputs.select(Axis(0), &starts), window_of(model, train.previous.view()).select(Axis(0), &starts), target, round as u64);
+        let motion = sampled_motion(
+            model,
+            train.inputs.select(Axis(0), &starts),
+            window_of(model, train.previous.view()).select(Axis(0), &starts),
+            target,
+            round as u64,
+        );
         // Linear systems' motion is proportional to their noise; a blown-up rollout halves it.
         let step = if motion.is_finite() && motion > 0.0 { (data_motion / motion).clamp(0.25, 4.0) } else { 0.5 };
         model.scale_noise(step);
@@ -399,7 +405,14 @@ fn sampled_motion<M: OpsModel>(model: &M, mut positions: Array3<f32>, mut previo
         let std = reference_std(model, positions.view(), previous.view()).expect("a stochastic model");
         let mut next = &positions + &dx;
         for member in 0..next.dim().0 {
-            crate::data::sampling::add_noise(next.index_axis_mut(Axis(0), member), positions.index_axis(Axis(0), member), std.index_axis(Axis(0), member), seed, member as u64, step as u64);
+            crate::data::sampling::add_noise(
+                next.index_axis_mut(Axis(0), member),
+                positions.index_axis(Axis(0), member),
+                std.index_axis(Axis(0), member),
+                seed,
+                member as u64,
+                step as u64,
+            );
         }
         if !next.iter().all(|v| v.is_finite()) {
             return f64::INFINITY;

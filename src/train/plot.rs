@@ -39,13 +39,7 @@ pub fn plot_losses(history: &[EpochStats], title: &str, path: &Path) -> Result<(
         .y_label_area_size(70)
         .build_cartesian_2d(1usize..history.len().max(2), (low * 0.8..high * 1.25).log_scale())
         .map_err(|e| draw(&e))?;
-    chart
-        .configure_mesh()
-        .x_desc("epoch")
-        .y_desc("MSE of dx")
-        .y_label_formatter(&|v| format!("{v:.1e}"))
-        .draw()
-        .map_err(|e| draw(&e))?;
+    chart.configure_mesh().x_desc("epoch").y_desc("MSE of dx").y_label_formatter(&|v| format!("{v:.1e}")).draw().map_err(|e| draw(&e))?;
     let kept = kept_epoch(history).filter(|s| s.validation_mse.is_some());
     let validation_label = kept.map_or(String::new(), |s| format!("validation (kept epoch {})", s.epoch));
     for (label, color, pick) in [
@@ -90,19 +84,14 @@ pub fn plot_correlations(
 ) -> Result<(), PlotError> {
     use ndarray::Axis;
     let draw = |e: &dyn std::fmt::Display| PlotError { path: path.display().to_string(), message: e.to_string() };
-    let series = |a: ndarray::ArrayView3<f32>, pick: &dyn Fn(ndarray::ArrayView2<f32>) -> f64| -> Vec<f64> {
-        a.axis_iter(Axis(0)).map(&pick).collect()
-    };
+    let series = |a: ndarray::ArrayView3<f32>, pick: &dyn Fn(ndarray::ArrayView2<f32>) -> f64| -> Vec<f64> { a.axis_iter(Axis(0)).map(&pick).collect() };
     let mean = |frame: ndarray::ArrayView2<f32>| frame.iter().map(|v| f64::from(*v)).sum::<f64>() / frame.len() as f64;
     let p1 = |frame: ndarray::ArrayView2<f32>| frame.row(0).iter().map(|v| f64::from(*v)).sum::<f64>() / 3.0;
     let p7_x = |frame: ndarray::ArrayView2<f32>| f64::from(frame[[6, 0]]);
     let p12_y = |frame: ndarray::ArrayView2<f32>| f64::from(frame[[11, 1]]);
-    let panels: [(&str, f64, &dyn Fn(ndarray::ArrayView2<f32>) -> f64); 4] = [
-        ("centre of mass", r2.cm, &mean),
-        ("particle 1 mean", r2.p1_cm, &p1),
-        ("particle 7 x", r2.p7_x, &p7_x),
-        ("particle 12 y", r2.p12_y, &p12_y),
-    ];
+    type Statistic<'a> = &'a dyn Fn(ndarray::ArrayView2<f32>) -> f64;
+    let panels: [(&str, f64, Statistic); 4] =
+        [("centre of mass", r2.cm, &mean), ("particle 1 mean", r2.p1_cm, &p1), ("particle 7 x", r2.p7_x, &p7_x), ("particle 12 y", r2.p12_y, &p12_y)];
     let root = SVGBackend::new(path, (1000, 900)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| draw(&e))?;
     let root = root.titled(title, ("sans-serif", 24)).map_err(|e| draw(&e))?;
@@ -119,9 +108,7 @@ pub fn plot_correlations(
             .build_cartesian_2d(range.clone(), range.clone())
             .map_err(|e| draw(&e))?;
         chart.configure_mesh().x_desc("true").y_desc("predicted").draw().map_err(|e| draw(&e))?;
-        chart
-            .draw_series(LineSeries::new([(range.start, range.start), (range.end, range.end)], BLACK.mix(0.4)))
-            .map_err(|e| draw(&e))?;
+        chart.draw_series(LineSeries::new([(range.start, range.start), (range.end, range.end)], BLACK.mix(0.4))).map_err(|e| draw(&e))?;
         chart
             .draw_series(t.iter().zip(&p).filter(|(a, b)| a.is_finite() && b.is_finite()).map(|(a, b)| Circle::new((*a, *b), 2, BLUE.mix(0.5).filled())))
             .map_err(|e| draw(&e))?;
@@ -154,8 +141,16 @@ pub fn plot_trajectory(predicted: ndarray::ArrayView3<f32>, truth: ndarray::Arra
     chart.configure_mesh().x_desc("x").y_desc("y").draw().map_err(|e| draw(&e))?;
     let last = truth.dim().0.max(2) - 1;
     let colour = |f: usize| ViridisRGB::get_color(f as f64 / last as f64);
-    chart.draw_series(t.iter().map(|&(f, x, y)| Circle::new((x, y), 3, colour(f).filled()))).map_err(|e| draw(&e))?.label("true").legend(|(x, y)| Circle::new((x, y), 3, BLACK.filled()));
-    chart.draw_series(p.iter().filter(|(_, x, y)| x.is_finite() && y.is_finite()).map(|&(f, x, y)| Cross::new((x, y), 4, colour(f)))).map_err(|e| draw(&e))?.label("predicted").legend(|(x, y)| Cross::new((x, y), 4, BLACK));
+    chart
+        .draw_series(t.iter().map(|&(f, x, y)| Circle::new((x, y), 3, colour(f).filled())))
+        .map_err(|e| draw(&e))?
+        .label("true")
+        .legend(|(x, y)| Circle::new((x, y), 3, BLACK.filled()));
+    chart
+        .draw_series(p.iter().filter(|(_, x, y)| x.is_finite() && y.is_finite()).map(|&(f, x, y)| Cross::new((x, y), 4, colour(f))))
+        .map_err(|e| draw(&e))?
+        .label("predicted")
+        .legend(|(x, y)| Cross::new((x, y), 4, BLACK));
     chart.configure_series_labels().border_style(BLACK).background_style(WHITE).draw().map_err(|e| draw(&e))?;
     root.present().map_err(|e| draw(&e))
 }
@@ -180,13 +175,7 @@ pub fn plot_rollout_errors(baselines: &[ForecastRow], models: &[ForecastRow], ti
         .y_label_area_size(70)
         .build_cartesian_2d((1.0..steps.max(2) as f64).log_scale(), (low * 0.8..high * 1.25).log_scale())
         .map_err(|e| draw(&e))?;
-    chart
-        .configure_mesh()
-        .x_desc("rollout steps")
-        .y_desc("RMSE of positions")
-        .y_label_formatter(&|v| format!("{v:.0e}"))
-        .draw()
-        .map_err(|e| draw(&e))?;
+    chart.configure_mesh().x_desc("rollout steps").y_desc("RMSE of positions").y_label_formatter(&|v| format!("{v:.0e}")).draw().map_err(|e| draw(&e))?;
     let greys = [RGBColor(0, 0, 0), RGBColor(110, 110, 110), RGBColor(160, 120, 60), RGBColor(90, 90, 170)];
     for (i, row) in rows().enumerate() {
         let baseline = i < baselines.len();
@@ -218,7 +207,12 @@ pub fn plot_rollout_chains(truth: &[Array2<f32>], predicted: &[Array2<f32>], hor
         .iter()
         .copied()
         .filter(|h| *h >= 1 && *h <= truth.len().min(predicted.len()))
-        .map(|step| (format!("after {step} step{}", if step == 1 { "" } else { "s" }), vec![("true", &truth[step - 1], BLACK), ("predicted", &predicted[step - 1], RED)]))
+        .map(|step| {
+            (
+                format!("after {step} step{}", if step == 1 { "" } else { "s" }),
+                vec![("true", &truth[step - 1], BLACK), ("predicted", &predicted[step - 1], RED)],
+            )
+        })
         .collect();
     plot_chains(&panels, title, path)
 }
@@ -261,8 +255,13 @@ fn plot_chains(panels: &[Panel], title: &str, path: &Path) -> Result<(), PlotErr
             .map_err(|e| draw(&e))?;
         chart.configure_mesh().x_desc("x").y_desc("y").draw().map_err(|e| draw(&e))?;
         for &(label, frame, color) in chains {
-            let beads: Vec<(f64, f64)> = frame.rows().into_iter().map(|r| (f64::from(r[0]), f64::from(r[1]))).filter(|(x, y)| x.is_finite() && y.is_finite()).collect();
-            chart.draw_series(LineSeries::new(beads.clone(), color.stroke_width(2))).map_err(|e| draw(&e))?.label(label).legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], color.stroke_width(2)));
+            let beads: Vec<(f64, f64)> =
+                frame.rows().into_iter().map(|r| (f64::from(r[0]), f64::from(r[1]))).filter(|(x, y)| x.is_finite() && y.is_finite()).collect();
+            chart
+                .draw_series(LineSeries::new(beads.clone(), color.stroke_width(2)))
+                .map_err(|e| draw(&e))?
+                .label(label)
+                .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], color.stroke_width(2)));
             chart.draw_series(beads.into_iter().map(|b| Circle::new(b, 4, color.filled()))).map_err(|e| draw(&e))?;
         }
         chart.configure_series_labels().border_style(BLACK).background_style(WHITE).draw().map_err(|e| draw(&e))?;
@@ -275,7 +274,8 @@ fn plot_chains(panels: &[Panel], title: &str, path: &Path) -> Result<(), PlotErr
 pub fn plot_pair_distances(figures: &SampledFigures, title: &str, path: &Path) -> Result<(), PlotError> {
     let draw = |e: &dyn std::fmt::Display| PlotError { path: path.display().to_string(), message: e.to_string() };
     let centres: Vec<f64> = figures.bin_edges.windows(2).map(|w| 0.5 * (w[0] + w[1])).collect();
-    let high = figures.densities.iter().flat_map(|(_, d)| d.iter()).chain(&figures.data_density).fold(0.0_f64, |m, v| if v.is_finite() { m.max(*v) } else { m });
+    let high =
+        figures.densities.iter().flat_map(|(_, d)| d.iter()).chain(&figures.data_density).fold(0.0_f64, |m, v| if v.is_finite() { m.max(*v) } else { m });
     let (Some(&first), Some(&last)) = (figures.bin_edges.first(), figures.bin_edges.last()) else { return Err(draw(&"no bins")) };
     if high <= 0.0 {
         return Err(draw(&"no distances to plot"));

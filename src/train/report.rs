@@ -44,7 +44,11 @@ pub fn render_report(cards: &[ModelCard]) -> String {
         .collect();
     sources.sort();
     sources.dedup();
-    let _ = writeln!(out, "Data: {}. Split chronologically as in the study; metrics on the test pairs, R² of predicted next positions x + dx.\n", sources.join(", "));
+    let _ = writeln!(
+        out,
+        "Data: {}. Split chronologically as in the study; metrics on the test pairs, R² of predicted next positions x + dx.\n",
+        sources.join(", ")
+    );
     out.push_str("| model | params | trained on | epochs | shuffle | output scale | R² cm | R² p1 cm | R² p7 x | R² p12 y | equivariance error (37° x) | E(3) error | test MSE (dx) | dx-skill | s/epoch | × study speed | frames/s B=1 | frames/s B=32 | frames/s B=32, server pool | × study frames/s |\n");
     out.push_str("|---|---:|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     for card in cards {

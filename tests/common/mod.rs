@@ -95,12 +95,7 @@ pub fn trained_models_dir() -> &'static Path {
             .arg(dir.path())
             .output()
             .expect("train-export runs");
-        assert!(
-            output.status.success(),
-            "train-export failed: {}\n{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
+        assert!(output.status.success(), "train-export failed: {}\n{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
         dir
     })
     .path()
@@ -151,9 +146,14 @@ impl TestServer {
         let rollouts_in_progress = core.rollouts_in_progress();
         let served = Arc::clone(&core);
         let task = tokio::spawn(async move {
-            serve(served, listener, async {
-                let _ = stopped.await;
-            }, options)
+            serve(
+                served,
+                listener,
+                async {
+                    let _ = stopped.await;
+                },
+                options,
+            )
             .await
             .expect("server runs");
         });

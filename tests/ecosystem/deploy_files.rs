@@ -2,7 +2,6 @@
 //! tests/deploy/validate.py (Kubernetes schemas, KServe's CRD schemas, and every flag
 //! and variable they set against `equiserve --help`).
 
-
 use std::{path::Path, process::Command};
 
 #[test]

@@ -2,10 +2,9 @@
 //! unmodified `tritonclient[grpc]` package runs tests/tritonclient/check.py against the
 //! server; its tensors are then compared with ONNX Runtime and with the server's own Rollout.
 
-
 use std::{path::Path, process::Command};
 
-use crate::common::{LIMITS, TEST_SERVER_OPTIONS, TestServer, copy_model, shipped_model, trained_models_dir, test_python};
+use crate::common::{LIMITS, TEST_SERVER_OPTIONS, TestServer, copy_model, shipped_model, test_python, trained_models_dir};
 use equiserve::{
     onnx::{ExecutionDevice, OnnxModel, Signature},
     proto::v1::RolloutRequest,
@@ -44,9 +43,11 @@ async fn tritonclient_works_unmodified() {
     let results = repository.path().join("results.npz");
     let address = server.uri.trim_start_matches("http://").to_string();
     let (script, out) = (Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tritonclient/check.py"), results.clone());
-    let output = tokio::task::spawn_blocking(move || Command::new(python).arg(script).arg(address).arg(out).arg(LIMITS.max_batch.to_string()).output().expect("python runs"))
-        .await
-        .expect("joins");
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(python).arg(script).arg(address).arg(out).arg(LIMITS.max_batch.to_string()).output().expect("python runs")
+    })
+    .await
+    .expect("joins");
     let log = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
     assert!(output.status.success(), "check.py failed:\n{log}");
     assert!(log.contains("every check passed"), "{log}");

@@ -2,7 +2,6 @@
 //! swaps in with no failed request, broken ones are refused while the old version keeps
 //! answering, and a rollout finishes on the version it started on.
 
-
 use std::{
     path::Path,
     sync::{
@@ -14,11 +13,11 @@ use std::{
 
 use crate::common::{TEST_SERVER_OPTIONS, TestServer, copy_model, shipped_model, trained_models_dir};
 use equiserve::{
+    onnx::ExecutionDevice,
     proto::{
         inference::{RepositoryIndexRequest, RepositoryModelLoadRequest, grpc_inference_service_client::GrpcInferenceServiceClient},
         v1::{PredictRequest, RolloutRequest, dynamics_client::DynamicsClient},
     },
-    onnx::ExecutionDevice,
     serve::{ModelControl, ModelRegistry, PoolConfig, RegistryError, VersionState},
 };
 use tokio_stream::StreamExt;
@@ -158,7 +157,8 @@ async fn polled_repository_swaps_versions_under_load_and_keeps_serving_through_b
     assert_eq!(streamed, expected, "the rollout ran on the version it started on");
     assert_ne!(streamed, rollout_frames(&mut server.client, "2", steps).await, "versions 1 and 2 differ");
 
-    let status = server.client.predict(PredictRequest { model: "mlp".into(), positions: frame(1), version: "1".into(), ..Default::default() }).await.expect_err("gone");
+    let status =
+        server.client.predict(PredictRequest { model: "mlp".into(), positions: frame(1), version: "1".into(), ..Default::default() }).await.expect_err("gone");
     assert_eq!(status.code(), Code::NotFound, "{status:?}");
     let failures = looping.failures().await;
     assert!(failures.is_empty(), "{} failed requests: {:?}", failures.len(), &failures[..failures.len().min(5)]);
@@ -194,7 +194,10 @@ async fn explicit_loads_say_why_they_failed_and_keep_the_old_version() {
     let status = repository_client.repository_model_load(load("absent")).await.expect_err("absent");
     assert_eq!(status.code(), Code::NotFound, "{status:?}");
     let index = repository_client.repository_index(RepositoryIndexRequest { ready: true, ..Default::default() }).await.expect("index").into_inner();
-    assert_eq!(index.models.iter().map(|m| (m.name.as_str(), m.version.as_str(), m.state.as_str())).collect::<Vec<_>>(), [("mlp", "1", "READY"), ("mlp", "2", "READY")]);
+    assert_eq!(
+        index.models.iter().map(|m| (m.name.as_str(), m.version.as_str(), m.state.as_str())).collect::<Vec<_>>(),
+        [("mlp", "1", "READY"), ("mlp", "2", "READY")]
+    );
     let failures = looping.failures().await;
     assert!(failures.is_empty(), "{} failed requests: {:?}", failures.len(), &failures[..failures.len().min(5)]);
     server.shutdown().await;
@@ -214,7 +217,10 @@ async fn repository_changes_need_explicit_control() {
 /// the operator allowed anyone to; with tokens, the protocol's probes need none.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nobody_unauthenticated_changes_the_repository_unless_allowed() {
-    use equiserve::{proto::inference::{ModelReadyRequest, RepositoryModelUnloadRequest, ServerLiveRequest, ServerReadyRequest}, serve::access::AccessTokens};
+    use equiserve::{
+        proto::inference::{ModelReadyRequest, RepositoryModelUnloadRequest, ServerLiveRequest, ServerReadyRequest},
+        serve::access::AccessTokens,
+    };
     let repository = tempfile::tempdir().expect("temp dir");
     copy_model(&trained_models_dir().join("mlp"), &repository.path().join("mlp/1"));
     let guarded = equiserve::serve::ServerOptions { allow_unauthenticated_admin: false, ..TEST_SERVER_OPTIONS };

@@ -56,10 +56,7 @@ fn burn_gradients_are_the_layers_derivatives() {
     let mut ops = BurnOps::new(Device::flex().autodiff());
     let (b1, b2) = (to_burn(&mut ops, &x1), to_burn(&mut ops, &x2));
     let y = tp.forward(&mut ops, &b1, &b2, None);
-    let c: Tensor<2> = Tensor::from_data(
-        TensorData::new(coeffs.iter().map(|v| *v as f32).collect::<Vec<_>>(), [5, out.dim()]),
-        &Device::flex().autodiff(),
-    );
+    let c: Tensor<2> = Tensor::from_data(TensorData::new(coeffs.iter().map(|v| *v as f32).collect::<Vec<_>>(), [5, out.dim()]), &Device::flex().autodiff());
     let y2: Tensor<2> = y.value().clone().reshape([5, out.dim()]);
     let loss = (y2 * c).sum();
     let grads = loss.backward();

@@ -63,11 +63,15 @@ fn tensor_products_and_linear_match_e3nn() {
                 assert_eq!(tp.instructions().len(), instructions.len(), "{name}: instruction count");
                 for (ours, theirs) in tp.instructions().iter().zip(instructions) {
                     let theirs_shape: Vec<usize> = theirs["path_shape"].as_array().expect("shape").iter().map(|d| d.as_u64().expect("dim") as usize).collect();
-                    assert_eq!((ours.i_in1, ours.i_in2, ours.i_out), (
-                        theirs["i_in1"].as_u64().expect("i") as usize,
-                        theirs["i_in2"].as_u64().expect("i") as usize,
-                        theirs["i_out"].as_u64().expect("i") as usize,
-                    ), "{name}: instruction order");
+                    assert_eq!(
+                        (ours.i_in1, ours.i_in2, ours.i_out),
+                        (
+                            theirs["i_in1"].as_u64().expect("i") as usize,
+                            theirs["i_in2"].as_u64().expect("i") as usize,
+                            theirs["i_out"].as_u64().expect("i") as usize,
+                        ),
+                        "{name}: instruction order"
+                    );
                     assert_eq!(ours.path_shape, theirs_shape, "{name}");
                     assert!((ours.path_weight - theirs["path_weight"].as_f64().expect("weight")).abs() < 1e-12, "{name}: path weight");
                 }
@@ -95,14 +99,9 @@ fn fully_connected_net_and_gate_match_e3nn() {
 
     let g = &fixture["gate"];
     let acts = |v: &Value| v.as_array().expect("acts").iter().map(activation).collect::<Vec<_>>();
-    let gate = Gate::new(
-        irreps(&g["irreps_scalars"]),
-        acts(&g["acts_scalars"]),
-        irreps(&g["irreps_gates"]),
-        acts(&g["acts_gates"]),
-        irreps(&g["irreps_gated"]),
-    )
-    .expect("valid gate");
+    let gate =
+        Gate::new(irreps(&g["irreps_scalars"]), acts(&g["acts_scalars"]), irreps(&g["irreps_gates"]), acts(&g["acts_gates"]), irreps(&g["irreps_gated"]))
+            .expect("valid gate");
     assert_eq!(gate.irreps_in, irreps(&g["irreps_in"]));
     assert_eq!(gate.irreps_out, irreps(&g["irreps_out"]));
     assert_close(&gate.forward(&mut Eager, &array(&g["x"])), &array(&g["output"]), 1e-10, "Gate");
@@ -121,7 +120,10 @@ fn tensor_product_rejects_impossible_paths() {
 /// function as the plain product on the copies (here: 12 nodes, each copied to 3 edges).
 #[test]
 fn gathered_tensor_product_equals_the_product_on_gathered_rows() {
-    use equiserve::{e3::Irreps, nn::{Eager, TensorProduct}};
+    use equiserve::{
+        e3::Irreps,
+        nn::{Eager, TensorProduct},
+    };
     use ndarray::{ArrayD, IxDyn};
     use rand::{Rng, SeedableRng, rngs::StdRng};
     use rand_distr::StandardNormal;

@@ -88,9 +88,7 @@ fn wigner_3j_and_harmonics_are_jointly_invariant() {
     let lmax = 4;
     let sh = SphericalHarmonics::new(lmax);
     let (a, b, c) = ([0.3, -1.2, 0.7], [1.1, 0.4, -0.5], [-0.2, 0.9, 1.3]);
-    let block = |v: [f64; 3], l: u32| -> Vec<f64> {
-        sh.eval(v, false, Normalization::Component)[(l * l) as usize..((l + 1) * (l + 1)) as usize].to_vec()
-    };
+    let block = |v: [f64; 3], l: u32| -> Vec<f64> { sh.eval(v, false, Normalization::Component)[(l * l) as usize..((l + 1) * (l + 1)) as usize].to_vec() };
     let invariant = |a: [f64; 3], b: [f64; 3], c: [f64; 3], (l1, l2, l3): (u32, u32, u32)| -> f64 {
         let w = wigner_3j(l1, l2, l3);
         let (ya, yb, yc) = (block(a, l1), block(b, l2), block(c, l3));

@@ -154,7 +154,8 @@ fn equivariant_history_models_move_with_the_whole_window() {
     let (positions, previous) = windows(3, 2, &mut rng);
     let pair = pair_force(3, 6);
     let gate = history_gate_network(3, 7);
-    let models: [(&str, &dyn Fn(&[ArrayD<f64>]) -> ArrayD<f64>); 2] = [
+    type Forward<'a> = &'a dyn Fn(&[ArrayD<f64>]) -> ArrayD<f64>;
+    let models: [(&str, Forward); 2] = [
         ("pairforce", &|x| pair.forward(&mut Eager, &ModelInputs { positions: &x[0], previous: Some(&x[1]) })),
         ("e3large", &|x| gate.forward(&mut Eager, &ModelInputs { positions: &x[0], previous: Some(&x[1]) })),
     ];
@@ -185,7 +186,8 @@ fn a_batch_of_windows_gives_what_each_window_gives_alone() {
     let pair = pair_force(3, 9);
     let mlp = seeded(Mlp::with_history(3), 10);
     let gate = history_gate_network(3, 11);
-    let models: [(&str, &dyn Fn(&ArrayD<f64>, &ArrayD<f64>) -> ArrayD<f64>); 3] = [
+    type Forward<'a> = &'a dyn Fn(&ArrayD<f64>, &ArrayD<f64>) -> ArrayD<f64>;
+    let models: [(&str, Forward); 3] = [
         ("pairforce", &|x, p| pair.forward(&mut Eager, &ModelInputs { positions: x, previous: Some(p) })),
         ("mlp", &|x, p| mlp.forward(&mut Eager, &ModelInputs { positions: x, previous: Some(p) })),
         ("e3large", &|x, p| gate.forward(&mut Eager, &ModelInputs { positions: x, previous: Some(p) })),
@@ -207,7 +209,23 @@ fn served_history_models() -> &'static PathBuf {
     &DIR.get_or_init(|| {
         let dir = tempfile::tempdir().expect("temp dir");
         let output = train_export()
-            .args(["--model", "pairforce", "--history", "3", "--frames", "600", "--epochs", "30", "--lr", "0.01", "--seed", "2", "--long-steps", "1500", "--out"])
+            .args([
+                "--model",
+                "pairforce",
+                "--history",
+                "3",
+                "--frames",
+                "600",
+                "--epochs",
+                "30",
+                "--lr",
+                "0.01",
+                "--seed",
+                "2",
+                "--long-steps",
+                "1500",
+                "--out",
+            ])
             .arg(dir.path())
             .output()
             .expect("train-export runs");
@@ -424,8 +442,7 @@ fn several_trajectories_train_and_score_together() {
         .output()
         .expect("runs");
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    let card: serde_json::Value =
-        serde_json::from_str(&fs::read_to_string(dir.path().join("models/pairforce-h3/card.json")).expect("card")).expect("json");
+    let card: serde_json::Value = serde_json::from_str(&fs::read_to_string(dir.path().join("models/pairforce-h3/card.json")).expect("card")).expect("json");
     assert!(card["data"]["source"].as_str().expect("first").ends_with("a.npz"));
     assert!(card["more_data"][0]["source"].as_str().expect("second").ends_with("b.npz"));
     // floor(0.8 · 299) = 239 pairs each, the first 2 without a full window: 237 + 237.

@@ -158,15 +158,8 @@ fn other_gate_network_kwargs_import() {
     fs::write(&kwargs, serde_json::to_string(&config).expect("json")).expect("write");
 
     let model_dir = dir.path().join("small_gate");
-    let output = train_export()
-        .args(["import-e3nn", "--kwargs"])
-        .arg(&kwargs)
-        .arg("--weights")
-        .arg(&weights)
-        .arg("--out")
-        .arg(&model_dir)
-        .output()
-        .expect("runs");
+    let output =
+        train_export().args(["import-e3nn", "--kwargs"]).arg(&kwargs).arg("--weights").arg(&weights).arg("--out").arg(&model_dir).output().expect("runs");
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let card: serde_json::Value = serde_json::from_str(&fs::read_to_string(model_dir.join("card.json")).expect("card")).expect("json");
     assert_eq!(card["params"], network.num_params());

@@ -103,7 +103,16 @@ fn tensor_products_are_equivariant_in_every_mode() {
     fc.set_weight((0..fc.weight_numel()).map(|_| rng.sample(StandardNormal)).collect()).expect("count");
     let same = irreps("2x0e+2x1o+2x2e");
     let modes = [
-        ("uvu", TensorProduct::new(same.clone(), irreps("2x1o"), irreps("2x1e+2x1o+2x2o"), &[(1, 0, 0, Mode::Uvu, true), (0, 0, 1, Mode::Uvu, true), (2, 0, 2, Mode::Uvu, false)], false)),
+        (
+            "uvu",
+            TensorProduct::new(
+                same.clone(),
+                irreps("2x1o"),
+                irreps("2x1e+2x1o+2x2o"),
+                &[(1, 0, 0, Mode::Uvu, true), (0, 0, 1, Mode::Uvu, true), (2, 0, 2, Mode::Uvu, false)],
+                false,
+            ),
+        ),
         ("uvv", TensorProduct::new(irreps("2x1o"), same.clone(), irreps("2x1o+2x2e"), &[(0, 0, 0, Mode::Uvv, true), (0, 1, 1, Mode::Uvv, false)], false)),
         ("uuu", TensorProduct::new(same.clone(), same.clone(), irreps("2x1e+2x0e"), &[(1, 1, 0, Mode::Uuu, true), (2, 2, 1, Mode::Uuu, false)], false)),
         ("uuw", TensorProduct::new(same.clone(), same.clone(), irreps("3x1e+1x0e"), &[(1, 1, 0, Mode::Uuw, true), (2, 2, 1, Mode::Uuw, false)], false)),

@@ -199,3 +199,30 @@ fn zoo_graphs_store_no_unused_initializers() {
     check("gnn", &Gnn::new());
     check("se3net", &Se3Transformer::new(2, 2, false));
 }
+
+/// A graph whose output has other rows than its input (here, always the first frame's)
+/// is refused at every call with what came back, never cut into other requests'
+/// answers; and a server refuses to load it.
+#[test]
+fn outputs_that_lose_the_batch_are_refused() {
+    let repository = tempfile::tempdir().expect("temp dir");
+    let folder = repository.path().join("dropper");
+    std::fs::create_dir_all(&folder).expect("folder");
+    let path = folder.join("model.onnx");
+    let mut graph = GraphBuilder::new(Signature::dynamics(1), Precision::F32);
+    let positions = graph.input("positions").expect("positions");
+    let first = graph.slice(&positions, 0, 0, 1);
+    std::fs::write(&path, graph.finish(&[first], "drops rows", &[]).encode_to_vec()).expect("writes");
+    let mut session = OnnxModel::load(&path, &Signature::dynamics(1), ExecutionDevice::Cpu, 1).expect("its declared shapes fit");
+    assert!(session.run(Array3::zeros((1, 12, 3)).view()).is_ok(), "one frame keeps its one row");
+    let error = session.run(Array3::zeros((3, 12, 3)).view()).expect_err("three frames get one row");
+    assert!(error.to_string().contains("'dx' came back [1, 12, 3] for 3 frames"), "{error}");
+
+    let mut card: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(crate::common::shipped_model("mlp").join("card.json")).expect("card")).expect("json");
+    card["name"] = serde_json::json!("dropper");
+    std::fs::write(folder.join("card.json"), card.to_string()).expect("writes");
+    let opened = equiserve::serve::ModelRegistry::open(repository.path(), ExecutionDevice::Cpu, Default::default(), equiserve::serve::ModelControl::None);
+    let error = opened.err().expect("nothing loads");
+    assert!(error.to_string().contains("'dx' came back"), "{error}");
+}

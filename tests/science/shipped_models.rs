@@ -42,7 +42,11 @@ async fn every_model_of_the_zoo_is_shipped_with_parity_and_served() {
         assert_eq!(card["params"].as_u64(), Some(params[name]), "{name}");
 
         let positions = frames();
-        let predicted = server.client.predict(PredictRequest { model: name.into(), positions: positions.clone(), previous: Vec::new(), ..Default::default() }).await.expect("predict");
+        let predicted = server
+            .client
+            .predict(PredictRequest { model: name.into(), positions: positions.clone(), previous: Vec::new(), ..Default::default() })
+            .await
+            .expect("predict");
         let dx = predicted.into_inner().dx;
         assert_eq!(dx.len(), positions.len(), "{name}");
         assert!(dx.iter().all(|v| v.is_finite()), "{name}: {dx:?}");
@@ -50,7 +54,8 @@ async fn every_model_of_the_zoo_is_shipped_with_parity_and_served() {
 
     // The default: a history model reading 4 frames, served with its window.
     let name = "pairforce-h4";
-    let summary = server.client.get_model(GetModelRequest { name: name.into(), ..Default::default() }).await.expect("shipped").into_inner().summary.expect("summary");
+    let summary =
+        server.client.get_model(GetModelRequest { name: name.into(), ..Default::default() }).await.expect("shipped").into_inner().summary.expect("summary");
     assert_eq!(summary.history_frames, 4);
     let positions = frames();
     // Each frame's three predecessors, oldest first: the chain drifting along x.
@@ -58,7 +63,8 @@ async fn every_model_of_the_zoo_is_shipped_with_parity_and_served() {
         .chunks(36)
         .flat_map(|frame| (0..3).flat_map(move |k| frame.iter().enumerate().map(move |(i, v)| if i % 3 == 0 { v - 0.01 * (3 - k) as f32 } else { *v })))
         .collect();
-    let predicted = server.client.predict(PredictRequest { model: name.into(), positions, previous, ..Default::default() }).await.expect("predict").into_inner();
+    let predicted =
+        server.client.predict(PredictRequest { model: name.into(), positions, previous, ..Default::default() }).await.expect("predict").into_inner();
     assert!(predicted.dx.iter().all(|v| v.is_finite()), "{name}");
     server.shutdown().await;
 }

@@ -19,9 +19,7 @@ impl TensorProduct {
     /// A product with shared uvw weights and one scalar as its second input: e3nn's
     /// `Linear` times a scalar attribute, as its `FullyConnectedTensorProduct(x, 0e)`.
     pub(super) fn is_linear(&self) -> bool {
-        self.weight.is_some()
-            && self.irreps_in2.dim() == 1
-            && self.instructions.iter().all(|ins| ins.mode == Mode::Uvw && ins.has_weight)
+        self.weight.is_some() && self.irreps_in2.dim() == 1 && self.instructions.iter().all(|ins| ins.mode == Mode::Uvw && ins.has_weight)
     }
 
     /// `forward` of a linear product (`is_linear`) with x1 given as one [rows, mul·dim]
@@ -31,14 +29,7 @@ impl TensorProduct {
     /// (the path weights ⊗ the 3j symbol) ONNX Runtime folds to a constant at load. Per
     /// path, the transposes around a channel-mixing matmul would cost more than the
     /// matmul itself.
-    pub(crate) fn forward_linear<O: Ops>(
-        &self,
-        ops: &mut O,
-        blocks: &[O::Tensor],
-        layout: BlockLayout,
-        block_scales: &[f64],
-        x2: &O::Tensor,
-    ) -> O::Tensor {
+    pub(crate) fn forward_linear<O: Ops>(&self, ops: &mut O, blocks: &[O::Tensor], layout: BlockLayout, block_scales: &[f64], x2: &O::Tensor) -> O::Tensor {
         assert!(self.is_linear(), "forward_linear takes linear products only");
         assert_eq!(blocks.len(), self.irreps_in1.len(), "one block per input irrep");
         let shared = self.weight.as_ref().expect("checked by is_linear");
@@ -245,5 +236,4 @@ impl TensorProduct {
         let out = rowwise_matmul(ops, &x2, y, 1, dim2, dim_out);
         ops.reshape(&out, &[-1, dim_out])
     }
-
 }

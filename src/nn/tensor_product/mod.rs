@@ -42,12 +42,7 @@ impl TensorProduct {
             return self.contract_dense(ops, &dense, x1, x2);
         }
         if self.is_linear() {
-            let blocks: Vec<O::Tensor> = self
-                .irreps_in1
-                .slices()
-                .iter()
-                .map(|range| ops.slice(x1, 1, range.start, range.end))
-                .collect();
+            let blocks: Vec<O::Tensor> = self.irreps_in1.slices().iter().map(|range| ops.slice(x1, 1, range.start, range.end)).collect();
             return self.forward_linear(ops, &blocks, BlockLayout::MulFirst, &vec![1.0; blocks.len()], x2);
         }
         let path_weights = self.path_weights(ops, weights);
@@ -66,7 +61,6 @@ impl TensorProduct {
         let out = self.forward(ops, x1, x2, None);
         channels_last(ops, &out, &self.irreps_out, 2)
     }
-
 
     pub fn irreps_in1(&self) -> &Irreps {
         &self.irreps_in1
@@ -99,8 +93,8 @@ impl TensorProduct {
 mod tests {
     use ndarray::{ArrayD, IxDyn};
 
-    use super::*;
     use super::dense::DENSE_LIMIT;
+    use super::*;
     use crate::nn::Eager;
 
     /// The dense bilinear tensor is the sum over paths, for every connection mode, with
@@ -117,8 +111,7 @@ mod tests {
             (1, 1, 0, Mode::Uuu, false),
             (0, 0, 0, Mode::Uvu, false),
         ];
-        let mut tp = TensorProduct::new(irreps("2x0e+2x1o"), irreps("2x0e+2x1o"), irreps("2x0e+2x1o+2x1e"), &instructions, true)
-            .expect("valid instructions");
+        let mut tp = TensorProduct::new(irreps("2x0e+2x1o"), irreps("2x0e+2x1o"), irreps("2x0e+2x1o+2x1e"), &instructions, true).expect("valid instructions");
         tp.set_weight((0..tp.weight_numel).map(|i| (i as f64 * 0.7).sin()).collect()).expect("sized");
         let x1 = ArrayD::from_shape_fn(IxDyn(&[5, 8]), |ix| ((ix[0] * 8 + ix[1]) as f64 * 0.37).cos());
         let x2 = ArrayD::from_shape_fn(IxDyn(&[5, 8]), |ix| ((ix[0] * 8 + ix[1]) as f64 * 0.53).sin());

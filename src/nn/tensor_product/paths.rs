@@ -18,6 +18,9 @@ pub(super) enum PathWeight<T> {
     PerSample(T),
 }
 
+/// Copies node rows onto edge rows: (ops, node features, width) → edge features.
+pub type Gather<'a, O> = dyn FnMut(&mut O, &<O as Ops>::Tensor, usize) -> <O as Ops>::Tensor + 'a;
+
 impl TensorProduct {
     /// Each weighted path's weights: a view of the shared ones, or a slice of the per-sample ones.
     pub(super) fn path_weights<O: Ops>(&self, ops: &mut O, per_sample: Option<&O::Tensor>) -> Vec<Option<PathWeight<O::Tensor>>> {
@@ -84,18 +87,8 @@ impl TensorProduct {
     /// copies (edge harmonics), each path's weights mix x1's channels per node before
     /// the copy, so the per-edge work scales with the output multiplicities instead of
     /// x1's: the same function, much less work where mul_out < mul_in1.
-    pub fn forward_gathered<O: Ops>(
-        &self,
-        ops: &mut O,
-        x1: &O::Tensor,
-        x2: &O::Tensor,
-        gather: &mut dyn FnMut(&mut O, &O::Tensor, usize) -> O::Tensor,
-    ) -> O::Tensor {
-        let mixed_width: usize = self
-            .instructions
-            .iter()
-            .map(|ins| self.irreps_out.0[ins.i_out].mul * self.irreps_in1.0[ins.i_in1].ir.dim())
-            .sum();
+    pub fn forward_gathered<O: Ops>(&self, ops: &mut O, x1: &O::Tensor, x2: &O::Tensor, gather: &mut Gather<O>) -> O::Tensor {
+        let mixed_width: usize = self.instructions.iter().map(|ins| self.irreps_out.0[ins.i_out].mul * self.irreps_in1.0[ins.i_in1].ir.dim()).sum();
         let (dim1, dim2, dim_out) = (self.irreps_in1.dim(), self.irreps_in2.dim(), self.irreps_out.dim());
         if let Some(dense) = self.dense_bilinear(ops) {
             if dim2 * dim_out >= dim1 {
@@ -160,7 +153,6 @@ impl TensorProduct {
         }
         concat_outputs(ops, sums, &self.irreps_out, x2, self.irreps_in2.dim())
     }
-
 
     fn path<O: Ops>(
         &self,
