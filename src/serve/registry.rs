@@ -340,12 +340,7 @@ impl ModelRegistry {
                 );
                 tracing::error!(model = %name, version, error = %reason, "model version refused");
                 let mut models = self.write();
-                let slot = models.entry(name.clone()).or_default().entry(version).or_insert_with(|| VersionSlot {
-                    folder: folder.clone(),
-                    stamp,
-                    serving: None,
-                    failure: None,
-                });
+                let slot = slot_of(&mut models, &name, version, &folder, stamp);
                 // No stamp: once the clash is resolved, the next sync loads whichever folder is left.
                 slot.stamp = FileStamp::default();
                 slot.failure = Some(reason.clone());
@@ -366,12 +361,7 @@ impl ModelRegistry {
             }
             let loaded = load_version(&folder, &name, version, self.device, self.pool, &self.budget);
             let mut models = self.write();
-            let slot = models.entry(name.clone()).or_default().entry(version).or_insert_with(|| VersionSlot {
-                folder: folder.clone(),
-                stamp,
-                serving: None,
-                failure: None,
-            });
+            let slot = slot_of(&mut models, &name, version, &folder, stamp);
             slot.folder = folder;
             slot.stamp = stamp;
             match loaded {
@@ -459,6 +449,16 @@ fn log_loaded(model: &LoadedModel, replacing: bool) {
         "{}",
         if replacing { "model version reloaded" } else { "model version loaded" }
     );
+}
+
+/// The slot of `name`'s `version`, made empty (from `folder`, `stamp`) if it had none.
+fn slot_of<'a>(models: &'a mut BTreeMap<String, Versions>, name: &str, version: u64, folder: &Path, stamp: FileStamp) -> &'a mut VersionSlot {
+    models.entry(name.to_string()).or_default().entry(version).or_insert_with(|| VersionSlot {
+        folder: folder.to_path_buf(),
+        stamp,
+        serving: None,
+        failure: None,
+    })
 }
 
 fn holds_model(folder: &Path) -> bool {
