@@ -36,6 +36,31 @@ use crate::{
     onnx::{ExecutionDevice, NamedTensors, OnnxModel, RuntimeError, Signature},
 };
 
+/// What runs a model's calls: ONNX Runtime ([`OnnxModel`]), or a stand-in where the
+/// pool itself is tested.
+pub trait Backend: Send + 'static {
+    /// The inputs it takes and the outputs it gives.
+    fn signature(&self) -> &Signature;
+    /// Where it runs, as ONNX Runtime names execution providers.
+    fn execution_provider(&self) -> &'static str;
+    /// Every output of the signature for `inputs`.
+    fn infer(&mut self, inputs: &NamedTensors) -> Result<NamedTensors, RuntimeError>;
+}
+
+impl Backend for OnnxModel {
+    fn signature(&self) -> &Signature {
+        OnnxModel::signature(self)
+    }
+
+    fn execution_provider(&self) -> &'static str {
+        OnnxModel::execution_provider(self)
+    }
+
+    fn infer(&mut self, inputs: &NamedTensors) -> Result<NamedTensors, RuntimeError> {
+        OnnxModel::infer(self, inputs)
+    }
+}
+
 /// How many sessions run one model, how they batch, and how much work may wait.
 #[derive(Debug, Clone, Copy)]
 pub struct PoolConfig {
@@ -171,7 +196,16 @@ impl ModelWorkers {
         config: PoolConfig,
         budget: Arc<MemoryBudget>,
     ) -> Result<Self, RuntimeError> {
-        let load = || OnnxModel::load(onnx_file, signature, device, config.threads_per_worker.max(1));
+        Self::start_with(model, config, budget, || OnnxModel::load(onnx_file, signature, device, config.threads_per_worker.max(1)))
+    }
+
+    /// [`start`](Self::start) with the sessions `load` makes, one per worker.
+    pub fn start_with<B: Backend>(
+        model: &str,
+        config: PoolConfig,
+        budget: Arc<MemoryBudget>,
+        load: impl Fn() -> Result<B, RuntimeError>,
+    ) -> Result<Self, RuntimeError> {
         let mut first = load()?;
         let frame_cost = frame_cost(&mut first)?;
         let execution_provider = first.execution_provider();
@@ -341,7 +375,7 @@ struct Batching {
 
 /// Peak bytes per frame of a call of `session`, on zeros of its signature's shapes (the
 /// memory a call needs depends on the shapes, not the values), after a warm-up call.
-fn frame_cost(session: &mut OnnxModel) -> Result<u64, RuntimeError> {
+fn frame_cost(session: &mut impl Backend) -> Result<u64, RuntimeError> {
     let zeros = |frames: usize| model_inputs(session.signature(), Array3::zeros((frames, PARTICLES, DIMS)).view());
     let (one, probe) = (zeros(1), zeros(PROBE_FRAMES));
     session.infer(&one)?;
@@ -393,7 +427,7 @@ impl Queues {
 
 /// A worker: forms batches from the queues until they close, and runs each once its
 /// memory is reserved.
-fn work(model: &str, mut session: OnnxModel, queues: &Queues, batching: Batching, budget: &MemoryBudget, statistics: &Statistics) {
+fn work(model: &str, mut session: impl Backend, queues: &Queues, batching: Batching, budget: &MemoryBudget, statistics: &Statistics) {
     // A job that did not fit the last batch opens the next one.
     let mut carried: Option<Job> = None;
     loop {
@@ -435,21 +469,44 @@ fn work(model: &str, mut session: OnnxModel, queues: &Queues, batching: Batching
     }
 }
 
+/// One call of the session, whatever it does: a panic or outputs without a row per
+/// frame become an error for the call's jobs, and the worker goes on with the next.
+fn guarded_infer(session: &mut impl Backend, inputs: &NamedTensors, frames: usize) -> Result<NamedTensors, RuntimeError> {
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| session.infer(inputs)));
+    let outputs = match outcome {
+        Ok(result) => result?,
+        Err(panic) => {
+            let message = panic.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| panic.downcast_ref::<String>().cloned()).unwrap_or_default();
+            return Err(RuntimeError::Inference(format!("the model's call panicked: {message}")));
+        }
+    };
+    let wrong = outputs
+        .iter()
+        .find(|(_, value)| value.shape().first() != Some(&frames))
+        .map(|(name, value)| format!("output '{name}' came back {:?} for {frames} frames", value.shape()));
+    match wrong {
+        Some(message) => Err(RuntimeError::Inference(message)),
+        None => Ok(outputs),
+    }
+}
+
 /// Runs the jobs of `batch` as one call and answers each with its own rows.
-fn run_batch(model: &str, session: &mut OnnxModel, mut batch: Vec<Job>, statistics: &Statistics) {
+fn run_batch(model: &str, session: &mut impl Backend, mut batch: Vec<Job>, statistics: &Statistics) {
     let start = Instant::now();
     for job in &batch {
         metrics::job_waited(model, start.duration_since(job.enqueued).as_secs_f64());
     }
     let sizes: Vec<usize> = batch.iter().map(|job| job.inputs.batch()).collect();
-    let result = if batch.len() == 1 {
-        session.infer(&batch[0].inputs).map(|outputs| vec![outputs])
+    let frames: usize = sizes.iter().sum();
+    let stacked = if batch.len() == 1 {
+        Some(std::mem::take(&mut batch[0].inputs))
     } else {
         let inputs: Vec<NamedTensors> = batch.iter_mut().map(|job| std::mem::take(&mut job.inputs)).collect();
-        match NamedTensors::concatenate(&inputs) {
-            Some(stacked) => session.infer(&stacked).map(|outputs| outputs.split(&sizes)),
-            None => Err(RuntimeError::Inference("requests in one batch do not stack".into())),
-        }
+        NamedTensors::concatenate(&inputs)
+    };
+    let result = match stacked {
+        Some(stacked) => guarded_infer(session, &stacked, frames).map(|outputs| outputs.split(&sizes)),
+        None => Err(RuntimeError::Inference("requests in one batch do not stack".into())),
     };
     let computed = start.elapsed();
     metrics::batch_ran(model, sizes.iter().sum(), computed.as_secs_f64());
@@ -467,5 +524,173 @@ fn run_batch(model: &str, session: &mut OnnxModel, mut batch: Vec<Job>, statisti
                 let _ = job.reply.send(Err(error.clone()));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        future::Future,
+        sync::Mutex,
+        task::{Context, Poll},
+    };
+
+    use ndarray::{ArrayD, Axis, Slice};
+
+    use super::*;
+    use crate::onnx::{DX, POSITIONS};
+
+    /// What the stand-in does on one call.
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    enum Behaviour {
+        Double,
+        Fail,
+        Panic,
+        DropRows,
+    }
+
+    /// A backend of the dynamics signature answering dx = 2 · positions, that records
+    /// the frames of every call, misbehaves on the calls `script` names (in order), and,
+    /// with a gate, waits for a token before each call.
+    #[derive(Clone)]
+    struct Fake {
+        signature: Signature,
+        calls: Arc<Mutex<Vec<usize>>>,
+        script: Arc<Mutex<Vec<Behaviour>>>,
+        gate: Option<crossbeam_channel::Receiver<()>>,
+    }
+
+    impl Fake {
+        fn new(gate: Option<crossbeam_channel::Receiver<()>>) -> Self {
+            Self { signature: Signature::dynamics(1), calls: Arc::default(), script: Arc::default(), gate }
+        }
+
+        /// The frames of the calls since the pool started (its two probe calls left out).
+        fn calls(&self) -> Vec<usize> {
+            self.calls.lock().expect("calls").iter().skip(2).copied().collect()
+        }
+
+        fn misbehave(&self, behaviours: &[Behaviour]) {
+            self.script.lock().expect("script").extend_from_slice(behaviours);
+        }
+    }
+
+    impl Backend for Fake {
+        fn signature(&self) -> &Signature {
+            &self.signature
+        }
+
+        fn execution_provider(&self) -> &'static str {
+            "test"
+        }
+
+        fn infer(&mut self, inputs: &NamedTensors) -> Result<NamedTensors, RuntimeError> {
+            if let Some(gate) = &self.gate {
+                let _ = gate.recv();
+            }
+            self.calls.lock().expect("calls").push(inputs.batch());
+            let behaviour = {
+                let mut script = self.script.lock().expect("script");
+                if script.is_empty() { Behaviour::Double } else { script.remove(0) }
+            };
+            let positions = inputs.get(POSITIONS).expect("positions");
+            match behaviour {
+                Behaviour::Double => Ok(NamedTensors::new().with(DX, positions.mapv(|v| 2.0 * v))),
+                Behaviour::Fail => Err(RuntimeError::Inference("the fake failed".into())),
+                Behaviour::Panic => panic!("the fake panicked"),
+                Behaviour::DropRows => Ok(NamedTensors::new().with(DX, positions.slice_axis(Axis(0), Slice::from(0..1)).to_owned())),
+            }
+        }
+    }
+
+    fn pool(fake: &Fake, workers: usize, queue_per_worker: usize, max_batch_frames: usize, max_queue_delay: Duration) -> ModelWorkers {
+        let config =
+            PoolConfig { workers: Some(workers), queue_per_worker, max_batch_frames, max_queue_delay, max_call_bytes: u64::MAX / 4, ..PoolConfig::default() };
+        ModelWorkers::start_with("fake", config, Arc::new(MemoryBudget::new(u64::MAX / 4)), || Ok(fake.clone())).expect("starts")
+    }
+
+    /// `frames` frames whose values tell them apart.
+    fn frames(frames: usize, offset: f32) -> NamedTensors {
+        NamedTensors::dynamics(Array3::from_shape_fn((frames, PARTICLES, DIMS), |(f, p, d)| offset + (f * 36 + p * 3 + d) as f32), None)
+    }
+
+    fn doubled(inputs: &NamedTensors) -> ArrayD<f32> {
+        inputs.get(POSITIONS).expect("positions").mapv(|v| 2.0 * v)
+    }
+
+    #[tokio::test]
+    async fn requests_and_rollout_steps_waiting_together_run_as_one_call_and_each_gets_its_rows() {
+        let fake = Fake::new(None);
+        let workers = pool(&fake, 1, 8, 64, Duration::from_millis(200));
+        let (a, b, c) = (frames(2, 0.0), frames(3, 1000.0), frames(1, 2000.0));
+        let (ra, rb, rc) = tokio::join!(workers.infer(a.clone()), workers.step_rollouts(b.clone()), workers.infer(c.clone()));
+        for (answer, inputs) in [(ra, &a), (rb, &b), (rc, &c)] {
+            assert_eq!(answer.expect("answered").get(DX), Some(&doubled(inputs)));
+        }
+        assert_eq!(fake.calls(), [6], "one call for all three");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn admission_turns_requests_away_beyond_the_bound_and_admits_again_after() {
+        let (open, gate) = crossbeam_channel::unbounded();
+        (0..2).for_each(|_| open.send(()).expect("gate")); // the pool's two probe calls
+        let fake = Fake::new(Some(gate));
+        let workers = Arc::new(pool(&fake, 1, 2, 64, Duration::ZERO));
+        let waiting: Vec<_> = (0..2)
+            .map(|i| {
+                let workers = Arc::clone(&workers);
+                tokio::spawn(async move { workers.infer(frames(1, i as f32)).await })
+            })
+            .collect();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while workers.admitted.load(Ordering::SeqCst) < 2 {
+            assert!(Instant::now() < deadline, "two requests admitted");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(matches!(workers.infer(frames(1, 9.0)).await, Err(EngineError::Busy(2))));
+        (0..2).for_each(|_| open.send(()).expect("gate"));
+        for request in waiting {
+            request.await.expect("joins").expect("answered");
+        }
+        open.send(()).expect("gate");
+        workers.infer(frames(1, 9.0)).await.expect("admitted again");
+    }
+
+    #[tokio::test]
+    async fn a_failing_panicking_or_row_dropping_call_fails_its_request_and_the_worker_goes_on() {
+        let fake = Fake::new(None);
+        let workers = pool(&fake, 1, 8, 64, Duration::ZERO);
+        fake.misbehave(&[Behaviour::Fail, Behaviour::Panic, Behaviour::DropRows]);
+        let messages: Vec<String> = [workers.infer(frames(2, 0.0)).await, workers.infer(frames(2, 0.0)).await, workers.infer(frames(3, 0.0)).await]
+            .into_iter()
+            .map(|outcome| outcome.expect_err("fails").to_string())
+            .collect();
+        assert!(messages[0].contains("the fake failed"), "{messages:?}");
+        assert!(messages[1].contains("panicked") && messages[1].contains("the fake panicked"), "{messages:?}");
+        assert!(messages[2].contains("came back [1, 12, 3] for 3 frames"), "{messages:?}");
+        let inputs = frames(2, 5.0);
+        assert_eq!(workers.infer(inputs.clone()).await.expect("the same worker answers").get(DX), Some(&doubled(&inputs)));
+        assert_eq!(workers.workers(), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_dropped_requests_parts_not_yet_started_never_run() {
+        let (open, gate) = crossbeam_channel::unbounded();
+        (0..2).for_each(|_| open.send(()).expect("gate"));
+        let fake = Fake::new(Some(gate));
+        let workers = pool(&fake, 1, 8, 1, Duration::ZERO);
+        {
+            let mut request = Box::pin(workers.infer(frames(8, 0.0)));
+            let pending = request.as_mut().poll(&mut Context::from_waker(std::task::Waker::noop()));
+            assert!(matches!(pending, Poll::Pending), "eight one-frame parts queued, the first waiting at the gate");
+        }
+        // Tokens for all eight parts and the next request, as if every part ran.
+        (0..9).for_each(|_| open.send(()).expect("gate"));
+        let inputs = frames(1, 3.0);
+        assert_eq!(workers.infer(inputs.clone()).await.expect("answered").get(DX), Some(&doubled(&inputs)));
+        // At most the part a worker had taken when its caller went (it waited at the
+        // gate), then the next request.
+        let calls = fake.calls();
+        assert!((1..=2).contains(&calls.len()) && calls.iter().all(|&frames| frames == 1), "{calls:?}: of 8 parts, {} ran", calls.len() - 1);
     }
 }
