@@ -65,6 +65,12 @@ struct Args {
     /// microseconds; 0 runs at once whatever is waiting (more latency buys throughput).
     #[arg(long, env = "EQUISERVE_MAX_QUEUE_DELAY_US", default_value_t = 0)]
     max_queue_delay_us: u64,
+    /// Seconds of work a model's admitted requests may hold, waiting or running
+    /// (frames × its seconds per frame measured at load, over its sessions): past it,
+    /// requests get RESOURCE_EXHAUSTED at once instead of queueing behind minutes of a
+    /// heavy model's work. A request alone is always admitted.
+    #[arg(long, env = "EQUISERVE_MAX_QUEUED_SECONDS", default_value_t = PoolConfig::default().max_queued_seconds)]
+    max_queued_seconds: f64,
     /// Memory all models' calls may hold at once (e.g. 8GiB; default: half of the
     /// machine's or the container's). Each model's cost per frame is measured at load;
     /// its calls are cut to fit and wait for room beside running ones.
@@ -153,6 +159,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
         max_queue_delay: std::time::Duration::from_micros(args.max_queue_delay_us),
         memory_budget: args.memory_budget.unwrap_or_else(|| PoolConfig::default().memory_budget),
         max_call_bytes: args.max_call_bytes,
+        max_queued_seconds: seconds("--max-queued-seconds", args.max_queued_seconds)?.as_secs_f64(),
     };
     tracing::info!(memory_budget = pool.memory_budget, "memory budget of all model calls (bytes)");
     let models_dir = args.models_dir.clone();

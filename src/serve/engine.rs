@@ -14,7 +14,7 @@ use std::{
     path::Path,
     sync::{
         Arc,
-        atomic::{AtomicUsize, Ordering},
+        atomic::{AtomicU64, AtomicUsize, Ordering},
     },
     thread::{self, JoinHandle},
     time::{Duration, Instant},
@@ -84,6 +84,11 @@ pub struct PoolConfig {
     /// Bytes one call may hold: a heavy model's large batch runs as smaller calls, which
     /// are faster (the working set stays smaller) and let the others share the budget.
     pub max_call_bytes: u64,
+    /// Work admitted requests may hold, waiting or running, in seconds of the model's
+    /// sessions (frames × its seconds per frame measured at load, over its sessions):
+    /// past it, requests are turned away at once instead of queueing for minutes on a
+    /// heavy model. A request alone is always admitted.
+    pub max_queued_seconds: f64,
 }
 
 impl Default for PoolConfig {
@@ -97,6 +102,7 @@ impl Default for PoolConfig {
             max_queue_delay: Duration::ZERO,
             memory_budget: MemoryBudget::default_limit(),
             max_call_bytes: 256 << 20,
+            max_queued_seconds: 10.0,
         }
     }
 }
@@ -141,6 +147,8 @@ struct Answer {
 pub enum EngineError {
     #[error("{0} requests already admitted, the most this model takes")]
     Busy(usize),
+    #[error("{queued:.3} s of this model's work already admitted and {asked:.3} s asked; it takes {budget:.3} s")]
+    TooMuchWork { queued: f64, asked: f64, budget: f64 },
     /// The pool's queues are closed: it is stopping (the server shuts down).
     #[error("model workers have stopped")]
     Stopped,
@@ -166,6 +174,11 @@ pub struct ModelWorkers {
     threads: Vec<JoinHandle<()>>,
     admitted: Arc<AtomicUsize>,
     capacity: usize,
+    /// Work of the admitted requests, in microseconds of the pool, and its bound.
+    admitted_work: Arc<AtomicU64>,
+    work_budget: u64,
+    /// Seconds of one session per frame, measured at load.
+    frame_seconds: f64,
     max_batch_frames: usize,
     max_queue_delay: Duration,
     /// Peak bytes one frame adds to a call, measured at load.
@@ -174,13 +187,17 @@ pub struct ModelWorkers {
     statistics: Arc<Statistics>,
 }
 
-/// Holds one admitted request's place until it is answered or abandoned.
-struct Admission<'a>(&'a ModelWorkers);
+/// Holds one admitted request's place, and its work, until it is answered or abandoned.
+struct Admission<'a> {
+    workers: &'a ModelWorkers,
+    work: u64,
+}
 
 impl Drop for Admission<'_> {
     fn drop(&mut self) {
-        let now = self.0.admitted.fetch_sub(1, Ordering::SeqCst) - 1;
-        metrics::requests_admitted(&self.0.model, now);
+        self.workers.admitted_work.fetch_sub(self.work, Ordering::SeqCst);
+        let now = self.workers.admitted.fetch_sub(1, Ordering::SeqCst) - 1;
+        metrics::requests_admitted(&self.workers.model, now);
     }
 }
 
@@ -207,7 +224,7 @@ impl ModelWorkers {
         load: impl Fn() -> Result<B, RuntimeError>,
     ) -> Result<Self, RuntimeError> {
         let mut first = load()?;
-        let frame_cost = frame_cost(&mut first)?;
+        let (frame_cost, frame_seconds) = frame_cost(&mut first)?;
         let execution_provider = first.execution_provider();
         let workers = config.workers.unwrap_or_else(|| match execution_provider {
             "CPUExecutionProvider" => thread::available_parallelism().map_or(1, |n| n.get()),
@@ -245,6 +262,9 @@ impl ModelWorkers {
             threads,
             admitted: Arc::default(),
             capacity: workers * config.queue_per_worker.max(1),
+            admitted_work: Arc::default(),
+            work_budget: micros(config.max_queued_seconds.max(0.0)),
+            frame_seconds: frame_seconds / workers as f64,
             max_batch_frames: batching.max_frames,
             max_queue_delay: batching.max_delay,
             frame_cost,
@@ -287,7 +307,7 @@ impl ModelWorkers {
     pub async fn infer(&self, inputs: NamedTensors) -> Result<NamedTensors, EngineError> {
         let arrived = Instant::now();
         let frames = inputs.batch();
-        let answer = match self.admit() {
+        let answer = match self.admit(frames) {
             Ok(_admission) => self.run(inputs, &self.requests).await,
             Err(busy) => Err(busy),
         };
@@ -303,11 +323,17 @@ impl ModelWorkers {
         self.run(inputs, &self.rollout_steps).await.map(|answer| answer.outputs)
     }
 
-    fn admit(&self) -> Result<Admission<'_>, EngineError> {
+    fn admit(&self, frames: usize) -> Result<Admission<'_>, EngineError> {
+        let work = micros(frames as f64 * self.frame_seconds);
         let before = self.admitted.fetch_add(1, Ordering::SeqCst);
-        let admission = Admission(self);
+        let queued = self.admitted_work.fetch_add(work, Ordering::SeqCst);
+        let admission = Admission { workers: self, work };
         if before >= self.capacity {
             return Err(EngineError::Busy(self.capacity));
+        }
+        if queued > 0 && queued.saturating_add(work) > self.work_budget {
+            let seconds = |micros: u64| micros as f64 * 1e-6;
+            return Err(EngineError::TooMuchWork { queued: seconds(queued), asked: seconds(work), budget: seconds(self.work_budget) });
         }
         metrics::requests_admitted(&self.model, before + 1);
         Ok(admission)
@@ -373,16 +399,23 @@ struct Batching {
     frame_cost: u64,
 }
 
-/// Peak bytes per frame of a call of `session`, on zeros of its signature's shapes (the
-/// memory a call needs depends on the shapes, not the values), after a warm-up call.
-fn frame_cost(session: &mut impl Backend) -> Result<u64, RuntimeError> {
+/// Peak bytes and seconds per frame of a call of `session`, on zeros of its signature's
+/// shapes (the memory a call needs depends on the shapes, not the values), after a
+/// warm-up call.
+fn frame_cost(session: &mut impl Backend) -> Result<(u64, f64), RuntimeError> {
     let zeros = |frames: usize| model_inputs(session.signature(), Array3::zeros((frames, PARTICLES, DIMS)).view());
     let (one, probe) = (zeros(1), zeros(PROBE_FRAMES));
     session.infer(&one)?;
     let mut outcome = Ok(());
+    let start = Instant::now();
     let measured = memory::peak_per_frame(PROBE_FRAMES, || outcome = session.infer(&probe).map(drop));
+    let seconds = start.elapsed().as_secs_f64() / PROBE_FRAMES as f64;
     outcome?;
-    Ok(measured.unwrap_or(UNMEASURED_FRAME_COST).max(1))
+    Ok((measured.unwrap_or(UNMEASURED_FRAME_COST).max(1), seconds))
+}
+
+fn micros(seconds: f64) -> u64 {
+    (seconds * 1e6).ceil() as u64
 }
 
 /// A worker's ends of the model's queues.
@@ -558,11 +591,13 @@ mod tests {
         calls: Arc<Mutex<Vec<usize>>>,
         script: Arc<Mutex<Vec<Behaviour>>>,
         gate: Option<crossbeam_channel::Receiver<()>>,
+        /// How long each frame of a call takes.
+        frame_time: Duration,
     }
 
     impl Fake {
         fn new(gate: Option<crossbeam_channel::Receiver<()>>) -> Self {
-            Self { signature: Signature::dynamics(1), calls: Arc::default(), script: Arc::default(), gate }
+            Self { signature: Signature::dynamics(1), calls: Arc::default(), script: Arc::default(), gate, frame_time: Duration::ZERO }
         }
 
         /// The frames of the calls since the pool started (its two probe calls left out).
@@ -589,6 +624,7 @@ mod tests {
                 let _ = gate.recv();
             }
             self.calls.lock().expect("calls").push(inputs.batch());
+            thread::sleep(self.frame_time * inputs.batch() as u32);
             let behaviour = {
                 let mut script = self.script.lock().expect("script");
                 if script.is_empty() { Behaviour::Double } else { script.remove(0) }
@@ -606,6 +642,10 @@ mod tests {
     fn pool(fake: &Fake, workers: usize, queue_per_worker: usize, max_batch_frames: usize, max_queue_delay: Duration) -> ModelWorkers {
         let config =
             PoolConfig { workers: Some(workers), queue_per_worker, max_batch_frames, max_queue_delay, max_call_bytes: u64::MAX / 4, ..PoolConfig::default() };
+        start(fake, config)
+    }
+
+    fn start(fake: &Fake, config: PoolConfig) -> ModelWorkers {
         ModelWorkers::start_with("fake", config, Arc::new(MemoryBudget::new(u64::MAX / 4)), || Ok(fake.clone())).expect("starts")
     }
 
@@ -692,5 +732,37 @@ mod tests {
         // gate), then the next request.
         let calls = fake.calls();
         assert!((1..=2).contains(&calls.len()) && calls.iter().all(|&frames| frames == 1), "{calls:?}: of 8 parts, {} ran", calls.len() - 1);
+    }
+
+    /// Admission by cost: requests whose work would take the admitted work past the
+    /// budget are turned away at once; smaller ones still fit, and a request alone is
+    /// always admitted.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn work_beyond_the_budget_is_turned_away_at_once() {
+        let (open, gate) = crossbeam_channel::unbounded();
+        (0..2).for_each(|_| open.send(()).expect("gate"));
+        let fake = Fake { frame_time: Duration::from_millis(2), ..Fake::new(Some(gate)) };
+        let config = PoolConfig { workers: Some(1), max_queued_seconds: 0.05, max_call_bytes: u64::MAX / 4, ..PoolConfig::default() };
+        let workers = Arc::new(start(&fake, config));
+        // Sizes from the measured cost, so that a slow machine does not change the test.
+        let frames_for = |seconds: f64| ((seconds / workers.frame_seconds).round() as usize).max(1);
+        let spawn = |count: usize| {
+            let workers = Arc::clone(&workers);
+            tokio::spawn(async move { workers.infer(frames(count, 0.0)).await })
+        };
+        let first = spawn(frames_for(0.02));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while workers.admitted.load(Ordering::SeqCst) < 1 {
+            assert!(Instant::now() < deadline, "the first request admitted");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let refused = workers.infer(frames(frames_for(0.04), 0.0)).await.expect_err("0.02 + 0.04 s > 0.05 s");
+        assert!(matches!(refused, EngineError::TooMuchWork { .. }) && refused.to_string().contains("takes 0.050 s"), "{refused}");
+        let second = spawn(frames_for(0.01));
+        (0..3).for_each(|_| open.send(()).expect("gate"));
+        first.await.expect("joins").expect("answered");
+        second.await.expect("joins").expect("0.02 + 0.01 s fit");
+        assert_eq!(workers.admitted_work.load(Ordering::SeqCst), 0, "answered work is given back");
+        workers.infer(frames(frames_for(0.2), 0.0)).await.expect("alone, any request is admitted");
     }
 }

@@ -37,7 +37,7 @@ pub enum ServeError {
 impl ServeError {
     pub(crate) fn from_engine(model: &str, error: EngineError) -> Self {
         match error {
-            EngineError::Busy(_) => ServeError::Busy { model: model.to_string(), reason: error.to_string() },
+            EngineError::Busy(_) | EngineError::TooMuchWork { .. } => ServeError::Busy { model: model.to_string(), reason: error.to_string() },
             // Retrying elsewhere helps; the server is not at fault.
             EngineError::Stopped => ServeError::ShuttingDown { model: model.to_string() },
             EngineError::Lost | EngineError::Runtime(_) => ServeError::Internal { model: model.to_string(), message: error.to_string() },
