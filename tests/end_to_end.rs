@@ -647,34 +647,3 @@ async fn rollouts_ended_by_shutdown_say_unavailable() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
-
-/// Work stops with its client: a Predict cut into 64 parts and dropped right after it was
-/// queued (as a cancelled call or a passed deadline drops it) runs few of them; the rest
-/// are taken off the queue unrun, and the model then answers the next request.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_dropped_predicts_unstarted_parts_never_run() {
-    let repository = tempfile::tempdir().expect("temp dir");
-    common::copy_model(&common::shipped_model("mlp"), &repository.path().join("mlp"));
-    let pool = PoolConfig { workers: Some(2), queue_per_worker: 16, max_batch_frames: 1, ..PoolConfig::default() };
-    let registry = ModelRegistry::open(repository.path(), ExecutionDevice::Cpu, pool, ModelControl::None).expect("loads");
-    let core = DynamicsCore::new(Arc::new(registry), LIMITS);
-    let frames = LIMITS.max_batch;
-    let positions: Vec<f32> = (0..frames * 36).map(|i| (i % 36) as f32 * 0.3).collect();
-    let calls = || core.model("mlp", "").expect("served").workers.statistics().calls;
-    let before = calls();
-    // Polled once by hand (every part queued), then dropped.
-    let mut request = Box::pin(core.predict("mlp", "", positions.clone(), Vec::new()));
-    let first_poll = std::future::poll_fn(|cx| Poll::Ready(request.as_mut().poll(cx).is_pending())).await;
-    assert!(first_poll, "64 parts are not answered within their first poll");
-    drop(request);
-    // Let the workers drain the queue.
-    let mut ran = calls() - before;
-    for _ in 0..50 {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        ran = calls() - before;
-    }
-    assert!(ran < frames as u64 / 2, "{ran} of {frames} parts ran for a caller that had gone");
-    let answered = core.predict("mlp", "", positions, Vec::new()).await.expect("the next request is answered");
-    assert_eq!(answered.batch, frames);
-    assert_eq!(calls() - before - ran, frames as u64, "each part of a live request runs");
-}

@@ -661,7 +661,8 @@ mod tests {
     #[tokio::test]
     async fn requests_and_rollout_steps_waiting_together_run_as_one_call_and_each_gets_its_rows() {
         let fake = Fake::new(None);
-        let workers = pool(&fake, 1, 8, 64, Duration::from_millis(200));
+        // A second of waiting for more work: the three arrive within it even on a loaded machine.
+        let workers = pool(&fake, 1, 8, 64, Duration::from_secs(1));
         let (a, b, c) = (frames(2, 0.0), frames(3, 1000.0), frames(1, 2000.0));
         let (ra, rb, rc) = tokio::join!(workers.infer(a.clone()), workers.step_rollouts(b.clone()), workers.infer(c.clone()));
         for (answer, inputs) in [(ra, &a), (rb, &b), (rc, &c)] {
