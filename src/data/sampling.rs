@@ -4,7 +4,7 @@
 //! gives the same trajectory whatever else is computed beside it, and it is drawn in the
 //! space the frame spans, so that a planar system stays in its plane.
 
-use ndarray::{ArrayView1, ArrayView2, ArrayView3, ArrayViewMut2};
+use ndarray::{ArrayView1, ArrayView2, ArrayView3, ArrayViewMut2, ArrayViewMut3};
 
 use super::{DIMS, PARTICLES};
 
@@ -133,6 +133,14 @@ pub fn add_noise(next: ArrayViewMut2<f32>, frame: ArrayView2<f32>, dx_std: Array
             let projected: f64 = (0..DIMS).map(|b| projector[a][b] * noise[p][b]).sum();
             particle[a] += (std * projected) as f32;
         }
+    }
+}
+
+/// [`add_noise`] for every member of a batch: `next` and `frames` [B, 12, 3], `dx_std`
+/// [B, 12]; member b draws with the key `first_member + b`.
+pub fn add_noise_to_batch(mut next: ArrayViewMut3<f32>, frames: ArrayView3<f32>, dx_std: ArrayView2<f32>, seed: u64, first_member: u64, step: u64) {
+    for (b, ((next, frame), std)) in next.outer_iter_mut().zip(frames.outer_iter()).zip(dx_std.outer_iter()).enumerate() {
+        add_noise(next, frame, std, seed, first_member + b as u64, step);
     }
 }
 

@@ -36,8 +36,7 @@ pub struct GraphBuilder {
 
 /// The dynamics signature of `model`: its window, and `dx_std` when it is stochastic.
 pub fn signature_of<M: OpsModel>(model: &M) -> Signature {
-    let signature = Signature::dynamics(model.history_frames());
-    if model.stochastic() { signature.with_dx_std() } else { signature }
+    Signature::dynamics_of(model.history_frames(), model.stochastic())
 }
 
 impl GraphBuilder {

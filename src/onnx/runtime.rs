@@ -201,18 +201,9 @@ impl OnnxModel {
         let mut answers = NamedTensors::new();
         for spec in &self.signature.outputs {
             let value: ArrayD<f32> = outputs[spec.name.as_str()].try_extract_array::<f32>().map_err(inference)?.to_owned();
-            // A graph whose dynamic dimensions let an output lose or gain rows would have
-            // each request's answer cut from another's: refused, whatever it computed.
-            if !keeps_batch(value.shape(), spec, batch) {
-                return Err(RuntimeError::Inference(format!(
-                    "output '{}' came back {:?} for {batch} frames; the signature says [{}]",
-                    spec.name,
-                    value.shape(),
-                    spec.shape.join(", ")
-                )));
-            }
             answers.insert(&spec.name, value);
         }
+        self.signature.check_outputs(&answers, batch).map_err(RuntimeError::Inference)?;
         Ok(answers)
     }
 
@@ -225,8 +216,7 @@ impl OnnxModel {
     /// dx for positions [batch, 12, 3] and the frames before them [batch, K − 1, 12, 3]
     /// (fed only when the model reads them).
     pub fn run_window(&mut self, positions: ArrayView3<f32>, previous: ArrayView4<f32>) -> Result<Array3<f32>, RuntimeError> {
-        let previous = self.signature.input(PREVIOUS).is_some().then(|| previous.to_owned());
-        self.dx(NamedTensors::dynamics(positions.to_owned(), previous))
+        self.run_window_with_std(positions, previous).map(|(dx, _)| dx)
     }
 
     /// dx and, for a stochastic model, dx_std [batch, 12], for a window as
@@ -245,16 +235,6 @@ impl OnnxModel {
     fn dx(&mut self, inputs: NamedTensors) -> Result<Array3<f32>, RuntimeError> {
         self.infer(&inputs)?.take_dx().ok_or_else(|| RuntimeError::Inference(format!("the model gave no '{DX}' [batch, 12, 3]")))
     }
-}
-
-/// Whether an output's `shape` is the signature's with `batch` rows.
-fn keeps_batch(shape: &[usize], spec: &TensorSpec, batch: usize) -> bool {
-    let Some(dims) = spec.dims() else { return false };
-    shape.len() == dims.len()
-        && shape.iter().zip(&dims).all(|(&size, dim)| match dim {
-            Dim::Batch => size == batch,
-            Dim::Fixed(n) => size == *n,
-        })
 }
 
 /// Compares the graph's inputs or outputs with the signature's: the same names, float32,

@@ -95,6 +95,33 @@ impl Signature {
         self.output(DX_STD).is_some()
     }
 
+    /// The dynamics interface of a model of `history_frames` frames, with `dx_std` when
+    /// it is `stochastic`.
+    pub fn dynamics_of(history_frames: usize, stochastic: bool) -> Self {
+        let signature = Self::dynamics(history_frames);
+        if stochastic { signature.with_dx_std() } else { signature }
+    }
+
+    /// Whether `outputs` hold every output of the signature with its shape and `batch`
+    /// rows: a graph whose dynamic dimensions let an output lose or gain rows would have
+    /// each request's answer cut from another's.
+    pub fn check_outputs(&self, outputs: &NamedTensors, batch: usize) -> Result<(), String> {
+        for spec in &self.outputs {
+            let shape = outputs.get(&spec.name).ok_or_else(|| format!("the model gave no output '{}'", spec.name))?.shape();
+            let fits = spec.dims().is_some_and(|dims| {
+                shape.len() == dims.len()
+                    && shape.iter().zip(&dims).all(|(&size, dim)| match dim {
+                        Dim::Batch => size == batch,
+                        Dim::Fixed(n) => size == *n,
+                    })
+            });
+            if !fits {
+                return Err(format!("output '{}' came back {shape:?} for {batch} frames; the signature says [{}]", spec.name, spec.shape.join(", ")));
+            }
+        }
+        Ok(())
+    }
+
     /// Frames a dynamics model reads (K): 1 + the fixed length of its `previous` input.
     pub fn history_frames(&self) -> usize {
         let held = self.input(PREVIOUS).and_then(TensorSpec::dims).and_then(|dims| match dims.get(1) {

@@ -502,8 +502,9 @@ fn work(model: &str, mut session: impl Backend, queues: &Queues, batching: Batch
     }
 }
 
-/// One call of the session, whatever it does: a panic or outputs without a row per
-/// frame become an error for the call's jobs, and the worker goes on with the next.
+/// One call of the session, whatever it does: a panic or outputs that do not fit the
+/// signature with a row per frame become an error for the call's jobs, and the worker
+/// goes on with the next.
 fn guarded_infer(session: &mut impl Backend, inputs: &NamedTensors, frames: usize) -> Result<NamedTensors, RuntimeError> {
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| session.infer(inputs)));
     let outputs = match outcome {
@@ -513,14 +514,8 @@ fn guarded_infer(session: &mut impl Backend, inputs: &NamedTensors, frames: usiz
             return Err(RuntimeError::Inference(format!("the model's call panicked: {message}")));
         }
     };
-    let wrong = outputs
-        .iter()
-        .find(|(_, value)| value.shape().first() != Some(&frames))
-        .map(|(name, value)| format!("output '{name}' came back {:?} for {frames} frames", value.shape()));
-    match wrong {
-        Some(message) => Err(RuntimeError::Inference(message)),
-        None => Ok(outputs),
-    }
+    session.signature().check_outputs(&outputs, frames).map_err(RuntimeError::Inference)?;
+    Ok(outputs)
 }
 
 /// Runs the jobs of `batch` as one call and answers each with its own rows.

@@ -195,7 +195,7 @@ pub fn export_model(model: &impl ExportableModel, request: ExportRequest) -> Res
 
     let architecture = description["architecture"].as_str().unwrap_or(name).to_string();
     let metadata = [("equiserve.model", name.to_string()), ("equiserve.architecture", architecture.clone())];
-    let signature = if model.stochastic() { Signature::dynamics(history_frames).with_dx_std() } else { Signature::dynamics(history_frames) };
+    let signature = Signature::dynamics_of(history_frames, model.stochastic());
     let emit = |precision| {
         let mut graph = GraphBuilder::new(signature.clone(), precision);
         let (mut output, std) = model.emit_onnx_with_std(&mut graph);

@@ -11,7 +11,7 @@ use ndarray::{Array1, Array2, Array3, Array4, ArrayView2, ArrayView3, ArrayView4
 pub use crate::card::{EnsembleScore, ForecastReport, ForecastRow, LongRolloutStats, SampledReport, SampledRow};
 use crate::data::{
     DIMS, PARTICLES, Trajectory, advance_window,
-    sampling::{add_noise, spanned_dims},
+    sampling::{add_noise_to_batch, spanned_dims},
 };
 
 /// Rollout horizons reported in tables (the curves keep every step up to the last).
@@ -589,17 +589,7 @@ impl<'a> ForecastFrames<'a> {
         let (dx, std) = forecaster.dx_and_std(positions.view(), previous.view());
         let mut next = positions + &dx;
         if let (true, Some(std)) = (sampled, std) {
-            for member in 0..next.dim().0 {
-                let key = (stream << 32) | member as u64;
-                add_noise(
-                    next.index_axis_mut(Axis(0), member),
-                    positions.index_axis(Axis(0), member),
-                    std.index_axis(Axis(0), member),
-                    SAMPLING_SEED,
-                    key,
-                    step as u64,
-                );
-            }
+            add_noise_to_batch(next.view_mut(), positions.view(), std.view(), SAMPLING_SEED, stream << 32, step as u64);
         }
         next
     }

@@ -404,16 +404,7 @@ fn sampled_motion<M: OpsModel>(model: &M, mut positions: Array3<f32>, mut previo
         let dx = reference_dx(model, positions.view(), previous.view(), target);
         let std = reference_std(model, positions.view(), previous.view()).expect("a stochastic model");
         let mut next = &positions + &dx;
-        for member in 0..next.dim().0 {
-            crate::data::sampling::add_noise(
-                next.index_axis_mut(Axis(0), member),
-                positions.index_axis(Axis(0), member),
-                std.index_axis(Axis(0), member),
-                seed,
-                member as u64,
-                step as u64,
-            );
-        }
+        crate::data::sampling::add_noise_to_batch(next.view_mut(), positions.view(), std.view(), seed, 0, step as u64);
         if !next.iter().all(|v| v.is_finite()) {
             return f64::INFINITY;
         }
