@@ -13,7 +13,7 @@ use std::{
 };
 
 use equiserve::{
-    card::{CARD_FILE, CardSummary, MODEL_FILE, model_folders},
+    card::{CARD_FILE, CardSummary, MODEL_FILE},
     data::{SimulationConfig, load_npz, simulate},
     onnx::{ExecutionDevice, OnnxModel, Signature, init_runtime},
     train::relative_error,
@@ -56,10 +56,10 @@ fn frames() -> (Array3<f32>, &'static str) {
 
 /// Every model's name, ONNX file and signature, from the cards of a models directory.
 fn model_files(dir: &Path) -> Vec<(String, PathBuf, Signature)> {
-    model_folders(dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+    equiserve::serve::repository::scan(dir)
+        .unwrap_or_else(|e| panic!("{e}"))
         .into_iter()
-        .filter_map(|folder| {
+        .filter_map(|equiserve::serve::VersionFolder { folder, .. }| {
             let card: CardSummary = serde_json::from_str(&std::fs::read_to_string(folder.join(CARD_FILE)).ok()?).ok()?;
             Some((card.name, folder.join(MODEL_FILE), card.onnx.signature))
         })

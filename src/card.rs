@@ -3,11 +3,6 @@
 //! record: its types are its own, so training and serving depend on it and not on
 //! each other.
 
-use std::{
-    fs, io,
-    path::{Path, PathBuf},
-};
-
 use serde::{Deserialize, Serialize};
 
 use crate::{
@@ -361,21 +356,6 @@ pub struct CardSummary {
     /// The frames the card says the model reads; checked against its signature's inputs.
     #[serde(default)]
     pub history_frames: Option<usize>,
-}
-
-/// The model folders of a models directory: every `<dir>/<name>/` holding a card or a
-/// model file (a folder with one and not the other is for its reader to report),
-/// sorted by path.
-pub fn model_folders(dir: &Path) -> io::Result<Vec<PathBuf>> {
-    let mut folders = Vec::new();
-    for entry in fs::read_dir(dir)? {
-        let path = entry?.path();
-        if path.join(CARD_FILE).is_file() || path.join(MODEL_FILE).is_file() {
-            folders.push(path);
-        }
-    }
-    folders.sort();
-    Ok(folders)
 }
 
 /// Hyper-parameters of a training run; the defaults are the study's.

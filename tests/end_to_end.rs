@@ -10,7 +10,7 @@ use equiserve::{
     data::{FRAME_LEN, PARTICLES},
     onnx::{ExecutionDevice, OnnxModel, Signature},
     proto::v1::{GetModelRequest, ListModelsRequest, PredictRequest, RolloutFrame, RolloutRequest, dynamics_client::DynamicsClient},
-    serve::{DynamicsCore, Limits, ModelControl, ModelRegistry, PoolConfig, RolloutFrames, RolloutStart, RolloutStep, ServeError},
+    serve::{DynamicsCore, Limits, ModelControl, ModelRepository, PoolConfig, RolloutFrames, RolloutStart, RolloutStep, ServeError},
 };
 use ndarray::Array3;
 use rand::{Rng, SeedableRng, rngs::StdRng};
@@ -322,14 +322,14 @@ async fn ready_now(frames: &mut RolloutFrames) -> Poll<Option<Result<RolloutStep
 /// The serving core without the transport (whose HTTP/2 flow-control window buffers a
 /// few hundred more frames of a client that does not read).
 fn core(pool: PoolConfig, limits: Limits) -> Arc<DynamicsCore> {
-    let registry = ModelRegistry::open(trained_models_dir(), ExecutionDevice::Cpu, pool, ModelControl::None).expect("models load");
+    let registry = ModelRepository::open(trained_models_dir(), ExecutionDevice::Cpu, pool, ModelControl::None).expect("models load");
     Arc::new(DynamicsCore::new(Arc::new(registry), limits))
 }
 
 #[tokio::test]
 async fn a_client_that_stops_reading_holds_no_one_back() {
     let core = core(PoolConfig { workers: Some(2), ..PoolConfig::default() }, LIMITS);
-    let start = || RolloutStart { positions: random_frames(1, 11).into_iter().map(|v| v * 0.1).collect(), previous: Vec::new(), steps: 1000, emit_every: 1 };
+    let start = || RolloutStart { positions: random_frames(1, 11).into_iter().map(|v| v * 0.1).collect(), previous: Vec::new(), steps: 1000, emit_every: 1, ..Default::default() };
     let mut stalled = core.rollout("mlp", "", start()).expect("admitted");
     stalled.next().await.expect("a frame").expect("ok");
     // The other rollout runs all its 1000 steps while the first is not read.
@@ -355,7 +355,7 @@ async fn a_client_that_stops_reading_holds_no_one_back() {
 async fn a_rollout_whose_client_never_reads_ends_after_the_stall_timeout() {
     let limits = Limits { rollout_stall_timeout: Duration::from_millis(200), ..LIMITS };
     let core = core(PoolConfig { workers: Some(1), ..PoolConfig::default() }, limits);
-    let start = RolloutStart { positions: random_frames(1, 13).into_iter().map(|v| v * 0.1).collect(), previous: Vec::new(), steps: 1000, emit_every: 1 };
+    let start = RolloutStart { positions: random_frames(1, 13).into_iter().map(|v| v * 0.1).collect(), previous: Vec::new(), steps: 1000, emit_every: 1, ..Default::default() };
     let mut stalled = core.rollout("mlp", "", start).expect("admitted");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while core.rollouts_in_progress().get() != 0 {
@@ -411,7 +411,7 @@ async fn admission_is_bounded_for_requests_and_rollouts() {
     assert_eq!((statistics.succeeded.count, statistics.failed.count), (tries + 1, 18), "{statistics:?}");
     assert_eq!(statistics.frames_answered, 64 * (tries + 1), "{statistics:?}");
 
-    let start = || RolloutStart { positions: random_frames(1, 1), previous: Vec::new(), steps: 1000, emit_every: 1 };
+    let start = || RolloutStart { positions: random_frames(1, 1), previous: Vec::new(), steps: 1000, emit_every: 1, ..Default::default() };
     let (first, second) = (core.rollout("mlp", "", start()).expect("admitted"), core.rollout("mlp", "", start()).expect("admitted"));
     let Err(ServeError::Busy { reason, .. }) = core.rollout("mlp", "", start()) else { panic!("a third rollout was admitted") };
     assert!(reason.contains("2 rollouts are running"), "{reason}");
@@ -462,8 +462,8 @@ async fn calls_are_cut_to_fit_the_memory_budget() {
 #[tokio::test]
 async fn tokens_guard_the_api_and_leave_health_open() {
     use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
-    let tokens = equiserve::serve::access::AccessTokens::parse("inference inference-token-0123").expect("tokens");
-    let options = equiserve::serve::ServerOptions { tokens: Some(tokens), ..common::TEST_SERVER_OPTIONS };
+    let tokens = equiserve::serve::grpc::access::AccessTokens::parse("inference inference-token-0123").expect("tokens");
+    let options = equiserve::serve::grpc::ServerOptions { tokens: Some(tokens), ..common::TEST_SERVER_OPTIONS };
     let mut server = TestServer::start_with_options(trained_models_dir(), PoolConfig { workers: Some(1), ..PoolConfig::default() }, options).await;
     let status = server.client.predict(predict_request(random_frames(1, 30))).await.expect_err("no token");
     assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
@@ -496,7 +496,7 @@ fn decoded_requests_of_arbitrary_bytes_are_answered_or_refused() {
                 let _ = core.predict(model, "", request.positions, request.previous).await;
             }
             if let Ok(request) = RolloutRequest::decode(bytes.as_slice()) {
-                let start = RolloutStart { positions: request.positions, previous: request.previous, steps: request.steps.min(5), emit_every: request.emit_every };
+                let start = RolloutStart { positions: request.positions, previous: request.previous, steps: request.steps.min(5), emit_every: request.emit_every, sample: request.sample, seed: request.seed };
                 let model = if model_is_served { "mlp" } else { request.model.as_str() };
                 if let Ok(mut frames) = core.rollout(model, "", start) {
                     while frames.next().await.is_some() {}
@@ -549,14 +549,14 @@ async fn mixed_load_on_shipped_models_runs_without_errors_or_cut_rollouts() {
 
 #[tokio::test]
 async fn tls_and_mutual_tls_with_a_rustls_client() {
-    use equiserve::serve::{ServerOptions, serve};
+    use equiserve::serve::grpc::{ServerOptions, serve};
     use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
     let fixture = |name: &str| std::fs::read(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls").join(name)).expect("a TLS fixture");
     let ca = Certificate::from_pem(fixture("ca.pem"));
     // Mutual TLS: clients must show a certificate the test CA signed.
     let tls = ServerTlsConfig::new().identity(Identity::from_pem(fixture("server.pem"), fixture("server.key"))).client_ca_root(ca.clone());
     let registry =
-        ModelRegistry::open(trained_models_dir(), ExecutionDevice::Cpu, PoolConfig { workers: Some(1), ..PoolConfig::default() }, ModelControl::None)
+        ModelRepository::open(trained_models_dir(), ExecutionDevice::Cpu, PoolConfig { workers: Some(1), ..PoolConfig::default() }, ModelControl::None)
             .expect("models load");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let port = listener.local_addr().expect("address").port();
@@ -605,10 +605,10 @@ async fn metrics_are_served_at_their_path_only_and_behind_the_token() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let handle = common::prometheus();
     metrics::counter!("equiserve_metrics_endpoint_test_total").increment(1);
-    let tokens = equiserve::serve::access::AccessTokens::parse("admin metrics-reader-token-42").expect("tokens");
+    let tokens = equiserve::serve::grpc::access::AccessTokens::parse("admin metrics-reader-token-42").expect("tokens");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let address = listener.local_addr().expect("address");
-    let server = tokio::spawn(equiserve::serve::metrics::serve_metrics(listener, handle, Some(tokens)));
+    let server = tokio::spawn(equiserve::serve::grpc::serve_metrics(listener, handle, Some(tokens)));
     let ask = |request: String| async move {
         let mut stream = tokio::net::TcpStream::connect(address).await.expect("connect");
         stream.write_all(request.as_bytes()).await.expect("send");
@@ -630,7 +630,7 @@ async fn metrics_are_served_at_their_path_only_and_behind_the_token() {
 #[tokio::test]
 async fn rollouts_ended_by_shutdown_say_unavailable() {
     let core = core(PoolConfig { workers: Some(1), ..PoolConfig::default() }, LIMITS);
-    let start = RolloutStart { positions: random_frames(1, 14).into_iter().map(|v| v * 0.1).collect(), previous: Vec::new(), steps: 1000, emit_every: 1 };
+    let start = RolloutStart { positions: random_frames(1, 14).into_iter().map(|v| v * 0.1).collect(), previous: Vec::new(), steps: 1000, emit_every: 1, ..Default::default() };
     let mut frames = core.rollout("mlp", "", start).expect("admitted");
     frames.next().await.expect("a frame").expect("ok");
     core.rollout_ender().end_all();

@@ -90,8 +90,20 @@ enum Command {
         /// .npz `arr` [B, 12, 2|3]: B start snapshots rolled out together in place of
         /// --frame (a history model's members keep the trajectory's recent displacements);
         /// written as [frames, B, 12, 3], or every member in each .xyz frame.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "members")]
         ensemble: Option<PathBuf>,
+        /// Sample each step, x + dx + dx_std · ξ, with a stochastic model's noise instead
+        /// of stepping its mean (see `list`: stochastic models).
+        #[arg(long)]
+        sample: bool,
+        /// The noise's seed (with --sample): the same seed gives the same trajectory;
+        /// default: the server picks one and it is printed.
+        #[arg(long, requires = "sample")]
+        seed: Option<u64>,
+        /// Roll out N sampled members from the start frame, each with its own noise
+        /// (with --sample); written as an ensemble.
+        #[arg(long, requires = "sample")]
+        members: Option<usize>,
         /// The rollout's frames: .xyz (extended XYZ) or .npz (`arr`).
         #[arg(long = "out")]
         output: PathBuf,
@@ -180,15 +192,19 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
             eprintln!("{}: dx of frames {}..{} written", output.display(), done.first_frame, done.first_frame + done.frames);
             Ok(())
         }
-        Command::Rollout { model, model_version, trajectory, frame, steps, emit_every, ensemble, output, species } => {
+        Command::Rollout { model, model_version, trajectory, frame, steps, emit_every, ensemble, sample, seed, members, output, species } => {
             let model = ModelChoice { name: model, version: model_version };
-            let plan = files::RolloutPlan { model, trajectory, frame, steps, emit_every, ensemble, output, species };
+            let plan = files::RolloutPlan { model, trajectory, frame, steps, emit_every, ensemble, sample, seed, members, output, species };
             let bar = indicatif::ProgressBar::new(u64::from(steps))
                 .with_style(indicatif::ProgressStyle::with_template("{msg} {bar:40} {pos}/{len} steps ({per_sec}, {eta} left)").expect("a valid template"))
                 .with_message(plan.model.to_string());
             let written = files::rollout(&mut connect(&connection).await?, &plan, |step| bar.set_position(u64::from(step))).await;
             bar.finish_and_clear();
-            eprintln!("{}: {} frames written", plan.output.display(), written?);
+            let written = written?;
+            match written.seed {
+                Some(seed) => eprintln!("{}: {} frames written (sampled, seed {seed})", plan.output.display(), written.frames),
+                None => eprintln!("{}: {} frames written", plan.output.display(), written.frames),
+            }
             Ok(())
         }
         Command::Bench { model, models_dir, data, seconds, rollout_steps, scenarios, device, ort_lib } => {

@@ -10,7 +10,11 @@ use clap::Parser;
 use equiserve::{
     logging::{LogFormat, init_logging},
     onnx::{ExecutionDevice, init_runtime},
-    serve::{DynamicsCore, Limits, ModelControl, ModelRegistry, PoolConfig, ServerOptions, access::AccessTokens, metrics, serve, shutdown_signal},
+    serve::{
+        DynamicsCore, Limits, ModelControl, ModelRepository, PoolConfig,
+        grpc::{ServerOptions, access::AccessTokens, serve, serve_metrics, shutdown_signal},
+        metrics,
+    },
 };
 use tokio::net::TcpListener;
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
@@ -148,7 +152,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
         metrics::describe();
         let listener = TcpListener::bind(address).await.map_err(|e| format!("cannot serve metrics on {address}: {e}"))?;
         let address = listener.local_addr()?;
-        tokio::spawn(metrics::serve_metrics(listener, handle, tokens.clone()));
+        tokio::spawn(serve_metrics(listener, handle, tokens.clone()));
         tracing::info!(%address, "Prometheus metrics at http://{address}/metrics");
     }
     let pool = PoolConfig {
@@ -171,9 +175,9 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
     let every_model = load_models.is_empty() || load_models.iter().any(|name| name == "*");
     let registry = tokio::task::spawn_blocking(move || {
         if every_model {
-            ModelRegistry::open(&models_dir, device, pool, control)
+            ModelRepository::open(&models_dir, device, pool, control)
         } else {
-            ModelRegistry::open_explicit(&models_dir, device, pool, &load_models)
+            ModelRepository::open_explicit(&models_dir, device, pool, &load_models)
         }
     })
     .await??;

@@ -8,10 +8,11 @@ use std::{
 
 use clap::{Args as ClapArgs, Parser, Subcommand};
 use equiserve::{
-    card::{CARD_FILE, DataInfo, ModelCard, model_folders},
+    card::{CARD_FILE, DataInfo, ModelCard},
     data::{SimulationConfig, Split, SplitConfig, Target, Trajectory, load_npz, load_npz_described, save_npz, simulate},
     models::ModelKind,
     onnx::init_runtime,
+    serve::repository,
     train::{
         EpochStats, ExportRequest, TrainConfig, forecast::REPORTED_HORIZONS, import_e3nn, kept_epoch, remeasure_card, target_rms, train_and_export,
         write_report,
@@ -208,9 +209,9 @@ fn simulate_to_file(out: &Path, config: &SimulationConfig) -> Result<(), String>
 /// The model cards in DIR/<name>/card.json, by path, sorted; a model folder without
 /// a card is skipped with a line saying so.
 fn read_cards(dir: &Path) -> Result<Vec<(PathBuf, ModelCard)>, String> {
-    let folders = model_folders(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let folders = repository::scan(dir).map_err(|e| e.to_string())?;
     let mut cards = Vec::with_capacity(folders.len());
-    for folder in folders {
+    for repository::VersionFolder { folder, .. } in folders {
         let path = folder.join(CARD_FILE);
         if !path.is_file() {
             eprintln!("{}: skipped (no {CARD_FILE})", folder.display());

@@ -139,16 +139,30 @@ pub struct RolloutPlan {
     /// start frame; for a history model each keeps the trajectory's recent displacements
     /// (its window is the trajectory's, shifted by member − start frame).
     pub ensemble: Option<PathBuf>,
+    /// Sample each step with the model's noise (a stochastic model), rather than step
+    /// its mean.
+    pub sample: bool,
+    /// The noise's seed; `None`: the server picks one (reported in [`RolloutWritten`]).
+    pub seed: Option<u64>,
+    /// Sampled members rolled out from the one start frame, each with its own noise.
+    pub members: Option<usize>,
     pub output: PathBuf,
     /// The species every particle is written as in .xyz.
     pub species: String,
 }
 
+/// What a rollout wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RolloutWritten {
+    pub frames: usize,
+    /// A sampled rollout's seed: the one asked for, or the server's pick.
+    pub seed: Option<u64>,
+}
+
 /// Rolls `plan` out on the server, calling `progress(step)` for every frame that
 /// arrives; writes the start frame and every emitted frame (an ensemble as [frames, B,
-/// 12, 3] in `arr`, or every member's particles in each .xyz block). Gives the frames
-/// written.
-pub async fn rollout(client: &mut Client, plan: &RolloutPlan, mut progress: impl FnMut(u32)) -> Result<usize, ClientError> {
+/// 12, 3] in `arr`, or every member's particles in each .xyz block).
+pub async fn rollout(client: &mut Client, plan: &RolloutPlan, mut progress: impl FnMut(u32)) -> Result<RolloutWritten, ClientError> {
     let writes_xyz = match plan.output.extension().and_then(|e| e.to_str()) {
         Some("xyz") => true,
         Some("npz") => false,
@@ -171,10 +185,19 @@ pub async fn rollout(client: &mut Client, plan: &RolloutPlan, mut progress: impl
     }
     let windows = Windows::new(&frames, held + 1).expect("the start frame has its window, checked above");
     let (start, previous) = windows.batch(plan.frame - held, 1);
-    let (start, previous, members) = match &plan.ensemble {
-        None => (start, previous, 1),
-        Some(path) => ensemble_windows(&load_frames(path)?, &start, &previous),
+    let (start, previous, members) = match (&plan.ensemble, plan.members) {
+        (Some(_), Some(_)) => return Err(ClientError::Usage("--ensemble and --members both set: give the start snapshots one way".into())),
+        (None, Some(_)) if !plan.sample => {
+            return Err(ClientError::Usage("--members without --sample: copies of one deterministic rollout are the same trajectory".into()));
+        }
+        (None, Some(0)) => return Err(ClientError::Usage("--members 0: roll out at least one".into())),
+        (None, Some(count)) => (start.repeat(count), previous.repeat(count), count),
+        (None, None) => (start, previous, 1),
+        (Some(path), None) => ensemble_windows(&load_frames(path)?, &start, &previous),
     };
+    if plan.seed.is_some() && !plan.sample {
+        return Err(ClientError::Usage("--seed without --sample: only a sampled rollout draws noise".into()));
+    }
     let request = RolloutRequest {
         model: plan.model.name.clone(),
         version: plan.model.version_field(),
@@ -182,12 +205,16 @@ pub async fn rollout(client: &mut Client, plan: &RolloutPlan, mut progress: impl
         steps: plan.steps,
         emit_every: plan.emit_every,
         previous,
+        sample: plan.sample,
+        seed: plan.seed,
     };
     let mut stream = client.rollout(request).await?.into_inner();
     let mut positions = start;
     let mut steps = vec![0u32];
+    let mut seed = None;
     while let Some(frame) = stream.next().await {
         let frame = frame?;
+        seed = seed.or(frame.seed);
         if frame.positions.len() != members * FRAME_LEN {
             return Err(ClientError::Usage(format!("step {}: the server sent {} floats for {members} system(s)", frame.step, frame.positions.len())));
         }
@@ -201,7 +228,7 @@ pub async fn rollout(client: &mut Client, plan: &RolloutPlan, mut progress: impl
         (false, 1) => save_arrays(&plan.output, &[("arr", &written.index_axis_move(Axis(1), 0))])?,
         (false, _) => save_arrays(&plan.output, &[("arr", &written)])?,
     }
-    Ok(steps.len())
+    Ok(RolloutWritten { frames: steps.len(), seed })
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 
 use std::fmt;
 
-use ndarray::{Array3, Array4, ArrayD, Axis, Ix3, Slice};
+use ndarray::{Array2, Array3, Array4, ArrayD, ArrayView3, Axis, Ix2, Ix3, Slice};
 use serde::{Deserialize, Serialize};
 
 use crate::data::{DIMS, PARTICLES};
@@ -131,6 +131,20 @@ impl Signature {
         1 + held.unwrap_or(0)
     }
 
+    /// Inputs of this signature for `frames`: the frames as positions and, for a
+    /// history model, each frame repeated as the window before it (what a rate or a
+    /// memory peak depends on is the shapes, not the values).
+    pub fn inputs_for_frames(&self, frames: ArrayView3<f32>) -> NamedTensors {
+        let held = self.history_frames() - 1;
+        let (batch, particles, dims) = frames.dim();
+        let window = (held > 0).then(|| {
+            let mut window = Array4::zeros((batch, held, particles, dims));
+            window.assign(&frames.insert_axis(Axis(1)));
+            window
+        });
+        NamedTensors::dynamics(frames.to_owned(), window)
+    }
+
     pub fn input(&self, name: &str) -> Option<&TensorSpec> {
         self.inputs.iter().find(|spec| spec.name == name)
     }
@@ -175,6 +189,11 @@ impl NamedTensors {
     /// Takes the `dx` output as [batch, 12, 3]; `None` when there is no such output.
     pub fn take_dx(&mut self) -> Option<Array3<f32>> {
         self.remove(DX).and_then(|dx| dx.into_dimensionality::<Ix3>().ok())
+    }
+
+    /// Takes the `dx_std` output as [batch, 12]; `None` when there is no such output.
+    pub fn take_dx_std(&mut self) -> Option<Array2<f32>> {
+        self.remove(DX_STD).and_then(|std| std.into_dimensionality::<Ix2>().ok())
     }
 
     pub fn get(&self, name: &str) -> Option<&ArrayD<f32>> {

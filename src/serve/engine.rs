@@ -26,7 +26,6 @@ use tokio::sync::oneshot;
 use ndarray::Array3;
 
 use super::{
-    measure::model_inputs,
     memory::{self, MemoryBudget},
     metrics,
     statistics::{CallTimes, Statistics, StatisticsSnapshot},
@@ -403,7 +402,7 @@ struct Batching {
 /// shapes (the memory a call needs depends on the shapes, not the values), after a
 /// warm-up call.
 fn frame_cost(session: &mut impl Backend) -> Result<(u64, f64), RuntimeError> {
-    let zeros = |frames: usize| model_inputs(session.signature(), Array3::zeros((frames, PARTICLES, DIMS)).view());
+    let zeros = |frames: usize| session.signature().inputs_for_frames(Array3::zeros((frames, PARTICLES, DIMS)).view());
     let (one, probe) = (zeros(1), zeros(PROBE_FRAMES));
     session.infer(&one)?;
     let mut outcome = Ok(());

@@ -8,23 +8,13 @@ use std::{
     time::{Duration, Instant},
 };
 
-use ndarray::{Array3, ArrayView3, Axis, s};
+use ndarray::{Array3, ArrayView3, s};
 
 use super::{ModelWorkers, PoolConfig, memory::MemoryBudget};
 use crate::{
     card::InferenceSpeed,
-    onnx::{ExecutionDevice, NamedTensors, OnnxModel, RuntimeError, Signature},
+    onnx::{ExecutionDevice, OnnxModel, RuntimeError, Signature},
 };
-
-/// Inputs of `signature` for `frames`: the frames as positions and, for a history
-/// model, each frame repeated as the window before it (what a rate or a memory peak
-/// depends on is the shapes, not the values).
-pub(super) fn model_inputs(signature: &Signature, frames: ArrayView3<f32>) -> NamedTensors {
-    let held = signature.history_frames() - 1;
-    let (batch, particles, dims) = frames.dim();
-    let window = (held > 0).then(|| frames.insert_axis(Axis(1)).broadcast((batch, held, particles, dims)).expect("broadcasts").to_owned());
-    NamedTensors::dynamics(frames.to_owned(), window)
-}
 
 /// Frames per second through ONNX Runtime at batch 1 and 32 on the test frames
 /// (about half a second each), and batches of 32 through the default pool.
@@ -38,7 +28,7 @@ pub fn measure_inference(onnx_file: &Path, signature: &Signature, frames: ArrayV
     // memory for a second shape, which costs more than the run.
     let mut rate = |batch: usize| -> Result<f64, RuntimeError> {
         let batch = batch.min(count);
-        let mut run = |start: usize| session.infer(&model_inputs(session.signature(), frames.slice(s![start..start + batch, .., ..]))).map(drop);
+        let mut run = |start: usize| session.infer(&session.signature().inputs_for_frames(frames.slice(s![start..start + batch, .., ..]))).map(drop);
         run(0)?;
         let mut best = 0.0_f64;
         for _ in 0..3 {
@@ -83,7 +73,7 @@ fn measure_pooled(onnx_file: &Path, signature: &Signature, batch: Array3<f32>) -
             let deadline = Instant::now() + duration;
             let mut clients = tokio::task::JoinSet::new();
             for _ in 0..2 * sessions {
-                let (workers, inputs) = (Arc::clone(&workers), model_inputs(signature, batch.view()));
+                let (workers, inputs) = (Arc::clone(&workers), signature.inputs_for_frames(batch.view()));
                 clients.spawn(async move {
                     let mut requests = 0usize;
                     while Instant::now() < deadline {

@@ -1,26 +1,39 @@
 //! Autoregressive rollouts x ← x + model(window), stepped together.
 //!
-//! Every live rollout of a model advances in the same ONNX Runtime call each step
-//! (continuous batching): a rollout joins or leaves between steps. Each rollout hands
-//! its frames out through a small channel; one whose client has not taken them sits the
-//! step out, so a slow reader neither holds the others back nor grows memory. A rollout
-//! may be an ensemble of B systems, advanced as B rows of the same call.
+//! Every live rollout of a model advances in the same model call each step (continuous
+//! batching): a rollout joins or leaves between steps. Each rollout hands its frames out
+//! through a small channel; one whose client has not taken them sits the step out, so a
+//! slow reader neither holds the others back nor grows memory. A rollout may be an
+//! ensemble of B systems, advanced as B rows of the same call. A sampled rollout of a
+//! stochastic model adds dx_std · ξ to each step, ξ keyed by (seed, member, step)
+//! (`data::sampling`), so its trajectory depends on nothing else in the call.
+//!
+//! The stepper holds the version's worker pool, not the version: the repository may
+//! swap the version out while its rollouts run on to their end.
 
 use std::{
     pin::Pin,
     sync::{
         Arc,
-        atomic::{AtomicBool, AtomicUsize, Ordering},
+        atomic::{AtomicUsize, Ordering},
     },
     task::{Context, Poll},
     time::{Duration, Instant},
 };
 
 use ndarray::{Array3, Array4, Axis, concatenate, s};
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::{Notify, mpsc, watch};
 
-use super::{LoadedModel, ServeError, metrics};
-use crate::data::advance_window;
+use super::{
+    ServeError,
+    engine::ModelWorkers,
+    metrics,
+    model::{Displacement, displacement_of},
+};
+use crate::{
+    data::{advance_window, sampling::add_noise_to_batch},
+    onnx::NamedTensors,
+};
 
 /// Systems' worth of frames a rollout may compute ahead of its client (at least two
 /// frames, at most 16): memory per rollout stays bounded whatever its ensemble size.
@@ -91,7 +104,6 @@ pub struct RolloutStep {
 
 /// What a validated rollout request asks for.
 pub struct RolloutPlan {
-    pub model: Arc<LoadedModel>,
     /// [B, 12, 3]: B systems, rolled out side by side.
     pub start: Array3<f32>,
     /// The frames before `start`, [B, K − 1, 12, 3] oldest first, for history models.
@@ -101,6 +113,9 @@ pub struct RolloutPlan {
     pub emit_every: u32,
     /// How long the rollout may wait for its client to take a frame before it is ended.
     pub stall_timeout: Duration,
+    /// A sampled rollout's noise seed (system b of the ensemble draws as member b);
+    /// `None` steps the mean, x + dx.
+    pub seed: Option<u64>,
 }
 
 type FrameResult = Result<RolloutStep, ServeError>;
@@ -111,6 +126,14 @@ pub struct RolloutFrames {
     frames: mpsc::Receiver<FrameResult>,
     /// Tells the stepper that this rollout has room again (or is gone).
     wake: Arc<Notify>,
+    seed: Option<u64>,
+}
+
+impl RolloutFrames {
+    /// The seed of a sampled rollout's noise.
+    pub fn seed(&self) -> Option<u64> {
+        self.seed
+    }
 }
 
 impl tokio_stream::Stream for RolloutFrames {
@@ -131,72 +154,57 @@ impl Drop for RolloutFrames {
     }
 }
 
-/// The task that steps one model's rollouts; started with the model's first rollout,
-/// it ends when the model is unloaded and its last rollout has ended.
+/// The handle of the task that steps one version's rollouts; the task ends when every
+/// handle is gone (the version was dropped) and its last rollout has ended.
+#[derive(Clone)]
 pub(crate) struct RolloutStepper {
+    model: Arc<str>,
     joining: mpsc::UnboundedSender<Member>,
     wake: Arc<Notify>,
-    /// Set when the server shuts down: every rollout, running or arriving, is ended.
-    ending: Arc<AtomicBool>,
 }
 
 impl RolloutStepper {
-    pub(crate) fn spawn() -> Self {
+    /// Starts stepping on `workers`; every rollout, running or arriving, ends with
+    /// UNAVAILABLE once `shutdown` turns true.
+    pub(crate) fn spawn(model: String, workers: Arc<ModelWorkers>, shutdown: watch::Receiver<bool>) -> Self {
         let (joining, arrivals) = mpsc::unbounded_channel();
-        let (wake, ending) = (Arc::new(Notify::new()), Arc::new(AtomicBool::new(false)));
-        tokio::spawn(step_all(arrivals, Arc::clone(&wake), Arc::clone(&ending)));
-        Self { joining, wake, ending }
+        let wake = Arc::new(Notify::new());
+        let model: Arc<str> = model.into();
+        tokio::spawn(step_all(Arc::clone(&model), workers, arrivals, Arc::clone(&wake), shutdown));
+        Self { model, joining, wake }
     }
 
-    /// Ends every rollout of the model with UNAVAILABLE (the server is going away).
-    pub(crate) fn end_all(&self) {
-        self.ending.store(true, Ordering::SeqCst);
-        self.wake.notify_one();
+    /// Whether its task still takes rollouts (a stopped one is replaced by its version).
+    pub(crate) fn is_running(&self) -> bool {
+        !self.joining.is_closed()
     }
 }
 
-/// Admits `plan` (unless `max_rollouts` are running) and hands it to its model's stepper.
-pub fn start(plan: RolloutPlan, counter: &RolloutCounter, max_rollouts: usize) -> Result<RolloutFrames, ServeError> {
-    let RolloutPlan { model, start, previous, steps, emit_every, stall_timeout } = plan;
-    let place = counter.try_enter(model.name(), max_rollouts).ok_or_else(|| ServeError::Busy {
-        model: model.name().to_string(),
-        reason: format!("{max_rollouts} rollouts are running, the most this server admits"),
-    })?;
+/// Admits `plan` (unless `max_rollouts` are running) and hands it to `stepper`.
+pub fn start(plan: RolloutPlan, stepper: &RolloutStepper, counter: &RolloutCounter, max_rollouts: usize) -> Result<RolloutFrames, ServeError> {
+    let RolloutPlan { start, previous, steps, emit_every, stall_timeout, seed } = plan;
+    let model = stepper.model.to_string();
+    let place = counter
+        .try_enter(&model, max_rollouts)
+        .ok_or_else(|| ServeError::Busy { model: model.clone(), reason: format!("{max_rollouts} rollouts are running, the most this server admits") })?;
     // One more slot than frames ahead: the error that ends a stalled rollout always fits.
     let ahead = (SYSTEMS_AHEAD / start.dim().0).clamp(2, 16);
     let (frames_out, frames) = mpsc::channel(ahead + 1);
-    let stepper = model.rollout_stepper();
-    let wake = Arc::clone(&stepper.wake);
-    let member = Member {
-        model: Arc::clone(&model),
-        positions: start,
-        previous,
-        step: 0,
-        steps,
-        emit_every,
-        frames: frames_out,
-        place,
-        stall_timeout,
-        waiting_since: None,
-    };
-    stepper
-        .joining
-        .send(member)
-        .map_err(|_| ServeError::Internal { model: model.name().to_string(), message: "the model's rollout stepper has stopped".into() })?;
-    wake.notify_one();
-    Ok(RolloutFrames { frames, wake })
+    let member = Member { positions: start, previous, step: 0, steps, emit_every, seed, frames: frames_out, place, stall_timeout, waiting_since: None };
+    stepper.joining.send(member).map_err(|_| ServeError::Internal { model, message: "the model's rollout stepper has stopped".into() })?;
+    stepper.wake.notify_one();
+    Ok(RolloutFrames { frames, wake: Arc::clone(&stepper.wake), seed })
 }
 
 /// One live rollout.
 struct Member {
-    /// Keeps the model (and the version the rollout started on) loaded until it ends.
-    model: Arc<LoadedModel>,
     /// [B, 12, 3].
     positions: Array3<f32>,
     previous: Option<Array4<f32>>,
     step: u32,
     steps: u32,
     emit_every: u32,
+    seed: Option<u64>,
     frames: mpsc::Sender<FrameResult>,
     place: RolloutGuard,
     stall_timeout: Duration,
@@ -219,33 +227,52 @@ impl Member {
 
     /// Ends the rollout if its client has taken no frame for its stall timeout; when
     /// it may still come to, the instant to look again.
-    fn check_stall(&mut self, now: Instant) -> Option<Instant> {
+    fn check_stall(&mut self, model: &str, now: Instant) -> Option<Instant> {
         let since = *self.waiting_since.get_or_insert(now);
         let deadline = since + self.stall_timeout;
         if now < deadline {
             return Some(deadline);
         }
         self.place.ended = Some(Ended::Stalled);
-        let model = self.model.name().to_string();
-        let _ = self.frames.try_send(Err(ServeError::Stalled { model, seconds: self.stall_timeout.as_secs_f64() }));
+        let _ = self.frames.try_send(Err(ServeError::Stalled { model: model.to_string(), seconds: self.stall_timeout.as_secs_f64() }));
         None
+    }
+
+    /// Ends the rollout with `error` in the slot kept for it.
+    fn fail(&mut self, how: Ended, error: ServeError) {
+        self.place.ended = Some(how);
+        let _ = self.frames.try_send(Err(error));
+    }
+}
+
+impl Drop for Member {
+    /// A stepper that panicked drops its rollouts: their clients hear why instead of
+    /// seeing their streams end as if finished.
+    fn drop(&mut self) {
+        if std::thread::panicking() && self.place.ended.is_none() {
+            let _ = self.frames.try_send(Err(ServeError::Internal { model: self.place.model.clone(), message: "the rollout stepper failed".into() }));
+        }
     }
 }
 
 /// The stepper's loop: take in new rollouts, drop cancelled ones, advance every one
 /// whose client has room for a frame, in one call; wait when none has.
-async fn step_all(mut arrivals: mpsc::UnboundedReceiver<Member>, wake: Arc<Notify>, ending: Arc<AtomicBool>) {
+async fn step_all(
+    model: Arc<str>,
+    workers: Arc<ModelWorkers>,
+    mut arrivals: mpsc::UnboundedReceiver<Member>,
+    wake: Arc<Notify>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let mut members: Vec<Member> = Vec::new();
-    let mut open = true;
+    let (mut open, mut watching) = (true, true);
     loop {
         while let Ok(member) = arrivals.try_recv() {
             members.push(member);
         }
-        if ending.load(Ordering::SeqCst) {
+        if *shutdown.borrow() {
             for member in &mut members {
-                member.place.ended = Some(Ended::ShutDown);
-                // The slot kept for an ending error takes it.
-                let _ = member.frames.try_send(Err(ServeError::ShuttingDown { model: member.model.name().to_string() }));
+                member.fail(Ended::ShutDown, ServeError::ShuttingDown { model: model.to_string() });
             }
             members.clear();
         }
@@ -259,14 +286,14 @@ async fn step_all(mut arrivals: mpsc::UnboundedReceiver<Member>, wake: Arc<Notif
                     ready.push((index, permit));
                 }
                 None => {
-                    if let Some(deadline) = member.check_stall(now) {
+                    if let Some(deadline) = member.check_stall(&model, now) {
                         look_again = Some(look_again.map_or(deadline, |earliest| earliest.min(deadline)));
                     }
                 }
             }
         }
         if !ready.is_empty() {
-            step(&mut members, ready).await;
+            step(&model, &workers, &mut members, ready).await;
         }
         members.retain(|member| member.place.ended.is_none());
         if !open && members.is_empty() {
@@ -290,46 +317,82 @@ async fn step_all(mut arrivals: mpsc::UnboundedReceiver<Member>, wake: Arc<Notif
                 Some(member) => members.push(member),
                 None => open = false,
             },
+            changed = shutdown.changed(), if watching => watching = changed.is_ok(),
         }
     }
 }
 
-/// Advances the `ready` members one step in one model call and sends what is due.
-async fn step(members: &mut [Member], ready: Vec<(usize, mpsc::OwnedPermit<FrameResult>)>) {
-    let model = Arc::clone(&members[ready[0].0].model);
-    let positions: Vec<_> = ready.iter().map(|(i, _)| members[*i].positions.view()).collect();
-    let positions = concatenate(Axis(0), &positions).expect("frames of one shape");
-    let previous = match members[ready[0].0].previous {
-        Some(_) => {
-            let windows: Vec<_> = ready.iter().filter_map(|(i, _)| members[*i].previous.as_ref().map(|w| w.view())).collect();
-            Some(concatenate(Axis(0), &windows).expect("windows of one shape"))
+/// Advances the `ready` members one step in one model call and sends what is due. When
+/// the call fails for several rollouts, each is tried alone, so that one whose input
+/// breaks the model ends without taking the others with it.
+async fn step(model: &str, workers: &ModelWorkers, members: &mut [Member], ready: Vec<(usize, mpsc::OwnedPermit<FrameResult>)>) {
+    let indices: Vec<usize> = ready.iter().map(|(index, _)| *index).collect();
+    metrics::rollout_step(model, indices.iter().map(|&i| members[i].systems()).sum());
+    match displacement(model, workers, members, &indices).await {
+        Ok(displacement) => advance(model, members, ready, &displacement),
+        Err(_) if ready.len() > 1 => {
+            for (index, permit) in ready {
+                match displacement(model, workers, members, &[index]).await {
+                    Ok(displacement) => advance(model, members, vec![(index, permit)], &displacement),
+                    Err(error) => fail(&mut members[index], permit, error),
+                }
+            }
         }
-        None => None,
-    };
-    metrics::rollout_step(model.name(), positions.dim().0);
-    let dx = match model.step_rollouts(positions, previous).await {
-        Ok(dx) => dx,
         Err(error) => {
             for (index, permit) in ready {
-                members[index].place.ended = Some(Ended::Failed);
-                permit.send(Err(error.clone()));
+                fail(&mut members[index], permit, error.clone());
             }
-            return;
         }
+    }
+}
+
+fn fail(member: &mut Member, permit: mpsc::OwnedPermit<FrameResult>, error: ServeError) {
+    member.place.ended = Some(Ended::Failed);
+    permit.send(Err(error));
+}
+
+/// The model's displacement for the windows of `indices`, stacked in that order.
+async fn displacement(model: &str, workers: &ModelWorkers, members: &[Member], indices: &[usize]) -> Result<Displacement, ServeError> {
+    let internal = |message: String| ServeError::Internal { model: model.to_string(), message };
+    let positions: Vec<_> = indices.iter().map(|&i| members[i].positions.view()).collect();
+    let positions = concatenate(Axis(0), &positions).map_err(|e| internal(format!("rollout frames of different shapes: {e}")))?;
+    let windows: Vec<_> = indices.iter().filter_map(|&i| members[i].previous.as_ref().map(|w| w.view())).collect();
+    let previous = match windows.len() {
+        0 => None,
+        n if n == indices.len() => Some(concatenate(Axis(0), &windows).map_err(|e| internal(format!("rollout windows of different shapes: {e}")))?),
+        _ => return Err(internal("rollouts with and without windows in one call".into())),
     };
+    let outputs = workers.step_rollouts(NamedTensors::dynamics(positions, previous)).await.map_err(|e| ServeError::from_engine(model, e))?;
+    displacement_of(model, outputs)
+}
+
+/// Moves each ready member by its rows of `displacement` (sampled ones with their noise)
+/// and sends the frames that are due.
+fn advance(model: &str, members: &mut [Member], ready: Vec<(usize, mpsc::OwnedPermit<FrameResult>)>, displacement: &Displacement) {
     let mut row = 0;
     for (index, permit) in ready {
         let member = &mut members[index];
         let systems = member.systems();
+        let rows = s![row..row + systems, .., ..];
+        row += systems;
+        let mut next = &member.positions + &displacement.dx.slice(rows);
+        if let Some(seed) = member.seed {
+            let Some(dx_std) = &displacement.dx_std else {
+                let message = "a sampled rollout's model gave no dx_std".to_string();
+                fail(member, permit, ServeError::Internal { model: model.to_string(), message });
+                continue;
+            };
+            let std = dx_std.slice(s![row - systems..row, ..]);
+            add_noise_to_batch(next.view_mut(), member.positions.view(), std, seed, 0, u64::from(member.step));
+        }
         if let Some(window) = &mut member.previous {
             *window = advance_window(window, member.positions.view());
         }
-        member.positions += &dx.slice(s![row..row + systems, .., ..]);
-        row += systems;
+        member.positions = next;
         member.step += 1;
         if member.positions.iter().any(|v| !v.is_finite()) {
             member.place.ended = Some(Ended::Diverged);
-            permit.send(Err(ServeError::Diverged { model: model.name().to_string(), step: member.step }));
+            permit.send(Err(ServeError::Diverged { model: model.to_string(), step: member.step }));
         } else if member.step.is_multiple_of(member.emit_every) || member.step == member.steps {
             if member.step == member.steps {
                 member.place.ended = Some(Ended::Finished);

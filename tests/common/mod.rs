@@ -15,7 +15,10 @@ use std::{
 use equiserve::{
     onnx::ExecutionDevice,
     proto::v1::dynamics_client::DynamicsClient,
-    serve::{DynamicsCore, Limits, ModelControl, ModelRegistry, PoolConfig, RolloutCounter, ServerOptions, serve},
+    serve::{
+        DynamicsCore, Limits, ModelControl, ModelRepository, PoolConfig, RolloutCounter,
+        grpc::{ServerOptions, serve},
+    },
 };
 use tokio::{net::TcpListener, sync::oneshot};
 use tonic::transport::Channel;
@@ -138,7 +141,7 @@ impl TestServer {
     }
 
     pub async fn start_repository(models_dir: &Path, pool: PoolConfig, control: ModelControl, options: ServerOptions) -> Self {
-        let registry = ModelRegistry::open(models_dir, ExecutionDevice::Cpu, pool, control).expect("models load");
+        let registry = ModelRepository::open(models_dir, ExecutionDevice::Cpu, pool, control).expect("models load");
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let address = listener.local_addr().expect("address");
         let (stop, stopped) = oneshot::channel::<()>();

@@ -18,7 +18,7 @@ use equiserve::{
         inference::{RepositoryIndexRequest, RepositoryModelLoadRequest, grpc_inference_service_client::GrpcInferenceServiceClient},
         v1::{PredictRequest, RolloutRequest, dynamics_client::DynamicsClient},
     },
-    serve::{ModelControl, ModelRegistry, PoolConfig, RegistryError, VersionState},
+    serve::{ModelControl, ModelRepository, PoolConfig, RepositoryError, VersionState},
 };
 use tokio_stream::StreamExt;
 use tonic::{Code, transport::Channel};
@@ -219,11 +219,11 @@ async fn repository_changes_need_explicit_control() {
 async fn nobody_unauthenticated_changes_the_repository_unless_allowed() {
     use equiserve::{
         proto::inference::{ModelReadyRequest, RepositoryModelUnloadRequest, ServerLiveRequest, ServerReadyRequest},
-        serve::access::AccessTokens,
+        serve::grpc::access::AccessTokens,
     };
     let repository = tempfile::tempdir().expect("temp dir");
     copy_model(&trained_models_dir().join("mlp"), &repository.path().join("mlp/1"));
-    let guarded = equiserve::serve::ServerOptions { allow_unauthenticated_admin: false, ..TEST_SERVER_OPTIONS };
+    let guarded = equiserve::serve::grpc::ServerOptions { allow_unauthenticated_admin: false, ..TEST_SERVER_OPTIONS };
     let server = TestServer::start_repository(repository.path(), pool(), ModelControl::Explicit, guarded).await;
     let mut client = GrpcInferenceServiceClient::new(server.channel.clone());
     let status = client.repository_model_unload(RepositoryModelUnloadRequest { model_name: "mlp".into(), ..Default::default() }).await.expect_err("refused");
@@ -233,7 +233,7 @@ async fn nobody_unauthenticated_changes_the_repository_unless_allowed() {
     server.shutdown().await;
 
     let tokens = AccessTokens::parse("inference 0123456789abcdef\nadmin fedcba9876543210").expect("tokens");
-    let with_tokens = equiserve::serve::ServerOptions { tokens: Some(tokens), allow_unauthenticated_admin: false, ..TEST_SERVER_OPTIONS };
+    let with_tokens = equiserve::serve::grpc::ServerOptions { tokens: Some(tokens), allow_unauthenticated_admin: false, ..TEST_SERVER_OPTIONS };
     let server = TestServer::start_repository(repository.path(), pool(), ModelControl::Explicit, with_tokens).await;
     let mut client = GrpcInferenceServiceClient::new(server.channel.clone());
     assert!(client.server_live(ServerLiveRequest {}).await.expect("open to probes").into_inner().live);
@@ -254,7 +254,7 @@ fn explicit_control_can_start_with_some_models_only() {
     copy_model(&shipped_model("pairforce-h4"), &repository.path().join("pairforce-h4"));
     let open = |names: &[&str]| {
         let names: Vec<String> = names.iter().map(|name| name.to_string()).collect();
-        ModelRegistry::open_explicit(repository.path(), ExecutionDevice::Cpu, pool(), &names)
+        ModelRepository::open_explicit(repository.path(), ExecutionDevice::Cpu, pool(), &names)
     };
 
     let registry = open(&["mlp"]).expect("opens");
@@ -266,7 +266,7 @@ fn explicit_control_can_start_with_some_models_only() {
     assert!(error.to_string().contains("no model 'nope'"), "{error}");
     std::fs::write(repository.path().join("pairforce-h4/model.onnx"), b"garbage").expect("write");
     let error = open(&["pairforce-h4"]).err().expect("a broken model");
-    assert!(matches!(error, RegistryError::LoadFailed { .. }) && error.to_string().contains("model.onnx"), "{error}");
+    assert!(matches!(error, RepositoryError::LoadFailed { .. }) && error.to_string().contains("model.onnx"), "{error}");
     let error = open(&[]).err().expect("nothing named");
     assert!(error.to_string().contains("no model to load at start"), "{error}");
 }
@@ -285,10 +285,10 @@ fn clashing_folders_and_contradicting_cards_are_refused_with_the_reason() {
     card["history_frames"] = serde_json::json!(3);
     std::fs::write(&card_path, card.to_string()).expect("write");
 
-    let error = ModelRegistry::open(repository.path(), ExecutionDevice::Cpu, pool(), ModelControl::None).err().expect("nothing to serve");
+    let error = ModelRepository::open(repository.path(), ExecutionDevice::Cpu, pool(), ModelControl::None).err().expect("nothing to serve");
     assert!(error.to_string().contains("2 folders") && error.to_string().contains("reads 3 frames"), "{error}");
     copy_model(&shipped_model("e3small"), &repository.path().join("e3small"));
-    let registry = ModelRegistry::open(repository.path(), ExecutionDevice::Cpu, pool(), ModelControl::None).expect("opens");
+    let registry = ModelRepository::open(repository.path(), ExecutionDevice::Cpu, pool(), ModelControl::None).expect("opens");
     assert_eq!(registry.names(), ["e3small"]);
     let index = registry.index();
     let failure = |name: &str| index.iter().find(|v| v.name == name).and_then(|v| v.failure.clone()).unwrap_or_else(|| panic!("{name}: {index:?}"));

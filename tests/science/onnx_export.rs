@@ -222,7 +222,7 @@ fn outputs_that_lose_the_batch_are_refused() {
         serde_json::from_str(&std::fs::read_to_string(crate::common::shipped_model("mlp").join("card.json")).expect("card")).expect("json");
     card["name"] = serde_json::json!("dropper");
     std::fs::write(folder.join("card.json"), card.to_string()).expect("writes");
-    let opened = equiserve::serve::ModelRegistry::open(repository.path(), ExecutionDevice::Cpu, Default::default(), equiserve::serve::ModelControl::None);
+    let opened = equiserve::serve::ModelRepository::open(repository.path(), ExecutionDevice::Cpu, Default::default(), equiserve::serve::ModelControl::None);
     let error = opened.err().expect("nothing loads");
     assert!(error.to_string().contains("'dx' came back"), "{error}");
 }

@@ -7,9 +7,11 @@ use tokio::{net::TcpListener, sync::oneshot};
 use tonic::transport::{Server, ServerTlsConfig, server::TcpIncoming};
 
 use super::{
-    DynamicsCore, DynamicsService, InferenceService, ModelControl, ModelRegistry,
     access::{AccessLayer, AccessTokens},
+    dynamics::DynamicsService,
+    inference::InferenceService,
 };
+use crate::serve::{DynamicsCore, ModelControl, ModelRepository};
 use crate::proto::{FILE_DESCRIPTOR_SET, inference::grpc_inference_service_server::GrpcInferenceServiceServer, v1::dynamics_server::DynamicsServer};
 
 /// How long ended rollouts get to send their UNAVAILABLE before connections are cut.
@@ -111,7 +113,7 @@ pub async fn serve(
 
 /// Re-reads the repository every `every`: new and changed versions load (a failed one
 /// leaves the version it would replace serving), removed ones unload.
-async fn poll_repository(registry: Arc<ModelRegistry>, every: Duration) {
+async fn poll_repository(registry: Arc<ModelRepository>, every: Duration) {
     let mut ticks = tokio::time::interval(every);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticks.tick().await;
@@ -161,4 +163,50 @@ pub async fn shutdown_signal() {
         _ = terminate => {},
     }
     tracing::info!("shutdown signal received; finishing in-flight calls (a second signal cuts them)");
+}
+
+/// Serves the Prometheus text of `handle` at `GET /metrics` on `listener` (404 for any
+/// other path, 405 for another method), asking for a bearer token when `tokens` are
+/// given; until the process ends. Each connection is its own task.
+pub async fn serve_metrics(
+    listener: tokio::net::TcpListener,
+    handle: metrics_exporter_prometheus::PrometheusHandle,
+    tokens: Option<AccessTokens>,
+) {
+    use http_body_util::Full;
+    use hyper::{Method, Request, Response, StatusCode, body::Bytes, server::conn::http1, service::service_fn};
+    use hyper_util::rt::TokioIo;
+
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of file descriptors, say: wait a moment rather than spin.
+                tracing::warn!(error = %e, "metrics: cannot accept a connection");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let (handle, tokens) = (handle.clone(), tokens.clone());
+        let answer = service_fn(move |request: Request<hyper::body::Incoming>| {
+            let reply = |status: StatusCode, body: String| {
+                let mut response = Response::new(Full::new(Bytes::from(body)));
+                *response.status_mut() = status;
+                response
+            };
+            let allowed = tokens.as_ref().is_none_or(|tokens| tokens.admits(request.headers().get("authorization")));
+            let response = match (request.method(), request.uri().path()) {
+                (_, path) if path != "/metrics" => reply(StatusCode::NOT_FOUND, "metrics are at /metrics\n".into()),
+                (&Method::GET, _) if !allowed => reply(StatusCode::UNAUTHORIZED, "send a valid token as 'authorization: Bearer TOKEN'\n".into()),
+                (&Method::GET, _) => reply(StatusCode::OK, handle.render()),
+                _ => reply(StatusCode::METHOD_NOT_ALLOWED, "GET /metrics\n".into()),
+            };
+            std::future::ready(Ok::<_, std::convert::Infallible>(response))
+        });
+        tokio::spawn(async move {
+            if let Err(e) = http1::Builder::new().serve_connection(TokioIo::new(stream), answer).await {
+                tracing::debug!(error = %e, "metrics connection ended");
+            }
+        });
+    }
 }

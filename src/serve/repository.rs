@@ -13,77 +13,17 @@ use std::{
     collections::BTreeMap,
     fs,
     path::{Path, PathBuf},
-    sync::{Arc, Mutex, OnceLock, RwLock, Weak},
+    sync::{Arc, Mutex, RwLock},
     time::SystemTime,
 };
 
-use ndarray::{Array3, Array4};
+use tokio::sync::watch;
 
-use super::{
-    ServeError,
-    engine::{EngineError, ModelWorkers, PoolConfig},
-    memory::MemoryBudget,
-    rollout::RolloutStepper,
-};
+use super::{ServeError, engine::PoolConfig, memory::MemoryBudget, model::ModelVersion};
 use crate::{
-    card::{CARD_FILE, CardSummary, MODEL_FILE, PARITY_TOLERANCE},
-    onnx::{DX, ExecutionDevice, NamedTensors, Signature},
+    card::{CARD_FILE, CardSummary, MODEL_FILE},
+    onnx::ExecutionDevice,
 };
-
-pub struct LoadedModel {
-    pub summary: CardSummary,
-    /// The card as written by train-export, passed through to clients.
-    pub card_json: String,
-    pub version: u64,
-    pub workers: ModelWorkers,
-    /// Started with the first rollout (it needs the async runtime).
-    rollouts: OnceLock<RolloutStepper>,
-}
-
-impl LoadedModel {
-    pub fn name(&self) -> &str {
-        &self.summary.name
-    }
-
-    /// The model's inputs and outputs, as its card states and its file was checked to have.
-    pub fn signature(&self) -> &Signature {
-        &self.summary.onnx.signature
-    }
-
-    /// Frames the model reads (K): 1 + the fixed length of its `previous` input.
-    pub fn history_frames(&self) -> usize {
-        self.signature().history_frames()
-    }
-
-    /// dx [batch, 12, 3] for `positions` [batch, 12, 3] (and, for a history model, the
-    /// frames before them [batch, K − 1, 12, 3]), batched with other requests.
-    pub async fn dx(&self, positions: Array3<f32>, previous: Option<Array4<f32>>) -> Result<Array3<f32>, ServeError> {
-        let outputs = self.workers.infer(NamedTensors::dynamics(positions, previous)).await;
-        self.take_dx(outputs)
-    }
-
-    /// dx for one step of the model's rollouts, stacked (never turned away).
-    pub(crate) async fn step_rollouts(&self, positions: Array3<f32>, previous: Option<Array4<f32>>) -> Result<Array3<f32>, ServeError> {
-        let outputs = self.workers.step_rollouts(NamedTensors::dynamics(positions, previous)).await;
-        self.take_dx(outputs)
-    }
-
-    pub(crate) fn rollout_stepper(&self) -> &RolloutStepper {
-        self.rollouts.get_or_init(RolloutStepper::spawn)
-    }
-
-    /// Ends the model's rollouts, if it has a stepper, with UNAVAILABLE.
-    pub(crate) fn end_rollouts(&self) {
-        if let Some(stepper) = self.rollouts.get() {
-            stepper.end_all();
-        }
-    }
-
-    fn take_dx(&self, outputs: Result<NamedTensors, EngineError>) -> Result<Array3<f32>, ServeError> {
-        let mut outputs = outputs.map_err(|e| ServeError::from_engine(self.name(), e))?;
-        outputs.take_dx().ok_or_else(|| ServeError::Internal { model: self.name().to_string(), message: format!("the model gave no {DX} [batch, 12, 3]") })
-    }
-}
 
 /// When the repository's models are (re)loaded, as Triton's `--model-control-mode`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -98,7 +38,7 @@ pub enum ModelControl {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum RegistryError {
+pub enum RepositoryError {
     #[error("{path}: {message}")]
     Unreadable { path: PathBuf, message: String },
     #[error("no servable models in {dir}: {reasons}")]
@@ -131,19 +71,20 @@ type Versions = BTreeMap<u64, VersionSlot>;
 struct VersionSlot {
     folder: PathBuf,
     stamp: FileStamp,
-    serving: Option<Arc<LoadedModel>>,
+    serving: Option<Arc<ModelVersion>>,
     failure: Option<String>,
 }
 
 /// A version folder found in the repository.
-struct Found {
-    name: String,
-    version: u64,
-    folder: PathBuf,
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VersionFolder {
+    pub name: String,
+    pub version: u64,
+    pub folder: PathBuf,
 }
 
 /// Models by name, then versions, sorted.
-pub struct ModelRegistry {
+pub struct ModelRepository {
     dir: PathBuf,
     device: ExecutionDevice,
     pool: PoolConfig,
@@ -151,35 +92,35 @@ pub struct ModelRegistry {
     budget: Arc<MemoryBudget>,
     control: ModelControl,
     models: RwLock<BTreeMap<String, Versions>>,
-    /// Versions swapped out or unloaded: rollouts may still run on them until they end,
-    /// and a shutdown ends those too.
-    retired: Mutex<Vec<Weak<LoadedModel>>>,
+    /// Set when the server shuts down: every version's rollouts end, those of versions
+    /// already swapped out or unloaded included (each version watches it).
+    shutdown: watch::Sender<bool>,
     /// One (re)load at a time; loading happens outside the map's lock.
     loading: Mutex<()>,
 }
 
-impl ModelRegistry {
+impl ModelRepository {
     /// Loads every version in `dir`; one that cannot load is logged and skipped, and
     /// opening fails only when nothing at all can be served.
-    pub fn open(dir: &Path, device: ExecutionDevice, pool: PoolConfig, control: ModelControl) -> Result<Self, RegistryError> {
+    pub fn open(dir: &Path, device: ExecutionDevice, pool: PoolConfig, control: ModelControl) -> Result<Self, RepositoryError> {
         let registry = Self::empty(dir, device, pool, control);
         let failures = registry.sync(None)?;
         if registry.ready().is_empty() {
             let reasons = if failures.is_empty() { format!("no <name>/[<version>/]{{{MODEL_FILE}, {CARD_FILE}}} folders found") } else { failures.join("; ") };
-            return Err(RegistryError::Empty { dir: dir.to_path_buf(), reasons });
+            return Err(RepositoryError::Empty { dir: dir.to_path_buf(), reasons });
         }
         Ok(registry)
     }
 
     /// Explicit control starting with `models` only (Triton's `--load-model`); fails
     /// when one of them cannot load.
-    pub fn open_explicit(dir: &Path, device: ExecutionDevice, pool: PoolConfig, models: &[String]) -> Result<Self, RegistryError> {
+    pub fn open_explicit(dir: &Path, device: ExecutionDevice, pool: PoolConfig, models: &[String]) -> Result<Self, RepositoryError> {
         let registry = Self::empty(dir, device, pool, ModelControl::Explicit);
         for name in models {
             registry.load(name)?;
         }
         if registry.ready().is_empty() {
-            return Err(RegistryError::Empty { dir: dir.to_path_buf(), reasons: "no model to load at start was named".to_string() });
+            return Err(RepositoryError::Empty { dir: dir.to_path_buf(), reasons: "no model to load at start was named".to_string() });
         }
         Ok(registry)
     }
@@ -192,7 +133,7 @@ impl ModelRegistry {
             budget: Arc::new(MemoryBudget::new(pool.memory_budget)),
             control,
             models: RwLock::default(),
-            retired: Mutex::default(),
+            shutdown: watch::Sender::new(false),
             loading: Mutex::default(),
         }
     }
@@ -202,7 +143,7 @@ impl ModelRegistry {
     }
 
     /// `version`, or the newest ready one when `None`.
-    pub fn get(&self, name: &str, version: Option<u64>) -> Result<Arc<LoadedModel>, ServeError> {
+    pub fn get(&self, name: &str, version: Option<u64>) -> Result<Arc<ModelVersion>, ServeError> {
         let models = self.read();
         let Some(versions) = models.get(name) else {
             return Err(ServeError::UnknownModel { name: name.to_string(), served: ready_names(&models).join(", ") });
@@ -224,7 +165,7 @@ impl ModelRegistry {
     }
 
     /// The default version of every model that has a ready one.
-    pub fn ready(&self) -> Vec<Arc<LoadedModel>> {
+    pub fn ready(&self) -> Vec<Arc<ModelVersion>> {
         self.read().values().filter_map(newest_ready).collect()
     }
 
@@ -234,7 +175,7 @@ impl ModelRegistry {
     }
 
     /// Every ready version of `name`, or of every model when `None`, by name then version.
-    pub fn ready_all(&self, name: Option<&str>) -> Vec<Arc<LoadedModel>> {
+    pub fn ready_all(&self, name: Option<&str>) -> Vec<Arc<ModelVersion>> {
         let models = self.read();
         let serving = |versions: &Versions| versions.values().filter_map(|slot| slot.serving.clone()).collect::<Vec<_>>();
         match name {
@@ -262,17 +203,15 @@ impl ModelRegistry {
             .collect()
     }
 
-    /// Every version that may still run rollouts: served ones and retired ones alive.
-    pub(crate) fn all_loaded(&self) -> Vec<Arc<LoadedModel>> {
-        let mut loaded = self.ready_all(None);
-        let retired = self.retired.lock().unwrap_or_else(|e| e.into_inner());
-        loaded.extend(retired.iter().filter_map(Weak::upgrade));
-        loaded
+    /// Ends every rollout, of every version loaded now or before, with UNAVAILABLE
+    /// (the server is going away).
+    pub fn end_rollouts(&self) {
+        self.shutdown.send_replace(true);
     }
 
     /// (Re)loads `name` from the repository, for RepositoryModelLoad. Fails, keeping what
     /// served before, when a version could not load.
-    pub fn load(&self, name: &str) -> Result<(), RegistryError> {
+    pub fn load(&self, name: &str) -> Result<(), RepositoryError> {
         self.explicit()?;
         let failures = self.sync(Some(name))?;
         if failures.is_empty() {
@@ -282,15 +221,15 @@ impl ModelRegistry {
             [] => "nothing of it is served".to_string(),
             ready => format!("still serving version(s) {}", ready.iter().map(u64::to_string).collect::<Vec<_>>().join(", ")),
         };
-        Err(RegistryError::LoadFailed { name: name.to_string(), kept, reasons: failures.join("; ") })
+        Err(RepositoryError::LoadFailed { name: name.to_string(), kept, reasons: failures.join("; ") })
     }
 
     /// Stops serving every version of `name`; calls and rollouts in flight finish.
-    pub fn unload(&self, name: &str) -> Result<(), RegistryError> {
+    pub fn unload(&self, name: &str) -> Result<(), RepositoryError> {
         self.explicit()?;
         let mut models = self.write();
         let Some(versions) = models.get_mut(name) else {
-            return Err(RegistryError::NotInRepository { name: name.to_string(), dir: self.dir.clone() });
+            return Err(RepositoryError::NotInRepository { name: name.to_string(), dir: self.dir.clone() });
         };
         // Kept in the index as unavailable; the next load retries it as a failed version.
         let unloaded: Vec<_> = versions
@@ -301,20 +240,20 @@ impl ModelRegistry {
             })
             .collect();
         drop(models);
-        self.retire(unloaded);
+        drop(unloaded);
         tracing::info!(model = name, "model unloaded");
         Ok(())
     }
 
     /// Brings the served versions in line with the files, for every model or one;
     /// returns why versions failed to load.
-    pub fn sync(&self, only: Option<&str>) -> Result<Vec<String>, RegistryError> {
+    pub fn sync(&self, only: Option<&str>) -> Result<Vec<String>, RepositoryError> {
         let _one_at_a_time = self.loading.lock().unwrap_or_else(|e| e.into_inner());
-        let found: Vec<Found> = scan(&self.dir)?.into_iter().filter(|f| only.is_none_or(|name| f.name == name)).collect();
+        let found: Vec<VersionFolder> = scan(&self.dir)?.into_iter().filter(|f| only.is_none_or(|name| f.name == name)).collect();
         if let Some(name) = only
             && found.is_empty()
         {
-            return Err(RegistryError::NotInRepository { name: name.to_string(), dir: self.dir.clone() });
+            return Err(RepositoryError::NotInRepository { name: name.to_string(), dir: self.dir.clone() });
         }
         let mut failures = Vec::new();
         let mut folders_of: BTreeMap<(String, u64), Vec<PathBuf>> = BTreeMap::new();
@@ -322,7 +261,7 @@ impl ModelRegistry {
             folders_of.entry((found.name.clone(), found.version)).or_default().push(found.folder.clone());
         }
         let mut seen: BTreeMap<(String, u64), PathBuf> = BTreeMap::new();
-        for Found { name, version, folder } in found {
+        for VersionFolder { name, version, folder } in found {
             if seen.contains_key(&(name.clone(), version)) {
                 continue;
             }
@@ -359,7 +298,7 @@ impl ModelRegistry {
             if unchanged {
                 continue;
             }
-            let loaded = load_version(&folder, &name, version, self.device, self.pool, &self.budget);
+            let loaded = ModelVersion::load(&folder, &name, version, self.device, self.pool, &self.budget, self.shutdown.subscribe());
             let mut models = self.write();
             let slot = slot_of(&mut models, &name, version, &folder, stamp);
             slot.folder = folder;
@@ -369,8 +308,9 @@ impl ModelRegistry {
                     log_loaded(&model, slot.serving.is_some());
                     slot.failure = None;
                     let replaced = slot.serving.replace(Arc::new(model));
+                    // Outside the lock: the last holder of a pool joins its workers.
                     drop(models);
-                    self.retire(replaced);
+                    drop(replaced);
                 }
                 Err(e) => {
                     let reason = e.to_string();
@@ -396,7 +336,7 @@ impl ModelRegistry {
         }
         models.retain(|_, versions| !versions.is_empty());
         drop(models);
-        self.retire(removed);
+        drop(removed);
         Ok(failures)
     }
 
@@ -410,21 +350,15 @@ impl ModelRegistry {
         self.models.write().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn explicit(&self) -> Result<(), RegistryError> {
+    fn explicit(&self) -> Result<(), RepositoryError> {
         match self.control {
             ModelControl::Explicit => Ok(()),
-            control => Err(RegistryError::NotExplicit { control }),
+            control => Err(RepositoryError::NotExplicit { control }),
         }
-    }
-
-    fn retire(&self, models: impl IntoIterator<Item = Arc<LoadedModel>>) {
-        let mut retired = self.retired.lock().unwrap_or_else(|e| e.into_inner());
-        retired.retain(|model| model.strong_count() > 0);
-        retired.extend(models.into_iter().map(|model| Arc::downgrade(&model)));
     }
 }
 
-fn newest_ready(versions: &Versions) -> Option<Arc<LoadedModel>> {
+fn newest_ready(versions: &Versions) -> Option<Arc<ModelVersion>> {
     versions.values().rev().find_map(|slot| slot.serving.clone())
 }
 
@@ -436,7 +370,7 @@ fn ready_names(models: &BTreeMap<String, Versions>) -> Vec<String> {
     models.iter().filter(|(_, versions)| newest_ready(versions).is_some()).map(|(name, _)| name.clone()).collect()
 }
 
-fn log_loaded(model: &LoadedModel, replacing: bool) {
+fn log_loaded(model: &ModelVersion, replacing: bool) {
     tracing::info!(
         model = %model.summary.name,
         version = model.version,
@@ -467,9 +401,10 @@ fn holds_model(folder: &Path) -> bool {
 
 /// Every version folder: `<name>/<version>/` named by the folder, or a flat `<name>/`
 /// as version 1 named by its card (by the folder when the card cannot be read; its load
-/// then says why). Hidden folders are skipped.
-fn scan(dir: &Path) -> Result<Vec<Found>, RegistryError> {
-    let unreadable = |path: &Path, e: std::io::Error| RegistryError::Unreadable { path: path.to_path_buf(), message: e.to_string() };
+/// then says why). Hidden folders are skipped. The one scan of a models directory: the
+/// server's, `train-export report`'s and the benches'.
+pub fn scan(dir: &Path) -> Result<Vec<VersionFolder>, RepositoryError> {
+    let unreadable = |path: &Path, e: std::io::Error| RepositoryError::Unreadable { path: path.to_path_buf(), message: e.to_string() };
     let mut found = Vec::new();
     let mut folders: Vec<PathBuf> = fs::read_dir(dir).map_err(|e| unreadable(dir, e))?.filter_map(|entry| entry.ok().map(|e| e.path())).collect();
     folders.sort();
@@ -482,7 +417,7 @@ fn scan(dir: &Path) -> Result<Vec<Found>, RegistryError> {
         if holds_model(&folder) {
             let card_name =
                 fs::read_to_string(folder.join(CARD_FILE)).ok().and_then(|json| serde_json::from_str::<CardSummary>(&json).ok()).map(|card| card.name);
-            found.push(Found { name: card_name.unwrap_or(folder_name), version: 1, folder });
+            found.push(VersionFolder { name: card_name.unwrap_or(folder_name), version: 1, folder });
             continue;
         }
         let Ok(entries) = fs::read_dir(&folder) else { continue };
@@ -492,7 +427,7 @@ fn scan(dir: &Path) -> Result<Vec<Found>, RegistryError> {
             if let Some(version) = version
                 && holds_model(&path)
             {
-                found.push(Found { name: folder_name.clone(), version, folder: path });
+                found.push(VersionFolder { name: folder_name.clone(), version, folder: path });
             }
         }
     }
@@ -503,40 +438,4 @@ fn scan(dir: &Path) -> Result<Vec<Found>, RegistryError> {
 fn stamp(folder: &Path) -> FileStamp {
     let of = |file: &str| fs::metadata(folder.join(file)).map(|m| (m.len(), m.modified().ok())).unwrap_or((0, None));
     [of(CARD_FILE), of(MODEL_FILE)]
-}
-
-fn load_version(
-    dir: &Path,
-    name: &str,
-    version: u64,
-    device: ExecutionDevice,
-    pool: PoolConfig,
-    budget: &Arc<MemoryBudget>,
-) -> Result<LoadedModel, RegistryError> {
-    let card_path = dir.join(CARD_FILE);
-    let unreadable = |path: &Path, e: &dyn std::fmt::Display| RegistryError::Unreadable { path: path.to_path_buf(), message: e.to_string() };
-    let card_json = fs::read_to_string(&card_path).map_err(|e| unreadable(&card_path, &e))?;
-    let mut summary: CardSummary = serde_json::from_str(&card_json).map_err(|e| unreadable(&card_path, &e))?;
-    let parity = summary.onnx.parity_relative_error;
-    // NaN fails too.
-    if parity.is_nan() || parity > PARITY_TOLERANCE {
-        return Err(unreadable(
-            &card_path,
-            &format_args!("the card records an ONNX parity error of {parity:.3e} (> {PARITY_TOLERANCE:e}): the graph does not compute the trained model"),
-        ));
-    }
-    // In the versioned layout the folder names the model, as in Triton's.
-    summary.name = name.to_string();
-    let window = summary.onnx.signature.history_frames();
-    if let Some(claimed) = summary.history_frames
-        && claimed != window
-    {
-        return Err(unreadable(&card_path, &format_args!("the card says the model reads {claimed} frames, its signature's inputs {window}")));
-    }
-    let onnx_file = dir.join(MODEL_FILE);
-    if !onnx_file.is_file() {
-        return Err(unreadable(&onnx_file, &"the card's model file is missing"));
-    }
-    let workers = ModelWorkers::start(name, &onnx_file, &summary.onnx.signature, device, pool, Arc::clone(budget)).map_err(|e| unreadable(&onnx_file, &e))?;
-    Ok(LoadedModel { summary, card_json, version, workers, rollouts: OnceLock::new() })
 }

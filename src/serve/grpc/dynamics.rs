@@ -6,7 +6,8 @@ use std::{sync::Arc, time::Instant};
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status};
 
-use super::{DynamicsCore, LoadedModel, RolloutStart, ServeError, metrics};
+use super::status::{finished, status};
+use crate::serve::{DynamicsCore, ModelVersion, RolloutStart};
 use crate::proto::v1::{
     GetModelRequest, ListModelsRequest, ListModelsResponse, ModelInfo, ModelSummary, PredictRequest, PredictResponse, RolloutFrame, RolloutRequest,
     dynamics_server::Dynamics,
@@ -22,20 +23,7 @@ impl DynamicsService {
     }
 }
 
-pub(super) fn status(error: ServeError) -> Status {
-    let message = error.to_string();
-    match error {
-        ServeError::UnknownModel { .. } | ServeError::VersionNotReady { .. } => Status::not_found(message),
-        ServeError::InvalidArgument(_) => Status::invalid_argument(message),
-        ServeError::Busy { .. } => Status::resource_exhausted(message),
-        ServeError::Diverged { .. } | ServeError::NotFinite { .. } => Status::out_of_range(message),
-        ServeError::Stalled { .. } => Status::deadline_exceeded(message),
-        ServeError::ShuttingDown { .. } => Status::unavailable(message),
-        ServeError::Internal { .. } => Status::internal(message),
-    }
-}
-
-fn summary(model: &LoadedModel, versions: &[u64]) -> ModelSummary {
+fn summary(model: &ModelVersion, versions: &[u64]) -> ModelSummary {
     ModelSummary {
         name: model.summary.name.clone(),
         architecture: model.summary.architecture.clone(),
@@ -44,14 +32,8 @@ fn summary(model: &LoadedModel, versions: &[u64]) -> ModelSummary {
         history_frames: model.history_frames() as u32,
         version: model.version.to_string(),
         versions: versions.iter().map(u64::to_string).collect(),
+        stochastic: model.is_stochastic(),
     }
-}
-
-/// Counts a finished call, under the model's name only when it is served.
-pub(super) fn finished<T>(core: &DynamicsCore, rpc: &'static str, model: &str, started: Instant, result: &Result<T, Status>) {
-    let code = result.as_ref().map_or_else(Status::code, |_| tonic::Code::Ok);
-    let label = if core.serves(model) { model } else { metrics::UNKNOWN_MODEL };
-    metrics::request_finished(rpc, label, format!("{code:?}"), started.elapsed().as_secs_f64());
 }
 
 type RolloutStream = std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<RolloutFrame, Status>> + Send>>;
@@ -80,6 +62,7 @@ impl Dynamics for DynamicsService {
                 version: prediction.version.to_string(),
                 batch: prediction.batch as u32,
                 dx: prediction.dx.into_iter().collect(),
+                dx_std: prediction.dx_std.map(|std| std.into_iter().collect()).unwrap_or_default(),
                 next_positions: prediction.next_positions.into_iter().collect(),
             })
         });
@@ -91,10 +74,11 @@ impl Dynamics for DynamicsService {
 
     async fn rollout(&self, request: Request<RolloutRequest>) -> Result<Response<Self::RolloutStream>, Status> {
         let started = Instant::now();
-        let RolloutRequest { model, positions, steps, emit_every, previous, version } = request.into_inner();
-        let start = RolloutStart { positions, previous, steps, emit_every };
+        let RolloutRequest { model, positions, steps, emit_every, previous, version, sample, seed } = request.into_inner();
+        let start = RolloutStart { positions, previous, steps, emit_every, sample, seed };
         let result = self.core.rollout(&model, &version, start).map_err(status).map(|frames| {
-            let frames = frames.map(|frame| frame.map(|f| RolloutFrame { step: f.step, positions: f.positions, batch: f.batch as u32 }).map_err(status));
+            let seed = frames.seed();
+            let frames = frames.map(move |frame| frame.map(|f| RolloutFrame { step: f.step, positions: f.positions, batch: f.batch as u32, seed }).map_err(status));
             Response::new(Box::pin(frames) as RolloutStream)
         });
         // Counts whether the rollout was admitted; how admitted ones end is counted in

@@ -3,11 +3,14 @@
 //! ModelInfer is Predict, a ModelStreamInfer request with a `steps` parameter is a
 //! Rollout answered as a decoupled model (one response per emitted frame).
 //!
-//! Tensors: inputs `positions` FP32 [B, 12, 3] and, for a model of K ≥ 2 frames,
-//! `previous` FP32 [B, K − 1, 12, 3]; outputs `dx` and `next_positions` FP32 [B, 12, 3]
-//! (a rollout's responses: `positions`). Inputs come as typed `fp32_contents` or as
-//! `raw_input_contents`; outputs always go as `raw_output_contents`, as Triton answers
-//! (tritonclient reads numeric outputs from there only).
+//! Tensors are the model's signature's: inputs `positions` FP32 [B, 12, 3] and, for a
+//! model of K ≥ 2 frames, `previous` FP32 [B, K − 1, 12, 3]; outputs `dx` FP32 [B, 12, 3],
+//! for a stochastic model `dx_std` FP32 [B, 12], and `next_positions` (positions + dx)
+//! (a rollout's responses: `positions`). A streamed rollout takes the parameters
+//! `steps`, `emit_every`, `sample` and `seed`, and answers `step` (and a sampled one's
+//! `seed`). Inputs come as typed `fp32_contents` or as `raw_input_contents`; outputs
+//! always go as `raw_output_contents`, as Triton answers (tritonclient reads numeric
+//! outputs from there only).
 
 use std::{collections::HashMap, sync::Arc, time::Instant};
 
@@ -15,13 +18,11 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_stream::{Stream, StreamExt, wrappers::ReceiverStream};
 use tonic::{Request, Response, Status, Streaming};
 
-use super::{
-    DynamicsCore, LoadedModel, ModelRegistry, RegistryError, RolloutStart, StatisticsSnapshot, Tally,
-    grpc::{finished, status},
-};
+use super::status::{finished, repository_status, status};
 use crate::{
     data::{DIMS, PARTICLES},
-    onnx::{DX, POSITIONS, PREVIOUS},
+    serve::{DynamicsCore, MAX_MODEL_NAME, ModelRepository, ModelVersion, Prediction, RepositoryError, RolloutStart, StatisticsSnapshot, Tally},
+    onnx::{DX, DX_STD, Dim, POSITIONS, PREVIOUS, TensorSpec},
     proto::inference::{
         DataType, FP32, InferBatchStatistics, InferParameter, InferStatistics, ModelConfig, ModelConfigRequest, ModelConfigResponse, ModelDynamicBatching,
         ModelInferRequest, ModelInferResponse, ModelInput, ModelInstanceGroup, ModelMetadataRequest, ModelMetadataResponse, ModelOutput, ModelReadyRequest,
@@ -38,11 +39,14 @@ const NEXT_POSITIONS: &str = "next_positions";
 /// The platform and backend Triton names ONNX Runtime models by.
 const PLATFORM: &str = "onnxruntime_onnx";
 const BACKEND: &str = "onnxruntime";
-/// Dimensions of one frame (after the batch): `positions`, `dx`, `next_positions`.
+/// Dimensions of one frame after the batch: a rollout's `positions`.
 const FRAME_DIMS: [i64; 2] = [PARTICLES as i64, DIMS as i64];
 /// Request parameters of a streamed rollout.
 const STEPS: &str = "steps";
 const EMIT_EVERY: &str = "emit_every";
+const SAMPLE: &str = "sample";
+/// Request and response parameter: a sampled rollout's seed.
+const SEED: &str = "seed";
 /// Response parameter: the rollout step of the frame.
 const STEP: &str = "step";
 /// Triton's decoupled-model flags: the last response of a request, and the request's
@@ -67,46 +71,68 @@ impl InferenceService {
     }
 }
 
-/// A request's tensors, checked against the model's window.
+/// A request's tensors, checked against the model's signature.
 struct Inputs {
     positions: Vec<f32>,
     previous: Vec<f32>,
-}
-
-/// Dimensions of a model of K frames' `previous` (after the batch): [K − 1, 12, 3].
-fn window_dims(history_frames: usize) -> Vec<i64> {
-    [&[history_frames as i64 - 1][..], &FRAME_DIMS].concat()
 }
 
 fn invalid(message: String) -> Status {
     Status::invalid_argument(message)
 }
 
+/// A tensor's name and its dimensions after the batch, as the model's signature gives them.
+type TensorDims = (String, Vec<i64>);
+
+/// The dimensions after the batch of each of `specs`.
+fn dims_after_batch(specs: &[TensorSpec]) -> Vec<TensorDims> {
+    specs
+        .iter()
+        .map(|spec| {
+            let dims = spec.dims().unwrap_or_default();
+            let fixed = dims.iter().skip(1).map(|dim| match dim {
+                Dim::Fixed(n) => *n as i64,
+                Dim::Batch => -1,
+            });
+            (spec.name.clone(), fixed.collect())
+        })
+        .collect()
+}
+
+/// The model's inputs and outputs as the protocol shows them: its signature's, and
+/// `next_positions` (positions + dx) beside its outputs.
+fn tensor_dims(model: &ModelVersion) -> (Vec<TensorDims>, Vec<TensorDims>) {
+    let signature = model.signature();
+    let mut outputs = dims_after_batch(&signature.outputs);
+    if let Some(dx) = outputs.iter().find(|(name, _)| name == DX).cloned() {
+        outputs.push((NEXT_POSITIONS.to_string(), dx.1));
+    }
+    (dims_after_batch(&signature.inputs), outputs)
+}
+
 /// Reads `positions` (and `previous`) from typed or raw contents, checking names,
-/// datatypes and shapes: [B, 12, 3] and [B, K − 1, 12, 3].
-fn inputs(request: &mut ModelInferRequest, history_frames: usize) -> Result<Inputs, Status> {
+/// datatypes and shapes against the model's inputs.
+fn inputs(request: &mut ModelInferRequest, model: &ModelVersion) -> Result<Inputs, Status> {
     let raw = std::mem::take(&mut request.raw_input_contents);
     if !raw.is_empty() && raw.len() != request.inputs.len() {
         return Err(invalid(format!("{} raw_input_contents for {} inputs; give one per input", raw.len(), request.inputs.len())));
     }
-    let expected = if history_frames > 1 { format!("{POSITIONS} and {PREVIOUS}") } else { POSITIONS.to_string() };
-    let mut positions = None;
-    let mut previous = None;
+    let (wanted, _) = tensor_dims(model);
+    let expected = wanted.iter().map(|(name, _)| name.as_str()).collect::<Vec<_>>().join(" and ");
+    let mut given: Vec<Option<(i64, Vec<f32>)>> = vec![None; wanted.len()];
     let mut raw = raw.into_iter();
     for input in &mut request.inputs {
         let InferInputTensor { name, datatype, shape, contents, .. } = input;
-        let slot = match name.as_str() {
-            POSITIONS => &mut positions,
-            PREVIOUS if history_frames > 1 => &mut previous,
-            _ => return Err(invalid(format!("unknown input '{}'; the model takes {expected}", name.chars().take(64).collect::<String>()))),
+        let Some(index) = wanted.iter().position(|(wanted, _)| wanted == name) else {
+            return Err(invalid(format!("unknown input '{}'; the model takes {expected}", name.chars().take(64).collect::<String>())));
         };
-        if slot.is_some() {
+        if given[index].is_some() {
             return Err(invalid(format!("input '{name}' given twice")));
         }
         if datatype != FP32 {
             return Err(invalid(format!("input '{name}' has datatype {}; the model takes {FP32}", datatype.chars().take(16).collect::<String>())));
         }
-        let dims = if name == POSITIONS { FRAME_DIMS.to_vec() } else { window_dims(history_frames) };
+        let dims = &wanted[index].1;
         if shape.len() != dims.len() + 1 || shape[1..] != dims[..] || shape[0] < 1 {
             return Err(invalid(format!(
                 "input '{name}' has shape {shape:?}; expected [batch, {}]",
@@ -135,28 +161,55 @@ fn inputs(request: &mut ModelInferRequest, history_frames: usize) -> Result<Inpu
             (Some(_), Some(_)) => return Err(invalid(format!("input '{name}' has both contents and raw_input_contents; give one"))),
             (None, None) => return Err(invalid(format!("input '{name}' has no data"))),
         };
-        *slot = Some((shape[0], values));
+        given[index] = Some((shape[0], values));
     }
-    let Some((batch, positions)) = positions else {
-        return Err(invalid(format!("no input '{POSITIONS}'; the model takes {expected}")));
-    };
-    let previous = match previous {
-        Some((previous_batch, _)) if previous_batch != batch => {
-            return Err(invalid(format!("'{PREVIOUS}' has batch {previous_batch} but '{POSITIONS}' has {batch}")));
+    let mut taken = wanted.iter().map(|(name, _)| name.clone()).zip(given);
+    let mut batch = None;
+    let mut take = |wanted: &str| -> Result<Vec<f32>, Status> {
+        let Some((_, Some((rows, values)))) = taken.find(|(name, _)| name == wanted) else {
+            return Err(invalid(format!("no input '{wanted}'; the model takes {expected}")));
+        };
+        match batch {
+            Some(batch) if batch != rows => Err(invalid(format!("'{wanted}' has batch {rows} but '{POSITIONS}' has {batch}"))),
+            _ => {
+                batch = Some(rows);
+                Ok(values)
+            }
         }
-        Some((_, values)) => values,
-        None if history_frames > 1 => return Err(invalid(format!("no input '{PREVIOUS}'; the model takes {expected}"))),
-        None => Vec::new(),
     };
+    let positions = take(POSITIONS)?;
+    let previous = if model.history_frames() > 1 { take(PREVIOUS)? } else { Vec::new() };
     Ok(Inputs { positions, previous })
 }
 
-fn frames_tensor(name: &str, batch: usize) -> InferOutputTensor {
-    InferOutputTensor { name: name.to_string(), datatype: FP32.to_string(), shape: [&[batch as i64][..], &FRAME_DIMS].concat(), ..Default::default() }
+/// An output of `batch` rows of `dims` each.
+fn output_tensor(name: &str, batch: usize, dims: &[i64]) -> InferOutputTensor {
+    InferOutputTensor { name: name.to_string(), datatype: FP32.to_string(), shape: [&[batch as i64][..], dims].concat(), ..Default::default() }
 }
 
 fn parameter(value: ParameterChoice) -> InferParameter {
     InferParameter { parameter_choice: Some(value) }
+}
+
+/// A boolean request parameter, if present.
+fn boolean(parameters: &HashMap<String, InferParameter>, name: &str) -> Result<Option<bool>, Status> {
+    match parameters.get(name).map(|value| &value.parameter_choice) {
+        None => Ok(None),
+        Some(Some(ParameterChoice::BoolParam(value))) => Ok(Some(*value)),
+        Some(_) => Err(invalid(format!("parameter '{name}' must be a bool"))),
+    }
+}
+
+/// A 64-bit unsigned request parameter (uint64, or a non-negative int64), if present.
+fn unsigned(parameters: &HashMap<String, InferParameter>, name: &str) -> Result<Option<u64>, Status> {
+    match parameters.get(name).map(|value| &value.parameter_choice) {
+        None => Ok(None),
+        Some(Some(ParameterChoice::Uint64Param(value))) => Ok(Some(*value)),
+        Some(Some(ParameterChoice::Int64Param(value))) => {
+            u64::try_from(*value).map(Some).map_err(|_| invalid(format!("parameter '{name}' = {value} must not be negative")))
+        }
+        Some(_) => Err(invalid(format!("parameter '{name}' must be an unsigned integer"))),
+    }
 }
 
 /// A non-negative integer request parameter, if present.
@@ -174,34 +227,43 @@ impl InferenceService {
     /// ModelInfer: Predict for the request's tensors.
     async fn infer(&self, mut request: ModelInferRequest) -> Result<ModelInferResponse, Status> {
         let model = self.core.model(&request.model_name, &request.model_version).map_err(status)?;
-        let Inputs { positions, previous } = inputs(&mut request, model.history_frames())?;
+        let Inputs { positions, previous } = inputs(&mut request, &model)?;
+        let (_, outputs) = tensor_dims(&model);
         let wanted: Vec<String> = request.outputs.iter().map(|o| o.name.clone()).collect();
-        if let Some(unknown) = wanted.iter().find(|name| *name != DX && *name != NEXT_POSITIONS) {
-            return Err(invalid(format!("unknown output '{}'; the model gives {DX} and {NEXT_POSITIONS}", unknown.chars().take(64).collect::<String>())));
+        if let Some(unknown) = wanted.iter().find(|name| !outputs.iter().any(|(output, _)| output == *name)) {
+            let given = outputs.iter().map(|(name, _)| name.as_str()).collect::<Vec<_>>().join(", ");
+            return Err(invalid(format!("unknown output '{}'; the model gives {given}", unknown.chars().take(64).collect::<String>())));
         }
         let prediction = self.core.predict_on(model, positions, previous).await.map_err(status)?;
         let mut response =
             ModelInferResponse { model_name: request.model_name, model_version: prediction.version.to_string(), id: request.id, ..Default::default() };
-        let mut add = |name: &str, values: ndarray::Array3<f32>| {
-            if wanted.is_empty() || wanted.iter().any(|w| w == name) {
-                response.outputs.push(frames_tensor(name, prediction.batch));
-                response.raw_output_contents.push(fp32_bytes(values));
+        let Prediction { batch, dx, dx_std, next_positions, .. } = prediction;
+        let mut values = HashMap::from([(DX, fp32_bytes(dx)), (NEXT_POSITIONS, fp32_bytes(next_positions))]);
+        if let Some(std) = dx_std {
+            values.insert(DX_STD, fp32_bytes(std));
+        }
+        for (name, dims) in outputs {
+            if (wanted.is_empty() || wanted.contains(&name))
+                && let Some(bytes) = values.remove(name.as_str())
+            {
+                response.outputs.push(output_tensor(&name, batch, &dims));
+                response.raw_output_contents.push(bytes);
             }
-        };
-        add(DX, prediction.dx);
-        add(NEXT_POSITIONS, prediction.next_positions);
+        }
         Ok(response)
     }
 
     /// A streamed rollout: every emitted frame as a response on `out`, the last flagged final.
     fn rollout(&self, mut request: ModelInferRequest, steps: u32, out: mpsc::Sender<Result<ModelStreamInferResponse, Status>>) -> Result<(), Status> {
         let model = self.core.model(&request.model_name, &request.model_version).map_err(status)?;
-        let Inputs { positions, previous } = inputs(&mut request, model.history_frames())?;
+        let Inputs { positions, previous } = inputs(&mut request, &model)?;
         let emit_every = integer(&request.parameters, EMIT_EVERY)?.unwrap_or(1);
-        let empty_final =
-            matches!(request.parameters.get(EMPTY_FINAL_RESPONSE).and_then(|p| p.parameter_choice.as_ref()), Some(ParameterChoice::BoolParam(true)));
+        let empty_final = boolean(&request.parameters, EMPTY_FINAL_RESPONSE)?.unwrap_or(false);
+        let sample = boolean(&request.parameters, SAMPLE)?.unwrap_or(false);
+        let seed = unsigned(&request.parameters, SEED)?;
         let version = model.version.to_string();
-        let mut frames = self.core.rollout_on(model, RolloutStart { positions, previous, steps, emit_every }).map_err(status)?;
+        let mut frames = self.core.rollout_on(model, RolloutStart { positions, previous, steps, emit_every, sample, seed }).map_err(status)?;
+        let seed = frames.seed();
         let (name, id) = (request.model_name, request.id);
         tokio::spawn(async move {
             let response =
@@ -220,11 +282,14 @@ impl InferenceService {
                 let answers = match frame {
                     Ok(frame) => {
                         let last = frame.step == steps;
-                        let parameters = HashMap::from([
+                        let mut parameters = HashMap::from([
                             (STEP.to_string(), parameter(ParameterChoice::Int64Param(i64::from(frame.step)))),
                             (FINAL_RESPONSE.to_string(), parameter(ParameterChoice::BoolParam(last && !empty_final))),
                         ]);
-                        let mut answers = vec![response(vec![frames_tensor(POSITIONS, frame.batch)], vec![fp32_bytes(frame.positions)], parameters)];
+                        if let Some(seed) = seed {
+                            parameters.insert(SEED.to_string(), parameter(ParameterChoice::Uint64Param(seed)));
+                        }
+                        let mut answers = vec![response(vec![output_tensor(POSITIONS, frame.batch, &FRAME_DIMS)], vec![fp32_bytes(frame.positions)], parameters)];
                         if last && empty_final {
                             answers.push(response(
                                 Vec::new(),
@@ -251,7 +316,7 @@ impl InferenceService {
 impl InferenceService {
     /// Runs a repository change off the async runtime: loading builds sessions, and an
     /// unload may join the last holder's worker threads.
-    async fn change_repository(&self, change: impl FnOnce(&ModelRegistry) -> Result<(), RegistryError> + Send + 'static) -> Result<(), Status> {
+    async fn change_repository(&self, change: impl FnOnce(&ModelRepository) -> Result<(), RepositoryError> + Send + 'static) -> Result<(), Status> {
         let registry = Arc::clone(self.core.registry());
         tokio::task::spawn_blocking(move || change(&registry))
             .await
@@ -260,21 +325,9 @@ impl InferenceService {
     }
 }
 
-/// A tensor's name and its dimensions after the batch.
-type TensorDims = (&'static str, Vec<i64>);
-
-/// The model's inputs and outputs.
-fn tensor_dims(model: &LoadedModel) -> (Vec<TensorDims>, Vec<TensorDims>) {
-    let mut inputs = vec![(POSITIONS, FRAME_DIMS.to_vec())];
-    if model.history_frames() > 1 {
-        inputs.push((PREVIOUS, window_dims(model.history_frames())));
-    }
-    (inputs, vec![(DX, FRAME_DIMS.to_vec()), (NEXT_POSITIONS, FRAME_DIMS.to_vec())])
-}
-
 /// Triton's configuration of `model`: tensors, the batch limit, the session pool and
 /// its batching delay.
-fn model_config(model: &LoadedModel, max_batch: usize) -> ModelConfig {
+fn model_config(model: &ModelVersion, max_batch: usize) -> ModelConfig {
     let (inputs, outputs) = tensor_dims(model);
     let kind = if model.workers.execution_provider() == "CPUExecutionProvider" { Kind::Cpu } else { Kind::Gpu };
     ModelConfig {
@@ -282,8 +335,8 @@ fn model_config(model: &LoadedModel, max_batch: usize) -> ModelConfig {
         platform: PLATFORM.to_string(),
         backend: BACKEND.to_string(),
         max_batch_size: i32::try_from(max_batch).unwrap_or(i32::MAX),
-        input: inputs.into_iter().map(|(name, dims)| ModelInput { name: name.to_string(), data_type: DataType::TypeFp32.into(), dims }).collect(),
-        output: outputs.into_iter().map(|(name, dims)| ModelOutput { name: name.to_string(), data_type: DataType::TypeFp32.into(), dims }).collect(),
+        input: inputs.into_iter().map(|(name, dims)| ModelInput { name, data_type: DataType::TypeFp32.into(), dims }).collect(),
+        output: outputs.into_iter().map(|(name, dims)| ModelOutput { name, data_type: DataType::TypeFp32.into(), dims }).collect(),
         instance_group: vec![ModelInstanceGroup {
             name: model.name().to_string(),
             count: i32::try_from(model.workers.workers()).unwrap_or(i32::MAX),
@@ -299,7 +352,7 @@ fn duration(tally: Tally) -> Option<StatisticDuration> {
     Some(StatisticDuration { count: tally.count, ns: tally.nanos })
 }
 
-fn model_statistics(model: &LoadedModel) -> ModelStatistics {
+fn model_statistics(model: &ModelVersion) -> ModelStatistics {
     let StatisticsSnapshot { succeeded, failed, queued, computed, frames_answered, calls, last_call_ms, calls_by_frames } = model.workers.statistics();
     ModelStatistics {
         name: model.name().to_string(),
@@ -326,21 +379,11 @@ fn stream_error(status: Status) -> ModelStreamInferResponse {
     ModelStreamInferResponse { error_message: status.message().to_string(), infer_response: None }
 }
 
-fn repository_status(error: RegistryError) -> Status {
-    let message = error.to_string();
-    match error {
-        RegistryError::NotInRepository { .. } => Status::not_found(message),
-        // Triton answers a repository call its control mode does not allow as unsupported.
-        RegistryError::NotExplicit { .. } => Status::unimplemented(message),
-        RegistryError::LoadFailed { .. } | RegistryError::Unreadable { .. } | RegistryError::Empty { .. } => Status::failed_precondition(message),
-    }
-}
-
 /// Repository calls take a model name and no parameters but `accepted` (Triton's file
 /// and config overrides are not supported).
 fn repository_target<V>(model_name: &str, parameters: &HashMap<String, V>, accepted: &[&str]) -> Result<(), Status> {
-    if model_name.is_empty() || model_name.len() > super::dynamics::MAX_MODEL_NAME {
-        return Err(invalid(format!("model_name must have 1 to {} bytes", super::dynamics::MAX_MODEL_NAME)));
+    if model_name.is_empty() || model_name.len() > MAX_MODEL_NAME {
+        return Err(invalid(format!("model_name must have 1 to {} bytes", MAX_MODEL_NAME)));
     }
     if let Some(name) = parameters.keys().find(|name| !accepted.contains(&name.as_str())) {
         return Err(invalid(format!(
@@ -378,7 +421,7 @@ impl GrpcInferenceService for InferenceService {
         let ModelMetadataRequest { name, version } = request.get_ref();
         let model = self.core.model(name, version).map_err(status)?;
         // The batch is the first dimension, of any size.
-        let tensor = |(name, dims): (&str, Vec<i64>)| TensorMetadata { name: name.to_string(), datatype: FP32.to_string(), shape: [vec![-1], dims].concat() };
+        let tensor = |(name, dims): TensorDims| TensorMetadata { name, datatype: FP32.to_string(), shape: [vec![-1], dims].concat() };
         let (inputs, outputs) = tensor_dims(&model);
         let versions = if version.is_empty() { self.core.registry().ready_versions(name) } else { vec![model.version] };
         Ok(Response::new(ModelMetadataResponse {

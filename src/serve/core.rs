@@ -4,10 +4,12 @@
 
 use std::{sync::Arc, time::Duration};
 
-use ndarray::{Array3, Axis};
+use ndarray::{Array2, Array3, Axis};
 
 use super::{
-    LoadedModel, ModelRegistry, ServeError,
+    ServeError,
+    model::{Displacement, ModelVersion},
+    repository::ModelRepository,
     rollout::{self, RolloutCounter, RolloutFrames, RolloutPlan},
     validate,
 };
@@ -34,8 +36,11 @@ pub struct Prediction {
     pub batch: usize,
     /// The model version that answered.
     pub version: u64,
-    /// [batch, 12, 3].
+    /// [batch, 12, 3]: the mean displacement.
     pub dx: Array3<f32>,
+    /// [batch, 12]: a stochastic model's standard deviation of each coordinate of each
+    /// particle's displacement; `None` for a deterministic model.
+    pub dx_std: Option<Array2<f32>>,
     /// positions + dx.
     pub next_positions: Array3<f32>,
 }
@@ -50,28 +55,31 @@ pub struct RolloutStart {
     pub steps: u32,
     /// Emit every n-th frame (0 or 1: every frame); the last one is always emitted.
     pub emit_every: u32,
+    /// Sample x + dx + dx_std · ξ (a stochastic model only) instead of stepping the mean.
+    pub sample: bool,
+    /// The noise's seed (with `sample` only); `None` lets the server pick one, which the
+    /// frames report.
+    pub seed: Option<u64>,
 }
 
 /// Ends every model's rollouts with UNAVAILABLE, for a server whose shutdown grace ran out.
 #[derive(Clone)]
-pub struct RolloutEnder(Arc<ModelRegistry>);
+pub struct RolloutEnder(Arc<ModelRepository>);
 
 impl RolloutEnder {
     pub fn end_all(&self) {
-        for model in self.0.all_loaded() {
-            model.end_rollouts();
-        }
+        self.0.end_rollouts();
     }
 }
 
 pub struct DynamicsCore {
-    registry: Arc<ModelRegistry>,
+    registry: Arc<ModelRepository>,
     limits: Limits,
     rollouts: RolloutCounter,
 }
 
 impl DynamicsCore {
-    pub fn new(registry: Arc<ModelRegistry>, limits: Limits) -> Self {
+    pub fn new(registry: Arc<ModelRepository>, limits: Limits) -> Self {
         Self { registry, limits, rollouts: RolloutCounter::default() }
     }
 
@@ -83,7 +91,7 @@ impl DynamicsCore {
         self.rollouts.clone()
     }
 
-    pub fn registry(&self) -> &Arc<ModelRegistry> {
+    pub fn registry(&self) -> &Arc<ModelRepository> {
         &self.registry
     }
 
@@ -92,7 +100,7 @@ impl DynamicsCore {
     }
 
     /// The version every model serves by default.
-    pub fn models(&self) -> Vec<Arc<LoadedModel>> {
+    pub fn models(&self) -> Vec<Arc<ModelVersion>> {
         self.registry.ready()
     }
 
@@ -102,7 +110,7 @@ impl DynamicsCore {
     }
 
     /// `version` of `name` (empty: the newest ready one), as requests name them.
-    pub fn model(&self, name: &str, version: &str) -> Result<Arc<LoadedModel>, ServeError> {
+    pub fn model(&self, name: &str, version: &str) -> Result<Arc<ModelVersion>, ServeError> {
         if name.len() > MAX_MODEL_NAME {
             return Err(ServeError::InvalidArgument(format!("model name of {} bytes; names are at most {MAX_MODEL_NAME}", name.len())));
         }
@@ -116,16 +124,19 @@ impl DynamicsCore {
     }
 
     /// [`Self::predict`] on a model already looked up (a protocol that needed its window first).
-    pub async fn predict_on(&self, model: Arc<LoadedModel>, positions: Vec<f32>, previous: Vec<f32>) -> Result<Prediction, ServeError> {
+    pub async fn predict_on(&self, model: Arc<ModelVersion>, positions: Vec<f32>, previous: Vec<f32>) -> Result<Prediction, ServeError> {
         let positions = validate::frames(positions, self.limits.max_batch)?;
         let previous = validate::previous(previous, positions.dim().0, model.history_frames())?;
-        let dx = model.dx(positions.clone(), previous).await?;
+        let Displacement { dx, dx_std } = model.displacement(positions.clone(), previous).await?;
         let next_positions = &positions + &dx;
-        let finite = |frame: usize| dx.index_axis(Axis(0), frame).iter().chain(next_positions.index_axis(Axis(0), frame)).all(|v| v.is_finite());
+        let finite = |frame: usize| {
+            let spread = dx_std.as_ref().map(|std| std.index_axis(Axis(0), frame));
+            dx.index_axis(Axis(0), frame).iter().chain(next_positions.index_axis(Axis(0), frame)).chain(spread.iter().flatten()).all(|v| v.is_finite())
+        };
         if let Some(frame) = (0..dx.dim().0).find(|&frame| !finite(frame)) {
             return Err(ServeError::NotFinite { model: model.name().to_string(), frame });
         }
-        Ok(Prediction { batch: positions.dim().0, version: model.version, dx, next_positions })
+        Ok(Prediction { batch: positions.dim().0, version: model.version, dx, dx_std, next_positions })
     }
 
     /// Starts a rollout on `version` of `model` of `steps` steps from B frames (and the
@@ -136,11 +147,23 @@ impl DynamicsCore {
     }
 
     /// [`Self::rollout`] on a model already looked up.
-    pub fn rollout_on(&self, model: Arc<LoadedModel>, start: RolloutStart) -> Result<RolloutFrames, ServeError> {
-        let RolloutStart { positions, previous, steps, emit_every } = start;
+    pub fn rollout_on(&self, model: Arc<ModelVersion>, start: RolloutStart) -> Result<RolloutFrames, ServeError> {
+        let RolloutStart { positions, previous, steps, emit_every, sample, seed } = start;
+        let seed = match (sample, seed) {
+            (false, Some(_)) => return Err(ServeError::InvalidArgument("a seed without sample: set sample to draw a sampled rollout".into())),
+            (true, _) if !model.is_stochastic() => {
+                return Err(ServeError::InvalidArgument(format!(
+                    "model '{}' version {} is deterministic (it gives no dx_std): its rollouts cannot be sampled",
+                    model.name(),
+                    model.version
+                )));
+            }
+            (true, seed) => Some(seed.unwrap_or_else(rand::random)),
+            (false, None) => None,
+        };
         let limits = (self.limits.max_batch, self.limits.max_rollout_steps);
         let (start, previous) = validate::rollout_start(positions, previous, model.history_frames(), steps, limits)?;
-        let plan = RolloutPlan { model, start, previous, steps, emit_every: emit_every.max(1), stall_timeout: self.limits.rollout_stall_timeout };
-        rollout::start(plan, &self.rollouts, self.limits.max_rollouts)
+        let plan = RolloutPlan { start, previous, steps, emit_every: emit_every.max(1), stall_timeout: self.limits.rollout_stall_timeout, seed };
+        rollout::start(plan, &model.rollout_stepper(), &self.rollouts, self.limits.max_rollouts)
     }
 }
