@@ -8,7 +8,8 @@ use ndarray::{Array2, Array3, Axis};
 
 use super::{
     ServeError,
-    model::{Displacement, ModelVersion},
+    displacement::Displacement,
+    model::ModelVersion,
     repository::ModelRepository,
     rollout::{self, RolloutCounter, RolloutFrames, RolloutPlan},
     validate,
@@ -165,5 +166,56 @@ impl DynamicsCore {
         let (start, previous) = validate::rollout_start(positions, previous, model.history_frames(), steps, limits)?;
         let plan = RolloutPlan { start, previous, steps, emit_every: emit_every.max(1), stall_timeout: self.limits.rollout_stall_timeout, seed };
         rollout::start(plan, &model.rollout_stepper(), &self.rollouts, self.limits.max_rollouts)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use tokio::sync::watch;
+
+    use super::*;
+    use crate::{
+        onnx::ExecutionDevice,
+        serve::{ModelControl, PoolConfig, fake_backend::Fake},
+    };
+
+    fn core() -> DynamicsCore {
+        let repository = ModelRepository::empty(Path::new("."), ExecutionDevice::Cpu, PoolConfig::default(), ModelControl::None);
+        let limits = Limits { max_batch: 64, max_rollout_steps: 10_000, max_rollouts: 4, rollout_stall_timeout: Duration::from_secs(30) };
+        DynamicsCore::new(Arc::new(repository), limits)
+    }
+
+    fn request(sample: bool, seed: Option<u64>) -> RolloutStart {
+        RolloutStart { positions: vec![0.5; 36], steps: 2, sample, seed, ..Default::default() }
+    }
+
+    #[tokio::test]
+    async fn sampling_asks_for_a_stochastic_model_and_a_seed_for_sampling() {
+        let core = core();
+        let (_shutdown, watching) = watch::channel(false);
+        let deterministic = Arc::new(Fake::new(None).version(watching.clone()));
+        let refused = core.rollout_on(Arc::clone(&deterministic), request(true, None)).err().expect("refused");
+        assert!(matches!(&refused, ServeError::InvalidArgument(m) if m.contains("'fake'") && m.contains("deterministic")), "{refused}");
+        let refused = core.rollout_on(deterministic, request(false, Some(3))).err().expect("refused");
+        assert!(matches!(&refused, ServeError::InvalidArgument(m) if m.contains("seed without sample")), "{refused}");
+
+        let stochastic = Arc::new(Fake::stochastic(0.0, 0.01).version(watching));
+        let picked = core.rollout_on(Arc::clone(&stochastic), request(true, None)).expect("admitted");
+        assert!(picked.seed().is_some(), "the server picks a seed and reports it");
+        assert_eq!(core.rollout_on(Arc::clone(&stochastic), request(true, Some(11))).expect("admitted").seed(), Some(11));
+        assert_eq!(core.rollout_on(stochastic, request(false, None)).expect("admitted").seed(), None, "the mean draws nothing");
+    }
+
+    #[tokio::test]
+    async fn a_prediction_carries_a_stochastic_models_spread() {
+        let core = core();
+        let (_shutdown, watching) = watch::channel(false);
+        let prediction = core.predict_on(Arc::new(Fake::stochastic(1.0, 0.25).version(watching.clone())), vec![0.5; 72], Vec::new()).await.expect("answered");
+        assert_eq!(prediction.dx_std.expect("a spread").shape(), [2, 12]);
+        let deterministic = core.predict_on(Arc::new(Fake::new(None).version(watching)), vec![0.5; 36], Vec::new()).await.expect("answered");
+        assert_eq!(deterministic.dx_std, None);
+        assert!(deterministic.next_positions.iter().all(|&v| v == 1.5), "x + 2x");
     }
 }

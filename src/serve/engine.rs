@@ -558,89 +558,21 @@ fn run_batch(model: &str, session: &mut impl Backend, mut batch: Vec<Job>, stati
 mod tests {
     use std::{
         future::Future,
-        sync::Mutex,
         task::{Context, Poll},
     };
 
-    use ndarray::{ArrayD, Axis, Slice};
+    use ndarray::ArrayD;
 
     use super::*;
-    use crate::onnx::{DX, POSITIONS};
-
-    /// What the stand-in does on one call.
-    #[derive(Debug, Clone, Copy, PartialEq)]
-    enum Behaviour {
-        Double,
-        Fail,
-        Panic,
-        DropRows,
-    }
-
-    /// A backend of the dynamics signature answering dx = 2 · positions, that records
-    /// the frames of every call, misbehaves on the calls `script` names (in order), and,
-    /// with a gate, waits for a token before each call.
-    #[derive(Clone)]
-    struct Fake {
-        signature: Signature,
-        calls: Arc<Mutex<Vec<usize>>>,
-        script: Arc<Mutex<Vec<Behaviour>>>,
-        gate: Option<crossbeam_channel::Receiver<()>>,
-        /// How long each frame of a call takes.
-        frame_time: Duration,
-    }
-
-    impl Fake {
-        fn new(gate: Option<crossbeam_channel::Receiver<()>>) -> Self {
-            Self { signature: Signature::dynamics(1), calls: Arc::default(), script: Arc::default(), gate, frame_time: Duration::ZERO }
-        }
-
-        /// The frames of the calls since the pool started (its two probe calls left out).
-        fn calls(&self) -> Vec<usize> {
-            self.calls.lock().expect("calls").iter().skip(2).copied().collect()
-        }
-
-        fn misbehave(&self, behaviours: &[Behaviour]) {
-            self.script.lock().expect("script").extend_from_slice(behaviours);
-        }
-    }
-
-    impl Backend for Fake {
-        fn signature(&self) -> &Signature {
-            &self.signature
-        }
-
-        fn execution_provider(&self) -> &'static str {
-            "test"
-        }
-
-        fn infer(&mut self, inputs: &NamedTensors) -> Result<NamedTensors, RuntimeError> {
-            if let Some(gate) = &self.gate {
-                let _ = gate.recv();
-            }
-            self.calls.lock().expect("calls").push(inputs.batch());
-            thread::sleep(self.frame_time * inputs.batch() as u32);
-            let behaviour = {
-                let mut script = self.script.lock().expect("script");
-                if script.is_empty() { Behaviour::Double } else { script.remove(0) }
-            };
-            let positions = inputs.get(POSITIONS).expect("positions");
-            match behaviour {
-                Behaviour::Double => Ok(NamedTensors::new().with(DX, positions.mapv(|v| 2.0 * v))),
-                Behaviour::Fail => Err(RuntimeError::Inference("the fake failed".into())),
-                Behaviour::Panic => panic!("the fake panicked"),
-                Behaviour::DropRows => Ok(NamedTensors::new().with(DX, positions.slice_axis(Axis(0), Slice::from(0..1)).to_owned())),
-            }
-        }
-    }
+    use crate::{
+        onnx::{DX, POSITIONS},
+        serve::fake_backend::{Behaviour, Fake},
+    };
 
     fn pool(fake: &Fake, workers: usize, queue_per_worker: usize, max_batch_frames: usize, max_queue_delay: Duration) -> ModelWorkers {
         let config =
             PoolConfig { workers: Some(workers), queue_per_worker, max_batch_frames, max_queue_delay, max_call_bytes: u64::MAX / 4, ..PoolConfig::default() };
-        start(fake, config)
-    }
-
-    fn start(fake: &Fake, config: PoolConfig) -> ModelWorkers {
-        ModelWorkers::start_with("fake", config, Arc::new(MemoryBudget::new(u64::MAX / 4)), || Ok(fake.clone())).expect("starts")
+        fake.pool(config)
     }
 
     /// `frames` frames whose values tell them apart.
@@ -736,9 +668,10 @@ mod tests {
     async fn work_beyond_the_budget_is_turned_away_at_once() {
         let (open, gate) = crossbeam_channel::unbounded();
         (0..2).for_each(|_| open.send(()).expect("gate"));
-        let fake = Fake { frame_time: Duration::from_millis(2), ..Fake::new(Some(gate)) };
+        let mut fake = Fake::new(Some(gate));
+        fake.frame_time = Duration::from_millis(2);
         let config = PoolConfig { workers: Some(1), max_queued_seconds: 0.05, max_call_bytes: u64::MAX / 4, ..PoolConfig::default() };
-        let workers = Arc::new(start(&fake, config));
+        let workers = Arc::new(fake.pool(config));
         // Sizes from the measured cost, so that a slow machine does not change the test.
         let frames_for = |seconds: f64| ((seconds / workers.frame_seconds).round() as usize).max(1);
         let spawn = |count: usize| {

@@ -3,8 +3,11 @@
 //! with the `serve` feature, the gRPC transports and server around it (`grpc/`).
 
 mod core;
+mod displacement;
 mod engine;
 mod error;
+#[cfg(test)]
+mod fake_backend;
 mod measure;
 pub mod memory;
 pub mod metrics;
@@ -21,7 +24,8 @@ pub use core::{DynamicsCore, Limits, MAX_MODEL_NAME, Prediction, RolloutEnder, R
 pub use engine::{Backend, EngineError, ModelWorkers, PoolConfig};
 pub use error::ServeError;
 pub use measure::measure_inference;
-pub use model::{Displacement, LoadError, ModelVersion};
+pub use displacement::Displacement;
+pub use model::{LoadError, ModelVersion};
 pub use repository::{ModelControl, ModelRepository, RepositoryError, VersionFolder, VersionState};
 pub use rollout::{RolloutCounter, RolloutFrames, RolloutStep};
 pub use statistics::{StatisticsSnapshot, Tally};

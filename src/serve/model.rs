@@ -6,18 +6,19 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use ndarray::{Array2, Array3, Array4};
+use ndarray::{Array3, Array4};
 use tokio::sync::watch;
 
 use super::{
     ServeError,
+    displacement::{Displacement, displacement_of},
     engine::{ModelWorkers, PoolConfig},
     memory::MemoryBudget,
     rollout::RolloutStepper,
 };
 use crate::{
     card::{CARD_FILE, CardSummary, MODEL_FILE, PARITY_TOLERANCE},
-    onnx::{DX, DX_STD, ExecutionDevice, NamedTensors, Signature},
+    onnx::{ExecutionDevice, NamedTensors, Signature},
 };
 
 /// Why a version's folder could not be served.
@@ -26,17 +27,6 @@ use crate::{
 pub struct LoadError {
     pub path: PathBuf,
     pub message: String,
-}
-
-/// What a model answers for a batch: the mean displacement and, for a stochastic model,
-/// its spread.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Displacement {
-    /// [batch, 12, 3].
-    pub dx: Array3<f32>,
-    /// [batch, 12]: the standard deviation of each coordinate of each particle's next
-    /// displacement; `None` for a deterministic model.
-    pub dx_std: Option<Array2<f32>>,
 }
 
 pub struct ModelVersion {
@@ -139,15 +129,4 @@ impl ModelVersion {
             }
         }
     }
-}
-
-/// dx and, when the model gives it, dx_std from a call's outputs.
-pub(crate) fn displacement_of(model: &str, mut outputs: NamedTensors) -> Result<Displacement, ServeError> {
-    let missing = |what: &str| ServeError::Internal { model: model.to_string(), message: format!("the model gave no {what}") };
-    let dx = outputs.take_dx().ok_or_else(|| missing(&format!("{DX} [batch, 12, 3]")))?;
-    let dx_std = match outputs.get(DX_STD) {
-        Some(_) => Some(outputs.take_dx_std().ok_or_else(|| missing(&format!("{DX_STD} [batch, 12]")))?),
-        None => None,
-    };
-    Ok(Displacement { dx, dx_std })
 }

@@ -125,7 +125,7 @@ impl ModelRepository {
         Ok(registry)
     }
 
-    fn empty(dir: &Path, device: ExecutionDevice, pool: PoolConfig, control: ModelControl) -> Self {
+    pub(super) fn empty(dir: &Path, device: ExecutionDevice, pool: PoolConfig, control: ModelControl) -> Self {
         Self {
             dir: dir.to_path_buf(),
             device,

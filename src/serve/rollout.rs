@@ -28,7 +28,7 @@ use super::{
     ServeError,
     engine::ModelWorkers,
     metrics,
-    model::{Displacement, displacement_of},
+    displacement::{Displacement, displacement_of},
 };
 use crate::{
     data::{advance_window, sampling::add_noise_to_batch},
@@ -400,5 +400,122 @@ fn advance(model: &str, members: &mut [Member], ready: Vec<(usize, mpsc::OwnedPe
             let frame = RolloutStep { step: member.step, batch: systems, positions: member.positions.iter().copied().collect() };
             permit.send(Ok(frame));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio_stream::StreamExt;
+
+    use super::*;
+    use crate::{
+        data::{DIMS, PARTICLES},
+        serve::{fake_backend::Fake, model::ModelVersion},
+    };
+
+    const STALL: Duration = Duration::from_secs(30);
+
+    fn plan(start: Array3<f32>, steps: u32, seed: Option<u64>) -> RolloutPlan {
+        RolloutPlan { start, previous: None, steps, emit_every: 1, stall_timeout: STALL, seed }
+    }
+
+    /// `systems` copies of one frame whose values tell its coordinates apart.
+    fn start(systems: usize, value: f32) -> Array3<f32> {
+        Array3::from_shape_fn((systems, PARTICLES, DIMS), |(_, p, d)| value + (p * DIMS + d) as f32 * 0.01)
+    }
+
+    async fn every_frame(frames: RolloutFrames) -> Vec<Result<RolloutStep, ServeError>> {
+        frames.collect().await
+    }
+
+    fn version(fake: &Fake) -> (ModelVersion, watch::Sender<bool>) {
+        let (shutdown, watching) = watch::channel(false);
+        (fake.version(watching), shutdown)
+    }
+
+    /// The frames of a finished rollout, [steps, B, 12, 3] flattened per step.
+    fn positions(frames: &[Result<RolloutStep, ServeError>]) -> Vec<Vec<f32>> {
+        frames.iter().map(|frame| frame.as_ref().expect("a frame").positions.clone()).collect()
+    }
+
+    #[tokio::test]
+    async fn a_rollout_that_breaks_the_model_ends_internal_while_the_others_go_on() {
+        let mut fake = Fake::new(None);
+        fake.dx_scale = -0.1;
+        fake.panic_at = Some(1e6);
+        let (model, _shutdown) = version(&fake);
+        let counter = RolloutCounter::default();
+        let stepper = model.rollout_stepper();
+        // Both join before the stepper first runs: its first call holds both.
+        let healthy = start(1, 1.0);
+        let good = super::start(plan(healthy.clone(), 5, None), &stepper, &counter, 8).expect("admitted");
+        let bad = super::start(plan(start(1, 1e7), 5, None), &stepper, &counter, 8).expect("admitted");
+        let (good, bad) = tokio::join!(every_frame(good), every_frame(bad));
+        assert_eq!(good.len(), 5, "the healthy rollout ran every step: {good:?}");
+        let expected: Vec<f32> = healthy.iter().map(|v| v * 0.9f32.powi(5)).collect();
+        let last = &positions(&good)[4];
+        assert!(last.iter().zip(&expected).all(|(a, b)| (a - b).abs() < 1e-5), "x ← 0.9 x five times");
+        match bad.as_slice() {
+            [Err(ServeError::Internal { message, .. })] => assert!(message.contains("broke on its input"), "{message}"),
+            other => panic!("the broken rollout should end INTERNAL at once: {other:?}"),
+        }
+        // The stepper survived: a later rollout runs to its end.
+        let later = super::start(plan(start(2, 0.5), 3, None), &stepper, &counter, 8).expect("admitted");
+        assert_eq!(every_frame(later).await.iter().filter(|f| f.is_ok()).count(), 3);
+        assert_eq!(counter.get(), 0, "every place given back");
+    }
+
+    #[tokio::test]
+    async fn a_failed_call_ends_its_rollout_internal() {
+        let fake = Fake::new(None);
+        let (model, _shutdown) = version(&fake);
+        fake.misbehave(&[crate::serve::fake_backend::Behaviour::Fail]);
+        let frames = super::start(plan(start(1, 0.0), 4, None), &model.rollout_stepper(), &RolloutCounter::default(), 8).expect("admitted");
+        match every_frame(frames).await.as_slice() {
+            [Err(ServeError::Internal { message, .. })] => assert!(message.contains("the fake failed"), "{message}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn shutdown_ends_running_and_arriving_rollouts_unavailable() {
+        let fake = Fake::new(None);
+        let (model, shutdown) = version(&fake);
+        let counter = RolloutCounter::default();
+        let stepper = model.rollout_stepper();
+        let mut running = super::start(plan(start(1, 0.0), 1_000_000, None), &stepper, &counter, 8).expect("admitted");
+        running.next().await.expect("a first frame").expect("a frame");
+        shutdown.send_replace(true);
+        let rest: Vec<_> = running.collect().await;
+        assert!(matches!(rest.last(), Some(Err(ServeError::ShuttingDown { .. }))), "{:?}", rest.last());
+        let arriving = super::start(plan(start(1, 0.0), 10, None), &stepper, &counter, 8).expect("admitted");
+        assert!(matches!(every_frame(arriving).await.as_slice(), [Err(ServeError::ShuttingDown { .. })]));
+        assert_eq!(counter.get(), 0);
+    }
+
+    /// One seed, one trajectory: whatever is stepped beside it and whatever the
+    /// ensemble's size, member b draws the same noise; other members and seeds differ.
+    #[tokio::test]
+    async fn a_sampled_rollout_depends_on_its_seed_and_member_alone() {
+        let fake = Fake::stochastic(-0.05, 0.01);
+        let (model, _shutdown) = version(&fake);
+        let (counter, stepper) = (RolloutCounter::default(), model.rollout_stepper());
+        let steps = 6;
+        let alone = positions(&every_frame(super::start(plan(start(1, 1.0), steps, Some(7)), &stepper, &counter, 8).expect("admitted")).await);
+        let ensemble = super::start(plan(start(3, 1.0), steps, Some(7)), &stepper, &counter, 8).expect("admitted");
+        let other_seed = super::start(plan(start(1, 1.0), steps, Some(8)), &stepper, &counter, 8).expect("admitted");
+        let mean = super::start(plan(start(1, 1.0), steps, None), &stepper, &counter, 8).expect("admitted");
+        let (ensemble, other_seed, mean) = tokio::join!(every_frame(ensemble), every_frame(other_seed), every_frame(mean));
+        let (ensemble, other_seed, mean) = (positions(&ensemble), positions(&other_seed), positions(&mean));
+        let frame = PARTICLES * DIMS;
+        for step in 0..steps as usize {
+            assert_eq!(ensemble[step][..frame], alone[step][..], "member 0 of three = the rollout alone, bit for bit (step {step})");
+        }
+        let last = steps as usize - 1;
+        assert_ne!(ensemble[last][frame..2 * frame], ensemble[last][..frame], "member 1 draws its own noise");
+        assert_ne!(other_seed[last], alone[last], "another seed, another trajectory");
+        let spread: f32 = alone[last].iter().zip(&mean[last]).map(|(a, m)| (a - m).powi(2)).sum::<f32>() / frame as f32;
+        // Six steps of σ = 0.01 (shrunk by 0.95 a step): an rms near 0.02 around the mean.
+        assert!((1e-4..1e-3).contains(&spread), "mean square distance from the mean {spread}");
     }
 }
