@@ -79,5 +79,27 @@ async fn tritonclient_works_unmodified() {
     for (index, frame) in own.iter().enumerate() {
         assert_eq!(&rolled.index_axis(Axis(0), index), frame, "frame {index}");
     }
+
+    // A sampled rollout's seed gives the same trajectory through either protocol.
+    let sampled = read(&mut npz, "sampled").into_dimensionality::<Ix4>().expect("[frames, B, 12, 3]");
+    let request = RolloutRequest {
+        model: "pairforce-h4".into(),
+        positions: now.iter().copied().collect(),
+        previous: previous.iter().copied().collect(),
+        steps: 5,
+        emit_every: 1,
+        sample: true,
+        seed: Some(42),
+        ..Default::default()
+    };
+    let mut stream = server.client.rollout(request).await.expect("rollout").into_inner();
+    let mut index = 0;
+    while let Some(frame) = stream.message().await.expect("frame") {
+        assert_eq!(frame.seed, Some(42));
+        let frame = Array3::from_shape_vec((frame.batch as usize, 12, 3), frame.positions).expect("[B, 12, 3]");
+        assert_eq!(sampled.index_axis(Axis(0), index), frame, "sampled frame {index}");
+        index += 1;
+    }
+    assert_eq!(index, 5);
     server.shutdown().await;
 }

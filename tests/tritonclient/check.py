@@ -54,6 +54,8 @@ assert [(t.name, t.datatype, list(t.shape)) for t in meta.inputs] == [("position
 assert {t.name for t in meta.outputs} == {"dx", "next_positions"}
 history = client.get_model_metadata("pairforce-h4")
 assert [(t.name, list(t.shape)) for t in history.inputs] == [("positions", [-1, 12, 3]), ("previous", [-1, 3, 12, 3])]
+# A stochastic model lists its spread beside its mean.
+assert [(t.name, list(t.shape)) for t in history.outputs] == [("dx", [-1, 12, 3]), ("dx_std", [-1, 12]), ("next_positions", [-1, 12, 3])], history.outputs
 
 # Infer a batch (raw contents, as tritonclient sends), the newest version by default.
 batch = frames(5, 12, 3)
@@ -81,7 +83,9 @@ np.testing.assert_array_equal(typed_result.as_numpy("dx"), dx)
 now, previous = frames(3, 12, 3), frames(3, 3, 12, 3)
 window = grpcclient.InferInput("previous", [3, 3, 12, 3], "FP32")
 window.set_data_from_numpy(previous)
-history_dx = client.infer("pairforce-h4", [positions_input(now), window]).as_numpy("dx")
+history_result = client.infer("pairforce-h4", [positions_input(now), window])
+history_dx, history_std = history_result.as_numpy("dx"), history_result.as_numpy("dx_std")
+assert history_std.shape == (3, 12) and (history_std > 0).all(), history_std
 
 # Errors, with the protocol's status codes and what was wrong.
 expect_error(lambda: client.infer("nope", [positions_input(batch)]), "StatusCode.NOT_FOUND", "unknown model 'nope'")
@@ -101,7 +105,7 @@ assert (config.name, config.platform, config.backend) == ("pairforce-h4", "onnxr
 assert config.max_batch_size == max_batch, config.max_batch_size
 fp32 = model_config_pb2.TYPE_FP32
 assert [(t.name, t.data_type, list(t.dims)) for t in config.input] == [("positions", fp32, [12, 3]), ("previous", fp32, [3, 12, 3])], config.input
-assert [(t.name, t.data_type, list(t.dims)) for t in config.output] == [("dx", fp32, [12, 3]), ("next_positions", fp32, [12, 3])], config.output
+assert [(t.name, t.data_type, list(t.dims)) for t in config.output] == [("dx", fp32, [12, 3]), ("dx_std", fp32, [12]), ("next_positions", fp32, [12, 3])], config.output
 assert [(g.count, g.kind) for g in config.instance_group] == [(2, model_config_pb2.ModelInstanceGroup.KIND_CPU)], config.instance_group
 assert config.dynamic_batching.max_queue_delay_microseconds == 0, config.dynamic_batching
 
@@ -156,6 +160,35 @@ while True:
     if response.parameters["triton_final_response"].bool_param:
         break
 assert history_steps == [1, 2, 3, 4], history_steps
+
+
+def sampled_rollout(parameters, request_id):
+    """The frames and the reported seeds of a streamed rollout of pairforce-h4 from the window."""
+    client.async_stream_infer("pairforce-h4", [positions_input(now), window], request_id=request_id, parameters=parameters)
+    frames_out, seeds = [], []
+    while True:
+        result, error = responses.get(timeout=60)
+        assert error is None, error
+        response = result.get_response()
+        frames_out.append(result.as_numpy("positions"))
+        seeds.append(response.parameters["seed"].uint64_param if "seed" in response.parameters else None)
+        if response.parameters["triton_final_response"].bool_param:
+            return np.stack(frames_out), seeds
+
+
+# A sampled rollout: one seed, one trajectory; the seed comes back in every response.
+sampled, seeds = sampled_rollout({"steps": 5, "sample": True, "seed": 42}, "sampled")
+again, _ = sampled_rollout({"steps": 5, "sample": True, "seed": 42}, "sampled-again")
+other, _ = sampled_rollout({"steps": 5, "sample": True, "seed": 43}, "other-seed")
+mean, mean_seeds = sampled_rollout({"steps": 5}, "mean")
+assert seeds == [42] * 5 and mean_seeds == [None] * 5, (seeds, mean_seeds)
+np.testing.assert_array_equal(sampled, again)
+assert not np.array_equal(sampled, other) and not np.array_equal(sampled, mean)
+_, picked = sampled_rollout({"steps": 2, "sample": True}, "picked")
+assert picked[0] is not None and picked[0] == picked[1], picked
+client.async_stream_infer("mlp", [positions_input(start)], parameters={"steps": 2, "sample": True})
+result, error = responses.get(timeout=60)
+assert error is not None and "deterministic" in error.message(), error
 # An error in a stream comes back as a response; the stream stays open.
 client.async_stream_infer("nope", [positions_input(start)], parameters={"steps": 2})
 result, error = responses.get(timeout=60)
@@ -194,5 +227,6 @@ np.savez(
     history_dx=history_dx,
     start=start,
     rolled=np.stack(rolled),
+    sampled=sampled,
 )
 print("tritonclient: every check passed")
