@@ -254,6 +254,17 @@ impl ServerProcess {
     }
 }
 
+impl Drop for ServerProcess {
+    /// A test that fails before `stop` must not leave its server running (holding the
+    /// test's output open).
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 #[test]
 fn the_client_cli_predicts_and_rolls_out_files_on_a_live_server() {
     use equiserve::{
@@ -424,6 +435,49 @@ fn the_client_cli_predicts_and_rolls_out_files_on_a_live_server() {
     let output = client(&["rollout", "--model", "mlp", "--from", &path("frames.npz"), "--steps", "2", "--out", &path("r.txt")]);
     assert_clean_failure(&output, &["r.txt", ".xyz", ".npz"]);
     assert!(server.stop().success(), "the server exits cleanly on SIGTERM");
+}
+
+/// Sampled rollouts from the CLI: one seed gives the same members, in any ensemble size;
+/// members differ; the seed the server picked is printed; a deterministic model refuses.
+#[test]
+fn the_client_cli_samples_ensembles_reproducibly() {
+    let repository = tempfile::tempdir().expect("temp dir");
+    for name in ["mlp", "pairforce-h4"] {
+        common::copy_model(&common::shipped_model(name), &repository.path().join(name));
+    }
+    let server = ServerProcess::start(repository.path());
+    let client = |args: &[&str]| Command::new(env!("CARGO_BIN_EXE_equiserve-client")).args(["--addr", &server.address]).args(args).output().expect("runs");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = |name: &str| dir.path().join(name).to_string_lossy().into_owned();
+    let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/paths.npz").to_string_lossy().into_owned();
+    let sampled = |members: &str, seed: Option<&str>, out: &str| {
+        let mut args =
+            vec!["rollout", "--model", "pairforce-h4", "--from", data.as_str(), "--frame", "1700", "--steps", "20", "--sample", "--members", members];
+        if let Some(seed) = seed {
+            args.extend(["--seed", seed]);
+        }
+        let output = client(&[&args[..], &["--out", out]].concat());
+        assert!(output.status.success(), "{}", stderr(&output));
+        let read: ndarray::Array4<f32> = ndarray_npy::NpzReader::new(std::fs::File::open(out).expect("written")).expect("npz").by_name("arr").expect("arr");
+        (read, stderr(&output))
+    };
+    let (four, said) = sampled("4", Some("5"), &path("four.npz"));
+    assert!(said.contains("seed 5"), "{said}");
+    assert_eq!(four.shape(), [21, 4, 12, 3]);
+    let (again, _) = sampled("4", Some("5"), &path("again.npz"));
+    assert_eq!(four, again, "one seed, the same ensemble");
+    let (two, _) = sampled("2", Some("5"), &path("two.npz"));
+    assert_eq!(two, four.slice(ndarray::s![.., ..2, .., ..]), "members 0 and 1 are the same in an ensemble of two");
+    let last = four.index_axis(ndarray::Axis(0), 20);
+    assert_ne!(last.index_axis(ndarray::Axis(0), 0), last.index_axis(ndarray::Axis(0), 1), "each member draws its own noise");
+    let (_, said) = sampled("2", None, &path("picked.npz"));
+    assert!(said.contains("(sampled, seed "), "the server's pick is printed: {said}");
+
+    let output = client(&["rollout", "--model", "mlp", "--from", &data, "--steps", "2", "--sample", "--out", &path("mlp.npz")]);
+    assert_clean_failure(&output, &["InvalidArgument", "'mlp'", "deterministic"]);
+    let output = client(&["rollout", "--model", "pairforce-h4", "--from", &data, "--frame", "10", "--steps", "2", "--seed", "3", "--out", &path("x.npz")]);
+    assert_clean_failure(&output, &["--sample"]);
+    assert!(server.stop().success());
 }
 
 /// Every script in examples/ runs green with the test environment's tritonclient against

@@ -329,7 +329,13 @@ fn core(pool: PoolConfig, limits: Limits) -> Arc<DynamicsCore> {
 #[tokio::test]
 async fn a_client_that_stops_reading_holds_no_one_back() {
     let core = core(PoolConfig { workers: Some(2), ..PoolConfig::default() }, LIMITS);
-    let start = || RolloutStart { positions: random_frames(1, 11).into_iter().map(|v| v * 0.1).collect(), previous: Vec::new(), steps: 1000, emit_every: 1, ..Default::default() };
+    let start = || RolloutStart {
+        positions: random_frames(1, 11).into_iter().map(|v| v * 0.1).collect(),
+        previous: Vec::new(),
+        steps: 1000,
+        emit_every: 1,
+        ..Default::default()
+    };
     let mut stalled = core.rollout("mlp", "", start()).expect("admitted");
     stalled.next().await.expect("a frame").expect("ok");
     // The other rollout runs all its 1000 steps while the first is not read.
@@ -355,7 +361,13 @@ async fn a_client_that_stops_reading_holds_no_one_back() {
 async fn a_rollout_whose_client_never_reads_ends_after_the_stall_timeout() {
     let limits = Limits { rollout_stall_timeout: Duration::from_millis(200), ..LIMITS };
     let core = core(PoolConfig { workers: Some(1), ..PoolConfig::default() }, limits);
-    let start = RolloutStart { positions: random_frames(1, 13).into_iter().map(|v| v * 0.1).collect(), previous: Vec::new(), steps: 1000, emit_every: 1, ..Default::default() };
+    let start = RolloutStart {
+        positions: random_frames(1, 13).into_iter().map(|v| v * 0.1).collect(),
+        previous: Vec::new(),
+        steps: 1000,
+        emit_every: 1,
+        ..Default::default()
+    };
     let mut stalled = core.rollout("mlp", "", start).expect("admitted");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while core.rollouts_in_progress().get() != 0 {
@@ -630,7 +642,13 @@ async fn metrics_are_served_at_their_path_only_and_behind_the_token() {
 #[tokio::test]
 async fn rollouts_ended_by_shutdown_say_unavailable() {
     let core = core(PoolConfig { workers: Some(1), ..PoolConfig::default() }, LIMITS);
-    let start = RolloutStart { positions: random_frames(1, 14).into_iter().map(|v| v * 0.1).collect(), previous: Vec::new(), steps: 1000, emit_every: 1, ..Default::default() };
+    let start = RolloutStart {
+        positions: random_frames(1, 14).into_iter().map(|v| v * 0.1).collect(),
+        previous: Vec::new(),
+        steps: 1000,
+        emit_every: 1,
+        ..Default::default()
+    };
     let mut frames = core.rollout("mlp", "", start).expect("admitted");
     frames.next().await.expect("a frame").expect("ok");
     core.rollout_ender().end_all();

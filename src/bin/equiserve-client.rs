@@ -167,16 +167,17 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
     match args.command {
         Command::List => {
             let models = files::list(&mut connect(&connection).await?).await?;
-            println!("{:<18} {:<14} {:<24} {:>9} {:>7}  runs on", "model", "version", "architecture", "params", "frames");
+            println!("{:<18} {:<14} {:<24} {:>9} {:>7}  {:<13} runs on", "model", "version", "architecture", "params", "frames", "sampling");
             for model in models {
                 // The default version, and the others a request may name.
                 let version = match model.versions.as_slice() {
                     [] | [_] => model.version.clone(),
                     all => format!("{} (of {})", model.version, all.join(",")),
                 };
+                let sampling = if model.stochastic { "stochastic" } else { "deterministic" };
                 println!(
-                    "{:<18} {:<14} {:<24} {:>9} {:>7}  {}",
-                    model.name, version, model.architecture, model.params, model.history_frames, model.execution_provider
+                    "{:<18} {:<14} {:<24} {:>9} {:>7}  {:<13} {}",
+                    model.name, version, model.architecture, model.params, model.history_frames, sampling, model.execution_provider
                 );
             }
             Ok(())

@@ -21,10 +21,10 @@ mod validate;
 pub mod grpc;
 
 pub use core::{DynamicsCore, Limits, MAX_MODEL_NAME, Prediction, RolloutEnder, RolloutStart};
+pub use displacement::Displacement;
 pub use engine::{Backend, EngineError, ModelWorkers, PoolConfig};
 pub use error::ServeError;
 pub use measure::measure_inference;
-pub use displacement::Displacement;
 pub use model::{LoadError, ModelVersion};
 pub use repository::{ModelControl, ModelRepository, RepositoryError, VersionFolder, VersionState};
 pub use rollout::{RolloutCounter, RolloutFrames, RolloutStep};

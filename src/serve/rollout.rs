@@ -26,9 +26,9 @@ use tokio::sync::{Notify, mpsc, watch};
 
 use super::{
     ServeError,
+    displacement::{Displacement, displacement_of},
     engine::ModelWorkers,
     metrics,
-    displacement::{Displacement, displacement_of},
 };
 use crate::{
     data::{advance_window, sampling::add_noise_to_batch},

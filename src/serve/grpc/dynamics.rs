@@ -7,11 +7,11 @@ use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status};
 
 use super::status::{finished, status};
-use crate::serve::{DynamicsCore, ModelVersion, RolloutStart};
 use crate::proto::v1::{
     GetModelRequest, ListModelsRequest, ListModelsResponse, ModelInfo, ModelSummary, PredictRequest, PredictResponse, RolloutFrame, RolloutRequest,
     dynamics_server::Dynamics,
 };
+use crate::serve::{DynamicsCore, ModelVersion, RolloutStart};
 
 pub struct DynamicsService {
     core: Arc<DynamicsCore>,
@@ -78,7 +78,8 @@ impl Dynamics for DynamicsService {
         let start = RolloutStart { positions, previous, steps, emit_every, sample, seed };
         let result = self.core.rollout(&model, &version, start).map_err(status).map(|frames| {
             let seed = frames.seed();
-            let frames = frames.map(move |frame| frame.map(|f| RolloutFrame { step: f.step, positions: f.positions, batch: f.batch as u32, seed }).map_err(status));
+            let frames =
+                frames.map(move |frame| frame.map(|f| RolloutFrame { step: f.step, positions: f.positions, batch: f.batch as u32, seed }).map_err(status));
             Response::new(Box::pin(frames) as RolloutStream)
         });
         // Counts whether the rollout was admitted; how admitted ones end is counted in

@@ -21,7 +21,6 @@ use tonic::{Request, Response, Status, Streaming};
 use super::status::{finished, repository_status, status};
 use crate::{
     data::{DIMS, PARTICLES},
-    serve::{DynamicsCore, MAX_MODEL_NAME, ModelRepository, ModelVersion, Prediction, RepositoryError, RolloutStart, StatisticsSnapshot, Tally},
     onnx::{DX, DX_STD, Dim, POSITIONS, PREVIOUS, TensorSpec},
     proto::inference::{
         DataType, FP32, InferBatchStatistics, InferParameter, InferStatistics, ModelConfig, ModelConfigRequest, ModelConfigResponse, ModelDynamicBatching,
@@ -32,6 +31,7 @@ use crate::{
         fp32_bytes, grpc_inference_service_server::GrpcInferenceService, infer_parameter::ParameterChoice, model_infer_request::InferInputTensor,
         model_infer_response::InferOutputTensor, model_instance_group::Kind, model_metadata_response::TensorMetadata, repository_index_response::ModelIndex,
     },
+    serve::{DynamicsCore, MAX_MODEL_NAME, ModelRepository, ModelVersion, Prediction, RepositoryError, RolloutStart, StatisticsSnapshot, Tally},
 };
 
 /// Output of ModelInfer beside `dx`: positions + dx.
@@ -289,7 +289,8 @@ impl InferenceService {
                         if let Some(seed) = seed {
                             parameters.insert(SEED.to_string(), parameter(ParameterChoice::Uint64Param(seed)));
                         }
-                        let mut answers = vec![response(vec![output_tensor(POSITIONS, frame.batch, &FRAME_DIMS)], vec![fp32_bytes(frame.positions)], parameters)];
+                        let mut answers =
+                            vec![response(vec![output_tensor(POSITIONS, frame.batch, &FRAME_DIMS)], vec![fp32_bytes(frame.positions)], parameters)];
                         if last && empty_final {
                             answers.push(response(
                                 Vec::new(),

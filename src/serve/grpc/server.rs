@@ -11,8 +11,8 @@ use super::{
     dynamics::DynamicsService,
     inference::InferenceService,
 };
-use crate::serve::{DynamicsCore, ModelControl, ModelRepository};
 use crate::proto::{FILE_DESCRIPTOR_SET, inference::grpc_inference_service_server::GrpcInferenceServiceServer, v1::dynamics_server::DynamicsServer};
+use crate::serve::{DynamicsCore, ModelControl, ModelRepository};
 
 /// How long ended rollouts get to send their UNAVAILABLE before connections are cut.
 const UNAVAILABLE_FLUSH: Duration = Duration::from_millis(500);
@@ -168,11 +168,7 @@ pub async fn shutdown_signal() {
 /// Serves the Prometheus text of `handle` at `GET /metrics` on `listener` (404 for any
 /// other path, 405 for another method), asking for a bearer token when `tokens` are
 /// given; until the process ends. Each connection is its own task.
-pub async fn serve_metrics(
-    listener: tokio::net::TcpListener,
-    handle: metrics_exporter_prometheus::PrometheusHandle,
-    tokens: Option<AccessTokens>,
-) {
+pub async fn serve_metrics(listener: tokio::net::TcpListener, handle: metrics_exporter_prometheus::PrometheusHandle, tokens: Option<AccessTokens>) {
     use http_body_util::Full;
     use hyper::{Method, Request, Response, StatusCode, body::Bytes, server::conn::http1, service::service_fn};
     use hyper_util::rt::TokioIo;

@@ -37,4 +37,3 @@ pub fn finished<T>(core: &DynamicsCore, rpc: &'static str, model: &str, started:
     let label = if core.serves(model) { model } else { metrics::UNKNOWN_MODEL };
     metrics::request_finished(rpc, label, format!("{code:?}"), started.elapsed().as_secs_f64());
 }
-
