@@ -9,7 +9,8 @@ use equiserve::{
     data::Target,
     models::{GateNetwork, GateNetworkConfig, ModelInputs, OpsModel},
     nn::{BurnOps, Ops},
-    onnx::{ExecutionDevice, GraphBuilder, OnnxModel, Precision, Signature, init_runtime},
+    onnx::{ExecutionDevice, OnnxModel, Precision, Signature, init_runtime},
+    train::onnx_graph::GraphBuilder,
     train::reference_dx,
 };
 use ndarray::Array3;

@@ -1,7 +1,7 @@
 //! Equivariant layers after e3nn (`o3.TensorProduct`, `o3.Linear`, `nn.FullyConnectedNet`,
 //! `nn.Gate`), and torch's `nn.Linear` for the baselines, each written once against
 //! [`Ops`]: evaluated in f64 by [`Eager`], run and trained in Burn by [`BurnOps`], or
-//! emitted as ONNX by [`crate::onnx::GraphBuilder`].
+//! emitted as ONNX by `train::onnx_graph::GraphBuilder`.
 //! Features are [rows, irreps.dim].
 
 mod burn_ops;

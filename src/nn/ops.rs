@@ -1,6 +1,6 @@
 //! The operations layers are written in. Each layer's forward pass is written once
 //! against [`Ops`]; running it with [`super::Eager`] computes it (f64, ndarray), and
-//! running it with [`crate::onnx::GraphBuilder`] emits the same computation as ONNX
+//! running it with `train::onnx_graph::GraphBuilder` emits the same computation as ONNX
 //! nodes, so the exported graph is the layer by construction.
 //!
 //! Semantics follow ONNX (numpy broadcasting, `reshape` with 0 = keep, −1 = infer).

@@ -1,23 +1,11 @@
-//! ONNX: a model's signature, running models with ONNX Runtime, and (with the `train`
-//! feature) writing graphs with our own prost messages.
+//! ONNX: a model's signature and running models with ONNX Runtime (the graph writer is
+//! training's: `train::onnx_graph`), and the versions and precision a card records.
 
-#[cfg(feature = "train")]
-mod graph;
-#[cfg(feature = "train")]
-mod ops;
 mod runtime;
 mod signature;
 
-#[cfg(feature = "train")]
-pub use graph::{GraphBuilder, signature_of};
 pub use runtime::{ExecutionDevice, OnnxModel, RuntimeError, init_runtime, library_candidates};
 pub use signature::{BATCH, DX, DX_STD, Dim, FLOAT32, NamedTensors, POSITIONS, PREVIOUS, Signature, TensorSpec};
-
-/// The subset of onnx.proto that we write, generated from `proto/onnx/onnx_subset.proto`.
-#[cfg(feature = "train")]
-pub mod proto {
-    include!(concat!(env!("OUT_DIR"), "/onnx.rs"));
-}
 
 /// IR version 10 is what ONNX 1.16+ writes for opset 21.
 pub const IR_VERSION: i64 = 10;

@@ -15,6 +15,7 @@ use super::{
     EpochStats, TrainConfig,
     forecast::{ForecastFrames, ModelForecaster, REPORTED_HORIZONS, SampledFigures, SampledReport, Segment, StochasticForecaster},
     metrics::{EquivarianceReport, evaluate},
+    onnx_graph::{GraphBuilder, proto::ModelProto},
     ops_fit::NoiseFit,
     plot::{plot_calibration, plot_correlations, plot_pair_distances, plot_rollout_chains, plot_rollout_errors, plot_sampled_chain, plot_trajectory},
     plot_losses,
@@ -24,7 +25,7 @@ use crate::{
     card::{CARD_FILE, DataInfo, MODEL_FILE, Metrics, ModelCard, NoiseInfo, OnnxInfo, SplitInfo, TrainingInfo, Versions},
     data::{DIMS, PARTICLES, Pairs, Split, SplitConfig, Target, Trajectory},
     models::{ModelKind, OpsModel},
-    onnx::{ExecutionDevice, GraphBuilder, OnnxModel, POSITIONS, Precision, Signature, proto::ModelProto},
+    onnx::{ExecutionDevice, OnnxModel, POSITIONS, Precision, Signature},
     serve::measure_inference,
 };
 

@@ -17,13 +17,14 @@ use super::{
     ExportError, ExportOutcome,
     export::{commit_model, relative_error, stage_checked},
     metrics::EquivarianceReport,
+    onnx_graph::GraphBuilder,
     ops_fit::reference_dx,
 };
 use crate::{
     card::{ImportInfo, ModelCard, OnnxInfo, Versions},
     data::{DIMS, PARTICLES, Target},
     models::{GateNetwork, GateNetworkConfig, GateNetworkError, OpsModel},
-    onnx::{ExecutionDevice, GraphBuilder, OnnxModel, Signature},
+    onnx::{ExecutionDevice, OnnxModel, Signature},
 };
 
 #[derive(Debug, thiserror::Error)]

@@ -5,6 +5,7 @@ mod export;
 pub mod forecast;
 mod import;
 pub mod metrics;
+pub mod onnx_graph;
 mod ops_fit;
 mod plot;
 mod report;

@@ -11,8 +11,9 @@ use equiserve::{
     e3::rotation::{Isometry, equivariance_deviation, random_reflection, random_rotation},
     models::{GateNetwork, GateNetworkConfig, Mlp, ModelInputs, OpsModel, PairForce},
     nn::Eager,
-    onnx::{DX, DX_STD, ExecutionDevice, GraphBuilder, NamedTensors, OnnxModel, POSITIONS, PREVIOUS, Precision, signature_of},
+    onnx::{DX, DX_STD, ExecutionDevice, NamedTensors, OnnxModel, POSITIONS, PREVIOUS, Precision},
     proto::v1::{GetModelRequest, ListModelsRequest, PredictRequest, RolloutRequest},
+    train::onnx_graph::{GraphBuilder, signature_of},
     train::relative_error,
 };
 use ndarray::{ArrayD, IxDyn};

@@ -6,7 +6,8 @@ use equiserve::{
     data::{SimulationConfig, Split, SplitConfig, Target, Trajectory, simulate},
     models::{E3Small, GateNetwork, GateNetworkConfig, Gnn, Mlp, ModelInputs, ModelKind, OpsModel, OutputScaled, Se3Transformer},
     nn::{Eager, Ops},
-    onnx::{ExecutionDevice, GraphBuilder, OnnxModel, Precision, Signature},
+    onnx::{ExecutionDevice, OnnxModel, Precision, Signature},
+    train::onnx_graph::GraphBuilder,
     train::{ExportError, ExportRequest, ExportableModel, OpsTrained, TrainConfig, export_model, predict_dx_ops, relative_error, render_report},
 };
 use ndarray::{Array3, ArrayView3, ArrayView4};

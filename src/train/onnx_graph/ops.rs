@@ -1,10 +1,13 @@
 //! [`Ops`] emitted as ONNX nodes: a layer run on a [`GraphBuilder`] writes itself out.
 
 use super::{
-    GraphBuilder, Precision,
+    GraphBuilder,
     proto::{AttributeProto, attribute_proto::AttributeType, tensor_proto::DataType},
 };
-use crate::nn::{Ops, Unary};
+use crate::{
+    nn::{Ops, Unary},
+    onnx::Precision,
+};
 
 fn attr_int(name: &str, value: i64) -> AttributeProto {
     AttributeProto { name: name.into(), i: value, r#type: AttributeType::Int as i32, ..Default::default() }
@@ -66,13 +69,13 @@ impl Ops for GraphBuilder {
     fn less_than(&mut self, x: &String, c: f64) -> String {
         let c = self.constant(&[], &[c]);
         let flags = self.op("Less", &[x, &c], vec![]);
-        self.cast(&flags, super::graph::data_type(self.precision()))
+        self.cast(&flags, super::builder::data_type(self.precision()))
     }
 
     fn greater_than(&mut self, x: &String, c: f64) -> String {
         let c = self.constant(&[], &[c]);
         let flags = self.op("Greater", &[x, &c], vec![]);
-        self.cast(&flags, super::graph::data_type(self.precision()))
+        self.cast(&flags, super::builder::data_type(self.precision()))
     }
 
     fn clip(&mut self, x: &String, min: f64, max: f64) -> String {

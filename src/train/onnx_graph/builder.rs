@@ -7,11 +7,10 @@ use super::proto::{
     tensor_shape_proto::{Dimension, dimension::Value as DimValue},
     type_proto::{Tensor as TensorType, Value as TypeValue},
 };
-use super::{
-    IR_VERSION, OPSET, POSITIONS, PREVIOUS, Precision, Signature,
-    signature::{BATCH, Dim, TensorSpec},
+use crate::{
+    models::{ModelInputs, OpsModel},
+    onnx::{BATCH, Dim, IR_VERSION, OPSET, POSITIONS, PREVIOUS, Precision, Signature, TensorSpec},
 };
-use crate::models::{ModelInputs, OpsModel};
 
 /// ONNX's TensorProto.DataType of a precision.
 pub(super) fn data_type(precision: Precision) -> DataType {
@@ -200,7 +199,7 @@ impl GraphBuilder {
 
 /// A float32 graph input or output as the signature declares it.
 fn value_info(spec: &TensorSpec) -> ValueInfoProto {
-    assert_eq!(spec.dtype, super::FLOAT32, "graphs take and give float32 tensors");
+    assert_eq!(spec.dtype, crate::onnx::FLOAT32, "graphs take and give float32 tensors");
     let dim = spec
         .dims()
         .expect("signatures built here have valid shapes")
