@@ -2,8 +2,8 @@
 //! (`train-export`), exported to ONNX, and served over gRPC (`equiserve`).
 //!
 //! Layers depend one way (docs/architecture.md):
-//! data ← e3 ← nn ← models ← onnx ← train, with [`card`] a plain record both sides
-//! read and [`serve`] reading only [`onnx`]'s runtime and the card.
+//! data ← e3 ← nn ← models ← train (which writes ONNX graphs), with [`card`] a plain
+//! record both sides read and [`serve`] reading only [`onnx`]'s runtime and the card.
 //!
 //! - [`data`]: trajectories, the study's `.npz` format, the simulator, the split.
 //! - [`e3`]: pure equivariant mathematics (rotations, irreps, spherical harmonics,
@@ -11,7 +11,7 @@
 //! - [`nn`]: equivariant layers (tensor products, gates, radial networks), written
 //!   once against [`nn::Ops`] and so both computed and exported to ONNX.
 //! - [`models`]: the model zoo, each defined once for training and ONNX export.
-//! - [`onnx`]: a model's signature, running models with ONNX Runtime, and writing graphs.
+//! - [`onnx`]: a model's signature and running models with ONNX Runtime.
 //! - [`card`]: the model card, the record export writes and the server reads.
 //! - [`train`]: training, evaluation and export with a model card.
 //! - [`serve`]: the transport-free serving core, and the gRPC server around it.
