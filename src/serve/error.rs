@@ -7,8 +7,12 @@ use super::engine::EngineError;
 pub enum ServeError {
     #[error("unknown model '{name}'; served models: {served}")]
     UnknownModel { name: String, served: String },
-    #[error("model '{name}' has no {version} ready; ready versions: [{ready}]")]
-    VersionNotReady { name: String, version: String, ready: String },
+    #[error("model '{name}' has no version {version} ready; ready versions: [{ready}]")]
+    VersionNotReady { name: String, version: u64, ready: String },
+    /// The model is in the repository but none of its versions is ready (unloaded, or
+    /// every version failed to load): worth retrying once it is (re)loaded.
+    #[error("model '{name}' has no version ready ({why})")]
+    NoVersionReady { name: String, why: String },
     /// The request is malformed or out of the limits: the client's to fix.
     #[error("{0}")]
     InvalidArgument(String),

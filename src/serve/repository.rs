@@ -148,15 +148,17 @@ impl ModelRepository {
         let Some(versions) = models.get(name) else {
             return Err(ServeError::UnknownModel { name: name.to_string(), served: ready_names(&models).join(", ") });
         };
-        let found = match version {
-            None => newest_ready(versions),
-            Some(version) => versions.get(&version).and_then(|slot| slot.serving.clone()),
-        };
-        found.ok_or_else(|| ServeError::VersionNotReady {
-            name: name.to_string(),
-            version: version.map_or_else(|| "any version".to_string(), |v| format!("version {v}")),
-            ready: ready_versions(versions).iter().map(u64::to_string).collect::<Vec<_>>().join(", "),
-        })
+        match version {
+            None => newest_ready(versions).ok_or_else(|| {
+                let failures: Vec<String> = versions.iter().filter_map(|(v, slot)| slot.failure.as_ref().map(|f| format!("version {v}: {f}"))).collect();
+                ServeError::NoVersionReady { name: name.to_string(), why: failures.join("; ") }
+            }),
+            Some(version) => versions.get(&version).and_then(|slot| slot.serving.clone()).ok_or_else(|| ServeError::VersionNotReady {
+                name: name.to_string(),
+                version,
+                ready: ready_versions(versions).iter().map(u64::to_string).collect::<Vec<_>>().join(", "),
+            }),
+        }
     }
 
     /// Whether `name` has a ready version.
@@ -209,15 +211,24 @@ impl ModelRepository {
         self.shutdown.send_replace(true);
     }
 
-    /// (Re)loads `name` from the repository, for RepositoryModelLoad. Fails, keeping what
-    /// served before, when a version could not load.
+    /// (Re)loads `name` from the repository, for RepositoryModelLoad and `--load-model`.
+    /// A version that cannot load keeps what it served before, and the index says why.
+    /// The load succeeds when the model serves after it and every version it served
+    /// before took its files again: a new version that cannot load beside ones that do
+    /// is the index's to report, while a reload that did not take fails the call.
     pub fn load(&self, name: &str) -> Result<(), RepositoryError> {
         self.explicit()?;
+        let serving_before = self.ready_versions(name);
         let failures = self.sync(Some(name))?;
-        if failures.is_empty() {
+        let ready = self.ready_versions(name);
+        let reload_failed = self.index().iter().any(|state| state.name == name && state.failure.is_some() && serving_before.contains(&state.version));
+        if failures.is_empty() || (!ready.is_empty() && !reload_failed) {
+            for failure in &failures {
+                tracing::warn!(model = name, reason = %failure, "a version was not loaded; the others serve");
+            }
             return Ok(());
         }
-        let kept = match self.ready_versions(name).as_slice() {
+        let kept = match ready.as_slice() {
             [] => "nothing of it is served".to_string(),
             ready => format!("still serving version(s) {}", ready.iter().map(u64::to_string).collect::<Vec<_>>().join(", ")),
         };
@@ -249,7 +260,10 @@ impl ModelRepository {
     /// returns why versions failed to load.
     pub fn sync(&self, only: Option<&str>) -> Result<Vec<String>, RepositoryError> {
         let _one_at_a_time = self.loading.lock().unwrap_or_else(|e| e.into_inner());
-        let found: Vec<VersionFolder> = scan(&self.dir)?.into_iter().filter(|f| only.is_none_or(|name| f.name == name)).collect();
+        let mut found: Vec<VersionFolder> = scan(&self.dir)?.into_iter().filter(|f| only.is_none_or(|name| f.name == name)).collect();
+        // Newest first: requests that name no version go to the newest as soon as it is
+        // up, never briefly to an older one loaded before it.
+        found.sort_by(|a, b| (&a.name, std::cmp::Reverse(a.version)).cmp(&(&b.name, std::cmp::Reverse(b.version))));
         if let Some(name) = only
             && found.is_empty()
         {

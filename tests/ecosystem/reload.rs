@@ -262,6 +262,23 @@ fn explicit_control_can_start_with_some_models_only() {
     registry.load("pairforce-h4").expect("loads on request");
     assert_eq!(registry.names(), ["mlp", "pairforce-h4"]);
 
+    // A broken version beside good ones: the good ones serve, the index says why the
+    // other does not, and requests naming no version go to the newest ready one.
+    let versions = tempfile::tempdir().expect("temp dir");
+    for version in [1, 2, 3] {
+        copy_model(&shipped_model("mlp"), &versions.path().join(format!("mlp/{version}")));
+    }
+    std::fs::write(versions.path().join("mlp/3/model.onnx"), b"trunc").expect("write");
+    let registry = ModelRepository::open_explicit(versions.path(), ExecutionDevice::Cpu, pool(), &["mlp".to_string()]).expect("starts with versions 1 and 2");
+    assert_eq!(registry.ready_versions("mlp"), [1, 2]);
+    assert_eq!(registry.get("mlp", None).expect("served").version, 2);
+    let third = registry.index().into_iter().find(|state| state.version == 3).expect("listed");
+    assert!(!third.ready && third.failure.as_deref().is_some_and(|f| f.contains("model.onnx")), "{third:?}");
+    registry.load("mlp").expect("loading again serves 1 and 2 and reports 3 in the index");
+    registry.unload("mlp").expect("unloads");
+    let unavailable = registry.get("mlp", None).err().expect("nothing ready");
+    assert!(unavailable.to_string().contains("'mlp' has no version ready (version 1: unloaded"), "{unavailable}");
+
     let error = open(&["mlp", "nope"]).err().expect("an absent model");
     assert!(error.to_string().contains("no model 'nope'"), "{error}");
     std::fs::write(repository.path().join("pairforce-h4/model.onnx"), b"garbage").expect("write");

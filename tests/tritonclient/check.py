@@ -209,7 +209,8 @@ index = {(m.name, m.version): m.state for m in client.get_model_repository_index
 assert index == {("mlp", "1"): "READY", ("mlp", "2"): "READY", ("pairforce-h4", "1"): "READY"}, index
 client.unload_model("pairforce-h4")
 assert not client.is_model_ready("pairforce-h4")
-expect_error(lambda: client.infer("pairforce-h4", [positions_input(now), window]), "StatusCode.NOT_FOUND", "pairforce-h4")
+# Known but not loaded: UNAVAILABLE, as Triton answers, with why.
+expect_error(lambda: client.infer("pairforce-h4", [positions_input(now), window]), "StatusCode.UNAVAILABLE", "'pairforce-h4' has no version ready (version 1: unloaded)")
 states = {(m.name, m.version): (m.state, m.reason) for m in client.get_model_repository_index().models}
 assert states[("pairforce-h4", "1")] == ("UNAVAILABLE", "unloaded"), states
 client.load_model("pairforce-h4")

@@ -11,6 +11,8 @@ pub fn status(error: ServeError) -> Status {
     let message = error.to_string();
     match error {
         ServeError::UnknownModel { .. } | ServeError::VersionNotReady { .. } => Status::not_found(message),
+        // As Triton answers a known model with nothing loaded.
+        ServeError::NoVersionReady { .. } => Status::unavailable(message),
         ServeError::InvalidArgument(_) => Status::invalid_argument(message),
         ServeError::Busy { .. } => Status::resource_exhausted(message),
         ServeError::Diverged { .. } | ServeError::NotFinite { .. } => Status::out_of_range(message),
