@@ -6,7 +6,7 @@ use std::process::{Command, Output};
 
 use common::train_export;
 use equiserve::{
-    data::{SimulationConfig, Split, SplitConfig, Target, simulate},
+    data::{SimulationConfig, Split, SplitConfig, Target, save_npz, simulate},
     train::target_rms,
 };
 
@@ -268,7 +268,7 @@ impl Drop for ServerProcess {
 #[test]
 fn the_client_cli_predicts_and_rolls_out_files_on_a_live_server() {
     use equiserve::{
-        data::{load_npz, save_npz},
+        data::load_npz,
         onnx::{ExecutionDevice, OnnxModel, Signature},
     };
     // mlp in two versions: 1 the shipped model, 2 (served by default) one trained here.
@@ -358,7 +358,7 @@ fn the_client_cli_predicts_and_rolls_out_files_on_a_live_server() {
     // as the single rollout above, and each member as chaining the model from it gives.
     let start = trajectory.positions().slice(ndarray::s![3..4, .., ..]).to_owned();
     let members = ndarray::concatenate![ndarray::Axis(0), start, &start + 0.01, &start - 0.02];
-    equiserve::data::save_arrays(std::path::Path::new(&path("ensemble.npz")), &[("arr", &members)]).expect("save");
+    equiserve::data::save_arrays(std::path::Path::new(&path("ensemble.npz")), &[("arr", (&members).into())]).expect("save");
     let output = client(&[
         "rollout",
         "--model",
@@ -472,6 +472,17 @@ fn the_client_cli_samples_ensembles_reproducibly() {
     assert_ne!(last.index_axis(ndarray::Axis(0), 0), last.index_axis(ndarray::Axis(0), 1), "each member draws its own noise");
     let (_, said) = sampled("2", None, &path("picked.npz"));
     assert!(said.contains("(sampled, seed "), "the server's pick is printed: {said}");
+
+    // predict records the frames it covers, and a stochastic model's spread.
+    let trajectory = simulate(&SimulationConfig { frames: 10, seed: 2, ..Default::default() });
+    save_npz(&trajectory, std::path::Path::new(&path("ten.npz")), false).expect("save");
+    let output = client(&["predict", "--model", "pairforce-h4", "--in", &path("ten.npz"), "--out", &path("predicted.npz")]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let mut npz = ndarray_npy::NpzReader::new(std::fs::File::open(path("predicted.npz")).expect("written")).expect("npz");
+    let frame: ndarray::Array1<i64> = npz.by_name("frame").expect("frame");
+    assert_eq!(frame.to_vec(), (3..10).collect::<Vec<i64>>(), "a model of 4 frames predicts from frame 3 on");
+    let dx_std: ndarray::Array2<f32> = npz.by_name("dx_std").expect("dx_std");
+    assert!(dx_std.dim() == (7, 12) && dx_std.iter().all(|&s| s > 0.0), "{dx_std:?}");
 
     let output = client(&["rollout", "--model", "mlp", "--from", &data, "--steps", "2", "--sample", "--out", &path("mlp.npz")]);
     assert_clean_failure(&output, &["InvalidArgument", "'mlp'", "deterministic"]);

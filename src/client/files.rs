@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use ndarray::{Array3, Array4, Axis, concatenate};
+use ndarray::{Array1, Array2, Array3, Array4, Axis};
 use tokio_stream::StreamExt;
 
 use super::{Client, ConnectError, Windows};
@@ -92,18 +92,33 @@ pub async fn predict(client: &mut Client, model: &ModelChoice, input: &Path, out
     let windows = Windows::new(&frames, history_frames).ok_or_else(|| {
         ClientError::Usage(format!("{}: {} frame(s); {model} reads {history_frames} frames, so it needs at least that many", input.display(), frames.dim().0))
     })?;
-    let (mut dx, mut next) = (Vec::new(), Vec::new());
+    let (mut dx, mut next, mut dx_std) = (Vec::new(), Vec::new(), Vec::new());
     for start in (0..windows.len()).step_by(FRAMES_PER_CALL) {
         let count = FRAMES_PER_CALL.min(windows.len() - start);
         let (positions, previous) = windows.batch(start, count);
         let request = PredictRequest { model: model.name.clone(), version: model.version_field(), positions, previous };
         let answer = client.predict(request).await?.into_inner();
-        dx.push(packed(answer.dx, count)?);
-        next.push(packed(answer.next_positions, count)?);
+        dx.extend(answer.dx);
+        next.extend(answer.next_positions);
+        dx_std.extend(answer.dx_std);
     }
-    let stacked = |parts: Vec<Array3<f32>>| concatenate(Axis(0), &parts.iter().map(|p| p.view()).collect::<Vec<_>>()).expect("frames of one shape");
-    save_arrays(output, &[("dx", &stacked(dx)), ("next", &stacked(next))])?;
-    Ok(Predicted { first_frame: history_frames - 1, frames: windows.len() })
+    let first_frame = history_frames - 1;
+    let count = windows.len();
+    let dx = packed(dx, count)?;
+    let next = packed(next, count)?;
+    // Which input frame each row predicts from: a model of K frames starts at K − 1.
+    let frame = Array1::from_iter((first_frame..first_frame + count).map(|f| f as i64));
+    let mut arrays = vec![("dx", (&dx).into()), ("next", (&next).into()), ("frame", (&frame).into())];
+    let dx_std = if dx_std.is_empty() {
+        None
+    } else {
+        Some(Array2::from_shape_vec((count, PARTICLES), dx_std).map_err(|_| ClientError::Usage("the server sent a dx_std that is not [frames, 12]".into()))?)
+    };
+    if let Some(dx_std) = &dx_std {
+        arrays.push(("dx_std", dx_std.into()));
+    }
+    save_arrays(output, &arrays)?;
+    Ok(Predicted { first_frame, frames: count })
 }
 
 fn packed(values: Vec<f32>, frames: usize) -> Result<Array3<f32>, ClientError> {
@@ -225,8 +240,8 @@ pub async fn rollout(client: &mut Client, plan: &RolloutPlan, mut progress: impl
     let written = Array4::from_shape_vec((steps.len(), members, PARTICLES, DIMS), positions).expect("whole frames");
     match (writes_xyz, members) {
         (true, _) => write_ensemble_xyz(&plan.output, written.view(), &steps, &plan.species)?,
-        (false, 1) => save_arrays(&plan.output, &[("arr", &written.index_axis_move(Axis(1), 0))])?,
-        (false, _) => save_arrays(&plan.output, &[("arr", &written)])?,
+        (false, 1) => save_arrays(&plan.output, &[("arr", (&written.index_axis_move(Axis(1), 0)).into())])?,
+        (false, _) => save_arrays(&plan.output, &[("arr", (&written).into())])?,
     }
     Ok(RolloutWritten { frames: steps.len(), seed })
 }

@@ -6,7 +6,7 @@ mod simulate;
 mod split;
 mod xyz;
 
-pub use npz::{load_frames, load_npz, load_npz_described, save_arrays, save_npz};
+pub use npz::{NpzArray, load_frames, load_npz, load_npz_described, save_arrays, save_npz};
 pub use simulate::{SimulationConfig, simulate};
 pub use split::{Pairs, Split, SplitConfig, Target};
 pub use xyz::{DEFAULT_SPECIES, check_species, write_ensemble_xyz, write_xyz};

@@ -89,13 +89,35 @@ pub fn save_npz(trajectory: &Trajectory, path: &Path, planar: bool) -> Result<()
     npz.add_array(ARRAY_NAME, &array).and_then(|_| npz.finish().map(drop)).map_err(|e| DataError::invalid(path, format!("writing '{ARRAY_NAME}': {e}")))
 }
 
-/// Writes float32 arrays by name (e.g. `dx` and `next` of a prediction) as an `.npz`
+/// An array to write into an `.npz`: float32 values, or int64 indices (of frames, say).
+pub enum NpzArray<'a> {
+    Float(ndarray::ArrayViewD<'a, f32>),
+    Index(ndarray::ArrayViewD<'a, i64>),
+}
+
+impl<'a, D: ndarray::Dimension> From<&'a ndarray::Array<f32, D>> for NpzArray<'a> {
+    fn from(array: &'a ndarray::Array<f32, D>) -> Self {
+        Self::Float(array.view().into_dyn())
+    }
+}
+
+impl<'a, D: ndarray::Dimension> From<&'a ndarray::Array<i64, D>> for NpzArray<'a> {
+    fn from(array: &'a ndarray::Array<i64, D>) -> Self {
+        Self::Index(array.view().into_dyn())
+    }
+}
+
+/// Writes arrays by name (e.g. `dx`, `next` and `frame` of a prediction) as an `.npz`
 /// numpy reads with `np.load`.
-pub fn save_arrays<D: ndarray::Dimension>(path: &Path, arrays: &[(&str, &ndarray::Array<f32, D>)]) -> Result<(), DataError> {
+pub fn save_arrays(path: &Path, arrays: &[(&str, NpzArray)]) -> Result<(), DataError> {
     let io = |source| DataError::Io { path: path.display().to_string(), source };
     let mut npz = NpzWriter::new(BufWriter::new(File::create(path).map_err(io)?));
     for (name, array) in arrays {
-        npz.add_array(*name, *array).map_err(|e| DataError::invalid(path, format!("writing '{name}': {e}")))?;
+        let written = match array {
+            NpzArray::Float(values) => npz.add_array(*name, values),
+            NpzArray::Index(values) => npz.add_array(*name, values),
+        };
+        written.map_err(|e| DataError::invalid(path, format!("writing '{name}': {e}")))?;
     }
     npz.finish().map(drop).map_err(|e| DataError::invalid(path, format!("finishing the archive: {e}")))
 }

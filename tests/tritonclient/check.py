@@ -97,6 +97,9 @@ wrong_type.set_data_from_numpy(frames(1, 12, 3).astype(np.float64))
 expect_error(lambda: client.infer("mlp", [wrong_type]), "StatusCode.INVALID_ARGUMENT", "datatype FP64")
 
 expect_error(lambda: client.get_model_config("nope"), "StatusCode.NOT_FOUND", "unknown model 'nope'")
+# What is not served says so.
+expect_error(lambda: client.get_trace_settings(), "StatusCode.UNIMPLEMENTED", "/inference.GRPCInferenceService/TraceSetting is not served here")
+expect_error(lambda: client.unregister_cuda_shared_memory(), "StatusCode.UNIMPLEMENTED", "without shared memory")
 expect_error(lambda: client.get_inference_statistics("mlp", "7"), "StatusCode.NOT_FOUND", "version 7")
 
 # The configuration, read with Triton's own model_config.proto.

@@ -191,10 +191,12 @@ where
             let (parts, ()) = status.into_http::<()>().into_parts();
             return Box::pin(async move { Ok(Response::from_parts(parts, ResponseBody::default())) });
         }
+        let path = request.uri().path().to_string();
         let answer = self.inner.call(request);
         Box::pin(async move {
             let mut response = answer.await?;
             resource_exhausted_for_oversize(&mut response);
+            say_what_is_not_served(&mut response, &path);
             Ok(response)
         })
     }
@@ -211,6 +213,25 @@ fn resource_exhausted_for_oversize<B>(response: &mut Response<B>) {
         .is_some_and(|message| message.starts_with("Error,%20decoded%20message%20length%20too%20large"));
     if out_of_range && oversize {
         response.headers_mut().insert("grpc-status", HeaderValue::from(Code::ResourceExhausted as i32));
+    }
+}
+
+/// tonic answers a call to a method it does not serve with UNIMPLEMENTED and no
+/// message; the caller is told which call and what is served instead.
+fn say_what_is_not_served<B>(response: &mut Response<B>, path: &str) {
+    let headers = response.headers();
+    let unimplemented = headers.get("grpc-status").is_some_and(|code| code.as_bytes() == (Code::Unimplemented as i32).to_string().as_bytes());
+    if !unimplemented || headers.get("grpc-message").is_some_and(|message| !message.is_empty()) {
+        return;
+    }
+    // grpc-message is percent-encoded: keep to printable ASCII without '%'.
+    let path: String = path.chars().take(128).filter(|c| c.is_ascii_graphic() && *c != '%').collect();
+    let message = format!(
+        "{path} is not served here; equiserve serves equiserve.v1.Dynamics, inference.GRPCInferenceService (the Open Inference Protocol \
+         without shared memory, trace and log settings), grpc.health.v1.Health and server reflection"
+    );
+    if let Ok(value) = HeaderValue::from_str(&message) {
+        response.headers_mut().insert("grpc-message", value);
     }
 }
 
