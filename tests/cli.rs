@@ -227,11 +227,14 @@ impl ServerProcess {
             .expect("the server starts");
         let mut lines = std::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
         let mut log_lines = Vec::new();
+        // Every line is JSON; the "serving" one gives the address.
         let address = loop {
-            let line = lines.next().expect("the server prints its address").expect("a line");
-            match line.strip_prefix("equiserve listening on ") {
-                Some(address) => break address.to_string(),
-                None => log_lines.push(line),
+            let line = lines.next().expect("the server logs its address").expect("a line");
+            let record: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
+            let serving = record["fields"]["message"] == "serving";
+            log_lines.push(line);
+            if serving {
+                break record["fields"]["address"].as_str().expect("the address").to_string();
             }
         };
         // Keep the pipe drained so that logging never blocks the server.

@@ -306,6 +306,11 @@ async fn rollouts_stepped_together_equal_each_alone_and_ensembles_their_members(
     let steps = text.lines().find(|l| l.starts_with(r#"equiserve_rollout_step_systems_count{model="mlp"}"#)).expect("histogram");
     let count = |line: &str| line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()).expect("a count");
     assert!(count(stepped_alone) < count(steps), "no step held more than one system:\n{stepped_alone}\n{steps}");
+    // Each rollout's own duration and steps, recorded when it ends.
+    let ended = text.lines().find(|l| l.starts_with(r#"equiserve_rollout_steps_count{model="mlp"}"#)).expect("rollout steps");
+    let forty = text.lines().find(|l| l.starts_with(r#"equiserve_rollout_steps_bucket{model="mlp",le="100"}"#)).expect("rollout steps");
+    assert!(count(ended) >= 35.0 && count(forty) >= 35.0, "the 35 rollouts of 40 steps:\n{ended}\n{forty}");
+    assert!(text.lines().any(|l| l.starts_with(r#"equiserve_rollout_seconds_count{model="mlp"}"#)), "rollout durations");
     server.shutdown().await;
 }
 
@@ -633,6 +638,9 @@ async fn metrics_are_served_at_their_path_only_and_behind_the_token() {
     assert!(ask(get("/metrics", "")).await.starts_with("HTTP/1.1 401"));
     let answer = ask(get("/metrics", bearer)).await;
     assert!(answer.starts_with("HTTP/1.1 200") && answer.contains("equiserve_metrics_endpoint_test_total 1"), "{answer}");
+    for process in ["process_cpu_seconds_total", "process_resident_memory_bytes", "process_open_fds"] {
+        assert!(answer.lines().any(|l| l.starts_with(process)), "{process} in the scrape: {answer}");
+    }
     assert!(ask(get("/anything", bearer)).await.starts_with("HTTP/1.1 404"));
     let post = format!("POST /metrics HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Length: 0\r\n{bearer}\r\n");
     assert!(ask(post).await.starts_with("HTTP/1.1 405"));

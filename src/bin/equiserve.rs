@@ -197,7 +197,10 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
         }
     }
     tracing::info!(%address, models = ?registry.names(), "serving");
-    println!("equiserve listening on {address}");
+    // For people and scripts reading text; a JSON log's "serving" line has the address.
+    if args.log_format == LogFormat::Text {
+        println!("equiserve listening on {address}");
+    }
     let options = ServerOptions {
         shutdown_grace: seconds("--shutdown-grace", args.shutdown_grace)?,
         keepalive: seconds("--keepalive", args.keepalive)?,

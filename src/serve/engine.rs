@@ -297,6 +297,11 @@ impl ModelWorkers {
     }
 
     /// What the model has answered and run since it loaded.
+    /// Where the version's requests are counted, for its rollouts to be counted too.
+    pub(crate) fn statistics_handle(&self) -> Arc<Statistics> {
+        Arc::clone(&self.statistics)
+    }
+
     pub fn statistics(&self) -> StatisticsSnapshot {
         self.statistics.snapshot()
     }

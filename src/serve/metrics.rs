@@ -17,6 +17,8 @@ const ADMITTED: &str = "equiserve_requests_admitted";
 const ROLLOUTS: &str = "equiserve_rollouts_in_progress";
 const ROLLOUT_BATCH: &str = "equiserve_rollout_step_systems";
 const ROLLOUTS_ENDED: &str = "equiserve_rollouts_ended_total";
+const ROLLOUT_SECONDS: &str = "equiserve_rollout_seconds";
+const ROLLOUT_STEPS: &str = "equiserve_rollout_steps";
 const ABANDONED: &str = "equiserve_jobs_abandoned_total";
 
 /// Model label of calls naming no served model: one label, however many names clients
@@ -36,6 +38,8 @@ pub fn describe() {
     describe_gauge!(ROLLOUTS, "Rollouts computing right now");
     describe_histogram!(ROLLOUT_BATCH, "Systems advanced together in one rollout step");
     describe_counter!(ROLLOUTS_ENDED, "Rollouts by how they ended (finished, cancelled, diverged, failed)");
+    describe_histogram!(ROLLOUT_SECONDS, metrics::Unit::Seconds, "A rollout from its start to its end, however it ended");
+    describe_histogram!(ROLLOUT_STEPS, "Steps a rollout took before it ended");
 }
 
 /// Histogram buckets for the exporter (which renders summaries for the others).
@@ -44,6 +48,8 @@ pub fn prometheus_builder() -> metrics_exporter_prometheus::PrometheusBuilder {
     use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
     let sizes = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 4096.0];
     let seconds = [1e-5, 5e-5, 1e-4, 5e-4, 1e-3, 5e-3, 1e-2, 5e-2, 0.1, 0.5, 1.0, 5.0];
+    let rollout_seconds = [0.01, 0.1, 1.0, 10.0, 60.0, 600.0, 3600.0];
+    let steps = [1.0, 10.0, 100.0, 1e3, 1e4, 1e5, 1e6];
     let mut builder = PrometheusBuilder::new();
     for (name, buckets) in [
         (BATCH_FRAMES, &sizes[..]),
@@ -51,6 +57,8 @@ pub fn prometheus_builder() -> metrics_exporter_prometheus::PrometheusBuilder {
         (COMPUTE_SECONDS, &seconds[..]),
         (QUEUE_SECONDS, &seconds[..]),
         (REQUEST_SECONDS, &seconds[..]),
+        (ROLLOUT_SECONDS, &rollout_seconds[..]),
+        (ROLLOUT_STEPS, &steps[..]),
     ] {
         builder = builder.set_buckets_for_metric(Matcher::Full(name.to_string()), buckets).expect("buckets are not empty");
     }
@@ -90,6 +98,11 @@ pub(crate) fn rollout_started() {
 pub(crate) fn rollout_ended(model: &str, how: &'static str) {
     gauge!(ROLLOUTS).decrement(1.0);
     counter!(ROLLOUTS_ENDED, "model" => model.to_string(), "how" => how).increment(1);
+}
+
+pub(crate) fn rollout_ran(model: &str, seconds: f64, steps: u32) {
+    histogram!(ROLLOUT_SECONDS, "model" => model.to_string()).record(seconds);
+    histogram!(ROLLOUT_STEPS, "model" => model.to_string()).record(f64::from(steps));
 }
 
 pub(crate) fn rollout_step(model: &str, systems: usize) {

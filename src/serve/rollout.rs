@@ -29,6 +29,7 @@ use super::{
     displacement::{Displacement, displacement_of},
     engine::ModelWorkers,
     metrics,
+    statistics::Statistics,
 };
 use crate::{
     data::{advance_window, sampling::add_noise_to_batch},
@@ -159,6 +160,8 @@ impl Drop for RolloutFrames {
 #[derive(Clone)]
 pub(crate) struct RolloutStepper {
     model: Arc<str>,
+    /// The version's ModelStatistics, which count its rollouts as requests.
+    statistics: Arc<Statistics>,
     joining: mpsc::UnboundedSender<Member>,
     wake: Arc<Notify>,
 }
@@ -170,8 +173,9 @@ impl RolloutStepper {
         let (joining, arrivals) = mpsc::unbounded_channel();
         let wake = Arc::new(Notify::new());
         let model: Arc<str> = model.into();
+        let statistics = workers.statistics_handle();
         tokio::spawn(step_all(Arc::clone(&model), workers, arrivals, Arc::clone(&wake), shutdown));
-        Self { model, joining, wake }
+        Self { model, statistics, joining, wake }
     }
 
     /// Whether its task still takes rollouts (a stopped one is replaced by its version).
@@ -190,7 +194,20 @@ pub fn start(plan: RolloutPlan, stepper: &RolloutStepper, counter: &RolloutCount
     // One more slot than frames ahead: the error that ends a stalled rollout always fits.
     let ahead = (SYSTEMS_AHEAD / start.dim().0).clamp(2, 16);
     let (frames_out, frames) = mpsc::channel(ahead + 1);
-    let member = Member { positions: start, previous, step: 0, steps, emit_every, seed, frames: frames_out, place, stall_timeout, waiting_since: None };
+    let member = Member {
+        positions: start,
+        previous,
+        step: 0,
+        steps,
+        emit_every,
+        seed,
+        frames: frames_out,
+        place,
+        stall_timeout,
+        waiting_since: None,
+        started: Instant::now(),
+        statistics: Arc::clone(&stepper.statistics),
+    };
     stepper.joining.send(member).map_err(|_| ServeError::Internal { model, message: "the model's rollout stepper has stopped".into() })?;
     stepper.wake.notify_one();
     Ok(RolloutFrames { frames, wake: Arc::clone(&stepper.wake), seed })
@@ -210,6 +227,8 @@ struct Member {
     stall_timeout: Duration,
     /// Since when its client has had no room for another frame.
     waiting_since: Option<Instant>,
+    started: Instant,
+    statistics: Arc<Statistics>,
 }
 
 impl Member {
@@ -246,9 +265,15 @@ impl Member {
 }
 
 impl Drop for Member {
-    /// A stepper that panicked drops its rollouts: their clients hear why instead of
-    /// seeing their streams end as if finished.
+    /// Counts the rollout, however it ended. A stepper that panicked drops its rollouts:
+    /// their clients hear why instead of seeing their streams end as if finished.
     fn drop(&mut self) {
+        let took = self.started.elapsed();
+        match self.place.ended {
+            Some(Ended::Finished) => self.statistics.rollout_finished(self.systems() as u64 * u64::from(self.step), took),
+            _ => self.statistics.failed(took),
+        }
+        metrics::rollout_ran(&self.place.model, took.as_secs_f64(), self.step);
         if std::thread::panicking() && self.place.ended.is_none() {
             let _ = self.frames.try_send(Err(ServeError::Internal { model: self.place.model.clone(), message: "the rollout stepper failed".into() }));
         }

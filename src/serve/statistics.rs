@@ -104,6 +104,13 @@ impl Statistics {
         self.frames_answered.fetch_add(frames as u64, Ordering::Relaxed);
     }
 
+    /// A rollout that ran to its end `took` after it arrived: one request, and an
+    /// inference per system and step.
+    pub fn rollout_finished(&self, inferences: u64, took: Duration) {
+        self.succeeded.add(took);
+        self.frames_answered.fetch_add(inferences, Ordering::Relaxed);
+    }
+
     /// A request that failed (turned away, or the model call failed) `took` after it arrived.
     pub fn failed(&self, took: Duration) {
         self.failed.add(took);

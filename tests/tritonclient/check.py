@@ -200,11 +200,14 @@ client.async_stream_infer("mlp", [positions_input(start)], request_id="after-err
 result, error = responses.get(timeout=60)
 assert error is None and result.get_response().id == "after-error"
 client.stop_stream()
-# Rollout steps are model calls, not requests: 7 steps and one request more on version 2.
+# A rollout counts as one request and an inference per system and step: on version 2 the
+# rollout of 2 systems × 7 steps and the 2-frame request after the error, in at least
+# 7 + 1 model calls.
 after_stream = client.get_inference_statistics("mlp").model_stats
 assert [s.version for s in after_stream] == ["1", "2"], after_stream
 after_stream = after_stream[1]
-assert after_stream.inference_stats.success.count == before_stream.inference_stats.success.count + 1, after_stream
+assert after_stream.inference_stats.success.count == before_stream.inference_stats.success.count + 2, after_stream
+assert after_stream.inference_count == before_stream.inference_count + 2 * 7 + 2, (before_stream, after_stream)
 assert after_stream.execution_count >= before_stream.execution_count + 7 + 1, (before_stream, after_stream)
 
 # The repository: index, unload, load.

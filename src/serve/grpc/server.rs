@@ -173,6 +173,8 @@ pub async fn serve_metrics(listener: tokio::net::TcpListener, handle: metrics_ex
     use hyper::{Method, Request, Response, StatusCode, body::Bytes, server::conn::http1, service::service_fn};
     use hyper_util::rt::TokioIo;
 
+    let process = metrics_process::Collector::default();
+    process.describe();
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
@@ -183,7 +185,7 @@ pub async fn serve_metrics(listener: tokio::net::TcpListener, handle: metrics_ex
                 continue;
             }
         };
-        let (handle, tokens) = (handle.clone(), tokens.clone());
+        let (handle, tokens, process) = (handle.clone(), tokens.clone(), process.clone());
         let answer = service_fn(move |request: Request<hyper::body::Incoming>| {
             let reply = |status: StatusCode, body: String| {
                 let mut response = Response::new(Full::new(Bytes::from(body)));
@@ -194,7 +196,11 @@ pub async fn serve_metrics(listener: tokio::net::TcpListener, handle: metrics_ex
             let response = match (request.method(), request.uri().path()) {
                 (_, path) if path != "/metrics" => reply(StatusCode::NOT_FOUND, "metrics are at /metrics\n".into()),
                 (&Method::GET, _) if !allowed => reply(StatusCode::UNAUTHORIZED, "send a valid token as 'authorization: Bearer TOKEN'\n".into()),
-                (&Method::GET, _) => reply(StatusCode::OK, handle.render()),
+                (&Method::GET, _) => {
+                    // Read at the scrape, so that the figures are the moment's.
+                    process.collect();
+                    reply(StatusCode::OK, handle.render())
+                }
                 _ => reply(StatusCode::METHOD_NOT_ALLOWED, "GET /metrics\n".into()),
             };
             std::future::ready(Ok::<_, std::convert::Infallible>(response))
