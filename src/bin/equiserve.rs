@@ -14,6 +14,7 @@ use equiserve::{
         DynamicsCore, Limits, ModelControl, ModelRepository, PoolConfig,
         grpc::{ServerOptions, access::AccessTokens, serve, serve_metrics, shutdown_signal},
         metrics,
+        rest::{RestOptions, serve_rest},
     },
 };
 use tokio::net::TcpListener;
@@ -129,7 +130,16 @@ struct Args {
     /// behind the same tokens as the API when --auth-token-file is given; off when absent.
     #[arg(long, env = "EQUISERVE_METRICS_ADDR")]
     metrics_addr: Option<std::net::SocketAddr>,
+    /// Also serve the Open Inference Protocol over HTTP/REST (KServe v2: health,
+    /// metadata, infer with JSON or binary tensors, repository, statistics) at ADDR,
+    /// e.g. 0.0.0.0:8000, behind the same tokens; off when absent. Plaintext only.
+    #[arg(long, env = "EQUISERVE_HTTP_ADDR")]
+    http_addr: Option<std::net::SocketAddr>,
 }
+
+/// Largest HTTP request body read: a JSON request of the largest batch with its window
+/// fits (4,096 frames of 4 × 36 floats as text, about 7 MB).
+const HTTP_MAX_BODY: usize = 32 << 20;
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -201,6 +211,17 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
     if args.log_format == LogFormat::Text {
         println!("equiserve listening on {address}");
     }
+    let core = Arc::new(DynamicsCore::new(Arc::new(registry), limits));
+    if let Some(http_addr) = args.http_addr {
+        if args.tls_cert.is_some() {
+            return Err("--http-addr serves plaintext only: with --tls-cert, put a TLS-terminating proxy in front of it or leave it off".into());
+        }
+        let listener = TcpListener::bind(http_addr).await.map_err(|e| format!("cannot serve HTTP on {http_addr}: {e}"))?;
+        let http_address = listener.local_addr()?;
+        let rest = RestOptions { tokens: tokens.clone(), allow_unauthenticated_admin: args.allow_unauthenticated_admin, max_body_bytes: HTTP_MAX_BODY };
+        tokio::spawn(serve_rest(listener, Arc::clone(&core), rest));
+        tracing::info!(http_address = %http_address, "Open Inference Protocol over HTTP at http://{http_address}/v2");
+    }
     let options = ServerOptions {
         shutdown_grace: seconds("--shutdown-grace", args.shutdown_grace)?,
         keepalive: seconds("--keepalive", args.keepalive)?,
@@ -209,7 +230,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
         repository_poll: seconds("--repository-poll", args.repository_poll)?,
         allow_unauthenticated_admin: args.allow_unauthenticated_admin,
     };
-    serve(Arc::new(DynamicsCore::new(Arc::new(registry), limits)), listener, shutdown_signal(), options).await
+    serve(core, listener, shutdown_signal(), options).await
 }
 
 /// The TLS set-up the flags ask for, its files read now so that a bad path fails at start.

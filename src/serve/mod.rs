@@ -12,6 +12,7 @@ mod measure;
 pub mod memory;
 pub mod metrics;
 mod model;
+pub mod open_inference;
 pub mod repository;
 mod rollout;
 mod statistics;
@@ -19,6 +20,8 @@ mod validate;
 
 #[cfg(feature = "serve")]
 pub mod grpc;
+#[cfg(feature = "serve")]
+pub mod rest;
 
 pub use core::{DynamicsCore, Limits, MAX_MODEL_NAME, Prediction, RolloutEnder, RolloutStart};
 pub use displacement::Displacement;

@@ -83,7 +83,7 @@ impl AccessTokens {
     }
 
     /// The role of the bearer token in an `authorization` header, if it is one of ours.
-    fn role(&self, header: Option<&HeaderValue>) -> Option<Role> {
+    pub fn role(&self, header: Option<&HeaderValue>) -> Option<Role> {
         let token = header?.to_str().ok()?.strip_prefix("Bearer ")?;
         // Every known token is compared in full, so that timing does not tell how much of one matched.
         self.0.iter().fold(None, |found, (known, role)| if constant_time_eq(known.as_bytes(), token.as_bytes()) { Some(*role) } else { found })

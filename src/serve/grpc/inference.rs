@@ -19,9 +19,10 @@ use tokio_stream::{Stream, StreamExt, wrappers::ReceiverStream};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::status::{finished, repository_status, status};
+use crate::serve::open_inference::{BACKEND, NEXT_POSITIONS, PLATFORM, TensorDims, tensor_dims};
 use crate::{
     data::{DIMS, PARTICLES},
-    onnx::{DX, DX_STD, Dim, POSITIONS, PREVIOUS, TensorSpec},
+    onnx::{DX, DX_STD, POSITIONS, PREVIOUS},
     proto::inference::{
         DataType, FP32, InferBatchStatistics, InferParameter, InferStatistics, ModelConfig, ModelConfigRequest, ModelConfigResponse, ModelDynamicBatching,
         ModelInferRequest, ModelInferResponse, ModelInput, ModelInstanceGroup, ModelMetadataRequest, ModelMetadataResponse, ModelOutput, ModelReadyRequest,
@@ -34,11 +35,6 @@ use crate::{
     serve::{DynamicsCore, MAX_MODEL_NAME, ModelRepository, ModelVersion, Prediction, RepositoryError, RolloutStart, StatisticsSnapshot, Tally},
 };
 
-/// Output of ModelInfer beside `dx`: positions + dx.
-const NEXT_POSITIONS: &str = "next_positions";
-/// The platform and backend Triton names ONNX Runtime models by.
-const PLATFORM: &str = "onnxruntime_onnx";
-const BACKEND: &str = "onnxruntime";
 /// Dimensions of one frame after the batch: a rollout's `positions`.
 const FRAME_DIMS: [i64; 2] = [PARTICLES as i64, DIMS as i64];
 /// Request parameters of a streamed rollout.
@@ -79,35 +75,6 @@ struct Inputs {
 
 fn invalid(message: String) -> Status {
     Status::invalid_argument(message)
-}
-
-/// A tensor's name and its dimensions after the batch, as the model's signature gives them.
-type TensorDims = (String, Vec<i64>);
-
-/// The dimensions after the batch of each of `specs`.
-fn dims_after_batch(specs: &[TensorSpec]) -> Vec<TensorDims> {
-    specs
-        .iter()
-        .map(|spec| {
-            let dims = spec.dims().unwrap_or_default();
-            let fixed = dims.iter().skip(1).map(|dim| match dim {
-                Dim::Fixed(n) => *n as i64,
-                Dim::Batch => -1,
-            });
-            (spec.name.clone(), fixed.collect())
-        })
-        .collect()
-}
-
-/// The model's inputs and outputs as the protocol shows them: its signature's, and
-/// `next_positions` (positions + dx) beside its outputs.
-fn tensor_dims(model: &ModelVersion) -> (Vec<TensorDims>, Vec<TensorDims>) {
-    let signature = model.signature();
-    let mut outputs = dims_after_batch(&signature.outputs);
-    if let Some(dx) = outputs.iter().find(|(name, _)| name == DX).cloned() {
-        outputs.push((NEXT_POSITIONS.to_string(), dx.1));
-    }
-    (dims_after_batch(&signature.inputs), outputs)
 }
 
 /// Reads `positions` (and `previous`) from typed or raw contents, checking names,
