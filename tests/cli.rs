@@ -225,11 +225,19 @@ impl ServerProcess {
             .stdout(std::process::Stdio::piped())
             .spawn()
             .expect("the server starts");
-        let mut lines = std::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let lines = std::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
+        // Read on a thread that keeps the pipe drained (so that logging never blocks the
+        // server), with a bound on the wait for the address.
+        let (sender, received) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                let _ = sender.send(line);
+            }
+        });
         let mut log_lines = Vec::new();
         // Every line is JSON; the "serving" one gives the address.
         let address = loop {
-            let line = lines.next().expect("the server logs its address").expect("a line");
+            let line = received.recv_timeout(std::time::Duration::from_secs(60)).unwrap_or_else(|e| panic!("no address from the server ({e}): {log_lines:?}"));
             let record: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
             let serving = record["fields"]["message"] == "serving";
             log_lines.push(line);
@@ -237,8 +245,6 @@ impl ServerProcess {
                 break record["fields"]["address"].as_str().expect("the address").to_string();
             }
         };
-        // Keep the pipe drained so that logging never blocks the server.
-        std::thread::spawn(move || lines.for_each(drop));
         Self { child, address, log_lines }
     }
 
@@ -514,7 +520,9 @@ fn the_examples_run_against_the_server_binary() {
     examples.sort();
     assert!(examples.len() >= 3, "{examples:?}");
     for example in &examples {
-        let output = Command::new(&python).arg(example).args(["--addr", &server.address]).current_dir(root).output().expect("python runs");
+        let mut command = Command::new(&python);
+        command.arg(example).args(["--addr", &server.address]).current_dir(root);
+        let output = common::output_within(command, std::time::Duration::from_secs(120));
         let stdout = String::from_utf8_lossy(&output.stdout);
         assert!(output.status.success(), "{}: {stdout}{}", example.display(), stderr(&output));
         assert!(!stdout.trim().is_empty(), "{} says what it did", example.display());

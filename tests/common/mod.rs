@@ -192,3 +192,34 @@ pub fn copy_model(from: &Path, to: &Path) {
 pub fn test_python(what: &str) -> Option<PathBuf> {
     beside_the_project(".venv-test/bin/python", Path::is_file, what, "no .venv-test (scripts/setup-test-python installs it; scripts/test runs it)")
 }
+
+/// Runs `command` to its end, its output collected, killing it after `limit`: a client
+/// script that waits forever on a server fails its test with what it printed instead of
+/// holding CI up.
+pub fn output_within(mut command: Command, limit: std::time::Duration) -> std::process::Output {
+    use std::io::Read;
+    let mut child = command.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().expect("the command starts");
+    let drain = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let _ = pipe.read_to_end(&mut bytes);
+            bytes
+        })
+    };
+    let stdout = drain(Box::new(child.stdout.take().expect("stdout")));
+    let stderr = drain(Box::new(child.stderr.take().expect("stderr")));
+    let deadline = std::time::Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            let (out, err) = (stdout.join().unwrap_or_default(), stderr.join().unwrap_or_default());
+            panic!("{command:?} ran past {limit:?}; it printed:\n{}{}", String::from_utf8_lossy(&out), String::from_utf8_lossy(&err));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    std::process::Output { status, stdout: stdout.join().unwrap_or_default(), stderr: stderr.join().unwrap_or_default() }
+}

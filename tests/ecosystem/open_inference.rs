@@ -4,7 +4,7 @@
 
 use std::{path::Path, process::Command};
 
-use crate::common::{LIMITS, TEST_SERVER_OPTIONS, TestServer, copy_model, shipped_model, test_python, trained_models_dir};
+use crate::common::{LIMITS, TEST_SERVER_OPTIONS, TestServer, copy_model, output_within, shipped_model, test_python, trained_models_dir};
 use equiserve::{
     onnx::{ExecutionDevice, OnnxModel, Signature},
     proto::v1::RolloutRequest,
@@ -44,7 +44,9 @@ async fn tritonclient_works_unmodified() {
     let address = server.uri.trim_start_matches("http://").to_string();
     let (script, out) = (Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tritonclient/check.py"), results.clone());
     let output = tokio::task::spawn_blocking(move || {
-        Command::new(python).arg(script).arg(address).arg(out).arg(LIMITS.max_batch.to_string()).output().expect("python runs")
+        let mut command = Command::new(python);
+        command.arg(script).arg(address).arg(out).arg(LIMITS.max_batch.to_string());
+        output_within(command, std::time::Duration::from_secs(300))
     })
     .await
     .expect("joins");
@@ -134,9 +136,13 @@ async fn tritonclient_http_works_unmodified() {
 
     let results = repository.path().join("http.npz");
     let (script, out) = (Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tritonclient/check_http.py"), results.clone());
-    let output = tokio::task::spawn_blocking(move || Command::new(python).arg(script).arg(address.to_string()).arg(out).output().expect("python runs"))
-        .await
-        .expect("joins");
+    let output = tokio::task::spawn_blocking(move || {
+        let mut command = Command::new(python);
+        command.arg(script).arg(address.to_string()).arg(out);
+        output_within(command, std::time::Duration::from_secs(300))
+    })
+    .await
+    .expect("joins");
     let log = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
     assert!(output.status.success() && log.contains("every check passed"), "check_http.py failed:\n{log}");
     let mut npz = ndarray_npy::NpzReader::new(std::fs::File::open(&results).expect("results")).expect("npz");
