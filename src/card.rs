@@ -47,9 +47,6 @@ pub struct ModelCard {
     pub inference: Option<InferenceSpeed>,
     pub onnx: OnnxInfo,
     pub versions: Versions,
-    /// Frames the model reads (K): frame t and the K − 1 before it.
-    #[serde(default = "one_frame")]
-    pub history_frames: usize,
     /// One-step and rollout errors beside the physics-free baselines, on the test part.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub forecast: Option<ForecastReport>,
@@ -65,8 +62,12 @@ pub struct ModelCard {
     pub command: Option<Vec<String>>,
 }
 
-fn one_frame() -> usize {
-    1
+impl ModelCard {
+    /// Frames the model reads (K): frame t and the K − 1 before it, as its signature's
+    /// inputs say (the one place K is kept).
+    pub fn history_frames(&self) -> usize {
+        self.onnx.signature.history_frames()
+    }
 }
 
 /// A forecaster's errors on the test part: one step of dx, and positions after each

@@ -14,6 +14,7 @@ use tonic::{
 use ndarray::{Array3, Array4, Axis, s};
 
 use crate::{
+    data::windows_before,
     onnx::NamedTensors,
     proto::{inference::grpc_inference_service_client::GrpcInferenceServiceClient, v1::dynamics_client::DynamicsClient},
 };
@@ -128,10 +129,7 @@ impl Windows {
             return None;
         }
         let positions = frames.slice(s![held.., .., ..]).to_owned();
-        let previous = (held > 0).then(|| {
-            let windows: Vec<_> = (held..count).map(|t| frames.slice(s![t - held..t, .., ..])).collect();
-            ndarray::stack(Axis(0), &windows).expect("windows of one shape")
-        });
+        let previous = (held > 0).then(|| windows_before(frames.view(), held..count, held));
         Some(Self { positions, previous })
     }
 

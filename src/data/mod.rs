@@ -20,6 +20,19 @@ pub const DIMS: usize = 3;
 /// Floats in one snapshot, `PARTICLES * DIMS`.
 pub const FRAME_LEN: usize = PARTICLES * DIMS;
 
+/// The `held` frames before each frame index of `ends` (each at least `held`), oldest
+/// first: [ends, held, 12, 3]. The one place a history model's windows are cut from a
+/// trajectory (training pairs, evaluation, the client's files).
+pub fn windows_before(frames: ArrayView3<f32>, ends: impl IntoIterator<Item = usize>, held: usize) -> Array4<f32> {
+    let ends: Vec<usize> = ends.into_iter().collect();
+    let (_, particles, dims) = frames.dim();
+    let mut windows = Array4::zeros((ends.len(), held, particles, dims));
+    for (row, &t) in ends.iter().enumerate() {
+        windows.index_axis_mut(Axis(0), row).assign(&frames.slice(s![t - held..t, .., ..]));
+    }
+    windows
+}
+
 /// A window one step on: of `previous` [B, H, 12, 3] (oldest first) the oldest frame
 /// leaves and `frame` [B, 12, 3] joins as the newest. An empty window stays empty.
 pub fn advance_window(previous: &Array4<f32>, frame: ArrayView3<f32>) -> Array4<f32> {

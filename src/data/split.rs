@@ -3,7 +3,7 @@
 use ndarray::{Array3, Array4, Axis, s};
 use serde::{Deserialize, Serialize};
 
-use super::{SplitError, Trajectory};
+use super::{SplitError, Trajectory, windows_before};
 
 /// What the network is trained to output. Exported models always output dx.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -101,18 +101,10 @@ impl Split {
         if train_pairs <= held || train_pairs >= pairs {
             return Err(SplitError::Count { pairs, train_pairs, history_frames: held + 1 });
         }
-        let pairs_in = |range: std::ops::Range<usize>| {
-            let windows: Vec<_> = range.clone().map(|t| positions.slice(s![t - held..t, .., ..])).collect();
-            let previous = if windows.is_empty() || held == 0 {
-                Array4::zeros((range.len(), held, positions.dim().1, positions.dim().2))
-            } else {
-                ndarray::stack(Axis(0), &windows).expect("windows of one shape")
-            };
-            Pairs {
-                inputs: positions.slice(s![range.start..range.end, .., ..]).to_owned(),
-                next: positions.slice(s![range.start + 1..range.end + 1, .., ..]).to_owned(),
-                previous,
-            }
+        let pairs_in = |range: std::ops::Range<usize>| Pairs {
+            inputs: positions.slice(s![range.start..range.end, .., ..]).to_owned(),
+            next: positions.slice(s![range.start + 1..range.end + 1, .., ..]).to_owned(),
+            previous: windows_before(positions.view(), range.clone(), held),
         };
         Ok(Self { train: pairs_in(held..train_pairs), test: pairs_in(train_pairs..pairs) })
     }

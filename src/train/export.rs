@@ -268,7 +268,6 @@ pub fn export_model(model: &impl ExportableModel, request: ExportRequest) -> Res
             .ok(),
         onnx: OnnxInfo::exported(signature, parity_relative_error, precision),
         versions: Versions::current(),
-        history_frames,
         forecast: Some(forecast.clone()),
         stochastic: model.stochastic(),
         noise: request.noise.as_ref().map(|fit| NoiseInfo {
@@ -447,7 +446,7 @@ pub(crate) fn commit_model(dir: &Path, staged_model: Staged, card: &ModelCard, f
 /// its card with both.
 pub fn remeasure_card(dir: &Path, card: &mut ModelCard, trajectories: &[Trajectory]) -> Result<(), ExportError> {
     let split_config = card.split.as_ref().map(|s| s.config).unwrap_or_default();
-    let history_frames = card.history_frames;
+    let history_frames = card.history_frames();
     let data_error = |e: crate::data::SplitError| ExportError::Data { name: card.name.clone(), message: e.to_string() };
     let splits = trajectories.iter().map(|t| Split::with_history(t, &split_config, history_frames)).collect::<Result<Vec<_>, _>>();
     let split = Split::merged(splits.map_err(data_error)?);

@@ -12,6 +12,7 @@ pub use crate::card::{EnsembleScore, ForecastReport, ForecastRow, LongRolloutSta
 use crate::data::{
     DIMS, PARTICLES, Trajectory, advance_window,
     sampling::{add_noise_to_batch, spanned_dims},
+    windows_before,
 };
 
 /// Rollout horizons reported in tables (the curves keep every step up to the last).
@@ -322,13 +323,7 @@ impl<'a> ForecastFrames<'a> {
     /// positions [N, 12, 3] and previous [N, k − 1, 12, 3] for frames `ts` of `part`.
     fn windows(part: &TestPart, ts: &[usize], history_frames: usize) -> (Array3<f32>, Array4<f32>) {
         let x = part.trajectory.positions();
-        let positions = x.select(Axis(0), ts);
-        let held = history_frames - 1;
-        let mut previous = Array4::zeros((ts.len(), held, x.dim().1, x.dim().2));
-        for (row, &t) in ts.iter().enumerate() {
-            previous.index_axis_mut(Axis(0), row).assign(&x.slice(s![t - held..t, .., ..]));
-        }
-        (positions, previous)
+        (x.select(Axis(0), ts), windows_before(x.view(), ts.iter().copied(), history_frames - 1))
     }
 
     /// One-step MSE of dx on the test pairs, and rollout RMSE of positions after every

@@ -156,7 +156,6 @@ pub fn import_e3nn(kwargs_path: &Path, weights_path: &Path, out_dir: &Path, name
         inference: None,
         onnx: OnnxInfo::exported(signature, parity, precision),
         versions: Versions::current(),
-        history_frames: network.history_frames(),
         forecast: None,
         stochastic: false,
         noise: None,

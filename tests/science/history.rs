@@ -243,7 +243,8 @@ fn served_history_models() -> &'static PathBuf {
 fn a_trained_history_model_beats_persistence() {
     let card: serde_json::Value =
         serde_json::from_str(&fs::read_to_string(served_history_models().join("pairforce-h3/card.json")).expect("card")).expect("json");
-    assert_eq!(card["history_frames"], 3);
+    // K is kept once, in the signature: the window input holds K − 1 = 2 frames.
+    assert!(card.get("history_frames").is_none(), "K written twice");
     assert_eq!(card["onnx"]["inputs"][1]["name"], "previous");
     assert_eq!(card["onnx"]["inputs"][1]["shape"], serde_json::json!(["batch", "2", "12", "3"]));
     let forecast = &card["forecast"];
@@ -398,7 +399,7 @@ fn the_e3nn_history_fixture_imports_and_reproduces_its_outputs() {
     assert!(error < 1e-5, "relative error {error:e}");
 
     let card: serde_json::Value = serde_json::from_str(&fs::read_to_string(model_dir.join("card.json")).expect("card")).expect("json");
-    assert_eq!(card["history_frames"], 3);
+    assert_eq!(card["onnx"]["inputs"][1]["shape"][1], "2", "a window of K − 1 = 2 frames");
     for key in ["rotation_37_x", "random_rotations", "random_reflections", "random_translations"] {
         assert!(card["equivariance"][key].as_f64().expect("error") < 1e-5, "{key}: {}", card["equivariance"]);
     }
