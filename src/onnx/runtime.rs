@@ -14,7 +14,7 @@ use ort::{
 };
 
 use super::{
-    DX, DX_STD, NamedTensors, PREVIOUS, Signature,
+    DX, DX_STD, NamedTensors, POSITIONS, PREVIOUS, Signature,
     signature::{Dim, FLOAT32, TensorSpec},
 };
 
@@ -172,6 +172,44 @@ impl OnnxModel {
             .and_then(|()| check_outlets("output", session.outputs(), &signature.outputs))
             .map_err(|message| RuntimeError::SignatureMismatch { path: path.display().to_string(), message })?;
         Ok(Self { session, signature: signature.clone(), execution_provider })
+    }
+
+    /// The dynamics signature of a model file that comes without a card: its inputs
+    /// `positions` [batch, 12, 3] (and `previous` [batch, K − 1, 12, 3]) and outputs `dx`
+    /// [batch, 12, 3] (and `dx_std` [batch, 12]), read from the graph; a file whose
+    /// inputs and outputs do not fit that interface is refused with what it has.
+    pub fn read_signature(path: &Path) -> Result<Signature, RuntimeError> {
+        let environment = init_runtime(None)?;
+        let model_error = |message: String| RuntimeError::Model { path: path.display().to_string(), message };
+        let session = Session::builder(environment)
+            .and_then(|b| b.with_intra_threads(1).map_err(Into::into))
+            .and_then(|mut b| b.commit_from_file(path))
+            .map_err(|e| model_error(e.to_string()))?;
+        let held = session.inputs().iter().find(|input| input.name() == PREVIOUS).and_then(|input| match input.dtype() {
+            ValueType::Tensor { shape, .. } => shape.get(1).copied(),
+            _ => None,
+        });
+        let history_frames = match held {
+            None => 1,
+            Some(held) if held >= 1 => held as usize + 1,
+            Some(held) => {
+                return Err(RuntimeError::SignatureMismatch {
+                    path: path.display().to_string(),
+                    message: format!("'{PREVIOUS}' holds {held} frames; it must hold a fixed number, at least 1"),
+                });
+            }
+        };
+        let stochastic = session.outputs().iter().any(|output| output.name() == DX_STD);
+        let signature = Signature::dynamics_of(history_frames, stochastic);
+        check_outlets("input", session.inputs(), &signature.inputs)
+            .and_then(|()| check_outlets("output", session.outputs(), &signature.outputs))
+            .map_err(|message| RuntimeError::SignatureMismatch {
+                path: path.display().to_string(),
+                message: format!(
+                    "{message}: a model served without a card takes {POSITIONS} [batch, 12, 3] (and {PREVIOUS} [batch, K − 1, 12, 3]) and gives {DX} [batch, 12, 3] (and {DX_STD} [batch, 12])"
+                ),
+            })?;
+        Ok(signature)
     }
 
     /// The execution provider that really runs this model.

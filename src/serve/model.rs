@@ -17,9 +17,12 @@ use super::{
     rollout::RolloutStepper,
 };
 use crate::{
-    card::{CARD_FILE, CardSummary, MODEL_FILE, PARITY_TOLERANCE},
-    onnx::{ExecutionDevice, NamedTensors, Signature},
+    card::{CARD_FILE, CardSummary, MODEL_FILE, OnnxInfo, PARITY_TOLERANCE},
+    onnx::{ExecutionDevice, FLOAT32, NamedTensors, OnnxModel, Signature},
 };
+
+/// The architecture a model served without a card is listed with.
+const BARE_ARCHITECTURE: &str = "ONNX file (no card)";
 
 /// Why a version's folder could not be served.
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +59,9 @@ impl ModelVersion {
     ) -> Result<Self, LoadError> {
         let card_path = folder.join(CARD_FILE);
         let fault = |path: &Path, message: &dyn std::fmt::Display| LoadError { path: path.to_path_buf(), message: message.to_string() };
+        if !card_path.exists() {
+            return Self::load_bare(folder, name, version, device, pool, budget, shutdown);
+        }
         let card_json = fs::read_to_string(&card_path).map_err(|e| fault(&card_path, &e))?;
         let mut summary: CardSummary = serde_json::from_str(&card_json).map_err(|e| fault(&card_path, &e))?;
         let parity = summary.onnx.parity_relative_error;
@@ -79,6 +85,42 @@ impl ModelVersion {
             return Err(fault(&onnx_file, &"the card's model file is missing"));
         }
         let workers = ModelWorkers::start(name, &onnx_file, &summary.onnx.signature, device, pool, Arc::clone(budget)).map_err(|e| fault(&onnx_file, &e))?;
+        Ok(Self::new(summary, card_json, version, workers, shutdown))
+    }
+
+    /// A folder with `model.onnx` and no card: the signature is read from the file (it
+    /// must fit the dynamics interface), and the card clients get says so.
+    fn load_bare(
+        folder: &Path,
+        name: &str,
+        version: u64,
+        device: ExecutionDevice,
+        pool: PoolConfig,
+        budget: &Arc<MemoryBudget>,
+        shutdown: watch::Receiver<bool>,
+    ) -> Result<Self, LoadError> {
+        let onnx_file = folder.join(MODEL_FILE);
+        let fault = |message: &dyn std::fmt::Display| LoadError { path: onnx_file.clone(), message: message.to_string() };
+        let signature = OnnxModel::read_signature(&onnx_file).map_err(|e| fault(&e))?;
+        let onnx = OnnxInfo {
+            file: MODEL_FILE.into(),
+            signature,
+            opset: 0,
+            ir_version: 0,
+            // No card records a parity check: the file is served as it computes.
+            parity_relative_error: 0.0,
+            compute_dtype: FLOAT32.into(),
+        };
+        let summary = CardSummary { name: name.to_string(), architecture: BARE_ARCHITECTURE.into(), params: 0, onnx, history_frames: None };
+        let card_json = serde_json::json!({
+            "name": name,
+            "architecture": BARE_ARCHITECTURE,
+            "summary": format!("served from {MODEL_FILE} alone: no {CARD_FILE}; the inputs and outputs were read from the file"),
+            "onnx": { "file": MODEL_FILE, "inputs": summary.onnx.signature.inputs, "outputs": summary.onnx.signature.outputs },
+            "stochastic": summary.onnx.signature.is_stochastic(),
+        })
+        .to_string();
+        let workers = ModelWorkers::start(name, &onnx_file, &summary.onnx.signature, device, pool, Arc::clone(budget)).map_err(|e| fault(&e))?;
         Ok(Self::new(summary, card_json, version, workers, shutdown))
     }
 

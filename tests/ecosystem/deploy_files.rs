@@ -19,3 +19,27 @@ fn manifests_and_dockerfiles_are_valid_and_use_real_flags() {
         assert!(log.contains(manifest), "{manifest} was not checked:\n{log}");
     }
 }
+
+/// docs/card.schema.json describes every card shipped and every card export writes
+/// today (tests/cards/validate.py, with `jsonschema`).
+#[test]
+fn every_card_fits_the_documented_schema() {
+    let Some(python) = crate::common::test_python("the card schema check") else { return };
+    let project = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut cards: Vec<std::path::PathBuf> = std::fs::read_dir(project.join("models"))
+        .expect("models/")
+        .map(|entry| entry.expect("entry").path().join("card.json"))
+        .filter(|card| card.is_file())
+        .collect();
+    let shipped = cards.len();
+    cards.push(crate::common::trained_models_dir().join("mlp/card.json"));
+    let output = Command::new(python)
+        .arg(project.join("tests/cards/validate.py"))
+        .arg(project.join("docs/card.schema.json"))
+        .args(&cards)
+        .output()
+        .expect("python runs");
+    let log = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success(), "cards outside the schema:\n{log}");
+    assert!(shipped >= 9 && log.matches(": valid").count() == cards.len(), "{log}");
+}

@@ -319,3 +319,52 @@ fn clashing_folders_and_contradicting_cards_are_refused_with_the_reason() {
     registry.sync(None).expect("syncs");
     assert_eq!(registry.names(), ["e3small", "mlp"]);
 }
+
+/// A folder with `model.onnx` alone serves, its inputs and outputs read from the file
+/// (a stochastic history model's included); a file that does not fit the interface is
+/// refused saying what it has and what is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_file_without_a_card_serves_when_it_fits_the_interface() {
+    use equiserve::{
+        onnx::{OnnxModel, Precision, Signature, TensorSpec},
+        proto::v1::GetModelRequest,
+        train::onnx_graph::GraphBuilder,
+    };
+    use prost::Message;
+    let repository = tempfile::tempdir().expect("temp dir");
+    std::fs::create_dir_all(repository.path().join("bare/1")).expect("folder");
+    std::fs::copy(shipped_model("pairforce-h4").join("model.onnx"), repository.path().join("bare/1/model.onnx")).expect("copy");
+    // A graph whose input is called `x`: not the interface.
+    let misfit = Signature { inputs: vec![TensorSpec { name: "x".into(), ..Signature::dynamics(1).inputs[0].clone() }], ..Signature::dynamics(1) };
+    let mut graph = GraphBuilder::new(misfit, Precision::F32);
+    let x = graph.input("x").expect("x");
+    std::fs::create_dir_all(repository.path().join("misfit")).expect("folder");
+    std::fs::write(repository.path().join("misfit/model.onnx"), graph.finish(&[x], "a misfit", &[]).encode_to_vec()).expect("write");
+
+    let server = TestServer::start_repository(repository.path(), pool(), ModelControl::None, TEST_SERVER_OPTIONS).await;
+    let misfit = server.core.registry().index().into_iter().find(|state| state.name == "misfit").expect("listed");
+    let reason = misfit.failure.expect("refused");
+    assert!(!misfit.ready && reason.contains("inputs are [\"x\"]") && reason.contains("without a card takes positions"), "{reason}");
+
+    let mut client = server.client.clone();
+    let info = client.get_model(GetModelRequest { name: "bare".into(), ..Default::default() }).await.expect("served").into_inner();
+    let summary = info.summary.expect("summary");
+    assert_eq!((summary.history_frames, summary.stochastic), (4, true));
+    assert!(info.card_json.contains("no card.json"), "{}", info.card_json);
+    let positions: Vec<f32> = (0..36).map(|i| 0.1 * (i % 7) as f32).collect();
+    let previous: Vec<f32> = (0..3).flat_map(|k| positions.iter().map(move |v| v - 0.01 * (3 - k) as f32)).collect();
+    let answer = client
+        .predict(PredictRequest { model: "bare".into(), positions: positions.clone(), previous: previous.clone(), ..Default::default() })
+        .await
+        .expect("predicts")
+        .into_inner();
+    let card: equiserve::card::ModelCard =
+        serde_json::from_str(&std::fs::read_to_string(shipped_model("pairforce-h4").join("card.json")).expect("card")).expect("a card");
+    let mut direct = OnnxModel::load(&shipped_model("pairforce-h4").join("model.onnx"), &card.onnx.signature, ExecutionDevice::Cpu, 1).expect("loads");
+    let x = ndarray::Array3::from_shape_vec((1, 12, 3), positions).expect("frame");
+    let window = ndarray::Array4::from_shape_vec((1, 3, 12, 3), previous).expect("window");
+    let (dx, std) = direct.run_window_with_std(x.view(), window.view()).expect("runs");
+    assert_eq!(answer.dx, dx.iter().copied().collect::<Vec<_>>());
+    assert_eq!(answer.dx_std, std.expect("stochastic").iter().copied().collect::<Vec<_>>());
+    server.shutdown().await;
+}
