@@ -336,7 +336,7 @@ async fn a_model_file_without_a_card_serves_when_it_fits_the_interface() {
     std::fs::copy(shipped_model("pairforce-h4").join("model.onnx"), repository.path().join("bare/1/model.onnx")).expect("copy");
     // A graph whose input is called `x`: not the interface.
     let misfit = Signature { inputs: vec![TensorSpec { name: "x".into(), ..Signature::dynamics(1).inputs[0].clone() }], ..Signature::dynamics(1) };
-    let mut graph = GraphBuilder::new(misfit, Precision::F32);
+    let graph = GraphBuilder::new(misfit, Precision::F32);
     let x = graph.input("x").expect("x");
     std::fs::create_dir_all(repository.path().join("misfit")).expect("folder");
     std::fs::write(repository.path().join("misfit/model.onnx"), graph.finish(&[x], "a misfit", &[]).encode_to_vec()).expect("write");
