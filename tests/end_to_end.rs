@@ -673,3 +673,54 @@ async fn rollouts_ended_by_shutdown_say_unavailable() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// The HTTP/REST port with the gRPC port's TLS files: a client trusting the CA and
+/// showing its certificate is answered; one without a certificate is refused.
+#[tokio::test]
+async fn rest_over_mutual_tls() {
+    use equiserve::serve::rest::{RestOptions, serve_rest, tls_acceptor};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_rustls::rustls::{
+        ClientConfig, RootCertStore,
+        crypto::ring::default_provider,
+        pki_types::{CertificateDer, PrivateKeyDer, ServerName, pem::PemObject},
+    };
+    let fixture = |name: &str| std::fs::read(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls").join(name)).expect("a TLS fixture");
+    let acceptor = tls_acceptor(&fixture("server.pem"), &fixture("server.key"), Some(&fixture("ca.pem"))).expect("TLS");
+    let registry =
+        ModelRepository::open(trained_models_dir(), ExecutionDevice::Cpu, PoolConfig { workers: Some(1), ..PoolConfig::default() }, ModelControl::None)
+            .expect("models load");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = listener.local_addr().expect("address");
+    let options = RestOptions { tokens: None, allow_unauthenticated_admin: false, max_body_bytes: 1 << 20, tls: Some(acceptor) };
+    let server = tokio::spawn(serve_rest(listener, Arc::new(DynamicsCore::new(Arc::new(registry), LIMITS)), options));
+
+    let mut roots = RootCertStore::empty();
+    roots.add(CertificateDer::from_pem_slice(&fixture("ca.pem")).expect("CA")).expect("root");
+    let config = |identity: bool| {
+        let builder = ClientConfig::builder_with_provider(Arc::new(default_provider()))
+            .with_safe_default_protocol_versions()
+            .expect("TLS")
+            .with_root_certificates(roots.clone());
+        let config = if identity {
+            let chain = CertificateDer::pem_slice_iter(&fixture("client.pem")).collect::<Result<Vec<_>, _>>().expect("client chain");
+            builder.with_client_auth_cert(chain, PrivateKeyDer::from_pem_slice(&fixture("client.key")).expect("client key")).expect("client auth")
+        } else {
+            builder.with_no_client_auth()
+        };
+        tokio_rustls::TlsConnector::from(Arc::new(config))
+    };
+    let ask = |connector: tokio_rustls::TlsConnector| async move {
+        let tcp = tokio::net::TcpStream::connect(address).await.map_err(|e| e.to_string())?;
+        let mut tls = connector.connect(ServerName::try_from("localhost").expect("name"), tcp).await.map_err(|e| e.to_string())?;
+        tls.write_all(b"GET /v2/health/live HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").await.map_err(|e| e.to_string())?;
+        let mut answer = String::new();
+        tls.read_to_string(&mut answer).await.map_err(|e| e.to_string())?;
+        Ok::<String, String>(answer)
+    };
+    let answer = ask(config(true)).await.expect("served over mutual TLS");
+    assert!(answer.starts_with("HTTP/1.1 200") && answer.contains(r#"{"live":true}"#), "{answer}");
+    let refused = ask(config(false)).await;
+    assert!(refused.as_ref().map_or(true, |answer| answer.is_empty()), "served without a client certificate: {refused:?}");
+    server.abort();
+}

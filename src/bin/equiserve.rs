@@ -14,7 +14,7 @@ use equiserve::{
         DynamicsCore, Limits, ModelControl, ModelRepository, PoolConfig,
         grpc::{ServerOptions, access::AccessTokens, serve, serve_metrics, shutdown_signal},
         metrics,
-        rest::{RestOptions, serve_rest},
+        rest::{RestOptions, serve_rest, tls_acceptor},
     },
 };
 use tokio::net::TcpListener;
@@ -132,7 +132,8 @@ struct Args {
     metrics_addr: Option<std::net::SocketAddr>,
     /// Also serve the Open Inference Protocol over HTTP/REST (KServe v2: health,
     /// metadata, infer with JSON or binary tensors, repository, statistics) at ADDR,
-    /// e.g. 0.0.0.0:8000, behind the same tokens; off when absent. Plaintext only.
+    /// e.g. 0.0.0.0:8000, behind the same tokens and with the same TLS (--tls-cert,
+    /// --tls-key, --tls-client-ca); off when absent.
     #[arg(long, env = "EQUISERVE_HTTP_ADDR")]
     http_addr: Option<std::net::SocketAddr>,
 }
@@ -213,12 +214,10 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
     }
     let core = Arc::new(DynamicsCore::new(Arc::new(registry), limits));
     if let Some(http_addr) = args.http_addr {
-        if args.tls_cert.is_some() {
-            return Err("--http-addr serves plaintext only: with --tls-cert, put a TLS-terminating proxy in front of it or leave it off".into());
-        }
         let listener = TcpListener::bind(http_addr).await.map_err(|e| format!("cannot serve HTTP on {http_addr}: {e}"))?;
         let http_address = listener.local_addr()?;
-        let rest = RestOptions { tokens: tokens.clone(), allow_unauthenticated_admin: args.allow_unauthenticated_admin, max_body_bytes: HTTP_MAX_BODY };
+        let tls = rest_tls(args.tls_cert.as_deref(), args.tls_key.as_deref(), args.tls_client_ca.as_deref())?;
+        let rest = RestOptions { tokens: tokens.clone(), allow_unauthenticated_admin: args.allow_unauthenticated_admin, max_body_bytes: HTTP_MAX_BODY, tls };
         tokio::spawn(serve_rest(listener, Arc::clone(&core), rest));
         tracing::info!(http_address = %http_address, "Open Inference Protocol over HTTP at http://{http_address}/v2");
     }
@@ -242,6 +241,14 @@ fn tls_config(cert: Option<&Path>, key: Option<&Path>, client_ca: Option<&Path>)
         tls = tls.client_ca_root(Certificate::from_pem(read(ca)?));
     }
     Ok(Some(tls))
+}
+
+/// The HTTP port's TLS, from the same files as the gRPC port's.
+fn rest_tls(cert: Option<&Path>, key: Option<&Path>, client_ca: Option<&Path>) -> Result<Option<tokio_rustls::TlsAcceptor>, String> {
+    let read = |path: &Path| std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()));
+    let (Some(cert), Some(key)) = (cert, key) else { return Ok(None) };
+    let client_ca = client_ca.map(read).transpose()?;
+    tls_acceptor(&read(cert)?, &read(key)?, client_ca.as_deref()).map(Some).map_err(|e| format!("--http-addr TLS: {e}"))
 }
 
 fn seconds(flag: &str, value: f64) -> Result<std::time::Duration, String> {

@@ -1,6 +1,6 @@
 //! The Open Inference Protocol over HTTP/REST (KServe v2), with Triton's binary tensor
 //! extension and its repository and statistics endpoints, mapped onto the serving core
-//! as the gRPC protocols are; the same bearer tokens, and errors as the protocol's
+//! as the gRPC protocols are; the same bearer tokens and TLS, and errors as the protocol's
 //! `{"error": "..."}` bodies with HTTP status codes of the same meaning.
 //!
 //! ```text
@@ -41,14 +41,48 @@ use crate::onnx::{DX, DX_STD, POSITIONS, PREVIOUS};
 const HEADER_LENGTH: &str = "inference-header-content-length";
 const BINARY_DATA_SIZE: &str = "binary_data_size";
 
-/// Who may call, and how much a request may carry.
-#[derive(Debug, Clone)]
+/// Who may call, how, and how much a request may carry.
+#[derive(Clone)]
 pub struct RestOptions {
     pub tokens: Option<AccessTokens>,
     /// Without tokens, let anyone load and unload models (as the gRPC server's flag).
     pub allow_unauthenticated_admin: bool,
     /// Largest request body read; a larger one is answered 413.
     pub max_body_bytes: usize,
+    /// TLS (the gRPC port's certificate, key and client CA); `None`: plaintext.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+}
+
+/// How long a client may take over its TLS handshake.
+const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The HTTP port's TLS from PEM files: the server's certificate chain and key and, for
+/// mutual TLS, the CA that signs the clients' certificates.
+pub fn tls_acceptor(cert_pem: &[u8], key_pem: &[u8], client_ca_pem: Option<&[u8]>) -> Result<tokio_rustls::TlsAcceptor, String> {
+    use tokio_rustls::rustls::{
+        RootCertStore, ServerConfig,
+        crypto::ring::default_provider,
+        pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject},
+        server::WebPkiClientVerifier,
+    };
+    let provider = Arc::new(default_provider());
+    let certificates = CertificateDer::pem_slice_iter(cert_pem).collect::<Result<Vec<_>, _>>().map_err(|e| format!("the certificate: {e}"))?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| format!("the key: {e}"))?;
+    let builder = ServerConfig::builder_with_provider(Arc::clone(&provider)).with_safe_default_protocol_versions().map_err(|e| e.to_string())?;
+    let builder = match client_ca_pem {
+        None => builder.with_no_client_auth(),
+        Some(ca) => {
+            let mut roots = RootCertStore::empty();
+            for certificate in CertificateDer::pem_slice_iter(ca) {
+                roots.add(certificate.map_err(|e| format!("the client CA: {e}"))?).map_err(|e| format!("the client CA: {e}"))?;
+            }
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider).build().map_err(|e| format!("the client CA: {e}"))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config = builder.with_single_cert(certificates, key).map_err(|e| format!("the certificate and key: {e}"))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 
 /// Serves the protocol on `listener` until the task is dropped; each connection is its
@@ -66,12 +100,22 @@ pub async fn serve_rest(listener: tokio::net::TcpListener, core: Arc<DynamicsCor
             }
         };
         let (core, options) = (Arc::clone(&core), Arc::clone(&options));
+        let tls = options.tls.clone();
         let service = service_fn(move |request| {
             let (core, options) = (Arc::clone(&core), Arc::clone(&options));
             async move { Ok::<_, Infallible>(answer(&core, &options, request).await) }
         });
+        // Each connection its own task, handshake included: a slow client holds no other.
         tokio::spawn(async move {
-            if let Err(e) = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await {
+            let served = match tls {
+                None => http1::Builder::new().serve_connection(TokioIo::new(stream), service).await,
+                Some(acceptor) => match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                    Ok(Ok(stream)) => http1::Builder::new().serve_connection(TokioIo::new(stream), service).await,
+                    Ok(Err(e)) => return tracing::debug!(error = %e, "http: TLS handshake failed"),
+                    Err(_) => return tracing::debug!("http: TLS handshake timed out"),
+                },
+            };
+            if let Err(e) = served {
                 tracing::debug!(error = %e, "http connection ended");
             }
         });

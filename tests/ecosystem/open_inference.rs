@@ -128,7 +128,7 @@ async fn tritonclient_http_works_unmodified() {
         async move {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
             let address = listener.local_addr().expect("address");
-            let options = RestOptions { tokens, allow_unauthenticated_admin, max_body_bytes: 1 << 20 };
+            let options = RestOptions { tokens, allow_unauthenticated_admin, max_body_bytes: 1 << 20, tls: None };
             (address, tokio::spawn(serve_rest(listener, core, options)))
         }
     };
