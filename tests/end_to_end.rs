@@ -222,7 +222,7 @@ async fn calls_and_inference_are_counted_for_prometheus() {
     // Names of no served model share one label, so that clients cannot grow the label set.
     assert!(text.contains(r#"equiserve_requests_total{rpc="Predict",model="(unknown)",code="NotFound"}"#), "{text}");
     assert!(!text.contains("nope"), "{text}");
-    assert!(text.contains(r#"equiserve_frames_predicted_total{model="mlp"}"#), "{text}");
+    assert!(text.contains(r#"equiserve_frames_predicted_total{model="mlp",version="1"}"#), "{text}");
     assert!(text.contains("equiserve_compute_seconds"), "{text}");
     server.shutdown().await;
 }
@@ -302,15 +302,15 @@ async fn rollouts_stepped_together_equal_each_alone_and_ensembles_their_members(
     assert!(gap <= BATCHING_TOLERANCE, "{gap}");
 
     let text = handle.render();
-    let stepped_alone = text.lines().find(|l| l.starts_with(r#"equiserve_rollout_step_systems_bucket{model="mlp",le="1"}"#)).expect("histogram");
-    let steps = text.lines().find(|l| l.starts_with(r#"equiserve_rollout_step_systems_count{model="mlp"}"#)).expect("histogram");
+    let stepped_alone = text.lines().find(|l| l.starts_with(r#"equiserve_rollout_step_systems_bucket{model="mlp",version="1",le="1"}"#)).expect("histogram");
+    let steps = text.lines().find(|l| l.starts_with(r#"equiserve_rollout_step_systems_count{model="mlp",version="1"}"#)).expect("histogram");
     let count = |line: &str| line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()).expect("a count");
     assert!(count(stepped_alone) < count(steps), "no step held more than one system:\n{stepped_alone}\n{steps}");
     // Each rollout's own duration and steps, recorded when it ends.
-    let ended = text.lines().find(|l| l.starts_with(r#"equiserve_rollout_steps_count{model="mlp"}"#)).expect("rollout steps");
-    let forty = text.lines().find(|l| l.starts_with(r#"equiserve_rollout_steps_bucket{model="mlp",le="100"}"#)).expect("rollout steps");
+    let ended = text.lines().find(|l| l.starts_with(r#"equiserve_rollout_steps_count{model="mlp",version="1"}"#)).expect("rollout steps");
+    let forty = text.lines().find(|l| l.starts_with(r#"equiserve_rollout_steps_bucket{model="mlp",version="1",le="100"}"#)).expect("rollout steps");
     assert!(count(ended) >= 35.0 && count(forty) >= 35.0, "the 35 rollouts of 40 steps:\n{ended}\n{forty}");
-    assert!(text.lines().any(|l| l.starts_with(r#"equiserve_rollout_seconds_count{model="mlp"}"#)), "rollout durations");
+    assert!(text.lines().any(|l| l.starts_with(r#"equiserve_rollout_seconds_count{model="mlp",version="1"}"#)), "rollout durations");
     server.shutdown().await;
 }
 

@@ -27,7 +27,7 @@ use ndarray::Array3;
 
 use super::{
     memory::{self, MemoryBudget},
-    metrics,
+    metrics::{self, ModelLabels},
     statistics::{CallTimes, Statistics, StatisticsSnapshot},
 };
 use crate::{
@@ -162,7 +162,8 @@ pub enum EngineError {
 /// workers, so that no session outlives its pool (a CUDA session freed while the process
 /// exits aborts it).
 pub struct ModelWorkers {
-    model: String,
+    /// The model version's metric labels.
+    labels: ModelLabels,
     requests: Sender<Job>,
     /// Rollout steps: unbounded because one model has one rollout stepper, which waits
     /// for its step before sending the next (at most one step is here).
@@ -196,7 +197,7 @@ impl Drop for Admission<'_> {
     fn drop(&mut self) {
         self.workers.admitted_work.fetch_sub(self.work, Ordering::SeqCst);
         let now = self.workers.admitted.fetch_sub(1, Ordering::SeqCst) - 1;
-        metrics::requests_admitted(&self.workers.model, now);
+        metrics::requests_admitted(&self.workers.labels, now);
     }
 }
 
@@ -205,19 +206,19 @@ impl ModelWorkers {
     /// `signature`), measures what a frame costs, and starts the workers; every call
     /// reserves its frames' cost from `budget` before it runs.
     pub fn start(
-        model: &str,
+        labels: &ModelLabels,
         onnx_file: &Path,
         signature: &Signature,
         device: ExecutionDevice,
         config: PoolConfig,
         budget: Arc<MemoryBudget>,
     ) -> Result<Self, RuntimeError> {
-        Self::start_with(model, config, budget, || OnnxModel::load(onnx_file, signature, device, config.threads_per_worker.max(1)))
+        Self::start_with(labels, config, budget, || OnnxModel::load(onnx_file, signature, device, config.threads_per_worker.max(1)))
     }
 
     /// [`start`](Self::start) with the sessions `load` makes, one per worker.
     pub fn start_with<B: Backend>(
-        model: &str,
+        labels: &ModelLabels,
         config: PoolConfig,
         budget: Arc<MemoryBudget>,
         load: impl Fn() -> Result<B, RuntimeError>,
@@ -245,16 +246,16 @@ impl ModelWorkers {
                 None => load()?,
             };
             let queues = Queues { rollout_steps: rollout_queue.clone(), parts: part_queue.clone(), requests: request_queue.clone() };
-            let name = model.to_string();
+            let worker_labels = labels.clone();
             let (budget, statistics) = (Arc::clone(&budget), Arc::clone(&statistics));
             let thread = thread::Builder::new()
-                .name(format!("onnx-{model}-{index}"))
-                .spawn(move || work(&name, session, &queues, batching, &budget, &statistics))
+                .name(format!("onnx-{}-{index}", labels.model))
+                .spawn(move || work(&worker_labels, session, &queues, batching, &budget, &statistics))
                 .map_err(|e| RuntimeError::Inference(format!("cannot start a worker thread: {e}")))?;
             threads.push(thread);
         }
         Ok(Self {
-            model: model.to_string(),
+            labels: labels.clone(),
             requests,
             rollout_steps,
             parts,
@@ -297,6 +298,11 @@ impl ModelWorkers {
     }
 
     /// What the model has answered and run since it loaded.
+    /// The model version's metric labels.
+    pub(crate) fn labels(&self) -> &ModelLabels {
+        &self.labels
+    }
+
     /// Where the version's requests are counted, for its rollouts to be counted too.
     pub(crate) fn statistics_handle(&self) -> Arc<Statistics> {
         Arc::clone(&self.statistics)
@@ -339,7 +345,7 @@ impl ModelWorkers {
             let seconds = |micros: u64| micros as f64 * 1e-6;
             return Err(EngineError::TooMuchWork { queued: seconds(queued), asked: seconds(work), budget: seconds(self.work_budget) });
         }
-        metrics::requests_admitted(&self.model, before + 1);
+        metrics::requests_admitted(&self.labels, before + 1);
         Ok(admission)
     }
 
@@ -390,7 +396,7 @@ impl Drop for ModelWorkers {
         drop(std::mem::replace(&mut self.parts, closed()));
         for thread in self.threads.drain(..) {
             if thread.join().is_err() {
-                tracing::error!(model = %self.model, "a worker thread panicked");
+                tracing::error!(model = %self.labels.model, version = %self.labels.version, "a worker thread panicked");
             }
         }
     }
@@ -464,7 +470,7 @@ impl Queues {
 
 /// A worker: forms batches from the queues until they close, and runs each once its
 /// memory is reserved.
-fn work(model: &str, mut session: impl Backend, queues: &Queues, batching: Batching, budget: &MemoryBudget, statistics: &Statistics) {
+fn work(labels: &ModelLabels, mut session: impl Backend, queues: &Queues, batching: Batching, budget: &MemoryBudget, statistics: &Statistics) {
     // A job that did not fit the last batch opens the next one.
     let mut carried: Option<Job> = None;
     loop {
@@ -476,7 +482,7 @@ fn work(model: &str, mut session: impl Backend, queues: &Queues, batching: Batch
             },
         };
         if first.abandoned() {
-            metrics::job_abandoned(model);
+            metrics::job_abandoned(labels);
             continue;
         }
         let mut frames = first.inputs.batch();
@@ -484,7 +490,7 @@ fn work(model: &str, mut session: impl Backend, queues: &Queues, batching: Batch
         let deadline = Instant::now() + batching.max_delay;
         while !alone && frames < batching.max_frames {
             match queues.more(deadline) {
-                Next::Job(job) if job.abandoned() => metrics::job_abandoned(model),
+                Next::Job(job) if job.abandoned() => metrics::job_abandoned(labels),
                 Next::Job(job) if frames + job.inputs.batch() > batching.max_frames => {
                     carried = Some(job);
                     break;
@@ -498,7 +504,7 @@ fn work(model: &str, mut session: impl Backend, queues: &Queues, batching: Batch
         }
         let bytes = frames as u64 * batching.frame_cost;
         let reservation = budget.reserve(bytes);
-        run_batch(model, &mut session, batch, statistics);
+        run_batch(labels, &mut session, batch, statistics);
         drop(reservation);
         if bytes >= RETURN_MEMORY_AFTER {
             memory::return_freed_memory();
@@ -523,10 +529,10 @@ fn guarded_infer(session: &mut impl Backend, inputs: &NamedTensors, frames: usiz
 }
 
 /// Runs the jobs of `batch` as one call and answers each with its own rows.
-fn run_batch(model: &str, session: &mut impl Backend, mut batch: Vec<Job>, statistics: &Statistics) {
+fn run_batch(labels: &ModelLabels, session: &mut impl Backend, mut batch: Vec<Job>, statistics: &Statistics) {
     let start = Instant::now();
     for job in &batch {
-        metrics::job_waited(model, start.duration_since(job.enqueued).as_secs_f64());
+        metrics::job_waited(labels, start.duration_since(job.enqueued).as_secs_f64());
     }
     let sizes: Vec<usize> = batch.iter().map(|job| job.inputs.batch()).collect();
     let frames: usize = sizes.iter().sum();
@@ -541,7 +547,7 @@ fn run_batch(model: &str, session: &mut impl Backend, mut batch: Vec<Job>, stati
         None => Err(RuntimeError::Inference("requests in one batch do not stack".into())),
     };
     let computed = start.elapsed();
-    metrics::batch_ran(model, sizes.iter().sum(), computed.as_secs_f64());
+    metrics::batch_ran(labels, sizes.iter().sum(), computed.as_secs_f64());
     statistics.call(sizes.iter().sum(), computed);
     match result {
         Ok(outputs) => {

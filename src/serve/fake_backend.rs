@@ -15,6 +15,7 @@ use tokio::sync::watch;
 use super::{
     engine::{Backend, ModelWorkers, PoolConfig},
     memory::MemoryBudget,
+    metrics::ModelLabels,
     model::ModelVersion,
 };
 use crate::{
@@ -80,7 +81,7 @@ impl Fake {
 
     /// A pool of `config` over clones of this stand-in.
     pub(crate) fn pool(&self, config: PoolConfig) -> ModelWorkers {
-        ModelWorkers::start_with("fake", config, Arc::new(MemoryBudget::new(u64::MAX / 4)), || Ok(self.clone())).expect("starts")
+        ModelWorkers::start_with(&ModelLabels::new("fake", 1), config, Arc::new(MemoryBudget::new(u64::MAX / 4)), || Ok(self.clone())).expect("starts")
     }
 
     /// A served version "fake" over a one-worker pool of this stand-in.

@@ -10,7 +10,7 @@ use std::{
 
 use ndarray::{Array3, ArrayView3, s};
 
-use super::{ModelWorkers, PoolConfig, memory::MemoryBudget};
+use super::{ModelWorkers, PoolConfig, memory::MemoryBudget, metrics::ModelLabels};
 use crate::{
     card::InferenceSpeed,
     onnx::{ExecutionDevice, OnnxModel, RuntimeError, Signature},
@@ -63,7 +63,7 @@ pub fn measure_inference(onnx_file: &Path, signature: &Signature, frames: ArrayV
 fn measure_pooled(onnx_file: &Path, signature: &Signature, batch: Array3<f32>) -> Result<(f64, usize), RuntimeError> {
     let pool = PoolConfig::default();
     let budget = Arc::new(MemoryBudget::new(pool.memory_budget));
-    let workers = Arc::new(ModelWorkers::start("measure", onnx_file, signature, ExecutionDevice::Auto, pool, budget)?);
+    let workers = Arc::new(ModelWorkers::start(&ModelLabels::new("measure", 1), onnx_file, signature, ExecutionDevice::Auto, pool, budget)?);
     let sessions = workers.workers();
     let runtime =
         tokio::runtime::Builder::new_current_thread().build().map_err(|e| RuntimeError::Inference(format!("cannot start a runtime to measure with: {e}")))?;

@@ -21,6 +21,23 @@ const ROLLOUT_SECONDS: &str = "equiserve_rollout_seconds";
 const ROLLOUT_STEPS: &str = "equiserve_rollout_steps";
 const ABANDONED: &str = "equiserve_jobs_abandoned_total";
 
+/// The labels of one model version's series: bounded by the versions in the repository.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelLabels {
+    pub model: String,
+    pub version: String,
+}
+
+impl ModelLabels {
+    pub fn new(model: &str, version: u64) -> Self {
+        Self { model: model.to_string(), version: version.to_string() }
+    }
+
+    fn pairs(&self) -> [(&'static str, String); 2] {
+        [("model", self.model.clone()), ("version", self.version.clone())]
+    }
+}
+
 /// Model label of calls naming no served model: one label, however many names clients
 /// invent, so that the label set stays bounded.
 pub const UNKNOWN_MODEL: &str = "(unknown)";
@@ -73,38 +90,39 @@ pub(crate) fn request_finished(rpc: &'static str, model: &str, code: String, sec
     histogram!(REQUEST_SECONDS, "rpc" => rpc, "model" => model.to_string()).record(seconds);
 }
 
-pub(crate) fn requests_admitted(model: &str, now: usize) {
-    gauge!(ADMITTED, "model" => model.to_string()).set(now as f64);
+pub(crate) fn requests_admitted(labels: &ModelLabels, now: usize) {
+    gauge!(ADMITTED, &labels.pairs()).set(now as f64);
 }
 
-pub(crate) fn job_waited(model: &str, seconds: f64) {
-    histogram!(QUEUE_SECONDS, "model" => model.to_string()).record(seconds);
+pub(crate) fn job_waited(labels: &ModelLabels, seconds: f64) {
+    histogram!(QUEUE_SECONDS, &labels.pairs()).record(seconds);
 }
 
-pub(crate) fn job_abandoned(model: &str) {
-    counter!(ABANDONED, "model" => model.to_string()).increment(1);
+pub(crate) fn job_abandoned(labels: &ModelLabels) {
+    counter!(ABANDONED, &labels.pairs()).increment(1);
 }
 
-pub(crate) fn batch_ran(model: &str, frames: usize, seconds: f64) {
-    histogram!(COMPUTE_SECONDS, "model" => model.to_string()).record(seconds);
-    histogram!(BATCH_FRAMES, "model" => model.to_string()).record(frames as f64);
-    counter!(FRAMES, "model" => model.to_string()).increment(frames as u64);
+pub(crate) fn batch_ran(labels: &ModelLabels, frames: usize, seconds: f64) {
+    histogram!(COMPUTE_SECONDS, &labels.pairs()).record(seconds);
+    histogram!(BATCH_FRAMES, &labels.pairs()).record(frames as f64);
+    counter!(FRAMES, &labels.pairs()).increment(frames as u64);
 }
 
 pub(crate) fn rollout_started() {
     gauge!(ROLLOUTS).increment(1.0);
 }
 
-pub(crate) fn rollout_ended(model: &str, how: &'static str) {
+pub(crate) fn rollout_ended(labels: &ModelLabels, how: &'static str) {
     gauge!(ROLLOUTS).decrement(1.0);
-    counter!(ROLLOUTS_ENDED, "model" => model.to_string(), "how" => how).increment(1);
+    let [model, version] = labels.pairs();
+    counter!(ROLLOUTS_ENDED, &[model, version, ("how", how.to_string())]).increment(1);
 }
 
-pub(crate) fn rollout_ran(model: &str, seconds: f64, steps: u32) {
-    histogram!(ROLLOUT_SECONDS, "model" => model.to_string()).record(seconds);
-    histogram!(ROLLOUT_STEPS, "model" => model.to_string()).record(f64::from(steps));
+pub(crate) fn rollout_ran(labels: &ModelLabels, seconds: f64, steps: u32) {
+    histogram!(ROLLOUT_SECONDS, &labels.pairs()).record(seconds);
+    histogram!(ROLLOUT_STEPS, &labels.pairs()).record(f64::from(steps));
 }
 
-pub(crate) fn rollout_step(model: &str, systems: usize) {
-    histogram!(ROLLOUT_BATCH, "model" => model.to_string()).record(systems as f64);
+pub(crate) fn rollout_step(labels: &ModelLabels, systems: usize) {
+    histogram!(ROLLOUT_BATCH, &labels.pairs()).record(systems as f64);
 }

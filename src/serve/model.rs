@@ -14,6 +14,7 @@ use super::{
     displacement::{Displacement, displacement_of},
     engine::{ModelWorkers, PoolConfig},
     memory::MemoryBudget,
+    metrics::ModelLabels,
     rollout::RolloutStepper,
 };
 use crate::{
@@ -84,7 +85,8 @@ impl ModelVersion {
         if !onnx_file.is_file() {
             return Err(fault(&onnx_file, &"the card's model file is missing"));
         }
-        let workers = ModelWorkers::start(name, &onnx_file, &summary.onnx.signature, device, pool, Arc::clone(budget)).map_err(|e| fault(&onnx_file, &e))?;
+        let workers = ModelWorkers::start(&ModelLabels::new(name, version), &onnx_file, &summary.onnx.signature, device, pool, Arc::clone(budget))
+            .map_err(|e| fault(&onnx_file, &e))?;
         Ok(Self::new(summary, card_json, version, workers, shutdown))
     }
 
@@ -120,7 +122,8 @@ impl ModelVersion {
             "stochastic": summary.onnx.signature.is_stochastic(),
         })
         .to_string();
-        let workers = ModelWorkers::start(name, &onnx_file, &summary.onnx.signature, device, pool, Arc::clone(budget)).map_err(|e| fault(&e))?;
+        let workers = ModelWorkers::start(&ModelLabels::new(name, version), &onnx_file, &summary.onnx.signature, device, pool, Arc::clone(budget))
+            .map_err(|e| fault(&e))?;
         Ok(Self::new(summary, card_json, version, workers, shutdown))
     }
 

@@ -28,7 +28,7 @@ use super::{
     ServeError,
     displacement::{Displacement, displacement_of},
     engine::ModelWorkers,
-    metrics,
+    metrics::{self, ModelLabels},
     statistics::Statistics,
 };
 use crate::{
@@ -50,10 +50,10 @@ impl RolloutCounter {
     }
 
     /// A place for one more rollout, unless `max` are running.
-    fn try_enter(&self, model: &str, max: usize) -> Option<RolloutGuard> {
+    fn try_enter(&self, labels: &ModelLabels, max: usize) -> Option<RolloutGuard> {
         self.0.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |now| (now < max).then_some(now + 1)).ok()?;
         metrics::rollout_started();
-        Some(RolloutGuard { counter: self.clone(), model: model.to_string(), ended: None })
+        Some(RolloutGuard { counter: self.clone(), labels: labels.clone(), ended: None })
     }
 }
 
@@ -73,7 +73,7 @@ enum Ended {
 /// is dropped: its client went away).
 struct RolloutGuard {
     counter: RolloutCounter,
-    model: String,
+    labels: ModelLabels,
     ended: Option<Ended>,
 }
 
@@ -88,7 +88,7 @@ impl Drop for RolloutGuard {
             Some(Ended::Stalled) => "stalled",
             Some(Ended::ShutDown) => "shut down",
         };
-        metrics::rollout_ended(&self.model, how);
+        metrics::rollout_ended(&self.labels, how);
     }
 }
 
@@ -162,6 +162,7 @@ pub(crate) struct RolloutStepper {
     model: Arc<str>,
     /// The version's ModelStatistics, which count its rollouts as requests.
     statistics: Arc<Statistics>,
+    labels: ModelLabels,
     joining: mpsc::UnboundedSender<Member>,
     wake: Arc<Notify>,
 }
@@ -173,9 +174,9 @@ impl RolloutStepper {
         let (joining, arrivals) = mpsc::unbounded_channel();
         let wake = Arc::new(Notify::new());
         let model: Arc<str> = model.into();
-        let statistics = workers.statistics_handle();
+        let (statistics, labels) = (workers.statistics_handle(), workers.labels().clone());
         tokio::spawn(step_all(Arc::clone(&model), workers, arrivals, Arc::clone(&wake), shutdown));
-        Self { model, statistics, joining, wake }
+        Self { model, statistics, labels, joining, wake }
     }
 
     /// Whether its task still takes rollouts (a stopped one is replaced by its version).
@@ -189,7 +190,7 @@ pub fn start(plan: RolloutPlan, stepper: &RolloutStepper, counter: &RolloutCount
     let RolloutPlan { start, previous, steps, emit_every, stall_timeout, seed } = plan;
     let model = stepper.model.to_string();
     let place = counter
-        .try_enter(&model, max_rollouts)
+        .try_enter(&stepper.labels, max_rollouts)
         .ok_or_else(|| ServeError::Busy { model: model.clone(), reason: format!("{max_rollouts} rollouts are running, the most this server admits") })?;
     // One more slot than frames ahead: the error that ends a stalled rollout always fits.
     let ahead = (SYSTEMS_AHEAD / start.dim().0).clamp(2, 16);
@@ -273,9 +274,9 @@ impl Drop for Member {
             Some(Ended::Finished) => self.statistics.rollout_finished(self.systems() as u64 * u64::from(self.step), took),
             _ => self.statistics.failed(took),
         }
-        metrics::rollout_ran(&self.place.model, took.as_secs_f64(), self.step);
+        metrics::rollout_ran(&self.place.labels, took.as_secs_f64(), self.step);
         if std::thread::panicking() && self.place.ended.is_none() {
-            let _ = self.frames.try_send(Err(ServeError::Internal { model: self.place.model.clone(), message: "the rollout stepper failed".into() }));
+            let _ = self.frames.try_send(Err(ServeError::Internal { model: self.place.labels.model.clone(), message: "the rollout stepper failed".into() }));
         }
     }
 }
@@ -352,7 +353,7 @@ async fn step_all(
 /// breaks the model ends without taking the others with it.
 async fn step(model: &str, workers: &ModelWorkers, members: &mut [Member], ready: Vec<(usize, mpsc::OwnedPermit<FrameResult>)>) {
     let indices: Vec<usize> = ready.iter().map(|(index, _)| *index).collect();
-    metrics::rollout_step(model, indices.iter().map(|&i| members[i].systems()).sum());
+    metrics::rollout_step(workers.labels(), indices.iter().map(|&i| members[i].systems()).sum());
     match displacement(model, workers, members, &indices).await {
         Ok(displacement) => advance(model, members, ready, &displacement),
         Err(_) if ready.len() > 1 => {
