@@ -12,6 +12,7 @@ mod measure;
 pub mod memory;
 pub mod metrics;
 mod model;
+#[cfg(feature = "serve")]
 pub mod open_inference;
 pub mod repository;
 mod rollout;

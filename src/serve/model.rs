@@ -48,7 +48,8 @@ pub struct ModelVersion {
 
 impl ModelVersion {
     /// Loads the version in `folder`: its card (refused when it records a parity error
-    /// or a window its signature contradicts) and a worker pool over its ONNX file.
+    /// or a window its signature contradicts), or without one the signature its ONNX
+    /// file has, and a worker pool over the file.
     pub fn load(
         folder: &Path,
         name: &str,
@@ -58,72 +59,14 @@ impl ModelVersion {
         budget: &Arc<MemoryBudget>,
         shutdown: watch::Receiver<bool>,
     ) -> Result<Self, LoadError> {
-        let card_path = folder.join(CARD_FILE);
-        let fault = |path: &Path, message: &dyn std::fmt::Display| LoadError { path: path.to_path_buf(), message: message.to_string() };
-        if !card_path.exists() {
-            return Self::load_bare(folder, name, version, device, pool, budget, shutdown);
-        }
-        let card_json = fs::read_to_string(&card_path).map_err(|e| fault(&card_path, &e))?;
-        let mut summary: CardSummary = serde_json::from_str(&card_json).map_err(|e| fault(&card_path, &e))?;
-        let parity = summary.onnx.parity_relative_error;
-        // NaN fails too.
-        if parity.is_nan() || parity > PARITY_TOLERANCE {
-            return Err(fault(
-                &card_path,
-                &format_args!("the card records an ONNX parity error of {parity:.3e} (> {PARITY_TOLERANCE:e}): the graph does not compute the trained model"),
-            ));
-        }
-        // In the versioned layout the folder names the model, as in Triton's.
-        summary.name = name.to_string();
-        let window = summary.onnx.signature.history_frames();
-        if let Some(claimed) = summary.history_frames
-            && claimed != window
-        {
-            return Err(fault(&card_path, &format_args!("the card says the model reads {claimed} frames, its signature's inputs {window}")));
-        }
         let onnx_file = folder.join(MODEL_FILE);
+        let card_path = folder.join(CARD_FILE);
+        let (summary, card_json) = if card_path.exists() { read_card(&card_path, name)? } else { card_of_bare_file(&onnx_file, name)? };
         if !onnx_file.is_file() {
             return Err(fault(&onnx_file, &"the card's model file is missing"));
         }
         let workers = ModelWorkers::start(&ModelLabels::new(name, version), &onnx_file, &summary.onnx.signature, device, pool, Arc::clone(budget))
             .map_err(|e| fault(&onnx_file, &e))?;
-        Ok(Self::new(summary, card_json, version, workers, shutdown))
-    }
-
-    /// A folder with `model.onnx` and no card: the signature is read from the file (it
-    /// must fit the dynamics interface), and the card clients get says so.
-    fn load_bare(
-        folder: &Path,
-        name: &str,
-        version: u64,
-        device: ExecutionDevice,
-        pool: PoolConfig,
-        budget: &Arc<MemoryBudget>,
-        shutdown: watch::Receiver<bool>,
-    ) -> Result<Self, LoadError> {
-        let onnx_file = folder.join(MODEL_FILE);
-        let fault = |message: &dyn std::fmt::Display| LoadError { path: onnx_file.clone(), message: message.to_string() };
-        let signature = OnnxModel::read_signature(&onnx_file).map_err(|e| fault(&e))?;
-        let onnx = OnnxInfo {
-            file: MODEL_FILE.into(),
-            signature,
-            opset: 0,
-            ir_version: 0,
-            // No card records a parity check: the file is served as it computes.
-            parity_relative_error: 0.0,
-            compute_dtype: FLOAT32.into(),
-        };
-        let summary = CardSummary { name: name.to_string(), architecture: BARE_ARCHITECTURE.into(), params: 0, onnx, history_frames: None };
-        let card_json = serde_json::json!({
-            "name": name,
-            "architecture": BARE_ARCHITECTURE,
-            "summary": format!("served from {MODEL_FILE} alone: no {CARD_FILE}; the inputs and outputs were read from the file"),
-            "onnx": { "file": MODEL_FILE, "inputs": summary.onnx.signature.inputs, "outputs": summary.onnx.signature.outputs },
-            "stochastic": summary.onnx.signature.is_stochastic(),
-        })
-        .to_string();
-        let workers = ModelWorkers::start(&ModelLabels::new(name, version), &onnx_file, &summary.onnx.signature, device, pool, Arc::clone(budget))
-            .map_err(|e| fault(&e))?;
         Ok(Self::new(summary, card_json, version, workers, shutdown))
     }
 
@@ -174,4 +117,58 @@ impl ModelVersion {
             }
         }
     }
+}
+
+fn fault(path: &Path, message: &dyn std::fmt::Display) -> LoadError {
+    LoadError { path: path.to_path_buf(), message: message.to_string() }
+}
+
+/// The card at `card_path` as the server reads it (its summary, and its text for
+/// clients), refused when it records a parity error or a window its signature
+/// contradicts.
+fn read_card(card_path: &Path, name: &str) -> Result<(CardSummary, String), LoadError> {
+    let card_json = fs::read_to_string(card_path).map_err(|e| fault(card_path, &e))?;
+    let mut summary: CardSummary = serde_json::from_str(&card_json).map_err(|e| fault(card_path, &e))?;
+    let parity = summary.onnx.parity_relative_error;
+    // NaN fails too.
+    if parity.is_nan() || parity > PARITY_TOLERANCE {
+        return Err(fault(
+            card_path,
+            &format_args!("the card records an ONNX parity error of {parity:.3e} (> {PARITY_TOLERANCE:e}): the graph does not compute the trained model"),
+        ));
+    }
+    // In the versioned layout the folder names the model, as in Triton's.
+    summary.name = name.to_string();
+    let window = summary.onnx.signature.history_frames();
+    if let Some(claimed) = summary.history_frames
+        && claimed != window
+    {
+        return Err(fault(card_path, &format_args!("the card says the model reads {claimed} frames, its signature's inputs {window}")));
+    }
+    Ok((summary, card_json))
+}
+
+/// The card of a model file served without one: the signature read from the file (it
+/// must fit the dynamics interface), and a text for clients that says so.
+fn card_of_bare_file(onnx_file: &Path, name: &str) -> Result<(CardSummary, String), LoadError> {
+    let signature = OnnxModel::read_signature(onnx_file).map_err(|e| fault(onnx_file, &e))?;
+    let onnx = OnnxInfo {
+        file: MODEL_FILE.into(),
+        signature,
+        opset: 0,
+        ir_version: 0,
+        // No card records a parity check: the file is served as it computes.
+        parity_relative_error: 0.0,
+        compute_dtype: FLOAT32.into(),
+    };
+    let summary = CardSummary { name: name.to_string(), architecture: BARE_ARCHITECTURE.into(), params: 0, onnx, history_frames: None };
+    let card_json = serde_json::json!({
+        "name": name,
+        "architecture": BARE_ARCHITECTURE,
+        "summary": format!("served from {MODEL_FILE} alone: no {CARD_FILE}; the inputs and outputs were read from the file"),
+        "onnx": { "file": MODEL_FILE, "inputs": summary.onnx.signature.inputs, "outputs": summary.onnx.signature.outputs },
+        "stochastic": summary.onnx.signature.is_stochastic(),
+    })
+    .to_string();
+    Ok((summary, card_json))
 }

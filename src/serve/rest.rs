@@ -33,9 +33,12 @@ use super::{
     DynamicsCore, ModelVersion, Prediction, RepositoryError, ServeError, StatisticsSnapshot, Tally,
     grpc::access::{AccessTokens, Role},
     metrics,
-    open_inference::{BACKEND, NEXT_POSITIONS, PLATFORM, TensorDims, tensor_dims},
+    open_inference::{BACKEND, NEXT_POSITIONS, PLATFORM, RequestInputs, TensorDims, tensor_dims},
 };
-use crate::onnx::{DX, DX_STD, POSITIONS, PREVIOUS};
+use crate::{
+    onnx::{DX, DX_STD},
+    proto::inference::FP32,
+};
 
 /// Triton's header giving the length of the JSON that precedes binary tensors.
 const HEADER_LENGTH: &str = "inference-header-content-length";
@@ -318,7 +321,7 @@ async fn dispatch(core: &DynamicsCore, method: &Method, parts: &[&str], headers:
 
 fn tensor_json((name, dims): TensorDims) -> Value {
     let shape = [vec![-1], dims].concat();
-    json!({ "name": name, "datatype": "FP32", "shape": shape })
+    json!({ "name": name, "datatype": FP32, "shape": shape })
 }
 
 fn metadata(core: &DynamicsCore, name: &str, version: &str) -> Result<Answer, Failure> {
@@ -423,31 +426,10 @@ fn flatten(value: &Value, name: &str, into: &mut Vec<f32>) -> Result<(), Failure
 /// `positions` (and `previous`) of the request, checked against the model's inputs; a
 /// tensor's data come from its JSON `data` or from the binary part after the header.
 fn inputs(model: &ModelVersion, request: &InferRequest, mut binary: &[u8]) -> Result<(Vec<f32>, Vec<f32>), Failure> {
-    let (wanted, _) = tensor_dims(model);
-    let expected = wanted.iter().map(|(name, _)| name.as_str()).collect::<Vec<_>>().join(" and ");
-    let mut given: Vec<Option<(i64, Vec<f32>)>> = vec![None; wanted.len()];
+    let mut gathered = RequestInputs::new(model);
     for input in &request.inputs {
-        let name = &input.name;
-        let Some(index) = wanted.iter().position(|(wanted, _)| wanted == name) else {
-            return Err(Failure::bad(format!("unknown input '{}'; the model takes {expected}", name.chars().take(64).collect::<String>())));
-        };
-        if given[index].is_some() {
-            return Err(Failure::bad(format!("input '{name}' given twice")));
-        }
-        if input.datatype != "FP32" {
-            return Err(Failure::bad(format!("input '{name}' has datatype {}; the model takes FP32", input.datatype.chars().take(16).collect::<String>())));
-        }
-        let dims = &wanted[index].1;
-        let shape = &input.shape;
-        if shape.len() != dims.len() + 1 || shape[1..] != dims[..] || shape[0] < 1 {
-            let dims = dims.iter().map(i64::to_string).collect::<Vec<_>>().join(", ");
-            return Err(Failure::bad(format!("input '{name}' has shape {shape:?}; expected [batch, {dims}]")));
-        }
-        let elements = usize::try_from(shape[0])
-            .ok()
-            .and_then(|batch| batch.checked_mul(dims.iter().product::<i64>() as usize))
-            .filter(|&n| n <= isize::MAX as usize / 4)
-            .ok_or_else(|| Failure::bad(format!("input '{name}' has shape {shape:?}: far more elements than any request can carry")))?;
+        let (name, shape) = (&input.name, &input.shape);
+        let (index, elements) = gathered.declare(name, &input.datatype, shape).map_err(Failure::bad)?;
         let values = match (input.parameters.get(BINARY_DATA_SIZE), &input.data) {
             (Some(size), None) => {
                 let size = size
@@ -476,25 +458,9 @@ fn inputs(model: &ModelVersion, request: &InferRequest, mut binary: &[u8]) -> Re
             (Some(_), Some(_)) => return Err(Failure::bad(format!("input '{name}' has both data and {BINARY_DATA_SIZE}; give one"))),
             (None, None) => return Err(Failure::bad(format!("input '{name}' has no data"))),
         };
-        given[index] = Some((shape[0], values));
+        gathered.give(index, shape[0], values);
     }
-    let mut batch = None;
-    let mut take = |wanted_name: &str| -> Result<Vec<f32>, Failure> {
-        let index = wanted.iter().position(|(name, _)| name == wanted_name).expect("a model input");
-        let Some((rows, values)) = given[index].take() else {
-            return Err(Failure::bad(format!("no input '{wanted_name}'; the model takes {expected}")));
-        };
-        match batch {
-            Some(batch) if batch != rows => Err(Failure::bad(format!("'{wanted_name}' has batch {rows} but '{POSITIONS}' has {batch}"))),
-            _ => {
-                batch = Some(rows);
-                Ok(values)
-            }
-        }
-    };
-    let positions = take(POSITIONS)?;
-    let previous = if model.history_frames() > 1 { take(PREVIOUS)? } else { Vec::new() };
-    Ok((positions, previous))
+    gathered.finish().map_err(Failure::bad)
 }
 
 fn flag(parameters: &Map<String, Value>, name: &str) -> Option<bool> {
@@ -536,10 +502,10 @@ async fn infer(core: &DynamicsCore, name: &str, version: &str, headers: &HeaderM
         let shape = [vec![batch as i64], dims].concat();
         if asked.and_then(|wanted| flag(&wanted.parameters, "binary_data")).unwrap_or(binary_by_default) {
             let bytes: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
-            described.push(json!({ "name": name, "datatype": "FP32", "shape": shape, "parameters": { BINARY_DATA_SIZE: bytes.len() } }));
+            described.push(json!({ "name": name, "datatype": FP32, "shape": shape, "parameters": { BINARY_DATA_SIZE: bytes.len() } }));
             binary_out.extend(bytes);
         } else {
-            described.push(json!({ "name": name, "datatype": "FP32", "shape": shape, "data": data }));
+            described.push(json!({ "name": name, "datatype": FP32, "shape": shape, "data": data }));
         }
     }
     let mut response = json!({ "model_name": name, "model_version": version.to_string(), "outputs": described });

@@ -19,10 +19,10 @@ use tokio_stream::{Stream, StreamExt, wrappers::ReceiverStream};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::status::{finished, repository_status, status};
-use crate::serve::open_inference::{BACKEND, NEXT_POSITIONS, PLATFORM, TensorDims, tensor_dims};
+use crate::serve::open_inference::{BACKEND, NEXT_POSITIONS, PLATFORM, RequestInputs, TensorDims, tensor_dims};
 use crate::{
     data::{DIMS, PARTICLES},
-    onnx::{DX, DX_STD, POSITIONS, PREVIOUS},
+    onnx::{DX, DX_STD, POSITIONS},
     proto::inference::{
         DataType, FP32, InferBatchStatistics, InferParameter, InferStatistics, ModelConfig, ModelConfigRequest, ModelConfigResponse, ModelDynamicBatching,
         ModelInferRequest, ModelInferResponse, ModelInput, ModelInstanceGroup, ModelMetadataRequest, ModelMetadataResponse, ModelOutput, ModelReadyRequest,
@@ -84,34 +84,11 @@ fn inputs(request: &mut ModelInferRequest, model: &ModelVersion) -> Result<Input
     if !raw.is_empty() && raw.len() != request.inputs.len() {
         return Err(invalid(format!("{} raw_input_contents for {} inputs; give one per input", raw.len(), request.inputs.len())));
     }
-    let (wanted, _) = tensor_dims(model);
-    let expected = wanted.iter().map(|(name, _)| name.as_str()).collect::<Vec<_>>().join(" and ");
-    let mut given: Vec<Option<(i64, Vec<f32>)>> = vec![None; wanted.len()];
+    let mut gathered = RequestInputs::new(model);
     let mut raw = raw.into_iter();
     for input in &mut request.inputs {
         let InferInputTensor { name, datatype, shape, contents, .. } = input;
-        let Some(index) = wanted.iter().position(|(wanted, _)| wanted == name) else {
-            return Err(invalid(format!("unknown input '{}'; the model takes {expected}", name.chars().take(64).collect::<String>())));
-        };
-        if given[index].is_some() {
-            return Err(invalid(format!("input '{name}' given twice")));
-        }
-        if datatype != FP32 {
-            return Err(invalid(format!("input '{name}' has datatype {}; the model takes {FP32}", datatype.chars().take(16).collect::<String>())));
-        }
-        let dims = &wanted[index].1;
-        if shape.len() != dims.len() + 1 || shape[1..] != dims[..] || shape[0] < 1 {
-            return Err(invalid(format!(
-                "input '{name}' has shape {shape:?}; expected [batch, {}]",
-                dims.iter().map(i64::to_string).collect::<Vec<_>>().join(", ")
-            )));
-        }
-        // Checked: the batch is the client's number, and may be absurd.
-        let elements = usize::try_from(shape[0])
-            .ok()
-            .and_then(|batch| batch.checked_mul(dims.iter().product::<i64>() as usize))
-            .filter(|&n| n <= isize::MAX as usize / 4)
-            .ok_or_else(|| invalid(format!("input '{name}' has shape {shape:?}: far more elements than any request can carry")))?;
+        let (index, elements) = gathered.declare(name, datatype, shape).map_err(invalid)?;
         let values = match (raw.next(), contents.take()) {
             (Some(bytes), None) => {
                 if bytes.len() != elements * 4 {
@@ -128,24 +105,9 @@ fn inputs(request: &mut ModelInferRequest, model: &ModelVersion) -> Result<Input
             (Some(_), Some(_)) => return Err(invalid(format!("input '{name}' has both contents and raw_input_contents; give one"))),
             (None, None) => return Err(invalid(format!("input '{name}' has no data"))),
         };
-        given[index] = Some((shape[0], values));
+        gathered.give(index, shape[0], values);
     }
-    let mut taken = wanted.iter().map(|(name, _)| name.clone()).zip(given);
-    let mut batch = None;
-    let mut take = |wanted: &str| -> Result<Vec<f32>, Status> {
-        let Some((_, Some((rows, values)))) = taken.find(|(name, _)| name == wanted) else {
-            return Err(invalid(format!("no input '{wanted}'; the model takes {expected}")));
-        };
-        match batch {
-            Some(batch) if batch != rows => Err(invalid(format!("'{wanted}' has batch {rows} but '{POSITIONS}' has {batch}"))),
-            _ => {
-                batch = Some(rows);
-                Ok(values)
-            }
-        }
-    };
-    let positions = take(POSITIONS)?;
-    let previous = if model.history_frames() > 1 { take(PREVIOUS)? } else { Vec::new() };
+    let (positions, previous) = gathered.finish().map_err(invalid)?;
     Ok(Inputs { positions, previous })
 }
 
