@@ -139,6 +139,17 @@ pub struct NoiseInfo {
     /// The factor dx_std was then scaled by so that sampled rollouts from training
     /// windows keep the training data's RMS step (1: the likelihood fit alone).
     pub motion_factor: f64,
+    /// The pull of every particle towards the centroid, κ (x̄ − x_i) per step, calibrated
+    /// with the noise so that those rollouts keep the data's radius of gyration (models
+    /// with one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confinement: Option<f64>,
+    /// Those rollouts with the calibrated model against the training data: RMS step and
+    /// mean radius of gyration (1 = as the data).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calibrated_motion_ratio: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calibrated_size_ratio: Option<f64>,
 }
 
 /// Long rollouts from the test part and ensembles from its rollout starts, the same

@@ -451,11 +451,12 @@ fn train(args: TrainArgs) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
         bar.finish();
         let history = outcome.card.training.as_ref().map(|t| t.history.as_slice()).unwrap_or_default();
+        let epochs = history.last().map_or(0, |s| s.epoch);
         let kept = match kept_epoch(history) {
             Some(EpochStats { epoch, validation_rollout_rmse: Some(rmse), .. }) => {
-                format!(" (weights of epoch {epoch} of {}: validation rollout RMSE {rmse:.3e})", history.len())
+                format!(" (weights of epoch {epoch} of {epochs}: validation rollout RMSE {rmse:.3e})")
             }
-            Some(EpochStats { epoch, validation_mse: Some(mse), .. }) => format!(" (weights of epoch {epoch} of {}: validation MSE {mse:.3e})", history.len()),
+            Some(EpochStats { epoch, validation_mse: Some(mse), .. }) => format!(" (weights of epoch {epoch} of {epochs}: validation MSE {mse:.3e})"),
             _ => String::new(),
         };
         eprintln!("{}: wrote {}{kept}", outcome.card.name, outcome.dir.display());

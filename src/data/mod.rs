@@ -11,7 +11,7 @@ pub use simulate::{SimulationConfig, simulate};
 pub use split::{Pairs, Split, SplitConfig, Target};
 pub use xyz::{DEFAULT_SPECIES, check_species, write_ensemble_xyz, write_xyz};
 
-use ndarray::{Array3, Array4, ArrayView3, Axis, concatenate, s};
+use ndarray::{Array3, Array4, ArrayView2, ArrayView3, Axis, concatenate, s};
 
 /// Particles in every snapshot.
 pub const PARTICLES: usize = 12;
@@ -31,6 +31,14 @@ pub fn windows_before(frames: ArrayView3<f32>, ends: impl IntoIterator<Item = us
         windows.index_axis_mut(Axis(0), row).assign(&frames.slice(s![t - held..t, .., ..]));
     }
     windows
+}
+
+/// The radius of gyration of a frame [12, 3]: the RMS distance of its particles from
+/// their centroid, the system's size.
+pub fn radius_of_gyration(frame: ArrayView2<f32>) -> f64 {
+    let centre = frame.mean_axis(Axis(0)).expect("12 particles");
+    let squared: f64 = frame.outer_iter().map(|p| (&p - &centre).iter().map(|v| f64::from(*v).powi(2)).sum::<f64>()).sum();
+    (squared / PARTICLES as f64).sqrt()
 }
 
 /// A window one step on: of `previous` [B, H, 12, 3] (oldest first) the oldest frame

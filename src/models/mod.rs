@@ -54,6 +54,12 @@ pub trait OpsModel {
     fn weights_mut(&mut self) -> Vec<&mut Vec<f64>>;
     /// Every parameter, the noise model's included.
     fn num_params(&self) -> usize;
+    /// Whether training starts from weights fitted to the data already (filters by least
+    /// squares): they then compete with every epoch's for the kept weights, so that
+    /// training which only adds noise to them is not kept.
+    fn starts_fitted(&self) -> bool {
+        false
+    }
 
     /// Whether the model also gives the spread of its next displacement ([`forward_std`](Self::forward_std)).
     fn stochastic(&self) -> bool {
@@ -79,6 +85,13 @@ pub trait OpsModel {
     /// Bounds dx_std at `largest` (what the training frames needed at most), so that a
     /// configuration the data never showed cannot draw a larger kick.
     fn bound_noise(&mut self, _largest: f64) {}
+    /// The strength κ of a pull of every particle towards the system's centroid,
+    /// κ (x̄ − x_i), for models that have one: calibrated with the noise so that sampled
+    /// rollouts keep the data's size.
+    fn confinement(&self) -> Option<f64> {
+        None
+    }
+    fn set_confinement(&mut self, _strength: f64) {}
 
     /// Standard-normal weights, as e3nn initialises its tensor products and radial networks.
     fn init_weights(&mut self, rng: &mut impl rand::Rng) {
@@ -119,6 +132,10 @@ impl<M: OpsModel> OpsModel for OutputScaled<M> {
         self.model.num_params()
     }
 
+    fn starts_fitted(&self) -> bool {
+        self.model.starts_fitted()
+    }
+
     fn stochastic(&self) -> bool {
         self.model.stochastic()
     }
@@ -143,6 +160,14 @@ impl<M: OpsModel> OpsModel for OutputScaled<M> {
 
     fn bound_noise(&mut self, largest: f64) {
         self.model.bound_noise(largest / self.scale.abs());
+    }
+
+    fn confinement(&self) -> Option<f64> {
+        self.model.confinement().map(|strength| strength * self.scale)
+    }
+
+    fn set_confinement(&mut self, strength: f64) {
+        self.model.set_confinement(strength / self.scale);
     }
 
     fn init_weights(&mut self, rng: &mut impl rand::Rng) {

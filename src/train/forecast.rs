@@ -10,7 +10,7 @@ use ndarray::{Array1, Array2, Array3, Array4, ArrayView2, ArrayView3, ArrayView4
 
 pub use crate::card::{EnsembleScore, ForecastReport, ForecastRow, LongRolloutStats, SampledReport, SampledRow};
 use crate::data::{
-    DIMS, PARTICLES, Trajectory, advance_window,
+    DIMS, PARTICLES, Trajectory, advance_window, radius_of_gyration,
     sampling::{add_noise_to_batch, spanned_dims},
     windows_before,
 };
@@ -125,11 +125,22 @@ impl LinearFilter {
     /// The least-squares coefficients of dx(t) on dx(t−1..t−order) over the training
     /// pairs of every trajectory.
     pub fn least_squares(data: &[Segment], order: usize) -> Vec<f64> {
+        Self::least_squares_of(data, order, |dx| dx)
+    }
+
+    /// The same for the centroid's displacement: the system's centre of mass keeps its
+    /// velocity longer than a particle does, whose motion the forces turn around.
+    pub fn centroid_least_squares(data: &[Segment], order: usize) -> Vec<f64> {
+        Self::least_squares_of(data, order, |dx| dx.mean_axis(Axis(0)).expect("12 particles").insert_axis(Axis(0)))
+    }
+
+    /// Least squares of `of(dx(t))` on `of(dx(t−1..t−order))`.
+    fn least_squares_of(data: &[Segment], order: usize, of: impl Fn(Array2<f64>) -> Array2<f64>) -> Vec<f64> {
         let mut gram = Array2::<f64>::zeros((order, order));
         let mut rhs = Array1::<f64>::zeros(order);
         for segment in data {
             let x = segment.trajectory.positions();
-            let dx = |t: usize| (&x.index_axis(Axis(0), t + 1) - &x.index_axis(Axis(0), t)).mapv(f64::from);
+            let dx = |t: usize| of((&x.index_axis(Axis(0), t + 1) - &x.index_axis(Axis(0), t)).mapv(f64::from));
             for t in order..segment.train_pairs {
                 let past: Vec<_> = (1..=order).map(|k| dx(t - k)).collect();
                 let now = dx(t);
@@ -713,12 +724,6 @@ fn pair_distances_of(frame: ArrayView2<f32>) -> Vec<f32> {
         }
     }
     out
-}
-
-fn radius_of_gyration(frame: ArrayView2<f32>) -> f64 {
-    let centre = frame.mean_axis(Axis(0)).expect("12 particles");
-    let squared: f64 = frame.outer_iter().map(|p| (&p - &centre).iter().map(|v| f64::from(*v).powi(2)).sum::<f64>()).sum();
-    (squared / PARTICLES as f64).sqrt()
 }
 
 /// The Wasserstein-1 distance between the empirical distributions of `samples` (sorted

@@ -61,15 +61,19 @@ pub fn train_and_export(
         ModelKind::Pairforce => {
             let (max_distance, acceleration_scale) = pair_force_scales(&request.split.train);
             let filter = forecast::LinearFilter::least_squares(&request.segments(), history_frames - 1);
+            let centroid_filter = forecast::LinearFilter::centroid_least_squares(&request.segments(), history_frames - 1);
             let noise_scale = forecast::LinearFilter::fitted_with_noise(&request.segments())
                 .noise
                 .map(|noise| (noise.iter().map(|s| f64::from(*s).powi(2)).sum::<f64>() / noise.len() as f64).sqrt())
                 .filter(|s| s.is_finite() && *s > 0.0)
                 .unwrap_or(acceleration_scale);
-            let model = PairForce::new(history_frames, max_distance, acceleration_scale).starting_from(filter).with_noise_scale(noise_scale);
+            let mut model = PairForce::new(history_frames, max_distance, acceleration_scale).starting_from(filter).with_noise_scale(noise_scale);
             // The model scales its own terms; an output scale would scale its inertia too.
             let config = TrainConfig { output_scale: 1.0, ..request.config.clone() };
-            train_ops_model(model, ExportRequest { config: &config, ..request }, on_epoch)
+            let history = fit_ops(&mut model, request.split, &config, on_epoch);
+            model.set_centroid_filter(centroid_filter);
+            let noise = fit_noise(&mut model, request.split, config.target);
+            export_model(&OpsTrained(&model), ExportRequest { config: &config, history, noise, ..request })
         }
         ModelKind::Se3mha => train_ops_model(Se3Transformer::attention(false), request, on_epoch),
         ModelKind::Se3net => train_ops_model(Se3Transformer::transformer(false), request, on_epoch),

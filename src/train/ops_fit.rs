@@ -12,7 +12,7 @@ use rand_distr::{Distribution, Normal};
 
 use super::{ADAM_BETA1, ADAM_BETA2, ADAM_EPSILON, EpochStats, TrainConfig, metrics};
 use crate::{
-    data::{DIMS, PARTICLES, Split, Target},
+    data::{DIMS, PARTICLES, Split, Target, radius_of_gyration},
     models::{ModelInputs, OpsModel},
     nn::{BurnOps, Eager, Ops},
 };
@@ -253,15 +253,22 @@ pub fn fit_ops<M: OpsModel>(model: &mut M, split: &Split, config: &TrainConfig, 
     let mut order: Vec<usize> = (0..fitted).collect();
     let mut rng = StdRng::seed_from_u64(config.seed);
     let test_truth = split.test.dx();
-    let mut history = Vec::with_capacity(config.epochs);
+    let mut history = Vec::with_capacity(config.epochs + 1);
     // The lowest validation MSE so far, its epoch and the weights it had.
     let mut best: Option<(f64, usize, Vec<Vec<f64>>)> = None;
-    for epoch in 1..=config.epochs {
+    let first = if trainer.model.starts_fitted() && validation.is_some() { 0 } else { 1 };
+    for epoch in first..=config.epochs {
         let start = Instant::now();
         if config.shuffle {
             order.shuffle(&mut rng);
         }
-        let losses: Vec<f64> = order.chunks(config.batch_size).map(|batch| trainer.step(batch)).collect();
+        // Epoch 0 is where training starts, measured as it is.
+        let losses: Vec<f64> = if epoch == 0 {
+            let model = &*trainer.model;
+            vec![metrics::mse(&predict_dx_ops(model, trainer.inputs, trainer.previous.view(), config.target), &trainer.targets)]
+        } else {
+            order.chunks(config.batch_size).map(|batch| trainer.step(batch)).collect()
+        };
         let seconds = start.elapsed().as_secs_f64();
         let model = &*trainer.model;
         let validation_mse = validation.as_ref().map(|v| metrics::mse(&predict_dx_ops(model, v.inputs, v.previous, config.target), &v.dx));
@@ -316,6 +323,13 @@ pub struct NoiseFit {
     pub largest_std: f64,
     /// The factor that made sampled rollouts keep the data's motion.
     pub motion_factor: f64,
+    /// The pull towards the centroid that made them keep the data's size, for models
+    /// that have one.
+    pub confinement: Option<f64>,
+    /// Sampled rollouts from training windows with the calibrated model, against the
+    /// training data: RMS step, and mean radius of gyration.
+    pub motion_ratio: f64,
+    pub size_ratio: f64,
 }
 
 /// Fits a stochastic model's dx_std, with its mean fixed, by maximum Gaussian
@@ -357,63 +371,133 @@ pub fn fit_noise<M: OpsModel>(model: &mut M, split: &Split, target: Target) -> O
     let fitted_nll = nll(model, None);
     let largest = reference_std(model, train.inputs.view(), previous).map_or(f64::INFINITY, |std| std.iter().fold(0.0_f64, |m, v| m.max(f64::from(*v))));
     model.bound_noise(largest);
-    let motion_factor = calibrate_motion(model, split, target);
-    Some(NoiseFit { dims, initial_nll, fitted_nll, pairs, largest_std: largest, motion_factor })
+    let calibration = calibrate_rollouts(model, split, target);
+    Some(NoiseFit {
+        dims,
+        initial_nll,
+        fitted_nll,
+        pairs,
+        largest_std: largest,
+        motion_factor: calibration.motion_factor,
+        confinement: calibration.confinement,
+        motion_ratio: calibration.motion_ratio,
+        size_ratio: calibration.size_ratio,
+    })
 }
 
 /// Sampled rollouts of the calibration: from this many training windows, this long, in
-/// this many rounds.
+/// this many rounds (each measures, then adjusts the noise and the confinement once).
 const CALIBRATION_STARTS: usize = 8;
 const CALIBRATION_STEPS: usize = 2000;
-const CALIBRATION_ROUNDS: usize = 3;
+const CALIBRATION_ROUNDS: usize = 8;
+/// Where the search for the confinement κ starts and where it stops, as fractions of
+/// a / Rg (a: the data's RMS change of displacement per step; Rg: its size): a pull of
+/// 10% of a typical acceleration at the data's size would be a force the data shows.
+const CONFINEMENT_START: f64 = 0.01;
+const CONFINEMENT_LARGEST: f64 = 0.1;
+/// On paths.npz the rollouts' size goes as about κ^(−1/4): this power moves κ to its
+/// target in a round or two.
+const CONFINEMENT_RESPONSE: i32 = 4;
 
-/// Scales dx_std so that sampled rollouts from training windows keep the training
-/// data's RMS step over their last three quarters: the noise that balances the model's
-/// own friction (a Gaussian fitted to one-step residuals is too cold for it where the
-/// residuals are heavy-tailed). Gives the factor applied.
-fn calibrate_motion<M: OpsModel>(model: &mut M, split: &Split, target: Target) -> f64 {
+/// The calibrated noise factor and confinement, with what they gave.
+#[derive(Clone, Copy)]
+struct RolloutCalibration {
+    motion_factor: f64,
+    confinement: Option<f64>,
+    motion_ratio: f64,
+    size_ratio: f64,
+}
+
+/// Calibrates what one-step residuals cannot tell, on sampled rollouts from training
+/// windows over their last three quarters: dx_std's scale, so that they keep the
+/// training data's RMS step about the centroid (the noise that balances the model's own
+/// friction; a Gaussian fitted to one-step residuals is too cold for it where the
+/// residuals are heavy-tailed; the centroid's own motion, a drift on paths.npz, is left
+/// out), and, for a model with a confinement, its strength, so that they keep the data's
+/// mean radius of gyration (the learned pair forces are too weak to hold the chain
+/// together over thousands of steps). Keeps the round that came closest to both.
+fn calibrate_rollouts<M: OpsModel>(model: &mut M, split: &Split, target: Target) -> RolloutCalibration {
     let train = &split.train;
     let dx = train.dx();
-    let data_motion = (dx.iter().map(|v| f64::from(*v).powi(2)).sum::<f64>() / (dx.len() / DIMS).max(1) as f64).sqrt();
+    let data_motion = internal_rms_step(dx.view());
+    let data_size = train.inputs.outer_iter().map(radius_of_gyration).sum::<f64>() / train.len().max(1) as f64;
+    let last = train.previous.dim().1 - 1;
+    let change = &dx - &(&train.inputs - &train.previous.index_axis(Axis(1), last));
+    let acceleration = (change.iter().map(|v| f64::from(*v).powi(2)).sum::<f64>() / (change.len() / DIMS).max(1) as f64).sqrt();
+    let confinement_unit = acceleration / data_size.max(f64::MIN_POSITIVE);
     let pairs = train.len();
     let count = CALIBRATION_STARTS.min(pairs);
     let starts: Vec<usize> = (0..count).map(|i| if count == 1 { 0 } else { i * (pairs - 1) / (count - 1) }).collect();
+    let positions = train.inputs.select(Axis(0), &starts);
+    let previous = window_of(model, train.previous.view()).select(Axis(0), &starts);
     let mut factor = 1.0;
+    let mut best: Option<(f64, RolloutCalibration)> = None;
     for round in 0..CALIBRATION_ROUNDS {
-        let motion = sampled_motion(
-            model,
-            train.inputs.select(Axis(0), &starts),
-            window_of(model, train.previous.view()).select(Axis(0), &starts),
-            target,
-            round as u64,
-        );
+        let (motion, size) = sampled_statistics(model, positions.clone(), previous.clone(), target, round as u64);
+        let (motion_ratio, size_ratio) = (motion / data_motion, size / data_size);
+        let confinement = model.confinement();
+        let miss = motion_ratio.ln().abs() + if confinement.is_some() { size_ratio.ln().abs() } else { 0.0 };
+        if miss.is_finite() && best.is_none_or(|(least, _)| miss < least) {
+            best = Some((miss, RolloutCalibration { motion_factor: factor, confinement, motion_ratio, size_ratio }));
+        }
         // Linear systems' motion is proportional to their noise; a blown-up rollout halves it.
-        let step = if motion.is_finite() && motion > 0.0 { (data_motion / motion).clamp(0.25, 4.0) } else { 0.5 };
+        let step = if motion_ratio.is_finite() && motion_ratio > 0.0 { motion_ratio.recip().clamp(0.25, 4.0) } else { 0.5 };
         model.scale_noise(step);
         factor *= step;
+        if let Some(strength) = confinement {
+            let next = if !size_ratio.is_finite() {
+                (4.0 * strength).max(CONFINEMENT_START * confinement_unit)
+            } else if strength == 0.0 {
+                if size_ratio > 1.0 { CONFINEMENT_START * confinement_unit } else { 0.0 }
+            } else {
+                strength * size_ratio.powi(CONFINEMENT_RESPONSE).clamp(0.25, 4.0)
+            };
+            model.set_confinement(next.min(CONFINEMENT_LARGEST * confinement_unit));
+        }
     }
-    factor
+    // Every round blew up: the last, most damped settings stand.
+    let (_, chosen) =
+        best.unwrap_or((0.0, RolloutCalibration { motion_factor: factor, confinement: model.confinement(), motion_ratio: f64::NAN, size_ratio: f64::NAN }));
+    model.scale_noise(chosen.motion_factor / factor);
+    if let Some(strength) = chosen.confinement {
+        model.set_confinement(strength);
+    }
+    chosen
 }
 
-/// The RMS step over the last three quarters of sampled rollouts from `positions` and
-/// their windows (drawn as served: `data::sampling`).
-fn sampled_motion<M: OpsModel>(model: &M, mut positions: Array3<f32>, mut previous: Array4<f32>, target: Target, seed: u64) -> f64 {
+/// The RMS step per particle about the centroid of `moved` [frames, 12, 3].
+fn internal_rms_step(moved: ArrayView3<f32>) -> f64 {
+    let mut squared = 0.0;
+    for frame in moved.outer_iter() {
+        let centroid = frame.mean_axis(Axis(0)).expect("12 particles");
+        squared += frame.outer_iter().map(|p| (&p - &centroid).iter().map(|v| f64::from(*v).powi(2)).sum::<f64>()).sum::<f64>();
+    }
+    (squared / (moved.dim().0 * PARTICLES).max(1) as f64).sqrt()
+}
+
+/// The RMS step about the centroid and the mean radius of gyration over the last three
+/// quarters of sampled rollouts from `positions` and their windows (drawn as served:
+/// `data::sampling`); infinite for a rollout that blew up.
+fn sampled_statistics<M: OpsModel>(model: &M, mut positions: Array3<f32>, mut previous: Array4<f32>, target: Target, seed: u64) -> (f64, f64) {
     let skipped = CALIBRATION_STEPS / 4;
-    let (mut squared, mut steps) = (0.0_f64, 0usize);
+    let (mut squared, mut size, mut frames) = (0.0_f64, 0.0_f64, 0usize);
     for step in 0..CALIBRATION_STEPS {
         let dx = reference_dx(model, positions.view(), previous.view(), target);
         let std = reference_std(model, positions.view(), previous.view()).expect("a stochastic model");
         let mut next = &positions + &dx;
         crate::data::sampling::add_noise_to_batch(next.view_mut(), positions.view(), std.view(), seed, 0, step as u64);
         if !next.iter().all(|v| v.is_finite()) {
-            return f64::INFINITY;
+            return (f64::INFINITY, f64::INFINITY);
         }
         if step >= skipped {
-            squared += (&next - &positions).iter().map(|v| f64::from(*v).powi(2)).sum::<f64>() / PARTICLES as f64;
-            steps += next.dim().0;
+            let moved = &next - &positions;
+            squared += internal_rms_step(moved.view()).powi(2) * moved.dim().0 as f64;
+            size += next.outer_iter().map(radius_of_gyration).sum::<f64>();
+            frames += next.dim().0;
         }
         previous = crate::data::advance_window(&previous, positions.view());
         positions = next;
     }
-    (squared / steps.max(1) as f64).sqrt()
+    let frames = frames.max(1) as f64;
+    ((squared / frames).sqrt(), size / frames)
 }
