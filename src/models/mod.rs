@@ -54,12 +54,6 @@ pub trait OpsModel {
     fn weights_mut(&mut self) -> Vec<&mut Vec<f64>>;
     /// Every parameter, the noise model's included.
     fn num_params(&self) -> usize;
-    /// Whether training starts from weights fitted to the data already (filters by least
-    /// squares): they then compete with every epoch's for the kept weights, so that
-    /// training which only adds noise to them is not kept.
-    fn starts_fitted(&self) -> bool {
-        false
-    }
 
     /// Whether the model also gives the spread of its next displacement ([`forward_std`](Self::forward_std)).
     fn stochastic(&self) -> bool {
@@ -130,10 +124,6 @@ impl<M: OpsModel> OpsModel for OutputScaled<M> {
 
     fn num_params(&self) -> usize {
         self.model.num_params()
-    }
-
-    fn starts_fitted(&self) -> bool {
-        self.model.starts_fitted()
     }
 
     fn stochastic(&self) -> bool {

@@ -331,4 +331,21 @@ mod tests {
             }
         }
     }
+
+    /// The confinement alone pulls every particle towards the centroid, in proportion.
+    #[test]
+    fn the_confinement_pulls_towards_the_centroid() {
+        let mut model = PairForce::new(2, 3.0, 1.0);
+        model.filter = vec![0.0];
+        model.set_confinement(0.25);
+        let positions = ArrayD::from_shape_fn(IxDyn(&[1, PARTICLES, DIMS]), |ix| ((ix[1] * 3 + ix[2]) as f64 * 0.9).cos());
+        let previous = positions.clone().insert_axis(ndarray::Axis(1));
+        let out = model.forward(&mut Eager, &ModelInputs { positions: &positions, previous: Some(&previous) });
+        for d in 0..DIMS {
+            let centroid = (0..PARTICLES).map(|p| positions[[0, p, d]]).sum::<f64>() / PARTICLES as f64;
+            for p in 0..PARTICLES {
+                assert!((out[[0, p, d]] - 0.25 * (centroid - positions[[0, p, d]])).abs() < 1e-12);
+            }
+        }
+    }
 }

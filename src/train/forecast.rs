@@ -855,6 +855,39 @@ mod tests {
     }
 
     #[test]
+    fn the_centroid_filter_is_fitted_to_the_centroid_alone() {
+        // Displacements about the centroid follow one recursion, the centroid another:
+        // the centroid's fit recovers its own, whatever the particles do about it.
+        let recur = |series: &mut Vec<Array2<f32>>, c: [f32; 3], len: usize| {
+            while series.len() < len {
+                let n = series.len();
+                let now = &series[n - 1] * c[0] + &series[n - 2] * c[1] + &series[n - 3] * c[2];
+                series.push(now);
+            }
+        };
+        let mut relative: Vec<Array2<f32>> = (0..3)
+            .map(|k| {
+                let d = Array2::from_shape_fn((PARTICLES, DIMS), |(p, c)| ((p * 3 + c + 7 * k) as f32 * 1.3).sin() * 0.01);
+                let centroid = d.mean_axis(Axis(0)).expect("particles");
+                &d - &centroid
+            })
+            .collect();
+        recur(&mut relative, [1.5, -0.7, 0.1], 399);
+        let mut centroid: Vec<Array2<f32>> = (0..3).map(|k| Array2::from_shape_fn((1, DIMS), |(_, c)| 0.01 * (1.0 + (c + k) as f32).cos())).collect();
+        recur(&mut centroid, [1.2, -0.3, 0.05], 399);
+        let mut x = Array3::<f32>::zeros((400, PARTICLES, DIMS));
+        for t in 0..399 {
+            let next = &x.index_axis(Axis(0), t) + &relative[t] + &centroid[t];
+            x.index_axis_mut(Axis(0), t + 1).assign(&next);
+        }
+        let trajectory = Trajectory::new(x).expect("finite");
+        let fitted = LinearFilter::centroid_least_squares(&[Segment { trajectory: &trajectory, train_pairs: 300 }], 3);
+        for (c, expected) in fitted.iter().zip([1.2, -0.3, 0.05]) {
+            assert!((c - expected).abs() < 1e-3, "{fitted:?}");
+        }
+    }
+
+    #[test]
     fn a_fitted_filter_recovers_its_coefficients() {
         // dx(t) = 1.5 dx(t−1) − 0.7 dx(t−2) + 0.1 dx(t−3) (a stable recursion), from
         // three arbitrary displacements.

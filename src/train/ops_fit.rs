@@ -253,22 +253,15 @@ pub fn fit_ops<M: OpsModel>(model: &mut M, split: &Split, config: &TrainConfig, 
     let mut order: Vec<usize> = (0..fitted).collect();
     let mut rng = StdRng::seed_from_u64(config.seed);
     let test_truth = split.test.dx();
-    let mut history = Vec::with_capacity(config.epochs + 1);
+    let mut history = Vec::with_capacity(config.epochs);
     // The lowest validation MSE so far, its epoch and the weights it had.
     let mut best: Option<(f64, usize, Vec<Vec<f64>>)> = None;
-    let first = if trainer.model.starts_fitted() && validation.is_some() { 0 } else { 1 };
-    for epoch in first..=config.epochs {
+    for epoch in 1..=config.epochs {
         let start = Instant::now();
         if config.shuffle {
             order.shuffle(&mut rng);
         }
-        // Epoch 0 is where training starts, measured as it is.
-        let losses: Vec<f64> = if epoch == 0 {
-            let model = &*trainer.model;
-            vec![metrics::mse(&predict_dx_ops(model, trainer.inputs, trainer.previous.view(), config.target), &trainer.targets)]
-        } else {
-            order.chunks(config.batch_size).map(|batch| trainer.step(batch)).collect()
-        };
+        let losses: Vec<f64> = order.chunks(config.batch_size).map(|batch| trainer.step(batch)).collect();
         let seconds = start.elapsed().as_secs_f64();
         let model = &*trainer.model;
         let validation_mse = validation.as_ref().map(|v| metrics::mse(&predict_dx_ops(model, v.inputs, v.previous, config.target), &v.dx));

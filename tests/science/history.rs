@@ -261,6 +261,17 @@ fn a_trained_history_model_beats_persistence() {
     let noise = &card["noise"];
     assert_eq!(noise["dims"], 2, "the simulator's default chain is planar");
     assert!(noise["fitted_nll"].as_f64().expect("fitted") < noise["initial_nll"].as_f64().expect("initial"), "{noise}");
+    // Calibrated on sampled rollouts from training windows: they keep the data's step
+    // about the centroid and its size, with a pull towards the centroid of its own.
+    for ratio in ["calibrated_motion_ratio", "calibrated_size_ratio"] {
+        let value = noise[ratio].as_f64().expect(ratio);
+        assert!((0.85..1.15).contains(&value), "{ratio} {value}: {noise}");
+    }
+    let confinement = noise["confinement"].as_f64().expect("confinement");
+    assert_eq!(card["hyperparameters"]["confinement"].as_f64(), Some(confinement));
+    assert!(confinement >= 0.0, "{noise}");
+    let centroid_filter = card["hyperparameters"]["centroid_filter"].as_array().expect("the centroid's filter, fitted after training");
+    assert_eq!(centroid_filter.len(), 2, "K − 1 coefficients");
     let sampled = &forecast["sampled"];
     assert_eq!(sampled["long_steps"], 1500);
     let rows = sampled["rows"].as_array().expect("rows");
