@@ -543,6 +543,8 @@ async fn mixed_load_on_shipped_models_runs_without_errors_or_cut_rollouts() {
         frames: frames.clone(),
         seconds: 6.0,
         rollout_steps: 200,
+        emit_every: 1,
+        sample: false,
         scenarios: vec![scenario],
     };
     let (predicts, infers, rollouts, history_rollouts) = (

@@ -130,6 +130,12 @@ enum Command {
         /// Steps each rollout asks for; one that finishes in time is started again.
         #[arg(long, default_value_t = 2000)]
         rollout_steps: u32,
+        /// Rollouts stream a frame every this many steps (a count of system-steps is the same).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+        emit_every: u32,
+        /// Rollouts are sampled (a stochastic model's x + dx + dx_std · ξ).
+        #[arg(long)]
+        sample: bool,
         /// Scenarios, e.g. predict:64x1 (64 clients, 1 frame each) or rollout:1x256
         /// (one ensemble rollout of 256 systems), infer:1x32 (ModelInfer of the Open Inference
         /// Protocol); default: the serving table's seven.
@@ -208,7 +214,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
             }
             Ok(())
         }
-        Command::Bench { model, models_dir, data, seconds, rollout_steps, scenarios, device, ort_lib } => {
+        Command::Bench { model, models_dir, data, seconds, rollout_steps, emit_every, sample, scenarios, device, ort_lib } => {
             if models_dir.is_some() {
                 init_runtime(ort_lib.as_deref())?;
             }
@@ -223,7 +229,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
                 None => "not measured (no --models-dir)".into(),
             };
             println!("{model} at {addr}; frames from {source}; {seconds} s per scenario; raw ONNX Runtime {raw}", addr = args.addr);
-            let config = LoadConfig { connection, model, models_dir, device, frames, seconds, rollout_steps, scenarios };
+            let config = LoadConfig { connection, model, models_dir, device, frames, seconds, rollout_steps, emit_every, sample, scenarios };
             let results = load::run(&config, |result| eprintln!("{} done: {:.0}/s", result.scenario, result.rate)).await?;
             print!("{}", load::table(&results));
             Ok(())

@@ -105,6 +105,10 @@ pub struct LoadConfig {
     pub seconds: f64,
     /// Steps each rollout asks for (a new one starts when one finishes within the time).
     pub rollout_steps: u32,
+    /// Rollouts stream every this many steps.
+    pub emit_every: u32,
+    /// Rollouts are sampled (x + dx + dx_std · ξ) rather than deterministic.
+    pub sample: bool,
     pub scenarios: Vec<Scenario>,
 }
 
@@ -309,7 +313,15 @@ async fn rollouts(config: &LoadConfig, scenario: Scenario, windows: &Windows) ->
     let mut clients = tokio::task::JoinSet::new();
     for (index, mut client) in connections.into_iter().enumerate() {
         let (positions, previous) = windows.batch(index * 97, scenario.batch);
-        let request = RolloutRequest { model: config.model.clone(), positions, steps: config.rollout_steps, emit_every: 1, previous, ..Default::default() };
+        let request = RolloutRequest {
+            model: config.model.clone(),
+            positions,
+            steps: config.rollout_steps,
+            emit_every: config.emit_every,
+            previous,
+            sample: config.sample,
+            ..Default::default()
+        };
         clients.spawn(async move {
             let mut tally = Tally::default();
             'rollouts: while Instant::now() < deadline {
@@ -321,13 +333,15 @@ async fn rollouts(config: &LoadConfig, scenario: Scenario, windows: &Windows) ->
                     }
                 };
                 let mut last = Instant::now();
-                let mut streamed = 0;
+                let (mut streamed, mut last_step) = (0, 0);
                 while let Some(frame) = frames.next().await {
                     match frame {
                         Ok(frame) => {
                             tally.latency(last.elapsed().as_secs_f64());
                             last = Instant::now();
-                            tally.done += frame.batch as usize;
+                            // A frame every `emit_every` steps stands for the steps since the last.
+                            tally.done += frame.batch as usize * frame.step.saturating_sub(last_step) as usize;
+                            last_step = frame.step;
                             streamed += 1;
                         }
                         Err(status) => {

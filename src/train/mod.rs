@@ -62,11 +62,7 @@ pub fn train_and_export(
             let (max_distance, acceleration_scale) = pair_force_scales(&request.split.train);
             let filter = forecast::LinearFilter::least_squares(&request.segments(), history_frames - 1);
             let centroid_filter = forecast::LinearFilter::centroid_least_squares(&request.segments(), history_frames - 1);
-            let noise_scale = forecast::LinearFilter::fitted_with_noise(&request.segments())
-                .noise
-                .map(|noise| (noise.iter().map(|s| f64::from(*s).powi(2)).sum::<f64>() / noise.len() as f64).sqrt())
-                .filter(|s| s.is_finite() && *s > 0.0)
-                .unwrap_or(acceleration_scale);
+            let noise_scale = residual_noise_scale(&request).unwrap_or(acceleration_scale);
             let mut model = PairForce::new(history_frames, max_distance, acceleration_scale).starting_from(filter).with_noise_scale(noise_scale);
             // The model scales its own terms; an output scale would scale its inertia too.
             let config = TrainConfig { output_scale: 1.0, ..request.config.clone() };
@@ -80,6 +76,15 @@ pub fn train_and_export(
         ModelKind::Se3mhaCentered => train_ops_model(Se3Transformer::attention(true), request, on_epoch),
         ModelKind::Se3netCentered => train_ops_model(Se3Transformer::transformer(true), request, on_epoch),
     }
+}
+
+/// The RMS over particles of the fitted linear filter's residual standard deviation:
+/// where a stochastic model's noise starts.
+fn residual_noise_scale(request: &ExportRequest) -> Option<f64> {
+    forecast::LinearFilter::fitted_with_noise(&request.segments())
+        .noise
+        .map(|noise| (noise.iter().map(|s| f64::from(*s).powi(2)).sum::<f64>() / noise.len() as f64).sqrt())
+        .filter(|s| s.is_finite() && *s > 0.0)
 }
 
 /// The pair-force model's basis range (1.2 × the largest pair distance in the training
