@@ -331,6 +331,26 @@ fn core(pool: PoolConfig, limits: Limits) -> Arc<DynamicsCore> {
     Arc::new(DynamicsCore::new(Arc::new(registry), limits))
 }
 
+/// Sessions that keep ONNX Runtime's CPU arena (`--cpu-arena`) compute the same
+/// trajectories as those that give their memory back.
+#[tokio::test]
+async fn sessions_with_the_cpu_arena_roll_out_the_same_frames() {
+    let start = || RolloutStart { positions: random_frames(32, 5).into_iter().map(|v| v * 0.1).collect(), steps: 30, emit_every: 10, ..Default::default() };
+    let mut frames = Vec::new();
+    for cpu_arena in [false, true] {
+        let core = core(PoolConfig { workers: Some(2), cpu_arena, ..PoolConfig::default() }, LIMITS);
+        let mut rollout = core.rollout("mlp", "", start()).expect("admitted");
+        let mut last = None;
+        while let Some(frame) = rollout.next().await {
+            last = Some(frame.expect("ok"));
+        }
+        let last = last.expect("frames");
+        assert_eq!((last.step, last.batch), (30, 32));
+        frames.push(last.positions);
+    }
+    assert_eq!(frames[0], frames[1], "the arena changed the frames");
+}
+
 #[tokio::test]
 async fn a_client_that_stops_reading_holds_no_one_back() {
     let core = core(PoolConfig { workers: Some(2), ..PoolConfig::default() }, LIMITS);
