@@ -29,14 +29,41 @@ fn direct(model_dir: &Path, history_frames: usize) -> OnnxModel {
     OnnxModel::load(&model_dir.join("model.onnx"), &card.onnx.signature, ExecutionDevice::Cpu, 1).expect("loads")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tritonclient_works_unmodified() {
-    let Some(python) = test_python("the tritonclient test") else { return };
-    // mlp: version 1 trained here, version 2 the shipped one; pairforce-h4 in the flat layout.
+/// A repository for both protocols' checks: mlp version 1 trained here and version 2
+/// the shipped one, pairforce-h4 in the flat layout.
+fn protocol_repository() -> tempfile::TempDir {
     let repository = tempfile::tempdir().expect("temp dir");
     copy_model(&trained_models_dir().join("mlp"), &repository.path().join("mlp/1"));
     copy_model(&shipped_model("mlp"), &repository.path().join("mlp/2"));
     copy_model(&shipped_model("pairforce-h4"), &repository.path().join("pairforce-h4"));
+    repository
+}
+
+/// What a tritonclient check script saved, against ONNX Runtime on the same tensors:
+/// mlp's dx per version, and pairforce-h4's dx and dx_std from its window. Gives the
+/// file, for what else it holds, and the window the script sent.
+fn served_tensors_match_onnx_runtime(results: &Path) -> (ndarray_npy::NpzReader<std::fs::File>, Array3<f32>, Array4<f32>) {
+    let mut npz = ndarray_npy::NpzReader::new(std::fs::File::open(results).expect("results")).expect("npz");
+    let batch = read(&mut npz, "batch").into_dimensionality::<Ix3>().expect("[B, 12, 3]");
+    for (name, dir) in [("dx", shipped_model("mlp")), ("dx_v1", trained_models_dir().join("mlp"))] {
+        let served = read(&mut npz, name).into_dimensionality::<Ix3>().expect("[B, 12, 3]");
+        let expected = direct(&dir, 1).run(batch.view()).expect("runs");
+        assert!(max_difference(&served, &expected) <= 1e-6, "{name}: {}", max_difference(&served, &expected));
+    }
+    let now = read(&mut npz, "now").into_dimensionality::<Ix3>().expect("[B, 12, 3]");
+    let previous: Array4<f32> = read(&mut npz, "previous").into_dimensionality::<Ix4>().expect("[B, 3, 12, 3]");
+    let (expected_dx, expected_std) = direct(&shipped_model("pairforce-h4"), 4).run_window_with_std(now.view(), previous.view()).expect("runs");
+    let served_dx = read(&mut npz, "history_dx").into_dimensionality::<Ix3>().expect("[B, 12, 3]");
+    let served_std = read(&mut npz, "history_std").into_dimensionality::<ndarray::Ix2>().expect("[B, 12]");
+    assert!(max_difference(&served_dx, &expected_dx) <= 1e-6, "history dx: {}", max_difference(&served_dx, &expected_dx));
+    assert!(max_difference(&served_std, &expected_std.expect("a stochastic model")) <= 1e-6, "history dx_std");
+    (npz, now, previous)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tritonclient_works_unmodified() {
+    let Some(python) = test_python("the tritonclient test") else { return };
+    let repository = protocol_repository();
     let pool = PoolConfig { workers: Some(2), queue_per_worker: 16, ..PoolConfig::default() };
     let mut server = TestServer::start_repository(repository.path(), pool, ModelControl::Explicit, TEST_SERVER_OPTIONS).await;
 
@@ -54,19 +81,8 @@ async fn tritonclient_works_unmodified() {
     assert!(output.status.success(), "check.py failed:\n{log}");
     assert!(log.contains("every check passed"), "{log}");
 
-    let mut npz = ndarray_npy::NpzReader::new(std::fs::File::open(&results).expect("results")).expect("npz");
-    let batch = read(&mut npz, "batch").into_dimensionality::<Ix3>().expect("[B, 12, 3]");
-    // ModelInfer's dx is what ONNX Runtime computes from the same tensors, per version.
-    for (name, dir) in [("dx", shipped_model("mlp")), ("dx_v1", trained_models_dir().join("mlp"))] {
-        let served = read(&mut npz, name).into_dimensionality::<Ix3>().expect("[B, 12, 3]");
-        let expected = direct(&dir, 1).run(batch.view()).expect("runs");
-        assert!(max_difference(&served, &expected) <= 1e-6, "{name}: {}", max_difference(&served, &expected));
-    }
-    let now = read(&mut npz, "now").into_dimensionality::<Ix3>().expect("[B, 12, 3]");
-    let previous: Array4<f32> = read(&mut npz, "previous").into_dimensionality::<Ix4>().expect("[B, 3, 12, 3]");
-    let served = read(&mut npz, "history_dx").into_dimensionality::<Ix3>().expect("[B, 12, 3]");
-    let expected = direct(&shipped_model("pairforce-h4"), 4).run_window(now.view(), previous.view()).expect("runs");
-    assert!(max_difference(&served, &expected) <= 1e-6, "history dx: {}", max_difference(&served, &expected));
+    // ModelInfer's tensors are what ONNX Runtime computes from the same inputs, per version.
+    let (mut npz, now, previous) = served_tensors_match_onnx_runtime(&results);
 
     // The streamed rollout equals the server's own Rollout of the same start (steps 3, 6, 7).
     let start = read(&mut npz, "start").into_dimensionality::<Ix3>().expect("[B, 12, 3]");
@@ -117,10 +133,7 @@ async fn tritonclient_http_works_unmodified() {
         rest::{RestOptions, serve_rest},
     };
     let Some(python) = test_python("the tritonclient.http test") else { return };
-    let repository = tempfile::tempdir().expect("temp dir");
-    copy_model(&trained_models_dir().join("mlp"), &repository.path().join("mlp/1"));
-    copy_model(&shipped_model("mlp"), &repository.path().join("mlp/2"));
-    copy_model(&shipped_model("pairforce-h4"), &repository.path().join("pairforce-h4"));
+    let repository = protocol_repository();
     let pool = PoolConfig { workers: Some(2), queue_per_worker: 16, ..PoolConfig::default() };
     let server = TestServer::start_repository(repository.path(), pool, ModelControl::Explicit, TEST_SERVER_OPTIONS).await;
     let rest = |tokens: Option<AccessTokens>, allow_unauthenticated_admin: bool| {
@@ -145,20 +158,7 @@ async fn tritonclient_http_works_unmodified() {
     .expect("joins");
     let log = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
     assert!(output.status.success() && log.contains("every check passed"), "check_http.py failed:\n{log}");
-    let mut npz = ndarray_npy::NpzReader::new(std::fs::File::open(&results).expect("results")).expect("npz");
-    let batch = read(&mut npz, "batch").into_dimensionality::<Ix3>().expect("[B, 12, 3]");
-    for (name, dir) in [("dx", shipped_model("mlp")), ("dx_v1", trained_models_dir().join("mlp"))] {
-        let served = read(&mut npz, name).into_dimensionality::<Ix3>().expect("[B, 12, 3]");
-        let expected = direct(&dir, 1).run(batch.view()).expect("runs");
-        assert!(max_difference(&served, &expected) <= 1e-6, "{name}: {}", max_difference(&served, &expected));
-    }
-    let now = read(&mut npz, "now").into_dimensionality::<Ix3>().expect("[B, 12, 3]");
-    let previous: Array4<f32> = read(&mut npz, "previous").into_dimensionality::<Ix4>().expect("[B, 3, 12, 3]");
-    let (expected_dx, expected_std) = direct(&shipped_model("pairforce-h4"), 4).run_window_with_std(now.view(), previous.view()).expect("runs");
-    let served_dx = read(&mut npz, "history_dx").into_dimensionality::<Ix3>().expect("[B, 12, 3]");
-    let served_std = read(&mut npz, "history_std").into_dimensionality::<ndarray::Ix2>().expect("[B, 12]");
-    assert!(max_difference(&served_dx, &expected_dx) <= 1e-6);
-    assert!(max_difference(&served_std, &expected_std.expect("a stochastic model")) <= 1e-6);
+    served_tensors_match_onnx_runtime(&results);
 
     // Raw HTTP: codes and the protocol's error bodies.
     let ask = |address: std::net::SocketAddr, request: String| async move {

@@ -232,6 +232,7 @@ np.savez(
     now=now,
     previous=previous,
     history_dx=history_dx,
+    history_std=history_std,
     start=start,
     rolled=np.stack(rolled),
     sampled=sampled,
