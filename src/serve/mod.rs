@@ -22,6 +22,8 @@ mod validate;
 #[cfg(feature = "serve")]
 pub mod grpc;
 #[cfg(feature = "serve")]
+mod listen;
+#[cfg(feature = "serve")]
 pub mod rest;
 
 pub use core::{DynamicsCore, Limits, MAX_MODEL_NAME, Prediction, RolloutEnder, RolloutStart};

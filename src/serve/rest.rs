@@ -32,6 +32,7 @@ use serde_json::{Map, Value, json};
 use super::{
     DynamicsCore, ModelVersion, Prediction, RepositoryError, ServeError, StatisticsSnapshot, Tally,
     grpc::access::{AccessTokens, Role},
+    listen::accept,
     metrics,
     open_inference::{BACKEND, NEXT_POSITIONS, PLATFORM, RequestInputs, TensorDims, tensor_dims},
 };
@@ -93,15 +94,7 @@ pub fn tls_acceptor(cert_pem: &[u8], key_pem: &[u8], client_ca_pem: Option<&[u8]
 pub async fn serve_rest(listener: tokio::net::TcpListener, core: Arc<DynamicsCore>, options: RestOptions) {
     let options = Arc::new(options);
     loop {
-        let stream = match listener.accept().await {
-            Ok((stream, _)) => stream,
-            Err(e) => {
-                // Out of file descriptors, say: wait a moment rather than spin.
-                tracing::warn!(error = %e, "http: cannot accept a connection");
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                continue;
-            }
-        };
+        let stream = accept(&listener, "http").await;
         let (core, options) = (Arc::clone(&core), Arc::clone(&options));
         let tls = options.tls.clone();
         let service = service_fn(move |request| {

@@ -12,7 +12,7 @@ use super::{
     inference::InferenceService,
 };
 use crate::proto::{FILE_DESCRIPTOR_SET, inference::grpc_inference_service_server::GrpcInferenceServiceServer, v1::dynamics_server::DynamicsServer};
-use crate::serve::{DynamicsCore, ModelControl, ModelRepository};
+use crate::serve::{DynamicsCore, ModelControl, ModelRepository, listen::accept};
 
 /// How long ended rollouts get to send their UNAVAILABLE before connections are cut.
 const UNAVAILABLE_FLUSH: Duration = Duration::from_millis(500);
@@ -176,15 +176,7 @@ pub async fn serve_metrics(listener: tokio::net::TcpListener, handle: metrics_ex
     let process = metrics_process::Collector::default();
     process.describe();
     loop {
-        let stream = match listener.accept().await {
-            Ok((stream, _)) => stream,
-            Err(e) => {
-                // Out of file descriptors, say: wait a moment rather than spin.
-                tracing::warn!(error = %e, "metrics: cannot accept a connection");
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                continue;
-            }
-        };
+        let stream = accept(&listener, "metrics").await;
         let (handle, tokens, process) = (handle.clone(), tokens.clone(), process.clone());
         let answer = service_fn(move |request: Request<hyper::body::Incoming>| {
             let reply = |status: StatusCode, body: String| {
