@@ -38,6 +38,13 @@ impl Pairs {
         &self.next - &self.inputs
     }
 
+    /// dx(t) − dx(t−1), the change of displacement (a step's acceleration); needs a
+    /// previous frame.
+    pub fn change_of_dx(&self) -> Array3<f32> {
+        let last = self.previous.dim().1.checked_sub(1).expect("a previous frame");
+        &self.dx() - &(&self.inputs - &self.previous.index_axis(Axis(1), last))
+    }
+
     /// The last `frames` of each pair's previous frames, [pairs, frames, 12, 3].
     pub fn previous_frames(&self, frames: usize) -> Array4<f32> {
         let held = self.previous.dim().1;

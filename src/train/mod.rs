@@ -99,8 +99,7 @@ fn pair_force_scales(train: &crate::data::Pairs) -> (f64, f64) {
             }
         }
     }
-    let last = train.previous.dim().1 - 1;
-    let change = &(&train.next - &train.inputs) - &(&train.inputs - &train.previous.index_axis(ndarray::Axis(1), last));
+    let change = train.change_of_dx();
     let rms = (change.iter().map(|v| f64::from(*v).powi(2)).sum::<f64>() / change.len().max(1) as f64).sqrt();
     (1.2 * largest.max(1e-3), if rms.is_finite() && rms > 0.0 { rms } else { 1.0 })
 }

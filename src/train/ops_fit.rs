@@ -412,10 +412,9 @@ struct RolloutCalibration {
 fn calibrate_rollouts<M: OpsModel>(model: &mut M, split: &Split, target: Target) -> RolloutCalibration {
     let train = &split.train;
     let dx = train.dx();
-    let data_motion = internal_rms_step(dx.view());
+    let data_motion = (squared_steps_about_centroid(dx.view()) / (dx.dim().0 * PARTICLES).max(1) as f64).sqrt();
     let data_size = train.inputs.outer_iter().map(radius_of_gyration).sum::<f64>() / train.len().max(1) as f64;
-    let last = train.previous.dim().1 - 1;
-    let change = &dx - &(&train.inputs - &train.previous.index_axis(Axis(1), last));
+    let change = train.change_of_dx();
     let acceleration = (change.iter().map(|v| f64::from(*v).powi(2)).sum::<f64>() / (change.len() / DIMS).max(1) as f64).sqrt();
     let confinement_unit = acceleration / data_size.max(f64::MIN_POSITIVE);
     let pairs = train.len();
@@ -458,14 +457,14 @@ fn calibrate_rollouts<M: OpsModel>(model: &mut M, split: &Split, target: Target)
     chosen
 }
 
-/// The RMS step per particle about the centroid of `moved` [frames, 12, 3].
-fn internal_rms_step(moved: ArrayView3<f32>) -> f64 {
+/// Σ |step − the centroid's step|² over every frame and particle of `moved` [frames, 12, 3].
+fn squared_steps_about_centroid(moved: ArrayView3<f32>) -> f64 {
     let mut squared = 0.0;
     for frame in moved.outer_iter() {
         let centroid = frame.mean_axis(Axis(0)).expect("12 particles");
         squared += frame.outer_iter().map(|p| (&p - &centroid).iter().map(|v| f64::from(*v).powi(2)).sum::<f64>()).sum::<f64>();
     }
-    (squared / (moved.dim().0 * PARTICLES).max(1) as f64).sqrt()
+    squared
 }
 
 /// The RMS step about the centroid and the mean radius of gyration over the last three
@@ -483,8 +482,7 @@ fn sampled_statistics<M: OpsModel>(model: &M, mut positions: Array3<f32>, mut pr
             return (f64::INFINITY, f64::INFINITY);
         }
         if step >= skipped {
-            let moved = &next - &positions;
-            squared += internal_rms_step(moved.view()).powi(2) * moved.dim().0 as f64;
+            squared += squared_steps_about_centroid((&next - &positions).view());
             size += next.outer_iter().map(radius_of_gyration).sum::<f64>();
             frames += next.dim().0;
         }
@@ -492,5 +490,5 @@ fn sampled_statistics<M: OpsModel>(model: &M, mut positions: Array3<f32>, mut pr
         positions = next;
     }
     let frames = frames.max(1) as f64;
-    ((squared / frames).sqrt(), size / frames)
+    ((squared / (frames * PARTICLES as f64)).sqrt(), size / frames)
 }
