@@ -137,7 +137,7 @@ pub struct NoiseInfo {
     /// dx_std is bounded at the largest value the training frames needed.
     pub largest_std: f64,
     /// The factor dx_std was then scaled by so that sampled rollouts from training
-    /// windows keep the training data's RMS step (1: the likelihood fit alone).
+    /// windows keep the training data's RMS step about the centroid (1: the likelihood fit alone).
     pub motion_factor: f64,
     /// The pull of every particle towards the centroid, κ (x̄ − x_i) per step, calibrated
     /// with the noise so that those rollouts keep the data's radius of gyration (models

@@ -67,7 +67,7 @@ struct Args {
     #[arg(long, env = "EQUISERVE_MAX_BATCH_FRAMES", default_value_t = PoolConfig::default().max_batch_frames)]
     max_batch_frames: usize,
     /// Keep ONNX Runtime's CPU memory arena in every session: large batches (ensemble
-    /// rollouts) run up to 1.7× as fast, but each session keeps the memory of its largest
+    /// rollouts) run about 1.6× as fast, but each session keeps the memory of its largest
     /// call (at most --max-call-bytes) for good, beside what --memory-budget accounts for.
     #[arg(long, env = "EQUISERVE_CPU_ARENA")]
     cpu_arena: bool,

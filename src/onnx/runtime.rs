@@ -137,7 +137,7 @@ impl OnnxModel {
     /// [`load`](Self::load), with ONNX Runtime's CPU memory arena when `cpu_arena`: the
     /// memory of the largest call stays with the session for the next, which spares large
     /// batches mapping and freeing their intermediates at every call (1,024-system
-    /// rollouts of pairforce-h4 ran 1.7× as fast on 2 cores) at the cost of keeping that
+    /// rollouts of pairforce-h4 ran 1.6× as fast on 2 cores) at the cost of keeping that
     /// peak for good.
     pub fn load_with_arena(path: &Path, signature: &Signature, device: ExecutionDevice, intra_threads: usize, cpu_arena: bool) -> Result<Self, RuntimeError> {
         let environment = init_runtime(None)?;
