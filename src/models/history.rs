@@ -2,18 +2,19 @@
 
 use crate::{data::FRAME_LEN, nn::Ops};
 
-/// The window's displacements as [B, 36, K−1]: column k − 1 is x(t−k+1) − x(t−k),
-/// newest first, for positions [B, 12, 3] and previous [B, K−1, 12, 3] (oldest
-/// first). One matmul of the window with a ±1 difference matrix (exact).
-pub fn window_displacements<O: Ops>(ops: &mut O, positions: &O::Tensor, previous: &O::Tensor, history_frames: usize) -> O::Tensor {
-    let k = history_frames;
+/// The window as [B, K, 36], oldest first: row w is x(t − K + 1 + w), for positions
+/// [B, 12, 3] and previous [B, K−1, 12, 3] (oldest first).
+pub fn window_frames<O: Ops>(ops: &mut O, positions: &O::Tensor, previous: &O::Tensor, history_frames: usize) -> O::Tensor {
     let frame = ops.reshape(positions, &[-1, 1, FRAME_LEN as i64]);
-    let earlier = ops.reshape(previous, &[-1, (k - 1) as i64, FRAME_LEN as i64]);
-    // [B, K, 36], oldest first: frame w is x(t − K + 1 + w).
-    let window = ops.concat(&[earlier, frame], 1);
-    let window = ops.transpose(&window, &[0, 2, 1]);
-    // D[w, k − 1] = +1 at w = K − k (x(t−k+1)), −1 at w = K − k − 1 (x(t−k)).
-    let differences: Vec<f64> = (0..k)
+    let earlier = ops.reshape(previous, &[-1, (history_frames - 1) as i64, FRAME_LEN as i64]);
+    ops.concat(&[earlier, frame], 1)
+}
+
+/// D [K, K−1]: the window's displacements as combinations of its frames, newest first:
+/// D[w, k − 1] = +1 at w = K − k (x(t−k+1)), −1 at w = K − k − 1 (x(t−k)).
+fn differences(history_frames: usize) -> Vec<f64> {
+    let k = history_frames;
+    (0..k)
         .flat_map(|w| {
             (1..k).map(move |step| {
                 if w == k - step {
@@ -25,9 +26,47 @@ pub fn window_displacements<O: Ops>(ops: &mut O, positions: &O::Tensor, previous
                 }
             })
         })
-        .collect();
-    let differences = ops.constant(&[k, k - 1], &differences);
+        .collect()
+}
+
+/// The window's displacements as [B, 36, K−1]: column k − 1 is x(t−k+1) − x(t−k),
+/// newest first. One matmul of the window with a ±1 difference matrix (exact).
+pub fn window_displacements<O: Ops>(ops: &mut O, positions: &O::Tensor, previous: &O::Tensor, history_frames: usize) -> O::Tensor {
+    let window = window_frames(ops, positions, previous, history_frames);
+    let window = ops.transpose(&window, &[0, 2, 1]);
+    let differences = ops.constant(&[history_frames, history_frames - 1], &differences(history_frames));
     ops.matmul(&window, &differences)
+}
+
+/// The window's displacements [B, K−1, 36] for a window [B, K, 36] ([`window_frames`]),
+/// oldest first: row w is x(t−K+2+w) − x(t−K+1+w). Neighbouring frames are subtracted
+/// directly, so in f32 a displacement is rounded relative to itself, not to the
+/// positions (a weighted sum of frames lost a factor 100 there).
+pub fn window_steps<O: Ops>(ops: &mut O, window: &O::Tensor, history_frames: usize) -> O::Tensor {
+    let later = ops.slice(window, 1, 1, history_frames);
+    let earlier = ops.slice(window, 1, 0, history_frames - 1);
+    ops.sub(&later, &earlier)
+}
+
+/// The matrix [(K−1)·36, 36] that maps the window's displacements, flattened
+/// [B, (K−1)·36] ([`window_steps`], oldest first), to Σ_k c_k (block · d_k), for a
+/// filter `coefficients` [K−1, 1] (newest first, c_1 on x(t) − x(t−1)) and a `block`
+/// [36, 36] (the identity: the filter itself). Applied as one matmul: broadcasting
+/// [B, K−1, 36] against [K−1, 1] took ONNX Runtime's slow path (a trailing axis of one).
+pub fn step_filter<O: Ops>(ops: &mut O, coefficients: &O::Tensor, block: &[f64], history_frames: usize) -> O::Tensor {
+    let taps = history_frames - 1;
+    let reversal: Vec<f64> = (0..taps * taps).map(|k| f64::from(u8::from(k / taps + k % taps == taps - 1))).collect();
+    let reversal = ops.constant(&[taps, taps], &reversal);
+    let oldest_first = ops.matmul(&reversal, coefficients);
+    let oldest_first = ops.reshape(&oldest_first, &[taps as i64, 1, 1]);
+    let block = ops.constant(&[1, FRAME_LEN, FRAME_LEN], block);
+    let filter = ops.mul(&oldest_first, &block);
+    ops.reshape(&filter, &[(taps * FRAME_LEN) as i64, FRAME_LEN as i64])
+}
+
+/// The identity [36, 36], row-major.
+pub fn identity_block() -> Vec<f64> {
+    (0..FRAME_LEN * FRAME_LEN).map(|k| f64::from(u8::from(k / FRAME_LEN == k % FRAME_LEN))).collect()
 }
 
 #[cfg(test)]
@@ -53,6 +92,27 @@ mod tests {
                 (0..FRAME_LEN).map(|i| ((k - 1) * (k - 1)) as f64 * (i / 3 + i % 3 + 1) as f64 - (k * k) as f64 * (i / 3 + i % 3 + 1) as f64).enumerate()
             {
                 assert_eq!(out[[0, i, k - 1]], expected, "d_{k} at {i}");
+            }
+        }
+    }
+
+    #[test]
+    fn filtering_the_steps_weights_the_displacements_newest_first() {
+        let positions = ArrayD::from_shape_fn(IxDyn(&[2, PARTICLES, DIMS]), |ix| ((ix[0] * 36 + ix[1] * 3 + ix[2]) as f64 * 0.37).sin());
+        let previous = ArrayD::from_shape_fn(IxDyn(&[2, 3, PARTICLES, DIMS]), |ix| ((ix[0] * 144 + ix[1] * 36 + ix[2] * 3 + ix[3]) as f64 * 0.61).cos());
+        let coefficients = [0.7, -0.2, 0.05];
+        let displacements = window_displacements(&mut Eager, &positions, &previous, 4);
+        let window = window_frames(&mut Eager, &positions, &previous, 4);
+        let steps = window_steps(&mut Eager, &window, 4);
+        let steps = steps.into_shape_with_order(IxDyn(&[2, 3 * FRAME_LEN])).unwrap();
+        let weights = ArrayD::from_shape_vec(IxDyn(&[3, 1]), coefficients.to_vec()).unwrap();
+        let filter = step_filter(&mut Eager, &weights, &identity_block(), 4);
+        let filtered = Eager.matmul(&steps, &filter);
+        assert_eq!(filtered.shape(), [2, FRAME_LEN]);
+        for b in 0..2 {
+            for i in 0..FRAME_LEN {
+                let expected: f64 = (0..3).map(|k| coefficients[k] * displacements[[b, i, k]]).sum();
+                assert!((filtered[[b, i]] - expected).abs() < 1e-12, "{b} {i}");
             }
         }
     }

@@ -29,7 +29,10 @@
 //! below the residual), but it sets how large the chain grows over thousands of sampled
 //! steps; it is calibrated with the noise, so that sampled rollouts keep the data's size.
 
-use super::{ModelInputs, OpsModel, graph::pairwise, history::window_displacements};
+use super::{
+    ModelInputs, OpsModel,
+    history::{identity_block, step_filter, window_frames, window_steps},
+};
 use crate::{
     data::{DIMS, PARTICLES},
     nn::{Ops, Unary},
@@ -39,6 +42,11 @@ use crate::{
 pub const BASIS: usize = 16;
 const N: i64 = PARTICLES as i64;
 const DISTINCT_PAIRS: usize = PARTICLES * (PARTICLES - 1) / 2;
+/// The largest squared distance, in widths, from a Gaussian's centre that the basis
+/// evaluates: e^−50 ≈ 2e−22.
+const GAUSSIAN_CUTOFF: f64 = 50.0;
+/// A radial weight below this fraction of the largest acts below f32's resolution.
+const NEGLIGIBLE: f64 = 1e-9;
 /// No bound on ln σ until the fit sets one: finite in f32.
 const UNREACHED: f64 = 1e30;
 
@@ -118,75 +126,113 @@ impl PairForce {
         self.centroid_filter = Some(coefficients);
     }
 
-    /// The row of each ordered pair (src, dst) in the radial weights; a particle with
-    /// itself reads row 0 (its pair vector is zero).
-    fn pair_rows() -> Vec<usize> {
-        (0..PARTICLES * PARTICLES)
-            .map(|p| {
-                let (a, b) = (p / PARTICLES, p % PARTICLES);
-                let (i, j) = (a.min(b), a.max(b));
-                if i == j { 0 } else { i * (2 * PARTICLES - i - 1) / 2 + (j - i - 1) }
-            })
-            .collect()
+    /// Zeroes the radial weights below 1e-9 of the largest, after training: those of
+    /// Gaussians the data never reached keep what Adam's normalised steps on vanishing
+    /// gradients left (down to 1e-36 on paths.npz), far below any force's resolution,
+    /// and in f32 their products with the basis are subnormal numbers, which ran the
+    /// graph 2.6× slower in ONNX Runtime.
+    pub fn zero_negligible_weights(&mut self) {
+        let largest = self.radial.iter().fold(0.0_f64, |m, w| m.max(w.abs()));
+        self.radial.iter_mut().filter(|w| w.abs() < NEGLIGIBLE * largest).for_each(|w| *w = 0.0);
     }
 
-    /// dx: the filter of the window's displacements plus the pair forces, from the pair
-    /// vectors and basis.
+    /// The particles (i, j), i < j, of each distinct pair, in the radial weights' order.
+    fn distinct_pairs() -> impl Iterator<Item = (usize, usize)> {
+        (0..PARTICLES).flat_map(|i| (i + 1..PARTICLES).map(move |j| (i, j)))
+    }
+
+    /// [36, 3·66]: a frame [B, 36] times it is every distinct pair's vector x_i − x_j,
+    /// components first ([B, 3, 66]).
+    fn pair_differences() -> Vec<f64> {
+        let columns = DIMS * DISTINCT_PAIRS;
+        let mut matrix = vec![0.0; PARTICLES * DIMS * columns];
+        for (pair, (i, j)) in Self::distinct_pairs().enumerate() {
+            for d in 0..DIMS {
+                matrix[(i * DIMS + d) * columns + d * DISTINCT_PAIRS + pair] = 1.0;
+                matrix[(j * DIMS + d) * columns + d * DISTINCT_PAIRS + pair] = -1.0;
+            }
+        }
+        matrix
+    }
+
+    /// [3·66, 36]: sums f (x_i − x_j) per pair into the particles, −f on i and +f on j
+    /// (the difference matrix, transposed and negated).
+    fn pair_forces_on_particles() -> Vec<f64> {
+        let (rows, columns) = (PARTICLES * DIMS, DIMS * DISTINCT_PAIRS);
+        let differences = Self::pair_differences();
+        (0..columns * rows).map(|k| -differences[(k % rows) * columns + k / rows]).collect()
+    }
+
+    /// [36, 36]: the mean over the particles, per coordinate, times `factor`.
+    fn centroid_block(factor: f64) -> Vec<f64> {
+        let n = PARTICLES * DIMS;
+        (0..n * n).map(|k| if (k / n) % DIMS == (k % n) % DIMS { factor / PARTICLES as f64 } else { 0.0 }).collect()
+    }
+
+    /// dx [B, 12, 3]: the filter of the window's displacements plus the pair forces, from
+    /// the distinct pairs' vectors [B, 3, 66] and basis [B, BASIS, 66]. Every broadcast
+    /// runs along the last axis (ONNX Runtime's fast path) or is a matmul.
     fn mean<O: Ops>(&self, ops: &mut O, inputs: &ModelInputs<O::Tensor>, vec: &O::Tensor, basis: &O::Tensor) -> O::Tensor {
         let previous = inputs.previous.expect("a history model reads previous frames");
-        // Inertia: Σ c_k d_k as one matmul of the window's displacements.
-        let displacements = window_displacements(ops, inputs.positions, previous, self.history_frames);
-        let taps = (self.history_frames - 1) as i64;
+        let frame_len = (PARTICLES * DIMS) as i64;
+        // Inertia: Σ c_k d_k, and the centroid's own Σ_k (c'_k − c_k) d̄_k [B, 36].
+        let window = window_frames(ops, inputs.positions, previous, self.history_frames);
+        let steps = window_steps(ops, &window, self.history_frames);
+        let steps = ops.reshape(&steps, &[-1, (self.history_frames - 1) as i64 * frame_len]);
         let filter = ops.weight(&[self.history_frames - 1, 1], &self.filter);
-        let inertia = ops.matmul(&displacements, &filter);
-        let inertia = ops.reshape(&inertia, &[-1, N, DIMS as i64]);
-        // The centroid's own inertia: Σ_k (c'_k − c_k) d̄_k, the same for every particle.
-        let inertia = match &self.centroid_filter {
+        let filter = step_filter(ops, &filter, &identity_block(), self.history_frames);
+        let filter = match &self.centroid_filter {
             Some(centroid_filter) => {
-                let centroid = ops.reshape(&displacements, &[-1, N, DIMS as i64 * taps]);
-                let centroid = ops.reduce_sum(&centroid, 1, true);
-                let centroid = ops.scale(&centroid, 1.0 / N as f64);
-                let centroid = ops.reshape(&centroid, &[-1, taps]);
                 let correction: Vec<f64> = centroid_filter.iter().zip(&self.filter).map(|(own, shared)| own - shared).collect();
-                let correction = ops.weight(&[self.history_frames - 1, 1], &correction);
-                let centroid = ops.matmul(&centroid, &correction);
-                let centroid = ops.reshape(&centroid, &[-1, 1, DIMS as i64]);
-                ops.add(&inertia, &centroid)
+                let correction = ops.constant(&[self.history_frames - 1, 1], &correction);
+                let correction = step_filter(ops, &correction, &Self::centroid_block(1.0), self.history_frames);
+                ops.add(&filter, &correction)
             }
-            None => inertia,
+            None => filter,
         };
+        let inertia = ops.matmul(&steps, &filter);
 
-        // Pair forces: vec[(src, dst)] = x_src − x_dst, components first [B, 3, 144].
+        // Pair forces: f_ij(|r_ij|) on each distinct pair's vector, summed into the
+        // particles [B, 36].
         let radial = ops.weight(&[DISTINCT_PAIRS, BASIS], &self.radial);
-        let radial = ops.gather(&radial, 0, &Self::pair_rows());
+        let radial = ops.transpose(&radial, &[1, 0]);
         let strength = ops.mul(basis, &radial);
-        let strength = ops.reduce_sum(&strength, 2, false);
-        let strength = ops.reshape(&strength, &[-1, 1, N * N]);
+        let strength = ops.reduce_sum(&strength, 1, true);
         let force = ops.mul(vec, &strength);
-        let force = ops.reshape(&force, &[-1, DIMS as i64, N, N]);
-        let force = ops.reduce_sum(&force, 2, false);
-        let force = ops.transpose(&force, &[0, 2, 1]);
+        let force = ops.reshape(&force, &[-1, (DIMS * DISTINCT_PAIRS) as i64]);
+        let on_particles = ops.constant(&[DIMS * DISTINCT_PAIRS, PARTICLES * DIMS], &Self::pair_forces_on_particles());
+        let force = ops.matmul(&force, &on_particles);
         let force = ops.scale(&force, self.acceleration_scale);
 
         // Confinement: κ (x̄ − x_i).
-        let centroid = ops.reduce_sum(inputs.positions, 1, true);
-        let centroid = ops.scale(&centroid, 1.0 / N as f64);
-        let pull = ops.sub(&centroid, inputs.positions);
-        let pull = ops.scale(&pull, self.confinement);
-        let force = ops.add(&force, &pull);
-        ops.add(&inertia, &force)
+        let frame = ops.reshape(inputs.positions, &[-1, frame_len]);
+        let pull: Vec<f64> =
+            Self::centroid_block(self.confinement).iter().zip(identity_block()).map(|(centroid, own)| centroid - self.confinement * own).collect();
+        let pull = ops.constant(&[PARTICLES * DIMS, PARTICLES * DIMS], &pull);
+        let pull = ops.matmul(&frame, &pull);
+
+        let dx = ops.add(&inertia, &force);
+        let dx = ops.add(&dx, &pull);
+        ops.reshape(&dx, &[-1, N, DIMS as i64])
     }
 
     /// σ_i = s · exp(b_i + Σ_m w_m Σ_j φ_m(|r_ij|)), clipped at the bound: only
-    /// distances, so invariant.
+    /// distances, so invariant. The sum over j counts the particle itself (φ(0)).
     fn std<O: Ops>(&self, ops: &mut O, basis: &O::Tensor) -> O::Tensor {
-        // Every particle's own pair (length 0) adds the same φ(0): part of b_i.
-        let crowding = ops.reshape(basis, &[-1, N, N, BASIS as i64]);
-        let crowding = ops.reduce_sum(&crowding, 2, false);
-        let crowding = ops.reshape(&crowding, &[-1, BASIS as i64]);
+        // Σ_m w_m φ_m of each distinct pair, added to both its particles, as one matmul
+        // of the basis [B, BASIS·66] with w ⊗ membership [BASIS·66, 12].
         let weights = ops.weight(&[BASIS, 1], &self.noise_radial);
-        let log_std = ops.matmul(&crowding, &weights);
-        let log_std = ops.reshape(&log_std, &[-1, N]);
+        let per_basis = ops.reshape(&weights, &[BASIS as i64, 1, 1]);
+        let membership: Vec<f64> = Self::distinct_pairs().flat_map(|(i, j)| (0..PARTICLES).map(move |p| f64::from(u8::from(p == i || p == j)))).collect();
+        let membership = ops.constant(&[1, DISTINCT_PAIRS, PARTICLES], &membership);
+        let crowding = ops.mul(&per_basis, &membership);
+        let crowding = ops.reshape(&crowding, &[(BASIS * DISTINCT_PAIRS) as i64, N]);
+        let flat = ops.reshape(basis, &[-1, (BASIS * DISTINCT_PAIRS) as i64]);
+        let log_std = ops.matmul(&flat, &crowding);
+        let at_zero: Vec<f64> = self.centres().iter().map(|c| (-(c / self.basis_width()).powi(2).min(GAUSSIAN_CUTOFF)).exp()).collect();
+        let at_zero = ops.constant(&[1, BASIS], &at_zero);
+        let itself = ops.matmul(&at_zero, &weights);
+        let log_std = ops.add(&log_std, &itself);
         let bias = ops.weight(&[PARTICLES], &self.noise_bias);
         let log_std = ops.add(&log_std, &bias);
         let log_std = ops.clip(&log_std, -UNREACHED, self.noise_bound.ln());
@@ -194,16 +240,39 @@ impl PairForce {
         ops.scale(&std, self.noise_scale)
     }
 
-    /// Pair vectors [B, 3, 144] and the Gaussian basis on their lengths [B, 144, BASIS].
+    /// The Gaussians' spacing, which is also their width.
+    fn basis_width(&self) -> f64 {
+        self.max_distance / (BASIS - 1) as f64
+    }
+
+    fn centres(&self) -> Vec<f64> {
+        (0..BASIS).map(|m| m as f64 * self.basis_width()).collect()
+    }
+
+    /// The distinct pairs' vectors [B, 3, 66] and the Gaussian basis on their lengths
+    /// [B, BASIS, 66]: only the 66 distinct pairs, with the pairs on the last axis (ONNX
+    /// Runtime broadcasts a trailing axis of one element by element, 10× slower).
     fn pair_basis<O: Ops>(&self, ops: &mut O, positions: &O::Tensor) -> (O::Tensor, O::Tensor) {
-        let (vec, length) = pairwise(ops, positions);
-        let step = self.max_distance / (BASIS - 1) as f64;
-        let centres: Vec<f64> = (0..BASIS).map(|m| m as f64 * step).collect();
-        let centres = ops.constant(&[BASIS], &centres);
-        let length = ops.reshape(&length, &[-1, N * N, 1]);
+        let frame = ops.reshape(positions, &[-1, (PARTICLES * DIMS) as i64]);
+        let differences = ops.constant(&[PARTICLES * DIMS, DIMS * DISTINCT_PAIRS], &Self::pair_differences());
+        let vec = ops.matmul(&frame, &differences);
+        let vec = ops.reshape(&vec, &[-1, DIMS as i64, DISTINCT_PAIRS as i64]);
+        let squared = ops.mul(&vec, &vec);
+        let squared = ops.reduce_sum(&squared, 1, true);
+        // Distinct particles never coincide in data, but a trained pair of positions
+        // could: 1e-30 keeps the square root's gradient finite there.
+        let squared = ops.clip(&squared, 1e-30, f64::INFINITY);
+        let length = ops.unary(&squared, Unary::Sqrt);
+        let width = self.basis_width();
+        let length = ops.scale(&length, 1.0 / width);
+        let centres: Vec<f64> = self.centres().iter().map(|c| c / width).collect();
+        let centres = ops.constant(&[BASIS, 1], &centres);
         let diff = ops.sub(&length, &centres);
-        let diff = ops.scale(&diff, 1.0 / step);
         let diff = ops.mul(&diff, &diff);
+        // A Gaussian's tail below e^−50 is far below f32's resolution of the sum it
+        // joins; cut there, f32 graphs never compute with subnormal numbers (they ran
+        // at half speed in ONNX Runtime).
+        let diff = ops.clip(&diff, 0.0, GAUSSIAN_CUTOFF);
         let diff = ops.unary(&diff, Unary::Neg);
         (vec, ops.unary(&diff, Unary::Exp))
     }
@@ -293,18 +362,24 @@ mod tests {
     use crate::nn::Eager;
 
     #[test]
-    fn pair_rows_are_symmetric_and_cover_every_pair_once() {
-        let rows = PairForce::pair_rows();
-        let mut seen = vec![0; DISTINCT_PAIRS];
-        for a in 0..PARTICLES {
-            for b in 0..PARTICLES {
-                assert_eq!(rows[a * PARTICLES + b], rows[b * PARTICLES + a]);
-                if a < b {
-                    seen[rows[a * PARTICLES + b]] += 1;
-                }
+    fn pair_differences_give_every_distinct_pair_once() {
+        let matrix = PairForce::pair_differences();
+        let columns = DISTINCT_PAIRS * DIMS;
+        let frame: Vec<f64> = (0..PARTICLES * DIMS).map(|k| (k as f64 * 0.83).sin()).collect();
+        let vectors: Vec<f64> = (0..columns).map(|c| (0..PARTICLES * DIMS).map(|r| frame[r] * matrix[r * columns + c]).sum()).collect();
+        let forces = PairForce::pair_forces_on_particles();
+        let pairs: Vec<_> = PairForce::distinct_pairs().collect();
+        assert_eq!(pairs.len(), DISTINCT_PAIRS);
+        for (pair, &(i, j)) in pairs.iter().enumerate() {
+            assert!(i < j);
+            for d in 0..DIMS {
+                let column = d * DISTINCT_PAIRS + pair;
+                assert_eq!(vectors[column], frame[i * DIMS + d] - frame[j * DIMS + d]);
+                // The force on i is −f (x_i − x_j), on j +f (x_i − x_j).
+                assert_eq!(forces[column * PARTICLES * DIMS + i * DIMS + d], -1.0);
+                assert_eq!(forces[column * PARTICLES * DIMS + j * DIMS + d], 1.0);
             }
         }
-        assert!(seen.iter().all(|&n| n == 1), "{seen:?}");
     }
 
     /// Forces come in equal and opposite pairs and the particles' filter acts on
@@ -330,6 +405,59 @@ mod tests {
                 assert!(total.abs() < 1e-12 * scale * PARTICLES as f64, "net force {total}");
             }
         }
+    }
+
+    /// The graph computes the model's formula, summed here pair by pair (the 66 distinct
+    /// pairs, the particle itself in the crowding, the centroid's filter).
+    #[test]
+    fn the_graph_computes_the_formula() {
+        let mut model = PairForce::new(3, 2.5, 0.7).with_noise_scale(0.3);
+        model.filter = vec![0.9, -0.25];
+        model.set_centroid_filter(vec![0.5, 0.4]);
+        model.confinement = 0.05;
+        model.radial.iter_mut().enumerate().for_each(|(i, w)| *w = ((i * 5) as f64 * 0.41).cos());
+        model.noise_bias.iter_mut().enumerate().for_each(|(i, w)| *w = (i as f64 * 0.3).sin() * 0.2);
+        model.noise_radial.iter_mut().enumerate().for_each(|(i, w)| *w = (i as f64 * 0.7).cos() * 0.1);
+        let x = ArrayD::from_shape_fn(IxDyn(&[1, PARTICLES, DIMS]), |ix| ((ix[1] * 3 + ix[2]) as f64 * 1.3).sin() * 1.2);
+        let previous = ArrayD::from_shape_fn(IxDyn(&[1, 2, PARTICLES, DIMS]), |ix| {
+            x[[0, ix[2], ix[3]]] - 0.02 * (2 - ix[1]) as f64 * ((ix[2] * 3 + ix[3] + ix[1]) as f64).cos()
+        });
+        let (dx, std) = model.forward_with_std(&mut Eager, &ModelInputs { positions: &x, previous: Some(&previous) });
+        let std = std.expect("stochastic");
+
+        let at = |frame: usize, p: usize, d: usize| if frame == 2 { x[[0, p, d]] } else { previous[[0, frame, p, d]] };
+        let step = |k: usize, p: usize, d: usize| at(3 - k, p, d) - at(2 - k, p, d);
+        let phi = |r: f64, m: usize| (-((r - m as f64 * model.basis_width()) / model.basis_width()).powi(2).min(GAUSSIAN_CUTOFF)).exp();
+        let distance = |i: usize, j: usize| (0..DIMS).map(|d| (x[[0, i, d]] - x[[0, j, d]]).powi(2)).sum::<f64>().sqrt();
+        let pairs: Vec<_> = PairForce::distinct_pairs().collect();
+        let strength = |i: usize, j: usize| {
+            let row = pairs.iter().position(|&p| p == (i.min(j), i.max(j))).unwrap();
+            (0..BASIS).map(|m| model.radial[row * BASIS + m] * phi(distance(i, j), m)).sum::<f64>()
+        };
+        for i in 0..PARTICLES {
+            for d in 0..DIMS {
+                let centroid = |k: usize| (0..PARTICLES).map(|p| step(k, p, d)).sum::<f64>() / PARTICLES as f64;
+                let inertia: f64 = (1..3).map(|k| model.filter[k - 1] * (step(k, i, d) - centroid(k)) + [0.5, 0.4][k - 1] * centroid(k)).sum();
+                let force: f64 = (0..PARTICLES).filter(|&j| j != i).map(|j| 0.7 * strength(i, j) * (x[[0, j, d]] - x[[0, i, d]])).sum();
+                let mean = (0..PARTICLES).map(|p| x[[0, p, d]]).sum::<f64>() / PARTICLES as f64;
+                let expected = inertia + force + 0.05 * (mean - x[[0, i, d]]);
+                assert!((dx[[0, i, d]] - expected).abs() < 1e-12, "dx[{i}, {d}] {} vs {expected}", dx[[0, i, d]]);
+            }
+            let crowding: f64 = (0..PARTICLES).map(|j| (0..BASIS).map(|m| model.noise_radial[m] * phi(distance(i, j), m)).sum::<f64>()).sum();
+            let expected = 0.3 * (model.noise_bias[i] + crowding).exp();
+            assert!((std[[0, i]] - expected).abs() < 1e-12 * expected, "std[{i}] {} vs {expected}", std[[0, i]]);
+        }
+    }
+
+    #[test]
+    fn negligible_weights_are_zeroed_and_the_rest_kept() {
+        let mut model = PairForce::new(2, 3.0, 1.0);
+        model.radial[0] = 0.02;
+        model.radial[1] = -1e-11;
+        model.radial[2] = 1e-36;
+        model.radial[3] = -1e-10;
+        model.zero_negligible_weights();
+        assert_eq!(&model.radial[..4], &[0.02, 0.0, 0.0, -1e-10]);
     }
 
     /// The confinement alone pulls every particle towards the centroid, in proportion.
