@@ -41,13 +41,23 @@ pub fn radius_of_gyration(frame: ArrayView2<f32>) -> f64 {
     (squared / PARTICLES as f64).sqrt()
 }
 
-/// A window one step on: of `previous` [B, H, 12, 3] (oldest first) the oldest frame
-/// leaves and `frame` [B, 12, 3] joins as the newest. An empty window stays empty.
-pub fn advance_window(previous: &Array4<f32>, frame: ArrayView3<f32>) -> Array4<f32> {
-    if previous.dim().1 == 0 {
-        return previous.clone();
+/// Moves a window one step on, in place: of `window` [B, H, 12, 3] (oldest first) the
+/// oldest frame leaves and `frame` [B, 12, 3] joins as the newest. An empty window stays
+/// empty. Contiguous windows shift by memmove (concatenating a new window along its
+/// second axis, strided, was a twentieth of a served ensemble's time).
+pub fn advance_window(window: &mut Array4<f32>, frame: ArrayView3<f32>) {
+    let held = window.dim().1;
+    if held == 0 {
+        return;
     }
-    concatenate(Axis(1), &[previous.slice(s![.., 1.., .., ..]), frame.insert_axis(Axis(1))]).expect("frames of one shape")
+    if let (Some(frames), Some(newest)) = (window.as_slice_mut(), frame.as_slice()) {
+        for (frames, newest) in frames.chunks_exact_mut(held * FRAME_LEN).zip(newest.chunks_exact(FRAME_LEN)) {
+            frames.copy_within(FRAME_LEN.., 0);
+            frames[(held - 1) * FRAME_LEN..].copy_from_slice(newest);
+        }
+    } else {
+        *window = concatenate(Axis(1), &[window.slice(s![.., 1.., .., ..]), frame.insert_axis(Axis(1))]).expect("frames of one shape");
+    }
 }
 
 /// A sequence of snapshots, float32 `[frames, 12, 3]`, all finite.
@@ -122,5 +132,32 @@ impl Trajectory {
 
     pub fn frames(&self) -> usize {
         self.positions.dim().0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ndarray::{Array3, Array4, ShapeBuilder};
+
+    use super::*;
+
+    /// Both ways of moving a window (a contiguous one in place, any other by
+    /// concatenation) drop the oldest frame and append the newest.
+    #[test]
+    fn a_window_moves_one_frame_on() {
+        let value = |b: usize, k: usize, i: usize| (b * 1000 + k * 100 + i) as f32;
+        let frame = Array3::from_shape_fn((2, PARTICLES, DIMS), |(b, p, d)| value(b, 9, p * DIMS + d));
+        let contiguous = Array4::from_shape_fn((2, 3, PARTICLES, DIMS), |(b, k, p, d)| value(b, k, p * DIMS + d));
+        let strided = Array4::from_shape_fn((2, 3, PARTICLES, DIMS).f(), |(b, k, p, d)| value(b, k, p * DIMS + d));
+        for mut window in [contiguous, strided] {
+            advance_window(&mut window, frame.view());
+            for b in 0..2 {
+                for (k, source) in [1, 2, 9].into_iter().enumerate() {
+                    for i in 0..FRAME_LEN {
+                        assert_eq!(window[[b, k, i / DIMS, i % DIMS]], value(b, source, i));
+                    }
+                }
+            }
+        }
     }
 }

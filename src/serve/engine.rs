@@ -133,6 +133,34 @@ struct Job {
     reply: oneshot::Sender<Result<Answer, RuntimeError>>,
 }
 
+/// Queued parts of one call, in order: their answers, once run, stack into its answer.
+pub(crate) struct Pending {
+    answers: Vec<oneshot::Receiver<Result<Answer, RuntimeError>>>,
+}
+
+impl Pending {
+    async fn answer(self) -> Result<Answer, EngineError> {
+        let mut outputs = Vec::with_capacity(self.answers.len());
+        let mut times = CallTimes::default();
+        for answer in self.answers {
+            let answer = answer.await.map_err(|_| EngineError::Lost)??;
+            times = times.longest(answer.times);
+            outputs.push(answer.outputs);
+        }
+        if outputs.len() == 1 {
+            return Ok(Answer { outputs: outputs.pop().expect("one part"), times });
+        }
+        NamedTensors::concatenate(&outputs)
+            .map(|outputs| Answer { outputs, times })
+            .ok_or_else(|| EngineError::Runtime(RuntimeError::Inference("the parts' outputs do not stack".into())))
+    }
+
+    /// The call's outputs, stacked in the order of its rows.
+    pub(crate) async fn outputs(self) -> Result<NamedTensors, EngineError> {
+        self.answer().await.map(|answer| answer.outputs)
+    }
+}
+
 impl Job {
     /// Whoever asked is gone (a cancelled call, a passed deadline, a dropped rollout):
     /// running it would only keep the cores from work someone waits for.
@@ -335,9 +363,10 @@ impl ModelWorkers {
         answer.map(|answer| answer.outputs)
     }
 
-    /// One step of the model's rollouts: never turned away, and taken before requests.
-    pub async fn step_rollouts(&self, inputs: NamedTensors) -> Result<NamedTensors, EngineError> {
-        self.run(inputs, &self.rollout_steps).await.map(|answer| answer.outputs)
+    /// One step of the model's rollouts, queued at once (never turned away, taken before
+    /// requests): the caller can work while it runs, then await its outputs.
+    pub(crate) fn send_rollout_step(&self, inputs: NamedTensors) -> Result<Pending, EngineError> {
+        self.send(inputs, &self.rollout_steps)
     }
 
     fn admit(&self, frames: usize) -> Result<Admission<'_>, EngineError> {
@@ -358,6 +387,11 @@ impl ModelWorkers {
 
     /// Queues `inputs` (in parts, when worth it) and gathers the answer.
     async fn run(&self, inputs: NamedTensors, queue: &Sender<Job>) -> Result<Answer, EngineError> {
+        self.send(inputs, queue)?.answer().await
+    }
+
+    /// Queues `inputs`, in parts when worth it.
+    fn send(&self, inputs: NamedTensors, queue: &Sender<Job>) -> Result<Pending, EngineError> {
         let sizes = self.part_sizes(inputs.batch());
         let (parts, queue) = if sizes.len() == 1 { (vec![inputs], queue) } else { (inputs.split(&sizes), &self.parts) };
         let mut answers = Vec::with_capacity(parts.len());
@@ -366,19 +400,7 @@ impl ModelWorkers {
             queue.send(Job { inputs, enqueued: Instant::now(), reply }).map_err(|_| EngineError::Stopped)?;
             answers.push(answer);
         }
-        let mut outputs = Vec::with_capacity(answers.len());
-        let mut times = CallTimes::default();
-        for answer in answers {
-            let answer = answer.await.map_err(|_| EngineError::Lost)??;
-            times = times.longest(answer.times);
-            outputs.push(answer.outputs);
-        }
-        if outputs.len() == 1 {
-            return Ok(Answer { outputs: outputs.pop().expect("one part"), times });
-        }
-        NamedTensors::concatenate(&outputs)
-            .map(|outputs| Answer { outputs, times })
-            .ok_or_else(|| EngineError::Runtime(RuntimeError::Inference("the parts' outputs do not stack".into())))
+        Ok(Pending { answers })
     }
 
     /// Sizes of the parts `frames` is run in: no larger than a batch may be, and spread
@@ -608,7 +630,7 @@ mod tests {
         // A second of waiting for more work: the three arrive within it even on a loaded machine.
         let workers = pool(&fake, 1, 8, 64, Duration::from_secs(1));
         let (a, b, c) = (frames(2, 0.0), frames(3, 1000.0), frames(1, 2000.0));
-        let (ra, rb, rc) = tokio::join!(workers.infer(a.clone()), workers.step_rollouts(b.clone()), workers.infer(c.clone()));
+        let (ra, rb, rc) = tokio::join!(workers.infer(a.clone()), async { workers.send_rollout_step(b.clone())?.outputs().await }, workers.infer(c.clone()));
         for (answer, inputs) in [(ra, &a), (rb, &b), (rc, &c)] {
             assert_eq!(answer.expect("answered").get(DX), Some(&doubled(inputs)));
         }

@@ -266,7 +266,7 @@ pub(crate) fn rollout(
     let mut frames = Vec::with_capacity(steps);
     for _ in 0..steps {
         let next = &positions + &dx(positions.view(), previous.view());
-        previous = advance_window(&previous, positions.view());
+        advance_window(&mut previous, positions.view());
         positions = next;
         frames.push(positions.clone());
     }
@@ -505,7 +505,7 @@ impl<'a> ForecastFrames<'a> {
             for member in (0..members).filter(|&m| !alive[m]) {
                 next.index_axis_mut(Axis(0), member).assign(&positions.index_axis(Axis(0), member));
             }
-            previous = advance_window(&previous, positions.view());
+            advance_window(&mut previous, positions.view());
             positions = next;
         }
         let survivors: Vec<usize> = (0..members).filter(|&m| alive[m] && kept[m] > 0).collect();
@@ -544,7 +544,7 @@ impl<'a> ForecastFrames<'a> {
         let mut scores = Vec::new();
         for step in 0..last {
             let next = self.step(forecaster, &positions, &previous, sampled, 1, step);
-            previous = advance_window(&previous, positions.view());
+            advance_window(&mut previous, positions.view());
             positions = next;
             let horizon = step + 1;
             if !horizons.contains(&horizon) {

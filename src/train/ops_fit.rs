@@ -486,7 +486,7 @@ fn sampled_statistics<M: OpsModel>(model: &M, mut positions: Array3<f32>, mut pr
             size += next.outer_iter().map(radius_of_gyration).sum::<f64>();
             frames += next.dim().0;
         }
-        previous = crate::data::advance_window(&previous, positions.view());
+        crate::data::advance_window(&mut previous, positions.view());
         positions = next;
     }
     let frames = frames.max(1) as f64;
