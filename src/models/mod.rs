@@ -246,8 +246,9 @@ impl ModelKind {
                 "architecture": "PairForce",
                 "summary": "dx_i(t) = sum_k c_k (x_i(t-k+1) - x_i(t-k)) + a sum_j f_ij(|r_ij|) (x_j - x_i): a learned \
                             filter of the particle's past displacements (the chain's inertia and friction) plus learned \
-                            pair forces, a Gaussian-basis radial function per pair of particles, equal and opposite; \
-                            E(3)-equivariant; starts from the least-squares filter of the training data and no force",
+                            pair forces, a Gaussian-basis radial function per pair of particles, equal and opposite, \
+                            held at its value at the nearest and farthest distances the pair covered in training \
+                            beyond them (`reach`); E(3)-equivariant; starts from the least-squares filter of the training data and no force",
                 "hyperparameters": { "basis": pair_force::BASIS },
                 "equivariant": true,
             }),

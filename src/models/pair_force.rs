@@ -18,6 +18,12 @@
 //! and 100 steps. Forces and the particles' filter never move the centroid, so c' is
 //! the one-step optimum for its motion whatever the rest learned.
 //!
+//! Beyond the distances a pair covered in training, its radial function is held at its
+//! value at the edge (the distance fed to the basis is clamped to the pair's reach): the
+//! Gaussians vanish outside the data, so a bond stretched further than the data went
+//! felt no force and sampled chains tore (pair-distance W1 2.0–2.4× the data's own on
+//! paths.npz); held, a bond pulls in proportion to its stretch (W1 1.1×).
+//!
 //! The model is stochastic: the next displacement is Gaussian about dx with a standard
 //! deviation per particle (isotropic), log σ_i = s + b_i + Σ_m w_m Σ_j φ_m(|r_ij|), a
 //! function of how crowded the particle's surroundings are (collisions are where the
@@ -76,6 +82,9 @@ pub struct PairForce {
     noise_bound: f64,
     /// κ: the pull towards the centroid per unit distance and step.
     confinement: f64,
+    /// The distances each distinct pair covered in training, (nearest, farthest): its
+    /// radial function is held at its value there beyond them.
+    reach: Option<Vec<(f64, f64)>>,
 }
 
 impl PairForce {
@@ -100,7 +109,19 @@ impl PairForce {
             noise_radial: vec![0.0; BASIS],
             noise_bound: UNREACHED,
             confinement: 0.0,
+            reach: None,
         }
+    }
+
+    /// Holds each pair's radial function at its value at the nearest and farthest
+    /// distances the pair covered in training (`reach`, one (nearest, farthest) per
+    /// distinct pair) beyond them: a Gaussian basis vanishes outside the data, so a bond
+    /// stretched further than the data went would feel no force and tear; held, the force
+    /// s(farthest) (x_j − x_i) keeps pulling, in proportion to the stretch.
+    pub fn with_reach(mut self, reach: Vec<(f64, f64)>) -> Self {
+        assert_eq!(reach.len(), DISTINCT_PAIRS, "one range per distinct pair");
+        self.reach = Some(reach);
+        self
     }
 
     /// The noise starts at `scale` for every particle (e.g. the residual of the starting
@@ -265,6 +286,22 @@ impl PairForce {
         let length = ops.unary(&squared, Unary::Sqrt);
         let width = self.basis_width();
         let length = ops.scale(&length, 1.0 / width);
+        let length = match &self.reach {
+            Some(reach) => {
+                // min(max(r, nearest), farthest) as r − relu(r − farthest) + relu(nearest − r).
+                let nearest: Vec<f64> = reach.iter().map(|(near, _)| near / width).collect();
+                let farthest: Vec<f64> = reach.iter().map(|(_, far)| far / width).collect();
+                let farthest = ops.constant(&[DISTINCT_PAIRS], &farthest);
+                let beyond = ops.sub(&length, &farthest);
+                let beyond = ops.unary(&beyond, Unary::Relu);
+                let length = ops.sub(&length, &beyond);
+                let nearest = ops.constant(&[DISTINCT_PAIRS], &nearest);
+                let within = ops.sub(&nearest, &length);
+                let within = ops.unary(&within, Unary::Relu);
+                ops.add(&length, &within)
+            }
+            None => length,
+        };
         let centres: Vec<f64> = self.centres().iter().map(|c| c / width).collect();
         let centres = ops.constant(&[BASIS, 1], &centres);
         let diff = ops.sub(&length, &centres);
@@ -302,6 +339,7 @@ impl OpsModel for PairForce {
             "noise_bound": self.noise_bound,
             "confinement": self.confinement,
             "centroid_filter": self.centroid_filter,
+            "reach": self.reach,
         }))
     }
 
@@ -418,6 +456,9 @@ mod tests {
         model.radial.iter_mut().enumerate().for_each(|(i, w)| *w = ((i * 5) as f64 * 0.41).cos());
         model.noise_bias.iter_mut().enumerate().for_each(|(i, w)| *w = (i as f64 * 0.3).sin() * 0.2);
         model.noise_radial.iter_mut().enumerate().for_each(|(i, w)| *w = (i as f64 * 0.7).cos() * 0.1);
+        // A third of the pairs held beyond 0.5, a third below 1.5, the rest never.
+        let reach: Vec<(f64, f64)> = (0..DISTINCT_PAIRS).map(|p| [(0.0, 0.5), (1.5, 10.0), (0.0, 10.0)][p % 3]).collect();
+        model = model.with_reach(reach.clone());
         let x = ArrayD::from_shape_fn(IxDyn(&[1, PARTICLES, DIMS]), |ix| ((ix[1] * 3 + ix[2]) as f64 * 1.3).sin() * 1.2);
         let previous = ArrayD::from_shape_fn(IxDyn(&[1, 2, PARTICLES, DIMS]), |ix| {
             x[[0, ix[2], ix[3]]] - 0.02 * (2 - ix[1]) as f64 * ((ix[2] * 3 + ix[3] + ix[1]) as f64).cos()
@@ -428,12 +469,14 @@ mod tests {
         let at = |frame: usize, p: usize, d: usize| if frame == 2 { x[[0, p, d]] } else { previous[[0, frame, p, d]] };
         let step = |k: usize, p: usize, d: usize| at(3 - k, p, d) - at(2 - k, p, d);
         let phi = |r: f64, m: usize| (-((r - m as f64 * model.basis_width()) / model.basis_width()).powi(2).min(GAUSSIAN_CUTOFF)).exp();
-        let distance = |i: usize, j: usize| (0..DIMS).map(|d| (x[[0, i, d]] - x[[0, j, d]]).powi(2)).sum::<f64>().sqrt();
         let pairs: Vec<_> = PairForce::distinct_pairs().collect();
-        let strength = |i: usize, j: usize| {
-            let row = pairs.iter().position(|&p| p == (i.min(j), i.max(j))).unwrap();
-            (0..BASIS).map(|m| model.radial[row * BASIS + m] * phi(distance(i, j), m)).sum::<f64>()
+        let row = |i: usize, j: usize| pairs.iter().position(|&p| p == (i.min(j), i.max(j))).unwrap();
+        // The distance the radial functions read: held within the pair's reach.
+        let distance = |i: usize, j: usize| {
+            let r = (0..DIMS).map(|d| (x[[0, i, d]] - x[[0, j, d]]).powi(2)).sum::<f64>().sqrt();
+            if i == j { r } else { r.clamp(reach[row(i, j)].0, reach[row(i, j)].1) }
         };
+        let strength = |i: usize, j: usize| (0..BASIS).map(|m| model.radial[row(i, j) * BASIS + m] * phi(distance(i, j), m)).sum::<f64>();
         for i in 0..PARTICLES {
             for d in 0..DIMS {
                 let centroid = |k: usize| (0..PARTICLES).map(|p| step(k, p, d)).sum::<f64>() / PARTICLES as f64;

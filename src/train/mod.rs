@@ -21,7 +21,7 @@ pub use report::{StudyFigures, render_report, study_figures, write_report};
 use rand::{SeedableRng, rngs::StdRng};
 
 pub use crate::card::{EpochStats, TrainConfig, kept_epoch};
-use crate::data::{Split, Target};
+use crate::data::{PARTICLES, Split, Target};
 
 /// Adam's moment decay rates and ε as PyTorch's `torch.optim.Adam` defaults, which the
 /// study trains with. (Burn's own default ε is 1e-5: 1,000× larger, it damps every
@@ -63,7 +63,10 @@ pub fn train_and_export(
             let filter = forecast::LinearFilter::least_squares(&request.segments(), history_frames - 1);
             let centroid_filter = forecast::LinearFilter::centroid_least_squares(&request.segments(), history_frames - 1);
             let noise_scale = residual_noise_scale(&request).unwrap_or(acceleration_scale);
-            let mut model = PairForce::new(history_frames, max_distance, acceleration_scale).starting_from(filter).with_noise_scale(noise_scale);
+            let mut model = PairForce::new(history_frames, max_distance, acceleration_scale)
+                .starting_from(filter)
+                .with_noise_scale(noise_scale)
+                .with_reach(pair_reach(&request.split.train));
             // The model scales its own terms; an output scale would scale its inertia too.
             let config = TrainConfig { output_scale: 1.0, ..request.config.clone() };
             let history = fit_ops(&mut model, request.split, &config, on_epoch);
@@ -103,6 +106,20 @@ fn pair_force_scales(train: &crate::data::Pairs) -> (f64, f64) {
     let change = train.change_of_dx();
     let rms = (change.iter().map(|v| f64::from(*v).powi(2)).sum::<f64>() / change.len().max(1) as f64).sqrt();
     (1.2 * largest.max(1e-3), if rms.is_finite() && rms > 0.0 { rms } else { 1.0 })
+}
+
+/// The distances each distinct pair (i < j, in order) covered in the training frames:
+/// (nearest, farthest).
+fn pair_reach(train: &crate::data::Pairs) -> Vec<(f64, f64)> {
+    let pairs = (0..PARTICLES).flat_map(|i| (i + 1..PARTICLES).map(move |j| (i, j)));
+    pairs
+        .map(|(i, j)| {
+            train.inputs.outer_iter().fold((f64::INFINITY, 0.0_f64), |(near, far), frame| {
+                let distance = frame.row(i).iter().zip(frame.row(j)).map(|(a, b)| f64::from(a - b).powi(2)).sum::<f64>().sqrt();
+                (near.min(distance), far.max(distance))
+            })
+        })
+        .collect()
 }
 
 /// Seeded e3nn-style initialisation, training in Burn, export.
