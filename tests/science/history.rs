@@ -55,9 +55,10 @@ fn seeded<M: OpsModel>(mut model: M, seed: u64) -> M {
 }
 
 /// A pair-force model with every weight set (its own initialisation is persistence),
-/// its noise model's included.
+/// its noise model's included, and a reach that random frames leave on both sides.
 fn pair_force(history_frames: usize, seed: u64) -> PairForce {
-    let mut model = PairForce::new(history_frames, 4.0, 0.3).with_noise_scale(0.01);
+    let reach = (0..66).map(|pair| (0.5 + 0.01 * pair as f64, 2.0 + 0.01 * pair as f64)).collect();
+    let mut model = PairForce::new(history_frames, 4.0, 0.3).with_noise_scale(0.01).with_reach(reach);
     let mut rng = StdRng::seed_from_u64(seed);
     for weights in model.weights_mut() {
         weights.iter_mut().for_each(|w| *w = 0.3 * rng.sample::<f64, _>(StandardNormal));
@@ -272,6 +273,13 @@ fn a_trained_history_model_beats_persistence() {
     assert!(confinement >= 0.0, "{noise}");
     let centroid_filter = card["hyperparameters"]["centroid_filter"].as_array().expect("the centroid's filter, fitted after training");
     assert_eq!(centroid_filter.len(), 2, "K − 1 coefficients");
+    // Each distinct pair's reach, over which its radial function is held: a real range.
+    let reach = card["hyperparameters"]["reach"].as_array().expect("each pair's reach");
+    assert_eq!(reach.len(), 66);
+    for range in reach {
+        let (near, far) = (range[0].as_f64().expect("nearest"), range[1].as_f64().expect("farthest"));
+        assert!(0.0 < near && near < far, "{range}");
+    }
     let sampled = &forecast["sampled"];
     assert_eq!(sampled["long_steps"], 1500);
     let rows = sampled["rows"].as_array().expect("rows");
