@@ -67,8 +67,8 @@ struct Args {
     #[arg(long, env = "EQUISERVE_MAX_BATCH_FRAMES", default_value_t = PoolConfig::default().max_batch_frames)]
     max_batch_frames: usize,
     /// Keep ONNX Runtime's CPU memory arena in every session: large batches (ensemble
-    /// rollouts) run faster (1.08× for 1,024 sampled systems of the default model; graphs
-    /// with larger intermediates gain more), but each session keeps the memory of its
+    /// rollouts) run faster (1.01–1.04× for 1,024 sampled systems of the default model,
+    /// 1.6× for graphs with larger intermediates), but each session keeps the memory of its
     /// largest call (at most --max-call-bytes) for good, beside what --memory-budget
     /// accounts for.
     #[arg(long, env = "EQUISERVE_CPU_ARENA")]

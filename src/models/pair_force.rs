@@ -288,17 +288,12 @@ impl PairForce {
         let length = ops.scale(&length, 1.0 / width);
         let length = match &self.reach {
             Some(reach) => {
-                // min(max(r, nearest), farthest) as r − relu(r − farthest) + relu(nearest − r).
                 let nearest: Vec<f64> = reach.iter().map(|(near, _)| near / width).collect();
                 let farthest: Vec<f64> = reach.iter().map(|(_, far)| far / width).collect();
-                let farthest = ops.constant(&[DISTINCT_PAIRS], &farthest);
-                let beyond = ops.sub(&length, &farthest);
-                let beyond = ops.unary(&beyond, Unary::Relu);
-                let length = ops.sub(&length, &beyond);
                 let nearest = ops.constant(&[DISTINCT_PAIRS], &nearest);
-                let within = ops.sub(&nearest, &length);
-                let within = ops.unary(&within, Unary::Relu);
-                ops.add(&length, &within)
+                let farthest = ops.constant(&[DISTINCT_PAIRS], &farthest);
+                let length = ops.maximum(&length, &nearest);
+                ops.minimum(&length, &farthest)
             }
             None => length,
         };

@@ -51,6 +51,22 @@ pub trait Ops {
     /// The largest entry along `axis`.
     fn reduce_max(&mut self, x: &Self::Tensor, axis: usize, keep_dims: bool) -> Self::Tensor;
 
+    /// The larger of a and b, elementwise (broadcast): a + relu(b − a), where the
+    /// operations have no maximum of their own.
+    fn maximum(&mut self, a: &Self::Tensor, b: &Self::Tensor) -> Self::Tensor {
+        let excess = self.sub(b, a);
+        let excess = self.unary(&excess, Unary::Relu);
+        self.add(a, &excess)
+    }
+
+    /// The smaller of a and b, elementwise (broadcast): a − relu(a − b), where the
+    /// operations have no minimum of their own.
+    fn minimum(&mut self, a: &Self::Tensor, b: &Self::Tensor) -> Self::Tensor {
+        let excess = self.sub(a, b);
+        let excess = self.unary(&excess, Unary::Relu);
+        self.sub(a, &excess)
+    }
+
     fn scale(&mut self, x: &Self::Tensor, factor: f64) -> Self::Tensor {
         let factor = self.constant(&[], &[factor]);
         self.mul(x, &factor)

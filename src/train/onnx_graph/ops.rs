@@ -87,6 +87,15 @@ impl Ops for GraphBuilder {
         GraphBuilder::reshape(self, x, shape)
     }
 
+    /// One node where the default takes three.
+    fn maximum(&mut self, a: &String, b: &String) -> String {
+        self.op("Max", &[a, b], vec![])
+    }
+
+    fn minimum(&mut self, a: &String, b: &String) -> String {
+        self.op("Min", &[a, b], vec![])
+    }
+
     fn transpose(&mut self, x: &String, perm: &[usize]) -> String {
         let perm: Vec<i64> = perm.iter().map(|&p| p as i64).collect();
         self.op("Transpose", &[x], vec![attr_ints("perm", &perm)])
