@@ -157,8 +157,9 @@ impl PairForce {
         self.radial.iter_mut().filter(|w| w.abs() < NEGLIGIBLE * largest).for_each(|w| *w = 0.0);
     }
 
-    /// The particles (i, j), i < j, of each distinct pair, in the radial weights' order.
-    fn distinct_pairs() -> impl Iterator<Item = (usize, usize)> {
+    /// The particles (i, j), i < j, of each distinct pair, in the radial weights' (and
+    /// the reach's) order.
+    pub fn distinct_pairs() -> impl Iterator<Item = (usize, usize)> {
         (0..PARTICLES).flat_map(|i| (i + 1..PARTICLES).map(move |j| (i, j)))
     }
 

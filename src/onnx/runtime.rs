@@ -137,8 +137,8 @@ impl OnnxModel {
     /// [`load`](Self::load), with ONNX Runtime's CPU memory arena when `cpu_arena`: the
     /// memory of the largest call stays with the session for the next, which spares large
     /// batches mapping and freeing their intermediates at every call (1,024-system
-    /// rollouts of pairforce-h4 ran 1.6× as fast on 2 cores) at the cost of keeping that
-    /// peak for good.
+    /// rollouts of pairforce-h4's earlier 144-pair graph ran 1.6× as fast on 2 cores, of
+    /// its 66-pair f32 graph 1.01–1.04×) at the cost of keeping that peak for good.
     pub fn load_with_arena(path: &Path, signature: &Signature, device: ExecutionDevice, intra_threads: usize, cpu_arena: bool) -> Result<Self, RuntimeError> {
         let environment = init_runtime(None)?;
         let model_error = |message: String| RuntimeError::Model { path: path.display().to_string(), message };

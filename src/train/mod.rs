@@ -21,7 +21,7 @@ pub use report::{StudyFigures, render_report, study_figures, write_report};
 use rand::{SeedableRng, rngs::StdRng};
 
 pub use crate::card::{EpochStats, TrainConfig, kept_epoch};
-use crate::data::{PARTICLES, Split, Target};
+use crate::data::{Split, Target};
 
 /// Adam's moment decay rates and ε as PyTorch's `torch.optim.Adam` defaults, which the
 /// study trains with. (Burn's own default ε is 1e-5: 1,000× larger, it damps every
@@ -59,14 +59,13 @@ pub fn train_and_export(
             train_ops_model(model, request, on_epoch)
         }
         ModelKind::Pairforce => {
-            let (max_distance, acceleration_scale) = pair_force_scales(&request.split.train);
+            let reach = pair_reach(&request.split.train);
+            let (max_distance, acceleration_scale) = pair_force_scales(&request.split.train, &reach);
             let filter = forecast::LinearFilter::least_squares(&request.segments(), history_frames - 1);
             let centroid_filter = forecast::LinearFilter::centroid_least_squares(&request.segments(), history_frames - 1);
             let noise_scale = residual_noise_scale(&request).unwrap_or(acceleration_scale);
-            let mut model = PairForce::new(history_frames, max_distance, acceleration_scale)
-                .starting_from(filter)
-                .with_noise_scale(noise_scale)
-                .with_reach(pair_reach(&request.split.train));
+            let mut model =
+                PairForce::new(history_frames, max_distance, acceleration_scale).starting_from(filter).with_noise_scale(noise_scale).with_reach(reach);
             // The model scales its own terms; an output scale would scale its inertia too.
             let config = TrainConfig { output_scale: 1.0, ..request.config.clone() };
             let history = fit_ops(&mut model, request.split, &config, on_epoch);
@@ -92,27 +91,19 @@ fn residual_noise_scale(request: &ExportRequest) -> Option<f64> {
 }
 
 /// The pair-force model's basis range (1.2 × the largest pair distance in the training
-/// frames) and acceleration scale (the root mean square change of displacement).
-fn pair_force_scales(train: &crate::data::Pairs) -> (f64, f64) {
-    let mut largest = 0.0_f64;
-    for frame in train.inputs.outer_iter() {
-        for a in frame.outer_iter() {
-            for b in frame.outer_iter() {
-                let squared: f64 = a.iter().zip(b.iter()).map(|(x, y)| f64::from(x - y).powi(2)).sum();
-                largest = largest.max(squared.sqrt());
-            }
-        }
-    }
+/// frames, the farthest of the pairs' `reach`) and acceleration scale (the root mean
+/// square change of displacement).
+fn pair_force_scales(train: &crate::data::Pairs, reach: &[(f64, f64)]) -> (f64, f64) {
+    let largest = reach.iter().fold(0.0_f64, |largest, (_, far)| largest.max(*far));
     let change = train.change_of_dx();
     let rms = (change.iter().map(|v| f64::from(*v).powi(2)).sum::<f64>() / change.len().max(1) as f64).sqrt();
     (1.2 * largest.max(1e-3), if rms.is_finite() && rms > 0.0 { rms } else { 1.0 })
 }
 
-/// The distances each distinct pair (i < j, in order) covered in the training frames:
-/// (nearest, farthest).
+/// The distances each distinct pair (in `PairForce::distinct_pairs` order) covered in
+/// the training frames: (nearest, farthest).
 fn pair_reach(train: &crate::data::Pairs) -> Vec<(f64, f64)> {
-    let pairs = (0..PARTICLES).flat_map(|i| (i + 1..PARTICLES).map(move |j| (i, j)));
-    pairs
+    crate::models::PairForce::distinct_pairs()
         .map(|(i, j)| {
             train.inputs.outer_iter().fold((f64::INFINITY, 0.0_f64), |(near, far), frame| {
                 let distance = frame.row(i).iter().zip(frame.row(j)).map(|(a, b)| f64::from(a - b).powi(2)).sum::<f64>().sqrt();
