@@ -1,6 +1,9 @@
 //! What history models read from a window of frames, written against [`Ops`].
 
-use crate::{data::FRAME_LEN, nn::Ops};
+use crate::{
+    data::{DIMS, FRAME_LEN, PARTICLES},
+    nn::Ops,
+};
 
 /// The window as [B, K, 36], oldest first: row w is x(t − K + 1 + w), for positions
 /// [B, 12, 3] and previous [B, K−1, 12, 3] (oldest first).
@@ -49,19 +52,47 @@ pub fn window_steps<O: Ops>(ops: &mut O, window: &O::Tensor, history_frames: usi
 }
 
 /// The matrix [(K−1)·36, 36] that maps the window's displacements, flattened
-/// [B, (K−1)·36] ([`window_steps`], oldest first), to Σ_k c_k (block · d_k), for a
-/// filter `coefficients` [K−1, 1] (newest first, c_1 on x(t) − x(t−1)) and a `block`
-/// [36, 36] (the identity: the filter itself). Applied as one matmul: broadcasting
-/// [B, K−1, 36] against [K−1, 1] took ONNX Runtime's slow path (a trailing axis of one).
-pub fn step_filter<O: Ops>(ops: &mut O, coefficients: &O::Tensor, block: &[f64], history_frames: usize) -> O::Tensor {
+/// [B, (K−1)·36] ([`window_steps`], oldest first), to Σ_k Σ_m c_{k,m} (block_m · d_k),
+/// for a filter `coefficients` [K−1, M] (newest first, row 1 on x(t) − x(t−1)) on M
+/// `blocks` [M, 36·36] (one block, the identity: a plain filter). Applied as one matmul:
+/// broadcasting [B, K−1, 36] against [K−1, 1] took ONNX Runtime's slow path (a trailing
+/// axis of one).
+pub fn step_filter<O: Ops>(ops: &mut O, coefficients: &O::Tensor, blocks: &[f64], history_frames: usize) -> O::Tensor {
     let taps = history_frames - 1;
     let reversal: Vec<f64> = (0..taps * taps).map(|k| f64::from(u8::from(k / taps + k % taps == taps - 1))).collect();
     let reversal = ops.constant(&[taps, taps], &reversal);
     let oldest_first = ops.matmul(&reversal, coefficients);
-    let oldest_first = ops.reshape(&oldest_first, &[taps as i64, 1, 1]);
-    let block = ops.constant(&[1, FRAME_LEN, FRAME_LEN], block);
-    let filter = ops.mul(&oldest_first, &block);
+    let blocks = ops.constant(&[blocks.len() / (FRAME_LEN * FRAME_LEN), FRAME_LEN * FRAME_LEN], blocks);
+    let filter = ops.matmul(&oldest_first, &blocks);
     ops.reshape(&filter, &[(taps * FRAME_LEN) as i64, FRAME_LEN as i64])
+}
+
+/// The chain's normal modes: row m is the cosine u_m(i) = √((1 or 2)/12) cos(π m (i + ½)/12)
+/// over the particles' order (m = 0 the centroid's motion, m = 11 neighbours moving
+/// against each other), an orthonormal basis. Chain modes move at their own pace: the
+/// slow bends keep their velocity nearly as long as the centroid, the fast ones are
+/// turned around by the bonds within a few steps.
+pub fn chain_modes() -> [[f64; PARTICLES]; PARTICLES] {
+    let n = PARTICLES as f64;
+    std::array::from_fn(|m| {
+        let norm = if m == 0 { (1.0 / n).sqrt() } else { (2.0 / n).sqrt() };
+        std::array::from_fn(|i| norm * (std::f64::consts::PI * m as f64 * (i as f64 + 0.5) / n).cos())
+    })
+}
+
+/// The projectors onto each chain mode, per coordinate, [12, 36·36]: block m is
+/// u_m u_mᵀ ⊗ I₃.
+pub fn chain_mode_blocks() -> Vec<f64> {
+    let modes = chain_modes();
+    modes
+        .iter()
+        .flat_map(|u| {
+            (0..FRAME_LEN * FRAME_LEN).map(move |k| {
+                let (row, column) = (k / FRAME_LEN, k % FRAME_LEN);
+                if row % DIMS == column % DIMS { u[row / DIMS] * u[column / DIMS] } else { 0.0 }
+            })
+        })
+        .collect()
 }
 
 /// The identity [36, 36], row-major.
@@ -74,10 +105,7 @@ mod tests {
     use ndarray::{ArrayD, IxDyn};
 
     use super::*;
-    use crate::{
-        data::{DIMS, PARTICLES},
-        nn::Eager,
-    };
+    use crate::nn::Eager;
 
     #[test]
     fn displacements_are_newest_first() {
@@ -94,6 +122,18 @@ mod tests {
                 assert_eq!(out[[0, i, k - 1]], expected, "d_{k} at {i}");
             }
         }
+    }
+
+    #[test]
+    fn chain_modes_are_orthonormal_and_start_with_the_centroid() {
+        let modes = chain_modes();
+        for (m, u) in modes.iter().enumerate() {
+            for (n, v) in modes.iter().enumerate() {
+                let dot: f64 = u.iter().zip(v).map(|(a, b)| a * b).sum();
+                assert!((dot - f64::from(u8::from(m == n))).abs() < 1e-12, "{m} {n}: {dot}");
+            }
+        }
+        assert!(modes[0].iter().all(|u| (u - modes[0][0]).abs() < 1e-15), "mode 0 moves every particle alike");
     }
 
     #[test]

@@ -1,22 +1,24 @@
 //! A fast E(3)-equivariant model for a window of frames: the chain's own inertia as a
-//! learned linear filter of its past displacements, plus a learned pair force,
+//! learned linear filter of its past displacements per chain mode, plus a learned pair
+//! force,
 //!
-//! dx_i(t) = Σ_k c_k (d_i,k − d̄_k) + Σ_k c'_k d̄_k + a · Σ_j f_ij(|r_ij|) (x_j − x_i),
-//! d_i,k = x_i(t−k+1) − x_i(t−k), d̄_k the centroid's,
+//! dx_i(t) = Σ_m u_m(i) Σ_k c_m,k D_m,k + a · Σ_j f_ij(|r_ij|) (x_j − x_i),
+//! D_m,k = Σ_i u_m(i) d_i,k, d_i,k = x_i(t−k+1) − x_i(t−k),
 //!
+//! u_m the chain's normal modes (cosines along the particles' order, m = 0 the centroid),
 //! with f_ij a radial function of its own for every pair of particles (a Gaussian basis
 //! on the distance; the chain's bonds and its non-bonded contacts differ by pair), the
 //! same for (i, j) and (j, i), so forces come in equal and opposite pairs. Displacements
 //! and pair vectors are polar vectors and f_ij depends on distances only, so the model
 //! is E(3)-equivariant; it is not invariant to relabelling the particles, on purpose.
-//! It starts from a filter of past displacements (persistence, or one fitted to the
-//! training data) and no force, and learns from there. After training the centroid gets
-//! a filter of its own (c', least squares on the centroid's displacements; until then
-//! c' = c): the chain's centre of mass keeps its velocity far longer than a particle
-//! does, whose motion the bonds turn around (on the simulator's chain Σc' = 0.99 against
-//! Σc = 0.96), and one filter for both made sampled ensembles spread too little at 50
-//! and 100 steps. Forces and the particles' filter never move the centroid, so c' is
-//! the one-step optimum for its motion whatever the rest learned.
+//! Each mode has its own filter because each keeps its velocity for its own time: the
+//! centroid and the slow bends for about a hundred steps, the fast modes a few before
+//! the bonds turn them around (least squares on the simulator's chain: Σ_k c_m,k 0.99
+//! for m = 0, 1 falling to 0.94 for m = 11). One filter for all (Σc = 0.96) damped the
+//! slow bends four times too fast, and sampled ensembles spread too little at 50 and 100
+//! steps. The filters start from least squares per mode (persistence without data), the
+//! forces from zero, and both learn from there. Mode filters act on each coordinate
+//! alike, so the model stays E(3)-equivariant.
 //!
 //! Beyond the distances a pair covered in training, its radial function is held at its
 //! value at the edge (the distance fed to the basis is clamped to the pair's reach): the
@@ -37,7 +39,7 @@
 
 use super::{
     ModelInputs, OpsModel,
-    history::{identity_block, step_filter, window_frames, window_steps},
+    history::{chain_mode_blocks, identity_block, step_filter, window_frames, window_steps},
 };
 use crate::{
     data::{DIMS, PARTICLES},
@@ -64,12 +66,10 @@ pub struct PairForce {
     /// a: the size of a typical change of displacement, so that the learned forces are
     /// of order one.
     acceleration_scale: f64,
-    /// c_k, k = 1..K−1.
+    /// c_m,k as [K−1, 12]: row k − 1 is the tap on x(t−k+1) − x(t−k), column m the mode.
     filter: Vec<f64>,
-    /// Where the filter starts: persistence, or a filter fitted to the data.
+    /// Where the filter starts: persistence, or filters fitted to the data.
     initial_filter: Vec<f64>,
-    /// c'_k, the centroid's, once fitted (until then the centroid follows c).
-    centroid_filter: Option<Vec<f64>>,
     /// Radial weights [pair (i < j), basis].
     radial: Vec<f64>,
     /// s: the typical size of the noise, so that the fitted weights are of order one.
@@ -93,14 +93,13 @@ impl PairForce {
     /// per step.
     pub fn new(history_frames: usize, max_distance: f64, acceleration_scale: f64) -> Self {
         assert!(history_frames >= 2, "a filter of past displacements needs at least two frames");
-        let mut filter = vec![0.0; history_frames - 1];
-        filter[0] = 1.0;
+        let mut filter = vec![0.0; (history_frames - 1) * PARTICLES];
+        filter[..PARTICLES].fill(1.0);
         let initial_filter = filter.clone();
         Self {
             history_frames,
             max_distance,
             acceleration_scale,
-            centroid_filter: None,
             filter,
             initial_filter,
             radial: vec![0.0; DISTINCT_PAIRS * BASIS],
@@ -131,20 +130,15 @@ impl PairForce {
         self
     }
 
-    /// Starts training from `coefficients` (c_1 … c_{K−1}, e.g. least squares on the
-    /// training data) instead of persistence: the forces then learn what the filter leaves.
-    pub fn starting_from(mut self, coefficients: Vec<f64>) -> Self {
-        assert_eq!(coefficients.len(), self.history_frames - 1, "one coefficient per past displacement");
-        self.filter = coefficients.clone();
-        self.initial_filter = coefficients;
+    /// Starts training from a filter per chain mode (`per_mode[m]` = c_m,1 … c_m,K−1, e.g.
+    /// least squares on the training data) instead of persistence: the forces then learn
+    /// what the filters leave.
+    pub fn starting_from(mut self, per_mode: &[Vec<f64>]) -> Self {
+        assert_eq!(per_mode.len(), PARTICLES, "one filter per chain mode");
+        assert!(per_mode.iter().all(|c| c.len() == self.history_frames - 1), "one coefficient per past displacement");
+        self.filter = (0..self.history_frames - 1).flat_map(|k| per_mode.iter().map(move |c| c[k])).collect();
+        self.initial_filter.clone_from(&self.filter);
         self
-    }
-
-    /// Gives the centroid its own filter c'_1 … c'_{K−1} (after training: least squares
-    /// on the centroid's displacements).
-    pub fn set_centroid_filter(&mut self, coefficients: Vec<f64>) {
-        assert_eq!(coefficients.len(), self.history_frames - 1, "one coefficient per past displacement");
-        self.centroid_filter = Some(coefficients);
     }
 
     /// Zeroes the radial weights below 1e-9 of the largest, after training: those of
@@ -197,21 +191,12 @@ impl PairForce {
     fn mean<O: Ops>(&self, ops: &mut O, inputs: &ModelInputs<O::Tensor>, vec: &O::Tensor, basis: &O::Tensor) -> O::Tensor {
         let previous = inputs.previous.expect("a history model reads previous frames");
         let frame_len = (PARTICLES * DIMS) as i64;
-        // Inertia: Σ c_k d_k, and the centroid's own Σ_k (c'_k − c_k) d̄_k [B, 36].
+        // Inertia: Σ_m Σ_k c_m,k (u_m u_mᵀ ⊗ I₃) d_k [B, 36].
         let window = window_frames(ops, inputs.positions, previous, self.history_frames);
         let steps = window_steps(ops, &window, self.history_frames);
         let steps = ops.reshape(&steps, &[-1, (self.history_frames - 1) as i64 * frame_len]);
-        let filter = ops.weight(&[self.history_frames - 1, 1], &self.filter);
-        let filter = step_filter(ops, &filter, &identity_block(), self.history_frames);
-        let filter = match &self.centroid_filter {
-            Some(centroid_filter) => {
-                let correction: Vec<f64> = centroid_filter.iter().zip(&self.filter).map(|(own, shared)| own - shared).collect();
-                let correction = ops.constant(&[self.history_frames - 1, 1], &correction);
-                let correction = step_filter(ops, &correction, &Self::centroid_block(1.0), self.history_frames);
-                ops.add(&filter, &correction)
-            }
-            None => filter,
-        };
+        let filter = ops.weight(&[self.history_frames - 1, PARTICLES], &self.filter);
+        let filter = step_filter(ops, &filter, &chain_mode_blocks(), self.history_frames);
         let inertia = ops.matmul(&steps, &filter);
 
         // Pair forces: f_ij(|r_ij|) on each distinct pair's vector, summed into the
@@ -334,7 +319,6 @@ impl OpsModel for PairForce {
             "noise_scale": self.noise_scale,
             "noise_bound": self.noise_bound,
             "confinement": self.confinement,
-            "centroid_filter": self.centroid_filter,
             "reach": self.reach,
         }))
     }
@@ -344,7 +328,7 @@ impl OpsModel for PairForce {
     }
 
     fn num_params(&self) -> usize {
-        self.filter.len() + self.centroid_filter.as_ref().map_or(0, Vec::len) + self.radial.len() + self.noise_bias.len() + self.noise_radial.len()
+        self.filter.len() + self.radial.len() + self.noise_bias.len() + self.noise_radial.len()
     }
 
     fn stochastic(&self) -> bool {
@@ -380,7 +364,6 @@ impl OpsModel for PairForce {
     /// guess without physics.
     fn init_weights(&mut self, _rng: &mut impl rand::Rng) {
         self.filter.clone_from(&self.initial_filter);
-        self.centroid_filter = None;
         self.confinement = 0.0;
         self.radial.iter_mut().for_each(|w| *w = 0.0);
         self.noise_bias.iter_mut().for_each(|w| *w = 0.0);
@@ -393,7 +376,7 @@ mod tests {
     use ndarray::{ArrayD, IxDyn};
 
     use super::*;
-    use crate::nn::Eager;
+    use crate::{models::history::chain_modes, nn::Eager};
 
     #[test]
     fn pair_differences_give_every_distinct_pair_once() {
@@ -416,14 +399,13 @@ mod tests {
         }
     }
 
-    /// Forces come in equal and opposite pairs and the particles' filter acts on
-    /// displacements from the centroid's: only the centroid's filter moves the centre of
-    /// mass, whatever the other weights.
+    /// Forces come in equal and opposite pairs and the chain modes other than the
+    /// centroid's sum to zero over the particles: only the centroid's filter moves the
+    /// centre of mass, whatever the other weights.
     #[test]
     fn only_the_centroid_filter_moves_the_centre_of_mass() {
         let mut model = PairForce::new(3, 3.0, 1.0);
-        model.filter = vec![0.8, -0.3];
-        model.centroid_filter = Some(vec![0.0, 0.0]);
+        model.filter = (0..2 * PARTICLES).map(|k| if k % PARTICLES == 0 { 0.0 } else { (k as f64 * 0.7).cos() }).collect();
         model.confinement = 0.3;
         model.radial.iter_mut().enumerate().for_each(|(i, w)| *w = ((i * 7) as f64 * 0.37).sin());
         let positions = ArrayD::from_shape_fn(IxDyn(&[2, PARTICLES, DIMS]), |ix| ((ix[0] * 36 + ix[1] * 3 + ix[2]) as f64 * 0.71).sin() * 1.5);
@@ -441,13 +423,12 @@ mod tests {
         }
     }
 
-    /// The graph computes the model's formula, summed here pair by pair (the 66 distinct
-    /// pairs, the particle itself in the crowding, the centroid's filter).
+    /// The graph computes the model's formula, summed here pair by pair and mode by mode
+    /// (the 66 distinct pairs, the particle itself in the crowding, a filter per mode).
     #[test]
     fn the_graph_computes_the_formula() {
-        let mut model = PairForce::new(3, 2.5, 0.7).with_noise_scale(0.3);
-        model.filter = vec![0.9, -0.25];
-        model.set_centroid_filter(vec![0.5, 0.4]);
+        let per_mode: Vec<Vec<f64>> = (0..PARTICLES).map(|m| vec![0.9 - 0.02 * m as f64, -0.25 + 0.01 * (m as f64).sin()]).collect();
+        let mut model = PairForce::new(3, 2.5, 0.7).with_noise_scale(0.3).starting_from(&per_mode);
         model.confinement = 0.05;
         model.radial.iter_mut().enumerate().for_each(|(i, w)| *w = ((i * 5) as f64 * 0.41).cos());
         model.noise_bias.iter_mut().enumerate().for_each(|(i, w)| *w = (i as f64 * 0.3).sin() * 0.2);
@@ -462,6 +443,7 @@ mod tests {
         let (dx, std) = model.forward_with_std(&mut Eager, &ModelInputs { positions: &x, previous: Some(&previous) });
         let std = std.expect("stochastic");
 
+        let modes = chain_modes();
         let at = |frame: usize, p: usize, d: usize| if frame == 2 { x[[0, p, d]] } else { previous[[0, frame, p, d]] };
         let step = |k: usize, p: usize, d: usize| at(3 - k, p, d) - at(2 - k, p, d);
         let phi = |r: f64, m: usize| (-((r - m as f64 * model.basis_width()) / model.basis_width()).powi(2).min(GAUSSIAN_CUTOFF)).exp();
@@ -475,8 +457,8 @@ mod tests {
         let strength = |i: usize, j: usize| (0..BASIS).map(|m| model.radial[row(i, j) * BASIS + m] * phi(distance(i, j), m)).sum::<f64>();
         for i in 0..PARTICLES {
             for d in 0..DIMS {
-                let centroid = |k: usize| (0..PARTICLES).map(|p| step(k, p, d)).sum::<f64>() / PARTICLES as f64;
-                let inertia: f64 = (1..3).map(|k| model.filter[k - 1] * (step(k, i, d) - centroid(k)) + [0.5, 0.4][k - 1] * centroid(k)).sum();
+                let amplitude = |m: usize, k: usize| (0..PARTICLES).map(|p| modes[m][p] * step(k, p, d)).sum::<f64>();
+                let inertia: f64 = (0..PARTICLES).map(|m| modes[m][i] * (1..3).map(|k| per_mode[m][k - 1] * amplitude(m, k)).sum::<f64>()).sum();
                 let force: f64 = (0..PARTICLES).filter(|&j| j != i).map(|j| 0.7 * strength(i, j) * (x[[0, j, d]] - x[[0, i, d]])).sum();
                 let mean = (0..PARTICLES).map(|p| x[[0, p, d]]).sum::<f64>() / PARTICLES as f64;
                 let expected = inertia + force + 0.05 * (mean - x[[0, i, d]]);
@@ -503,7 +485,7 @@ mod tests {
     #[test]
     fn the_confinement_pulls_towards_the_centroid() {
         let mut model = PairForce::new(2, 3.0, 1.0);
-        model.filter = vec![0.0];
+        model.filter = vec![0.0; PARTICLES];
         model.set_confinement(0.25);
         let positions = ArrayD::from_shape_fn(IxDyn(&[1, PARTICLES, DIMS]), |ix| ((ix[1] * 3 + ix[2]) as f64 * 0.9).cos());
         let previous = positions.clone().insert_axis(ndarray::Axis(1));

@@ -14,6 +14,7 @@ use crate::data::{
     sampling::{add_noise_to_batch, spanned_dims},
     windows_before,
 };
+use crate::models::history::chain_modes;
 
 /// Rollout horizons reported in tables (the curves keep every step up to the last).
 pub const REPORTED_HORIZONS: [usize; 4] = [1, 10, 50, 100];
@@ -128,10 +129,17 @@ impl LinearFilter {
         Self::least_squares_of(data, order, |dx| dx)
     }
 
-    /// The same for the centroid's displacement: the system's centre of mass keeps its
-    /// velocity longer than a particle does, whose motion the forces turn around.
-    pub fn centroid_least_squares(data: &[Segment], order: usize) -> Vec<f64> {
-        Self::least_squares_of(data, order, |dx| dx.mean_axis(Axis(0)).expect("12 particles").insert_axis(Axis(0)))
+    /// The same for each chain mode's displacement ([`chain_modes`], m = 0 the centroid):
+    /// the centroid and the slow bends keep their velocity far longer than the fast
+    /// modes, which the bonds turn around.
+    pub fn chain_mode_least_squares(data: &[Segment], order: usize) -> Vec<Vec<f64>> {
+        chain_modes()
+            .iter()
+            .map(|mode| {
+                let mode = Array2::from_shape_vec((1, PARTICLES), mode.to_vec()).expect("12 particles");
+                Self::least_squares_of(data, order, |dx| mode.dot(&dx))
+            })
+            .collect()
     }
 
     /// Least squares of `of(dx(t))` on `of(dx(t−1..t−order))`.
@@ -855,35 +863,30 @@ mod tests {
     }
 
     #[test]
-    fn the_centroid_filter_is_fitted_to_the_centroid_alone() {
-        // Displacements about the centroid follow one recursion, the centroid another:
-        // the centroid's fit recovers its own, whatever the particles do about it.
-        let recur = |series: &mut Vec<Array2<f32>>, c: [f32; 3], len: usize| {
-            while series.len() < len {
-                let n = series.len();
-                let now = &series[n - 1] * c[0] + &series[n - 2] * c[1] + &series[n - 3] * c[2];
-                series.push(now);
-            }
-        };
-        let mut relative: Vec<Array2<f32>> = (0..3)
-            .map(|k| {
-                let d = Array2::from_shape_fn((PARTICLES, DIMS), |(p, c)| ((p * 3 + c + 7 * k) as f32 * 1.3).sin() * 0.01);
-                let centroid = d.mean_axis(Axis(0)).expect("particles");
-                &d - &centroid
-            })
-            .collect();
-        recur(&mut relative, [1.5, -0.7, 0.1], 399);
-        let mut centroid: Vec<Array2<f32>> = (0..3).map(|k| Array2::from_shape_fn((1, DIMS), |(_, c)| 0.01 * (1.0 + (c + k) as f32).cos())).collect();
-        recur(&mut centroid, [1.2, -0.3, 0.05], 399);
+    fn each_chain_mode_gets_its_own_filter() {
+        // Every chain mode's displacement follows a recursion of its own: the fit per
+        // mode recovers each, whatever the others do.
+        let modes = chain_modes();
+        let recursion = |m: usize| [1.5 - 0.02 * m as f64, -0.6 + 0.01 * m as f64, 0.05];
+        let mut amplitudes: Vec<Array2<f64>> =
+            (0..3).map(|k| Array2::from_shape_fn((PARTICLES, DIMS), |(m, c)| ((m * 3 + c + 7 * k) as f64 * 1.3).sin() * 0.01)).collect();
+        while amplitudes.len() < 399 {
+            let n = amplitudes.len();
+            let now = Array2::from_shape_fn((PARTICLES, DIMS), |(m, c)| (0..3).map(|k| recursion(m)[k] * amplitudes[n - 1 - k][[m, c]]).sum());
+            amplitudes.push(now);
+        }
+        let basis = Array2::from_shape_fn((PARTICLES, PARTICLES), |(m, i)| modes[m][i]);
         let mut x = Array3::<f32>::zeros((400, PARTICLES, DIMS));
         for t in 0..399 {
-            let next = &x.index_axis(Axis(0), t) + &relative[t] + &centroid[t];
+            let next = &x.index_axis(Axis(0), t) + &basis.t().dot(&amplitudes[t]).mapv(|v| v as f32);
             x.index_axis_mut(Axis(0), t + 1).assign(&next);
         }
         let trajectory = Trajectory::new(x).expect("finite");
-        let fitted = LinearFilter::centroid_least_squares(&[Segment { trajectory: &trajectory, train_pairs: 300 }], 3);
-        for (c, expected) in fitted.iter().zip([1.2, -0.3, 0.05]) {
-            assert!((c - expected).abs() < 1e-3, "{fitted:?}");
+        let fitted = LinearFilter::chain_mode_least_squares(&[Segment { trajectory: &trajectory, train_pairs: 300 }], 3);
+        for (m, filter) in fitted.iter().enumerate() {
+            for (c, expected) in filter.iter().zip(recursion(m)) {
+                assert!((c - expected).abs() < 2e-3, "mode {m}: {filter:?}");
+            }
         }
     }
 

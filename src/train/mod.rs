@@ -61,16 +61,14 @@ pub fn train_and_export(
         ModelKind::Pairforce => {
             let reach = pair_reach(&request.split.train);
             let (max_distance, acceleration_scale) = pair_force_scales(&request.split.train, &reach);
-            let filter = forecast::LinearFilter::least_squares(&request.segments(), history_frames - 1);
-            let centroid_filter = forecast::LinearFilter::centroid_least_squares(&request.segments(), history_frames - 1);
+            let filters = forecast::LinearFilter::chain_mode_least_squares(&request.segments(), history_frames - 1);
             let noise_scale = residual_noise_scale(&request).unwrap_or(acceleration_scale);
             let mut model =
-                PairForce::new(history_frames, max_distance, acceleration_scale).starting_from(filter).with_noise_scale(noise_scale).with_reach(reach);
+                PairForce::new(history_frames, max_distance, acceleration_scale).starting_from(&filters).with_noise_scale(noise_scale).with_reach(reach);
             // The model scales its own terms; an output scale would scale its inertia too.
             let config = TrainConfig { output_scale: 1.0, ..request.config.clone() };
             let history = fit_ops(&mut model, request.split, &config, on_epoch);
             model.zero_negligible_weights();
-            model.set_centroid_filter(centroid_filter);
             let noise = fit_noise(&mut model, request.split, config.target);
             export_model(&OpsTrained(&model), ExportRequest { config: &config, history, noise, ..request })
         }
