@@ -95,6 +95,34 @@ pub fn chain_mode_blocks() -> Vec<f64> {
         .collect()
 }
 
+/// The spectral radius of a filter dx(t) = Σ_k c_k dx(t−k) (`coefficients` newest
+/// first): the largest |z| of its characteristic roots, the factor by which its slowest
+/// motion grows (> 1) or decays (< 1) per step. Gelfand's formula ‖A^(2^s)‖^(1/2^s) on
+/// the companion matrix A, squared 40 times with the scale kept as a logarithm.
+pub fn filter_spectral_radius(coefficients: &[f64]) -> f64 {
+    let n = coefficients.len();
+    let mut matrix: Vec<f64> = (0..n * n).map(|k| if k < n { coefficients[k] } else { f64::from(u8::from(k % n + 1 == k / n)) }).collect();
+    let mut log_scale = 0.0;
+    for squaring in 0..=40 {
+        if squaring > 0 {
+            matrix = (0..n * n).map(|k| (0..n).map(|j| matrix[(k / n) * n + j] * matrix[j * n + k % n]).sum()).collect();
+            log_scale *= 2.0;
+        }
+        let norm = matrix.iter().fold(0.0_f64, |m, v| m.max(v.abs()));
+        if norm == 0.0 {
+            return 0.0;
+        }
+        matrix.iter_mut().for_each(|v| *v /= norm);
+        log_scale += norm.ln();
+    }
+    (log_scale / 2f64.powi(40)).exp()
+}
+
+/// The filter whose roots are those of `coefficients` times `factor`: c_k factor^k.
+pub fn scale_filter_roots(coefficients: &[f64], factor: f64) -> Vec<f64> {
+    coefficients.iter().zip(1..).map(|(c, k)| c * factor.powi(k)).collect()
+}
+
 /// The identity [36, 36], row-major.
 pub fn identity_block() -> Vec<f64> {
     (0..FRAME_LEN * FRAME_LEN).map(|k| f64::from(u8::from(k / FRAME_LEN == k % FRAME_LEN))).collect()
@@ -134,6 +162,17 @@ mod tests {
             }
         }
         assert!(modes[0].iter().all(|u| (u - modes[0][0]).abs() < 1e-15), "mode 0 moves every particle alike");
+    }
+
+    #[test]
+    fn a_filter_s_spectral_radius_is_its_largest_root() {
+        // (z − 0.8)(z − 0.7); z² − z + 0.81 (roots 0.5 ± 0.748i, |z| = 0.9); (z − 1.05)(z − 0.3)(z + 0.2).
+        for (filter, radius) in [(vec![1.5, -0.56], 0.8), (vec![1.0, -0.81], 0.9), (vec![1.15, -0.045, -0.063], 1.05), (vec![0.0, 0.0], 0.0)] {
+            let measured = filter_spectral_radius(&filter);
+            assert!((measured - radius).abs() < 1e-9, "{filter:?}: {measured} vs {radius}");
+            let scaled = filter_spectral_radius(&scale_filter_roots(&filter, 0.9));
+            assert!((scaled - 0.9 * radius).abs() < 1e-9, "{filter:?} scaled: {scaled}");
+        }
     }
 
     #[test]

@@ -39,7 +39,7 @@
 
 use super::{
     ModelInputs, OpsModel,
-    history::{chain_mode_blocks, identity_block, step_filter, window_frames, window_steps},
+    history::{chain_mode_blocks, filter_spectral_radius, identity_block, scale_filter_roots, step_filter, window_frames, window_steps},
 };
 use crate::{
     data::{DIMS, PARTICLES},
@@ -139,6 +139,30 @@ impl PairForce {
         self.filter = (0..self.history_frames - 1).flat_map(|k| per_mode.iter().map(move |c| c[k])).collect();
         self.initial_filter.clone_from(&self.filter);
         self
+    }
+
+    /// The filter of chain mode m, c_m,1 … c_m,K−1.
+    fn mode_filter(&self, mode: usize) -> Vec<f64> {
+        (0..self.history_frames - 1).map(|k| self.filter[k * PARTICLES + mode]).collect()
+    }
+
+    /// Holds every chain mode's persistence (its filter's spectral radius) at or below
+    /// the centroid's, and the centroid's at or below 1, after training, by scaling the
+    /// filter's roots. Friction slows every mode alike and forces only turn the chain's
+    /// modes around sooner, so none keeps its velocity longer than the centroid; where
+    /// the data are too few to tell (600 frames), least squares gave slow modes roots
+    /// beyond 1 (1.05), which grow without bound in rollouts.
+    pub fn limit_mode_persistence(&mut self) {
+        let centroid = filter_spectral_radius(&self.mode_filter(0)).min(1.0);
+        for mode in 0..PARTICLES {
+            let filter = self.mode_filter(mode);
+            let radius = filter_spectral_radius(&filter);
+            if radius > centroid {
+                for (k, c) in scale_filter_roots(&filter, centroid / radius).into_iter().enumerate() {
+                    self.filter[k * PARTICLES + mode] = c;
+                }
+            }
+        }
     }
 
     /// Zeroes the radial weights below 1e-9 of the largest, after training: those of
@@ -468,6 +492,23 @@ mod tests {
             let expected = 0.3 * (model.noise_bias[i] + crowding).exp();
             assert!((std[[0, i]] - expected).abs() < 1e-12 * expected, "std[{i}] {} vs {expected}", std[[0, i]]);
         }
+    }
+
+    #[test]
+    fn no_chain_mode_persists_longer_than_the_centroid() {
+        // The centroid (0.9), a slow mode beyond it (1.05, growing), one within (0.7).
+        let mut per_mode = vec![vec![1.5, -0.56]; PARTICLES];
+        per_mode[0] = vec![1.7, -0.72];
+        per_mode[1] = vec![1.1, -0.0525];
+        let mut model = PairForce::new(3, 3.0, 1.0).starting_from(&per_mode);
+        model.limit_mode_persistence();
+        assert!((filter_spectral_radius(&model.mode_filter(0)) - 0.9).abs() < 1e-9, "the centroid's kept");
+        assert!((filter_spectral_radius(&model.mode_filter(1)) - 0.9).abs() < 1e-9, "held at the centroid's");
+        assert_eq!(model.mode_filter(2), vec![1.5, -0.56], "within it: unchanged");
+        // A centroid beyond 1 is held at 1.
+        let mut model = PairForce::new(3, 3.0, 1.0).starting_from(&vec![vec![1.1, -0.0525]; PARTICLES]);
+        model.limit_mode_persistence();
+        assert!((0..PARTICLES).all(|m| (filter_spectral_radius(&model.mode_filter(m)) - 1.0).abs() < 1e-9));
     }
 
     #[test]

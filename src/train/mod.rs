@@ -68,6 +68,7 @@ pub fn train_and_export(
             // The model scales its own terms; an output scale would scale its inertia too.
             let config = TrainConfig { output_scale: 1.0, ..request.config.clone() };
             let history = fit_ops(&mut model, request.split, &config, on_epoch);
+            model.limit_mode_persistence();
             model.zero_negligible_weights();
             let noise = fit_noise(&mut model, request.split, config.target);
             export_model(&OpsTrained(&model), ExportRequest { config: &config, history, noise, ..request })
