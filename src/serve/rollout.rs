@@ -387,7 +387,7 @@ async fn displacement(
     workers: &ModelWorkers,
     members: &[Member],
     indices: &[usize],
-) -> Result<(Displacement, Vec<Option<Array3<f64>>>), ServeError> {
+) -> Result<(Displacement, Vec<Option<Array3<f32>>>), ServeError> {
     let internal = |message: String| ServeError::Internal { model: model.to_string(), message };
     let positions: Vec<_> = indices.iter().map(|&i| members[i].positions.view()).collect();
     let positions = concatenate(Axis(0), &positions).map_err(|e| internal(format!("rollout frames of different shapes: {e}")))?;
@@ -417,7 +417,7 @@ fn advance(
     model: &str,
     members: &mut [Member],
     ready: Vec<(usize, mpsc::OwnedPermit<FrameResult>)>,
-    (displacement, noise): &(Displacement, Vec<Option<Array3<f64>>>),
+    (displacement, noise): &(Displacement, Vec<Option<Array3<f32>>>),
 ) {
     let mut row = 0;
     for ((index, permit), noise) in ready.into_iter().zip(noise) {
