@@ -877,8 +877,8 @@ mod tests {
         }
         let basis = Array2::from_shape_fn((PARTICLES, PARTICLES), |(m, i)| modes[m][i]);
         let mut x = Array3::<f32>::zeros((400, PARTICLES, DIMS));
-        for t in 0..399 {
-            let next = &x.index_axis(Axis(0), t) + &basis.t().dot(&amplitudes[t]).mapv(|v| v as f32);
+        for (t, amplitude) in amplitudes.iter().enumerate() {
+            let next = &x.index_axis(Axis(0), t) + &basis.t().dot(amplitude).mapv(|v| v as f32);
             x.index_axis_mut(Axis(0), t + 1).assign(&next);
         }
         let trajectory = Trajectory::new(x).expect("finite");
