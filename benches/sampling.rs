@@ -1,6 +1,6 @@
 //! What a sampled rollout step costs beside the model: for an ensemble of 1,024 members,
-//! the noise (`projected_noise`: standard normals keyed by (seed, member, step), projected
-//! onto the space each frame spans) and adding it (`add_sample`), next to one call of the
+//! the noise (`projected_noise`: standard normals keyed by (seed, member, step) in the
+//! space each frame spans) and adding it (`add_sample`), next to one call of the
 //! shipped `pairforce-h4` on the half of the batch each of the server's two
 //! single-threaded sessions runs. On planar frames (paths.npz, lifted to z = 0) and on 3-D
 //! frames of the simulator. The server draws the noise while the call runs, on a core the

@@ -182,6 +182,17 @@ pub struct SampledRow {
 pub struct LongRolloutStats {
     /// Rollouts that went non-finite or grew past 3× the data's largest extent.
     pub flew_apart: usize,
+    #[serde(flatten)]
+    pub ratios: LongRolloutRatios,
+    /// The same ratios on the even and on the odd rollouts apart: how far the figures
+    /// move with the draw (older cards: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub halves: Option<[LongRolloutRatios; 2]>,
+}
+
+/// A long rollout's statistics over the data's.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+pub struct LongRolloutRatios {
     /// RMS step over the data's.
     #[serde(with = "finite_or_null")]
     pub motion_ratio: f64,
@@ -207,6 +218,19 @@ pub struct EnsembleScore {
     pub crps: f64,
     #[serde(with = "finite_or_null")]
     pub rmse_of_mean: f64,
+    /// Spread/skill on the even and on the odd starts apart (older cards: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spread_skill_halves: Option<Halves>,
+}
+
+/// A figure measured again on each half of what it pools, the even and the odd members:
+/// how far apart the two are is how far the figure itself moves with the draw.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+pub struct Halves {
+    #[serde(with = "finite_or_null")]
+    pub even: f64,
+    #[serde(with = "finite_or_null")]
+    pub odd: f64,
 }
 
 impl ForecastReport {

@@ -8,7 +8,7 @@
 
 use ndarray::{Array1, Array2, Array3, Array4, ArrayView2, ArrayView3, ArrayView4, Axis, s};
 
-pub use crate::card::{EnsembleScore, ForecastReport, ForecastRow, LongRolloutStats, SampledReport, SampledRow};
+pub use crate::card::{EnsembleScore, ForecastReport, ForecastRow, Halves, LongRolloutRatios, LongRolloutStats, SampledReport, SampledRow};
 use crate::data::{
     DIMS, PARTICLES, Trajectory, advance_window, radius_of_gyration,
     sampling::{add_noise_to_batch, spanned_dims},
@@ -518,28 +518,29 @@ impl<'a> ForecastFrames<'a> {
         }
         let survivors: Vec<usize> = (0..members).filter(|&m| alive[m] && kept[m] > 0).collect();
         let flew_apart = members - survivors.len();
-        if survivors.is_empty() {
-            let stats = LongRolloutStats { flew_apart, motion_ratio: f64::NAN, pair_distance_w1_ratio: f64::NAN, rg_ratio: f64::NAN };
-            return (stats, vec![0.0; reference.bin_edges().len() - 1], chain);
-        }
-        let frames: usize = survivors.iter().map(|&m| kept[m]).sum();
-        let motion = (survivors.iter().map(|&m| step_squared[m]).sum::<f64>() / frames as f64).sqrt();
-        let rg = survivors.iter().map(|&m| rg_sum[m]).sum::<f64>() / frames as f64;
-        let w1: f64 = (0..PAIRS)
-            .map(|pair| {
-                let mut pooled: Vec<f32> = survivors.iter().flat_map(|&m| pair_distances[m][pair].iter().copied()).collect();
-                wasserstein1(&mut pooled, &reference.pair_distances[pair])
-            })
-            .sum::<f64>()
-            / PAIRS as f64;
-        let pooled: Vec<f32> = survivors.iter().flat_map(|&m| pair_distances[m].iter().flatten().copied()).collect();
-        let stats = LongRolloutStats {
-            flew_apart,
-            motion_ratio: motion / reference.motion,
-            pair_distance_w1_ratio: w1 / reference.self_w1,
-            rg_ratio: rg / reference.radius_of_gyration,
+        // The ratios over the frames `members` kept; NaN where none did.
+        let ratios = |members: &[usize]| {
+            let frames: usize = members.iter().map(|&m| kept[m]).sum();
+            let motion = (members.iter().map(|&m| step_squared[m]).sum::<f64>() / frames as f64).sqrt();
+            let rg = members.iter().map(|&m| rg_sum[m]).sum::<f64>() / frames as f64;
+            let w1: f64 = (0..PAIRS)
+                .map(|pair| {
+                    let mut pooled: Vec<f32> = members.iter().flat_map(|&m| pair_distances[m][pair].iter().copied()).collect();
+                    if pooled.is_empty() { f64::NAN } else { wasserstein1(&mut pooled, &reference.pair_distances[pair]) }
+                })
+                .sum::<f64>()
+                / PAIRS as f64;
+            LongRolloutRatios {
+                motion_ratio: motion / reference.motion,
+                pair_distance_w1_ratio: w1 / reference.self_w1,
+                rg_ratio: rg / reference.radius_of_gyration,
+            }
         };
-        (stats, reference.density(&pooled), chain)
+        let half = |parity: usize| survivors.iter().copied().filter(|m| m % 2 == parity).collect::<Vec<_>>();
+        let stats = LongRolloutStats { flew_apart, ratios: ratios(&survivors), halves: Some([ratios(&half(0)), ratios(&half(1))]) };
+        let pooled: Vec<f32> = survivors.iter().flat_map(|&m| pair_distances[m].iter().flatten().copied()).collect();
+        let density = if survivors.is_empty() { vec![0.0; reference.bin_edges().len() - 1] } else { reference.density(&pooled) };
+        (stats, density, chain)
     }
 
     /// Spread, CRPS and error of ensembles from every rollout start at `horizons`.
@@ -558,28 +559,36 @@ impl<'a> ForecastFrames<'a> {
             if !horizons.contains(&horizon) {
                 continue;
             }
-            let (mut squared_error, mut variance, mut crps, mut count) = (0.0, 0.0, 0.0, 0usize);
+            // Summed over the even and the odd starts apart.
+            let (mut squared_error, mut variance, mut crps, mut count) = ([0.0; 2], [0.0; 2], [0.0; 2], [0usize; 2]);
             for (s, &(part, t)) in starts.iter().enumerate() {
+                let half = s % 2;
                 let truth = self.parts[part].trajectory.positions().index_axis(Axis(0), t + horizon).to_owned();
                 let ensemble = positions.slice(s![s * members..(s + 1) * members, .., ..]);
                 for ((p, d), &observed) in truth.indexed_iter() {
                     let mut values: Vec<f64> = ensemble.index_axis(Axis(2), d).index_axis(Axis(1), p).iter().map(|v| f64::from(*v)).collect();
                     let observed = f64::from(observed);
                     let mean = values.iter().sum::<f64>() / members as f64;
-                    squared_error += (mean - observed).powi(2);
+                    squared_error[half] += (mean - observed).powi(2);
                     if members > 1 {
-                        variance += values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (members - 1) as f64;
+                        variance[half] += values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (members - 1) as f64;
                     }
-                    crps += fair_crps(&mut values, observed);
-                    count += 1;
+                    crps[half] += fair_crps(&mut values, observed);
+                    count[half] += 1;
                 }
             }
-            let rmse = (squared_error / count as f64).sqrt();
+            let spread_skill = |squared_error: f64, variance: f64, count: usize| (variance / count as f64).sqrt() / (squared_error / count as f64).sqrt();
+            let total = count[0] + count[1];
+            let rmse = ((squared_error[0] + squared_error[1]) / total as f64).sqrt();
             scores.push(EnsembleScore {
                 horizon,
-                spread_skill: (variance / count as f64).sqrt() / rmse,
-                crps: crps / count as f64,
+                spread_skill: spread_skill(squared_error[0] + squared_error[1], variance[0] + variance[1], total),
+                crps: (crps[0] + crps[1]) / total as f64,
                 rmse_of_mean: if rmse.is_finite() { rmse } else { f64::INFINITY },
+                spread_skill_halves: Some(Halves {
+                    even: spread_skill(squared_error[0], variance[0], count[0]),
+                    odd: spread_skill(squared_error[1], variance[1], count[1]),
+                }),
             });
         }
         scores
@@ -854,10 +863,20 @@ mod tests {
         let [deterministic, noisy] = &report.rows[..] else { panic!("two baseline rows: {report:?}") };
         assert!(!deterministic.sampled && noisy.sampled);
         assert_eq!(report.long_starts.len(), LONG_ROLLOUT_STARTS);
-        assert!(deterministic.long.motion_ratio < 0.3, "{deterministic:?}");
-        assert!((noisy.long.motion_ratio - 1.0).abs() < 0.3, "{noisy:?}");
+        assert!(deterministic.long.ratios.motion_ratio < 0.3, "{deterministic:?}");
+        assert!((noisy.long.ratios.motion_ratio - 1.0).abs() < 0.3, "{noisy:?}");
+        // Each half of the rollouts and starts gives its own figure, about the whole's.
+        let [even, odd] = noisy.long.halves.expect("halves");
+        assert!(even != odd && (even.motion_ratio - 1.0).abs() < 0.3 && (odd.motion_ratio - 1.0).abs() < 0.3, "{noisy:?}");
+        let pooled_rg = noisy.long.ratios.rg_ratio;
+        assert!(
+            pooled_rg > even.rg_ratio.min(odd.rg_ratio) - 1e-12 && pooled_rg < even.rg_ratio.max(odd.rg_ratio) + 1e-12,
+            "a mean of the halves' frames: {noisy:?}"
+        );
         for score in &noisy.ensemble {
             assert!(score.spread_skill > 0.6 && score.spread_skill < 1.6, "{noisy:?}");
+            let halves = score.spread_skill_halves.expect("halves");
+            assert!(halves.even != halves.odd && halves.even > 0.4 && halves.odd > 0.4, "{score:?}");
         }
         assert!(noisy.ensemble[0].crps < deterministic.ensemble[0].crps, "{noisy:?} vs {deterministic:?}");
     }

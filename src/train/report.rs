@@ -10,7 +10,10 @@ use super::{
     plot::plot_rollout_errors,
     staged::{Staged, commit_all},
 };
-use crate::{card::ModelCard, onnx::Precision};
+use crate::{
+    card::{LongRolloutRatios, ModelCard},
+    onnx::Precision,
+};
 
 /// The study's own code on this kind of 2-core CPU (PyTorch + e3nn, 2 threads, quiet),
 /// as quoted in issue 4: seconds per epoch, and frames per second of its
@@ -207,7 +210,8 @@ fn render_sampled(cards: &[ModelCard], out: &mut String) {
              between the data's two halves; Rg = mean radius of gyration; flew apart = non-finite or larger than 3× the data's extent (the statistics are those of the rollouts that did not). \
              Ensembles: {} members from each of the forecast's rollout starts (one for a deterministic row); spread/skill = √(mean \
              ensemble variance) / RMSE of the ensemble mean (1: calibrated); CRPS: the fair ensemble estimator per coordinate. Noise \
-             seed {}. Goals: motion 0.85–1.15, pair distances ≤ 1.5, Rg 0.95–1.05, none flew apart, spread/skill 0.8–1.25.\n\n\
+             seed {}. Goals: motion 0.85–1.15, pair distances ≤ 1.5, Rg 0.95–1.05, none flew apart, spread/skill 0.8–1.25. In brackets: the \
+             same figure on the even and on the odd rollouts (starts) alone, how far it moves with the draw.\n\n\
              ![pair distances]({name}/{PAIR_DISTANCES_PLOT_FILE}) ![spread/skill]({name}/{CALIBRATION_PLOT_FILE}) \
              ![a sampled rollout]({name}/{SAMPLED_ROLLOUT_PLOT_FILE})\n",
             card.name,
@@ -226,21 +230,35 @@ fn render_sampled(cards: &[ModelCard], out: &mut String) {
                 .horizons
                 .iter()
                 .map(|h| match row.ensemble.iter().find(|e| e.horizon == *h) {
-                    Some(e) => format!("{:.2} | {:.3e} | {:.3e}", e.spread_skill, e.crps, e.rmse_of_mean),
+                    Some(e) => {
+                        format!("{} | {:.3e} | {:.3e}", with_halves(e.spread_skill, e.spread_skill_halves.map(|h| (h.even, h.odd))), e.crps, e.rmse_of_mean)
+                    }
                     None => "– | – | –".into(),
                 })
                 .collect();
             let name = if row.name.starts_with(&card.name) { format!("**{}**", row.name) } else { row.name.clone() };
+            let halves = |ratio: fn(&LongRolloutRatios) -> f64| row.long.halves.as_ref().map(|[even, odd]| (ratio(even), ratio(odd)));
             let _ = writeln!(
                 out,
-                "| {name} | {} / {} | {:.2} | {:.2} | {:.2} | {} |",
+                "| {name} | {} / {} | {} | {} | {} | {} |",
                 row.long.flew_apart,
                 report.long_starts.len(),
-                row.long.motion_ratio,
-                row.long.pair_distance_w1_ratio,
-                row.long.rg_ratio,
+                with_halves(row.long.ratios.motion_ratio, halves(|r| r.motion_ratio)),
+                with_halves(row.long.ratios.pair_distance_w1_ratio, halves(|r| r.pair_distance_w1_ratio)),
+                with_halves(row.long.ratios.rg_ratio, halves(|r| r.rg_ratio)),
                 scores.join(" | ")
             );
         }
+    }
+}
+
+/// `value` to two decimals, then its value on the even and on the odd half, where the
+/// card has them: "0.80 (0.76, 0.85)"; "–" for a half with nothing left to measure (every
+/// rollout in it flew apart).
+fn with_halves(value: f64, halves: Option<(f64, f64)>) -> String {
+    let figure = |v: f64| if v.is_finite() { format!("{v:.2}") } else { "–".into() };
+    match halves {
+        Some((even, odd)) if value != 0.0 => format!("{} ({}, {})", figure(value), figure(even), figure(odd)),
+        _ => figure(value),
     }
 }
