@@ -163,6 +163,10 @@ pub struct SampledReport {
     pub members: usize,
     pub horizons: Vec<usize>,
     pub seed: u64,
+    /// The mean radius of gyration of the data's first and second half over the whole
+    /// data's: how far the size moves within the data itself (older cards: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_rg_halves: Option<[f64; 2]>,
     pub rows: Vec<SampledRow>,
 }
 

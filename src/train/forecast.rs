@@ -457,6 +457,7 @@ impl<'a> ForecastFrames<'a> {
             members: ENSEMBLE_MEMBERS,
             horizons,
             seed: SAMPLING_SEED,
+            data_rg_halves: Some(reference.halves_radius_of_gyration.map(|rg| rg / reference.radius_of_gyration)),
             rows,
         };
         (report, figures)
@@ -632,12 +633,15 @@ struct DataStatistics {
     pair_distances: Vec<Vec<f32>>,
     /// Mean over pairs of W1 between the first and second halves of the data.
     self_w1: f64,
+    /// The mean radius of gyration of the data's first and second halves.
+    halves_radius_of_gyration: [f64; 2],
 }
 
 impl DataStatistics {
     fn new(parts: &[TestPart]) -> Self {
         let (mut first, mut second) = (vec![Vec::new(); PAIRS], vec![Vec::new(); PAIRS]);
         let (mut step_squared, mut steps, mut rg, mut frames) = (0.0, 0usize, 0.0, 0usize);
+        let (mut halves_rg, mut halves_frames) = ([0.0; 2], [0usize; 2]);
         for part in parts {
             let x = part.trajectory.positions();
             let half = x.dim().0 / 2;
@@ -646,8 +650,11 @@ impl DataStatistics {
                 for (pair, distance) in pair_distances_of(frame).into_iter().enumerate() {
                     halves[pair].push(distance);
                 }
-                rg += radius_of_gyration(frame);
+                let size = radius_of_gyration(frame);
+                rg += size;
                 frames += 1;
+                halves_rg[usize::from(t >= half)] += size;
+                halves_frames[usize::from(t >= half)] += 1;
                 if t > 0 {
                     let moved = &frame - &x.index_axis(Axis(0), t - 1);
                     step_squared += moved.iter().map(|v| f64::from(*v).powi(2)).sum::<f64>() / PARTICLES as f64;
@@ -679,6 +686,7 @@ impl DataStatistics {
             largest_distance: f64::from(largest_distance),
             pair_distances,
             self_w1,
+            halves_radius_of_gyration: std::array::from_fn(|h| halves_rg[h] / halves_frames[h].max(1) as f64),
         }
     }
 }
@@ -868,6 +876,8 @@ mod tests {
         // Each half of the rollouts and starts gives its own figure, about the whole's.
         let [even, odd] = noisy.long.halves.expect("halves");
         assert!(even != odd && (even.motion_ratio - 1.0).abs() < 0.3 && (odd.motion_ratio - 1.0).abs() < 0.3, "{noisy:?}");
+        let [first, second] = report.data_rg_halves.expect("the data's halves");
+        assert!(first > 0.0 && second > 0.0 && (first - 1.0) * (second - 1.0) <= 0.0, "the whole's size lies between its halves': {first} {second}");
         let pooled_rg = noisy.long.ratios.rg_ratio;
         assert!(
             pooled_rg > even.rg_ratio.min(odd.rg_ratio) - 1e-12 && pooled_rg < even.rg_ratio.max(odd.rg_ratio) + 1e-12,

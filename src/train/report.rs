@@ -211,7 +211,7 @@ fn render_sampled(cards: &[ModelCard], out: &mut String) {
              Ensembles: {} members from each of the forecast's rollout starts (one for a deterministic row); spread/skill = √(mean \
              ensemble variance) / RMSE of the ensemble mean (1: calibrated); CRPS: the fair ensemble estimator per coordinate. Noise \
              seed {}. Goals: motion 0.85–1.15, pair distances ≤ 1.5, Rg 0.95–1.05, none flew apart, spread/skill 0.8–1.25. In brackets: the \
-             same figure on the even and on the odd rollouts (starts) alone, how far it moves with the draw.\n\n\
+             same figure on the even and on the odd rollouts (starts) alone, how far it moves with the draw.{}\n\n\
              ![pair distances]({name}/{PAIR_DISTANCES_PLOT_FILE}) ![spread/skill]({name}/{CALIBRATION_PLOT_FILE}) \
              ![a sampled rollout]({name}/{SAMPLED_ROLLOUT_PLOT_FILE})\n",
             card.name,
@@ -220,6 +220,10 @@ fn render_sampled(cards: &[ModelCard], out: &mut String) {
             100.0 * (1.0 - report.skipped_share),
             report.members,
             report.seed,
+            report.data_rg_halves.map_or(String::new(), |[first, second]| format!(
+                " The data's own first and second half have a mean Rg of {first:.2} and {second:.2} of the whole's: an Rg ratio within \
+                 that moves no more than the data's size does."
+            )),
             name = card.name,
         );
         let horizon_columns: Vec<String> = report.horizons.iter().map(|h| format!("spread/skill @{h} | CRPS @{h} | RMSE of mean @{h}")).collect();
