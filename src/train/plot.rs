@@ -8,7 +8,7 @@ use ndarray::Array2;
 
 use super::{
     EpochStats,
-    forecast::{ForecastRow, SampledFigures, SampledReport},
+    forecast::{EnsembleScore, ForecastRow, SampledFigures, SampledReport},
     kept_epoch,
 };
 
@@ -307,12 +307,17 @@ pub fn plot_pair_distances(figures: &SampledFigures, title: &str, path: &Path) -
 }
 
 /// Spread/skill of each sampled row's ensembles against the horizon (1: calibrated,
-/// the goal band 0.8–1.25 shaded).
+/// the goal band 0.8–1.25 shaded), a bar from its value on the even starts to the odd.
 pub fn plot_calibration(report: &SampledReport, title: &str, path: &Path) -> Result<(), PlotError> {
     let draw = |e: &dyn std::fmt::Display| PlotError { path: path.display().to_string(), message: e.to_string() };
     let sampled: Vec<_> = report.rows.iter().filter(|r| r.sampled).collect();
     let last = report.horizons.iter().copied().max().ok_or_else(|| draw(&"no horizons"))?;
-    let high = sampled.iter().flat_map(|r| r.ensemble.iter().map(|e| e.spread_skill)).filter(|v| v.is_finite()).fold(1.5_f64, f64::max);
+    let halves = |e: &EnsembleScore| e.spread_skill_halves.filter(|h| h.even.is_finite() && h.odd.is_finite()).map(|h| (h.even.min(h.odd), h.even.max(h.odd)));
+    let high = sampled
+        .iter()
+        .flat_map(|r| r.ensemble.iter().flat_map(|e| [e.spread_skill, halves(e).map_or(0.0, |(_, high)| high)]))
+        .filter(|v| v.is_finite())
+        .fold(1.5_f64, f64::max);
     let root = SVGBackend::new(path, (800, 480)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| draw(&e))?;
     let mut chart = ChartBuilder::on(&root)
@@ -334,6 +339,10 @@ pub fn plot_calibration(report: &SampledReport, title: &str, path: &Path) -> Res
             .label(row.name.split(':').next().unwrap_or(&row.name).to_string())
             .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], style));
         chart.draw_series(points.into_iter().map(|p| Circle::new(p, 4, style.filled()))).map_err(|e| draw(&e))?;
+        let bars = row.ensemble.iter().filter(|e| e.spread_skill.is_finite()).filter_map(|e| {
+            halves(e).map(|(low, high)| ErrorBar::new_vertical(e.horizon as f64, low, e.spread_skill, high, RGBColor(r, g, b).stroke_width(2), 10))
+        });
+        chart.draw_series(bars).map_err(|e| draw(&e))?;
     }
     chart.configure_series_labels().position(SeriesLabelPosition::UpperRight).border_style(BLACK).background_style(WHITE).draw().map_err(|e| draw(&e))?;
     root.present().map_err(|e| draw(&e))
