@@ -96,7 +96,7 @@ struct Args {
     #[arg(long, env = "EQUISERVE_MAX_BATCH", default_value_t = 4096)]
     max_batch: usize,
     /// Most system-steps one Rollout may ask for (systems × steps). The default admits an
-    /// ensemble of 1,024 × 10,000 steps (about 22 s of the default model on 2 cores).
+    /// ensemble of 1,024 × 10,000 steps (about 20 s of the default model on 2 cores).
     #[arg(long, env = "EQUISERVE_MAX_ROLLOUT_STEPS", default_value_t = 20_000_000)]
     max_rollout_steps: u64,
     /// Rollouts running at once; once admitted, a rollout is never ended by other traffic.

@@ -244,11 +244,13 @@ impl ModelKind {
         match self {
             ModelKind::Pairforce => json!({
                 "architecture": "PairForce",
-                "summary": "dx_i(t) = sum_k c_k (x_i(t-k+1) - x_i(t-k)) + a sum_j f_ij(|r_ij|) (x_j - x_i): a learned \
-                            filter of the particle's past displacements (the chain's inertia and friction) plus learned \
-                            pair forces, a Gaussian-basis radial function per pair of particles, equal and opposite, \
-                            held at its value at the nearest and farthest distances the pair covered in training \
-                            beyond them (`reach`); E(3)-equivariant; starts from the least-squares filter of the training data and no force",
+                "summary": "dx_i(t) = sum_m u_m(i) sum_k c_mk D_mk + a sum_j f_ij(|r_ij|) (x_j - x_i), D_mk = sum_i u_m(i) \
+                            (x_i(t-k+1) - x_i(t-k)): a learned filter of the past displacements per chain mode u_m (cosines \
+                            along the chain, m = 0 the centroid; the chain's inertia and friction, no mode persisting longer \
+                            than the centroid) plus learned pair forces, a Gaussian-basis radial function per pair of \
+                            particles, equal and opposite, held at its value at the nearest and farthest distances the pair \
+                            covered in training beyond them (`reach`); E(3)-equivariant; starts from the least-squares filter \
+                            of each mode on the training data and no force",
                 "hyperparameters": { "basis": pair_force::BASIS },
                 "equivariant": true,
             }),

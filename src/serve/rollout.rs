@@ -399,7 +399,8 @@ async fn displacement(
     };
     let pending = workers.send_rollout_step(NamedTensors::dynamics(positions, previous)).map_err(|e| ServeError::from_engine(model, e))?;
     // The noise depends on the frame, not on dx: drawn now, it overlaps the call instead
-    // of following it (3% of a sampled ensemble's server time).
+    // of following it (for 1,024 members about a tenth of a session's call, `cargo bench
+    // --bench sampling`).
     let noise = indices
         .iter()
         .map(|&i| {
