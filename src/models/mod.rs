@@ -8,6 +8,7 @@ pub mod graph;
 pub mod history;
 mod mlp;
 pub mod pair_force;
+mod particle_noise;
 pub mod se3_attention;
 
 pub use e3small::E3Small;
@@ -15,6 +16,7 @@ pub use gat::Gnn;
 pub use gate_network::{GateNetwork, GateNetworkConfig, GateNetworkError};
 pub use mlp::Mlp;
 pub use pair_force::PairForce;
+pub use particle_noise::ParticleNoise;
 pub use se3_attention::Se3Transformer;
 
 use serde_json::json;
@@ -227,14 +229,16 @@ impl ModelKind {
         if history_frames > 1 && self != ModelKind::Pairforce {
             let window = format!("reads a window of {history_frames} frames (x(t−{}) … x(t)): ", history_frames - 1);
             let summary = description["summary"].as_str().unwrap_or_default().to_string();
-            description["summary"] = serde_json::Value::String(match self {
-                ModelKind::E3large => format!(
-                    "{window}its {} most recent displacements, newest first, are the nodes' {}x1o input features; {summary}",
-                    history_frames - 1,
-                    history_frames - 1
-                ),
-                _ => format!("{window}the {} coordinates of the window, flattened; {summary}", 36 * history_frames),
-            });
+            description["summary"] = serde_json::Value::String(
+                match self {
+                    ModelKind::E3large => format!(
+                        "{window}its {} most recent displacements, newest first, are the nodes' {}x1o input features; {summary}",
+                        history_frames - 1,
+                        history_frames - 1
+                    ),
+                    _ => format!("{window}the {} coordinates of the window, flattened; {summary}", 36 * history_frames),
+                } + "; stochastic: dx_std_i = s e^(b_i), a spread per particle the same in every configuration (`particle_noise`)",
+            );
         }
         description["hyperparameters"]["history_frames"] = serde_json::json!(history_frames);
         description

@@ -224,6 +224,11 @@ impl Ops for BurnOps {
         reduce(x, axis, keep_dims, Tensor::sum_dim)
     }
 
+    fn repeat_for_batch(&mut self, like: &BurnTensor, x: &BurnTensor) -> BurnTensor {
+        let shape: Vec<usize> = std::iter::once(like.shape[0]).chain(x.shape.iter().copied()).collect();
+        BurnTensor::with(x.value.clone().expand(padded(&shape)), shape)
+    }
+
     fn reduce_max(&mut self, x: &BurnTensor, axis: usize, keep_dims: bool) -> BurnTensor {
         reduce(x, axis, keep_dims, Tensor::max_dim)
     }

@@ -147,6 +147,11 @@ impl Ops for Eager {
         if keep_dims { sum.insert_axis(Axis(axis)) } else { sum }
     }
 
+    fn repeat_for_batch(&mut self, like: &ArrayD<f64>, x: &ArrayD<f64>) -> ArrayD<f64> {
+        let shape: Vec<usize> = std::iter::once(like.shape()[0]).chain(x.shape().iter().copied()).collect();
+        x.broadcast(IxDyn(&shape)).expect("a leading axis broadcasts").to_owned()
+    }
+
     fn reduce_max(&mut self, x: &ArrayD<f64>, axis: usize, keep_dims: bool) -> ArrayD<f64> {
         let max = x.map_axis(Axis(axis), |lane| lane.fold(f64::NEG_INFINITY, |a, &b| a.max(b)));
         if keep_dims { max.insert_axis(Axis(axis)) } else { max }

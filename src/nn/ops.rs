@@ -50,6 +50,9 @@ pub trait Ops {
     fn reduce_sum(&mut self, x: &Self::Tensor, axis: usize, keep_dims: bool) -> Self::Tensor;
     /// The largest entry along `axis`.
     fn reduce_max(&mut self, x: &Self::Tensor, axis: usize, keep_dims: bool) -> Self::Tensor;
+    /// `x` [n…] once for each entry along the first axis of `like`: [batch, n…] (what
+    /// does not depend on the input still has the input's batch).
+    fn repeat_for_batch(&mut self, like: &Self::Tensor, x: &Self::Tensor) -> Self::Tensor;
 
     /// The larger of a and b, elementwise (broadcast): a + relu(b − a), where the
     /// operations have no maximum of their own.

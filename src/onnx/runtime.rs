@@ -118,6 +118,21 @@ pub fn init_runtime(explicit: Option<&Path>) -> Result<&'static Environment, Run
     Err(RuntimeError::LibraryNotFound { tried })
 }
 
+/// Where a session's graph comes from.
+enum GraphSource<'a> {
+    File(&'a Path),
+    Memory { bytes: &'a [u8], label: &'a str },
+}
+
+impl GraphSource<'_> {
+    fn label(&self) -> String {
+        match self {
+            GraphSource::File(path) => path.display().to_string(),
+            GraphSource::Memory { label, .. } => (*label).to_string(),
+        }
+    }
+}
+
 /// One ONNX Runtime session of an exported model. `run` needs `&mut self`, so each
 /// serving worker owns one of these rather than sharing it behind a lock.
 pub struct OnnxModel {
@@ -140,8 +155,19 @@ impl OnnxModel {
     /// rollouts of pairforce-h4's earlier 144-pair graph ran 1.6× as fast on 2 cores, of
     /// its 66-pair f32 graph 1.01–1.04×) at the cost of keeping that peak for good.
     pub fn load_with_arena(path: &Path, signature: &Signature, device: ExecutionDevice, intra_threads: usize, cpu_arena: bool) -> Result<Self, RuntimeError> {
+        Self::open(GraphSource::File(path), signature, device, intra_threads, cpu_arena)
+    }
+
+    /// A CPU session of a graph held in memory (`label` names it in errors): for graphs
+    /// run while they are built, such as a model's during its calibration.
+    pub fn from_bytes(bytes: &[u8], label: &str, signature: &Signature, intra_threads: usize) -> Result<Self, RuntimeError> {
+        Self::open(GraphSource::Memory { bytes, label }, signature, ExecutionDevice::Cpu, intra_threads, false)
+    }
+
+    fn open(source: GraphSource, signature: &Signature, device: ExecutionDevice, intra_threads: usize, cpu_arena: bool) -> Result<Self, RuntimeError> {
         let environment = init_runtime(None)?;
-        let model_error = |message: String| RuntimeError::Model { path: path.display().to_string(), message };
+        let label = source.label();
+        let model_error = |message: String| RuntimeError::Model { path: label.clone(), message };
         let mut builder =
             Session::builder(environment).and_then(|b| b.with_intra_threads(intra_threads).map_err(Into::into)).map_err(|e| model_error(e.to_string()))?;
         let mut execution_provider = "CPUExecutionProvider";
@@ -178,10 +204,14 @@ impl OnnxModel {
         // session keeps its peak for good.
         let mut builder =
             builder.with_execution_providers([ep::CPU::default().with_arena_allocator(cpu_arena).build()]).map_err(|e| model_error(e.to_string()))?;
-        let session = builder.commit_from_file(path).map_err(|e| model_error(e.to_string()))?;
+        let session = match source {
+            GraphSource::File(path) => builder.commit_from_file(path),
+            GraphSource::Memory { bytes, .. } => builder.commit_from_memory(bytes),
+        }
+        .map_err(|e| model_error(e.to_string()))?;
         check_outlets("input", session.inputs(), &signature.inputs)
             .and_then(|()| check_outlets("output", session.outputs(), &signature.outputs))
-            .map_err(|message| RuntimeError::SignatureMismatch { path: path.display().to_string(), message })?;
+            .map_err(|message| RuntimeError::SignatureMismatch { path: label.clone(), message })?;
         Ok(Self { session, signature: signature.clone(), execution_provider })
     }
 

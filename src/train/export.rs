@@ -25,7 +25,7 @@ use crate::{
     card::{CARD_FILE, DataInfo, MODEL_FILE, Metrics, ModelCard, NoiseInfo, OnnxInfo, SplitInfo, TrainingInfo, Versions},
     data::{DIMS, PARTICLES, Pairs, Split, SplitConfig, Target, Trajectory},
     models::{ModelKind, OpsModel},
-    onnx::{ExecutionDevice, OnnxModel, POSITIONS, Precision, Signature},
+    onnx::{ExecutionDevice, OnnxModel, Precision, Signature},
     serve::measure_inference,
 };
 
@@ -199,15 +199,8 @@ pub fn export_model(model: &impl ExportableModel, request: ExportRequest) -> Res
     let signature = Signature::dynamics_of(history_frames, model.stochastic());
     let emit = |precision| {
         let mut graph = GraphBuilder::new(signature.clone(), precision);
-        let (mut output, std) = model.emit_onnx_with_std(&mut graph);
-        if target == Target::X {
-            // The served interface is always dx.
-            let positions = graph.input(POSITIONS).expect("dynamics signatures read positions");
-            output = graph.sub(&output, &positions);
-        }
-        let outputs: Vec<String> = std::iter::once(output).chain(std).collect();
-        let doc = if outputs.len() > 1 { "dx [batch, 12, 3], dx_std [batch, 12]" } else { "dx [batch, 12, 3]" };
-        graph.finish(&outputs, &format!("equiserve {name}: positions [batch, 12, 3] -> {doc}"), &metadata)
+        let (output, std) = model.emit_onnx_with_std(&mut graph);
+        graph.finish_dynamics(output, std, target, name, &metadata)
     };
 
     // The reference test predictions serve the parity check, the metrics and the figures.

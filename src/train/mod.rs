@@ -70,7 +70,7 @@ pub fn train_and_export(
             let history = fit_ops(&mut model, request.split, &config, on_epoch);
             model.limit_mode_persistence();
             model.zero_negligible_weights();
-            let noise = fit_noise(&mut model, request.split, config.target);
+            let noise = fit_noise(&mut model, request.split, config.target)?;
             export_model(&OpsTrained(&model), ExportRequest { config: &config, history, noise, ..request })
         }
         ModelKind::Se3mha => train_ops_model(Se3Transformer::attention(false), request, on_epoch),
@@ -121,12 +121,26 @@ fn train_ops_model<M: crate::models::OpsModel>(
     model.init_weights(&mut StdRng::seed_from_u64(request.config.seed));
     let scale = request.config.output_scale;
     if scale == 1.0 {
-        let history = fit_ops(&mut model, request.split, request.config, on_epoch);
-        let noise = fit_noise(&mut model, request.split, request.config.target);
-        return export_model(&OpsTrained(&model), ExportRequest { history, noise, ..request });
+        return fit_and_export(model, request, on_epoch);
     }
-    let mut model = crate::models::OutputScaled { model, scale };
-    let history = fit_ops(&mut model, request.split, request.config, on_epoch);
-    let noise = fit_noise(&mut model, request.split, request.config.target);
-    export_model(&OpsTrained(&model), ExportRequest { history, noise, ..request })
+    fit_and_export(crate::models::OutputScaled { model, scale }, request, on_epoch)
+}
+
+/// Trains the mean, and a history model's noise per particle after it (one-frame models
+/// stay the study's), then exports.
+fn fit_and_export<M: crate::models::OpsModel>(
+    model: M,
+    request: ExportRequest,
+    on_epoch: impl FnMut(&EpochStats),
+) -> Result<ExportOutcome, export::ExportError> {
+    fn fit<M: crate::models::OpsModel>(mut model: M, request: ExportRequest, on_epoch: impl FnMut(&EpochStats)) -> Result<ExportOutcome, export::ExportError> {
+        let history = fit_ops(&mut model, request.split, request.config, on_epoch);
+        let noise = fit_noise(&mut model, request.split, request.config.target)?;
+        export_model(&OpsTrained(&model), ExportRequest { history, noise, ..request })
+    }
+    if model.history_frames() == 1 {
+        return fit(model, request, on_epoch);
+    }
+    let noise_scale = residual_noise_scale(&request).or_else(|| target_rms(request.split, Target::Dx)).unwrap_or(1.0);
+    fit(crate::models::ParticleNoise::new(model, noise_scale), request, on_epoch)
 }

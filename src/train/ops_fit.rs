@@ -11,10 +11,14 @@ use rand::{SeedableRng, rngs::StdRng, seq::SliceRandom};
 use rand_distr::{Distribution, Normal};
 
 use super::{ADAM_BETA1, ADAM_BETA2, ADAM_EPSILON, EpochStats, TrainConfig, metrics};
+use prost::Message;
+
+use super::onnx_graph::{GraphBuilder, signature_of};
 use crate::{
     data::{DIMS, PARTICLES, Split, Target, radius_of_gyration},
     models::{ModelInputs, OpsModel},
     nn::{BurnOps, Eager, Ops},
+    onnx::{OnnxModel, Precision, RuntimeError},
 };
 
 /// Adam with PyTorch's defaults (see [`ADAM_EPSILON`]) on plain weight vectors.
@@ -329,9 +333,9 @@ pub struct NoiseFit {
 /// likelihood of the mean's residuals on the training pairs: per particle and step,
 /// d·ln σ + |r|² / (2σ²), d the coordinates the data spans (a planar system's residual
 /// has no third component to explain).
-pub fn fit_noise<M: OpsModel>(model: &mut M, split: &Split, target: Target) -> Option<NoiseFit> {
+pub fn fit_noise<M: OpsModel>(model: &mut M, split: &Split, target: Target) -> Result<Option<NoiseFit>, RuntimeError> {
     if !model.stochastic() {
-        return None;
+        return Ok(None);
     }
     let train = &split.train;
     let previous = window_of(model, train.previous.view());
@@ -364,8 +368,8 @@ pub fn fit_noise<M: OpsModel>(model: &mut M, split: &Split, target: Target) -> O
     let fitted_nll = nll(model, None);
     let largest = reference_std(model, train.inputs.view(), previous).map_or(f64::INFINITY, |std| std.iter().fold(0.0_f64, |m, v| m.max(f64::from(*v))));
     model.bound_noise(largest);
-    let calibration = calibrate_rollouts(model, split, target);
-    Some(NoiseFit {
+    let calibration = calibrate_rollouts(model, split, target)?;
+    Ok(Some(NoiseFit {
         dims,
         initial_nll,
         fitted_nll,
@@ -375,7 +379,7 @@ pub fn fit_noise<M: OpsModel>(model: &mut M, split: &Split, target: Target) -> O
         confinement: calibration.confinement,
         motion_ratio: calibration.motion_ratio,
         size_ratio: calibration.size_ratio,
-    })
+    }))
 }
 
 /// Sampled rollouts of the calibration: from this many training windows, this long, in
@@ -409,7 +413,7 @@ struct RolloutCalibration {
 /// out), and, for a model with a confinement, its strength, so that they keep the data's
 /// mean radius of gyration (the learned pair forces are too weak to hold the chain
 /// together over thousands of steps). Keeps the round that came closest to both.
-fn calibrate_rollouts<M: OpsModel>(model: &mut M, split: &Split, target: Target) -> RolloutCalibration {
+fn calibrate_rollouts<M: OpsModel>(model: &mut M, split: &Split, target: Target) -> Result<RolloutCalibration, RuntimeError> {
     let train = &split.train;
     let dx = train.dx();
     let data_motion = (squared_steps_about_centroid(dx.view()) / (dx.dim().0 * PARTICLES).max(1) as f64).sqrt();
@@ -425,7 +429,7 @@ fn calibrate_rollouts<M: OpsModel>(model: &mut M, split: &Split, target: Target)
     let mut factor = 1.0;
     let mut best: Option<(f64, RolloutCalibration)> = None;
     for round in 0..CALIBRATION_ROUNDS {
-        let (motion, size) = sampled_statistics(model, positions.clone(), previous.clone(), target, round as u64);
+        let (motion, size) = sampled_statistics(&mut graph_session(model, target)?, positions.clone(), previous.clone(), round as u64)?;
         let (motion_ratio, size_ratio) = (motion / data_motion, size / data_size);
         let confinement = model.confinement();
         let miss = motion_ratio.ln().abs() + if confinement.is_some() { size_ratio.ln().abs() } else { 0.0 };
@@ -454,7 +458,18 @@ fn calibrate_rollouts<M: OpsModel>(model: &mut M, split: &Split, target: Target)
     if let Some(strength) = chosen.confinement {
         model.set_confinement(strength);
     }
-    chosen
+    Ok(chosen)
+}
+
+/// A session of `model`'s served graph (dx, and dx_std) as it stands, built in memory:
+/// the calibration's thousands of sampled steps take seconds through it, where the f64
+/// reference of a network such as the gate network takes minutes.
+fn graph_session<M: OpsModel>(model: &M, target: Target) -> Result<OnnxModel, RuntimeError> {
+    let mut graph = GraphBuilder::for_model(model, Precision::F32);
+    let (output, std) = graph.emit_with_std(model);
+    let bytes = graph.finish_dynamics(output, std, target, "calibration", &[]).encode_to_vec();
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    OnnxModel::from_bytes(&bytes, "the model's graph under calibration", &signature_of(model), threads)
 }
 
 /// Σ |step − the centroid's step|² over every frame and particle of `moved` [frames, 12, 3].
@@ -470,16 +485,16 @@ fn squared_steps_about_centroid(moved: ArrayView3<f32>) -> f64 {
 /// The RMS step about the centroid and the mean radius of gyration over the last three
 /// quarters of sampled rollouts from `positions` and their windows (drawn as served:
 /// `data::sampling`); infinite for a rollout that blew up.
-fn sampled_statistics<M: OpsModel>(model: &M, mut positions: Array3<f32>, mut previous: Array4<f32>, target: Target, seed: u64) -> (f64, f64) {
+fn sampled_statistics(session: &mut OnnxModel, mut positions: Array3<f32>, mut previous: Array4<f32>, seed: u64) -> Result<(f64, f64), RuntimeError> {
     let skipped = CALIBRATION_STEPS / 4;
     let (mut squared, mut size, mut frames) = (0.0_f64, 0.0_f64, 0usize);
     for step in 0..CALIBRATION_STEPS {
-        let dx = reference_dx(model, positions.view(), previous.view(), target);
-        let std = reference_std(model, positions.view(), previous.view()).expect("a stochastic model");
+        let (dx, std) = session.run_window_with_std(positions.view(), previous.view())?;
+        let std = std.ok_or_else(|| RuntimeError::Inference("the graph of a stochastic model gave no dx_std".into()))?;
         let mut next = &positions + &dx;
         crate::data::sampling::add_noise_to_batch(next.view_mut(), positions.view(), std.view(), seed, 0, step as u64);
         if !next.iter().all(|v| v.is_finite()) {
-            return (f64::INFINITY, f64::INFINITY);
+            return Ok((f64::INFINITY, f64::INFINITY));
         }
         if step >= skipped {
             squared += squared_steps_about_centroid((&next - &positions).view());
@@ -490,5 +505,5 @@ fn sampled_statistics<M: OpsModel>(model: &M, mut positions: Array3<f32>, mut pr
         positions = next;
     }
     let frames = frames.max(1) as f64;
-    ((squared / (frames * PARTICLES as f64)).sqrt(), size / frames)
+    Ok(((squared / (frames * PARTICLES as f64)).sqrt(), size / frames))
 }

@@ -8,6 +8,7 @@ use super::proto::{
     type_proto::{Tensor as TensorType, Value as TypeValue},
 };
 use crate::{
+    data::Target,
     models::{ModelInputs, OpsModel},
     onnx::{BATCH, Dim, IR_VERSION, OPSET, POSITIONS, PREVIOUS, Precision, Signature, TensorSpec},
 };
@@ -166,6 +167,21 @@ impl GraphBuilder {
     pub fn reshape(&mut self, x: &str, shape: &[i64]) -> String {
         let shape = self.constant_i64("shape", shape);
         self.op("Reshape", &[x, &shape], vec![])
+    }
+
+    /// Finishes a dynamics graph of model `name` from its output (its training target)
+    /// and, for a stochastic model, dx_std: what is served is always dx, so a model of
+    /// x(t+1) has the positions subtracted.
+    pub fn finish_dynamics(mut self, output: String, std: Option<String>, target: Target, name: &str, metadata: &[(&str, String)]) -> ModelProto {
+        let dx = if target == Target::X {
+            let positions = self.input(POSITIONS).expect("dynamics signatures read positions");
+            self.sub(&output, &positions)
+        } else {
+            output
+        };
+        let outputs: Vec<String> = std::iter::once(dx).chain(std).collect();
+        let served = if outputs.len() > 1 { "dx [batch, 12, 3], dx_std [batch, 12]" } else { "dx [batch, 12, 3]" };
+        self.finish(&outputs, &format!("equiserve {name}: positions [batch, 12, 3] -> {served}"), metadata)
     }
 
     /// Names `outputs` (one value per output of the signature, in its order) as the

@@ -124,6 +124,13 @@ impl Ops for GraphBuilder {
         self.op("ReduceSum", &[x, &axes], vec![attr_int("keepdims", i64::from(keep_dims))])
     }
 
+    fn repeat_for_batch(&mut self, like: &String, x: &String) -> String {
+        let batch = self.op("Shape", &[like], vec![attr_int("start", 0), attr_int("end", 1)]);
+        let dims = self.op("Shape", &[x], vec![]);
+        let shape = self.op("Concat", &[&batch, &dims], vec![attr_int("axis", 0)]);
+        self.op("Expand", &[x, &shape], vec![])
+    }
+
     fn reduce_max(&mut self, x: &String, axis: usize, keep_dims: bool) -> String {
         let axes = self.constant_i64("axes", &[axis as i64]);
         self.op("ReduceMax", &[x, &axes], vec![attr_int("keepdims", i64::from(keep_dims))])
