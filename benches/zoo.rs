@@ -98,6 +98,7 @@ fn main() {
             noise: None,
             long_steps: equiserve::train::forecast::LONG_ROLLOUT_STEPS,
             command: None,
+            on_stage: &|_| {},
         };
         let card = match train_and_export(kind, 1, request, |_| {}) {
             Ok(outcome) => outcome.card,

@@ -438,6 +438,10 @@ fn train(args: TrainArgs) -> Result<(), String> {
             noise: None,
             long_steps: args.long_steps,
             command: Some(command.clone()),
+            on_stage: &|stage| {
+                bar.enable_steady_tick(std::time::Duration::from_millis(250));
+                bar.set_message(format!("{stage} …"));
+            },
         };
         let outcome = train_and_export(kind, args.history, request, |stats| {
             let validation = match (stats.validation_rollout_rmse, stats.validation_mse) {
@@ -449,7 +453,7 @@ fn train(args: TrainArgs) -> Result<(), String> {
             bar.inc(1);
         })
         .map_err(|e| e.to_string())?;
-        bar.finish();
+        bar.finish_with_message("done");
         let history = outcome.card.training.as_ref().map(|t| t.history.as_slice()).unwrap_or_default();
         let epochs = history.last().map_or(0, |s| s.epoch);
         let kept = match kept_epoch(history) {

@@ -78,6 +78,9 @@ pub struct ExportRequest<'a> {
     pub long_steps: usize,
     /// The command line that trained the model, recorded in the card.
     pub command: Option<Vec<String>>,
+    /// Told each stage after the epochs as it starts (the noise's calibration and the
+    /// sampled evaluation take minutes for the larger models).
+    pub on_stage: &'a dyn Fn(&str),
 }
 
 impl ExportRequest<'_> {
@@ -210,6 +213,7 @@ pub fn export_model(model: &impl ExportableModel, request: ExportRequest) -> Res
     if !test_dx.iter().all(|v| v.is_finite()) {
         return Err(ExportError::NonFinite { name: name.to_string() });
     }
+    (request.on_stage)("exporting: ONNX parity");
     let (staged_model, precision, parity_relative_error, ()) =
         stage_checked(&dir, name, emit, |file| Ok((check_parity(model, file, &signature, test_pairs, &test_dx, target, request.config.seed)?, ())))?;
 
@@ -224,6 +228,7 @@ pub fn export_model(model: &impl ExportableModel, request: ExportRequest) -> Res
         8,
         request.config.seed,
     );
+    (request.on_stage)("scoring one step and rollouts beside the baselines");
     let forecast_frames = ForecastFrames::new(&request.segments(), history_frames);
     let mut forecaster = ModelForecaster {
         name: name.to_string(),
@@ -234,6 +239,7 @@ pub fn export_model(model: &impl ExportableModel, request: ExportRequest) -> Res
     let (rollout_truth, rollout_predicted) = forecast_frames.first_rollout(&mut forecaster);
     let sampled_figures = if model.stochastic() {
         // Thousands of steps: through the exported graph (what is served, checked above).
+        (request.on_stage)("sampled long rollouts and ensembles");
         let (report, figures) = sampled_report(staged_model.path(), &signature, name, &forecast_frames, request.long_steps)?;
         forecast.sampled = Some(report);
         Some(figures)

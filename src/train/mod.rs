@@ -70,6 +70,7 @@ pub fn train_and_export(
             let history = fit_ops(&mut model, request.split, &config, on_epoch);
             model.limit_mode_persistence();
             model.zero_negligible_weights();
+            (request.on_stage)(NOISE_STAGE);
             let noise = fit_noise(&mut model, request.split, config.target)?;
             export_model(&OpsTrained(&model), ExportRequest { config: &config, history, noise, ..request })
         }
@@ -79,6 +80,8 @@ pub fn train_and_export(
         ModelKind::Se3netCentered => train_ops_model(Se3Transformer::transformer(true), request, on_epoch),
     }
 }
+
+const NOISE_STAGE: &str = "fitting the noise, calibrating it on sampled rollouts";
 
 /// The RMS over particles of the fitted linear filter's residual standard deviation:
 /// where a stochastic model's noise starts.
@@ -135,6 +138,9 @@ fn fit_and_export<M: crate::models::OpsModel>(
 ) -> Result<ExportOutcome, export::ExportError> {
     fn fit<M: crate::models::OpsModel>(mut model: M, request: ExportRequest, on_epoch: impl FnMut(&EpochStats)) -> Result<ExportOutcome, export::ExportError> {
         let history = fit_ops(&mut model, request.split, request.config, on_epoch);
+        if model.stochastic() {
+            (request.on_stage)(NOISE_STAGE);
+        }
         let noise = fit_noise(&mut model, request.split, request.config.target)?;
         export_model(&OpsTrained(&model), ExportRequest { history, noise, ..request })
     }

@@ -49,6 +49,7 @@ fn request<'a>(out_dir: &'a std::path::Path, split: &'a Split, config: &'a Train
         noise: None,
         long_steps: 200,
         command: None,
+        on_stage: &|_| {},
     }
 }
 
