@@ -323,8 +323,6 @@ pub struct GateNetwork {
     /// Degrees of the edge harmonics, in the order of `irreps_edge_attr`.
     edge_ls: Vec<u32>,
     harmonics: SphericalHarmonics,
-    /// The window's displacements enter divided by this (1 as e3nn networks are imported).
-    displacement_scale: f64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -410,7 +408,7 @@ impl GateNetwork {
         }
         layers.push((Convolution::new(&irreps, &node_attr, &edge_attr, &irreps_out, &config), None));
         let harmonics = SphericalHarmonics::new(edge_ls.iter().copied().max().unwrap_or(0));
-        Ok(Self { config, layers, edge_attr, edge_ls, harmonics, displacement_scale: 1.0 })
+        Ok(Self { config, layers, edge_attr, edge_ls, harmonics })
     }
 
     pub fn num_params(&self) -> usize {
@@ -483,16 +481,6 @@ impl GateNetwork {
     }
 }
 
-impl GateNetwork {
-    /// Node inputs of order one: the window's displacements divided by `scale` (their
-    /// typical size), where e3nn's initialisation and Adam's steps expect features of
-    /// order one; displacements of 5e-3 left the network all but linear in them.
-    pub fn with_displacement_scale(mut self, scale: f64) -> Self {
-        self.displacement_scale = scale;
-        self
-    }
-}
-
 impl OpsModel for GateNetwork {
     /// One frame, or 1 + N for node inputs Nx1o (the window's N displacements).
     fn history_frames(&self) -> usize {
@@ -501,10 +489,6 @@ impl OpsModel for GateNetwork {
 
     fn weights_mut(&mut self) -> Vec<&mut Vec<f64>> {
         self.weight_vectors()
-    }
-
-    fn fitted_settings(&self) -> Option<serde_json::Value> {
-        (self.displacement_scale != 1.0).then(|| serde_json::json!({ "displacement_scale": self.displacement_scale }))
     }
 
     fn num_params(&self) -> usize {
@@ -575,10 +559,7 @@ impl OpsModel for GateNetwork {
             // [B, 36, N] newest first → [B·12, (N, xyz)], e3nn's (mul, 2l+1) layout.
             Some(previous) => {
                 let frames = self.history_frames();
-                let mut displacements = window_displacements(ops, positions, previous, frames);
-                if self.displacement_scale != 1.0 {
-                    displacements = ops.scale(&displacements, self.displacement_scale.recip());
-                }
+                let displacements = window_displacements(ops, positions, previous, frames);
                 let displacements = ops.reshape(&displacements, &[-1, n, d, (frames - 1) as i64]);
                 let displacements = ops.transpose(&displacements, &[0, 1, 3, 2]);
                 ops.reshape(&displacements, &[-1, d * (frames - 1) as i64])

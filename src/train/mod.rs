@@ -56,10 +56,6 @@ pub fn train_and_export(
         ModelKind::E3large => {
             let irreps_in = (history_frames > 1).then(|| format!("{}x1o", history_frames - 1));
             let model = GateNetwork::new(GateNetworkConfig { irreps_in, ..GateNetworkConfig::study() }).expect("the study's kwargs are valid");
-            let model = match target_rms(request.split, Target::Dx) {
-                Some(scale) if history_frames > 1 => model.with_displacement_scale(scale),
-                _ => model,
-            };
             train_ops_model(model, request, on_epoch)
         }
         ModelKind::Pairforce => {
