@@ -129,24 +129,29 @@ fn train_ops_model<M: crate::models::OpsModel>(
     fit_and_export(crate::models::OutputScaled { model, scale }, request, on_epoch)
 }
 
-/// Trains the mean, and a history model's noise per particle after it (one-frame models
-/// stay the study's), then exports.
+/// A history model gets a noise per particle (one-frame models stay the study's).
 fn fit_and_export<M: crate::models::OpsModel>(
     model: M,
     request: ExportRequest,
     on_epoch: impl FnMut(&EpochStats),
 ) -> Result<ExportOutcome, export::ExportError> {
-    fn fit<M: crate::models::OpsModel>(mut model: M, request: ExportRequest, on_epoch: impl FnMut(&EpochStats)) -> Result<ExportOutcome, export::ExportError> {
-        let history = fit_ops(&mut model, request.split, request.config, on_epoch);
-        if model.stochastic() {
-            (request.on_stage)(NOISE_STAGE);
-        }
-        let noise = fit_noise(&mut model, request.split, request.config.target)?;
-        export_model(&OpsTrained(&model), ExportRequest { history, noise, ..request })
-    }
     if model.history_frames() == 1 {
-        return fit(model, request, on_epoch);
+        return fit_all_and_export(model, request, on_epoch);
     }
     let noise_scale = residual_noise_scale(&request).or_else(|| target_rms(request.split, Target::Dx)).unwrap_or(1.0);
-    fit(crate::models::ParticleNoise::new(model, noise_scale), request, on_epoch)
+    fit_all_and_export(crate::models::ParticleNoise::new(model, noise_scale), request, on_epoch)
+}
+
+/// Trains the mean, then a stochastic model's noise with the mean fixed, then exports.
+fn fit_all_and_export<M: crate::models::OpsModel>(
+    mut model: M,
+    request: ExportRequest,
+    on_epoch: impl FnMut(&EpochStats),
+) -> Result<ExportOutcome, export::ExportError> {
+    let history = fit_ops(&mut model, request.split, request.config, on_epoch);
+    if model.stochastic() {
+        (request.on_stage)(NOISE_STAGE);
+    }
+    let noise = fit_noise(&mut model, request.split, request.config.target)?;
+    export_model(&OpsTrained(&model), ExportRequest { history, noise, ..request })
 }

@@ -7,13 +7,14 @@ use std::{collections::HashMap, time::Instant};
 
 use burn::tensor::{Device, Tensor, TensorData};
 use ndarray::{Array2, Array3, Array4, ArrayView3, ArrayView4, Axis, s};
+use prost::Message;
 use rand::{SeedableRng, rngs::StdRng, seq::SliceRandom};
 use rand_distr::{Distribution, Normal};
 
-use super::{ADAM_BETA1, ADAM_BETA2, ADAM_EPSILON, EpochStats, TrainConfig, metrics};
-use prost::Message;
-
-use super::onnx_graph::{GraphBuilder, signature_of};
+use super::{
+    ADAM_BETA1, ADAM_BETA2, ADAM_EPSILON, EpochStats, TrainConfig, metrics,
+    onnx_graph::{GraphBuilder, signature_of},
+};
 use crate::{
     data::{DIMS, PARTICLES, Split, Target, radius_of_gyration},
     models::{ModelInputs, OpsModel},
