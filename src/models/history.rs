@@ -196,3 +196,84 @@ mod tests {
         }
     }
 }
+
+/// A learned filter of the window's displacements per chain mode, the chain's inertia
+/// and friction: Σ_m u_m(i) Σ_k c_m,k D_m,k, D_m,k = Σ_i u_m(i) (x_i(t−k+1) − x_i(t−k)).
+/// It acts on each coordinate alike, so it is E(3)-equivariant.
+#[derive(Debug, Clone)]
+pub struct ModeFilter {
+    history_frames: usize,
+    /// c_m,k as [K−1, 12]: row k − 1 is the tap on x(t−k+1) − x(t−k), column m the mode.
+    coefficients: Vec<f64>,
+    /// Where training starts: persistence, or filters fitted to the data.
+    initial: Vec<f64>,
+}
+
+impl ModeFilter {
+    /// Every mode keeps its last displacement (c_m,1 = 1), for a window of K ≥ 2 frames.
+    pub fn persistence(history_frames: usize) -> Self {
+        assert!(history_frames >= 2, "a filter of past displacements needs at least two frames");
+        let mut coefficients = vec![0.0; (history_frames - 1) * PARTICLES];
+        coefficients[..PARTICLES].fill(1.0);
+        Self { history_frames, initial: coefficients.clone(), coefficients }
+    }
+
+    /// Starts from a filter per chain mode (`per_mode[m]` = c_m,1 … c_m,K−1, e.g. least
+    /// squares on the training data).
+    pub fn starting_from(mut self, per_mode: &[Vec<f64>]) -> Self {
+        assert_eq!(per_mode.len(), PARTICLES, "one filter per chain mode");
+        assert!(per_mode.iter().all(|c| c.len() == self.history_frames - 1), "one coefficient per past displacement");
+        self.coefficients = (0..self.history_frames - 1).flat_map(|k| per_mode.iter().map(move |c| c[k])).collect();
+        self.initial.clone_from(&self.coefficients);
+        self
+    }
+
+    pub fn history_frames(&self) -> usize {
+        self.history_frames
+    }
+
+    /// The filter of chain mode m, c_m,1 … c_m,K−1.
+    pub fn mode(&self, mode: usize) -> Vec<f64> {
+        (0..self.history_frames - 1).map(|k| self.coefficients[k * PARTICLES + mode]).collect()
+    }
+
+    /// The trained coefficients, [K−1, 12].
+    pub fn coefficients_mut(&mut self) -> &mut Vec<f64> {
+        &mut self.coefficients
+    }
+
+    /// Back to where training starts.
+    pub fn restart(&mut self) {
+        self.coefficients.clone_from(&self.initial);
+    }
+
+    /// Holds every chain mode's persistence (its filter's spectral radius) at or below
+    /// the centroid's, and the centroid's at or below 1, after training, by scaling the
+    /// filter's roots. Friction slows every mode alike and forces only turn the chain's
+    /// modes around sooner, so none keeps its velocity longer than the centroid; where
+    /// the data are too few to tell (600 frames), least squares gave slow modes roots
+    /// beyond 1 (1.05), which grow without bound in rollouts.
+    pub fn limit_mode_persistence(&mut self) {
+        let centroid = filter_spectral_radius(&self.mode(0)).min(1.0);
+        for mode in 0..PARTICLES {
+            let filter = self.mode(mode);
+            let radius = filter_spectral_radius(&filter);
+            if radius > centroid {
+                for (k, c) in scale_filter_roots(&filter, centroid / radius).into_iter().enumerate() {
+                    self.coefficients[k * PARTICLES + mode] = c;
+                }
+            }
+        }
+    }
+
+    /// The filtered displacements [B, 36] of positions [B, 12, 3] and the frames before
+    /// them [B, K−1, 12, 3].
+    pub fn inertia<O: Ops>(&self, ops: &mut O, positions: &O::Tensor, previous: &O::Tensor) -> O::Tensor {
+        let window = window_frames(ops, positions, previous, self.history_frames);
+        let steps = window_steps(ops, &window, self.history_frames);
+        let steps = ops.reshape(&steps, &[-1, ((self.history_frames - 1) * FRAME_LEN) as i64]);
+        let filter = ops.weight(&[self.history_frames - 1, PARTICLES], &self.coefficients);
+        let filter = step_filter(ops, &filter, &chain_mode_blocks(), self.history_frames);
+        ops.matmul(&steps, &filter)
+    }
+}

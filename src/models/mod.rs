@@ -6,6 +6,7 @@ pub mod gat;
 pub mod gate_network;
 pub mod graph;
 pub mod history;
+mod inertial;
 mod mlp;
 pub mod pair_force;
 mod particle_noise;
@@ -14,6 +15,7 @@ pub mod se3_attention;
 pub use e3small::E3Small;
 pub use gat::Gnn;
 pub use gate_network::{GateNetwork, GateNetworkConfig, GateNetworkError};
+pub use inertial::Inertial;
 pub use mlp::Mlp;
 pub use pair_force::PairForce;
 pub use particle_noise::ParticleNoise;
@@ -56,6 +58,10 @@ pub trait OpsModel {
     fn weights_mut(&mut self) -> Vec<&mut Vec<f64>>;
     /// Every parameter, the noise model's included.
     fn num_params(&self) -> usize;
+
+    /// Settles, after the mean's training, what its loss leaves free (e.g. a filter's
+    /// persistence beyond what the data can tell).
+    fn after_fit(&mut self) {}
 
     /// Whether the model also gives the spread of its next displacement ([`forward_std`](Self::forward_std)).
     fn stochastic(&self) -> bool {
@@ -126,6 +132,10 @@ impl<M: OpsModel> OpsModel for OutputScaled<M> {
 
     fn num_params(&self) -> usize {
         self.model.num_params()
+    }
+
+    fn after_fit(&mut self) {
+        self.model.after_fit();
     }
 
     fn stochastic(&self) -> bool {
@@ -232,7 +242,10 @@ impl ModelKind {
             description["summary"] = serde_json::Value::String(
                 match self {
                     ModelKind::E3large => format!(
-                        "{window}its {} most recent displacements, newest first, are the nodes' {}x1o input features; {summary}",
+                        "{window}dx = a filter of the past displacements per chain mode (the chain's inertia and friction, as the \
+                         pair-force model's, started from least squares on the training data) + a times the network's output \
+                         (a: the RMS change of displacement per step); its {} most recent displacements, newest first, are the \
+                         nodes' {}x1o input features; {summary}",
                         history_frames - 1,
                         history_frames - 1
                     ),

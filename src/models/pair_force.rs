@@ -39,7 +39,7 @@
 
 use super::{
     ModelInputs, OpsModel,
-    history::{chain_mode_blocks, filter_spectral_radius, identity_block, scale_filter_roots, step_filter, window_frames, window_steps},
+    history::{ModeFilter, identity_block},
 };
 use crate::{
     data::{DIMS, PARTICLES},
@@ -66,10 +66,7 @@ pub struct PairForce {
     /// a: the size of a typical change of displacement, so that the learned forces are
     /// of order one.
     acceleration_scale: f64,
-    /// c_m,k as [K−1, 12]: row k − 1 is the tap on x(t−k+1) − x(t−k), column m the mode.
-    filter: Vec<f64>,
-    /// Where the filter starts: persistence, or filters fitted to the data.
-    initial_filter: Vec<f64>,
+    filter: ModeFilter,
     /// Radial weights [pair (i < j), basis].
     radial: Vec<f64>,
     /// s: the typical size of the noise, so that the fitted weights are of order one.
@@ -92,16 +89,11 @@ impl PairForce {
     /// below `max_distance` and whose displacements change by about `acceleration_scale`
     /// per step.
     pub fn new(history_frames: usize, max_distance: f64, acceleration_scale: f64) -> Self {
-        assert!(history_frames >= 2, "a filter of past displacements needs at least two frames");
-        let mut filter = vec![0.0; (history_frames - 1) * PARTICLES];
-        filter[..PARTICLES].fill(1.0);
-        let initial_filter = filter.clone();
         Self {
             history_frames,
             max_distance,
             acceleration_scale,
-            filter,
-            initial_filter,
+            filter: ModeFilter::persistence(history_frames),
             radial: vec![0.0; DISTINCT_PAIRS * BASIS],
             noise_scale: 1.0,
             noise_bias: vec![0.0; PARTICLES],
@@ -134,35 +126,8 @@ impl PairForce {
     /// least squares on the training data) instead of persistence: the forces then learn
     /// what the filters leave.
     pub fn starting_from(mut self, per_mode: &[Vec<f64>]) -> Self {
-        assert_eq!(per_mode.len(), PARTICLES, "one filter per chain mode");
-        assert!(per_mode.iter().all(|c| c.len() == self.history_frames - 1), "one coefficient per past displacement");
-        self.filter = (0..self.history_frames - 1).flat_map(|k| per_mode.iter().map(move |c| c[k])).collect();
-        self.initial_filter.clone_from(&self.filter);
+        self.filter = self.filter.starting_from(per_mode);
         self
-    }
-
-    /// The filter of chain mode m, c_m,1 … c_m,K−1.
-    fn mode_filter(&self, mode: usize) -> Vec<f64> {
-        (0..self.history_frames - 1).map(|k| self.filter[k * PARTICLES + mode]).collect()
-    }
-
-    /// Holds every chain mode's persistence (its filter's spectral radius) at or below
-    /// the centroid's, and the centroid's at or below 1, after training, by scaling the
-    /// filter's roots. Friction slows every mode alike and forces only turn the chain's
-    /// modes around sooner, so none keeps its velocity longer than the centroid; where
-    /// the data are too few to tell (600 frames), least squares gave slow modes roots
-    /// beyond 1 (1.05), which grow without bound in rollouts.
-    pub fn limit_mode_persistence(&mut self) {
-        let centroid = filter_spectral_radius(&self.mode_filter(0)).min(1.0);
-        for mode in 0..PARTICLES {
-            let filter = self.mode_filter(mode);
-            let radius = filter_spectral_radius(&filter);
-            if radius > centroid {
-                for (k, c) in scale_filter_roots(&filter, centroid / radius).into_iter().enumerate() {
-                    self.filter[k * PARTICLES + mode] = c;
-                }
-            }
-        }
     }
 
     /// Zeroes the radial weights below 1e-9 of the largest, after training: those of
@@ -170,7 +135,7 @@ impl PairForce {
     /// gradients left (down to 1e-36 on paths.npz), far below any force's resolution,
     /// and in f32 their products with the basis are subnormal numbers, which ran the
     /// graph 2.6× slower in ONNX Runtime.
-    pub fn zero_negligible_weights(&mut self) {
+    fn zero_negligible_weights(&mut self) {
         let largest = self.radial.iter().fold(0.0_f64, |m, w| m.max(w.abs()));
         self.radial.iter_mut().filter(|w| w.abs() < NEGLIGIBLE * largest).for_each(|w| *w = 0.0);
     }
@@ -216,12 +181,7 @@ impl PairForce {
         let previous = inputs.previous.expect("a history model reads previous frames");
         let frame_len = (PARTICLES * DIMS) as i64;
         // Inertia: Σ_m Σ_k c_m,k (u_m u_mᵀ ⊗ I₃) d_k [B, 36].
-        let window = window_frames(ops, inputs.positions, previous, self.history_frames);
-        let steps = window_steps(ops, &window, self.history_frames);
-        let steps = ops.reshape(&steps, &[-1, (self.history_frames - 1) as i64 * frame_len]);
-        let filter = ops.weight(&[self.history_frames - 1, PARTICLES], &self.filter);
-        let filter = step_filter(ops, &filter, &chain_mode_blocks(), self.history_frames);
-        let inertia = ops.matmul(&steps, &filter);
+        let inertia = self.filter.inertia(ops, inputs.positions, previous);
 
         // Pair forces: f_ij(|r_ij|) on each distinct pair's vector, summed into the
         // particles [B, 36].
@@ -348,11 +308,11 @@ impl OpsModel for PairForce {
     }
 
     fn weights_mut(&mut self) -> Vec<&mut Vec<f64>> {
-        vec![&mut self.filter, &mut self.radial]
+        vec![self.filter.coefficients_mut(), &mut self.radial]
     }
 
     fn num_params(&self) -> usize {
-        self.filter.len() + self.radial.len() + self.noise_bias.len() + self.noise_radial.len()
+        (self.history_frames - 1) * PARTICLES + self.radial.len() + self.noise_bias.len() + self.noise_radial.len()
     }
 
     fn stochastic(&self) -> bool {
@@ -384,10 +344,17 @@ impl OpsModel for PairForce {
         self.confinement = strength;
     }
 
+    /// No mode persisting longer than the centroid, and no radial weight below f32's
+    /// resolution.
+    fn after_fit(&mut self) {
+        self.filter.limit_mode_persistence();
+        self.zero_negligible_weights();
+    }
+
     /// The starting filter, no force and the noise at its scale: training starts from a
     /// guess without physics.
     fn init_weights(&mut self, _rng: &mut impl rand::Rng) {
-        self.filter.clone_from(&self.initial_filter);
+        self.filter.restart();
         self.confinement = 0.0;
         self.radial.iter_mut().for_each(|w| *w = 0.0);
         self.noise_bias.iter_mut().for_each(|w| *w = 0.0);
@@ -400,7 +367,10 @@ mod tests {
     use ndarray::{ArrayD, IxDyn};
 
     use super::*;
-    use crate::{models::history::chain_modes, nn::Eager};
+    use crate::{
+        models::history::{chain_modes, filter_spectral_radius},
+        nn::Eager,
+    };
 
     #[test]
     fn pair_differences_give_every_distinct_pair_once() {
@@ -429,7 +399,7 @@ mod tests {
     #[test]
     fn only_the_centroid_filter_moves_the_centre_of_mass() {
         let mut model = PairForce::new(3, 3.0, 1.0);
-        model.filter = (0..2 * PARTICLES).map(|k| if k % PARTICLES == 0 { 0.0 } else { (k as f64 * 0.7).cos() }).collect();
+        *model.filter.coefficients_mut() = (0..2 * PARTICLES).map(|k| if k % PARTICLES == 0 { 0.0 } else { (k as f64 * 0.7).cos() }).collect();
         model.confinement = 0.3;
         model.radial.iter_mut().enumerate().for_each(|(i, w)| *w = ((i * 7) as f64 * 0.37).sin());
         let positions = ArrayD::from_shape_fn(IxDyn(&[2, PARTICLES, DIMS]), |ix| ((ix[0] * 36 + ix[1] * 3 + ix[2]) as f64 * 0.71).sin() * 1.5);
@@ -501,14 +471,14 @@ mod tests {
         per_mode[0] = vec![1.7, -0.72];
         per_mode[1] = vec![1.1, -0.0525];
         let mut model = PairForce::new(3, 3.0, 1.0).starting_from(&per_mode);
-        model.limit_mode_persistence();
-        assert!((filter_spectral_radius(&model.mode_filter(0)) - 0.9).abs() < 1e-9, "the centroid's kept");
-        assert!((filter_spectral_radius(&model.mode_filter(1)) - 0.9).abs() < 1e-9, "held at the centroid's");
-        assert_eq!(model.mode_filter(2), vec![1.5, -0.56], "within it: unchanged");
+        model.after_fit();
+        assert!((filter_spectral_radius(&model.filter.mode(0)) - 0.9).abs() < 1e-9, "the centroid's kept");
+        assert!((filter_spectral_radius(&model.filter.mode(1)) - 0.9).abs() < 1e-9, "held at the centroid's");
+        assert_eq!(model.filter.mode(2), vec![1.5, -0.56], "within it: unchanged");
         // A centroid beyond 1 is held at 1.
         let mut model = PairForce::new(3, 3.0, 1.0).starting_from(&vec![vec![1.1, -0.0525]; PARTICLES]);
-        model.limit_mode_persistence();
-        assert!((0..PARTICLES).all(|m| (filter_spectral_radius(&model.mode_filter(m)) - 1.0).abs() < 1e-9));
+        model.after_fit();
+        assert!((0..PARTICLES).all(|m| (filter_spectral_radius(&model.filter.mode(m)) - 1.0).abs() < 1e-9));
     }
 
     #[test]
@@ -518,7 +488,7 @@ mod tests {
         model.radial[1] = -1e-11;
         model.radial[2] = 1e-36;
         model.radial[3] = -1e-10;
-        model.zero_negligible_weights();
+        model.after_fit();
         assert_eq!(&model.radial[..4], &[0.02, 0.0, 0.0, -1e-10]);
     }
 
@@ -526,7 +496,7 @@ mod tests {
     #[test]
     fn the_confinement_pulls_towards_the_centroid() {
         let mut model = PairForce::new(2, 3.0, 1.0);
-        model.filter = vec![0.0; PARTICLES];
+        *model.filter.coefficients_mut() = vec![0.0; PARTICLES];
         model.set_confinement(0.25);
         let positions = ArrayD::from_shape_fn(IxDyn(&[1, PARTICLES, DIMS]), |ix| ((ix[1] * 3 + ix[2]) as f64 * 0.9).cos());
         let previous = positions.clone().insert_axis(ndarray::Axis(1));

@@ -50,6 +50,10 @@ impl<M: OpsModel> OpsModel for ParticleNoise<M> {
         self.model.num_params() + self.log_std.len()
     }
 
+    fn after_fit(&mut self) {
+        self.model.after_fit();
+    }
+
     fn stochastic(&self) -> bool {
         true
     }

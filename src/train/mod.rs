@@ -47,7 +47,9 @@ pub fn train_and_export(
     request: ExportRequest,
     on_epoch: impl FnMut(&EpochStats),
 ) -> Result<ExportOutcome, export::ExportError> {
-    use crate::models::{E3Small, GateNetwork, GateNetworkConfig, Gnn, Mlp, ModelKind, PairForce, Se3Transformer};
+    use crate::models::{
+        E3Small, GateNetwork, GateNetworkConfig, Gnn, Inertial, Mlp, ModelKind, OpsModel, OutputScaled, PairForce, Se3Transformer, history::ModeFilter,
+    };
     assert!(kind.supports_history(history_frames), "{} does not read {history_frames} frames", kind.name());
     match kind {
         ModelKind::Mlp => train_ops_model(Mlp::with_history(history_frames), request, on_epoch),
@@ -55,24 +57,28 @@ pub fn train_and_export(
         ModelKind::E3small => train_ops_model(E3Small::new(), request, on_epoch),
         ModelKind::E3large => {
             let irreps_in = (history_frames > 1).then(|| format!("{}x1o", history_frames - 1));
-            let model = GateNetwork::new(GateNetworkConfig { irreps_in, ..GateNetworkConfig::study() }).expect("the study's kwargs are valid");
-            train_ops_model(model, request, on_epoch)
+            let network = GateNetwork::new(GateNetworkConfig { irreps_in, ..GateNetworkConfig::study() }).expect("the study's kwargs are valid");
+            if history_frames == 1 {
+                return train_ops_model(network, request, on_epoch);
+            }
+            // The network learns what the chain's inertia leaves, at the size of a change of displacement.
+            let per_mode = forecast::LinearFilter::chain_mode_least_squares(&request.segments(), history_frames - 1);
+            let filter = ModeFilter::persistence(history_frames).starting_from(&per_mode);
+            let mut model = Inertial { filter, forces: OutputScaled { model: network, scale: acceleration_scale(&request.split.train) } };
+            model.init_weights(&mut StdRng::seed_from_u64(request.config.seed));
+            let config = TrainConfig { output_scale: 1.0, ..request.config.clone() };
+            fit_and_export(model, ExportRequest { config: &config, ..request }, on_epoch)
         }
         ModelKind::Pairforce => {
             let reach = pair_reach(&request.split.train);
             let (max_distance, acceleration_scale) = pair_force_scales(&request.split.train, &reach);
             let filters = forecast::LinearFilter::chain_mode_least_squares(&request.segments(), history_frames - 1);
             let noise_scale = residual_noise_scale(&request).unwrap_or(acceleration_scale);
-            let mut model =
+            let model =
                 PairForce::new(history_frames, max_distance, acceleration_scale).starting_from(&filters).with_noise_scale(noise_scale).with_reach(reach);
             // The model scales its own terms; an output scale would scale its inertia too.
             let config = TrainConfig { output_scale: 1.0, ..request.config.clone() };
-            let history = fit_ops(&mut model, request.split, &config, on_epoch);
-            model.limit_mode_persistence();
-            model.zero_negligible_weights();
-            (request.on_stage)(NOISE_STAGE);
-            let noise = fit_noise(&mut model, request.split, config.target)?;
-            export_model(&OpsTrained(&model), ExportRequest { config: &config, history, noise, ..request })
+            fit_all_and_export(model, ExportRequest { config: &config, ..request }, on_epoch)
         }
         ModelKind::Se3mha => train_ops_model(Se3Transformer::attention(false), request, on_epoch),
         ModelKind::Se3net => train_ops_model(Se3Transformer::transformer(false), request, on_epoch),
@@ -93,13 +99,18 @@ fn residual_noise_scale(request: &ExportRequest) -> Option<f64> {
 }
 
 /// The pair-force model's basis range (1.2 × the largest pair distance in the training
-/// frames, the farthest of the pairs' `reach`) and acceleration scale (the root mean
-/// square change of displacement).
+/// frames, the farthest of the pairs' `reach`) and acceleration scale.
 fn pair_force_scales(train: &crate::data::Pairs, reach: &[(f64, f64)]) -> (f64, f64) {
     let largest = reach.iter().fold(0.0_f64, |largest, (_, far)| largest.max(*far));
+    (1.2 * largest.max(1e-3), acceleration_scale(train))
+}
+
+/// The root mean square change of displacement per step: the size of what a model of
+/// forces on top of the chain's inertia predicts.
+fn acceleration_scale(train: &crate::data::Pairs) -> f64 {
     let change = train.change_of_dx();
     let rms = (change.iter().map(|v| f64::from(*v).powi(2)).sum::<f64>() / change.len().max(1) as f64).sqrt();
-    (1.2 * largest.max(1e-3), if rms.is_finite() && rms > 0.0 { rms } else { 1.0 })
+    if rms.is_finite() && rms > 0.0 { rms } else { 1.0 }
 }
 
 /// The distances each distinct pair (in `PairForce::distinct_pairs` order) covered in
@@ -149,6 +160,7 @@ fn fit_all_and_export<M: crate::models::OpsModel>(
     on_epoch: impl FnMut(&EpochStats),
 ) -> Result<ExportOutcome, export::ExportError> {
     let history = fit_ops(&mut model, request.split, request.config, on_epoch);
+    model.after_fit();
     if model.stochastic() {
         (request.on_stage)(NOISE_STAGE);
     }

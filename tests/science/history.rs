@@ -9,7 +9,7 @@ use std::{fs, path::PathBuf, sync::OnceLock};
 use common::{TestServer, fixtures_dir, import_fixture, train_export};
 use equiserve::{
     e3::rotation::{Isometry, equivariance_deviation, random_reflection, random_rotation},
-    models::{GateNetwork, GateNetworkConfig, Mlp, ModelInputs, OpsModel, PairForce, ParticleNoise},
+    models::{GateNetwork, GateNetworkConfig, Inertial, Mlp, ModelInputs, OpsModel, PairForce, ParticleNoise, history::ModeFilter},
     nn::Eager,
     onnx::{DX, DX_STD, ExecutionDevice, NamedTensors, OnnxModel, POSITIONS, PREVIOUS, Precision},
     proto::v1::{GetModelRequest, ListModelsRequest, PredictRequest, RolloutRequest},
@@ -179,6 +179,15 @@ fn history_models_export_with_parity_on_random_windows() {
     check("mlp", &|x, p| (onnx_dx(&mlp, x, p), f64_eval(&|i| mlp.forward(&mut Eager, i), x, p)));
     let gate = history_gate_network(4, 4);
     check("e3large", &|x, p| (onnx_dx(&gate, x, p), f64_eval(&|i| gate.forward(&mut Eager, i), x, p)));
+    let trained = inertial_gate_network(4, 12);
+    check("e3large on the chain's inertia", &|x, p| (onnx_dx(&trained, x, p), f64_eval(&|i| trained.forward(&mut Eager, i), x, p)));
+}
+
+/// The gate network as `train-export --model e3large --history K` trains it: on top of
+/// a filter of the past displacements per chain mode.
+fn inertial_gate_network(history_frames: usize, seed: u64) -> Inertial<GateNetwork> {
+    let per_mode: Vec<Vec<f64>> = (0..12).map(|m| (0..history_frames - 1).map(|k| 0.8 / (k + 1) as f64 - 0.01 * m as f64).collect()).collect();
+    Inertial { filter: ModeFilter::persistence(history_frames).starting_from(&per_mode), forces: history_gate_network(history_frames, seed) }
 }
 
 #[test]
@@ -187,10 +196,12 @@ fn equivariant_history_models_move_with_the_whole_window() {
     let (positions, previous) = windows(3, 2, &mut rng);
     let pair = pair_force(3, 6);
     let gate = history_gate_network(3, 7);
+    let trained = inertial_gate_network(3, 13);
     type Forward<'a> = &'a dyn Fn(&[ArrayD<f64>]) -> ArrayD<f64>;
-    let models: [(&str, Forward); 2] = [
+    let models: [(&str, Forward); 3] = [
         ("pairforce", &|x| pair.forward(&mut Eager, &ModelInputs { positions: &x[0], previous: Some(&x[1]) })),
         ("e3large", &|x| gate.forward(&mut Eager, &ModelInputs { positions: &x[0], previous: Some(&x[1]) })),
+        ("e3large on the chain's inertia", &|x| trained.forward(&mut Eager, &ModelInputs { positions: &x[0], previous: Some(&x[1]) })),
     ];
     for (name, forward) in models {
         let mut f = |x: &[ArrayD<f64>]| forward(x);
