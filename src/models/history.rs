@@ -237,6 +237,11 @@ impl ModeFilter {
         (0..self.history_frames - 1).map(|k| self.coefficients[k * PARTICLES + mode]).collect()
     }
 
+    /// Its coefficients: one per chain mode and past displacement.
+    pub fn num_params(&self) -> usize {
+        self.coefficients.len()
+    }
+
     /// The trained coefficients, [K−1, 12].
     pub fn coefficients_mut(&mut self) -> &mut Vec<f64> {
         &mut self.coefficients

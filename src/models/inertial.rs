@@ -42,7 +42,7 @@ impl<M: OpsModel> OpsModel for Inertial<M> {
     }
 
     fn num_params(&self) -> usize {
-        (self.history_frames() - 1) * PARTICLES + self.forces.num_params()
+        self.filter.num_params() + self.forces.num_params()
     }
 
     fn after_fit(&mut self) {

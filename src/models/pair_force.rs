@@ -60,7 +60,6 @@ const UNREACHED: f64 = 1e30;
 
 #[derive(Debug, Clone)]
 pub struct PairForce {
-    history_frames: usize,
     /// The basis covers distances 0..max_distance.
     max_distance: f64,
     /// a: the size of a typical change of displacement, so that the learned forces are
@@ -90,7 +89,6 @@ impl PairForce {
     /// per step.
     pub fn new(history_frames: usize, max_distance: f64, acceleration_scale: f64) -> Self {
         Self {
-            history_frames,
             max_distance,
             acceleration_scale,
             filter: ModeFilter::persistence(history_frames),
@@ -282,7 +280,7 @@ impl PairForce {
 
 impl OpsModel for PairForce {
     fn history_frames(&self) -> usize {
-        self.history_frames
+        self.filter.history_frames()
     }
 
     fn forward<O: Ops>(&self, ops: &mut O, inputs: &ModelInputs<O::Tensor>) -> O::Tensor {
@@ -312,7 +310,7 @@ impl OpsModel for PairForce {
     }
 
     fn num_params(&self) -> usize {
-        (self.history_frames - 1) * PARTICLES + self.radial.len() + self.noise_bias.len() + self.noise_radial.len()
+        self.filter.num_params() + self.radial.len() + self.noise_bias.len() + self.noise_radial.len()
     }
 
     fn stochastic(&self) -> bool {
