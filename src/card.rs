@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    data::{SimulationConfig, SplitConfig, Target},
+    data::{SimulationConfig, SplitConfig, Target, sampling::KickShape},
     onnx::{IR_VERSION, OPSET, Precision, Signature, TensorSpec},
 };
 
@@ -150,6 +150,9 @@ pub struct NoiseInfo {
     pub calibrated_motion_ratio: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub calibrated_size_ratio: Option<f64>,
+    /// How the kicks ξ are correlated along the chain and in time (older cards: white).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kicks: Option<KickShape>,
 }
 
 /// Long rollouts from the test part and ensembles from its rollout starts, the same
@@ -396,6 +399,23 @@ pub struct CardSummary {
     /// The frames the card says the model reads; checked against its signature's inputs.
     #[serde(default)]
     pub history_frames: Option<usize>,
+    /// How a stochastic model's sampled kicks are correlated (none: white).
+    #[serde(default)]
+    pub noise: Option<NoiseSummary>,
+}
+
+/// The part of a card's noise that sampling needs.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct NoiseSummary {
+    #[serde(default)]
+    pub kicks: Option<KickShape>,
+}
+
+impl CardSummary {
+    /// The shape of its sampled kicks, none for white ones.
+    pub fn kick_shape(&self) -> Option<KickShape> {
+        self.noise.as_ref().and_then(|noise| noise.kicks)
+    }
 }
 
 /// Hyper-parameters of a training run; the defaults are the study's.

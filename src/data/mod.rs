@@ -20,6 +20,19 @@ pub const DIMS: usize = 3;
 /// Floats in one snapshot, `PARTICLES * DIMS`.
 pub const FRAME_LEN: usize = PARTICLES * DIMS;
 
+/// The chain's normal modes: row m is the cosine u_m(i) = √((1 or 2)/12) cos(π m (i + ½)/12)
+/// over the particles' order (m = 0 the centroid's motion, m = 11 neighbours moving
+/// against each other), an orthonormal basis. Chain modes move at their own pace: the
+/// slow bends keep their velocity nearly as long as the centroid, the fast ones are
+/// turned around by the bonds within a few steps.
+pub fn chain_modes() -> [[f64; PARTICLES]; PARTICLES] {
+    let n = PARTICLES as f64;
+    std::array::from_fn(|m| {
+        let norm = if m == 0 { (1.0 / n).sqrt() } else { (2.0 / n).sqrt() };
+        std::array::from_fn(|i| norm * (std::f64::consts::PI * m as f64 * (i as f64 + 0.5) / n).cos())
+    })
+}
+
 /// The `held` frames before each frame index of `ends` (each at least `held`), oldest
 /// first: [ends, held, 12, 3]. The one place a history model's windows are cut from a
 /// trajectory (training pairs, evaluation, the client's files).
@@ -137,6 +150,18 @@ impl Trajectory {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn chain_modes_are_orthonormal_and_start_with_the_centroid() {
+        let modes = chain_modes();
+        for (m, u) in modes.iter().enumerate() {
+            for (n, v) in modes.iter().enumerate() {
+                let dot: f64 = u.iter().zip(v).map(|(a, b)| a * b).sum();
+                assert!((dot - f64::from(u8::from(m == n))).abs() < 1e-12, "{m} {n}: {dot}");
+            }
+        }
+        assert!(modes[0].iter().all(|u| (u - modes[0][0]).abs() < 1e-15), "mode 0 moves every particle alike");
+    }
+
     use ndarray::{Array3, Array4, ShapeBuilder};
 
     use super::*;

@@ -1,13 +1,16 @@
 //! Sampling the next frame of a stochastic model, x(t+1) = x(t) + dx + dx_std · ξ, the
-//! same way wherever it happens (evaluation now, the server's sampled rollouts later):
-//! ξ comes from a counter-based generator keyed by (seed, member, step), so one seed
-//! gives the same trajectory whatever else is computed beside it, and it is drawn in the
-//! space the frame spans, so that a planar system stays in its plane.
+//! same way wherever it happens (calibration, evaluation, the server's sampled
+//! rollouts): ξ comes from a counter-based generator keyed by (seed, member, step), so
+//! one seed gives the same trajectory whatever else is computed beside it, and it is
+//! drawn in the space the frame spans, so that a planar system stays in its plane. A
+//! model whose card gives a [`KickShape`] has its ξ correlated along the chain and in
+//! time ([`Kicks`]); each particle's ξ stays standard normal.
 
-use ndarray::{Array3, ArrayView2, ArrayView3, ArrayViewMut3, Zip};
+use ndarray::{Array2, Array3, ArrayView2, ArrayView3, ArrayViewMut3, Zip};
 use rand_distr::{Distribution, StandardNormal};
+use serde::{Deserialize, Serialize};
 
-use super::{DIMS, PARTICLES};
+use super::{DIMS, PARTICLES, chain_modes};
 
 /// A frame whose smallest gyration eigenvalue is below this share of its largest is
 /// taken as planar (2-D data lifted to z = 0, rotated or not; f32 rounding of a rotated
@@ -228,14 +231,157 @@ pub fn add_sample(mut next: ArrayViewMut3<f32>, dx_std: ArrayView2<f32>, noise: 
     });
 }
 
-/// x(t) + dx becomes a sample of x(t + 1): [`projected_noise`] then [`add_sample`].
-pub fn add_noise_to_batch(next: ArrayViewMut3<f32>, frames: ArrayView3<f32>, dx_std: ArrayView2<f32>, seed: u64, first_member: u64, step: u64) {
-    add_sample(next, dx_std, projected_noise(frames, seed, first_member, step).view());
+/// x(t) + dx becomes a sample of x(t + 1): [`projected_noise`], shaped by `kicks`, then
+/// [`add_sample`].
+pub fn add_noise_to_batch(
+    next: ArrayViewMut3<f32>,
+    frames: ArrayView3<f32>,
+    dx_std: ArrayView2<f32>,
+    kicks: &mut Kicks,
+    (seed, first_member, step): (u64, u64, u64),
+) {
+    let noise = kicks.next(projected_noise(frames, seed, first_member, step));
+    add_sample(next, dx_std, noise.view());
+}
+
+/// The largest |lag-1 correlation| a chain mode's kicks may have: beyond it a mode's
+/// kicks would barely change over a rollout's length.
+pub const MAX_KICK_PERSISTENCE: f64 = 0.9;
+
+/// How a stochastic model's kicks are correlated along the chain and in time, per chain
+/// mode m ([`chain_modes`]): the spread of its kicks and their correlation one step
+/// apart. Fitted to the model's one-step residuals, which are white in neither way (on
+/// paths.npz the middle bends hold twice an even share of their variance, the centroid
+/// none, and every mode's residuals correlate 0.16–0.46 with the step before): white
+/// kicks of the same size left ensembles a fifth too narrow at 50 steps.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct KickShape {
+    /// Standard deviation of each mode's kicks; only their ratios matter (dx_std sets
+    /// each particle's size).
+    pub mode_spread: [f64; PARTICLES],
+    /// Correlation of each mode's kicks with the step before's.
+    pub mode_persistence: [f64; PARTICLES],
+}
+
+impl KickShape {
+    /// The shape of `residuals` [N, 12, 3] (a model's one-step errors on N training
+    /// pairs), where `consecutive[i]` says pair i + 1 follows pair i in time. A mode's
+    /// spread is floored at a thousandth of the largest, so that every particle keeps a
+    /// kick.
+    pub fn of_residuals(residuals: ArrayView3<f32>, consecutive: &[bool]) -> Self {
+        let modes = chain_modes();
+        let in_modes = |frame: ArrayView2<f32>| -> [[f64; DIMS]; PARTICLES] {
+            std::array::from_fn(|m| std::array::from_fn(|d| (0..PARTICLES).map(|i| modes[m][i] * f64::from(frame[[i, d]])).sum()))
+        };
+        let amplitudes: Vec<_> = residuals.outer_iter().map(in_modes).collect();
+        let mut variance = [0.0; PARTICLES];
+        let (mut covariance, mut paired) = ([0.0; PARTICLES], [0.0; PARTICLES]);
+        for (t, now) in amplitudes.iter().enumerate() {
+            let next = amplitudes.get(t + 1).filter(|_| consecutive.get(t).copied().unwrap_or(false));
+            for m in 0..PARTICLES {
+                variance[m] += now[m].iter().map(|a| a * a).sum::<f64>();
+                if let Some(next) = next {
+                    covariance[m] += (0..DIMS).map(|d| now[m][d] * next[m][d]).sum::<f64>();
+                    paired[m] += (0..DIMS).map(|d| (now[m][d].powi(2) + next[m][d].powi(2)) / 2.0).sum::<f64>();
+                }
+            }
+        }
+        let largest = variance.iter().fold(0.0_f64, |l, v| l.max(*v)).max(f64::MIN_POSITIVE);
+        Self {
+            mode_spread: variance.map(|v| v.max(1e-6 * largest).sqrt() / largest.sqrt()),
+            mode_persistence: std::array::from_fn(|m| {
+                let correlation = covariance[m] / paired[m];
+                if correlation.is_finite() { correlation.clamp(-MAX_KICK_PERSISTENCE, MAX_KICK_PERSISTENCE) } else { 0.0 }
+            }),
+        }
+    }
+
+    /// What is wrong with it, if anything (a card's shape is checked before serving).
+    pub fn check(&self) -> Result<(), String> {
+        if !self.mode_spread.iter().all(|s| s.is_finite() && *s >= 0.0) || !self.mode_spread.iter().any(|s| *s > 0.0) {
+            return Err(format!("kick mode spreads must be finite, non-negative and not all zero: {:?}", self.mode_spread));
+        }
+        if !self.mode_persistence.iter().all(|p| p.abs() <= MAX_KICK_PERSISTENCE) {
+            return Err(format!("kick mode persistences must lie in ±{MAX_KICK_PERSISTENCE}: {:?}", self.mode_persistence));
+        }
+        let weights = self.mixing();
+        if weights.iter().any(|row| row.iter().all(|w| *w == 0.0)) {
+            return Err(format!("kick mode spreads leave a particle without a kick: {:?}", self.mode_spread));
+        }
+        Ok(())
+    }
+
+    /// ξ_i = Σ_m w_im z_m for unit-variance mode states z_m: w_im = u_m(i) s_m over
+    /// √(Σ_m u_m(i)² s_m²), so that each particle's ξ has unit variance.
+    fn mixing(&self) -> [[f64; PARTICLES]; PARTICLES] {
+        let modes = chain_modes();
+        std::array::from_fn(|i| {
+            let norm = (0..PARTICLES).map(|m| (modes[m][i] * self.mode_spread[m]).powi(2)).sum::<f64>().sqrt();
+            std::array::from_fn(|m| if norm > 0.0 { modes[m][i] * self.mode_spread[m] / norm } else { 0.0 })
+        })
+    }
+}
+
+/// The kicks ξ of a batch of sampled systems through one rollout: white (each step's
+/// [`projected_noise`] as drawn), or shaped by a model's [`KickShape`]: each chain mode's
+/// state z follows z(t) = ρ z(t−1) + √(1 − ρ²) η(t), started at η(0) (so stationary from
+/// the first step), with the step's draws η taken as the modes' innovations. ξ(t) then
+/// depends on the draws keyed (seed, member, 0..=t) alone, and the keyed guarantees of
+/// white kicks hold: one seed, one trajectory, whatever is batched beside it.
+pub enum Kicks {
+    White,
+    Shaped {
+        /// [12 particles, 12 modes]: ξ_i = Σ_m w_im z_m ([`KickShape::mixing`]).
+        mixing: Array2<f32>,
+        persistence: [f32; PARTICLES],
+        /// z mode-major, [12, B, 3] (so that mixing a batch is one matmul), from the
+        /// first step on.
+        state: Option<Array3<f32>>,
+    },
+}
+
+impl Kicks {
+    pub fn new(shape: Option<&KickShape>) -> Self {
+        match shape {
+            None => Self::White,
+            Some(shape) => {
+                let weights = shape.mixing();
+                Self::Shaped {
+                    mixing: Array2::from_shape_fn((PARTICLES, PARTICLES), |(i, m)| weights[i][m] as f32),
+                    persistence: shape.mode_persistence.map(|rho| rho as f32),
+                    state: None,
+                }
+            }
+        }
+    }
+
+    /// This step's ξ [B, 12, 3] from its standard-normal draws [B, 12, 3] (the same B
+    /// every step).
+    pub fn next(&mut self, draws: Array3<f32>) -> Array3<f32> {
+        let Self::Shaped { mixing, persistence, state } = self else {
+            return draws;
+        };
+        let innovations = draws.view().permuted_axes([1, 0, 2]);
+        let state = match state {
+            Some(z) => {
+                Zip::from(z.outer_iter_mut()).and(innovations.outer_iter()).and(&persistence[..]).for_each(|mut z, eta, rho| {
+                    let innovation = (1.0 - rho * rho).sqrt();
+                    z.zip_mut_with(&eta, |z, eta| *z = rho * *z + innovation * eta);
+                });
+                z
+            }
+            None => state.insert(innovations.as_standard_layout().into_owned()),
+        };
+        let (modes, batch, dims) = state.dim();
+        let flat = state.view().into_shape_with_order((modes, batch * dims)).expect("the state is contiguous");
+        let mixed = mixing.dot(&flat).into_shape_with_order((PARTICLES, batch, dims)).expect("a fresh product is contiguous");
+        mixed.permuted_axes([1, 0, 2]).as_standard_layout().into_owned()
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use ndarray::{Array2, Array3};
+    use ndarray::{Array2, Array3, Axis};
 
     use super::*;
 
@@ -267,7 +413,13 @@ mod tests {
         for tilt in [0.0, 0.7] {
             let frame = zigzag(tilt);
             let mut next = frame.clone().insert_axis(ndarray::Axis(0));
-            add_noise_to_batch(next.view_mut(), frame.view().insert_axis(ndarray::Axis(0)), Array2::from_elem((1, PARTICLES), 0.1).view(), 5, 0, 0);
+            add_noise_to_batch(
+                next.view_mut(),
+                frame.view().insert_axis(ndarray::Axis(0)),
+                Array2::from_elem((1, PARTICLES), 0.1).view(),
+                &mut Kicks::White,
+                (5, 0, 0),
+            );
             let next = next.index_axis(ndarray::Axis(0), 0);
             let normal = [0.0, -(tilt.sin()), tilt.cos()];
             let moved = &next - &frame;
@@ -337,5 +489,78 @@ mod tests {
                 }
             }
         }
+    }
+
+    fn uneven_shape() -> KickShape {
+        KickShape {
+            mode_spread: std::array::from_fn(|m| [0.05, 0.4, 1.0, 1.3, 1.2, 0.9, 0.5, 0.6, 0.7, 0.9, 1.0, 1.1][m]),
+            mode_persistence: std::array::from_fn(|m| [0.0, 0.3, 0.6, 0.2, 0.0, 0.4, 0.5, 0.4, 0.3, -0.3, 0.2, 0.1][m]),
+        }
+    }
+
+    /// Frames that span all three coordinates.
+    fn solid_frames(batch: usize) -> Array3<f32> {
+        Array3::from_shape_fn((batch, PARTICLES, DIMS), |(b, p, d)| [p as f32 * 0.3, ((p + b) as f32 * 1.3).sin(), ((p * p) as f32 * 0.7).cos()][d])
+    }
+
+    /// Shaped kicks keep each particle's ξ standard normal, and kicks of dx_std_i ∝ the
+    /// mixing's norm give back the shape they were drawn with: the fit and the sampler
+    /// agree on what a shape means.
+    #[test]
+    fn shaped_kicks_are_standard_normal_per_particle_and_fit_back_to_their_shape() {
+        let shape = uneven_shape();
+        let frames = solid_frames(1);
+        let mut kicks = Kicks::new(Some(&shape));
+        let steps = 6000;
+        let drawn: Vec<Array3<f32>> = (0..steps).map(|step| kicks.next(projected_noise(frames.view(), 21, 0, step))).collect();
+        for particle in 0..PARTICLES {
+            let variance = drawn.iter().map(|k| k.index_axis(Axis(0), 0).row(particle).iter().map(|v| f64::from(*v).powi(2)).sum::<f64>()).sum::<f64>()
+                / (steps as usize * DIMS) as f64;
+            // Correlated in time, so fewer independent draws than 18,000: within 8%.
+            assert!((variance - 1.0).abs() < 0.08, "particle {particle}: variance {variance}");
+        }
+        let modes = chain_modes();
+        let norms: Vec<f64> = (0..PARTICLES).map(|i| (0..PARTICLES).map(|m| (modes[m][i] * shape.mode_spread[m]).powi(2)).sum::<f64>().sqrt()).collect();
+        let residuals = Array3::from_shape_fn((steps as usize, PARTICLES, DIMS), |(t, i, d)| drawn[t][[0, i, d]] * norms[i] as f32);
+        let fitted = KickShape::of_residuals(residuals.view(), &vec![true; steps as usize - 1]);
+        let largest = shape.mode_spread.iter().fold(0.0_f64, |m, s| m.max(*s));
+        for m in 0..PARTICLES {
+            let spread = shape.mode_spread[m] / largest;
+            assert!((fitted.mode_spread[m] - spread).abs() < 0.05 * spread + 0.01, "mode {m}: spread {} vs {spread}", fitted.mode_spread[m]);
+            assert!((fitted.mode_persistence[m] - shape.mode_persistence[m]).abs() < 0.05, "mode {m}: {fitted:?}");
+        }
+        // Pairs that do not follow each other tell nothing about persistence.
+        let unlinked = KickShape::of_residuals(residuals.view(), &vec![false; steps as usize - 1]);
+        assert_eq!(unlinked.mode_persistence, [0.0; PARTICLES]);
+    }
+
+    /// Each system's kicks depend on its own draws alone (what is batched beside it does
+    /// not move them), and white kicks are the draws themselves.
+    #[test]
+    fn a_system_s_shaped_kicks_do_not_depend_on_its_batch() {
+        let shape = uneven_shape();
+        let (pair, single) = (solid_frames(2), solid_frames(1));
+        let (mut together, mut alone) = (Kicks::new(Some(&shape)), Kicks::new(Some(&shape)));
+        for step in 0..20 {
+            let both = together.next(projected_noise(pair.view(), 4, 0, step));
+            let first = alone.next(projected_noise(single.view(), 4, 0, step));
+            assert_eq!(both.index_axis(Axis(0), 0), first.index_axis(Axis(0), 0), "step {step}");
+            let draws = projected_noise(single.view(), 4, 0, step);
+            assert_eq!(Kicks::White.next(draws.clone()), draws);
+        }
+    }
+
+    #[test]
+    fn a_kick_shape_that_cannot_be_drawn_is_refused() {
+        assert!(uneven_shape().check().is_ok());
+        let mut unbounded = uneven_shape();
+        unbounded.mode_persistence[3] = 1.0;
+        assert!(unbounded.check().unwrap_err().contains("persistence"));
+        let mut silent = uneven_shape();
+        silent.mode_spread = [0.0; PARTICLES];
+        assert!(silent.check().unwrap_err().contains("not all zero"));
+        let mut broken = uneven_shape();
+        broken.mode_spread[5] = f64::NAN;
+        assert!(broken.check().is_err());
     }
 }

@@ -365,10 +365,7 @@ mod tests {
     use ndarray::{ArrayD, IxDyn};
 
     use super::*;
-    use crate::{
-        models::history::{chain_modes, filter_spectral_radius},
-        nn::Eager,
-    };
+    use crate::{data::chain_modes, models::history::filter_spectral_radius, nn::Eager};
 
     #[test]
     fn pair_differences_give_every_distinct_pair_once() {

@@ -164,7 +164,15 @@ impl DynamicsCore {
         };
         let limits = (self.limits.max_batch, self.limits.max_rollout_steps);
         let (start, previous) = validate::rollout_start(positions, previous, model.history_frames(), steps, limits)?;
-        let plan = RolloutPlan { start, previous, steps, emit_every: emit_every.max(1), stall_timeout: self.limits.rollout_stall_timeout, seed };
+        let plan = RolloutPlan {
+            start,
+            previous,
+            steps,
+            emit_every: emit_every.max(1),
+            stall_timeout: self.limits.rollout_stall_timeout,
+            seed,
+            kick_shape: model.summary.kick_shape(),
+        };
         rollout::start(plan, &model.rollout_stepper(), &self.rollouts, self.limits.max_rollouts)
     }
 }

@@ -94,7 +94,7 @@ impl Fake {
             parity_relative_error: 0.0,
             compute_dtype: "float32".into(),
         };
-        let summary = CardSummary { name: "fake".into(), architecture: "fake".into(), params: 0, onnx, history_frames: None };
+        let summary = CardSummary { name: "fake".into(), architecture: "fake".into(), params: 0, onnx, history_frames: None, noise: None };
         let pool = self.pool(PoolConfig { workers: Some(1), max_call_bytes: u64::MAX / 4, ..PoolConfig::default() });
         ModelVersion::new(summary, "{}".into(), 1, pool, shutdown)
     }

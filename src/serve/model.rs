@@ -137,6 +137,9 @@ fn read_card(card_path: &Path, name: &str) -> Result<(CardSummary, String), Load
             &format_args!("the card records an ONNX parity error of {parity:.3e} (> {PARITY_TOLERANCE:e}): the graph does not compute the trained model"),
         ));
     }
+    if let Some(shape) = summary.kick_shape() {
+        shape.check().map_err(|e| fault(card_path, &format_args!("the card's noise: {e}")))?;
+    }
     // In the versioned layout the folder names the model, as in Triton's.
     summary.name = name.to_string();
     let window = summary.onnx.signature.history_frames();
@@ -161,7 +164,7 @@ fn card_of_bare_file(onnx_file: &Path, name: &str) -> Result<(CardSummary, Strin
         parity_relative_error: 0.0,
         compute_dtype: FLOAT32.into(),
     };
-    let summary = CardSummary { name: name.to_string(), architecture: BARE_ARCHITECTURE.into(), params: 0, onnx, history_frames: None };
+    let summary = CardSummary { name: name.to_string(), architecture: BARE_ARCHITECTURE.into(), params: 0, onnx, history_frames: None, noise: None };
     let card_json = serde_json::json!({
         "name": name,
         "architecture": BARE_ARCHITECTURE,

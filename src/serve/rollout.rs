@@ -34,7 +34,7 @@ use super::{
 use crate::{
     data::{
         advance_window,
-        sampling::{add_sample, projected_noise},
+        sampling::{KickShape, Kicks, add_sample, projected_noise},
     },
     onnx::NamedTensors,
 };
@@ -120,6 +120,8 @@ pub struct RolloutPlan {
     /// A sampled rollout's noise seed (system b of the ensemble draws as member b);
     /// `None` steps the mean, x + dx.
     pub seed: Option<u64>,
+    /// How a sampled rollout's kicks are correlated, as the model's card says (none: white).
+    pub kick_shape: Option<KickShape>,
 }
 
 type FrameResult = Result<RolloutStep, ServeError>;
@@ -190,7 +192,7 @@ impl RolloutStepper {
 
 /// Admits `plan` (unless `max_rollouts` are running) and hands it to `stepper`.
 pub fn start(plan: RolloutPlan, stepper: &RolloutStepper, counter: &RolloutCounter, max_rollouts: usize) -> Result<RolloutFrames, ServeError> {
-    let RolloutPlan { start, previous, steps, emit_every, stall_timeout, seed } = plan;
+    let RolloutPlan { start, previous, steps, emit_every, stall_timeout, seed, kick_shape } = plan;
     let model = stepper.model.to_string();
     let place = counter
         .try_enter(&stepper.labels, max_rollouts)
@@ -205,6 +207,7 @@ pub fn start(plan: RolloutPlan, stepper: &RolloutStepper, counter: &RolloutCount
         steps,
         emit_every,
         seed,
+        kicks: Kicks::new(kick_shape.as_ref()),
         frames: frames_out,
         place,
         stall_timeout,
@@ -226,6 +229,8 @@ struct Member {
     steps: u32,
     emit_every: u32,
     seed: Option<u64>,
+    /// The state of its sampled kicks.
+    kicks: Kicks,
     frames: mpsc::Sender<FrameResult>,
     place: RolloutGuard,
     stall_timeout: Duration,
@@ -358,11 +363,11 @@ async fn step(model: &str, workers: &ModelWorkers, members: &mut [Member], ready
     let indices: Vec<usize> = ready.iter().map(|(index, _)| *index).collect();
     metrics::rollout_step(workers.labels(), indices.iter().map(|&i| members[i].systems()).sum());
     match displacement(model, workers, members, &indices).await {
-        Ok(displacement) => advance(model, members, ready, &displacement),
+        Ok(displacement) => advance(model, members, ready, displacement),
         Err(_) if ready.len() > 1 => {
             for (index, permit) in ready {
                 match displacement(model, workers, members, &[index]).await {
-                    Ok(displacement) => advance(model, members, vec![(index, permit)], &displacement),
+                    Ok(displacement) => advance(model, members, vec![(index, permit)], displacement),
                     Err(error) => fail(&mut members[index], permit, error),
                 }
             }
@@ -413,12 +418,13 @@ async fn displacement(
 }
 
 /// Moves each ready member by its rows of `displacement` (sampled ones with their
-/// `noise`, in the order of `ready`) and sends the frames that are due.
+/// `noise`'s draws, shaped into kicks, in the order of `ready`) and sends the frames
+/// that are due.
 fn advance(
     model: &str,
     members: &mut [Member],
     ready: Vec<(usize, mpsc::OwnedPermit<FrameResult>)>,
-    (displacement, noise): &(Displacement, Vec<Option<Array3<f32>>>),
+    (displacement, noise): (Displacement, Vec<Option<Array3<f32>>>),
 ) {
     let mut row = 0;
     for ((index, permit), noise) in ready.into_iter().zip(noise) {
@@ -433,7 +439,8 @@ fn advance(
                 fail(member, permit, ServeError::Internal { model: model.to_string(), message });
                 continue;
             };
-            add_sample(next.view_mut(), dx_std.slice(s![row - systems..row, ..]), noise.view());
+            let kicks = member.kicks.next(noise);
+            add_sample(next.view_mut(), dx_std.slice(s![row - systems..row, ..]), kicks.view());
         }
         if let Some(window) = &mut member.previous {
             advance_window(window, member.positions.view());
@@ -466,7 +473,7 @@ mod tests {
     const STALL: Duration = Duration::from_secs(30);
 
     fn plan(start: Array3<f32>, steps: u32, seed: Option<u64>) -> RolloutPlan {
-        RolloutPlan { start, previous: None, steps, emit_every: 1, stall_timeout: STALL, seed }
+        RolloutPlan { start, previous: None, steps, emit_every: 1, stall_timeout: STALL, seed, kick_shape: None }
     }
 
     /// `systems` copies of one frame whose values tell its coordinates apart.
@@ -567,5 +574,32 @@ mod tests {
         let spread: f32 = alone[last].iter().zip(&mean[last]).map(|(a, m)| (a - m).powi(2)).sum::<f32>() / frame as f32;
         // Six steps of σ = 0.01 (shrunk by 0.95 a step): an rms near 0.02 around the mean.
         assert!((1e-4..1e-3).contains(&spread), "mean square distance from the mean {spread}");
+    }
+
+    /// A model whose card shapes its kicks is sampled with them: the server's trajectory
+    /// is the one `data::sampling` draws for the seed (not the white one), and member 0 of
+    /// an ensemble is still the rollout alone, bit for bit.
+    #[tokio::test]
+    async fn a_sampled_rollout_draws_the_kicks_its_card_shapes() {
+        let fake = Fake::stochastic(-0.05, 0.01);
+        let (model, _shutdown) = version(&fake);
+        let (counter, stepper) = (RolloutCounter::default(), model.rollout_stepper());
+        let shape = KickShape { mode_spread: std::array::from_fn(|m| 1.0 + 0.2 * m as f64), mode_persistence: [0.6; PARTICLES] };
+        let steps = 6;
+        let shaped = |systems: usize, kick_shape: Option<KickShape>| RolloutPlan { kick_shape, ..plan(start(systems, 1.0), steps, Some(7)) };
+        let alone = positions(&every_frame(super::start(shaped(1, Some(shape)), &stepper, &counter, 8).expect("admitted")).await);
+        let ensemble = positions(&every_frame(super::start(shaped(3, Some(shape)), &stepper, &counter, 8).expect("admitted")).await);
+        let white = positions(&every_frame(super::start(shaped(1, None), &stepper, &counter, 8).expect("admitted")).await);
+        let (mut x, mut kicks) = (start(1, 1.0), Kicks::new(Some(&shape)));
+        for step in 0..steps as usize {
+            let noise = kicks.next(projected_noise(x.view(), 7, 0, step as u64));
+            let mut next = &x + &x.mapv(|v| -0.05 * v);
+            add_sample(next.view_mut(), ndarray::Array2::from_elem((1, PARTICLES), 0.01).view(), noise.view());
+            x = next;
+            let largest = x.iter().zip(&alone[step]).map(|(a, b)| (a - b).abs()).fold(0.0_f32, f32::max);
+            assert!(largest < 1e-6, "step {step}: {largest}");
+            assert_eq!(ensemble[step][..PARTICLES * DIMS], alone[step][..], "step {step}");
+        }
+        assert_ne!(white[steps as usize - 1], alone[steps as usize - 1], "shaped kicks are not the white draws");
     }
 }

@@ -23,7 +23,7 @@ use super::{
 };
 use crate::{
     card::{CARD_FILE, DataInfo, MODEL_FILE, Metrics, ModelCard, NoiseInfo, OnnxInfo, SplitInfo, TrainingInfo, Versions},
-    data::{DIMS, PARTICLES, Pairs, Split, SplitConfig, Target, Trajectory},
+    data::{DIMS, PARTICLES, Pairs, Split, SplitConfig, Target, Trajectory, sampling::KickShape},
     models::{ModelKind, OpsModel},
     onnx::{ExecutionDevice, OnnxModel, Precision, Signature},
     serve::measure_inference,
@@ -240,7 +240,8 @@ pub fn export_model(model: &impl ExportableModel, request: ExportRequest) -> Res
     let sampled_figures = if model.stochastic() {
         // Thousands of steps: through the exported graph (what is served, checked above).
         (request.on_stage)("sampled long rollouts and ensembles");
-        let (report, figures) = sampled_report(staged_model.path(), &signature, name, &forecast_frames, request.long_steps)?;
+        let kick_shape = request.noise.as_ref().map(|fit| fit.kick_shape);
+        let (report, figures) = sampled_report(staged_model.path(), &signature, kick_shape, name, &forecast_frames, request.long_steps)?;
         forecast.sampled = Some(report);
         Some(figures)
     } else {
@@ -284,6 +285,7 @@ pub fn export_model(model: &impl ExportableModel, request: ExportRequest) -> Res
             confinement: fit.confinement,
             calibrated_motion_ratio: Some(fit.motion_ratio),
             calibrated_size_ratio: Some(fit.size_ratio),
+            kicks: Some(fit.kick_shape),
         }),
         command: request.command,
     };
@@ -350,12 +352,16 @@ pub fn export_model(model: &impl ExportableModel, request: ExportRequest) -> Res
 
 /// How a stochastic model's next frame is drawn (as `data::sampling` draws it).
 const SAMPLING: &str = "x(t+1) = x(t) + dx + dx_std * xi, xi standard normal per particle in the space the frame spans \
-                        (its plane for a planar system), keyed by (seed, member, step)";
+                        (its plane for a planar system), from draws keyed by (seed, member, step), correlated along the chain and in \
+                        time as `kicks` says: per chain mode m, z_m(t) = rho_m z_m(t-1) + sqrt(1 - rho_m^2) eta_m(t), z_m(0) = eta_m(0), \
+                        and xi_i = sum_m u_m(i) s_m z_m / sqrt(sum_m u_m(i)^2 s_m^2)";
 
-/// The sampled report of a stochastic model, run through its ONNX file.
+/// The sampled report of a stochastic model, run through its ONNX file, its kicks shaped
+/// as `kick_shape` says.
 fn sampled_report(
     file: &Path,
     signature: &Signature,
+    kick_shape: Option<KickShape>,
     name: &str,
     frames: &ForecastFrames,
     long_steps: usize,
@@ -373,6 +379,7 @@ fn sampled_report(
                 (Array3::from_elem(x.raw_dim(), f32::NAN), None)
             }
         },
+        kick_shape,
     };
     let report = frames.sampled_report(&mut [&mut forecaster], long_steps);
     match failure {
@@ -477,7 +484,8 @@ pub fn remeasure_card(dir: &Path, card: &mut ModelCard, trajectories: &[Trajecto
     }
     if card.onnx.signature.is_stochastic() {
         let long_steps = card.forecast.as_ref().and_then(|f| f.sampled.as_ref()).map_or(super::forecast::LONG_ROLLOUT_STEPS, |s| s.long_steps);
-        forecast.sampled = Some(sampled_report(&file, &card.onnx.signature, &card.name, &frames, long_steps)?.0);
+        let kick_shape = card.noise.as_ref().and_then(|noise| noise.kicks);
+        forecast.sampled = Some(sampled_report(&file, &card.onnx.signature, kick_shape, &card.name, &frames, long_steps)?.0);
     }
     card.forecast = Some(forecast);
     commit_all([stage_card(dir, card)?]).map_err(io_error(dir))

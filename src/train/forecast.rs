@@ -9,12 +9,12 @@
 use ndarray::{Array1, Array2, Array3, Array4, ArrayView2, ArrayView3, ArrayView4, Axis, s};
 
 pub use crate::card::{EnsembleScore, ForecastReport, ForecastRow, Halves, LongRolloutRatios, LongRolloutStats, SampledReport, SampledRow};
+use crate::data::chain_modes;
 use crate::data::{
     DIMS, PARTICLES, Trajectory, advance_window, radius_of_gyration,
-    sampling::{add_noise_to_batch, spanned_dims},
+    sampling::{KickShape, Kicks, add_noise_to_batch, spanned_dims},
     windows_before,
 };
-use crate::models::history::chain_modes;
 
 /// Rollout horizons reported in tables (the curves keep every step up to the last).
 pub const REPORTED_HORIZONS: [usize; 4] = [1, 10, 50, 100];
@@ -51,6 +51,10 @@ pub trait Forecaster {
     /// dx and, for a stochastic forecaster, dx_std [B, 12].
     fn dx_and_std(&mut self, positions: ArrayView3<f32>, previous: ArrayView4<f32>) -> (Array3<f32>, Option<Array2<f32>>) {
         (self.dx(positions, previous), None)
+    }
+    /// How its samples' kicks are correlated along the chain and in time (none: white).
+    fn kick_shape(&self) -> Option<KickShape> {
+        None
     }
 }
 
@@ -222,6 +226,7 @@ pub struct StochasticForecaster<F> {
     pub name: String,
     pub history_frames: usize,
     pub predict: F,
+    pub kick_shape: Option<KickShape>,
 }
 
 impl<F: FnMut(ArrayView3<f32>, ArrayView4<f32>) -> (Array3<f32>, Option<Array2<f32>>)> Forecaster for StochasticForecaster<F> {
@@ -239,6 +244,10 @@ impl<F: FnMut(ArrayView3<f32>, ArrayView4<f32>) -> (Array3<f32>, Option<Array2<f
 
     fn dx_and_std(&mut self, positions: ArrayView3<f32>, previous: ArrayView4<f32>) -> (Array3<f32>, Option<Array2<f32>>) {
         (self.predict)(positions, previous)
+    }
+
+    fn kick_shape(&self) -> Option<KickShape> {
+        self.kick_shape
     }
 }
 
@@ -483,8 +492,9 @@ impl<'a> ForecastFrames<'a> {
         let mut alive = vec![true; members];
         let mut pair_distances: Vec<Vec<Vec<f32>>> = (0..members).map(|_| (0..PAIRS).map(|_| Vec::with_capacity(long_steps - skipped)).collect()).collect();
         let (mut step_squared, mut rg_sum, mut kept) = (vec![0.0_f64; members], vec![0.0_f64; members], vec![0usize; members]);
+        let mut kicks = Kicks::new(forecaster.kick_shape().as_ref());
         for step in 0..long_steps {
-            let next = self.step(forecaster, &positions, &previous, sampled, 0, step);
+            let next = self.step(forecaster, &positions, &previous, sampled.then_some(&mut kicks), 0, step);
             for member in 0..members {
                 if !alive[member] {
                     continue;
@@ -552,8 +562,9 @@ impl<'a> ForecastFrames<'a> {
         let (mut positions, mut previous) = self.start_windows(&copies, forecaster.history_frames());
         let last = horizons.iter().copied().max().unwrap_or(0);
         let mut scores = Vec::new();
+        let mut kicks = Kicks::new(forecaster.kick_shape().as_ref());
         for step in 0..last {
-            let next = self.step(forecaster, &positions, &previous, sampled, 1, step);
+            let next = self.step(forecaster, &positions, &previous, sampled.then_some(&mut kicks), 1, step);
             advance_window(&mut previous, positions.view());
             positions = next;
             let horizon = step + 1;
@@ -607,13 +618,22 @@ impl<'a> ForecastFrames<'a> {
         (positions, previous)
     }
 
-    /// One step of every member: x + dx, plus dx_std · ξ when `sampled` (ξ keyed by
-    /// (seed, stream · 2³² + member, step), so that each evaluation draws its own noise).
-    fn step(&self, forecaster: &mut dyn Forecaster, positions: &Array3<f32>, previous: &Array4<f32>, sampled: bool, stream: u64, step: usize) -> Array3<f32> {
+    /// One step of every member: x + dx, plus dx_std · ξ when given the rollout's `kicks`
+    /// (ξ keyed by (seed, stream · 2³² + member, step), so that each evaluation draws its
+    /// own noise).
+    fn step(
+        &self,
+        forecaster: &mut dyn Forecaster,
+        positions: &Array3<f32>,
+        previous: &Array4<f32>,
+        kicks: Option<&mut Kicks>,
+        stream: u64,
+        step: usize,
+    ) -> Array3<f32> {
         let (dx, std) = forecaster.dx_and_std(positions.view(), previous.view());
         let mut next = positions + &dx;
-        if let (true, Some(std)) = (sampled, std) {
-            add_noise_to_batch(next.view_mut(), positions.view(), std.view(), SAMPLING_SEED, stream << 32, step as u64);
+        if let (Some(kicks), Some(std)) = (kicks, std) {
+            add_noise_to_batch(next.view_mut(), positions.view(), std.view(), kicks, (SAMPLING_SEED, stream << 32, step as u64));
         }
         next
     }

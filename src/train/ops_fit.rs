@@ -16,7 +16,10 @@ use super::{
     onnx_graph::{GraphBuilder, signature_of},
 };
 use crate::{
-    data::{DIMS, PARTICLES, Split, Target, radius_of_gyration},
+    data::{
+        DIMS, PARTICLES, Split, Target, radius_of_gyration,
+        sampling::{KickShape, Kicks, add_noise_to_batch},
+    },
     models::{ModelInputs, OpsModel},
     nn::{BurnOps, Eager, Ops},
     onnx::{OnnxModel, Precision, RuntimeError},
@@ -328,6 +331,8 @@ pub struct NoiseFit {
     /// training data: RMS step, and mean radius of gyration.
     pub motion_ratio: f64,
     pub size_ratio: f64,
+    /// How its kicks are correlated along the chain and in time, from its residuals.
+    pub kick_shape: KickShape,
 }
 
 /// Fits a stochastic model's dx_std, with its mean fixed, by maximum Gaussian
@@ -341,6 +346,9 @@ pub fn fit_noise<M: OpsModel>(model: &mut M, split: &Split, target: Target) -> R
     let train = &split.train;
     let previous = window_of(model, train.previous.view());
     let residual = &train.dx() - &predict_dx_ops(model, train.inputs.view(), previous, target);
+    // Pair i + 1 follows pair i where its frame is the one pair i ends on.
+    let consecutive: Vec<bool> = (1..train.len()).map(|i| train.inputs.index_axis(Axis(0), i) == train.next.index_axis(Axis(0), i - 1)).collect();
+    let kick_shape = KickShape::of_residuals(residual.view(), &consecutive);
     let squared: Vec<f32> =
         residual.outer_iter().flat_map(|frame| frame.outer_iter().map(|p| p.iter().map(|v| v * v).sum::<f32>()).collect::<Vec<_>>()).collect();
     let dims = crate::data::sampling::spanned_dims(train.inputs.view());
@@ -369,7 +377,7 @@ pub fn fit_noise<M: OpsModel>(model: &mut M, split: &Split, target: Target) -> R
     let fitted_nll = nll(model, None);
     let largest = reference_std(model, train.inputs.view(), previous).map_or(f64::INFINITY, |std| std.iter().fold(0.0_f64, |m, v| m.max(f64::from(*v))));
     model.bound_noise(largest);
-    let calibration = calibrate_rollouts(model, split, target)?;
+    let calibration = calibrate_rollouts(model, split, target, &kick_shape)?;
     Ok(Some(NoiseFit {
         dims,
         initial_nll,
@@ -380,6 +388,7 @@ pub fn fit_noise<M: OpsModel>(model: &mut M, split: &Split, target: Target) -> R
         confinement: calibration.confinement,
         motion_ratio: calibration.motion_ratio,
         size_ratio: calibration.size_ratio,
+        kick_shape,
     }))
 }
 
@@ -414,7 +423,7 @@ struct RolloutCalibration {
 /// out), and, for a model with a confinement, its strength, so that they keep the data's
 /// mean radius of gyration (the learned pair forces are too weak to hold the chain
 /// together over thousands of steps). Keeps the round that came closest to both.
-fn calibrate_rollouts<M: OpsModel>(model: &mut M, split: &Split, target: Target) -> Result<RolloutCalibration, RuntimeError> {
+fn calibrate_rollouts<M: OpsModel>(model: &mut M, split: &Split, target: Target, kick_shape: &KickShape) -> Result<RolloutCalibration, RuntimeError> {
     let train = &split.train;
     let dx = train.dx();
     let data_motion = (squared_steps_about_centroid(dx.view()) / (dx.dim().0 * PARTICLES).max(1) as f64).sqrt();
@@ -430,7 +439,7 @@ fn calibrate_rollouts<M: OpsModel>(model: &mut M, split: &Split, target: Target)
     let mut factor = 1.0;
     let mut best: Option<(f64, RolloutCalibration)> = None;
     for round in 0..CALIBRATION_ROUNDS {
-        let (motion, size) = sampled_statistics(&mut graph_session(model, target)?, positions.clone(), previous.clone(), round as u64)?;
+        let (motion, size) = sampled_statistics(&mut graph_session(model, target)?, positions.clone(), previous.clone(), kick_shape, round as u64)?;
         let (motion_ratio, size_ratio) = (motion / data_motion, size / data_size);
         let confinement = model.confinement();
         let miss = motion_ratio.ln().abs() + if confinement.is_some() { size_ratio.ln().abs() } else { 0.0 };
@@ -485,15 +494,22 @@ fn squared_steps_about_centroid(moved: ArrayView3<f32>) -> f64 {
 
 /// The RMS step about the centroid and the mean radius of gyration over the last three
 /// quarters of sampled rollouts from `positions` and their windows (drawn as served:
-/// `data::sampling`); infinite for a rollout that blew up.
-fn sampled_statistics(session: &mut OnnxModel, mut positions: Array3<f32>, mut previous: Array4<f32>, seed: u64) -> Result<(f64, f64), RuntimeError> {
+/// `data::sampling`, with kicks of `kick_shape`); infinite for a rollout that blew up.
+fn sampled_statistics(
+    session: &mut OnnxModel,
+    mut positions: Array3<f32>,
+    mut previous: Array4<f32>,
+    kick_shape: &KickShape,
+    seed: u64,
+) -> Result<(f64, f64), RuntimeError> {
     let skipped = CALIBRATION_STEPS / 4;
+    let mut kicks = Kicks::new(Some(kick_shape));
     let (mut squared, mut size, mut frames) = (0.0_f64, 0.0_f64, 0usize);
     for step in 0..CALIBRATION_STEPS {
         let (dx, std) = session.run_window_with_std(positions.view(), previous.view())?;
         let std = std.ok_or_else(|| RuntimeError::Inference("the graph of a stochastic model gave no dx_std".into()))?;
         let mut next = &positions + &dx;
-        crate::data::sampling::add_noise_to_batch(next.view_mut(), positions.view(), std.view(), seed, 0, step as u64);
+        add_noise_to_batch(next.view_mut(), positions.view(), std.view(), &mut kicks, (seed, 0, step as u64));
         if !next.iter().all(|v| v.is_finite()) {
             return Ok((f64::INFINITY, f64::INFINITY));
         }

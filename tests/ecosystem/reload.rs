@@ -144,6 +144,13 @@ async fn polled_repository_swaps_versions_under_load_and_keeps_serving_through_b
     std::fs::copy(shipped_model("mlp").join("model.onnx"), repository.path().join("mlp/3/model.onnx")).expect("copy");
     std::fs::write(&card_path, serde_json::to_string(&card).expect("json")).expect("write");
     wait_for("version 3's parity refused", || state(&server, 3).is_some_and(|s| s.failure.as_deref().is_some_and(|f| f.contains("parity")))).await;
+    // So is one whose sampled kicks cannot be drawn (a chain mode's kicks correlated 1.0
+    // with the step before would never change).
+    card["onnx"]["parity_relative_error"] = serde_json::json!(1e-7);
+    let persistence: Vec<f64> = (0..12).map(|m| if m == 4 { 1.0 } else { 0.2 }).collect();
+    card["noise"] = serde_json::json!({ "kicks": { "mode_spread": vec![1.0; 12], "mode_persistence": persistence } });
+    std::fs::write(&card_path, serde_json::to_string(&card).expect("json")).expect("write");
+    wait_for("version 3's kicks refused", || state(&server, 3).is_some_and(|s| s.failure.as_deref().is_some_and(|f| f.contains("kick")))).await;
 
     // Version 1 is removed from the repository while the rollout on it runs: the rollout
     // finishes on version 1, frame for frame as a rollout of version 1 alone.

@@ -89,6 +89,9 @@ fn the_shipped_default_is_stochastic_and_judged_by_its_samples() {
     assert_eq!((dx.dim(), dx_std.dim()), ((2, 12, 3), (2, 12)));
     assert!(dx_std.iter().all(|s| s.is_finite() && *s > 0.0), "{dx_std:?}");
 
+    let kicks = card.noise.as_ref().and_then(|noise| noise.kicks).expect("kicks shaped like its residuals");
+    kicks.check().expect("kicks that can be drawn");
+
     let sampled = card.forecast.and_then(|f| f.sampled).expect("the sampled report");
     assert_eq!((sampled.long_steps, sampled.long_starts.len(), sampled.members), (10_000, 16, 32));
     let names: Vec<&str> = sampled.rows.iter().map(|r| r.name.as_str()).collect();
