@@ -6,11 +6,11 @@
 //! model whose card gives a [`KickShape`] has its ξ correlated along the chain and in
 //! time ([`Kicks`]); each particle's ξ stays standard normal.
 
-use ndarray::{Array2, Array3, ArrayView2, ArrayView3, ArrayViewMut3, Zip};
+use ndarray::{Array2, Array3, ArrayView2, ArrayView3, ArrayViewMut3, Axis, Zip, linalg::general_mat_mul};
 use rand_distr::{Distribution, StandardNormal};
 use serde::{Deserialize, Serialize};
 
-use super::{DIMS, PARTICLES, chain_modes};
+use super::{DIMS, FRAME_LEN, PARTICLES, chain_modes};
 
 /// A frame whose smallest gyration eigenvalue is below this share of its largest is
 /// taken as planar (2-D data lifted to z = 0, rotated or not; f32 rounding of a rotated
@@ -103,21 +103,24 @@ fn eigen_projector(gyration: [[f64; DIMS]; DIMS]) -> [[f64; DIMS]; DIMS] {
 
 /// Σ_p (x_p − x̄)(x_p − x̄)ᵀ of a frame [12, 3], in f64.
 fn gyration(frame: ArrayView2<f32>) -> [[f64; DIMS]; DIMS] {
+    // Read once into f64 (the server's sampled ensembles call this for every system and step).
+    let points: [[f64; DIMS]; PARTICLES] = std::array::from_fn(|p| std::array::from_fn(|d| f64::from(frame[[p, d]])));
     let mut centre = [0.0; DIMS];
-    for particle in frame.outer_iter() {
+    for point in &points {
         for d in 0..DIMS {
-            centre[d] += f64::from(particle[d]) / PARTICLES as f64;
+            centre[d] += point[d] / PARTICLES as f64;
         }
     }
     let mut gyration = [[0.0; DIMS]; DIMS];
-    for particle in frame.outer_iter() {
+    for point in &points {
+        let offset: [f64; DIMS] = std::array::from_fn(|d| point[d] - centre[d]);
         for a in 0..DIMS {
-            for b in 0..DIMS {
-                gyration[a][b] += (f64::from(particle[a]) - centre[a]) * (f64::from(particle[b]) - centre[b]);
+            for b in a..DIMS {
+                gyration[a][b] += offset[a] * offset[b];
             }
         }
     }
-    gyration
+    std::array::from_fn(|a| std::array::from_fn(|b| gyration[a.min(b)][a.max(b)]))
 }
 
 /// The coordinates a frame spans, without an eigendecomposition, for the frames
@@ -224,6 +227,16 @@ pub fn projected_noise(frames: ArrayView3<f32>, seed: u64, first_member: u64, st
 /// Adds a sample to `next` [B, 12, 3] (x(t) + dx): per particle, `dx_std` [B, 12] times
 /// its [`projected_noise`] [B, 12, 3].
 pub fn add_sample(mut next: ArrayViewMut3<f32>, dx_std: ArrayView2<f32>, noise: ArrayView3<f32>) {
+    // Contiguous (as the server's and the evaluation's arrays are): plain slices, which
+    // vectorise where ndarray's per-particle rows did not.
+    if let (Some(next), Some(dx_std), Some(noise)) = (next.as_slice_mut(), dx_std.as_slice(), noise.as_slice()) {
+        for ((particle, std), noise) in next.chunks_exact_mut(DIMS).zip(dx_std).zip(noise.chunks_exact(DIMS)) {
+            for (coordinate, noise) in particle.iter_mut().zip(noise) {
+                *coordinate += std * noise;
+            }
+        }
+        return;
+    }
     Zip::from(next.rows_mut()).and(dx_std).and(noise.rows()).for_each(|mut particle, std, noise| {
         for (coordinate, noise) in particle.iter_mut().zip(noise) {
             *coordinate += std * noise;
@@ -328,55 +341,88 @@ impl KickShape {
 /// the first step), with the step's draws η taken as the modes' innovations. ξ(t) then
 /// depends on the draws keyed (seed, member, 0..=t) alone, and the keyed guarantees of
 /// white kicks hold: one seed, one trajectory, whatever is batched beside it.
-pub enum Kicks {
-    White,
-    Shaped {
-        /// [12 particles, 12 modes]: ξ_i = Σ_m w_im z_m ([`KickShape::mixing`]).
-        mixing: Array2<f32>,
-        persistence: [f32; PARTICLES],
-        /// z mode-major, [12, B, 3] (so that mixing a batch is one matmul), from the
-        /// first step on.
-        state: Option<Array3<f32>>,
-    },
+pub struct Kicks {
+    /// None: white.
+    shaped: Option<ShapedKicks>,
+}
+
+struct ShapedKicks {
+    /// [12 modes, 12 particles]: row m holds w_im ([`KickShape::mixing`]), ξ_i = Σ_m w_im z_m.
+    mixing: Array2<f32>,
+    /// ρ_m and √(1 − ρ_m²).
+    persistence: [f32; PARTICLES],
+    innovation: [f32; PARTICLES],
+    /// z [B, 12 modes, 3], laid out as the draws are, from the first step on.
+    state: Option<Array3<f32>>,
 }
 
 impl Kicks {
     pub fn new(shape: Option<&KickShape>) -> Self {
-        match shape {
-            None => Self::White,
-            Some(shape) => {
-                let weights = shape.mixing();
-                Self::Shaped {
-                    mixing: Array2::from_shape_fn((PARTICLES, PARTICLES), |(i, m)| weights[i][m] as f32),
-                    persistence: shape.mode_persistence.map(|rho| rho as f32),
-                    state: None,
-                }
+        let shaped = shape.map(|shape| {
+            let weights = shape.mixing();
+            ShapedKicks {
+                mixing: Array2::from_shape_fn((PARTICLES, PARTICLES), |(m, i)| weights[i][m] as f32),
+                persistence: shape.mode_persistence.map(|rho| rho as f32),
+                innovation: shape.mode_persistence.map(|rho| (1.0 - rho * rho).sqrt() as f32),
+                state: None,
             }
-        }
+        });
+        Self { shaped }
     }
 
     /// This step's ξ [B, 12, 3] from its standard-normal draws [B, 12, 3] (the same B
-    /// every step).
+    /// every step): [`Self::peek`] then [`Self::take`].
     pub fn next(&mut self, draws: Array3<f32>) -> Array3<f32> {
-        let Self::Shaped { mixing, persistence, state } = self else {
-            return draws;
-        };
-        let innovations = draws.view().permuted_axes([1, 0, 2]);
-        let state = match state {
-            Some(z) => {
-                Zip::from(z.outer_iter_mut()).and(innovations.outer_iter()).and(&persistence[..]).for_each(|mut z, eta, rho| {
-                    let innovation = (1.0 - rho * rho).sqrt();
-                    z.zip_mut_with(&eta, |z, eta| *z = rho * *z + innovation * eta);
-                });
-                z
-            }
-            None => state.insert(innovations.as_standard_layout().into_owned()),
-        };
-        let (modes, batch, dims) = state.dim();
-        let flat = state.view().into_shape_with_order((modes, batch * dims)).expect("the state is contiguous");
-        let mixed = mixing.dot(&flat).into_shape_with_order((PARTICLES, batch, dims)).expect("a fresh product is contiguous");
-        mixed.permuted_axes([1, 0, 2]).as_standard_layout().into_owned()
+        let step = self.peek(draws);
+        self.take(step)
     }
+
+    /// This step's kicks and the state they leave, the state itself unmoved: a server
+    /// computes them while the model runs (and again, the same, if that call is retried)
+    /// and takes them once the step is applied. Kept lean, as it runs beside every call:
+    /// the state laid out as the draws, one matmul per spanned coordinate on strided
+    /// views.
+    pub fn peek(&self, draws: Array3<f32>) -> KickStep {
+        let Some(ShapedKicks { mixing, persistence, innovation, state }) = &self.shaped else {
+            return KickStep { kicks: draws, state: None };
+        };
+        let mut next = if draws.is_standard_layout() { draws } else { draws.as_standard_layout().into_owned() };
+        if let Some(z) = state {
+            let (z_all, next_all) = (z.as_slice().expect("the state is contiguous"), next.as_slice_mut().expect("made contiguous above"));
+            for (z_system, next_system) in z_all.chunks_exact(FRAME_LEN).zip(next_all.chunks_exact_mut(FRAME_LEN)) {
+                for (m, (z_mode, next_mode)) in z_system.chunks_exact(DIMS).zip(next_system.chunks_exact_mut(DIMS)).enumerate() {
+                    for (z, eta) in z_mode.iter().zip(next_mode) {
+                        *eta = persistence[m] * z + innovation[m] * *eta;
+                    }
+                }
+            }
+        }
+        let mut kicks = Array3::zeros(next.raw_dim());
+        for d in 0..DIMS {
+            let modes = next.index_axis(Axis(2), d);
+            // The flat axis of a planar frame draws nothing.
+            if modes.iter().all(|v| *v == 0.0) {
+                continue;
+            }
+            // [B, 12 modes] · [12 modes, 12 particles].
+            general_mat_mul(1.0, &modes, mixing, 0.0, &mut kicks.index_axis_mut(Axis(2), d));
+        }
+        KickStep { kicks, state: Some(next) }
+    }
+
+    /// The kicks of `step` ([`Self::peek`] on this state), its state now this one's.
+    pub fn take(&mut self, step: KickStep) -> Array3<f32> {
+        if let Some(shaped) = &mut self.shaped {
+            shaped.state = step.state;
+        }
+        step.kicks
+    }
+}
+
+/// A step's kicks and the state they leave, until [`Kicks::take`] takes them.
+pub struct KickStep {
+    kicks: Array3<f32>,
+    state: Option<Array3<f32>>,
 }
 
 #[cfg(test)]
@@ -417,7 +463,7 @@ mod tests {
                 next.view_mut(),
                 frame.view().insert_axis(ndarray::Axis(0)),
                 Array2::from_elem((1, PARTICLES), 0.1).view(),
-                &mut Kicks::White,
+                &mut Kicks::new(None),
                 (5, 0, 0),
             );
             let next = next.index_axis(ndarray::Axis(0), 0);
@@ -546,7 +592,7 @@ mod tests {
             let first = alone.next(projected_noise(single.view(), 4, 0, step));
             assert_eq!(both.index_axis(Axis(0), 0), first.index_axis(Axis(0), 0), "step {step}");
             let draws = projected_noise(single.view(), 4, 0, step);
-            assert_eq!(Kicks::White.next(draws.clone()), draws);
+            assert_eq!(Kicks::new(None).next(draws.clone()), draws);
         }
     }
 

@@ -34,7 +34,7 @@ use super::{
 use crate::{
     data::{
         advance_window,
-        sampling::{KickShape, Kicks, add_sample, projected_noise},
+        sampling::{KickShape, KickStep, Kicks, add_sample, projected_noise},
     },
     onnx::NamedTensors,
 };
@@ -386,13 +386,8 @@ fn fail(member: &mut Member, permit: mpsc::OwnedPermit<FrameResult>, error: Serv
 }
 
 /// The model's displacement for the windows of `indices`, stacked in that order, and
-/// each sampled member's noise for this step, drawn while the model runs.
-async fn displacement(
-    model: &str,
-    workers: &ModelWorkers,
-    members: &[Member],
-    indices: &[usize],
-) -> Result<(Displacement, Vec<Option<Array3<f32>>>), ServeError> {
+/// each sampled member's kicks for this step, drawn and shaped while the model runs.
+async fn displacement(model: &str, workers: &ModelWorkers, members: &[Member], indices: &[usize]) -> Result<(Displacement, Vec<Option<KickStep>>), ServeError> {
     let internal = |message: String| ServeError::Internal { model: model.to_string(), message };
     let positions: Vec<_> = indices.iter().map(|&i| members[i].positions.view()).collect();
     let positions = concatenate(Axis(0), &positions).map_err(|e| internal(format!("rollout frames of different shapes: {e}")))?;
@@ -403,43 +398,42 @@ async fn displacement(
         _ => return Err(internal("rollouts with and without windows in one call".into())),
     };
     let pending = workers.send_rollout_step(NamedTensors::dynamics(positions, previous)).map_err(|e| ServeError::from_engine(model, e))?;
-    // The noise depends on the frame, not on dx: drawn now, it overlaps the call instead
-    // of following it (for 1,024 members about a tenth of a session's call, `cargo bench
-    // --bench sampling`).
-    let noise = indices
+    // The kicks depend on the frame and the rollout's kick state, not on dx: drawn and
+    // shaped now, they overlap the call instead of following it (for 1,024 members about
+    // a seventh of a session's call, `cargo bench --bench sampling`).
+    let kicks = indices
         .iter()
         .map(|&i| {
             let member = &members[i];
-            member.seed.map(|seed| projected_noise(member.positions.view(), seed, 0, u64::from(member.step)))
+            member.seed.map(|seed| member.kicks.peek(projected_noise(member.positions.view(), seed, 0, u64::from(member.step))))
         })
         .collect();
     let outputs = pending.outputs().await.map_err(|e| ServeError::from_engine(model, e))?;
-    Ok((displacement_of(model, outputs)?, noise))
+    Ok((displacement_of(model, outputs)?, kicks))
 }
 
 /// Moves each ready member by its rows of `displacement` (sampled ones with their
-/// `noise`'s draws, shaped into kicks, in the order of `ready`) and sends the frames
-/// that are due.
+/// kicks, in the order of `ready`, taking their state) and sends the frames that are due.
 fn advance(
     model: &str,
     members: &mut [Member],
     ready: Vec<(usize, mpsc::OwnedPermit<FrameResult>)>,
-    (displacement, noise): (Displacement, Vec<Option<Array3<f32>>>),
+    (displacement, kicks): (Displacement, Vec<Option<KickStep>>),
 ) {
     let mut row = 0;
-    for ((index, permit), noise) in ready.into_iter().zip(noise) {
+    for ((index, permit), kicks) in ready.into_iter().zip(kicks) {
         let member = &mut members[index];
         let systems = member.systems();
         let rows = s![row..row + systems, .., ..];
         row += systems;
         let mut next = &member.positions + &displacement.dx.slice(rows);
-        if let Some(noise) = noise {
+        if let Some(kicks) = kicks {
             let Some(dx_std) = &displacement.dx_std else {
                 let message = "a sampled rollout's model gave no dx_std".to_string();
                 fail(member, permit, ServeError::Internal { model: model.to_string(), message });
                 continue;
             };
-            let kicks = member.kicks.next(noise);
+            let kicks = member.kicks.take(kicks);
             add_sample(next.view_mut(), dx_std.slice(s![row - systems..row, ..]), kicks.view());
         }
         if let Some(window) = &mut member.previous {
