@@ -257,8 +257,9 @@ pub fn add_noise_to_batch(
     add_sample(next, dx_std, noise.view());
 }
 
-/// The largest |lag-1 correlation| a chain mode's kicks may have: beyond it a mode's
-/// kicks would barely change over a rollout's length.
+/// The largest |lag-1 correlation| a chain mode's kicks may have (a fit is held to it,
+/// a card checked against it): towards 1 a mode's kicks would stop changing, and no
+/// residuals of a model worth sampling come near (paths.npz: at most 0.46).
 pub const MAX_KICK_PERSISTENCE: f64 = 0.9;
 
 /// How a stochastic model's kicks are correlated along the chain and in time, per chain
