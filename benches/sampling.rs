@@ -1,11 +1,11 @@
 //! What a sampled rollout step costs beside the model: for an ensemble of 1,024 members,
 //! the noise (`projected_noise`: standard normals keyed by (seed, member, step) in the
-//! space each frame spans), shaping it into the shipped card's kicks (`Kicks`, in the
-//! serial step between calls) and adding it (`add_sample`), next to one call of the
+//! space each frame spans), shaping it into the shipped card's kicks (`Kicks`) and
+//! adding it (`add_sample`), next to one call of the
 //! shipped `pairforce-h4` on the half of the batch each of the server's two
 //! single-threaded sessions runs. On planar frames (paths.npz, lifted to z = 0) and on 3-D
-//! frames of the simulator. The server draws the noise while the call runs, on a core the
-//! call's sessions also need, so its share of the call is what sampling costs.
+//! frames of the simulator. The server draws and shapes the noise while the call runs, on
+//! a core the call's sessions also need, so its share of the call is what sampling costs.
 //! Run quiet: `cargo bench --bench sampling [--window=SECONDS]` (default 1 s a cell).
 
 use std::{path::Path, time::Instant};

@@ -400,7 +400,7 @@ async fn displacement(model: &str, workers: &ModelWorkers, members: &[Member], i
     let pending = workers.send_rollout_step(NamedTensors::dynamics(positions, previous)).map_err(|e| ServeError::from_engine(model, e))?;
     // The kicks depend on the frame and the rollout's kick state, not on dx: drawn and
     // shaped now, they overlap the call instead of following it (for 1,024 members about
-    // a seventh of a session's call, `cargo bench --bench sampling`).
+    // a ninth of a session's call, `cargo bench --bench sampling`).
     let kicks = indices
         .iter()
         .map(|&i| {

@@ -9,9 +9,8 @@
 use ndarray::{Array1, Array2, Array3, Array4, ArrayView2, ArrayView3, ArrayView4, Axis, s};
 
 pub use crate::card::{EnsembleScore, ForecastReport, ForecastRow, Halves, LongRolloutRatios, LongRolloutStats, SampledReport, SampledRow};
-use crate::data::chain_modes;
 use crate::data::{
-    DIMS, PARTICLES, Trajectory, advance_window, radius_of_gyration,
+    DIMS, PARTICLES, Trajectory, advance_window, chain_modes, radius_of_gyration,
     sampling::{KickShape, Kicks, add_noise_to_batch, spanned_dims},
     windows_before,
 };
