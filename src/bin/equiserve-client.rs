@@ -10,7 +10,7 @@ use equiserve::{
         load::{self, DEFAULT_SCENARIOS, LoadConfig, Scenario},
     },
     data::{SimulationConfig, load_npz, simulate},
-    onnx::{ExecutionDevice, init_runtime},
+    onnx::{ExecutionDevice, every_core, init_runtime},
 };
 
 /// Talks to an equiserve server (equiserve.v1.Dynamics over gRPC).
@@ -223,7 +223,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
                 None => (simulate(&SimulationConfig::default()).positions().clone(), "the built-in simulator".to_string()),
             };
             let scenarios = if scenarios.is_empty() { DEFAULT_SCENARIOS.to_vec() } else { scenarios };
-            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            let cores = every_core();
             let raw = match &models_dir {
                 Some(_) => format!("on {device:?} with {cores} threads in this process"),
                 None => "not measured (no --models-dir)".into(),

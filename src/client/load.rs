@@ -15,7 +15,7 @@ use tokio_stream::StreamExt;
 
 use crate::{
     card::{CardSummary, MODEL_FILE},
-    onnx::{ExecutionDevice, OnnxModel, POSITIONS, PREVIOUS, RuntimeError},
+    onnx::{ExecutionDevice, OnnxModel, POSITIONS, PREVIOUS, RuntimeError, every_core},
     proto::{
         inference::{FP32, ModelInferRequest, fp32_bytes, model_infer_request::InferInputTensor},
         v1::{GetModelRequest, PredictRequest, RolloutRequest},
@@ -207,7 +207,7 @@ pub async fn run(config: &LoadConfig, mut progress: impl FnMut(&LoadResult)) -> 
 /// Raw ONNX Runtime frames/s at each scenario's total batch: one session with every
 /// core, run back to back for the configured time.
 fn raw_rates(file: &std::path::Path, card: &CardSummary, config: &LoadConfig, windows: &Windows) -> Result<BTreeMap<usize, f64>, LoadError> {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = every_core();
     let mut session = OnnxModel::load(file, &card.onnx.signature, config.device, threads)?;
     let mut rates = BTreeMap::new();
     for scenario in &config.scenarios {

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     ModelInputs, OpsModel,
-    graph::{harmonics_by_component, off_diagonal, pairwise, unit_vectors},
+    graph::{harmonics_by_component, off_diagonal, pair_ones, pairwise, unit_vectors},
     history::window_displacements,
 };
 use crate::{
@@ -506,8 +506,7 @@ impl OpsModel for GateNetwork {
         let inside = ops.less_than(&length, self.config.max_radius);
         let distinct = off_diagonal(ops);
         let on_graph = ops.mul(&inside, &distinct);
-        // Ones on every pair (lengths are never negative).
-        let ones = ops.greater_than(&length, -1.0);
+        let ones = pair_ones(ops, positions);
 
         // Harmonics of the unit vector (e3nn: normalize=True, component), the zero
         // vector staying zero as with torch's normalize.
@@ -551,9 +550,8 @@ impl OpsModel for GateNetwork {
         let mut projected_harmonics = ProjectedHarmonics(HashMap::new());
 
         // Node features and attributes are ones (irreps 0e), one row per particle.
-        let node_ones = ops.reshape(&ones, &[-1, n, n]);
-        let node_ones = ops.reduce_sum(&node_ones, 2, false);
-        let node_ones = ops.scale(&node_ones, 1.0 / PARTICLES as f64);
+        let node_ones = ops.constant(&[PARTICLES, 1], &[1.0; PARTICLES]);
+        let node_ones = ops.repeat_for_batch(positions, &node_ones);
         let node_ones = ops.reshape(&node_ones, &[-1, 1]);
         let mut x = match inputs.previous {
             // [B, 36, N] newest first → [B·12, (N, xyz)], e3nn's (mul, 2l+1) layout.

@@ -40,6 +40,12 @@ pub fn pairwise<O: Ops>(ops: &mut O, positions: &O::Tensor) -> (O::Tensor, O::Te
     (vec, length)
 }
 
+/// 1 on every pair, [B, 144]: a value that does not depend on the input still has its batch.
+pub fn pair_ones<O: Ops>(ops: &mut O, positions: &O::Tensor) -> O::Tensor {
+    let ones = ops.constant(&[PARTICLES * PARTICLES], &[1.0; PARTICLES * PARTICLES]);
+    ops.repeat_for_batch(positions, &ones)
+}
+
 /// 1 on every pair except a particle with itself [144] (broadcasts over frames).
 pub fn off_diagonal<O: Ops>(ops: &mut O) -> O::Tensor {
     let values = pairs_where(|src, dst| src != dst);
@@ -171,7 +177,7 @@ pub fn harmonic_graph<O: Ops>(
 ) -> HarmonicGraph<O::Tensor> {
     let (vec, length) = pairwise(ops, positions);
     let on_graph = radius_graph(ops, &length, radius);
-    let ones = ops.greater_than(&length, -1.0);
+    let ones = pair_ones(ops, positions);
     let ls: Vec<u32> = (0..=lmax).collect();
     let dim = harmonics_dim(&ls);
     let sh_by_component = harmonics_by_component(ops, harmonics_of, &ls, &vec, &ones);

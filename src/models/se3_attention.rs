@@ -21,7 +21,7 @@
 use super::{
     ModelInputs, OpsModel,
     graph::{
-        from_destinations, from_sources, harmonics, masked_softmax_over_sources, mean_into_destinations, pairwise, per_incoming_edge, radius_graph,
+        from_destinations, from_sources, harmonics, masked_softmax_over_sources, mean_into_destinations, pair_ones, pairwise, per_incoming_edge, radius_graph,
         soft_unit_step, unit_vectors,
     },
 };
@@ -357,7 +357,7 @@ impl<T: Clone> Graph<T> {
     fn new<O: Ops<Tensor = T>>(ops: &mut O, positions: &T, harmonics_table: &SphericalHarmonics) -> Self {
         let (vec, length) = pairwise(ops, positions);
         let on_graph = radius_graph(ops, &length, RADIUS);
-        let ones = ops.greater_than(&length, -1.0);
+        let ones = pair_ones(ops, positions);
         let unit = unit_vectors(ops, &vec, &length);
         let ls: Vec<u32> = (0..=SH_ORDER).collect();
         let sh = harmonics(ops, harmonics_table, &ls, &unit, &ones);

@@ -4,7 +4,7 @@
 mod runtime;
 mod signature;
 
-pub use runtime::{ExecutionDevice, OnnxModel, RuntimeError, init_runtime, library_candidates};
+pub use runtime::{ExecutionDevice, OnnxModel, RuntimeError, every_core, init_runtime, library_candidates};
 pub use signature::{BATCH, DX, DX_STD, Dim, FLOAT32, NamedTensors, POSITIONS, PREVIOUS, Signature, TensorSpec};
 
 /// IR version 10 is what ONNX 1.16+ writes for opset 21.

@@ -23,6 +23,12 @@ pub const LIBRARY_ENV: &str = "EQUISERVE_ORT_LIB";
 /// Where `scripts/setup` installs the library, relative to the project root.
 const PROJECT_LIBRARY_DIR: &str = ".ort/lib";
 
+/// Threads for a CPU session that has the machine to itself: one per core (1 where the
+/// count cannot be read).
+pub fn every_core() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum RuntimeError {
     #[error(

@@ -32,7 +32,7 @@ use super::{
 };
 use crate::{
     data::{DIMS, PARTICLES},
-    onnx::{ExecutionDevice, NamedTensors, OnnxModel, RuntimeError, Signature},
+    onnx::{ExecutionDevice, NamedTensors, OnnxModel, RuntimeError, Signature, every_core},
 };
 
 /// What runs a model's calls: ONNX Runtime ([`OnnxModel`]), or a stand-in where the
@@ -262,7 +262,7 @@ impl ModelWorkers {
         let (frame_cost, frame_seconds) = frame_cost(&mut first)?;
         let execution_provider = first.execution_provider();
         let workers = config.workers.unwrap_or_else(|| match execution_provider {
-            "CPUExecutionProvider" => thread::available_parallelism().map_or(1, |n| n.get()),
+            "CPUExecutionProvider" => every_core(),
             _ => CUDA_WORKERS,
         });
         let workers = workers.max(1);

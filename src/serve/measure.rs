@@ -13,13 +13,13 @@ use ndarray::{Array3, ArrayView3, s};
 use super::{ModelWorkers, PoolConfig, memory::MemoryBudget, metrics::ModelLabels};
 use crate::{
     card::InferenceSpeed,
-    onnx::{ExecutionDevice, OnnxModel, RuntimeError, Signature},
+    onnx::{ExecutionDevice, OnnxModel, RuntimeError, Signature, every_core},
 };
 
 /// Frames per second through ONNX Runtime at batch 1 and 32 on the test frames
 /// (about half a second each), and batches of 32 through the default pool.
 pub fn measure_inference(onnx_file: &Path, signature: &Signature, frames: ArrayView3<f32>) -> Result<InferenceSpeed, RuntimeError> {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = every_core();
     let mut session = OnnxModel::load(onnx_file, signature, ExecutionDevice::Auto, threads)?;
     let count = frames.dim().0;
     // The best of three windows after a warm-up run: a moment's contention on a shared

@@ -206,8 +206,7 @@ pub fn start(plan: RolloutPlan, stepper: &RolloutStepper, counter: &RolloutCount
         step: 0,
         steps,
         emit_every,
-        seed,
-        kicks: Kicks::new(kick_shape.as_ref()),
+        sampling: seed.map(|seed| Sampling { seed, kicks: Kicks::new(kick_shape.as_ref()) }),
         frames: frames_out,
         place,
         stall_timeout,
@@ -228,9 +227,8 @@ struct Member {
     step: u32,
     steps: u32,
     emit_every: u32,
-    seed: Option<u64>,
-    /// The state of its sampled kicks.
-    kicks: Kicks,
+    /// A sampled rollout's noise (none: the mean).
+    sampling: Option<Sampling>,
     frames: mpsc::Sender<FrameResult>,
     place: RolloutGuard,
     stall_timeout: Duration,
@@ -238,6 +236,12 @@ struct Member {
     waiting_since: Option<Instant>,
     started: Instant,
     statistics: Arc<Statistics>,
+}
+
+/// A sampled rollout's seed and the state of its kicks.
+struct Sampling {
+    seed: u64,
+    kicks: Kicks,
 }
 
 impl Member {
@@ -405,7 +409,7 @@ async fn displacement(model: &str, workers: &ModelWorkers, members: &[Member], i
         .iter()
         .map(|&i| {
             let member = &members[i];
-            member.seed.map(|seed| member.kicks.peek(projected_noise(member.positions.view(), seed, 0, u64::from(member.step))))
+            member.sampling.as_ref().map(|sampling| sampling.kicks.peek(projected_noise(member.positions.view(), sampling.seed, 0, u64::from(member.step))))
         })
         .collect();
     let outputs = pending.outputs().await.map_err(|e| ServeError::from_engine(model, e))?;
@@ -427,13 +431,13 @@ fn advance(
         let rows = s![row..row + systems, .., ..];
         row += systems;
         let mut next = &member.positions + &displacement.dx.slice(rows);
-        if let Some(kicks) = kicks {
+        if let (Some(kicks), Some(sampling)) = (kicks, &mut member.sampling) {
             let Some(dx_std) = &displacement.dx_std else {
                 let message = "a sampled rollout's model gave no dx_std".to_string();
                 fail(member, permit, ServeError::Internal { model: model.to_string(), message });
                 continue;
             };
-            let kicks = member.kicks.take(kicks);
+            let kicks = sampling.kicks.take(kicks);
             add_sample(next.view_mut(), dx_std.slice(s![row - systems..row, ..]), kicks.view());
         }
         if let Some(window) = &mut member.previous {

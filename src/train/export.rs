@@ -25,7 +25,7 @@ use crate::{
     card::{CARD_FILE, DataInfo, MODEL_FILE, Metrics, ModelCard, NoiseInfo, OnnxInfo, SplitInfo, TrainingInfo, Versions},
     data::{DIMS, PARTICLES, Pairs, Split, SplitConfig, Target, Trajectory, sampling::KickShape},
     models::{ModelKind, OpsModel},
-    onnx::{ExecutionDevice, OnnxModel, Precision, Signature},
+    onnx::{ExecutionDevice, OnnxModel, Precision, Signature, every_core},
     serve::measure_inference,
 };
 
@@ -366,7 +366,7 @@ fn sampled_report(
     frames: &ForecastFrames,
     long_steps: usize,
 ) -> Result<(SampledReport, SampledFigures), ExportError> {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = every_core();
     let mut session = OnnxModel::load(file, signature, ExecutionDevice::Cpu, threads)?;
     let mut failure = None;
     let mut forecaster = StochasticForecaster {
@@ -463,7 +463,7 @@ pub fn remeasure_card(dir: &Path, card: &mut ModelCard, trajectories: &[Trajecto
     let file = dir.join(MODEL_FILE);
     card.inference = Some(measure_inference(&file, &card.onnx.signature, split.test.inputs.view())?);
 
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = every_core();
     let mut session = OnnxModel::load(&file, &card.onnx.signature, ExecutionDevice::Cpu, threads)?;
     let mut failure = None;
     let mut forecaster = ModelForecaster {

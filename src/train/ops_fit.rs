@@ -22,7 +22,7 @@ use crate::{
     },
     models::{ModelInputs, OpsModel},
     nn::{BurnOps, Eager, Ops},
-    onnx::{OnnxModel, Precision, RuntimeError},
+    onnx::{OnnxModel, Precision, RuntimeError, every_core},
 };
 
 /// Adam with PyTorch's defaults (see [`ADAM_EPSILON`]) on plain weight vectors.
@@ -478,7 +478,7 @@ fn graph_session<M: OpsModel>(model: &M, target: Target) -> Result<OnnxModel, Ru
     let mut graph = GraphBuilder::for_model(model, Precision::F32);
     let (output, std) = graph.emit_with_std(model);
     let bytes = graph.finish_dynamics(output, std, target, "calibration", &[]).encode_to_vec();
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = every_core();
     OnnxModel::from_bytes(&bytes, "the model's graph under calibration", &signature_of(model), threads)
 }
 
