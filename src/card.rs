@@ -139,9 +139,9 @@ pub struct NoiseInfo {
     /// The factor dx_std was then scaled by so that sampled rollouts from training
     /// windows keep the training data's RMS step about the centroid (1: the likelihood fit alone).
     pub motion_factor: f64,
-    /// The pull of every particle towards the centroid, κ (x̄ − x_i) per step, calibrated
-    /// with the noise so that those rollouts keep the data's radius of gyration (models
-    /// with one).
+    /// The pull of every particle towards the centroid, κ (x̄ − x_i) per step (a push from
+    /// it where κ < 0), calibrated with the noise so that those rollouts keep the data's
+    /// radius of gyration (models with one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub confinement: Option<f64>,
     /// Those rollouts with the calibrated model against the training data: RMS step and

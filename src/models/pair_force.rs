@@ -32,10 +32,12 @@
 //! data's steps are least predictable), fitted after the mean by Gaussian likelihood.
 //!
 //! A last term pulls every particle towards the system's centroid, κ (x̄ − x_i) =
-//! Σ_j (κ/12)(x_j − x_i): a pair force of one strength for every pair, so momentum is
-//! still conserved. One-step training cannot see it (on paths.npz κ ≈ 4e-6 per step, far
-//! below the residual), but it sets how large the chain grows over thousands of sampled
-//! steps; it is calibrated with the noise, so that sampled rollouts keep the data's size.
+//! Σ_j (κ/12)(x_j − x_i), or pushes it out where κ < 0: a pair force of one strength for
+//! every pair, so momentum is still conserved. One-step training cannot see it (on
+//! paths.npz κ ≈ 4e-6 per step, far below the residual), but it sets how large the chain
+//! grows over thousands of sampled steps; it is calibrated with the noise, so that sampled
+//! rollouts keep the data's size: a pull where the learned forces hold the chain too
+//! loosely (paths.npz), a push where they hold it too tightly.
 
 use super::{
     ModelInputs, OpsModel,

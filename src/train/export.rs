@@ -274,7 +274,7 @@ pub fn export_model(model: &impl ExportableModel, request: ExportRequest) -> Res
             sampling: SAMPLING.into(),
             fit: "maximum Gaussian likelihood of the trained mean's residuals on the training pairs (the mean fixed), bounded at the \
                   largest value on the training frames, then scaled so that sampled rollouts from training windows keep the data's RMS step about the centroid \
-                  (and, for a model with a confinement, its strength set so that they keep the data's radius of gyration)"
+                  (and, for a model with a confinement, its strength set so that they keep the data's radius of gyration: a pull towards the centroid, or a push from it where negative)"
                 .into(),
             dims: fit.dims,
             pairs: fit.pairs,
