@@ -478,10 +478,10 @@ fn calibrate_rollouts<M: OpsModel>(model: &mut M, split: &Split, target: Target,
 /// sampled chains `size_ratio` times the data's size. The first round, without one,
 /// chooses the side: a pull towards the centroid where the chains grew larger than the
 /// data (the learned forces too weak to hold them), a push where they stayed clearly
-/// smaller (the forces holding them too tight: 0.95 of the data's size on 8,192 frames of the
-/// simulator's 2-D default, 0.89 on a collapsing 3-D chain). Either way a κ (x̄ − x_i)
-/// is a pair force of one strength for every pair, so momentum is still conserved and
-/// the model E(3)-equivariant. A round that blew up pulls harder or pushes less.
+/// smaller (the forces holding them too tight: 0.95 of the data's size on 8,192 frames
+/// of the simulator's 2-D default, 0.89 on a collapsing 3-D chain). Either way κ (x̄ −
+/// x_i) is a pair force of one strength for every pair, so momentum is still conserved
+/// and the model E(3)-equivariant. A round that blew up pulls harder or pushes less.
 fn next_confinement(strength: f64, size_ratio: f64) -> f64 {
     let next = if !size_ratio.is_finite() {
         if strength < 0.0 { strength / 4.0 } else { (4.0 * strength).max(CONFINEMENT_START) }
