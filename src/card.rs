@@ -150,6 +150,10 @@ pub struct NoiseInfo {
     pub calibrated_motion_ratio: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub calibrated_size_ratio: Option<f64>,
+    /// Their pair distances against the training data's: the mean over pairs of W1, over
+    /// the same between the data's halves (1 = as close as the data is to itself).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calibrated_pair_distance_w1_ratio: Option<f64>,
     /// How the kicks ξ are correlated along the chain and in time (older cards: white).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kicks: Option<KickShape>,

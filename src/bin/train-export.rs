@@ -450,7 +450,8 @@ fn train(args: TrainArgs) -> Result<(), String> {
                 (None, None) => String::new(),
             };
             bar.set_message(format!("train {:.3e}{validation} test {:.3e}", stats.train_mse, stats.test_mse));
-            bar.inc(1);
+            // A model trained again from another start counts its epochs from 1 again.
+            bar.set_position(stats.epoch as u64);
         })
         .map_err(|e| e.to_string())?;
         bar.finish_with_message("done");

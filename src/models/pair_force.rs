@@ -60,6 +60,16 @@ const NEGLIGIBLE: f64 = 1e-9;
 /// No bound on ln σ until the fit sets one: finite in f32.
 const UNREACHED: f64 = 1e30;
 
+/// Where training starts the filters per chain mode (the forces start from zero).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FilterStart {
+    /// Least squares on every past displacement the window holds.
+    LeastSquares,
+    /// Least squares on the last displacement alone, no weight on the older ones.
+    OneLag,
+}
+
 #[derive(Debug, Clone)]
 pub struct PairForce {
     /// The basis covers distances 0..max_distance.
@@ -68,6 +78,7 @@ pub struct PairForce {
     /// of order one.
     acceleration_scale: f64,
     filter: ModeFilter,
+    filter_start: FilterStart,
     /// Radial weights [pair (i < j), basis].
     radial: Vec<f64>,
     /// s: the typical size of the noise, so that the fitted weights are of order one.
@@ -94,6 +105,7 @@ impl PairForce {
             max_distance,
             acceleration_scale,
             filter: ModeFilter::persistence(history_frames),
+            filter_start: FilterStart::LeastSquares,
             radial: vec![0.0; DISTINCT_PAIRS * BASIS],
             noise_scale: 1.0,
             noise_bias: vec![0.0; PARTICLES],
@@ -127,6 +139,13 @@ impl PairForce {
     /// what the filters leave.
     pub fn starting_from(mut self, per_mode: &[Vec<f64>]) -> Self {
         self.filter = self.filter.starting_from(per_mode);
+        self
+    }
+
+    /// Records where training started the filters (`starting_from` least squares, unless
+    /// told otherwise), for the card.
+    pub fn with_filter_start(mut self, start: FilterStart) -> Self {
+        self.filter_start = start;
         self
     }
 
@@ -304,6 +323,7 @@ impl OpsModel for PairForce {
             "noise_bound": self.noise_bound,
             "confinement": self.confinement,
             "reach": self.reach,
+            "filter_start": self.filter_start,
         }))
     }
 

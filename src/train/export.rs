@@ -285,6 +285,7 @@ pub fn export_model(model: &impl ExportableModel, request: ExportRequest) -> Res
             confinement: fit.confinement,
             calibrated_motion_ratio: Some(fit.motion_ratio),
             calibrated_size_ratio: Some(fit.size_ratio),
+            calibrated_pair_distance_w1_ratio: Some(fit.pair_distance_w1_ratio),
             kicks: Some(fit.kick_shape),
         }),
         command: request.command,

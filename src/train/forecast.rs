@@ -38,7 +38,7 @@ const SAMPLING_SEED: u64 = 0;
 const HISTOGRAM_BINS: usize = 60;
 /// Where along a long rollout its chain is drawn (shares of its steps).
 const CHAIN_SNAPSHOTS: [f64; 4] = [0.01, 0.1, 0.5, 1.0];
-const PAIRS: usize = PARTICLES * (PARTICLES - 1) / 2;
+pub(crate) const PAIRS: usize = PARTICLES * (PARTICLES - 1) / 2;
 
 /// A one-step predictor of dx from a window of frames.
 pub trait Forecaster {
@@ -434,7 +434,7 @@ impl<'a> ForecastFrames<'a> {
         let horizons: Vec<usize> = ENSEMBLE_HORIZONS.iter().copied().filter(|&h| h <= self.steps).collect();
         let mut figures = SampledFigures {
             bin_edges: reference.bin_edges(),
-            data_density: reference.density(&reference.pair_distances.iter().flatten().copied().collect::<Vec<_>>()),
+            data_density: reference.density(&reference.pairs.sorted.iter().flatten().copied().collect::<Vec<_>>()),
             densities: Vec::new(),
             chain: None,
         };
@@ -533,16 +533,10 @@ impl<'a> ForecastFrames<'a> {
             let frames: usize = members.iter().map(|&m| kept[m]).sum();
             let motion = (members.iter().map(|&m| step_squared[m]).sum::<f64>() / frames as f64).sqrt();
             let rg = members.iter().map(|&m| rg_sum[m]).sum::<f64>() / frames as f64;
-            let w1: f64 = (0..PAIRS)
-                .map(|pair| {
-                    let mut pooled: Vec<f32> = members.iter().flat_map(|&m| pair_distances[m][pair].iter().copied()).collect();
-                    if pooled.is_empty() { f64::NAN } else { wasserstein1(&mut pooled, &reference.pair_distances[pair]) }
-                })
-                .sum::<f64>()
-                / PAIRS as f64;
+            let mut pooled: Vec<Vec<f32>> = (0..PAIRS).map(|pair| members.iter().flat_map(|&m| pair_distances[m][pair].iter().copied()).collect()).collect();
             LongRolloutRatios {
                 motion_ratio: motion / reference.motion,
-                pair_distance_w1_ratio: w1 / reference.self_w1,
+                pair_distance_w1_ratio: reference.pairs.w1_ratio(&mut pooled),
                 rg_ratio: rg / reference.radius_of_gyration,
             }
         };
@@ -648,27 +642,19 @@ struct DataStatistics {
     motion: f64,
     radius_of_gyration: f64,
     largest_distance: f64,
-    /// Per pair (i < j), every frame's distance, sorted.
-    pair_distances: Vec<Vec<f32>>,
-    /// Mean over pairs of W1 between the first and second halves of the data.
-    self_w1: f64,
+    pairs: PairDistanceReference,
     /// The mean radius of gyration of the data's first and second halves.
     halves_radius_of_gyration: [f64; 2],
 }
 
 impl DataStatistics {
     fn new(parts: &[TestPart]) -> Self {
-        let (mut first, mut second) = (vec![Vec::new(); PAIRS], vec![Vec::new(); PAIRS]);
         let (mut step_squared, mut steps, mut rg, mut frames) = (0.0, 0usize, 0.0, 0usize);
         let (mut halves_rg, mut halves_frames) = ([0.0; 2], [0usize; 2]);
         for part in parts {
             let x = part.trajectory.positions();
             let half = x.dim().0 / 2;
             for (t, frame) in x.outer_iter().enumerate() {
-                let halves = if t < half { &mut first } else { &mut second };
-                for (pair, distance) in pair_distances_of(frame).into_iter().enumerate() {
-                    halves[pair].push(distance);
-                }
                 let size = radius_of_gyration(frame);
                 rg += size;
                 frames += 1;
@@ -681,30 +667,17 @@ impl DataStatistics {
                 }
             }
         }
-        let self_w1 = (0..PAIRS)
-            .map(|pair| {
-                let mut second = second[pair].clone();
-                second.sort_by(f32::total_cmp);
-                wasserstein1(&mut first[pair].clone(), &second)
-            })
-            .sum::<f64>()
-            / PAIRS as f64;
-        let pair_distances: Vec<Vec<f32>> = first
-            .into_iter()
-            .zip(second)
-            .map(|(mut a, b)| {
-                a.extend(b);
-                a.sort_by(f32::total_cmp);
-                a
-            })
-            .collect();
-        let largest_distance = pair_distances.iter().filter_map(|d| d.last()).fold(0.0_f32, |m, d| m.max(*d));
+        let pairs = PairDistanceReference::new(parts.iter().flat_map(|part| {
+            let x = part.trajectory.positions();
+            let half = x.dim().0 / 2;
+            x.outer_iter().enumerate().map(move |(t, frame)| (frame, t >= half)).collect::<Vec<_>>()
+        }));
+        let largest_distance = pairs.sorted.iter().filter_map(|d| d.last()).fold(0.0_f32, |m, d| m.max(*d));
         Self {
             motion: (step_squared / steps.max(1) as f64).sqrt(),
             radius_of_gyration: rg / frames.max(1) as f64,
             largest_distance: f64::from(largest_distance),
-            pair_distances,
-            self_w1,
+            pairs,
             halves_radius_of_gyration: std::array::from_fn(|h| halves_rg[h] / halves_frames[h].max(1) as f64),
         }
     }
@@ -729,6 +702,48 @@ impl DataStatistics {
         }
         let total = distances.len().max(1) as f64 * width;
         counts.iter().map(|c| c / total).collect()
+    }
+}
+
+/// Every pair's distances in data, and how far the data's two halves are from each
+/// other: what sampled chains' pair distances are measured against.
+pub(crate) struct PairDistanceReference {
+    /// Per pair (i < j), every frame's distance, sorted.
+    sorted: Vec<Vec<f32>>,
+    /// Mean over pairs of W1 between the first and second halves of the data.
+    self_w1: f64,
+}
+
+impl PairDistanceReference {
+    /// From frames [12, 3], each with whether it lies in the second half of its data.
+    pub(crate) fn new<'a>(frames: impl IntoIterator<Item = (ArrayView2<'a, f32>, bool)>) -> Self {
+        let mut halves = [vec![Vec::new(); PAIRS], vec![Vec::new(); PAIRS]];
+        for (frame, second) in frames {
+            for (pair, distance) in pair_distances_of(frame).into_iter().enumerate() {
+                halves[usize::from(second)][pair].push(distance);
+            }
+        }
+        let [mut first, mut second] = halves;
+        second.iter_mut().for_each(|d| d.sort_by(f32::total_cmp));
+        let self_w1 = first.iter_mut().zip(&second).map(|(a, b)| wasserstein1(&mut a.clone(), b)).sum::<f64>() / PAIRS as f64;
+        let sorted = first
+            .into_iter()
+            .zip(second)
+            .map(|(mut a, b)| {
+                a.extend(b);
+                a.sort_by(f32::total_cmp);
+                a
+            })
+            .collect();
+        Self { sorted, self_w1 }
+    }
+
+    /// The mean over pairs of W1 between `samples` (per pair; sorted here) and the data,
+    /// over the same between the data's halves (1: as close to the data as it is to
+    /// itself); NaN where a pair has no sample.
+    pub(crate) fn w1_ratio(&self, samples: &mut [Vec<f32>]) -> f64 {
+        let w1 = samples.iter_mut().zip(&self.sorted).map(|(s, d)| wasserstein1(s, d)).sum::<f64>() / PAIRS as f64;
+        w1 / self.self_w1
     }
 }
 
@@ -758,8 +773,8 @@ fn spread_starts(parts: &[TestPart], count: usize) -> Vec<(usize, usize)> {
         .collect()
 }
 
-/// The 66 distances of a frame's pairs (i < j).
-fn pair_distances_of(frame: ArrayView2<f32>) -> Vec<f32> {
+/// The 66 distances of a frame's pairs (i < j), in `PairDistanceReference`'s order.
+pub(crate) fn pair_distances_of(frame: ArrayView2<f32>) -> Vec<f32> {
     let mut out = Vec::with_capacity(PAIRS);
     for i in 0..PARTICLES {
         for j in i + 1..PARTICLES {
@@ -843,6 +858,24 @@ mod tests {
         assert!((wasserstein1(&mut shifted, &reference) - 0.25).abs() < 1e-5);
         let mut same = reference.clone();
         assert!(wasserstein1(&mut same, &reference).abs() < 1e-9);
+    }
+
+    /// Measured against how far the data's halves are apart: a chain at one size, then
+    /// at twice it (each pair's halves d apart), against samples at three times it (W1
+    /// to the pooled {d, 2d} per pair: 1.5 d).
+    #[test]
+    fn pair_distances_are_measured_against_the_data_s_own_halves() {
+        let chain = Array2::from_shape_fn((PARTICLES, DIMS), |(p, d)| ((p * DIMS + d) as f32 * 0.7).sin() + p as f32 * 0.3);
+        let (once, twice) = (chain.clone(), &chain * 2.0);
+        let reference = PairDistanceReference::new([(once.view(), false), (twice.view(), true)]);
+        let mut same: Vec<Vec<f32>> = [&once, &twice].iter().map(|f| pair_distances_of(f.view())).fold(vec![Vec::new(); PAIRS], |mut all, d| {
+            all.iter_mut().zip(d).for_each(|(a, v)| a.push(v));
+            all
+        });
+        assert!(reference.w1_ratio(&mut same).abs() < 1e-9, "the data against itself");
+        let mut thrice: Vec<Vec<f32>> = pair_distances_of((&chain * 3.0).view()).into_iter().map(|d| vec![d]).collect();
+        let ratio = reference.w1_ratio(&mut thrice);
+        assert!((ratio - 1.5).abs() < 1e-5, "{ratio}");
     }
 
     #[test]

@@ -12,7 +12,9 @@ use rand::{SeedableRng, rngs::StdRng, seq::SliceRandom};
 use rand_distr::{Distribution, Normal};
 
 use super::{
-    ADAM_BETA1, ADAM_BETA2, ADAM_EPSILON, EpochStats, TrainConfig, metrics,
+    ADAM_BETA1, ADAM_BETA2, ADAM_EPSILON, EpochStats, TrainConfig,
+    forecast::{PAIRS, PairDistanceReference, pair_distances_of},
+    metrics,
     onnx_graph::{GraphBuilder, signature_of},
 };
 use crate::{
@@ -328,9 +330,11 @@ pub struct NoiseFit {
     /// the data's size, for models that have one.
     pub confinement: Option<f64>,
     /// Sampled rollouts from training windows with the calibrated model, against the
-    /// training data: RMS step, and mean radius of gyration.
+    /// training data: RMS step, mean radius of gyration, and the pairs' distances (mean
+    /// W1 over the pairs, over the same between the data's halves).
     pub motion_ratio: f64,
     pub size_ratio: f64,
+    pub pair_distance_w1_ratio: f64,
     /// How its kicks are correlated along the chain and in time, from its residuals.
     pub kick_shape: KickShape,
 }
@@ -388,6 +392,7 @@ pub fn fit_noise<M: OpsModel>(model: &mut M, split: &Split, target: Target) -> R
         confinement: calibration.confinement,
         motion_ratio: calibration.motion_ratio,
         size_ratio: calibration.size_ratio,
+        pair_distance_w1_ratio: calibration.pair_distance_w1_ratio,
         kick_shape,
     }))
 }
@@ -422,6 +427,7 @@ struct RolloutCalibration {
     confinement: Option<f64>,
     motion_ratio: f64,
     size_ratio: f64,
+    pair_distance_w1_ratio: f64,
 }
 
 /// Calibrates what one-step residuals cannot tell, on sampled rollouts from training
@@ -444,17 +450,22 @@ fn calibrate_rollouts<M: OpsModel>(model: &mut M, split: &Split, target: Target,
     let pairs = train.len();
     let count = CALIBRATION_STARTS.min(pairs);
     let starts: Vec<usize> = (0..count).map(|i| if count == 1 { 0 } else { i * (pairs - 1) / (count - 1) }).collect();
+    let half = pairs / 2;
+    let pair_distances = PairDistanceReference::new(train.inputs.outer_iter().enumerate().map(|(t, frame)| (frame, t >= half)));
     let positions = train.inputs.select(Axis(0), &starts);
     let previous = window_of(model, train.previous.view()).select(Axis(0), &starts);
     let mut factor = 1.0;
     let mut best: Option<(f64, RolloutCalibration)> = None;
     for round in 0..CALIBRATION_ROUNDS {
-        let (motion, size) = sampled_statistics(&mut graph_session(model, target)?, positions.clone(), previous.clone(), kick_shape, round as u64)?;
-        let (motion_ratio, size_ratio) = (motion / data_motion, size / data_size);
+        let sampled = sampled_statistics(&mut graph_session(model, target)?, positions.clone(), previous.clone(), kick_shape, round as u64)?;
+        let (motion_ratio, size_ratio, pair_distance_w1_ratio) = match sampled {
+            Some(mut sampled) => (sampled.motion / data_motion, sampled.size / data_size, pair_distances.w1_ratio(&mut sampled.pair_distances)),
+            None => (f64::INFINITY, f64::INFINITY, f64::INFINITY),
+        };
         let confinement = model.confinement();
         let miss = motion_ratio.ln().abs() + if confinement.is_some() { size_ratio.ln().abs() } else { 0.0 };
         if miss.is_finite() && best.is_none_or(|(least, _)| miss < least) {
-            best = Some((miss, RolloutCalibration { motion_factor: factor, confinement, motion_ratio, size_ratio }));
+            best = Some((miss, RolloutCalibration { motion_factor: factor, confinement, motion_ratio, size_ratio, pair_distance_w1_ratio }));
         }
         // Linear systems' motion is proportional to their noise; a blown-up rollout halves it.
         let step = if motion_ratio.is_finite() && motion_ratio > 0.0 { motion_ratio.recip().clamp(0.25, 4.0) } else { 0.5 };
@@ -465,8 +476,16 @@ fn calibrate_rollouts<M: OpsModel>(model: &mut M, split: &Split, target: Target,
         }
     }
     // Every round blew up: the last, most damped settings stand.
-    let (_, chosen) =
-        best.unwrap_or((0.0, RolloutCalibration { motion_factor: factor, confinement: model.confinement(), motion_ratio: f64::NAN, size_ratio: f64::NAN }));
+    let (_, chosen) = best.unwrap_or((
+        0.0,
+        RolloutCalibration {
+            motion_factor: factor,
+            confinement: model.confinement(),
+            motion_ratio: f64::NAN,
+            size_ratio: f64::NAN,
+            pair_distance_w1_ratio: f64::INFINITY,
+        },
+    ));
     model.scale_noise(chosen.motion_factor / factor);
     if let Some(strength) = chosen.confinement {
         model.set_confinement(strength);
@@ -522,37 +541,50 @@ fn squared_steps_about_centroid(moved: ArrayView3<f32>) -> f64 {
     squared
 }
 
-/// The RMS step about the centroid and the mean radius of gyration over the last three
-/// quarters of sampled rollouts from `positions` and their windows (drawn as served:
-/// `data::sampling`, with kicks of `kick_shape`); infinite for a rollout that blew up.
+/// What sampled rollouts kept over their last three quarters.
+struct SampledStatistics {
+    /// RMS step about the centroid.
+    motion: f64,
+    /// Mean radius of gyration.
+    size: f64,
+    /// Every pair's distances (i < j), every frame.
+    pair_distances: Vec<Vec<f32>>,
+}
+
+/// The statistics of sampled rollouts from `positions` and their windows (drawn as
+/// served: `data::sampling`, with kicks of `kick_shape`); none where one blew up.
 fn sampled_statistics(
     session: &mut OnnxModel,
     mut positions: Array3<f32>,
     mut previous: Array4<f32>,
     kick_shape: &KickShape,
     seed: u64,
-) -> Result<(f64, f64), RuntimeError> {
+) -> Result<Option<SampledStatistics>, RuntimeError> {
     let skipped = CALIBRATION_STEPS / 4;
     let mut kicks = Kicks::new(Some(kick_shape));
     let (mut squared, mut size, mut frames) = (0.0_f64, 0.0_f64, 0usize);
+    let mut pair_distances: Vec<Vec<f32>> = (0..PAIRS).map(|_| Vec::with_capacity((CALIBRATION_STEPS - skipped) * positions.dim().0)).collect();
     for step in 0..CALIBRATION_STEPS {
         let (dx, std) = session.run_window_with_std(positions.view(), previous.view())?;
         let std = std.ok_or_else(|| RuntimeError::Inference("the graph of a stochastic model gave no dx_std".into()))?;
         let mut next = &positions + &dx;
         add_noise_to_batch(next.view_mut(), positions.view(), std.view(), &mut kicks, (seed, 0, step as u64));
         if !next.iter().all(|v| v.is_finite()) {
-            return Ok((f64::INFINITY, f64::INFINITY));
+            return Ok(None);
         }
         if step >= skipped {
             squared += squared_steps_about_centroid((&next - &positions).view());
             size += next.outer_iter().map(radius_of_gyration).sum::<f64>();
             frames += next.dim().0;
+            for frame in next.outer_iter() {
+                pair_distances.iter_mut().zip(pair_distances_of(frame)).for_each(|(all, d)| all.push(d));
+            }
         }
         crate::data::advance_window(&mut previous, positions.view());
         positions = next;
     }
     let frames = frames.max(1) as f64;
-    Ok(((squared / (frames * PARTICLES as f64)).sqrt(), size / frames))
+    Ok(Some(SampledStatistics { motion: (squared / (frames * PARTICLES as f64)).sqrt(), size: size / frames, pair_distances }))
 }
 
 #[cfg(test)]

@@ -346,6 +346,10 @@ fn a_trained_history_model_beats_persistence() {
         let value = noise[ratio].as_f64().expect(ratio);
         assert!((0.85..1.15).contains(&value), "{ratio} {value}: {noise}");
     }
+    // ...and its pair distances, so the filters started from least squares stand.
+    let pair_distances = noise["calibrated_pair_distance_w1_ratio"].as_f64().expect("pair distances");
+    assert!(pair_distances <= 1.5, "{noise}");
+    assert_eq!(card["hyperparameters"]["filter_start"], "least_squares");
     let confinement = noise["confinement"].as_f64().expect("confinement");
     assert_eq!(card["hyperparameters"]["confinement"].as_f64(), Some(confinement));
     assert!(confinement.is_finite(), "a pull (κ > 0) or a push (κ < 0): {noise}");
@@ -548,4 +552,37 @@ fn several_trajectories_train_and_score_together() {
     let forecast = &card["forecast"];
     assert_eq!(forecast["test_pairs"], 2 * (299 - 239));
     assert_eq!(forecast["rollout_starts"].as_array().expect("starts").len(), 20);
+}
+
+/// Where the pair-force model's first fit lets a chain's bonds dissolve in sampled
+/// rollouts (a cold, nearly frictionless chain: filters started from least squares
+/// carry the bonds' long vibration, and the forces barely learn), it is trained again
+/// from one-lag filters, and the card says so; the simulator's default chain keeps the
+/// first fit (`a_trained_history_model_beats_persistence`).
+#[test]
+fn a_chain_whose_bonds_dissolve_is_trained_again_with_forces_holding_them() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("cold.npz");
+    let output = train_export()
+        .args(["simulate", "--frames", "1000", "--seed", "21", "--temperature", "0.03", "--friction", "0.1", "--out"])
+        .arg(&data)
+        .output()
+        .expect("runs");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let output = train_export()
+        .args(["--model", "pairforce", "--history", "3", "--epochs", "20", "--validation", "0.1", "--long-steps", "1500", "--data"])
+        .arg(&data)
+        .arg("--out")
+        .arg(dir.path().join("models"))
+        .output()
+        .expect("runs");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let card: serde_json::Value = serde_json::from_str(&fs::read_to_string(dir.path().join("models/pairforce-h3/card.json")).expect("card")).expect("json");
+    assert_eq!(card["hyperparameters"]["filter_start"], "one_lag", "{}", card["hyperparameters"]);
+    let held = card["noise"]["calibrated_pair_distance_w1_ratio"].as_f64().expect("measured in the calibration");
+    assert!(held <= 1.5, "pair distances held: W1 {held}");
+    let sampled = card["forecast"]["sampled"]["rows"].as_array().expect("rows").iter().find(|r| r["name"] == "pairforce-h3, sampled").expect("scored");
+    let long = &sampled["long"];
+    assert_eq!(long["flew_apart"], 0, "{long}");
+    assert!(long["pair_distance_w1_ratio"].as_f64().expect("W1") < 1.5, "{long}");
 }
