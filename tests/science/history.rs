@@ -296,7 +296,7 @@ async fn a_history_mlp_learns_a_spread_per_particle_and_serves_it() {
     assert!(noise["fitted_nll"].as_f64().expect("fitted") < noise["initial_nll"].as_f64().expect("initial"), "{noise}");
     assert!(noise["confinement"].is_null(), "the MLP has no pull towards the centroid: {noise}");
     // Calibrated as the pair-force model's noise is (whose test checks what it reaches:
-    // this linear MLP's own mean runs hot over 2,000 steps of 600 training frames).
+    // this linear MLP's own mean runs hot over the calibration's rollouts from 600 training frames).
     for figure in ["motion_factor", "calibrated_motion_ratio"] {
         assert!(noise[figure].as_f64().is_some_and(|v| v.is_finite() && v > 0.0), "{figure}: {noise}");
     }
