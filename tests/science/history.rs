@@ -528,22 +528,13 @@ fn several_trajectories_train_and_score_together() {
         .iter()
         .map(|(seed, name)| {
             let path = dir.path().join(name);
-            let output = train_export().args(["simulate", "--frames", "300", "--seed", &seed.to_string(), "--out"]).arg(&path).output().expect("runs");
-            assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+            run_ok(train_export().args(["simulate", "--frames", "300", "--seed", &seed.to_string(), "--out"]).arg(&path));
             path
         })
         .collect();
-    let output = train_export()
-        .args(["--model", "pairforce", "--history", "3", "--epochs", "2", "--data"])
-        .arg(&files[0])
-        .arg("--data")
-        .arg(&files[1])
-        .arg("--out")
-        .arg(dir.path().join("models"))
-        .output()
-        .expect("runs");
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    let card: serde_json::Value = serde_json::from_str(&fs::read_to_string(dir.path().join("models/pairforce-h3/card.json")).expect("card")).expect("json");
+    let mut train = train_export();
+    train.args(["--model", "pairforce", "--history", "3", "--epochs", "2", "--data"]).arg(&files[0]).arg("--data").arg(&files[1]);
+    let card = trained_card(&mut train, &dir.path().join("models"), "pairforce-h3");
     assert!(card["data"]["source"].as_str().expect("first").ends_with("a.npz"));
     assert!(card["more_data"][0]["source"].as_str().expect("second").ends_with("b.npz"));
     // floor(0.8 · 299) = 239 pairs each, the first 2 without a full window: 237 + 237.
@@ -563,21 +554,10 @@ fn several_trajectories_train_and_score_together() {
 fn a_chain_whose_bonds_dissolve_is_trained_again_with_forces_holding_them() {
     let dir = tempfile::tempdir().expect("temp dir");
     let data = dir.path().join("cold.npz");
-    let output = train_export()
-        .args(["simulate", "--frames", "1000", "--seed", "21", "--temperature", "0.03", "--friction", "0.1", "--out"])
-        .arg(&data)
-        .output()
-        .expect("runs");
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    let output = train_export()
-        .args(["--model", "pairforce", "--history", "3", "--epochs", "20", "--validation", "0.1", "--long-steps", "1500", "--data"])
-        .arg(&data)
-        .arg("--out")
-        .arg(dir.path().join("models"))
-        .output()
-        .expect("runs");
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    let card: serde_json::Value = serde_json::from_str(&fs::read_to_string(dir.path().join("models/pairforce-h3/card.json")).expect("card")).expect("json");
+    run_ok(train_export().args(["simulate", "--frames", "1000", "--seed", "21", "--temperature", "0.03", "--friction", "0.1", "--out"]).arg(&data));
+    let mut train = train_export();
+    train.args(["--model", "pairforce", "--history", "3", "--epochs", "20", "--validation", "0.1", "--long-steps", "1500", "--data"]).arg(&data);
+    let card = trained_card(&mut train, &dir.path().join("models"), "pairforce-h3");
     assert_eq!(card["hyperparameters"]["filter_start"], "one_lag", "{}", card["hyperparameters"]);
     let held = card["noise"]["calibrated_pair_distance_w1_ratio"].as_f64().expect("measured in the calibration");
     assert!(held <= 1.5, "pair distances held: W1 {held}");
@@ -585,4 +565,17 @@ fn a_chain_whose_bonds_dissolve_is_trained_again_with_forces_holding_them() {
     let long = &sampled["long"];
     assert_eq!(long["flew_apart"], 0, "{long}");
     assert!(long["pair_distance_w1_ratio"].as_f64().expect("W1") < 1.5, "{long}");
+}
+
+/// Runs `command` to completion, failing the test with its stderr where it fails.
+fn run_ok(command: &mut std::process::Command) {
+    let output = command.output().expect("runs");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+}
+
+/// Trains with `train-export` (`command`, given `--out out`) and reads the card of the
+/// model `name`.
+fn trained_card(command: &mut std::process::Command, out: &std::path::Path, name: &str) -> serde_json::Value {
+    run_ok(command.arg("--out").arg(out));
+    serde_json::from_str(&fs::read_to_string(out.join(name).join("card.json")).expect("card")).expect("json")
 }
