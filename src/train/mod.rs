@@ -23,7 +23,7 @@ use rand::{SeedableRng, rngs::StdRng};
 pub use crate::card::{EpochStats, TrainConfig, kept_epoch};
 use crate::{
     data::{Split, Target},
-    models::pair_force::FilterStart,
+    models::{PairForce, pair_force::FilterStart},
 };
 
 /// Adam's moment decay rates and ε as PyTorch's `torch.optim.Adam` defaults, which the
@@ -50,9 +50,7 @@ pub fn train_and_export(
     request: ExportRequest,
     on_epoch: impl FnMut(&EpochStats),
 ) -> Result<ExportOutcome, export::ExportError> {
-    use crate::models::{
-        E3Small, GateNetwork, GateNetworkConfig, Gnn, Inertial, Mlp, ModelKind, OpsModel, OutputScaled, PairForce, Se3Transformer, history::ModeFilter,
-    };
+    use crate::models::{E3Small, GateNetwork, GateNetworkConfig, Gnn, Inertial, Mlp, ModelKind, OpsModel, OutputScaled, Se3Transformer, history::ModeFilter};
     assert!(kind.supports_history(history_frames), "{} does not read {history_frames} frames", kind.name());
     match kind {
         ModelKind::Mlp => train_ops_model(Mlp::with_history(history_frames), request, on_epoch),
@@ -72,40 +70,7 @@ pub fn train_and_export(
             let config = TrainConfig { output_scale: 1.0, ..request.config.clone() };
             fit_and_export(model, ExportRequest { config: &config, ..request }, on_epoch)
         }
-        ModelKind::Pairforce => {
-            let reach = pair_reach(&request.split.train);
-            let (max_distance, acceleration_scale) = pair_force_scales(&request.split.train, &reach);
-            let noise_scale = residual_noise_scale(&request).unwrap_or(acceleration_scale);
-            let starting_from = |start: FilterStart| {
-                let filters = starting_filters(start, &request.segments(), history_frames);
-                PairForce::new(history_frames, max_distance, acceleration_scale)
-                    .starting_from(&filters)
-                    .with_filter_start(start)
-                    .with_noise_scale(noise_scale)
-                    .with_reach(reach.clone())
-            };
-            // The model scales its own terms; an output scale would scale its inertia too.
-            let config = TrainConfig { output_scale: 1.0, ..request.config.clone() };
-            let mut on_epoch = on_epoch;
-            let mut model = starting_from(FilterStart::LeastSquares);
-            let mut fitted = fit_all(&mut model, request.split, &config, request.on_stage, &mut on_epoch)?;
-            let dissolved = fitted.1.as_ref().map_or(0.0, |noise| noise.pair_distance_w1_ratio);
-            let held_together = dissolved <= DISSOLVED_PAIR_DISTANCES;
-            if history_frames > 2 && !held_together {
-                (request.on_stage)(&format!(
-                    "sampled chains dissolved (pair-distance W1 {dissolved:.2} of the data's own): training again from one-lag filters, so that the forces \
-                     hold the bonds"
-                ));
-                let mut second = starting_from(FilterStart::OneLag);
-                let refitted = fit_all(&mut second, request.split, &config, request.on_stage, &mut on_epoch)?;
-                let held = refitted.1.as_ref().map_or(f64::INFINITY, |noise| noise.pair_distance_w1_ratio);
-                if held < dissolved || dissolved.is_nan() {
-                    (model, fitted) = (second, refitted);
-                }
-            }
-            let (history, noise) = fitted;
-            export_model(&OpsTrained(&model), ExportRequest { history, noise, config: &config, ..request })
-        }
+        ModelKind::Pairforce => train_pair_force(history_frames, request, on_epoch),
         ModelKind::Se3mha => train_ops_model(Se3Transformer::attention(false), request, on_epoch),
         ModelKind::Se3net => train_ops_model(Se3Transformer::transformer(false), request, on_epoch),
         ModelKind::Se3mhaCentered => train_ops_model(Se3Transformer::attention(true), request, on_epoch),
@@ -113,12 +78,49 @@ pub fn train_and_export(
     }
 }
 
+/// The pair-force model from filters fitted by least squares and no force; trained again
+/// from one-lag filters where the first fit's sampled chains dissolved.
+fn train_pair_force(history_frames: usize, request: ExportRequest, mut on_epoch: impl FnMut(&EpochStats)) -> Result<ExportOutcome, export::ExportError> {
+    let reach = pair_reach(&request.split.train);
+    let (max_distance, acceleration_scale) = pair_force_scales(&request.split.train, &reach);
+    let noise_scale = residual_noise_scale(&request).unwrap_or(acceleration_scale);
+    let starting_from = |start: FilterStart| {
+        let filters = starting_filters(start, &request.segments(), history_frames);
+        PairForce::new(history_frames, max_distance, acceleration_scale)
+            .starting_from(&filters)
+            .with_filter_start(start)
+            .with_noise_scale(noise_scale)
+            .with_reach(reach.clone())
+    };
+    // The model scales its own terms; an output scale would scale its inertia too.
+    let config = TrainConfig { output_scale: 1.0, ..request.config.clone() };
+    let mut model = starting_from(FilterStart::LeastSquares);
+    let mut fitted = fit_all(&mut model, request.split, &config, request.on_stage, &mut on_epoch)?;
+    // The pair-force model is stochastic: its noise is always fitted and calibrated.
+    let dissolved = fitted.1.as_ref().map_or(0.0, |noise| noise.pair_distance_w1_ratio);
+    let held_together = dissolved <= DISSOLVED_PAIR_DISTANCES;
+    if history_frames > 2 && !held_together {
+        (request.on_stage)(&format!(
+            "sampled chains dissolved (pair-distance W1 {dissolved:.2} of the data's own): training again from one-lag filters, so that the forces hold \
+             the bonds"
+        ));
+        let mut second = starting_from(FilterStart::OneLag);
+        let refitted = fit_all(&mut second, request.split, &config, request.on_stage, &mut on_epoch)?;
+        let held = refitted.1.as_ref().map_or(f64::INFINITY, |noise| noise.pair_distance_w1_ratio);
+        if held < dissolved || dissolved.is_nan() {
+            (model, fitted) = (second, refitted);
+        }
+    }
+    let (history, noise) = fitted;
+    export_model(&OpsTrained(&model), ExportRequest { history, noise, config: &config, ..request })
+}
+
 const NOISE_STAGE: &str = "fitting the noise, calibrating it on sampled rollouts";
 
 /// Sampled rollouts from training windows whose pair distances are further from the
 /// data's than this (mean W1 over the pairs, over the same between the data's halves)
 /// have dissolved: the pair-force model is trained again from one-lag filters. The
-/// long-rollout goal's bound; 0.4–0.8 on the sets the default recipe holds, 2.3 on a cold
+/// long-rollout goal's bound; 0.3–0.9 on the sets the first fit holds, 2.3 on a cold
 /// nearly frictionless 2-D chain whose bonds it let diffuse.
 const DISSOLVED_PAIR_DISTANCES: f64 = 1.5;
 
