@@ -670,7 +670,7 @@ impl DataStatistics {
         let pairs = PairDistanceReference::new(parts.iter().flat_map(|part| {
             let x = part.trajectory.positions();
             let half = x.dim().0 / 2;
-            x.outer_iter().enumerate().map(move |(t, frame)| (frame, t >= half)).collect::<Vec<_>>()
+            x.outer_iter().enumerate().map(move |(t, frame)| (frame, t >= half))
         }));
         let largest_distance = pairs.sorted.iter().filter_map(|d| d.last()).fold(0.0_f32, |m, d| m.max(*d));
         Self {
@@ -725,7 +725,7 @@ impl PairDistanceReference {
         }
         let [mut first, mut second] = halves;
         second.iter_mut().for_each(|d| d.sort_by(f32::total_cmp));
-        let self_w1 = first.iter_mut().zip(&second).map(|(a, b)| wasserstein1(&mut a.clone(), b)).sum::<f64>() / PAIRS as f64;
+        let self_w1 = first.iter_mut().zip(&second).map(|(a, b)| wasserstein1(a, b)).sum::<f64>() / PAIRS as f64;
         let sorted = first
             .into_iter()
             .zip(second)

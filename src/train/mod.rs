@@ -99,6 +99,7 @@ fn train_pair_force(history_frames: usize, request: ExportRequest, mut on_epoch:
     // The pair-force model is stochastic: its noise is always fitted and calibrated.
     let dissolved = fitted.1.as_ref().map_or(0.0, |noise| noise.pair_distance_w1_ratio);
     let held_together = dissolved <= DISSOLVED_PAIR_DISTANCES;
+    // With one past displacement the two starts are the same filter.
     if history_frames > 2 && !held_together {
         (request.on_stage)(&format!(
             "sampled chains dissolved (pair-distance W1 {dissolved:.2} of the data's own): training again from one-lag filters, so that the forces hold \

@@ -462,13 +462,15 @@ fn calibrate_rollouts<M: OpsModel>(model: &mut M, split: &Split, target: Target,
     let mut best: Option<(f64, RolloutCalibration)> = None;
     for round in 0..CALIBRATION_ROUNDS {
         let sampled = sampled_statistics(&mut graph_session(model, target)?, positions.clone(), previous.clone(), kick_shape, round as u64)?;
-        let (motion_ratio, size_ratio, pair_distance_w1_ratio) = match sampled {
-            Some(mut sampled) => (sampled.motion / data_motion, sampled.size / data_size, pair_distances.w1_ratio(&mut sampled.pair_distances)),
-            None => (f64::INFINITY, f64::INFINITY, f64::INFINITY),
+        let (motion_ratio, size_ratio, mut sampled_distances) = match sampled {
+            Some(sampled) => (sampled.motion / data_motion, sampled.size / data_size, Some(sampled.pair_distances)),
+            None => (f64::INFINITY, f64::INFINITY, None),
         };
         let confinement = model.confinement();
         let miss = motion_ratio.ln().abs() + if confinement.is_some() { size_ratio.ln().abs() } else { 0.0 };
         if miss.is_finite() && best.is_none_or(|(least, _)| miss < least) {
+            // Only a round that may be kept sorts its distances.
+            let pair_distance_w1_ratio = sampled_distances.as_mut().map_or(f64::INFINITY, |sampled| pair_distances.w1_ratio(sampled));
             best = Some((miss, RolloutCalibration { motion_factor: factor, confinement, motion_ratio, size_ratio, pair_distance_w1_ratio }));
         }
         // Linear systems' motion is proportional to their noise; a blown-up rollout halves it.
