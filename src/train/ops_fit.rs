@@ -441,7 +441,7 @@ struct RolloutCalibration {
 /// residuals are heavy-tailed; the centroid's own motion, a drift on paths.npz, is left
 /// out), and, for a model with a confinement, its strength, so that they keep the data's
 /// mean radius of gyration (learned pair forces can hold a chain too loosely or too
-/// tightly over thousands of steps: [`next_confinement`]). Keeps the round that came
+/// tightly over thousands of steps: [`ConfinementSearch`]). Keeps the round that came
 /// closest to both.
 fn calibrate_rollouts<M: OpsModel>(model: &mut M, split: &Split, target: Target, kick_shape: &KickShape) -> Result<RolloutCalibration, RuntimeError> {
     let train = &split.train;
@@ -459,6 +459,7 @@ fn calibrate_rollouts<M: OpsModel>(model: &mut M, split: &Split, target: Target,
     let positions = train.inputs.select(Axis(0), &starts);
     let previous = window_of(model, train.previous.view()).select(Axis(0), &starts);
     let mut factor = 1.0;
+    let mut search = ConfinementSearch::default();
     let mut best: Option<(f64, RolloutCalibration)> = None;
     for round in 0..CALIBRATION_ROUNDS {
         let sampled = sampled_statistics(&mut graph_session(model, target)?, positions.clone(), previous.clone(), kick_shape, round as u64)?;
@@ -467,6 +468,7 @@ fn calibrate_rollouts<M: OpsModel>(model: &mut M, split: &Split, target: Target,
             None => (f64::INFINITY, f64::INFINITY, None),
         };
         let confinement = model.confinement();
+        tracing::debug!(round, noise_factor = factor, ?confinement, motion_ratio, size_ratio, "calibration round");
         let miss = motion_ratio.ln().abs() + if confinement.is_some() { size_ratio.ln().abs() } else { 0.0 };
         if miss.is_finite() && best.is_none_or(|(least, _)| miss < least) {
             // Only a round that may be kept sorts its distances.
@@ -478,7 +480,7 @@ fn calibrate_rollouts<M: OpsModel>(model: &mut M, split: &Split, target: Target,
         model.scale_noise(step);
         factor *= step;
         if let Some(strength) = confinement {
-            model.set_confinement(next_confinement(strength / confinement_unit, size_ratio) * confinement_unit);
+            model.set_confinement(search.next(strength / confinement_unit, size_ratio) * confinement_unit);
         }
     }
     // Every round blew up: the last, most damped settings stand.
@@ -497,6 +499,38 @@ fn calibrate_rollouts<M: OpsModel>(model: &mut M, split: &Split, target: Target,
         model.set_confinement(strength);
     }
     Ok(chosen)
+}
+
+/// The confinements tried so far on either side of the data's size, in units of a / Rg:
+/// once a round's chains came out larger than the data and another's smaller, the next
+/// round bisects between them. A chain can fold up over a narrow range of pulls (a cold,
+/// soft 3-D chain: 1.32 of the data's size at 0.010, 0.79 at 0.030), where the
+/// power-law step of [`next_confinement`] jumped across the fold every round and the
+/// best of eight rounds kept 1.13.
+#[derive(Default)]
+struct ConfinementSearch {
+    /// The strongest confinement whose chains grew larger than the data (or blew up).
+    loose: Option<f64>,
+    /// The weakest confinement whose chains stayed smaller.
+    tight: Option<f64>,
+}
+
+impl ConfinementSearch {
+    /// The next round's confinement after a round at `strength` gave chains `size_ratio`
+    /// times the data's size.
+    fn next(&mut self, strength: f64, size_ratio: f64) -> f64 {
+        if !size_ratio.is_finite() || size_ratio > 1.0 {
+            self.loose = Some(self.loose.map_or(strength, |loose| loose.max(strength)));
+        } else if size_ratio < 1.0 {
+            self.tight = Some(self.tight.map_or(strength, |tight| tight.min(strength)));
+        }
+        match (self.loose, self.tight) {
+            // Rounds scatter by a few percent near the answer: the two may cross, and
+            // their midpoint is still where it lies.
+            (Some(loose), Some(tight)) => (loose + tight) / 2.0,
+            _ => next_confinement(strength, size_ratio),
+        }
+    }
 }
 
 /// The next round's confinement, in units of a / Rg, after a round at `strength` gave
@@ -616,5 +650,30 @@ mod tests {
         assert_eq!(next_confinement(pull, f64::NAN), 4.0 * pull);
         assert_eq!(next_confinement(-0.03, 0.5), -CONFINEMENT_LARGEST_PUSH);
         assert_eq!(next_confinement(0.08, 2.0), CONFINEMENT_LARGEST_PULL);
+    }
+
+    /// Chains that fold up once the pull passes 0.02 a / Rg: the search brackets the
+    /// fold and closes in on it within the calibration's rounds.
+    #[test]
+    fn the_confinement_search_closes_in_on_a_chain_that_folds_up() {
+        let size_ratio = |strength: f64| 1.0 + 0.3 * ((0.02 - strength) / 0.002).tanh();
+        let mut search = ConfinementSearch::default();
+        let (mut strength, mut tried) = (0.0, Vec::new());
+        for _ in 0..CALIBRATION_ROUNDS {
+            tried.push((strength, size_ratio(strength)));
+            strength = search.next(strength, size_ratio(strength));
+        }
+        let closest = tried.iter().map(|(_, size)| size.ln().abs()).fold(f64::INFINITY, f64::min);
+        assert!(closest < 0.03, "{tried:?}");
+        let (last, _) = tried[tried.len() - 1];
+        assert!((last - 0.02).abs() < 0.001, "{tried:?}");
+    }
+
+    #[test]
+    fn a_blown_up_round_counts_as_too_loose() {
+        let mut search = ConfinementSearch::default();
+        search.next(0.04, 0.8);
+        let next = search.next(0.01, f64::NAN);
+        assert!((next - 0.025).abs() < 1e-12, "between the blown-up pull and the one that held: {next}");
     }
 }
