@@ -405,7 +405,8 @@ pub fn fit_noise<M: OpsModel>(model: &mut M, split: &Split, target: Target) -> R
 /// over 10,000; 8,000 steps choose a push that holds it (0.98). Sixteen rollouts, not
 /// eight: a round's mean size scattered by ±4% over eight on that chain, one read 1.04
 /// where its neighbours read 0.93–0.96, and the search kept it (Rg 0.94 over 10,000
-/// steps; with sixteen 0.97), at about the same cost (one batch through the graph).
+/// steps; with sixteen 0.97), in about the same training time (one batch through the
+/// graph; the tests' unoptimised build of the statistics takes twice as long).
 const CALIBRATION_STARTS: usize = 16;
 const CALIBRATION_STEPS: usize = 8000;
 const CALIBRATION_ROUNDS: usize = 8;
