@@ -43,7 +43,7 @@ fn training_writes_model_card_and_plot_and_keeps_them_on_failure() {
             && report.contains(&format!(" ({cores_in_report} sessions) |", cores_in_report = std::thread::available_parallelism().map_or(1, |n| n.get()))),
         "{report}"
     );
-    let card: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(model_dir.join("card.json")).expect("card")).expect("json");
+    let card: serde_json::Value = crate::common::card_of(&model_dir);
     assert_eq!(card["metrics"]["target"], "x");
     assert_eq!(card["training"]["config"]["shuffle"], true);
     // --output-scale auto: the root mean square of the same run's training targets.
@@ -74,7 +74,7 @@ fn training_writes_model_card_and_plot_and_keeps_them_on_failure() {
     assert!(stderr(&output).contains("the last 40 training pairs held out for validation"), "{}", stderr(&output));
     let report = std::fs::read_to_string(out.path().join("REPORT.md")).expect("REPORT.md");
     assert!(report.contains("| e3small | 344 | simulator | 3 (kept ") && report.contains("| mlp | 8868 | simulator | 2 | yes |"), "{report}");
-    let card: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.path().join("e3small/card.json")).expect("card")).expect("json");
+    let card: serde_json::Value = crate::common::card_of(&out.path().join("e3small"));
     let history = card["training"]["history"].as_array().expect("history");
     assert!(history.iter().all(|epoch| epoch["validation_mse"].as_f64().is_some_and(f64::is_finite)), "{history:?}");
     let loss_plot = std::fs::read_to_string(out.path().join("e3small/loss.svg")).expect("loss.svg");

@@ -73,19 +73,29 @@ pub fn train_export() -> Command {
     Command::new(env!("CARGO_BIN_EXE_train-export"))
 }
 
+/// Runs `command` to completion, failing the test with its stderr where it fails.
+pub fn run_ok(command: &mut Command) {
+    let output = command.output().expect("runs");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+}
+
+/// The card of the model exported to `model_dir`, as a `serde_json::Value` or a `ModelCard`.
+pub fn card_of<T: serde::de::DeserializeOwned>(model_dir: &Path) -> T {
+    serde_json::from_str(&std::fs::read_to_string(model_dir.join("card.json")).expect("card")).expect("a card")
+}
+
 /// `train-export import-e3nn` of the network saved in `fixture` (kwargs.json and
 /// weights.safetensors) into the model folder `out`; asserts that it succeeds.
 pub fn import_fixture(fixture: &Path, out: &Path) {
-    let output = train_export()
-        .args(["import-e3nn", "--kwargs"])
-        .arg(fixture.join("kwargs.json"))
-        .arg("--weights")
-        .arg(fixture.join("weights.safetensors"))
-        .arg("--out")
-        .arg(out)
-        .output()
-        .expect("runs");
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    run_ok(
+        train_export()
+            .args(["import-e3nn", "--kwargs"])
+            .arg(fixture.join("kwargs.json"))
+            .arg("--weights")
+            .arg(fixture.join("weights.safetensors"))
+            .arg("--out")
+            .arg(out),
+    );
 }
 
 /// `train-export --model mlp` on a short simulated trajectory, run once per test binary.

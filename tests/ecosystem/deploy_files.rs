@@ -36,8 +36,7 @@ fn every_card_fits_the_documented_schema() {
     // The shipped default pulls towards the centroid; the calibration pushes chains its
     // forces hold too tight (κ < 0).
     let pushed = tempfile::NamedTempFile::new().expect("temp file");
-    let mut card: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(project.join("models/pairforce-h4/card.json")).expect("card")).expect("json");
+    let mut card: serde_json::Value = crate::common::card_of(&project.join("models/pairforce-h4"));
     card["noise"]["confinement"] = serde_json::json!(-1e-5);
     std::fs::write(pushed.path(), card.to_string()).expect("written");
     cards.push(pushed.path().to_path_buf());

@@ -24,7 +24,7 @@ fn max_difference<D: ndarray::Dimension>(a: &Array<f32, D>, b: &Array<f32, D>) -
 /// The model's own ONNX Runtime session, with the signature its card gives (a
 /// stochastic model's graph also gives dx_std).
 fn direct(model_dir: &Path, history_frames: usize) -> OnnxModel {
-    let card: equiserve::card::ModelCard = serde_json::from_str(&std::fs::read_to_string(model_dir.join("card.json")).expect("card")).expect("a card");
+    let card: equiserve::card::ModelCard = crate::common::card_of(model_dir);
     assert_eq!(card.onnx.signature.inputs, Signature::dynamics(history_frames).inputs);
     OnnxModel::load(&model_dir.join("model.onnx"), &card.onnx.signature, ExecutionDevice::Cpu, 1).expect("loads")
 }

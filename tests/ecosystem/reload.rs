@@ -365,8 +365,7 @@ async fn a_model_file_without_a_card_serves_when_it_fits_the_interface() {
         .await
         .expect("predicts")
         .into_inner();
-    let card: equiserve::card::ModelCard =
-        serde_json::from_str(&std::fs::read_to_string(shipped_model("pairforce-h4").join("card.json")).expect("card")).expect("a card");
+    let card: equiserve::card::ModelCard = crate::common::card_of(&shipped_model("pairforce-h4"));
     let mut direct = OnnxModel::load(&shipped_model("pairforce-h4").join("model.onnx"), &card.onnx.signature, ExecutionDevice::Cpu, 1).expect("loads");
     let x = ndarray::Array3::from_shape_vec((1, 12, 3), positions).expect("frame");
     let window = ndarray::Array4::from_shape_vec((1, 3, 12, 3), previous).expect("window");

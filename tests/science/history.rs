@@ -6,7 +6,7 @@ use crate::common;
 
 use std::{fs, path::PathBuf, sync::OnceLock};
 
-use common::{TestServer, fixtures_dir, import_fixture, train_export};
+use common::{TestServer, fixtures_dir, import_fixture, run_ok, train_export};
 use equiserve::{
     e3::rotation::{Isometry, equivariance_deviation, random_reflection, random_rotation},
     models::{GateNetwork, GateNetworkConfig, Inertial, Mlp, ModelInputs, OpsModel, PairForce, ParticleNoise, history::ModeFilter},
@@ -252,30 +252,29 @@ fn served_history_models() -> &'static PathBuf {
     static DIR: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
     &DIR.get_or_init(|| {
         let dir = tempfile::tempdir().expect("temp dir");
-        let output = train_export()
-            .args([
-                "--model",
-                "pairforce",
-                "--model",
-                "mlp",
-                "--history",
-                "3",
-                "--frames",
-                "600",
-                "--epochs",
-                "30",
-                "--lr",
-                "0.01",
-                "--seed",
-                "2",
-                "--long-steps",
-                "1500",
-                "--out",
-            ])
-            .arg(dir.path())
-            .output()
-            .expect("train-export runs");
-        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        run_ok(
+            train_export()
+                .args([
+                    "--model",
+                    "pairforce",
+                    "--model",
+                    "mlp",
+                    "--history",
+                    "3",
+                    "--frames",
+                    "600",
+                    "--epochs",
+                    "30",
+                    "--lr",
+                    "0.01",
+                    "--seed",
+                    "2",
+                    "--long-steps",
+                    "1500",
+                    "--out",
+                ])
+                .arg(dir.path()),
+        );
         let path = dir.path().to_path_buf();
         (dir, path)
     })
@@ -287,7 +286,7 @@ fn served_history_models() -> &'static PathBuf {
 /// pair-force model's is, and the server answers it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_history_mlp_learns_a_spread_per_particle_and_serves_it() {
-    let card: serde_json::Value = serde_json::from_str(&fs::read_to_string(served_history_models().join("mlp-h3/card.json")).expect("card")).expect("json");
+    let card: serde_json::Value = crate::common::card_of(&served_history_models().join("mlp-h3"));
     assert_eq!(card["stochastic"], true);
     assert_eq!(card["onnx"]["outputs"][1]["name"], "dx_std");
     let log_std = card["hyperparameters"]["particle_noise"]["log_std"].as_array().expect("a spread per particle");
@@ -320,8 +319,7 @@ async fn a_history_mlp_learns_a_spread_per_particle_and_serves_it() {
 /// persistence guess on one-step dx, in the same run on the same frames.
 #[test]
 fn a_trained_history_model_beats_persistence() {
-    let card: serde_json::Value =
-        serde_json::from_str(&fs::read_to_string(served_history_models().join("pairforce-h3/card.json")).expect("card")).expect("json");
+    let card: serde_json::Value = crate::common::card_of(&served_history_models().join("pairforce-h3"));
     // K is kept once, in the signature: the window input holds K − 1 = 2 frames.
     assert!(card.get("history_frames").is_none(), "K written twice");
     assert_eq!(card["onnx"]["inputs"][1]["name"], "previous");
@@ -497,7 +495,7 @@ fn the_e3nn_history_fixture_imports_and_reproduces_its_outputs() {
     let error = relative_error(&actual, &expected);
     assert!(error < 1e-5, "relative error {error:e}");
 
-    let card: serde_json::Value = serde_json::from_str(&fs::read_to_string(model_dir.join("card.json")).expect("card")).expect("json");
+    let card: serde_json::Value = crate::common::card_of(&model_dir);
     assert_eq!(card["onnx"]["inputs"][1]["shape"][1], "2", "a window of K − 1 = 2 frames");
     for key in ["rotation_37_x", "random_rotations", "random_reflections", "random_translations"] {
         assert!(card["equivariance"][key].as_f64().expect("error") < 1e-5, "{key}: {}", card["equivariance"]);
@@ -567,15 +565,9 @@ fn a_chain_whose_bonds_dissolve_is_trained_again_with_forces_holding_them() {
     assert!(long["pair_distance_w1_ratio"].as_f64().expect("W1") < 1.5, "{long}");
 }
 
-/// Runs `command` to completion, failing the test with its stderr where it fails.
-fn run_ok(command: &mut std::process::Command) {
-    let output = command.output().expect("runs");
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-}
-
 /// Trains with `train-export` (`command`, given `--out out`) and reads the card of the
 /// model `name`.
 fn trained_card(command: &mut std::process::Command, out: &std::path::Path, name: &str) -> serde_json::Value {
     run_ok(command.arg("--out").arg(out));
-    serde_json::from_str(&fs::read_to_string(out.join(name).join("card.json")).expect("card")).expect("json")
+    crate::common::card_of(&out.join(name))
 }

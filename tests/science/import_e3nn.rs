@@ -39,7 +39,7 @@ fn imported_network_reproduces_e3nn_through_onnx_runtime() {
     let error = actual.iter().zip(&expected).fold(0.0_f32, |m, (a, e)| m.max((a - e).abs()));
     assert!(error / scale < 1e-5, "relative error {}", error / scale);
 
-    let card: serde_json::Value = serde_json::from_str(&fs::read_to_string(model_dir.join("card.json")).expect("card")).expect("json");
+    let card: serde_json::Value = crate::common::card_of(&model_dir);
     assert_eq!(card["name"], "e3large");
     assert_eq!(card["params"], 102_905);
     assert_eq!(card["architecture"], "gate_points_2101.Network");
@@ -158,10 +158,8 @@ fn other_gate_network_kwargs_import() {
     fs::write(&kwargs, serde_json::to_string(&config).expect("json")).expect("write");
 
     let model_dir = dir.path().join("small_gate");
-    let output =
-        train_export().args(["import-e3nn", "--kwargs"]).arg(&kwargs).arg("--weights").arg(&weights).arg("--out").arg(&model_dir).output().expect("runs");
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    let card: serde_json::Value = serde_json::from_str(&fs::read_to_string(model_dir.join("card.json")).expect("card")).expect("json");
+    crate::common::run_ok(train_export().args(["import-e3nn", "--kwargs"]).arg(&kwargs).arg("--weights").arg(&weights).arg("--out").arg(&model_dir));
+    let card: serde_json::Value = crate::common::card_of(&model_dir);
     assert_eq!(card["params"], network.num_params());
     assert!(card["onnx"]["parity_relative_error"].as_f64().expect("parity") < 1e-5);
     let worst = ["rotation_37_x", "random_rotations", "random_reflections", "random_translations"]

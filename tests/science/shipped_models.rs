@@ -79,7 +79,7 @@ fn the_shipped_default_is_stochastic_and_judged_by_its_samples() {
         onnx::{ExecutionDevice, OnnxModel},
     };
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/pairforce-h4");
-    let card: ModelCard = serde_json::from_str(&std::fs::read_to_string(dir.join("card.json")).expect("card")).expect("a card");
+    let card: ModelCard = crate::common::card_of(&dir);
     assert!(card.stochastic && card.onnx.signature.is_stochastic());
     let mut session = OnnxModel::load(&dir.join("model.onnx"), &card.onnx.signature, ExecutionDevice::Cpu, 1).expect("loads with its signature");
     let positions = ndarray::Array3::from_shape_vec((2, 12, 3), frames()).expect("two frames");

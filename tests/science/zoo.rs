@@ -181,11 +181,9 @@ fn attention_models_and_the_gnn_learn_in_burn() {
 #[test]
 fn equivariant_models_train_export_and_keep_their_symmetry_through_onnx() {
     let out = tempfile::tempdir().expect("temp dir");
-    let output =
-        train_export().args(["--model", "e3small", "--model", "e3large", "--frames", "60", "--epochs", "1", "--out"]).arg(out.path()).output().expect("runs");
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    crate::common::run_ok(train_export().args(["--model", "e3small", "--model", "e3large", "--frames", "60", "--epochs", "1", "--out"]).arg(out.path()));
     for (name, params) in [("e3small", 344), ("e3large", 102_905)] {
-        let card: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.path().join(name).join("card.json")).expect("card")).expect("json");
+        let card: serde_json::Value = crate::common::card_of(&out.path().join(name));
         assert_eq!(card["params"], params);
         assert_eq!(card["equivariant"], true);
         assert!(card["onnx"]["parity_relative_error"].as_f64().expect("parity") < 1e-5);
@@ -214,8 +212,7 @@ async fn attention_and_graph_models_are_trained_exported_and_served() {
     for (name, _) in models {
         command.args(["--model", name]);
     }
-    let output = command.args(["--frames", "40", "--epochs", "1", "--out"]).arg(out.path()).output().expect("runs");
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    crate::common::run_ok(command.args(["--frames", "40", "--epochs", "1", "--out"]).arg(out.path()));
 
     let mut server = TestServer::start(out.path()).await;
     let mut rng = StdRng::seed_from_u64(10);
